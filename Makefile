@@ -1,0 +1,30 @@
+# Thin wrapper over CMake. `make` builds build/lexora and build/lexora-sim; `make test` and `make demo`
+# install their own dependencies first (scripts/install-deps.sh), so each works on a fresh machine.
+JOBS ?= 2
+
+.PHONY: all build deps test test-unit test-integration demo bench clean format
+
+all: build
+
+deps:
+	@scripts/install-deps.sh
+
+build:
+	@cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DLEXORA_TESTS=OFF >/dev/null
+	@cmake --build build -j$(JOBS)
+
+# Every test, under AddressSanitizer + UndefinedBehaviorSanitizer.
+test: deps
+	@scripts/test.sh
+
+demo: deps build
+	@scripts/demo.sh
+
+bench: deps build
+	@bench/run.sh
+
+clean:
+	rm -rf build build-asan
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')

@@ -1,0 +1,45 @@
+/* Allocation wrappers that abort on exhaustion, slices, clocks. See common.h. */
+#include "utils/common.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <strings.h>
+#include <time.h>
+
+static void *check(void *p, size_t n)
+{
+    if (p == NULL && n != 0) {
+        fprintf(stderr, "lexora: out of memory allocating %zu bytes\n", n);
+        abort();
+    }
+    return p;
+}
+
+void *lx_xmalloc(size_t n) { return check(malloc(n), n); }
+void *lx_xcalloc(size_t count, size_t n) { return check(calloc(count, n), count * n); }
+void *lx_xrealloc(void *p, size_t n) { return check(realloc(p, n), n); }
+
+char *lx_xstrdup(const char *s) { return lx_xstrndup(s, strlen(s)); }
+
+char *lx_xstrndup(const char *s, size_t n)
+{
+    char *d = lx_xmalloc(n + 1);
+    memcpy(d, s, n);
+    d[n] = '\0';
+    return d;
+}
+
+bool lx_slice_eq_nocase(lx_slice a, const char *lit)
+{
+    size_t n = strlen(lit);
+    return a.len == n && strncasecmp(a.p, lit, n) == 0;
+}
+
+uint64_t lx_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+int64_t lx_wall_s(void) { return (int64_t)time(NULL); }

@@ -1,0 +1,52 @@
+/*
+ * Small shared pieces: a byte slice, allocation wrappers that abort on exhaustion, a monotonic clock.
+ *
+ * lx_xmalloc and friends are for sizes Lexora chooses (structs, bounded buffers); they abort the process
+ * when memory runs out, as there is nothing sensible left to do. Sizes a client controls go through
+ * lx_buf (buf.h), which has a hard cap and reports failure instead.
+ * Thread-safe: everything here may be called from any thread.
+ */
+#ifndef LX_COMMON_H
+#define LX_COMMON_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#define LX_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+#define LX_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define LX_MAX(a, b) ((a) > (b) ? (a) : (b))
+
+/* A view of bytes owned by someone else; not NUL-terminated. */
+typedef struct {
+    const char *p;
+    size_t len;
+} lx_slice;
+
+#define LX_SLICE_LIT(s) ((lx_slice){(s), sizeof(s) - 1})
+
+static inline lx_slice lx_slice_of(const char *s) { return (lx_slice){s, s ? strlen(s) : 0}; }
+
+static inline bool lx_slice_eq(lx_slice a, const char *lit)
+{
+    size_t n = strlen(lit);
+    return a.len == n && memcmp(a.p, lit, n) == 0;
+}
+
+bool lx_slice_eq_nocase(lx_slice a, const char *lit);
+
+void *lx_xmalloc(size_t n);
+void *lx_xcalloc(size_t count, size_t n);
+void *lx_xrealloc(void *p, size_t n);
+char *lx_xstrdup(const char *s);
+char *lx_xstrndup(const char *s, size_t n);
+
+/* Monotonic time since an arbitrary origin. */
+uint64_t lx_now_ns(void);
+static inline double lx_now_ms(void) { return (double)lx_now_ns() / 1e6; }
+
+/* Wall-clock seconds since the epoch. */
+int64_t lx_wall_s(void);
+
+#endif

@@ -1,0 +1,43 @@
+/* Request ids. See id.h. xorshift128+ seeded from getrandom(); ids need to be unique, not secret. */
+#include "utils/id.h"
+
+#include <stdint.h>
+#include <sys/random.h>
+
+static uint64_t state[2];
+
+static uint64_t next(void)
+{
+    if (state[0] == 0 && state[1] == 0) {
+        if (getrandom(state, sizeof state, 0) != (ssize_t)sizeof state || (state[0] | state[1]) == 0) {
+            state[0] = lx_now_ns() | 1;
+            state[1] = (uint64_t)(uintptr_t)&state ^ 0x9e3779b97f4a7c15ull;
+        }
+    }
+    uint64_t s1 = state[0];
+    const uint64_t s0 = state[1];
+    state[0] = s0;
+    s1 ^= s1 << 23;
+    state[1] = s1 ^ s0 ^ (s1 >> 17) ^ (s0 >> 26);
+    return state[1] + s0;
+}
+
+void lx_request_id_new(char out[LX_REQUEST_ID_MAX])
+{
+    static const char hex[] = "0123456789abcdef";
+    uint64_t a = next(), b = next();
+    memcpy(out, "req_", 4);
+    for (int i = 0; i < 16; i++) out[4 + i] = hex[(a >> (i * 4)) & 15];
+    for (int i = 0; i < 8; i++) out[20 + i] = hex[(b >> (i * 4)) & 15];
+    out[28] = '\0';
+}
+
+bool lx_request_id_acceptable(lx_slice id)
+{
+    if (id.len == 0 || id.len >= LX_REQUEST_ID_MAX) return false;
+    for (size_t i = 0; i < id.len; i++) {
+        unsigned char c = (unsigned char)id.p[i];
+        if (c <= 0x20 || c >= 0x7f || c == '"' || c == '\\') return false;
+    }
+    return true;
+}

@@ -1,0 +1,146 @@
+/*
+ * Logging. Text lines look like
+ *   2026-11-28T10:00:00.123Z INFO  [req_ab12] message
+ * JSON lines like
+ *   {"ts":"2026-11-28T10:00:00.123Z","level":"INFO","request_id":"req_ab12","msg":"message"}
+ * stderr is switched to full buffering; lx_log_flush (once per loop turn) and WARN/ERROR lines push it out.
+ */
+#include "utils/log.h"
+
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/time.h>
+#include <time.h>
+
+#include "utils/buf.h"
+
+lx_log_level lx_log_min_level = LX_LOG_INFO;
+static bool log_json = false;
+static bool log_buffered = false;
+
+static const char *level_names[] = {"DEBUG", "INFO", "WARNING", "ERROR"};
+
+int lx_log_level_parse(const char *name)
+{
+    if (strcasecmp(name, "debug") == 0) return LX_LOG_DEBUG;
+    if (strcasecmp(name, "info") == 0) return LX_LOG_INFO;
+    if (strcasecmp(name, "warning") == 0 || strcasecmp(name, "warn") == 0) return LX_LOG_WARN;
+    if (strcasecmp(name, "error") == 0) return LX_LOG_ERROR;
+    return -1;
+}
+
+const char *lx_log_level_name(lx_log_level level) { return level_names[level]; }
+
+void lx_log_configure(lx_log_level level, bool json)
+{
+    lx_log_min_level = level;
+    log_json = json;
+    if (!log_buffered) {
+        static char stderr_buf[1 << 16];
+        setvbuf(stderr, stderr_buf, _IOFBF, sizeof stderr_buf);
+        log_buffered = true;
+    }
+}
+
+bool lx_log_json(void) { return log_json; }
+
+void lx_log_flush(void) { fflush(stderr); }
+
+static void timestamp(char *out, size_t n)
+{
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    struct tm tm;
+    gmtime_r(&tv.tv_sec, &tm);
+    size_t k = strftime(out, n, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out + k, n - k, ".%03dZ", (int)(tv.tv_usec / 1000));
+}
+
+static void emit(lx_log_level level, lx_buf *line)
+{
+    lx_buf_append(line, "\n", 1);
+    fwrite(line->p, 1, line->len, stderr);
+    if (level >= LX_LOG_WARN || !log_buffered) fflush(stderr);
+}
+
+static void json_field(lx_buf *b, const char *key, const char *val)
+{
+    lx_buf_printf(b, ",\"%s\":\"", key);
+    lx_buf_json_escape(b, val, strlen(val));
+    lx_buf_append(b, "\"", 1);
+}
+
+void lx_log_write(lx_log_level level, const char *reqid, const char *fmt, ...)
+{
+    char msg[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    char ts[40];
+    timestamp(ts, sizeof ts);
+
+    lx_buf line;
+    lx_buf_init(&line, 0);
+    lx_buf *b = &line;
+    if (log_json) {
+        lx_buf_printf(b, "{\"ts\":\"%s\",\"level\":\"%s\"", ts, level_names[level]);
+        if (reqid) json_field(b, "request_id", reqid);
+        json_field(b, "msg", msg);
+        lx_buf_append(b, "}", 1);
+    } else {
+        lx_buf_printf(b, "%s %-7s ", ts, level_names[level]);
+        if (reqid) lx_buf_printf(b, "[%s] ", reqid);
+        lx_buf_append_str(b, msg);
+    }
+    emit(level, b);
+    lx_buf_free(b);
+}
+
+static const char *or_dash(const char *s) { return s && *s ? s : "-"; }
+
+static void access_json(lx_buf *b, const lx_access_rec *r, const char *ts)
+{
+    lx_buf_printf(b, "{\"ts\":\"%s\",\"level\":\"INFO\",\"msg\":\"access\"", ts);
+    json_field(b, "request_id", or_dash(r->request_id));
+    json_field(b, "user", or_dash(r->user));
+    json_field(b, "method", or_dash(r->method));
+    json_field(b, "path", or_dash(r->path));
+    json_field(b, "model", or_dash(r->model));
+    json_field(b, "backend", or_dash(r->backend));
+    lx_buf_printf(b, ",\"status\":%d", r->status);
+    if (r->error_code) json_field(b, "error_code", r->error_code);
+    lx_buf_printf(b, ",\"latency_ms\":%.3f,\"overhead_ms\":%.3f,\"stream\":%s", r->latency_ms,
+                  r->overhead_ms, r->stream ? "true" : "false");
+    if (r->prompt_tokens >= 0)
+        lx_buf_printf(b, ",\"prompt_tokens\":%ld,\"completion_tokens\":%ld", r->prompt_tokens,
+                      r->completion_tokens);
+    lx_buf_append(b, "}", 1);
+}
+
+static void access_text(lx_buf *b, const lx_access_rec *r, const char *ts)
+{
+    lx_buf_printf(b,
+                  "%s INFO    [%s] access user=%s %s %s model=%s backend=%s status=%d%s%s "
+                  "latency_ms=%.3f overhead_ms=%.3f stream=%d",
+                  ts, or_dash(r->request_id), or_dash(r->user), or_dash(r->method), or_dash(r->path),
+                  or_dash(r->model), or_dash(r->backend), r->status, r->error_code ? " error=" : "",
+                  r->error_code ? r->error_code : "", r->latency_ms, r->overhead_ms, r->stream);
+    if (r->prompt_tokens >= 0)
+        lx_buf_printf(b, " tokens_in=%ld tokens_out=%ld", r->prompt_tokens, r->completion_tokens);
+}
+
+void lx_log_access(const lx_access_rec *r)
+{
+    if (LX_LOG_INFO < lx_log_min_level) return;
+    char ts[40];
+    timestamp(ts, sizeof ts);
+    lx_buf b;
+    lx_buf_init(&b, 0);
+    if (log_json) access_json(&b, r, ts);
+    else access_text(&b, r, ts);
+    emit(LX_LOG_INFO, &b);
+    lx_buf_free(&b);
+}

@@ -1,0 +1,60 @@
+/*
+ * Logging: leveled lines to stderr (or a file), as text or as JSON objects, one per line.
+ *
+ * LX_LOG checks the level before any formatting is done (redis serverLog), so a disabled DEBUG line
+ * costs one comparison. Lines about a request carry its request id. Output is fully buffered and
+ * flushed once per event-loop iteration (lx_log_flush, called from the loop) and at once for
+ * WARN and ERROR, so a busy gateway does one write per loop turn, not one per line.
+ * Loop thread only, except lx_log_write at ERROR level, which may be called from any thread.
+ */
+#ifndef LX_LOG_H
+#define LX_LOG_H
+
+#include <stdbool.h>
+#include <stdio.h>
+
+typedef enum { LX_LOG_DEBUG = 0, LX_LOG_INFO, LX_LOG_WARN, LX_LOG_ERROR } lx_log_level;
+
+extern lx_log_level lx_log_min_level;
+
+/* Level names as in the config: DEBUG, INFO, WARNING (or WARN), ERROR, any case. -1 when unknown. */
+int lx_log_level_parse(const char *name);
+const char *lx_log_level_name(lx_log_level level);
+
+void lx_log_configure(lx_log_level level, bool json);
+bool lx_log_json(void);
+void lx_log_flush(void);
+
+/* reqid may be NULL. The message is printf-formatted. */
+void lx_log_write(lx_log_level level, const char *reqid, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+#define LX_LOG(level, reqid, ...)                                                                  \
+    do {                                                                                           \
+        if ((level) >= lx_log_min_level) lx_log_write((level), (reqid), __VA_ARGS__);             \
+    } while (0)
+#define LX_DEBUG(reqid, ...) LX_LOG(LX_LOG_DEBUG, reqid, __VA_ARGS__)
+#define LX_INFO(reqid, ...) LX_LOG(LX_LOG_INFO, reqid, __VA_ARGS__)
+#define LX_WARN(reqid, ...) LX_LOG(LX_LOG_WARN, reqid, __VA_ARGS__)
+#define LX_ERROR(reqid, ...) LX_LOG(LX_LOG_ERROR, reqid, __VA_ARGS__)
+
+/* One access-log line per finished request, written at INFO. Strings may be NULL. */
+typedef struct {
+    const char *request_id;
+    const char *user;
+    const char *method;
+    const char *path;
+    const char *model;
+    const char *backend;
+    int status;
+    const char *error_code; /* the OpenAI error code when the answer is an error */
+    double latency_ms;
+    double overhead_ms;
+    long prompt_tokens; /* -1 when unknown */
+    long completion_tokens;
+    bool stream;
+} lx_access_rec;
+
+void lx_log_access(const lx_access_rec *rec);
+
+#endif
