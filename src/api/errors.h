@@ -1,0 +1,61 @@
+/*
+ * Every error a client can get from Lexora itself, in one table: HTTP status, OpenAI error type,
+ * the stable `code` string, and whether a retry could help. Bodies are the OpenAI envelope
+ *   {"error":{"message":"...","type":"...","param":null|"...","code":"..."}}
+ * Also here: normalising an upstream error body to that envelope (vLLM before 0.10.1 sent a flat
+ * {"object":"error","message",...} object; everything nested passes through untouched).
+ * Pure functions; any thread.
+ */
+#ifndef LX_ERRORS_H
+#define LX_ERRORS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "utils/buf.h"
+
+typedef enum {
+    LX_ERR_INVALID_JSON = 0,       /* 400 invalid_json: the body is not a JSON object */
+    LX_ERR_INVALID_FIELD,          /* 400 invalid_value: a field has the wrong type or range (param names it) */
+    LX_ERR_MISSING_FIELD,          /* 400 missing_field: a required field is absent (param names it) */
+    LX_ERR_BAD_REQUEST,            /* 400 bad_request: malformed HTTP */
+    LX_ERR_NOT_FOUND,              /* 404 not_found: no such path */
+    LX_ERR_MODEL_NOT_FOUND,        /* 404 model_not_found: no enabled backend serves the model */
+    LX_ERR_METHOD_NOT_ALLOWED,     /* 405 method_not_allowed */
+    LX_ERR_REQUEST_TIMEOUT,        /* 408 request_timeout: the request did not arrive in time */
+    LX_ERR_BODY_TOO_LARGE,         /* 413 request_too_large */
+    LX_ERR_HEADER_TOO_LARGE,       /* 431 header_too_large */
+    LX_ERR_UNSUPPORTED_MEDIA,      /* 415 unsupported_media_type: body is not application/json */
+    LX_ERR_INTERNAL,               /* 500 internal_error */
+    LX_ERR_UPSTREAM_UNAVAILABLE,   /* 502 upstream_unavailable: the backend could not be reached */
+    LX_ERR_UPSTREAM_BAD_RESPONSE,  /* 502 upstream_bad_response: it answered garbage, cut off or too large */
+    LX_ERR_TOO_MANY_CONNECTIONS,   /* 503 too_many_connections */
+    LX_ERR_UPSTREAM_TIMEOUT,       /* 504 upstream_timeout: the backend did not answer within its timeout */
+    LX_ERR_COUNT
+} lx_err;
+
+typedef struct {
+    int status;
+    const char *type; /* OpenAI error type */
+    const char *code; /* stable, machine-readable */
+    bool retryable;   /* could the same request succeed later or elsewhere */
+} lx_err_info;
+
+const lx_err_info *lx_err_get(lx_err e);
+
+/*
+ * Appends the envelope for e with the given message (NUL-terminated; NULL for the table's default
+ * message) and param (NULL for JSON null) to out. Returns 0, or -1 if out's cap is reached (out is
+ * then left as it was).
+ */
+int lx_err_body(lx_buf *out, lx_err e, const char *message, const char *param);
+
+/*
+ * Upstream error body → envelope. If body is a flat vLLM error ({"object":"error","message":...}) it
+ * is rewritten nested into out and 1 is returned; if it is already an envelope, 0 is returned and out
+ * is untouched (pass the original through); if it is not JSON or has no message, a generic envelope
+ * with type "upstream_error", code "upstream_error" and the HTTP status is written and 1 returned.
+ */
+int lx_err_normalize_upstream(const char *body, size_t len, int status, lx_buf *out);
+
+#endif
