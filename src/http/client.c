@@ -1,0 +1,798 @@
+/*
+ * Upstream HTTP: libcurl's multi interface driven by the libuv loop. See client.h for the API.
+ *
+ * Shape. One CURLM per lx_http_client, with CURLMOPT_SOCKETFUNCTION / TIMERFUNCTION: one uv_timer_t
+ * ("timer") for curl's timeouts and one uv_poll_t per socket curl hands over (a sock_ctx, attached to
+ * the socket with curl_multi_assign). CURL_POLL_REMOVE only means "stop watching": the poll is
+ * stopped and closed there and its sock_ctx freed in the close callback; if curl hands the same fd
+ * over again (a pooled connection reused), a fresh sock_ctx is made. Connections live in the multi's
+ * cache (CURLMOPT_MAXCONNECTS 1024), so consecutive requests to a backend reuse them. Easy handles
+ * are pooled (curl_easy_reset) instead of re-created per request.
+ *
+ * Inside curl / deferral. c->in_curl counts the curl calls on the stack that can run our header and
+ * write callbacks (curl_multi_socket_action, curl_easy_pause), i.e. the calls from which the user's
+ * on_headers / on_data run. The rule is that no curl_multi_* call (nor curl_easy_pause) is made while
+ * in_curl > 0:
+ *   - lx_upstream_pause never calls curl: it sets a flag, and the next write callback returns
+ *     CURL_WRITEFUNC_PAUSE (curl keeps that piece and stops reading the socket).
+ *   - lx_upstream_resume is always deferred: the upstream goes on the client's pending list and
+ *     curl_easy_pause(CURLPAUSE_CONT) runs from the pending processing, never inside the caller's
+ *     resume() call. curl delivers the data it held synchronously inside curl_easy_pause, so on_data
+ *     may run (and pause again, or cancel) from there; that is why in_curl is raised around it too.
+ *   - lx_upstream_cancel inside curl marks the upstream finished (its callbacks now return an error
+ *     to curl, so nothing more reaches the user) and queues it; the handle is removed once curl
+ *     returned. Outside curl it removes the handle at once.
+ *   - lx_upstream_start inside curl prepares the easy handle and queues the curl_multi_add_handle.
+ *   - on_data returning false makes the write callback return 0 and queues the upstream to finish
+ *     with LX_UP_CALLER (curl may not report the WRITE_ERROR itself when the false came from data
+ *     replayed by curl_easy_pause).
+ * after_curl() runs right after every curl_multi_socket_action returns (and from a 0 ms "kick"
+ * timer, armed whenever something is queued from outside curl): it drains curl_multi_info_read
+ * until empty, then processes the pending list, and repeats until both are empty (processing may
+ * itself produce work). It does not nest: c->processing makes an inner call a no-op, the outer loop
+ * picks the work up. on_done is called from after_curl (curl finished), from the pending processing
+ * (caller abort, failed start) or from the idle timer (timeout) -- never from inside curl, and never
+ * synchronously from inside an lx_upstream_* call: a start that fails already in start() reports on
+ * a later loop turn through the kick.
+ *
+ * Timeout (timeout_ms: no byte for that long). A per-upstream uv_timer, re-armed lazily: every header
+ * line and body piece stores uv_now() in last_io, and when the timer fires it re-arms for the rest
+ * of the window if there was I/O meanwhile (no heap operation per read). It runs from the start,
+ * so it also bounds connect + send + waiting for the first byte, and it is stopped while curl holds
+ * the transfer paused (our client is slow, not the backend) and restarted on resume. curl's
+ * LOW_SPEED_LIMIT=1 / LOW_SPEED_TIME (whole seconds) was tried under multi_socket and rejected: with
+ * LOW_SPEED_TIME=1 both a server that never answers and a stream that stalls mid-body failed after
+ * ~7 s, not 1 s (curl judges the speed over a window of several seconds, and only whole seconds).
+ * curl's own OPERATION_TIMEDOUT can then only come from connect_timeout_ms; it maps to LX_UP_CONNECT
+ * when no connection was made (nothing was sent, so retrying elsewhere is safe).
+ *
+ * Closing connections. A cancelled, timed-out or caller-aborted transfer is removed before it
+ * completed: CURLOPT_FORBID_REUSE is set on it first and curl also closes any connection whose
+ * transfer was removed prematurely, so the backend sees the socket close (and frees the GPU slot).
+ *
+ * Lifetimes. An lx_upstream embeds its idle timer and is freed in that timer's close callback, one
+ * loop turn after it was detached, so it stays valid through on_done. The client counts its open
+ * uv handles (timers, polls, upstream timers) and frees itself when the last one closed after
+ * lx_http_client_free. lx_http_client_free from inside a callback only sets free_requested (every
+ * callback into the user checks it); after_curl then tears down once curl returned.
+ * Memory per stream: small_buffer sets CURLOPT_BUFFERSIZE 4096 (curl allocates the receive buffer
+ * per transfer and frees it when the transfer is done, so pooled easy handles hold none).
+ * Loop thread only.
+ */
+#include "http/client.h"
+
+#include <curl/curl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <strings.h>
+
+#include "utils/log.h"
+
+#define LX_CLIENT_MAXCONNECTS    1024L
+#define LX_CLIENT_EASY_POOL      256
+#define LX_CLIENT_SMALL_BUFFER   4096L
+#define LX_CLIENT_DEFAULT_BUFFER ((long)CURL_MAX_WRITE_SIZE)
+
+typedef struct sock_ctx {
+    uv_poll_t poll;
+    lx_http_client *c;
+    curl_socket_t fd;
+    int events;
+    bool closing;
+    struct sock_ctx *prev, *next;
+} sock_ctx;
+
+struct lx_upstream {
+    lx_http_client *c;
+    CURL *easy;
+    struct curl_slist *hdrs;
+    lx_upstream_cbs cbs;
+    void *ud;
+    lx_upstream *prev, *next;           /* c->all: every upstream not yet detached */
+    lx_upstream *pend_prev, *pend_next; /* c->pending */
+    bool on_pending;
+    bool added;       /* in the multi */
+    bool need_add;    /* curl_multi_add_handle deferred */
+    bool curl_done;   /* curl reported CURLMSG_DONE (the connection went back to the cache or closed) */
+    bool finished;    /* on_done delivered, being delivered, or cancelled: no more user callbacks */
+    bool detached;    /* out of the multi and the lists; freed when the idle timer closed */
+    bool has_fail;    /* finish with `fail` at the next processing */
+    bool paused;      /* the user asked for no data */
+    bool curl_paused; /* the write callback returned CURL_WRITEFUNC_PAUSE */
+    bool want_resume; /* curl_easy_pause(CONT) deferred */
+    bool head_done;
+    lx_up_result fail;
+    int status;
+    uint64_t timeout_ms;
+    uint64_t last_io; /* uv_now() of the last byte received */
+    uv_timer_t idle;
+    size_t ctype_len, retry_len;
+    char ctype[256];
+    char retry[64];
+    char errbuf[CURL_ERROR_SIZE];
+};
+
+struct lx_http_client {
+    uv_loop_t *loop;
+    CURLM *multi;
+    uv_timer_t timer; /* curl's timeout */
+    uv_timer_t kick;  /* runs after_curl on the next loop turn */
+    int in_curl;
+    bool processing;
+    bool free_requested; /* lx_http_client_free was called: no more user callbacks */
+    bool freeing;        /* teardown done; waiting for the uv handles to close */
+    size_t open_handles;
+    size_t active;
+    lx_upstream *all;
+    lx_upstream *pend_head, *pend_tail;
+    sock_ctx *socks;
+    CURL *pool[LX_CLIENT_EASY_POOL];
+    size_t npool;
+};
+
+static void after_curl(lx_http_client *c);
+static void teardown(lx_http_client *c);
+
+const char *lx_up_result_name(lx_up_result r)
+{
+    switch (r) {
+    case LX_UP_OK: return "ok";
+    case LX_UP_CONNECT: return "connect";
+    case LX_UP_TIMEOUT: return "timeout";
+    case LX_UP_RESET: return "reset";
+    case LX_UP_BAD_RESPONSE: return "bad_response";
+    case LX_UP_CALLER: return "caller";
+    case LX_UP_OTHER: return "other";
+    }
+    return "other";
+}
+
+/* ---- handle accounting ---------------------------------------------------------------------- */
+
+static void handle_closed(lx_http_client *c)
+{
+    if (--c->open_handles == 0 && c->freeing) {
+        free(c);
+        curl_global_cleanup();
+    }
+}
+
+static void client_timer_closed(uv_handle_t *h) { handle_closed(h->data); }
+
+/* ---- sockets (CURLMOPT_SOCKETFUNCTION) ------------------------------------------------------- */
+
+static void sock_closed(uv_handle_t *h)
+{
+    sock_ctx *s = h->data;
+    lx_http_client *c = s->c;
+    free(s);
+    handle_closed(c);
+}
+
+static void sock_close(sock_ctx *s)
+{
+    lx_http_client *c = s->c;
+    if (s->closing) return;
+    s->closing = true;
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        c->socks = s->next;
+    if (s->next) s->next->prev = s->prev;
+    uv_close((uv_handle_t *)&s->poll, sock_closed);
+}
+
+static void socket_action(lx_http_client *c, curl_socket_t fd, int flags)
+{
+    int running;
+    c->in_curl++;
+    CURLMcode rc = curl_multi_socket_action(c->multi, fd, flags, &running);
+    c->in_curl--;
+    if (rc != CURLM_OK) LX_WARN(NULL, "upstream: curl_multi_socket_action: %s", curl_multi_strerror(rc));
+}
+
+static void poll_cb(uv_poll_t *h, int status, int events)
+{
+    sock_ctx *s = h->data;
+    lx_http_client *c = s->c;
+    int flags = 0;
+    /* libuv reports POLLERR as an error and stops the poll; let curl find out what it is (a refused
+     * connect, a reset) by trying to read and write, and watch again if it keeps the socket. */
+    if (status < 0)
+        flags = CURL_CSELECT_IN | CURL_CSELECT_OUT | CURL_CSELECT_ERR;
+    else {
+        if (events & UV_READABLE) flags |= CURL_CSELECT_IN;
+        if (events & UV_WRITABLE) flags |= CURL_CSELECT_OUT;
+    }
+    socket_action(c, s->fd, flags);
+    if (status < 0 && !s->closing && !c->freeing) uv_poll_start(&s->poll, s->events, poll_cb);
+    after_curl(c);
+}
+
+static int sock_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
+{
+    (void)easy;
+    lx_http_client *c = userp;
+    sock_ctx *s = socketp;
+
+    if (what == CURL_POLL_REMOVE) {
+        /* Not a close: the fd may come back later. curl drops its hash entry (and socketp) itself. */
+        if (s) sock_close(s);
+        return 0;
+    }
+    if (c->freeing) return -1;
+    if (!s) {
+        s = lx_xcalloc(1, sizeof *s);
+        s->c = c;
+        s->fd = fd;
+        int err = uv_poll_init_socket(c->loop, &s->poll, fd);
+        if (err) {
+            LX_ERROR(NULL, "upstream: uv_poll_init_socket(%d): %s", (int)fd, uv_strerror(err));
+            free(s);
+            return -1;
+        }
+        s->poll.data = s;
+        c->open_handles++;
+        s->next = c->socks;
+        if (c->socks) c->socks->prev = s;
+        c->socks = s;
+        curl_multi_assign(c->multi, fd, s); /* allowed from the socket callback */
+    }
+    s->events = 0;
+    if (what & CURL_POLL_IN) s->events |= UV_READABLE;
+    if (what & CURL_POLL_OUT) s->events |= UV_WRITABLE;
+    uv_poll_start(&s->poll, s->events, poll_cb);
+    return 0;
+}
+
+/* ---- curl's timer (CURLMOPT_TIMERFUNCTION) and the kick -------------------------------------- */
+
+static void curl_timer_fired(uv_timer_t *t)
+{
+    lx_http_client *c = t->data;
+    socket_action(c, CURL_SOCKET_TIMEOUT, 0);
+    after_curl(c);
+}
+
+static int timer_cb(CURLM *multi, long timeout_ms, void *userp)
+{
+    (void)multi;
+    lx_http_client *c = userp;
+    if (c->freeing) return 0;
+    if (timeout_ms < 0)
+        uv_timer_stop(&c->timer);
+    else
+        uv_timer_start(&c->timer, curl_timer_fired, (uint64_t)timeout_ms, 0);
+    return 0;
+}
+
+static void kick_fired(uv_timer_t *t) { after_curl(t->data); }
+
+/* ---- upstream lists and lifetime ------------------------------------------------------------ */
+
+static void pending_unlink(lx_upstream *u)
+{
+    lx_http_client *c = u->c;
+    if (!u->on_pending) return;
+    if (u->pend_prev)
+        u->pend_prev->pend_next = u->pend_next;
+    else
+        c->pend_head = u->pend_next;
+    if (u->pend_next)
+        u->pend_next->pend_prev = u->pend_prev;
+    else
+        c->pend_tail = u->pend_prev;
+    u->pend_prev = u->pend_next = NULL;
+    u->on_pending = false;
+}
+
+static void enqueue(lx_upstream *u)
+{
+    lx_http_client *c = u->c;
+    if (!u->on_pending) {
+        u->on_pending = true;
+        u->pend_next = NULL;
+        u->pend_prev = c->pend_tail;
+        if (c->pend_tail)
+            c->pend_tail->pend_next = u;
+        else
+            c->pend_head = u;
+        c->pend_tail = u;
+    }
+    /* Inside curl or inside after_curl the work is picked up when they return; elsewhere (a resume
+     * from a client's write callback, a start that failed) the kick brings it to the next turn. */
+    if (!c->processing && c->in_curl == 0 && !c->freeing) uv_timer_start(&c->kick, kick_fired, 0, 0);
+}
+
+static void mark_finished(lx_upstream *u)
+{
+    if (u->finished) return;
+    u->finished = true;
+    u->c->active--;
+    uv_timer_stop(&u->idle);
+}
+
+static void recycle_easy(lx_http_client *c, CURL *e)
+{
+    if (c->freeing || c->npool == LX_CLIENT_EASY_POOL) {
+        curl_easy_cleanup(e);
+        return;
+    }
+    curl_easy_reset(e);
+    /* curl refuses CURLOPT_BUFFERSIZE while the handle still holds a receive buffer (it is normally
+     * freed when a transfer is done). Such a handle would keep a buffer of the old size under the
+     * default size setting, so it is not reused. */
+    if (curl_easy_setopt(e, CURLOPT_BUFFERSIZE, LX_CLIENT_DEFAULT_BUFFER) != CURLE_OK) {
+        curl_easy_cleanup(e);
+        return;
+    }
+    c->pool[c->npool++] = e;
+}
+
+static void upstream_closed(uv_handle_t *h)
+{
+    lx_upstream *u = h->data;
+    lx_http_client *c = u->c;
+    free(u);
+    handle_closed(c);
+}
+
+/* Takes u out of curl and the client's lists; u itself is freed one loop turn later. Not inside curl. */
+static void detach(lx_upstream *u)
+{
+    lx_http_client *c = u->c;
+    if (u->detached) return;
+    mark_finished(u);
+    u->detached = true;
+    pending_unlink(u);
+    if (u->prev)
+        u->prev->next = u->next;
+    else
+        c->all = u->next;
+    if (u->next) u->next->prev = u->prev;
+    u->prev = u->next = NULL;
+    if (u->easy) {
+        if (u->added) {
+            /* An unfinished transfer: its connection must close, not go back to the cache. */
+            if (!u->curl_done) curl_easy_setopt(u->easy, CURLOPT_FORBID_REUSE, 1L);
+            CURLMcode rc = curl_multi_remove_handle(c->multi, u->easy);
+            if (rc != CURLM_OK) LX_ERROR(NULL, "upstream: curl_multi_remove_handle: %s", curl_multi_strerror(rc));
+            u->added = false;
+        }
+        recycle_easy(c, u->easy);
+        u->easy = NULL;
+    }
+    curl_slist_free_all(u->hdrs);
+    u->hdrs = NULL;
+    uv_close((uv_handle_t *)&u->idle, upstream_closed);
+}
+
+/* Ends u with on_done. Not inside curl. */
+static void complete(lx_upstream *u, lx_up_result r, const char *detail)
+{
+    lx_http_client *c = u->c;
+    if (u->detached) return;
+    bool notify = !u->finished;
+    detach(u);
+    if (notify && !c->free_requested) u->cbs.on_done(u, r, detail ? detail : "", u->ud);
+}
+
+static void fail_later(lx_upstream *u, lx_up_result r, const char *detail)
+{
+    if (u->finished || u->has_fail) return;
+    u->has_fail = true;
+    u->fail = r;
+    if (detail && detail != u->errbuf) snprintf(u->errbuf, sizeof u->errbuf, "%s", detail);
+    enqueue(u);
+}
+
+/* ---- the idle timeout ----------------------------------------------------------------------- */
+
+static void idle_fired(uv_timer_t *t)
+{
+    lx_upstream *u = t->data;
+    if (u->finished || u->curl_paused) return;
+    uint64_t now = uv_now(u->c->loop);
+    uint64_t quiet = now - u->last_io;
+    if (quiet < u->timeout_ms) {
+        uv_timer_start(&u->idle, idle_fired, u->timeout_ms - quiet, 0);
+        return;
+    }
+    snprintf(u->errbuf, sizeof u->errbuf, "no data from upstream for %" PRIu64 " ms", quiet);
+    complete(u, LX_UP_TIMEOUT, u->errbuf);
+}
+
+static void idle_arm(lx_upstream *u)
+{
+    if (u->timeout_ms == 0 || u->finished) return;
+    u->last_io = uv_now(u->c->loop);
+    uv_timer_start(&u->idle, idle_fired, u->timeout_ms, 0);
+}
+
+/* ---- curl's header and write callbacks ------------------------------------------------------ */
+
+static bool user_gone(const lx_upstream *u) { return u->finished || u->has_fail || u->c->free_requested; }
+
+static void store_value(char *dst, size_t cap, size_t *len, const char *v, size_t n)
+{
+    while (n > 0 && (*v == ' ' || *v == '\t'))
+        v++, n--;
+    while (n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+        n--;
+    if (n > cap) n = cap;
+    memcpy(dst, v, n);
+    *len = n;
+}
+
+static bool header_is(const char *line, size_t n, const char *name, const char **value, size_t *vlen)
+{
+    size_t k = strlen(name);
+    if (n <= k || line[k] != ':' || strncasecmp(line, name, k) != 0) return false;
+    *value = line + k + 1;
+    *vlen = n - k - 1;
+    return true;
+}
+
+static void deliver_head(lx_upstream *u)
+{
+    lx_up_head head = {
+        .status = u->status,
+        .content_type = {u->ctype, u->ctype_len},
+        .retry_after = {u->retry, u->retry_len},
+    };
+    u->head_done = true;
+    if (u->cbs.on_headers) u->cbs.on_headers(u, &head, u->ud);
+}
+
+static size_t header_cb(char *data, size_t size, size_t nitems, void *userp)
+{
+    lx_upstream *u = userp;
+    size_t n = size * nitems;
+    if (user_gone(u)) return 0;
+    u->last_io = uv_now(u->c->loop);
+    if (u->head_done) return n; /* trailers */
+
+    while (n > 0 && (data[n - 1] == '\n' || data[n - 1] == '\r'))
+        n--;
+    const char *v;
+    size_t vlen;
+    if (n >= 5 && memcmp(data, "HTTP/", 5) == 0) {
+        /* A status line: the first, or the final one after 1xx interim answers. */
+        const char *sp = memchr(data, ' ', n);
+        int st = 0;
+        if (sp) {
+            const char *p = sp + 1, *end = data + n;
+            for (int i = 0; i < 3 && p < end && *p >= '0' && *p <= '9'; i++, p++)
+                st = st * 10 + (*p - '0');
+        }
+        u->status = st;
+        u->ctype_len = u->retry_len = 0;
+    } else if (n == 0) {
+        if (u->status >= 100 && u->status < 200) return size * nitems; /* interim: the real one follows */
+        deliver_head(u);
+        if (user_gone(u)) return 0;
+    } else if (header_is(data, n, "content-type", &v, &vlen)) {
+        store_value(u->ctype, sizeof u->ctype, &u->ctype_len, v, vlen);
+    } else if (header_is(data, n, "retry-after", &v, &vlen)) {
+        store_value(u->retry, sizeof u->retry, &u->retry_len, v, vlen);
+    }
+    return size * nitems;
+}
+
+static size_t write_cb(char *data, size_t size, size_t nitems, void *userp)
+{
+    lx_upstream *u = userp;
+    size_t n = size * nitems;
+    if (user_gone(u)) return 0;
+    if (!u->head_done) {
+        deliver_head(u);
+        if (user_gone(u)) return 0;
+    }
+    if (u->paused) {
+        /* curl keeps this piece and stops reading; our client is slow, not the backend. */
+        u->curl_paused = true;
+        uv_timer_stop(&u->idle);
+        return CURL_WRITEFUNC_PAUSE;
+    }
+    u->last_io = uv_now(u->c->loop);
+    if (!u->cbs.on_data(u, data, n, u->ud)) {
+        fail_later(u, LX_UP_CALLER, "the caller stopped the transfer");
+        return 0;
+    }
+    return user_gone(u) ? 0 : n;
+}
+
+/* ---- after curl returned: drain the messages, then the pending list ------------------------- */
+
+static lx_up_result map_result(lx_upstream *u, CURLcode rc)
+{
+    switch (rc) {
+    case CURLE_OK: return LX_UP_OK;
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_RESOLVE_PROXY:
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CACERT_BADFILE: return LX_UP_CONNECT;
+    case CURLE_OPERATION_TIMEDOUT: {
+        /* Only curl's connect timeout can fire (the idle timeout is ours): nothing was sent then. */
+        curl_off_t connect_us = 0;
+        curl_easy_getinfo(u->easy, CURLINFO_CONNECT_TIME_T, &connect_us);
+        return connect_us == 0 ? LX_UP_CONNECT : LX_UP_TIMEOUT;
+    }
+    case CURLE_RECV_ERROR:
+    case CURLE_SEND_ERROR:
+    case CURLE_GOT_NOTHING:
+    case CURLE_PARTIAL_FILE:
+    case CURLE_HTTP2:
+    case CURLE_HTTP2_STREAM:
+    case CURLE_SSL_SHUTDOWN_FAILED: return LX_UP_RESET;
+    case CURLE_WEIRD_SERVER_REPLY:
+    case CURLE_UNSUPPORTED_PROTOCOL:
+    case CURLE_BAD_CONTENT_ENCODING:
+    case CURLE_HTTP_RETURNED_ERROR:
+    case CURLE_RANGE_ERROR:
+    case CURLE_TOO_MANY_REDIRECTS: return LX_UP_BAD_RESPONSE;
+    case CURLE_WRITE_ERROR:
+    case CURLE_ABORTED_BY_CALLBACK: return u->has_fail ? u->fail : LX_UP_OTHER;
+    default: return LX_UP_OTHER;
+    }
+}
+
+static void curl_finished(lx_upstream *u, CURLcode rc)
+{
+    u->curl_done = true;
+    if (u->finished) {
+        detach(u); /* cancelled from inside curl */
+        return;
+    }
+    lx_up_result r;
+    const char *detail;
+    if (u->has_fail) {
+        r = u->fail;
+        detail = u->errbuf;
+    } else {
+        r = map_result(u, rc);
+        detail = rc == CURLE_OK ? "" : (u->errbuf[0] ? u->errbuf : curl_easy_strerror(rc));
+        if (r == LX_UP_OK && !u->head_done) {
+            r = LX_UP_BAD_RESPONSE;
+            detail = "the answer ended without a header block";
+        }
+    }
+    if (r != LX_UP_OK) LX_DEBUG(NULL, "upstream: %s (%s)", lx_up_result_name(r), detail);
+    complete(u, r, detail);
+}
+
+static void process_one(lx_upstream *u)
+{
+    lx_http_client *c = u->c;
+    if (u->finished) {
+        detach(u);
+        return;
+    }
+    if (u->has_fail) {
+        complete(u, u->fail, u->errbuf);
+        return;
+    }
+    if (u->need_add) {
+        u->need_add = false;
+        CURLMcode rc = curl_multi_add_handle(c->multi, u->easy);
+        if (rc != CURLM_OK) {
+            complete(u, LX_UP_OTHER, curl_multi_strerror(rc));
+            return;
+        }
+        u->added = true;
+    }
+    if (u->want_resume) {
+        u->want_resume = false;
+        if (u->paused || !u->curl_paused || !u->added) return;
+        u->curl_paused = false;
+        idle_arm(u);
+        c->in_curl++;
+        CURLcode rc = curl_easy_pause(u->easy, CURLPAUSE_CONT); /* may run on_data right here */
+        c->in_curl--;
+        if (rc != CURLE_OK && !u->finished && !u->has_fail)
+            fail_later(u, rc == CURLE_WRITE_ERROR ? LX_UP_CALLER : LX_UP_OTHER, curl_easy_strerror(rc));
+    }
+}
+
+static void after_curl(lx_http_client *c)
+{
+    if (c->processing || c->in_curl > 0 || c->freeing) return;
+    c->processing = true;
+    bool more = true;
+    while (more && !c->free_requested) {
+        more = false;
+        CURLMsg *m;
+        int left;
+        while (!c->free_requested && (m = curl_multi_info_read(c->multi, &left)) != NULL) {
+            if (m->msg != CURLMSG_DONE) continue;
+            CURLcode rc = m->data.result; /* m dies with the removal of its handle */
+            char *priv = NULL;
+            curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, &priv);
+            if (priv) curl_finished((lx_upstream *)(void *)priv, rc);
+            more = true;
+        }
+        lx_upstream *u;
+        while (!c->free_requested && (u = c->pend_head) != NULL) {
+            pending_unlink(u);
+            process_one(u);
+            more = true;
+        }
+    }
+    c->processing = false;
+    if (c->free_requested) teardown(c);
+}
+
+/* ---- public API ----------------------------------------------------------------------------- */
+
+lx_http_client *lx_http_client_new(uv_loop_t *loop)
+{
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) return NULL;
+    lx_http_client *c = lx_xcalloc(1, sizeof *c);
+    c->loop = loop;
+    c->multi = curl_multi_init();
+    if (!c->multi) {
+        free(c);
+        curl_global_cleanup();
+        return NULL;
+    }
+    curl_multi_setopt(c->multi, CURLMOPT_SOCKETFUNCTION, sock_cb);
+    curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, c);
+    curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
+    curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, c);
+    curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS, LX_CLIENT_MAXCONNECTS);
+    uv_timer_init(loop, &c->timer);
+    uv_timer_init(loop, &c->kick);
+    c->timer.data = c->kick.data = c;
+    c->open_handles = 2;
+    return c;
+}
+
+static void teardown(lx_http_client *c)
+{
+    if (c->freeing) return;
+    c->free_requested = true;
+    while (c->all)
+        detach(c->all); /* the connections of unfinished transfers close here */
+    c->freeing = true;
+    for (size_t i = 0; i < c->npool; i++)
+        curl_easy_cleanup(c->pool[i]);
+    c->npool = 0;
+    curl_multi_cleanup(c->multi);
+    c->multi = NULL;
+    while (c->socks)
+        sock_close(c->socks);
+    uv_close((uv_handle_t *)&c->timer, client_timer_closed);
+    uv_close((uv_handle_t *)&c->kick, client_timer_closed);
+}
+
+void lx_http_client_free(lx_http_client *c)
+{
+    if (!c || c->free_requested) return;
+    c->free_requested = true;
+    if (c->in_curl > 0 || c->processing) return; /* after_curl tears down once curl returned */
+    teardown(c);
+}
+
+static bool easy_setup(lx_upstream *u, const lx_upstream_req *req)
+{
+    CURL *e = u->easy;
+    bool ok = true;
+#define SET(opt, val) ok = ok && curl_easy_setopt(e, opt, val) == CURLE_OK
+    SET(CURLOPT_PRIVATE, (char *)u);
+    SET(CURLOPT_URL, req->url);
+    SET(CURLOPT_PROTOCOLS_STR, "http,https");
+    SET(CURLOPT_NOSIGNAL, 1L);
+    SET(CURLOPT_TCP_NODELAY, 1L);
+    SET(CURLOPT_PROXY, "");
+    SET(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+    SET(CURLOPT_FOLLOWLOCATION, 0L);
+    SET(CURLOPT_ERRORBUFFER, u->errbuf);
+    SET(CURLOPT_HEADERFUNCTION, header_cb);
+    SET(CURLOPT_HEADERDATA, u);
+    SET(CURLOPT_WRITEFUNCTION, write_cb);
+    SET(CURLOPT_WRITEDATA, u);
+    SET(CURLOPT_BUFFERSIZE, req->small_buffer ? LX_CLIENT_SMALL_BUFFER : LX_CLIENT_DEFAULT_BUFFER);
+    if (req->connect_timeout_ms) SET(CURLOPT_CONNECTTIMEOUT_MS, (long)req->connect_timeout_ms);
+
+    const char *method = req->method ? req->method : "GET";
+    bool has_ctype = false;
+    for (const char *const *h = req->headers; h && *h; h++) {
+        struct curl_slist *n = curl_slist_append(u->hdrs, *h);
+        if (!n) return false;
+        u->hdrs = n;
+        if (strncasecmp(*h, "content-type:", 13) == 0) has_ctype = true;
+    }
+    bool with_body = strcmp(method, "POST") == 0 || (req->body && req->body_len > 0);
+    const char *extra[] = {"Expect:", with_body && !has_ctype ? "Content-Type: application/json" : NULL};
+    for (size_t i = 0; i < LX_ARRAY_LEN(extra) && extra[i]; i++) {
+        struct curl_slist *n = curl_slist_append(u->hdrs, extra[i]);
+        if (!n) return false;
+        u->hdrs = n;
+    }
+    SET(CURLOPT_HTTPHEADER, u->hdrs);
+
+    if (strcmp(method, "GET") == 0 && !with_body) {
+        SET(CURLOPT_HTTPGET, 1L);
+    } else if (strcmp(method, "HEAD") == 0) {
+        SET(CURLOPT_NOBODY, 1L);
+    } else {
+        if (with_body) {
+            SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+            SET(CURLOPT_POSTFIELDS, req->body ? req->body : "");
+        }
+        if (strcmp(method, "POST") != 0) SET(CURLOPT_CUSTOMREQUEST, method);
+    }
+#undef SET
+    return ok;
+}
+
+lx_upstream *lx_upstream_start(lx_http_client *c, const lx_upstream_req *req, const lx_upstream_cbs *cbs, void *ud)
+{
+    lx_upstream *u = lx_xcalloc(1, sizeof *u);
+    u->c = c;
+    u->cbs = *cbs;
+    u->ud = ud;
+    u->timeout_ms = req->timeout_ms;
+    uv_timer_init(c->loop, &u->idle);
+    u->idle.data = u;
+    c->open_handles++;
+    c->active++;
+    u->next = c->all;
+    if (c->all) c->all->prev = u;
+    c->all = u;
+
+    u->easy = c->npool > 0 ? c->pool[--c->npool] : curl_easy_init();
+    if (!u->easy) {
+        fail_later(u, LX_UP_OTHER, "curl_easy_init failed");
+        return u;
+    }
+    if (!easy_setup(u, req)) {
+        fail_later(u, LX_UP_OTHER, "could not set up the request");
+        return u;
+    }
+    idle_arm(u);
+    if (c->in_curl > 0) {
+        u->need_add = true;
+        enqueue(u);
+        return u;
+    }
+    CURLMcode rc = curl_multi_add_handle(c->multi, u->easy);
+    if (rc != CURLM_OK) {
+        fail_later(u, LX_UP_OTHER, curl_multi_strerror(rc));
+        return u;
+    }
+    u->added = true;
+    return u;
+}
+
+void lx_upstream_pause(lx_upstream *u)
+{
+    if (u->finished) return;
+    u->paused = true;
+    u->want_resume = false;
+}
+
+void lx_upstream_resume(lx_upstream *u)
+{
+    if (u->finished) return;
+    u->paused = false;
+    if (u->curl_paused) {
+        u->want_resume = true;
+        enqueue(u);
+    }
+}
+
+void lx_upstream_cancel(lx_upstream *u)
+{
+    if (u->finished) return;
+    mark_finished(u);
+    if (u->c->in_curl > 0)
+        enqueue(u); /* removed once curl returned */
+    else
+        detach(u);
+}
+
+size_t lx_http_client_active(const lx_http_client *c) { return c->active; }

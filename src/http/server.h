@@ -1,0 +1,111 @@
+/*
+ * HTTP/1.1 server on libuv + http-parser: listener, connections, keep-alive, limits, response writer.
+ *
+ * It owns connections and the bytes of each request; it knows nothing of what a request means.
+ * A request is handed over (on_request) once its head and whole body have arrived (Content-Length or
+ * chunked). The handler answers it with lx_http_respond (one complete answer) or with
+ * lx_http_stream_begin / lx_http_stream_write / lx_http_stream_end (a chunked answer, e.g. SSE),
+ * at once or later from any loop callback. Requests on one connection are answered in order
+ * (pipelined requests wait, unparsed, until the one before is answered).
+ *
+ * Limits are enforced here and answered with the OpenAI error envelope: a head over max_header_bytes
+ * (431), a body over max_body_bytes (413), a head or body not complete within header_timeout (408),
+ * malformed HTTP (400), both Content-Length and Transfer-Encoding (400, request smuggling), and
+ * connections over max_connections (503, then close). An idle keep-alive connection is closed after
+ * idle_timeout.
+ *
+ * If the client goes away before the answer is complete, on_abort is called once for that request;
+ * after on_abort the request handle is dead and the handler must not touch it again. After the
+ * handler's last call (lx_http_respond or lx_http_stream_end) the handle is likewise dead to it.
+ * Loop thread only.
+ */
+#ifndef LX_HTTP_SERVER_H
+#define LX_HTTP_SERVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "utils/common.h"
+
+typedef struct lx_http_server lx_http_server;
+typedef struct lx_http_req lx_http_req;
+
+typedef struct {
+    const char *name;
+    const char *value;
+} lx_http_header;
+
+typedef struct {
+    const char *host;
+    int port;
+    int max_connections;
+    size_t max_header_bytes;
+    size_t max_body_bytes;
+    uint64_t header_timeout_ms;
+    uint64_t idle_timeout_ms;
+    const char *server_name; /* the Server header; NULL for none */
+    void (*on_request)(lx_http_req *req, void *ud);
+    void (*on_abort)(lx_http_req *req, void *ud);
+    /* Called when a streamed answer's unsent bytes fall below the low-water mark again. May be NULL. */
+    void (*on_drain)(lx_http_req *req, void *ud);
+    void *ud;
+} lx_http_server_opts;
+
+/* Binds and listens. Returns 0, or a negative libuv error code (e.g. UV_EADDRINUSE). */
+int lx_http_server_start(uv_loop_t *loop, const lx_http_server_opts *opts, lx_http_server **out);
+/* Stops accepting; open connections finish their current request, then close. */
+void lx_http_server_stop_accepting(lx_http_server *s);
+/* Closes the listener and every connection (aborting their requests), then frees the server. */
+void lx_http_server_close(lx_http_server *s);
+/* The port actually bound (useful with port 0). */
+int lx_http_server_port(const lx_http_server *s);
+/* Live counts, for stats. */
+size_t lx_http_server_connections(const lx_http_server *s);
+/* Changes limits for new requests (a config reload). */
+void lx_http_server_set_limits(lx_http_server *s, const lx_http_server_opts *opts);
+
+/* --- the request, valid from on_request until the handler's last call or on_abort --- */
+const char *lx_http_req_method(const lx_http_req *r); /* "GET", "POST", ... */
+lx_slice lx_http_req_path(const lx_http_req *r);      /* without the query string */
+lx_slice lx_http_req_query(const lx_http_req *r);     /* after '?', may be empty */
+/* Case-insensitive header lookup; the first one of that name. Returns false if absent. */
+bool lx_http_req_header(const lx_http_req *r, const char *name, lx_slice *value);
+lx_slice lx_http_req_body(const lx_http_req *r);
+/* Mutable body bytes (the handler may rewrite in place); len as lx_http_req_body. */
+char *lx_http_req_body_mut(lx_http_req *r);
+/* The peer's address as text ("127.0.0.1"), and whether it is a loopback address. */
+const char *lx_http_req_peer(const lx_http_req *r);
+bool lx_http_req_peer_is_loopback(const lx_http_req *r);
+/* Monotonic ns when the request's first byte arrived, and when it was complete. */
+uint64_t lx_http_req_start_ns(const lx_http_req *r);
+uint64_t lx_http_req_ready_ns(const lx_http_req *r);
+void lx_http_req_set_data(lx_http_req *r, void *data);
+void *lx_http_req_data(const lx_http_req *r);
+
+/* --- answering --- */
+/*
+ * One complete answer. Content-Length, Date, Connection and Server are added here; headers gives the
+ * rest (content-type, x-request-id, ...). body is copied. Ends the handler's use of req.
+ */
+void lx_http_respond(lx_http_req *r, int status, const lx_http_header *headers, size_t n_headers,
+                     const char *body, size_t len);
+
+/* A chunked answer: begin once, write any number of times, end once (ends the handler's use). */
+void lx_http_stream_begin(lx_http_req *r, int status, const lx_http_header *headers, size_t n_headers);
+/* Queues bytes as one chunk (copied). Returns the bytes now waiting to be sent to the client, so
+ * the caller can stop reading its source above a high-water mark and wait for on_drain. */
+size_t lx_http_stream_write(lx_http_req *r, const char *data, size_t len);
+void lx_http_stream_end(lx_http_req *r);
+/* Above this many unsent bytes a streamed answer's source should pause; on_drain comes at the low mark. */
+#define LX_HTTP_WRITE_HIGH_WATER (64 * 1024)
+#define LX_HTTP_WRITE_LOW_WATER (16 * 1024)
+
+/* Bytes queued to this request's client and not yet sent. */
+size_t lx_http_pending_bytes(const lx_http_req *r);
+
+/* Reason phrase for a status ("Not Found"). */
+const char *lx_http_reason(int status);
+
+#endif
