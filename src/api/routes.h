@@ -1,0 +1,21 @@
+/*
+ * Path → handler table for everything the gateway serves: the OpenAI endpoints (handed to the proxy)
+ * and Lexora's own. Unknown paths get 404 not_found, known paths with the wrong method 405 with an
+ * Allow header. Loop thread only.
+ */
+#ifndef LX_ROUTES_H
+#define LX_ROUTES_H
+
+#include "api/errors.h"
+#include "gateway.h"
+#include "http/server.h"
+
+/* The server's on_request callback; ud is the lx_gateway. */
+void lx_routes_on_request(lx_http_req *req, void *ud);
+void lx_routes_on_abort(lx_http_req *req, void *ud);
+void lx_routes_on_drain(lx_http_req *req, void *ud);
+
+/* Answers with the OpenAI error envelope for e; request_id may be NULL. */
+void lx_respond_error(lx_http_req *req, lx_err e, const char *message, const char *param, const char *request_id);
+
+#endif

@@ -1,0 +1,21 @@
+/*
+ * The request pipeline for the OpenAI endpoints: read the body once, route by model, rewrite,
+ * forward through the upstream client, relay the answer (SSE as it arrives, or whole), account.
+ * Loop thread only.
+ */
+#ifndef LX_PROXY_H
+#define LX_PROXY_H
+
+#include "gateway.h"
+#include "http/server.h"
+
+typedef enum { LX_EP_CHAT = 0, LX_EP_COMPLETIONS, LX_EP_EMBEDDINGS } lx_endpoint;
+
+/* Takes charge of req until it is answered or aborted. */
+void lx_proxy_handle(lx_gateway *gw, lx_http_req *req, lx_endpoint ep);
+/* The client left: cancel upstream at once. */
+void lx_proxy_abort(lx_http_req *req);
+/* The client caught up with a paused stream. */
+void lx_proxy_drain(lx_http_req *req);
+
+#endif
