@@ -303,6 +303,12 @@ void lx_http_stream_end(lx_http_req *r)
 
 size_t lx_http_pending_bytes(const lx_http_req *r) { return r->conn->write_pending; }
 
+void lx_http_req_drop(lx_http_req *r)
+{
+    r->state = REQ_DONE;
+    conn_close(r->conn);
+}
+
 /* An error this layer answers itself (limits, malformed HTTP); the connection closes after it. */
 static void conn_fail(lx_conn *c, lx_err e, const char *message)
 {
@@ -778,6 +784,15 @@ bool lx_http_req_header(const lx_http_req *r, const char *name, lx_slice *value)
         return true;
     }
     return false;
+}
+
+size_t lx_http_req_header_count(const lx_http_req *r) { return (size_t)r->n_headers; }
+
+void lx_http_req_header_at(const lx_http_req *r, size_t i, lx_slice *name, lx_slice *value)
+{
+    const header_pos *h = &r->headers[i];
+    *name = (lx_slice){r->conn->head.p + h->name_off, h->name_len};
+    *value = (lx_slice){r->conn->head.p + h->value_off, h->value_len};
 }
 
 lx_slice lx_http_req_body(const lx_http_req *r) { return (lx_slice){r->conn->body.p, r->conn->body.len}; }

@@ -72,6 +72,9 @@ lx_slice lx_http_req_path(const lx_http_req *r);      /* without the query strin
 lx_slice lx_http_req_query(const lx_http_req *r);     /* after '?', may be empty */
 /* Case-insensitive header lookup; the first one of that name. Returns false if absent. */
 bool lx_http_req_header(const lx_http_req *r, const char *name, lx_slice *value);
+/* Headers in arrival order: i from 0 to lx_http_req_header_count() - 1. */
+size_t lx_http_req_header_count(const lx_http_req *r);
+void lx_http_req_header_at(const lx_http_req *r, size_t i, lx_slice *name, lx_slice *value);
 lx_slice lx_http_req_body(const lx_http_req *r);
 /* Mutable body bytes (the handler may rewrite in place); len as lx_http_req_body. */
 char *lx_http_req_body_mut(lx_http_req *r);
@@ -101,6 +104,10 @@ void lx_http_stream_end(lx_http_req *r);
 /* Above this many unsent bytes a streamed answer's source should pause; on_drain comes at the low mark. */
 #define LX_HTTP_WRITE_HIGH_WATER (64 * 1024)
 #define LX_HTTP_WRITE_LOW_WATER (16 * 1024)
+
+/* Closes the connection at once, with no (or no more) answer. Ends the handler's use of r; no on_abort.
+ * For failure injection in the simulator; the gateway always answers. */
+void lx_http_req_drop(lx_http_req *r);
 
 /* Bytes queued to this request's client and not yet sent. */
 size_t lx_http_pending_bytes(const lx_http_req *r);

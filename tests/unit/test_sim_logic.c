@@ -1,0 +1,151 @@
+/*
+ * Unit tests for lexora-sim's pure logic: the option table (tools/sim/sim_options.c) and the
+ * deterministic pieces (tools/sim/sim_text.c). The simulator is not part of lexora_core, so its two
+ * pure files are compiled into this test directly.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../tools/sim/sim_options.c"
+#include "../../tools/sim/sim_text.c"
+
+static int parse(sim_config *c, char err[256], const char *a1, const char *a2, const char *a3)
+{
+    char *argv[] = {"lexora-sim", (char *)a1, (char *)a2, (char *)a3, NULL};
+    int argc = 1 + (a1 != NULL) + (a2 != NULL) + (a3 != NULL);
+    sim_config_defaults(c);
+    return sim_options_parse(c, argc, argv, err, 256);
+}
+
+static void test_defaults(void **state)
+{
+    (void)state;
+    sim_config c;
+    char err[256];
+    assert_int_equal(parse(&c, err, NULL, NULL, NULL), 0);
+    assert_int_equal(c.port, 8000);
+    assert_int_equal(c.n_models, 1);
+    assert_string_equal(c.models[0], "qwen3-32b");
+    assert_int_equal(c.max_batch, 16);
+    assert_int_equal(c.fail_mode, SIM_FAIL_503);
+    assert_string_equal(c.vllm_version, "0.11.0");
+}
+
+static void test_values(void **state)
+{
+    (void)state;
+    sim_config c;
+    char err[256];
+    assert_int_equal(parse(&c, err, "--model=a", "--model", "b"), 0);
+    assert_int_equal(c.n_models, 2);
+    assert_string_equal(c.models[1], "b");
+    assert_int_equal(parse(&c, err, "--fail-mode", "midstream", "--flat-errors"), 0);
+    assert_int_equal(c.fail_mode, SIM_FAIL_MIDSTREAM);
+    assert_true(c.flat_errors);
+    assert_int_equal(parse(&c, err, "--fail-rate=0.25", "--seed=18446744073709551615", NULL), 0);
+    assert_true(c.fail_rate == 0.25);
+    assert_true(c.seed == UINT64_MAX);
+    assert_int_equal(parse(&c, err, "--help", NULL, NULL), 1);
+}
+
+static void test_bad_options(void **state)
+{
+    (void)state;
+    sim_config c;
+    char err[256];
+    assert_int_equal(parse(&c, err, "--port", "70000", NULL), -1);
+    assert_non_null(strstr(err, "--port"));
+    assert_int_equal(parse(&c, err, "--port", "80x", NULL), -1);
+    assert_int_equal(parse(&c, err, "--max-batch", "0", NULL), -1);
+    assert_int_equal(parse(&c, err, "--max-batch", "1.5", NULL), -1);
+    assert_int_equal(parse(&c, err, "--fail-rate", "1.1", NULL), -1);
+    assert_int_equal(parse(&c, err, "--fail-mode", "404", NULL), -1);
+    assert_int_equal(parse(&c, err, "--seed", "-1", NULL), -1);
+    assert_int_equal(parse(&c, err, "--model", "--quiet", NULL), -1);
+    assert_int_equal(parse(&c, err, "--quiet=yes", NULL, NULL), -1);
+    assert_int_equal(parse(&c, err, "--nope", NULL, NULL), -1);
+    assert_non_null(strstr(err, "unknown option"));
+    assert_int_equal(parse(&c, err, "port", NULL, NULL), -1);
+}
+
+static void test_words_deterministic(void **state)
+{
+    (void)state;
+    size_t n1, n2;
+    for (long i = 0; i < 100; i++) {
+        const char *a = sim_word(42, i, &n1), *b = sim_word(42, i, &n2);
+        assert_ptr_equal(a, b);
+        assert_true(n1 > 1 && a[n1 - 1] == ' ');
+    }
+    int differ = 0;
+    for (long i = 0; i < 20; i++)
+        differ += sim_word(1, i, &n1) != sim_word(2, i, &n2);
+    assert_true(differ > 5);
+}
+
+static void test_tokens_and_itl(void **state)
+{
+    (void)state;
+    assert_int_equal(sim_tokens_for_bytes(0), 0);
+    assert_int_equal(sim_tokens_for_bytes(1), 1);
+    assert_int_equal(sim_tokens_for_bytes(4), 1);
+    assert_int_equal(sim_tokens_for_bytes(5), 2);
+    assert_true(fabs(sim_itl_ms(50, 0.5, 1, 16) - 20.0) < 1e-9);
+    assert_true(fabs(sim_itl_ms(50, 0.5, 9, 16) - 25.0) < 1e-9);
+    assert_true(sim_itl_ms(0, 0.5, 9, 16) == 0);
+}
+
+static void test_rng_and_ids(void **state)
+{
+    (void)state;
+    uint64_t a = 7, b = 7;
+    for (int i = 0; i < 10; i++)
+        assert_true(sim_rng_next(&a) == sim_rng_next(&b));
+    double u = sim_rng_unit(&a);
+    assert_true(u >= 0 && u < 1);
+    char id[33];
+    sim_hex_id(&a, id);
+    assert_int_equal(strlen(id), 32);
+    assert_int_equal(strspn(id, "0123456789abcdef"), 32);
+}
+
+static void test_embedding_and_base64(void **state)
+{
+    (void)state;
+    double v[8], w[8], norm = 0;
+    sim_embedding(99, 8, v);
+    sim_embedding(99, 8, w);
+    for (int i = 0; i < 8; i++) {
+        assert_true(v[i] == w[i]);
+        norm += v[i] * v[i];
+    }
+    assert_true(fabs(norm - 1.0) < 1e-4);
+    double one[2] = {1.0, -2.0}; /* 0x3f800000, 0xc0000000 little-endian */
+    lx_buf b;
+    lx_buf_init(&b, 0);
+    assert_int_equal(sim_base64_floats(one, 2, &b), 0);
+    assert_string_equal(b.p, "AACAPwAAAMA=");
+    lx_buf_free(&b);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_values),
+        cmocka_unit_test(test_bad_options),
+        cmocka_unit_test(test_words_deterministic),
+        cmocka_unit_test(test_tokens_and_itl),
+        cmocka_unit_test(test_rng_and_ids),
+        cmocka_unit_test(test_embedding_and_base64),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,185 @@
+/*
+ * lexora-sim internals: a stand-in for vLLM's OpenAI-compatible server (see docs/SIMULATOR.md).
+ * Shared by the simulator's own files only; nothing here is part of lexora_core.
+ *
+ *   sim_main.c     main: options, signals, start and clean stop
+ *   sim_options.c  the command line as a table of options (pure: parse argv into a sim_config)
+ *   sim_http.c     routing, vLLM's small endpoints, /metrics, the /sim/ endpoints, failure injection,
+ *                  the request log
+ *   sim_openai.c   chat / completions / embeddings: parsing, validation, answers and SSE chunks
+ *   sim_engine.c   the batch: slots, the FIFO wait queue, timers for TTFT and inter-token latency
+ *   sim_text.c     deterministic pure pieces: hashing, token counts, words, PRNG, ids, base64
+ *
+ * Invariants:
+ * - One thread (the loop's) owns everything.
+ * - A sim_req exists only for an admitted generation or embedding request. Once submitted it is in
+ *   exactly one of sim.waiting / sim.running until it ends (finished, dropped or cancelled); then
+ *   its timer is closed and the request is freed in the close callback, never before.
+ * - sim_req.http is NULL once the handler's last call to the server was made (answer complete,
+ *   connection dropped) or the client went away (on_abort): nothing is written after that.
+ * - running.n <= cfg.max_batch (max_batch never changes at run time); waiting is non-empty only
+ *   while running is full.
+ */
+#ifndef LX_SIM_H
+#define LX_SIM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <uv.h>
+
+#include "http/server.h"
+#include "utils/buf.h"
+
+#define SIM_MAX_MODELS       32
+#define SIM_LOG_MAX          1000       /* /sim/requests keeps the last this many */
+#define SIM_LOG_BODY_MAX     (1u << 20) /* bytes of a body kept in the request log */
+#define SIM_MIDSTREAM_TOKENS 3          /* token chunks sent before a midstream drop */
+
+typedef enum { SIM_FAIL_503 = 0, SIM_FAIL_500, SIM_FAIL_DROP, SIM_FAIL_MIDSTREAM } sim_fail_mode;
+
+typedef struct {
+    const char *host;
+    long port;
+    const char *models[SIM_MAX_MODELS]; /* [0] is the name vLLM reports (served_model_name[0]) */
+    size_t n_models;
+    long max_model_len;
+    double ttft_ms;
+    double tokens_per_sec; /* 0: no delay between tokens */
+    long max_batch;
+    double batch_slowdown;
+    long default_max_tokens;
+    long kv_capacity_tokens;
+    long embedding_dim;
+    double fail_rate;
+    long fail_first;
+    sim_fail_mode fail_mode;
+    uint64_t seed;
+    bool flat_errors;
+    bool old_metrics;
+    bool quiet;
+    const char *vllm_version;
+} sim_config;
+
+/* --- sim_options.c --- */
+void sim_config_defaults(sim_config *c);
+/* Parses argv. Returns 0, 1 when --help was asked for, or -1 with a message in err. */
+int sim_options_parse(sim_config *c, int argc, char **argv, char *err, size_t err_len);
+void sim_options_usage(FILE *out);
+const char *sim_fail_mode_name(sim_fail_mode m);
+int sim_fail_mode_parse(const char *s); /* -1 when unknown */
+
+/* --- the simulator's state --- */
+typedef struct sim_req sim_req;
+typedef struct sim_reqlog sim_reqlog;
+
+typedef struct {
+    sim_req *head, *tail;
+    size_t n;
+} sim_list;
+
+typedef struct {
+    uint64_t received;  /* requests to /v1/... (what /sim/requests records) */
+    uint64_t completed; /* answered in full */
+    uint64_t cancelled; /* the client went away first */
+    uint64_t failed;    /* failed by injection (503, 500, drop, midstream) */
+    uint64_t rejected;  /* answered with a 4xx (bad JSON, unknown model, context too long, ...) */
+    uint64_t prompt_tokens;
+    uint64_t generation_tokens;
+    uint64_t finished_stop, finished_length, finished_abort;
+    size_t max_running_seen;
+} sim_stats;
+
+typedef struct sim {
+    sim_config cfg;
+    uv_loop_t *loop;
+    lx_http_server *server;
+    sim_list waiting, running;
+    uint64_t kv_tokens; /* prompt + generated tokens of the running requests */
+    sim_stats st;
+    long fail_first_left;
+    uint64_t fail_rng; /* seeded from --seed: drawn once per inference request when fail_rate > 0 */
+    uint64_t id_rng;   /* ids; seeded from the clock, so ids differ between runs */
+    sim_reqlog *log;
+    lx_buf scratch; /* reused for SSE chunks and /metrics */
+} sim;
+
+typedef enum { SIM_CHAT = 0, SIM_COMPLETION, SIM_EMBEDDING } sim_kind;
+typedef enum { SIM_NEW = 0, SIM_WAITING, SIM_RUNNING, SIM_DONE } sim_state;
+
+struct sim_req {
+    sim *sim;
+    lx_http_req *http;
+    sim_req *prev, *next;
+    sim_state state;
+    uv_timer_t timer;
+    double due_ms; /* loop time at which the next token is due */
+    sim_kind kind;
+    bool stream;
+    bool include_usage;
+    bool continuous_usage;
+    bool ends_by_length; /* a limit (max_tokens, the context) ends it: finish_reason "length", else "stop" */
+    long prompt_tokens;
+    long max_tokens; /* 0 for embeddings */
+    long generated;
+    long drop_after; /* midstream failure: drop after this many tokens; -1 for none */
+    uint64_t text_seed;
+    lx_buf prefix; /* streams: '{"id":..,"object":..,"created":..,"model":..' without the closing brace */
+    lx_buf text;   /* non-streamed generations: the text so far */
+    char *answer;  /* embeddings: the whole answer, sent when the "forward pass" ends */
+    size_t answer_len;
+    char *id;
+    const char *model_out; /* the name answers carry (vLLM reports its first served name) */
+    int64_t created;
+};
+
+/* --- sim_engine.c --- */
+/* Allocates a request bound to http (its timer initialised); the caller fills it and submits it. */
+sim_req *sim_req_new(sim *s, lx_http_req *http);
+/* Queues q for a slot: it runs at once if one is free and nobody waits, else waits FIFO. */
+void sim_engine_submit(sim_req *q);
+/* The client went away: stop q's timers at once, free its slot. */
+void sim_engine_cancel(sim_req *q);
+/* On shutdown, after the server is closed: ends whatever is left. */
+void sim_engine_cancel_all(sim *s);
+double sim_engine_kv_usage(const sim *s);
+
+/* --- sim_openai.c: what the engine calls as a request progresses --- */
+void sim_out_first(sim_req *q);         /* the first token is about to come (after TTFT) */
+void sim_out_token(sim_req *q, long i); /* token i (0-based) was generated */
+void sim_out_finish(sim_req *q);        /* the last token: the answer is complete */
+void sim_out_drop(sim_req *q);          /* midstream failure: cut the connection */
+/* POST /v1/chat/completions, /v1/completions, /v1/embeddings. midstream: the request was picked
+ * for a midstream failure (streams drop after a few tokens, the others at once). */
+void sim_openai_handle(sim *s, lx_http_req *r, sim_kind kind, bool midstream);
+
+/* --- sim_http.c --- */
+int sim_http_start(sim *s);
+void sim_http_stop(sim *s);
+/* The error envelope (nested, or flat with --flat-errors) with that status. */
+void sim_reply_error(sim *s, lx_http_req *r, int status, const char *type, const char *message);
+/* Answers r with body as JSON (consumes body). */
+struct cJSON;
+void sim_reply_json(lx_http_req *r, int status, struct cJSON *body);
+
+/* --- sim_text.c --- */
+#define SIM_HASH_INIT 0xcbf29ce484222325ull
+uint64_t sim_hash(uint64_t h, const void *p, size_t n); /* FNV-1a, chainable */
+uint64_t sim_mix(uint64_t x);                           /* splitmix64's finaliser */
+uint64_t sim_rng_next(uint64_t *state);                 /* splitmix64 */
+double sim_rng_unit(uint64_t *state);                   /* [0, 1) */
+/* The token text for index i of a generation seeded by seed: a word and a space. */
+const char *sim_word(uint64_t seed, long i, size_t *len);
+/* Token count for that many bytes of text: ceil(bytes / 4). */
+long sim_tokens_for_bytes(size_t bytes);
+/* Inter-token latency in ms for `running` requests in the batch (0 when tokens_per_sec is 0). */
+double sim_itl_ms(double tokens_per_sec, double slowdown, long running, long max_batch);
+/* 32 lowercase hex digits and a NUL into out[33]. */
+void sim_hex_id(uint64_t *state, char out[33]);
+/* A unit-length vector of dim values, rounded to 6 decimals, determined by seed. */
+void sim_embedding(uint64_t seed, long dim, double *out);
+/* Base64 of n little-endian float32s (as vLLM's encoding_format "base64"). Returns 0 or -1. */
+int sim_base64_floats(const double *v, long n, lx_buf *out);
+
+#endif

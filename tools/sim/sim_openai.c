@@ -1,0 +1,630 @@
+/*
+ * lexora-sim: POST /v1/chat/completions, /v1/completions and /v1/embeddings, in vLLM 0.11's wire
+ * format (reference/wire-formats.md section 1). See sim.h.
+ *
+ * A request is parsed with cJSON, validated in vLLM's order (JSON, field types, model, context
+ * length), turned into a sim_req and handed to the engine, which calls back sim_out_* as tokens are
+ * "generated". Streams get their headers at once (as vLLM's StreamingResponse does), the role chunk
+ * and first token after TTFT, one chunk per token, then the finish chunk, the usage chunk when
+ * stream_options.include_usage, and "data: [DONE]". Non-streamed answers are built whole with cJSON.
+ *
+ * Invariants: the chunks of one stream share id, created and model (q->prefix is built once);
+ * nothing is written once q->http is NULL; every path out of sim_openai_handle either answers,
+ * drops, or hands a sim_req to the engine, never two of these.
+ */
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sim.h"
+#include "utils/id.h"
+
+#define MAX_LIMIT 1000000000L
+
+typedef struct {
+    int status;
+    const char *type;
+    char msg[640];
+} rejection;
+
+typedef struct {
+    sim_kind kind;
+    const char *model; /* NULL when absent: the first served model */
+    bool stream, include_usage, continuous_usage;
+    long max_tokens; /* -1 when not given */
+    size_t text_bytes;
+    long explicit_tokens; /* token ids given as numbers */
+    long prompt_tokens;
+    uint64_t seed;
+    const cJSON *input; /* embeddings */
+    long longest_input; /* tokens of the longest input item */
+    long dims;
+    bool base64;
+} parsed;
+
+static int reject(rejection *e, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static int reject(rejection *e, int status, const char *fmt, ...)
+{
+    e->status = status;
+    e->type = status == 404 ? "NotFoundError" : "BadRequestError";
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->msg, sizeof e->msg, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+/* pydantic's way of saying a field is wrong, as vLLM passes it on */
+static int bad_field(rejection *e, const char *field, const char *kind, const char *msg)
+{
+    return reject(e, 400, "[{'type': '%s', 'loc': ('body', '%s'), 'msg': '%s'}]", kind, field, msg);
+}
+
+static int parse_json(lx_http_req *r, cJSON **out, rejection *e)
+{
+    lx_slice body = lx_http_req_body(r);
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(body.p, body.len, &end, 0);
+    if (root && end) {
+        while (end < body.p + body.len && strchr(" \t\r\n", *end))
+            end++;
+        if (end != body.p + body.len) {
+            cJSON_Delete(root);
+            root = NULL;
+        }
+    }
+    *out = root;
+    if (root == NULL)
+        return reject(e, 400, "[{'type': 'json_invalid', 'loc': ('body', 0), 'msg': 'JSON decode error'}]");
+    if (!cJSON_IsObject(root))
+        return reject(e, 400,
+                      "[{'type': 'model_attributes_type', 'loc': ('body',), 'msg': 'Input should be a valid dictionary "
+                      "or object to extract fields from'}]");
+    return 0;
+}
+
+static int get_bool(const cJSON *o, const char *key, bool *out, rejection *e)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (v == NULL || cJSON_IsNull(v)) return 0;
+    if (!cJSON_IsBool(v)) return bad_field(e, key, "bool_type", "Input should be a valid boolean");
+    *out = cJSON_IsTrue(v);
+    return 0;
+}
+
+/* A token limit: absent or null leaves *out alone; otherwise an integer >= 1. */
+static int get_limit(const cJSON *o, const char *key, long *out, rejection *e)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (v == NULL || cJSON_IsNull(v)) return 0;
+    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || fabs(v->valuedouble) > 1e15)
+        return bad_field(e, key, "int_type", "Input should be a valid integer");
+    if (v->valuedouble < 1) return reject(e, 400, "%s must be at least 1, got %.0f.", key, v->valuedouble);
+    *out = v->valuedouble > MAX_LIMIT ? MAX_LIMIT : (long)v->valuedouble;
+    return 0;
+}
+
+static void count_text(parsed *p, const char *s)
+{
+    size_t n = strlen(s);
+    p->text_bytes += n;
+    p->seed = sim_hash(p->seed, s, n);
+}
+
+static void count_token(parsed *p, double id)
+{
+    p->explicit_tokens++;
+    p->seed = sim_hash(p->seed, &id, sizeof id);
+}
+
+static int parse_model(const cJSON *root, parsed *p, rejection *e)
+{
+    const cJSON *m = cJSON_GetObjectItemCaseSensitive(root, "model");
+    if (m == NULL || cJSON_IsNull(m)) return 0;
+    if (!cJSON_IsString(m)) return bad_field(e, "model", "string_type", "Input should be a valid string");
+    p->model = m->valuestring;
+    return 0;
+}
+
+static int parse_stream(const cJSON *root, parsed *p, rejection *e)
+{
+    if (get_bool(root, "stream", &p->stream, e)) return -1;
+    const cJSON *so = cJSON_GetObjectItemCaseSensitive(root, "stream_options");
+    if (so == NULL || cJSON_IsNull(so)) return 0;
+    if (!cJSON_IsObject(so)) return bad_field(e, "stream_options", "model_type", "Input should be a valid dictionary");
+    if (!p->stream) return reject(e, 400, "Stream options can only be defined when `stream=True`.");
+    if (get_bool(so, "include_usage", &p->include_usage, e)) return -1;
+    if (get_bool(so, "continuous_usage_stats", &p->continuous_usage, e)) return -1;
+    p->continuous_usage = p->continuous_usage && p->include_usage; /* as vLLM: only with usage */
+    return 0;
+}
+
+static int parse_content(const cJSON *c, parsed *p, rejection *e)
+{
+    if (c == NULL || cJSON_IsNull(c)) return 0;
+    if (cJSON_IsString(c)) {
+        count_text(p, c->valuestring);
+        return 0;
+    }
+    if (!cJSON_IsArray(c))
+        return bad_field(e, "messages", "string_type", "content: Input should be a valid string or list");
+    const cJSON *part;
+    cJSON_ArrayForEach(part, c)
+    {
+        const cJSON *t = cJSON_GetObjectItemCaseSensitive(part, "text");
+        if (cJSON_IsString(t)) count_text(p, t->valuestring);
+    }
+    return 0;
+}
+
+static int parse_messages(const cJSON *root, parsed *p, rejection *e)
+{
+    const cJSON *ms = cJSON_GetObjectItemCaseSensitive(root, "messages");
+    if (ms == NULL) return bad_field(e, "messages", "missing", "Field required");
+    if (!cJSON_IsArray(ms)) return bad_field(e, "messages", "list_type", "Input should be a valid list");
+    const cJSON *m;
+    cJSON_ArrayForEach(m, ms)
+    {
+        if (!cJSON_IsObject(m)) return bad_field(e, "messages", "model_type", "Input should be a valid dictionary");
+        if (!cJSON_IsString(cJSON_GetObjectItemCaseSensitive(m, "role")))
+            return bad_field(e, "messages", "missing", "role: Field required");
+        if (parse_content(cJSON_GetObjectItemCaseSensitive(m, "content"), p, e)) return -1;
+    }
+    long chat_limit = -1;
+    if (get_limit(root, "max_tokens", &chat_limit, e)) return -1;
+    if (get_limit(root, "max_completion_tokens", &p->max_tokens, e)) return -1;
+    if (p->max_tokens < 0) p->max_tokens = chat_limit;
+    return 0;
+}
+
+/* One prompt: a string, or a list of token ids. Returns 0, or -1 if pr is neither. */
+static int prompt_item(const cJSON *pr, parsed *p)
+{
+    if (cJSON_IsString(pr)) {
+        count_text(p, pr->valuestring);
+        return 0;
+    }
+    if (cJSON_IsNumber(pr)) {
+        count_token(p, pr->valuedouble);
+        return 0;
+    }
+    if (!cJSON_IsArray(pr) || cJSON_GetArraySize(pr) == 0) return -1;
+    const cJSON *t;
+    cJSON_ArrayForEach(t, pr)
+    {
+        if (!cJSON_IsNumber(t)) return -1;
+        count_token(p, t->valuedouble);
+    }
+    return 0;
+}
+
+static int parse_prompt(const cJSON *root, parsed *p, rejection *e)
+{
+    const cJSON *pr = cJSON_GetObjectItemCaseSensitive(root, "prompt");
+    if (pr == NULL || cJSON_IsNull(pr)) return bad_field(e, "prompt", "missing", "Field required");
+    int bad = 0;
+    if (cJSON_IsArray(pr) && cJSON_GetArraySize(pr) > 0) {
+        const cJSON *item;
+        cJSON_ArrayForEach(item, pr) bad |= prompt_item(item, p);
+    } else {
+        bad = prompt_item(pr, p);
+    }
+    if (bad)
+        return bad_field(e, "prompt", "string_type",
+                         "Input should be a valid string, list of strings, or list of token ids");
+    return get_limit(root, "max_tokens", &p->max_tokens, e);
+}
+
+/* Tokens of one embedding input item; -1 when it is not a string or a list of token ids. */
+static long input_tokens(const cJSON *item)
+{
+    if (cJSON_IsString(item)) return LX_MAX(1, sim_tokens_for_bytes(strlen(item->valuestring)));
+    if (!cJSON_IsArray(item) || cJSON_GetArraySize(item) == 0) return -1;
+    const cJSON *t;
+    cJSON_ArrayForEach(t, item) if (!cJSON_IsNumber(t)) return -1;
+    return cJSON_GetArraySize(item);
+}
+
+/* Is in a list of inputs (strings or lists of ids) rather than one list of token ids? */
+static bool input_is_batch(const cJSON *in) { return cJSON_IsArray(in) && in->child && !cJSON_IsNumber(in->child); }
+
+static int parse_embedding_options(sim *s, const cJSON *root, parsed *p, rejection *e)
+{
+    p->dims = s->cfg.embedding_dim;
+    const cJSON *d = cJSON_GetObjectItemCaseSensitive(root, "dimensions");
+    if (d && !cJSON_IsNull(d)) {
+        if (!cJSON_IsNumber(d) || d->valuedouble != floor(d->valuedouble) || d->valuedouble < 1 ||
+            d->valuedouble > 65536)
+            return bad_field(e, "dimensions", "int_type", "Input should be a valid integer between 1 and 65536");
+        p->dims = (long)d->valuedouble;
+    }
+    const cJSON *f = cJSON_GetObjectItemCaseSensitive(root, "encoding_format");
+    if (f && !cJSON_IsNull(f)) {
+        if (!cJSON_IsString(f) || (strcmp(f->valuestring, "float") && strcmp(f->valuestring, "base64")))
+            return bad_field(e, "encoding_format", "literal_error", "Input should be 'float' or 'base64'");
+        p->base64 = strcmp(f->valuestring, "base64") == 0;
+    }
+    return 0;
+}
+
+static int parse_input(sim *s, const cJSON *root, parsed *p, rejection *e)
+{
+    const cJSON *in = cJSON_GetObjectItemCaseSensitive(root, "input");
+    if (in == NULL || cJSON_IsNull(in)) return bad_field(e, "input", "missing", "Field required");
+    p->input = in;
+    bool batch = input_is_batch(in);
+    for (const cJSON *item = batch ? in->child : in; item; item = batch ? item->next : NULL) {
+        long n = input_tokens(item);
+        if (n < 0)
+            return bad_field(e, "input", "string_type",
+                             "Input should be a valid string, list of strings, or list of token ids");
+        p->longest_input = LX_MAX(p->longest_input, n);
+        p->prompt_tokens += n;
+    }
+    return parse_embedding_options(s, root, p, e);
+}
+
+static bool model_served(const sim *s, const char *name)
+{
+    for (size_t i = 0; i < s->cfg.n_models; i++)
+        if (strcmp(s->cfg.models[i], name) == 0) return true;
+    return false;
+}
+
+static int check_context(sim *s, parsed *p, rejection *e)
+{
+    long len = s->cfg.max_model_len, in = p->prompt_tokens;
+    if (p->kind == SIM_EMBEDDING && p->longest_input > len)
+        return reject(e, 400,
+                      "This model's maximum context length is %ld tokens. However, you requested %ld tokens in "
+                      "the input for embedding generation. Please reduce the length of the input.",
+                      len, p->longest_input);
+    if (p->kind == SIM_EMBEDDING) return 0;
+    if (p->max_tokens < 0 && in >= len)
+        return reject(e, 400,
+                      "This model's maximum context length is %ld tokens. However, your request has %ld input "
+                      "tokens. Please reduce the length of the input messages.",
+                      len, in);
+    if (p->max_tokens > 0 && in + p->max_tokens > len)
+        return reject(e, 400,
+                      "'max_tokens' or 'max_completion_tokens' is too large: %ld. This model's maximum context "
+                      "length is %ld tokens and your request has %ld input tokens (%ld > %ld - %ld).",
+                      p->max_tokens, len, in, p->max_tokens, len, in);
+    return 0;
+}
+
+static int parse_kind(sim *s, const cJSON *root, parsed *p, rejection *e)
+{
+    switch (p->kind) {
+    case SIM_CHAT:
+        if (parse_messages(root, p, e)) return -1;
+        break;
+    case SIM_COMPLETION:
+        if (parse_prompt(root, p, e)) return -1;
+        break;
+    case SIM_EMBEDDING: return parse_input(s, root, p, e);
+    }
+    p->prompt_tokens = LX_MAX(1, p->explicit_tokens + sim_tokens_for_bytes(p->text_bytes));
+    return parse_stream(root, p, e);
+}
+
+static int parse_request(sim *s, lx_http_req *r, parsed *p, cJSON **root, rejection *e)
+{
+    if (parse_json(r, root, e) || parse_model(*root, p, e) || parse_kind(s, *root, p, e)) return -1;
+    if (p->model && !model_served(s, p->model)) return reject(e, 404, "The model `%s` does not exist.", p->model);
+    return check_context(s, p, e);
+}
+
+/* --- building a request --- */
+
+static char *make_id(sim *s, lx_http_req *r, const char *prefix)
+{
+    lx_slice rid;
+    char hex[33];
+    lx_buf b;
+    lx_buf_init(&b, 0);
+    lx_buf_append_str(&b, prefix);
+    if (lx_http_req_header(r, "x-request-id", &rid) && lx_request_id_acceptable(rid)) {
+        lx_buf_append(&b, rid.p, rid.len);
+    } else {
+        sim_hex_id(&s->id_rng, hex);
+        lx_buf_append_str(&b, hex);
+    }
+    return lx_buf_steal(&b, NULL);
+}
+
+/* '{"id":..,"object":..,"created":..,"model":..' printed by cJSON, the closing brace left off. */
+static void make_prefix(sim_req *q, const char *object)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "id", q->id);
+    cJSON_AddStringToObject(o, "object", object);
+    cJSON_AddNumberToObject(o, "created", (double)q->created);
+    cJSON_AddStringToObject(o, "model", q->model_out);
+    char *txt = cJSON_PrintUnformatted(o);
+    lx_buf_append(&q->prefix, txt, strlen(txt) - 1);
+    cJSON_free(txt);
+    cJSON_Delete(o);
+}
+
+static cJSON *usage_json(long prompt, long completion, bool details)
+{
+    cJSON *u = cJSON_CreateObject();
+    cJSON_AddNumberToObject(u, "prompt_tokens", (double)prompt);
+    cJSON_AddNumberToObject(u, "total_tokens", (double)(prompt + completion));
+    cJSON_AddNumberToObject(u, "completion_tokens", (double)completion);
+    if (details) cJSON_AddNullToObject(u, "prompt_tokens_details");
+    return u;
+}
+
+static void add_embedding(cJSON *data, const cJSON *item, long index, const parsed *p)
+{
+    char *txt = cJSON_PrintUnformatted(item);
+    uint64_t seed = sim_hash(SIM_HASH_INIT, txt, strlen(txt));
+    cJSON_free(txt);
+    double *v = lx_xmalloc((size_t)p->dims * sizeof *v);
+    sim_embedding(seed, p->dims, v);
+    cJSON *d = cJSON_CreateObject();
+    cJSON_AddNumberToObject(d, "index", (double)index);
+    cJSON_AddStringToObject(d, "object", "embedding");
+    if (p->base64) {
+        lx_buf b;
+        lx_buf_init(&b, 0);
+        sim_base64_floats(v, p->dims, &b);
+        cJSON_AddStringToObject(d, "embedding", b.p ? b.p : "");
+        lx_buf_free(&b);
+    } else {
+        cJSON_AddItemToObject(d, "embedding", cJSON_CreateDoubleArray(v, (int)p->dims));
+    }
+    free(v);
+    cJSON_AddItemToArray(data, d);
+}
+
+static void make_embedding_answer(sim_req *q, const parsed *p)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "id", q->id);
+    cJSON_AddStringToObject(o, "object", "list");
+    cJSON_AddNumberToObject(o, "created", (double)q->created);
+    cJSON_AddStringToObject(o, "model", q->model_out);
+    cJSON *data = cJSON_AddArrayToObject(o, "data");
+    bool batch = input_is_batch(p->input);
+    long i = 0;
+    for (const cJSON *it = batch ? p->input->child : p->input; it; it = batch ? it->next : NULL)
+        add_embedding(data, it, i++, p);
+    cJSON_AddItemToObject(o, "usage", usage_json(p->prompt_tokens, 0, true));
+    q->answer = cJSON_PrintUnformatted(o);
+    q->answer_len = strlen(q->answer);
+    cJSON_Delete(o);
+}
+
+static const char *const id_prefix[] = {"chatcmpl-", "cmpl-", "embd-"};
+static const char *const object_name[] = {"chat.completion.chunk", "text_completion", "list"};
+
+/* Tokens to generate: the client's limit, else the default, cut to what the context leaves. Hitting
+ * a limit ends with finish_reason "length"; the default ends as if the model stopped ("stop"). */
+static void set_length(sim_req *q, const parsed *p, long default_max, long max_model_len)
+{
+    if (p->kind == SIM_EMBEDDING) return;
+    long room = max_model_len - q->prompt_tokens;
+    q->ends_by_length = p->max_tokens > 0 || default_max > room;
+    q->max_tokens = LX_MIN(p->max_tokens > 0 ? p->max_tokens : default_max, room);
+}
+
+static sim_req *make_req(sim *s, lx_http_req *r, const parsed *p, bool midstream)
+{
+    sim_req *q = sim_req_new(s, r);
+    q->kind = p->kind;
+    q->stream = p->stream;
+    q->include_usage = p->include_usage;
+    q->continuous_usage = p->continuous_usage;
+    q->prompt_tokens = p->prompt_tokens;
+    set_length(q, p, s->cfg.default_max_tokens, s->cfg.max_model_len);
+    if (midstream) q->drop_after = LX_MIN(SIM_MIDSTREAM_TOKENS, q->max_tokens);
+    q->text_seed = sim_mix(p->seed);
+    q->created = lx_wall_s();
+    q->model_out = s->cfg.models[0];
+    q->id = make_id(s, r, id_prefix[p->kind]);
+    if (p->kind == SIM_EMBEDDING) make_embedding_answer(q, p);
+    if (p->stream) make_prefix(q, object_name[p->kind]);
+    return q;
+}
+
+void sim_openai_handle(sim *s, lx_http_req *r, sim_kind kind, bool midstream)
+{
+    parsed p = {.kind = kind, .max_tokens = -1, .seed = SIM_HASH_INIT};
+    rejection e;
+    cJSON *root = NULL;
+    int rc = parse_request(s, r, &p, &root, &e);
+    if (midstream && (rc != 0 || !p.stream)) {
+        s->st.failed++;
+        lx_http_req_drop(r);
+    } else if (rc != 0) {
+        s->st.rejected++;
+        sim_reply_error(s, r, e.status, e.type, e.msg);
+    } else {
+        sim_req *q = make_req(s, r, &p, midstream);
+        static const lx_http_header sse[] = {{"content-type", "text/event-stream; charset=utf-8"}};
+        if (q->stream) lx_http_stream_begin(r, 200, sse, 1);
+        if (q->state != SIM_DONE) sim_engine_submit(q); /* else the client left already */
+    }
+    cJSON_Delete(root);
+}
+
+/* --- output, as the engine produces --- */
+
+/* ,"usage":{...} with `completion` tokens generated so far */
+static void chunk_usage(const sim_req *q, lx_buf *b, long completion)
+{
+    lx_buf_printf(b, ",\"usage\":{\"prompt_tokens\":%ld,\"total_tokens\":%ld,\"completion_tokens\":%ld}",
+                  q->prompt_tokens, q->prompt_tokens + completion, completion);
+}
+
+/* Appends one whole event: data: <prefix>,"choices":[<choice>]<usage when continuous>} */
+static void chunk(const sim_req *q, lx_buf *b, const char *choice, size_t choice_len, long completion)
+{
+    lx_buf_append(b, "data: ", 6);
+    lx_buf_append(b, q->prefix.p, q->prefix.len);
+    lx_buf_append(b, ",\"choices\":[", 12);
+    lx_buf_append(b, choice, choice_len);
+    lx_buf_append(b, "]", 1);
+    if (q->continuous_usage) chunk_usage(q, b, completion);
+    lx_buf_append(b, "}\n\n", 3);
+}
+
+static void send_scratch(sim_req *q)
+{
+    lx_buf *b = &q->sim->scratch;
+    if (q->http) lx_http_stream_write(q->http, b->p, b->len);
+    lx_buf_reset(b);
+}
+
+void sim_out_first(sim_req *q)
+{
+    static const char role[] =
+        "{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"logprobs\":null,\"finish_reason\":null}";
+    if (!q->stream || q->kind != SIM_CHAT || q->http == NULL) return;
+    chunk(q, &q->sim->scratch, role, sizeof role - 1, 0);
+    send_scratch(q);
+}
+
+void sim_out_token(sim_req *q, long i)
+{
+    size_t n;
+    const char *w = sim_word(q->text_seed, i, &n);
+    if (!q->stream) {
+        lx_buf_append(&q->text, w, n);
+        return;
+    }
+    if (q->http == NULL) return;
+    char choice[192];
+    int k =
+        q->kind == SIM_CHAT
+            ? snprintf(choice, sizeof choice,
+                       "{\"index\":0,\"delta\":{\"content\":\"%.*s\"},\"logprobs\":null,\"finish_reason\":null}",
+                       (int)n, w)
+            : snprintf(choice, sizeof choice,
+                       "{\"index\":0,\"text\":\"%.*s\",\"logprobs\":null,\"finish_reason\":null,\"stop_reason\":null}",
+                       (int)n, w);
+    chunk(q, &q->sim->scratch, choice, (size_t)k, i + 1);
+    send_scratch(q);
+}
+
+static const char *finish_reason(const sim_req *q) { return q->ends_by_length ? "length" : "stop"; }
+
+static void finish_stream(sim_req *q, lx_http_req *http)
+{
+    lx_buf *b = &q->sim->scratch;
+    char choice[160];
+    int k =
+        q->kind == SIM_CHAT
+            ? snprintf(choice, sizeof choice,
+                       "{\"index\":0,\"delta\":{\"content\":\"\"},\"logprobs\":null,\"finish_reason\":\"%s\",\"stop_"
+                       "reason\":null}",
+                       finish_reason(q))
+            : snprintf(choice, sizeof choice,
+                       "{\"index\":0,\"text\":\"\",\"logprobs\":null,\"finish_reason\":\"%s\",\"stop_reason\":null}",
+                       finish_reason(q));
+    chunk(q, b, choice, (size_t)k, q->generated);
+    if (q->include_usage) {
+        lx_buf_append(b, "data: ", 6);
+        lx_buf_append(b, q->prefix.p, q->prefix.len);
+        lx_buf_append_str(b, ",\"choices\":[]");
+        chunk_usage(q, b, q->generated);
+        lx_buf_append(b, "}\n\n", 3);
+    }
+    lx_buf_append_str(b, "data: [DONE]\n\n");
+    lx_http_stream_write(http, b->p, b->len);
+    lx_buf_reset(b);
+    if (q->http) lx_http_stream_end(http); /* still there: the write did not lose the client */
+    q->http = NULL;
+}
+
+static cJSON *answer_head(const sim_req *q, const char *object)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "id", q->id);
+    cJSON_AddStringToObject(o, "object", object);
+    cJSON_AddNumberToObject(o, "created", (double)q->created);
+    cJSON_AddStringToObject(o, "model", q->model_out);
+    return o;
+}
+
+static void add_tail(cJSON *o, const sim_req *q)
+{
+    cJSON_AddNullToObject(o, "service_tier");
+    cJSON_AddNullToObject(o, "system_fingerprint");
+    cJSON_AddItemToObject(o, "usage", usage_json(q->prompt_tokens, q->generated, true));
+}
+
+static cJSON *chat_answer(const sim_req *q)
+{
+    cJSON *o = answer_head(q, "chat.completion");
+    cJSON *c = cJSON_CreateObject();
+    cJSON_AddNumberToObject(c, "index", 0);
+    cJSON *m = cJSON_AddObjectToObject(c, "message");
+    cJSON_AddStringToObject(m, "role", "assistant");
+    cJSON_AddStringToObject(m, "content", q->text.p ? q->text.p : "");
+    cJSON_AddNullToObject(m, "refusal");
+    cJSON_AddNullToObject(m, "annotations");
+    cJSON_AddNullToObject(m, "audio");
+    cJSON_AddNullToObject(m, "function_call");
+    cJSON_AddArrayToObject(m, "tool_calls");
+    cJSON_AddNullToObject(m, "reasoning_content");
+    cJSON_AddNullToObject(c, "logprobs");
+    cJSON_AddStringToObject(c, "finish_reason", finish_reason(q));
+    cJSON_AddNullToObject(c, "stop_reason");
+    cJSON_AddNullToObject(c, "token_ids");
+    cJSON_AddItemToArray(cJSON_AddArrayToObject(o, "choices"), c);
+    add_tail(o, q);
+    cJSON_AddNullToObject(o, "prompt_logprobs");
+    cJSON_AddNullToObject(o, "prompt_token_ids");
+    cJSON_AddNullToObject(o, "kv_transfer_params");
+    return o;
+}
+
+static cJSON *completion_answer(const sim_req *q)
+{
+    cJSON *o = answer_head(q, "text_completion");
+    cJSON *c = cJSON_CreateObject();
+    cJSON_AddNumberToObject(c, "index", 0);
+    cJSON_AddStringToObject(c, "text", q->text.p ? q->text.p : "");
+    cJSON_AddNullToObject(c, "logprobs");
+    cJSON_AddStringToObject(c, "finish_reason", finish_reason(q));
+    cJSON_AddNullToObject(c, "stop_reason");
+    cJSON_AddNullToObject(c, "token_ids");
+    cJSON_AddNullToObject(c, "prompt_logprobs");
+    cJSON_AddNullToObject(c, "prompt_token_ids");
+    cJSON_AddItemToArray(cJSON_AddArrayToObject(o, "choices"), c);
+    add_tail(o, q);
+    cJSON_AddNullToObject(o, "kv_transfer_params");
+    return o;
+}
+
+void sim_out_finish(sim_req *q)
+{
+    static const lx_http_header json[] = {{"content-type", "application/json"}};
+    lx_http_req *http = q->http;
+    if (http == NULL) return;
+    if (q->stream) {
+        finish_stream(q, http);
+        return;
+    }
+    q->http = NULL;
+    if (q->kind == SIM_EMBEDDING) {
+        lx_http_respond(http, 200, json, 1, q->answer, q->answer_len);
+        return;
+    }
+    sim_reply_json(http, 200, q->kind == SIM_CHAT ? chat_answer(q) : completion_answer(q));
+}
+
+void sim_out_drop(sim_req *q)
+{
+    lx_http_req *http = q->http;
+    q->http = NULL;
+    if (http) lx_http_req_drop(http);
+}
