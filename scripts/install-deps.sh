@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   build-essential cmake pkg-config clang libclang-rt-14-dev
   libuv1-dev libhttp-parser-dev libcurl4-openssl-dev libyaml-dev libcjson-dev
-  libcmocka-dev libsqlite3-dev libhiredis-dev
+  libcmocka-dev libsqlite3-dev libhiredis-dev libssl-dev
   curl nginx wrk
 )
 

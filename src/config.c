@@ -15,18 +15,27 @@
  *    without bound;
  *  - a quoted scalar is a string only: `port: "8001"` is an error, not 8001;
  *  - marks[] records, for the few keys other keys depend on, the line where each was given: > 0 when
- *    given and valid, -1 when given but invalid, 0 when absent.
+ *    given and valid, -1 when given but invalid, 0 when absent;
+ *  - a secret (T_SECRET) or a digest (T_SHA256) is never quoted back in a message, only its length;
+ *    a plain auth key is hashed at once and its text wiped.
  */
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <yaml.h>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
 
 #include "utils/common.h"
 #include "utils/log.h"
@@ -40,13 +49,37 @@
 #define PATH_LEN 256
 #define SHOW_LEN 60 /* bytes of a bad value quoted back in a message */
 #define MSG_LEN 1024
+#define MAX_TOKEN_FILE 4096 /* admin.token_file larger than this is refused */
 
 typedef struct parser parser;
 typedef struct keydef keydef;
-/* Reads a T_CUSTOM value, or checks a T_MAP section once all of it is read. */
+/* Reads a T_CUSTOM value, or checks a T_MAP section once all of it is read (lines of its keys: p->sec_lines). */
 typedef void (*key_fn)(parser *p, yaml_node_t *v, int line, const char *path, void *base);
 
-typedef enum { T_STR, T_URL, T_INT, T_LONG, T_NUM, T_BOOL, T_BYTES, T_LEVEL, T_FORMAT, T_KIND, T_MAP, T_CUSTOM } ktype;
+/*
+ * T_ENUM: one of row->names (any case), stored as its index in an enum field;
+ * T_SECRET: a non-empty string of visible ASCII (fit for an HTTP header), never quoted back;
+ * T_SHA256: 64 hex digits into unsigned char[LX_SHA256_LEN];
+ * T_REDIS_URL: redis://host[:port][/db] or unix:///path, into a char * (parsed apart in resolve).
+ */
+typedef enum {
+    T_STR,
+    T_URL,
+    T_INT,
+    T_LONG,
+    T_NUM,
+    T_BOOL,
+    T_BYTES,
+    T_LEVEL,
+    T_FORMAT,
+    T_KIND,
+    T_ENUM,
+    T_SECRET,
+    T_SHA256,
+    T_REDIS_URL,
+    T_MAP,
+    T_CUSTOM
+} ktype;
 
 enum { F_MIN_OPEN = 1, F_NO_MAX = 2 }; /* "> min" instead of ">= min"; no upper bound */
 
@@ -58,7 +91,8 @@ struct keydef {
     const char *sdef;
     double min, max;
     unsigned flags;
-    const keydef *sub; /* T_MAP: the section's table (same base) */
+    const keydef *sub;        /* T_MAP: the section's table (same base) */
+    const char *const *names; /* T_ENUM: the values, NULL-terminated, in the enum's order */
     key_fn fn;
     int mark; /* nonzero: index in parser.marks */
 };
@@ -86,12 +120,16 @@ struct parser {
     int marks[M_COUNT];
     backend_info *bk; /* parallel to cfg->backends */
     bool backends_bad;
+    const int *sec_lines; /* while a T_MAP's check runs: the line of each of its rows' keys, or 0 */
 };
 
 static void read_backends(parser *p, yaml_node_t *v, int line, const char *path, void *base);
 static void read_models(parser *p, yaml_node_t *v, int line, const char *path, void *base);
 static void read_users(parser *p, yaml_node_t *v, int line, const char *path, void *base);
 static void check_priorities(parser *p, yaml_node_t *v, int line, const char *path, void *base);
+static void read_auth_keys(parser *p, yaml_node_t *v, int line, const char *path, void *base);
+static void check_auth(parser *p, yaml_node_t *v, int line, const char *path, void *base);
+static void check_admin(parser *p, yaml_node_t *v, int line, const char *path, void *base);
 
 /* ---- the tables ---- */
 
@@ -106,6 +144,8 @@ static void check_priorities(parser *p, yaml_node_t *v, int line, const char *pa
     {.name = n, .type = T_NUM, AT(T, f), .def = d, .min = lo, .max = hi, .flags = fl}
 #define K_BOOL(T, n, f, d) {.name = n, .type = T_BOOL, AT(T, f), .def = d}
 #define K_BYTES(T, n, f, d, lo, hi) {.name = n, .type = T_BYTES, AT(T, f), .def = d, .min = lo, .max = hi}
+#define K_ENUM(T, n, f, d, vals) {.name = n, .type = T_ENUM, AT(T, f), .def = d, .names = vals}
+#define K_SECRET(T, n, f) {.name = n, .type = T_SECRET, AT(T, f)}
 #define K_SECTION(n, tab, check) {.name = n, .type = T_MAP, .sub = tab, .fn = check}
 #define K_CUSTOM(n, f) {.name = n, .type = T_CUSTOM, .fn = f}
 #define K_END {.name = NULL}
@@ -120,6 +160,7 @@ static const keydef server_keys[] = {
     K_BYTES(lx_config, "max_response_bytes", server.max_response_bytes, 64 * MIB, 64 * KIB, GIB),
     K_NUM(lx_config, "header_timeout", server.header_timeout_s, 10, 0, 3600, F_MIN_OPEN),
     K_NUM(lx_config, "idle_timeout", server.idle_timeout_s, 75, 0, 86400, F_MIN_OPEN),
+    K_NUM(lx_config, "shutdown_timeout", server.shutdown_timeout_s, 30, 0, 3600, 0),
     K_END,
 };
 
@@ -140,6 +181,7 @@ static const keydef queue_keys[] = {
     K_LONG(lx_config, "max_size", queue.max_size, 100, 1, 1000000, 0),
     K_NUM(lx_config, "default_timeout", queue.default_timeout_s, 60, 0, 86400, F_MIN_OPEN),
     K_SECTION("priorities", priority_keys, check_priorities),
+    K_NUM(lx_config, "aging_seconds", queue.aging_s, 30, 0, 86400, F_MIN_OPEN),
     K_END,
 };
 
@@ -156,9 +198,39 @@ static const keydef user_keys[] = {
     K_END,
 };
 
+static const char *const rate_mode_names[] = {[LX_RATE_REJECT] = "reject", [LX_RATE_WAIT] = "wait", NULL};
+static const char *const rate_store_names[] = {
+    [LX_RATE_STORE_MEMORY] = "memory", [LX_RATE_STORE_REDIS] = "redis", NULL};
+_Static_assert(sizeof(lx_rate_mode) == sizeof(int) && sizeof(lx_rate_store) == sizeof(int), "T_ENUM stores an int");
+
 static const keydef rate_keys[] = {
     K_SECTION("default", rate_default_keys, NULL),
     K_CUSTOM("users", read_users),
+    K_ENUM(lx_config, "mode", rate_limits.mode, LX_RATE_REJECT, rate_mode_names),
+    K_ENUM(lx_config, "store", rate_limits.store, LX_RATE_STORE_MEMORY, rate_store_names),
+    {.name = "redis_url", .type = T_REDIS_URL, AT(lx_config, rate_limits.redis_url), .sdef = "redis://127.0.0.1:6379"},
+    K_LONG(lx_config, "default_max_tokens", rate_limits.default_max_tokens, 2048, 1, 10000000, 0),
+    K_END,
+};
+
+enum { AU_ENABLED, AU_KEYS };
+static const keydef auth_keys[] = {
+    [AU_ENABLED] = K_BOOL(lx_config, "enabled", auth.enabled, 0),
+    [AU_KEYS] = K_CUSTOM("keys", read_auth_keys),
+    K_END,
+};
+
+/* An auth.keys entry while it is read: the plain key, if given, is hashed into k and wiped. */
+typedef struct {
+    lx_auth_key k;
+    char *plain;
+} key_entry;
+
+enum { AK_KEY, AK_SHA256, AK_USER };
+static const keydef auth_key_keys[] = {
+    [AK_KEY] = K_SECRET(key_entry, "key", plain),
+    [AK_SHA256] = {.name = "key_sha256", .type = T_SHA256, AT(key_entry, k.key_sha256)},
+    [AK_USER] = K_STR(key_entry, "user", k.user, NULL),
     K_END,
 };
 
@@ -166,18 +238,42 @@ static const keydef retry_keys[] = {
     K_LONG(lx_config, "max_attempts", retry.max_attempts, 3, 1, 20, 0),
     K_NUM(lx_config, "delay_seconds", retry.delay_s, 1.0, 0, 3600, 0),
     K_NUM(lx_config, "backoff_multiplier", retry.backoff_multiplier, 2.0, 1, 10, 0),
+    K_NUM(lx_config, "max_delay_seconds", retry.max_delay_s, 30, 0, 3600, 0),
+    K_END,
+};
+
+static const keydef health_keys[] = {
+    K_NUM(lx_config, "interval_seconds", health_check.interval_s, 10, 0, 3600, F_MIN_OPEN),
+    K_LONG(lx_config, "failure_threshold", health_check.failure_threshold, 3, 1, 100, 0),
+    K_NUM(lx_config, "cooldown_seconds", health_check.cooldown_s, 30, 0, 86400, F_MIN_OPEN),
+    K_NUM(lx_config, "timeout_seconds", health_check.timeout_s, 5, 0, 600, F_MIN_OPEN),
     K_END,
 };
 
 static const keydef logging_keys[] = {
     {.name = "level", .type = T_LEVEL, AT(lx_config, logging.level), .def = LX_LOG_INFO},
     {.name = "format", .type = T_FORMAT, AT(lx_config, logging.json), .def = 1},
+    K_STR(lx_config, "file", logging.file, NULL),
     K_END,
 };
 
 static const keydef metrics_keys[] = {
     K_BOOL(lx_config, "enabled", metrics.enabled, 1),
     K_INT(lx_config, "port", metrics.port, 9090, 1, 65535),
+    K_BOOL(lx_config, "per_user", metrics.per_user, 0),
+    K_END,
+};
+
+static const keydef usage_keys[] = {
+    K_BOOL(lx_config, "enabled", usage.enabled, 1),
+    K_STR(lx_config, "db_path", usage.db_path, "lexora_usage.db"),
+    K_END,
+};
+
+enum { AD_TOKEN, AD_TOKEN_FILE };
+static const keydef admin_keys[] = {
+    [AD_TOKEN] = K_SECRET(lx_config, "token", admin.token),
+    [AD_TOKEN_FILE] = K_STR(lx_config, "token_file", admin.token_file, NULL),
     K_END,
 };
 
@@ -191,20 +287,31 @@ static const keydef top_keys[] = {
     K_SECTION("retry", retry_keys, NULL),
     K_SECTION("logging", logging_keys, NULL),
     K_SECTION("metrics", metrics_keys, NULL),
+    K_SECTION("auth", auth_keys, check_auth),
+    K_SECTION("health_check", health_keys, NULL),
+    K_SECTION("usage", usage_keys, NULL),
+    K_SECTION("admin", admin_keys, check_admin),
     K_END,
 };
 
 enum { BK_TYPE, BK_ENABLED, BK_URL, BK_TIMEOUT, BK_MODELS };
-_Static_assert(LX_ARRAY_LEN(top_keys) <= MAX_KEYS && LX_ARRAY_LEN(server_keys) <= MAX_KEYS, "raise MAX_KEYS");
-
 static const keydef backend_keys[] = {
     [BK_TYPE] = {.name = "type", .type = T_KIND, AT(lx_backend_conf, kind)},
     [BK_ENABLED] = K_BOOL(lx_backend_conf, "enabled", enabled, 1),
     [BK_URL] = K_URL(lx_backend_conf, "url", url, NULL),
     [BK_TIMEOUT] = K_NUM(lx_backend_conf, "timeout", timeout_s, 0, 0, 86400, F_MIN_OPEN),
     [BK_MODELS] = K_CUSTOM("models", read_models),
+    K_INT(lx_backend_conf, "max_concurrency", max_concurrency, 32, 1, 100000),
+    K_BOOL(lx_backend_conf, "adaptive", adaptive, 0),
+    K_NUM(lx_backend_conf, "kv_cache_threshold", kv_cache_threshold, 0.95, 0, 1, F_MIN_OPEN),
+    K_BOOL(lx_backend_conf, "forward_priority", forward_priority, 0),
+    K_INT(lx_backend_conf, "priority", priority, 0, 0, 1000),
+    K_SECRET(lx_backend_conf, "api_key", api_key),
     K_END,
 };
+_Static_assert(LX_ARRAY_LEN(top_keys) <= MAX_KEYS && LX_ARRAY_LEN(server_keys) <= MAX_KEYS &&
+                   LX_ARRAY_LEN(backend_keys) <= MAX_KEYS && LX_ARRAY_LEN(rate_keys) <= MAX_KEYS,
+               "raise MAX_KEYS");
 
 enum { MD_NAME };
 static const keydef model_keys[] = {
@@ -402,6 +509,112 @@ static bool set_url(char **dst, const char *s)
     return true;
 }
 
+/* Visible ASCII only: no blank, no control character, nothing a header line could be split on. */
+static bool is_token(const char *s)
+{
+    if (!*s) return false;
+    for (; *s; s++)
+        if ((unsigned char)*s <= ' ' || (unsigned char)*s >= 0x7f) return false;
+    return true;
+}
+
+static int hex_digit(char c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+static bool parse_sha256_hex(const char *s, unsigned char out[LX_SHA256_LEN])
+{
+    unsigned char d[LX_SHA256_LEN];
+    if (strlen(s) != 2 * LX_SHA256_LEN) return false;
+    for (size_t i = 0; i < LX_SHA256_LEN; i++) {
+        int hi = hex_digit(s[2 * i]), lo = hex_digit(s[2 * i + 1]);
+        if (hi < 0 || lo < 0) return false;
+        d[i] = (unsigned char)(hi << 4 | lo);
+    }
+    memcpy(out, d, sizeof d);
+    return true;
+}
+
+/* An unsigned decimal of at most 10 digits in [lo, hi], spanning exactly [s, end). */
+static bool parse_uint_span(const char *s, const char *end, long lo, long hi, int *out)
+{
+    if (end <= s || end - s > 10) return false;
+    long v = 0;
+    for (const char *c = s; c < end; c++) {
+        if (*c < '0' || *c > '9') return false;
+        v = v * 10 + (*c - '0');
+    }
+    if (v < lo || v > hi) return false;
+    *out = (int)v;
+    return true;
+}
+
+/* The parts of a Redis URL; the strings are allocated only when the pointers are not NULL. */
+typedef struct {
+    char **host, **socket_path;
+    int port, db;
+} redis_parts;
+
+/*
+ * redis://host[:port][/db] (host a name, an IPv4 address or a bracketed IPv6 address; port 1..65535,
+ * default 6379; db >= 0, default 0) or unix:///absolute/path/to/socket. No user or password part.
+ */
+static bool parse_redis_url(const char *s, redis_parts *r)
+{
+    r->port = 0;
+    r->db = 0;
+    for (const char *c = s; *c; c++)
+        if ((unsigned char)*c <= ' ' || *c == 0x7f) return false;
+    if (!strncasecmp(s, "unix://", 7)) {
+        const char *path = s + 7;
+        if (path[0] != '/' || path[1] == '\0') return false;
+        if (r->socket_path) set_str(r->socket_path, path);
+        return true;
+    }
+    if (strncasecmp(s, "redis://", 8) != 0) return false;
+    const char *h = s + 8, *he, *rest;
+    if (*h == '[') {
+        he = strchr(h, ']');
+        if (he == NULL || he == h + 1) return false;
+        for (const char *c = h + 1; c < he; c++)
+            if (hex_digit(*c) < 0 && *c != ':' && *c != '.') return false;
+        h++;
+        rest = he + 1;
+    } else {
+        he = h + strcspn(h, ":/");
+        if (he == h) return false;
+        for (const char *c = h; c < he; c++)
+            if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') || *c == '-' ||
+                  *c == '.' || *c == '_'))
+                return false;
+        rest = he;
+    }
+    r->port = 6379;
+    if (*rest == ':') {
+        const char *pe = rest + 1 + strcspn(rest + 1, "/");
+        if (!parse_uint_span(rest + 1, pe, 1, 65535, &r->port)) return false;
+        rest = pe;
+    }
+    if (*rest == '/' && rest[1] && !parse_uint_span(rest + 1, rest + strlen(rest), 0, INT_MAX, &r->db)) return false;
+    if (*rest && *rest != '/') return false;
+    if (r->host) {
+        free(*r->host);
+        *r->host = lx_xstrndup(h, (size_t)(he - h));
+    }
+    return true;
+}
+
+static int enum_parse(const char *const *names, const char *s)
+{
+    for (int i = 0; names[i]; i++)
+        if (!strcasecmp(s, names[i])) return i;
+    return -1;
+}
+
 /* Reads a scalar into dst by the row's type; false when the value is not acceptable. */
 static bool set_scalar(const keydef *row, const yaml_node_t *v, void *dst)
 {
@@ -450,6 +663,19 @@ static bool set_scalar(const keydef *row, const yaml_node_t *v, void *dst)
         if ((k = kind_parse(s)) < 0) return false;
         *(lx_backend_kind *)dst = (lx_backend_kind)k;
         return true;
+    case T_ENUM:
+        if ((k = enum_parse(row->names, s)) < 0) return false;
+        *(int *)dst = k;
+        return true;
+    case T_SECRET:
+        if (!is_token(s)) return false;
+        set_str(dst, s);
+        return true;
+    case T_SHA256: return parse_sha256_hex(s, dst);
+    case T_REDIS_URL:
+        if (!parse_redis_url(s, &(redis_parts){0})) return false;
+        set_str(dst, s);
+        return true;
     default: return false;
     }
 }
@@ -488,6 +714,20 @@ static void expectation(lx_buf *b, const keydef *row)
     case T_LEVEL: lx_buf_append_str(b, "one of DEBUG, INFO, WARNING, ERROR"); break;
     case T_FORMAT: lx_buf_append_str(b, "json or text"); break;
     case T_KIND: lx_buf_append_str(b, "one of vllm, ollama, llamacpp, openai"); break;
+    case T_ENUM:
+        for (size_t i = 0; row->names[i]; i++) {
+            bool last = row->names[i + 1] == NULL;
+            if (i == 0) lx_buf_append_str(b, last || row->names[2] == NULL ? "" : "one of ");
+            else lx_buf_append_str(b, last && i == 1 ? " or " : ", ");
+            lx_buf_append_str(b, row->names[i]);
+        }
+        break;
+    case T_SECRET: lx_buf_append_str(b, "a non-empty string of visible ASCII characters (no spaces)"); break;
+    case T_SHA256: lx_buf_append_str(b, "64 hexadecimal digits (a SHA-256 digest, as sha256sum prints it)"); break;
+    case T_REDIS_URL:
+        lx_buf_append_str(
+            b, "a Redis URL: redis://host[:port][/db] (port 1..65535, db a number) or unix:///path/to/socket");
+        break;
     default: lx_buf_append_str(b, "a mapping (indented key: value lines)"); break;
     }
 }
@@ -500,7 +740,11 @@ static void err_want(parser *p, int line, const char *path, const keydef *row, c
     expectation(&b, row);
     lx_buf_append_str(&b, ", got ");
     bool numeric = row->type == T_INT || row->type == T_LONG || row->type == T_NUM || row->type == T_BOOL;
-    describe(&b, v, numeric);
+    if ((row->type == T_SECRET || row->type == T_SHA256) && v->type == YAML_SCALAR_NODE && !is_null(v))
+        lx_buf_printf(&b, "%zu characters (not shown)", v->data.scalar.length);
+    else if (row->type == T_REDIS_URL && v->type == YAML_SCALAR_NODE && strchr(scalar(v), '@'))
+        lx_buf_append_str(&b, "a URL with a user or password part (not supported; not shown)");
+    else describe(&b, v, numeric);
     err(p, line, path, "%s", b.p);
     lx_buf_free(&b);
 }
@@ -522,15 +766,19 @@ static void set_defaults(const keydef *tab, void *base)
         void *dst = (char *)base + row->off;
         switch (row->type) {
         case T_STR:
-        case T_URL: set_str(dst, row->sdef); break;
+        case T_URL:
+        case T_SECRET:
+        case T_REDIS_URL: set_str(dst, row->sdef); break;
         case T_INT:
-        case T_LEVEL: *(int *)dst = (int)row->def; break;
+        case T_LEVEL:
+        case T_ENUM: *(int *)dst = (int)row->def; break;
         case T_LONG: *(long *)dst = (long)row->def; break;
         case T_NUM: *(double *)dst = row->def; break;
         case T_BOOL:
         case T_FORMAT: *(bool *)dst = row->def != 0; break;
         case T_BYTES: *(size_t *)dst = (size_t)row->def; break;
         case T_KIND: *(lx_backend_kind *)dst = LX_BACKEND_KIND_COUNT; break; /* "not given" */
+        case T_SHA256: memset(dst, 0, LX_SHA256_LEN); break;
         case T_MAP: set_defaults(row->sub, base); break;
         case T_CUSTOM: break;
         }
@@ -595,8 +843,14 @@ static void apply(parser *p, const keydef *row, yaml_node_t *v, int line, const 
 {
     if (row->type == T_MAP) {
         size_t before = n_problems(p);
-        walk_map(p, v, line, path, row->sub, base, NULL);
-        if (row->fn && n_problems(p) == before) row->fn(p, v, line, path, base);
+        int lines[MAX_KEYS];
+        walk_map(p, v, line, path, row->sub, base, lines);
+        if (row->fn && n_problems(p) == before) {
+            const int *outer = p->sec_lines;
+            p->sec_lines = lines;
+            row->fn(p, v, line, path, base);
+            p->sec_lines = outer;
+        }
     } else if (row->type == T_CUSTOM) {
         if (row->mark) p->marks[row->mark] = line;
         row->fn(p, v, line, path, base);
@@ -617,6 +871,144 @@ static void check_priorities(parser *p, yaml_node_t *v, int line, const char *pa
     if (c->queue.priority_high <= c->queue.priority_normal && c->queue.priority_normal <= c->queue.priority_low) return;
     err(p, line, path, "must satisfy high <= normal <= low (lower is served first), got high %ld, normal %ld, low %ld",
         c->queue.priority_high, c->queue.priority_normal, c->queue.priority_low);
+}
+
+/* Frees a string that held a secret, wiping it first. */
+static void free_secret(char *s)
+{
+    if (s == NULL) return;
+    OPENSSL_cleanse(s, strlen(s));
+    free(s);
+}
+
+static bool sha256(const char *s, unsigned char out[LX_SHA256_LEN])
+{
+    unsigned int n = 0;
+    return EVP_Digest(s, strlen(s), out, &n, EVP_sha256(), NULL) == 1 && n == LX_SHA256_LEN;
+}
+
+/* One auth.keys entry into c->auth.keys; false (reported) when it is not usable. */
+static bool read_auth_key(parser *p, yaml_node_t *item, const char *path, lx_config *c, const int *key_lines)
+{
+    int line = node_line(item);
+    if (item->type != YAML_MAPPING_NODE) {
+        err_shape(p, line, path, "a mapping {key_sha256: <64 hex digits>, user: <name>} or {key: <key>, user: <name>}",
+                  item);
+        return false;
+    }
+    key_entry e;
+    int lines[MAX_KEYS];
+    size_t before = n_problems(p);
+    memset(&e, 0, sizeof e);
+    set_defaults(auth_key_keys, &e);
+    walk_map(p, item, line, path, auth_key_keys, &e, lines);
+    bool ok = n_problems(p) == before;
+    if (ok && lines[AK_KEY] && lines[AK_SHA256]) {
+        err(p, lines[AK_SHA256], path, "give key or key_sha256, not both (key at line %d)", lines[AK_KEY]);
+        ok = false;
+    } else if (ok && !lines[AK_KEY] && !lines[AK_SHA256]) {
+        err(p, line, path,
+            "has no key: add \"key_sha256: <SHA-256 of the key, 64 hex digits>\" (or \"key: <the key>\")");
+        ok = false;
+    }
+    if (ok && !lines[AK_USER]) {
+        err(p, line, path, "has no user: add \"user: <name>\"");
+        ok = false;
+    }
+    if (ok && e.plain) {
+        e.k.plain = true;
+        if (!sha256(e.plain, e.k.key_sha256)) {
+            err(p, lines[AK_KEY], path, "cannot compute the key's SHA-256 (libcrypto failed)");
+            ok = false;
+        }
+    }
+    for (size_t j = 0; ok && j < c->auth.n_keys; j++) {
+        if (memcmp(c->auth.keys[j].key_sha256, e.k.key_sha256, LX_SHA256_LEN) != 0) continue;
+        err(p, lines[e.plain ? AK_KEY : AK_SHA256], path, "duplicate key (first given at line %d)", key_lines[j]);
+        ok = false;
+    }
+    free_secret(e.plain);
+    if (!ok) {
+        free(e.k.user);
+        return false;
+    }
+    c->auth.keys[c->auth.n_keys] = e.k;
+    return true;
+}
+
+static void read_auth_keys(parser *p, yaml_node_t *v, int line, const char *path, void *base)
+{
+    lx_config *c = base;
+    if (is_null(v)) return;
+    if (v->type != YAML_SEQUENCE_NODE) {
+        err_shape(p, line, path, "a list of keys (- key_sha256: ... / user: ... lines)", v);
+        return;
+    }
+    size_t n = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
+    if (n == 0) return;
+    c->auth.keys = lx_xcalloc(n, sizeof *c->auth.keys);
+    int *key_lines = lx_xcalloc(n, sizeof *key_lines);
+    for (size_t i = 0; i < n; i++) {
+        char sub[PATH_LEN];
+        snprintf(sub, sizeof sub, "%s[%zu]", path, i);
+        yaml_node_t *item = yaml_document_get_node(p->doc, v->data.sequence.items.start[i]);
+        key_lines[c->auth.n_keys] = node_line(item);
+        if (read_auth_key(p, item, sub, c, key_lines)) c->auth.n_keys++;
+    }
+    free(key_lines);
+}
+
+static void check_auth(parser *p, yaml_node_t *v, int line, const char *path, void *base)
+{
+    (void)v;
+    (void)line;
+    const lx_config *c = base;
+    if (c->auth.enabled && c->auth.n_keys == 0)
+        err(p, p->sec_lines[AU_ENABLED], path,
+            "enabled with no keys: list them under keys: (- key_sha256: <64 hex digits>, user: <name>)");
+}
+
+/* Reads a token file: a regular file of at most MAX_TOKEN_FILE bytes; trailing whitespace is dropped. */
+static void read_token_file(parser *p, int line, const char *path, lx_config *c)
+{
+    const char *file = c->admin.token_file;
+    char buf[MAX_TOKEN_FILE + 1];
+    ssize_t n = -1;
+    struct stat st;
+    int fd = open(file, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        err(p, line, path, "cannot read \"%s\": %s", file, strerror(errno));
+    } else if (!S_ISREG(st.st_mode)) {
+        err(p, line, path, "cannot read \"%s\": not a regular file", file);
+    } else if ((n = read(fd, buf, sizeof buf)) < 0) {
+        err(p, line, path, "cannot read \"%s\": %s", file, strerror(errno));
+    } else if (n > MAX_TOKEN_FILE) {
+        err(p, line, path, "\"%s\" is larger than %d bytes: it should hold one token", file, MAX_TOKEN_FILE);
+    } else {
+        while (n > 0 && (buf[n - 1] == ' ' || buf[n - 1] == '\t' || buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+            n--;
+        buf[n] = '\0';
+        if (n == 0) err(p, line, path, "\"%s\" is empty: it should hold the admin token", file);
+        else if (strlen(buf) != (size_t)n || !is_token(buf))
+            err(p, line, path, "\"%s\" must hold one token of visible ASCII characters (no spaces inside; not shown)",
+                file);
+        else set_str(&c->admin.token, buf);
+    }
+    OPENSSL_cleanse(buf, sizeof buf);
+    if (fd >= 0) close(fd);
+}
+
+static void check_admin(parser *p, yaml_node_t *v, int line, const char *path, void *base)
+{
+    (void)v;
+    (void)line;
+    lx_config *c = base;
+    int token_line = p->sec_lines[AD_TOKEN], file_line = p->sec_lines[AD_TOKEN_FILE];
+    char sub[PATH_LEN];
+    join(sub, path, "token_file");
+    if (token_line && file_line)
+        err(p, file_line, sub, "give admin.token or admin.token_file, not both (admin.token at line %d)", token_line);
+    else if (file_line) read_token_file(p, file_line, sub, c);
 }
 
 /* A mapping of named entries (backends, users): n entries, or false (reported) when it is not one. */
@@ -807,13 +1199,14 @@ static void implicit_backend(parser *p)
     c->backends = lx_xcalloc(1, sizeof *c->backends);
     c->n_backends = 1;
     lx_backend_conf *b = c->backends;
-    *b = (lx_backend_conf){.name = lx_xstrdup("vllm"),
-                           .kind = LX_BACKEND_VLLM,
-                           .enabled = true,
-                           .url = lx_xstrdup(c->vllm.url),
-                           .timeout_s = c->vllm.timeout_s,
-                           .models = lx_xcalloc(1, sizeof *b->models),
-                           .n_models = 1};
+    set_defaults(backend_keys, b); /* max_concurrency, adaptive, priority, ...: their defaults */
+    b->name = lx_xstrdup("vllm");
+    b->kind = LX_BACKEND_VLLM;
+    b->enabled = true;
+    b->url = lx_xstrdup(c->vllm.url);
+    b->timeout_s = c->vllm.timeout_s;
+    b->models = lx_xcalloc(1, sizeof *b->models);
+    b->n_models = 1;
     b->models[0].name = lx_xstrdup(c->default_model);
 }
 
@@ -846,10 +1239,20 @@ static void resolve_default_model(parser *p)
     lx_buf_free(&b);
 }
 
+/* rate_limits.redis_url, already checked, into its parts. */
+static void resolve_redis(lx_config *c)
+{
+    redis_parts r = {.host = &c->rate_limits.redis.host, .socket_path = &c->rate_limits.redis.socket_path};
+    if (c->rate_limits.redis_url == NULL || !parse_redis_url(c->rate_limits.redis_url, &r)) return;
+    c->rate_limits.redis.port = r.port;
+    c->rate_limits.redis.db = r.db;
+}
+
 static void resolve(parser *p)
 {
     lx_config *c = p->cfg;
     resolve_users(c);
+    resolve_redis(c);
     if (p->marks[M_BACKENDS] < 0) return; /* not a mapping: reported */
     if (p->marks[M_BACKENDS] == 0) {
         implicit_backend(p);
@@ -876,6 +1279,7 @@ static void free_backend(lx_backend_conf *b)
     free(b->models);
     free(b->name);
     free(b->url);
+    free_secret(b->api_key);
 }
 
 static void config_free(lx_config *c)
@@ -884,6 +1288,15 @@ static void config_free(lx_config *c)
     free(c->backends);
     for (size_t i = 0; i < c->rate_limits.n_users; i++) free(c->rate_limits.users[i].name);
     free(c->rate_limits.users);
+    free(c->rate_limits.redis_url);
+    free(c->rate_limits.redis.host);
+    free(c->rate_limits.redis.socket_path);
+    for (size_t i = 0; i < c->auth.n_keys; i++) free(c->auth.keys[i].user);
+    free(c->auth.keys);
+    free(c->logging.file);
+    free(c->usage.db_path);
+    free_secret(c->admin.token);
+    free(c->admin.token_file);
     free(c->server.host);
     free(c->vllm.url);
     free(c->default_model);

@@ -14,6 +14,10 @@
  *    `vllm.timeout`; the entry named "vllm" without `url` takes `vllm.url`, and may not give a url that
  *    contradicts an explicit `vllm.url`; `default_model`, when absent, is the first model of the first
  *    enabled backend.
+ * Secrets (backends.NAME.api_key, admin.token, auth.keys[].key) are never quoted back in an error message;
+ * a plain auth key is kept only as its SHA-256 (the text is wiped once hashed).
+ * Files named by the config: admin.token_file is read while loading (a relative path is relative to the
+ * working directory); usage.db_path and logging.file are only stored here.
  * Thread-safety: a snapshot is read-only, so any thread may read it; ref/unref happen on the loop thread.
  */
 #ifndef LX_CONFIG_H
@@ -35,6 +39,27 @@ typedef enum {
 
 const char *lx_backend_kind_name(lx_backend_kind kind);
 
+/* rate_limits.mode: what a request over its limit gets. */
+typedef enum {
+    LX_RATE_REJECT = 0, /* turned away at once */
+    LX_RATE_WAIT,       /* held until the limit allows it */
+} lx_rate_mode;
+
+/* rate_limits.store: where the per-user counters live. */
+typedef enum {
+    LX_RATE_STORE_MEMORY = 0, /* in this process */
+    LX_RATE_STORE_REDIS,      /* shared by every gateway using the same Redis (rate_limits.redis_url) */
+} lx_rate_store;
+
+#define LX_SHA256_LEN 32
+
+/* One entry of auth.keys: a client's bearer key, known only by its SHA-256. */
+typedef struct {
+    char *user;                              /* non-empty; several keys may share a user */
+    unsigned char key_sha256[LX_SHA256_LEN]; /* SHA-256 of the key as the client sends it */
+    bool plain;                              /* given as key: (plain text in the file), not key_sha256: */
+} lx_auth_key;
+
 typedef struct {
     char *name;                    /* the model name clients use */
     char *path;                    /* seed: where the weights live (informational), may be NULL */
@@ -49,6 +74,12 @@ typedef struct {
     double timeout_s; /* longest wait for the backend: until its answer starts, and between two reads */
     lx_model_conf *models;
     size_t n_models;
+    int max_concurrency;       /* requests sent to it at once; the rest wait in Lexora's queue */
+    bool adaptive;             /* read its /metrics; hold dispatch while it has waiting requests or a full KV cache */
+    double kv_cache_threshold; /* with adaptive: KV-cache usage (0..1] above which dispatch holds */
+    bool forward_priority;     /* send the request's priority number as vLLM's "priority" field */
+    int priority;              /* failover order among backends serving a model: lower first, equal share load */
+    char *api_key;             /* sent as "Authorization: Bearer <key>"; NULL when none */
 } lx_backend_conf;
 
 typedef struct {
@@ -70,6 +101,7 @@ typedef struct lx_config {
         size_t max_response_bytes; /* buffered (non-streaming) upstream answer cap → 502 */
         double header_timeout_s;   /* a request's head (and body) must arrive within this → 408 */
         double idle_timeout_s;     /* a keep-alive connection with no request is closed after this */
+        double shutdown_timeout_s; /* on shutdown: longest wait for requests in flight to finish */
     } server;
 
     struct {
@@ -86,29 +118,67 @@ typedef struct lx_config {
         long max_size;
         double default_timeout_s;
         long priority_high, priority_normal, priority_low; /* lower is served first */
+        double aging_s; /* a request that waited this long is promoted one priority level */
     } queue;
 
     struct {
         lx_user_limit default_limit; /* name is NULL */
         lx_user_limit *users;
         size_t n_users;
+        lx_rate_mode mode;
+        lx_rate_store store;
+        char *redis_url; /* as given: redis://host[:port][/db] or unix:///path */
+        struct {
+            char *host;          /* NULL for a unix socket; an IPv6 address without its brackets */
+            int port;            /* 6379 when not given; 0 for a unix socket */
+            int db;              /* 0 when not given (always 0 for a unix socket) */
+            char *socket_path;   /* NULL unless unix:// */
+        } redis;                 /* redis_url, parsed */
+        long default_max_tokens; /* completion tokens reserved for a request that gives no max_tokens */
     } rate_limits;
+
+    struct {
+        bool enabled;
+        lx_auth_key *keys; /* file order */
+        size_t n_keys;
+    } auth;
 
     struct {
         long max_attempts;
         double delay_s;
         double backoff_multiplier;
+        double max_delay_s; /* no wait between tries is longer than this */
     } retry;
+
+    struct {
+        double interval_s;      /* between two probes of a backend */
+        long failure_threshold; /* consecutive failures that mark a backend down */
+        double cooldown_s;      /* a backend marked down is left alone this long before it is probed again */
+        double timeout_s;       /* of one probe */
+    } health_check;
 
     struct {
         int level; /* lx_log_level */
         bool json;
+        char *file; /* log file path; NULL = stderr */
     } logging;
 
     struct {
         bool enabled;
         int port;
+        bool per_user; /* label request and token counters with the user */
     } metrics;
+
+    struct {
+        bool enabled;  /* record per-request usage */
+        char *db_path; /* the SQLite file it is recorded in */
+    } usage;
+
+    struct {
+        char *token;      /* bearer token of the admin endpoints: admin.token, or admin.token_file's content
+                             (trailing whitespace stripped); NULL when neither is given */
+        char *token_file; /* as given, or NULL */
+    } admin;
 } lx_config;
 
 /*

@@ -7,7 +7,10 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -62,6 +65,55 @@ static const lx_backend_conf *backend(const lx_config *c, const char *name)
     for (size_t i = 0; i < c->n_backends; i++)
         if (strcmp(c->backends[i].name, name) == 0) return &c->backends[i];
     return NULL;
+}
+
+/* The hex SHA-256 of "secret" and of "other-key" (printf %s secret | sha256sum). */
+#define SHA_SECRET "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b"
+#define SHA_OTHER  "580843d03d2216ff1a275d0991bad66e4d1af871171d929e9de604b7959f9bca"
+
+static void assert_digest(const unsigned char *d, const char *hex)
+{
+    char got[2 * LX_SHA256_LEN + 1];
+    for (size_t i = 0; i < LX_SHA256_LEN; i++)
+        snprintf(got + 2 * i, 3, "%02x", d[i]);
+    assert_string_equal(got, hex);
+}
+
+static void assert_backend_defaults(const lx_backend_conf *b)
+{
+    assert_int_equal(b->max_concurrency, 32);
+    assert_false(b->adaptive);
+    assert_true(b->kv_cache_threshold == 0.95);
+    assert_false(b->forward_priority);
+    assert_int_equal(b->priority, 0);
+    assert_null(b->api_key);
+}
+
+/* The keys added for the queue, rate limits, auth, retries, health checks, usage and admin. */
+static void assert_new_defaults(const lx_config *c)
+{
+    assert_true(c->server.shutdown_timeout_s == 30.0);
+    assert_true(c->queue.aging_s == 30.0);
+    assert_int_equal(c->rate_limits.mode, LX_RATE_REJECT);
+    assert_int_equal(c->rate_limits.store, LX_RATE_STORE_MEMORY);
+    assert_string_equal(c->rate_limits.redis_url, "redis://127.0.0.1:6379");
+    assert_string_equal(c->rate_limits.redis.host, "127.0.0.1");
+    assert_int_equal(c->rate_limits.redis.port, 6379);
+    assert_int_equal(c->rate_limits.redis.db, 0);
+    assert_null(c->rate_limits.redis.socket_path);
+    assert_int_equal(c->rate_limits.default_max_tokens, 2048);
+    assert_false(c->auth.enabled);
+    assert_true(c->retry.max_delay_s == 30.0);
+    assert_true(c->health_check.interval_s == 10.0);
+    assert_int_equal(c->health_check.failure_threshold, 3);
+    assert_true(c->health_check.cooldown_s == 30.0);
+    assert_true(c->health_check.timeout_s == 5.0);
+    assert_false(c->metrics.per_user);
+    assert_true(c->usage.enabled);
+    assert_string_equal(c->usage.db_path, "lexora_usage.db");
+    assert_null(c->admin.token);
+    assert_null(c->admin.token_file);
+    assert_null(c->logging.file);
 }
 
 static void assert_server_defaults(const lx_config *c)
@@ -135,6 +187,8 @@ static void test_shipped_config(void **state)
     assert_string_equal(c->backends[0].name, "vllm"); /* file order */
     assert_string_equal(c->backends[1].name, "ollama");
     assert_seed_values(c);
+    assert_new_defaults(c);
+    assert_backend_defaults(&c->backends[0]);
     lx_config_unref(c);
 }
 
@@ -147,7 +201,14 @@ static void test_example_config(void **state)
     if (c == NULL) print_error("%s", errs.p ? errs.p : "(no message)\n");
     assert_non_null(c);
     assert_seed_values(c); /* the example shows every default, and the seed's values */
+    assert_new_defaults(c);
+    assert_int_equal(c->auth.n_keys, 1); /* shown with auth off */
+    assert_string_equal(c->auth.keys[0].user, "takahito");
+    assert_false(c->auth.keys[0].plain);
+    assert_digest(c->auth.keys[0].key_sha256, "4906c4fe7e269cc4512197de94e2a31eaa5d9ecd19a4f849ffffccab2887a971");
     assert_int_equal(c->n_backends, 3);
+    for (size_t i = 0; i < c->n_backends; i++)
+        assert_backend_defaults(&c->backends[i]);
     const lx_backend_conf *code = backend(c, "vllm-code");
     assert_non_null(code);
     assert_int_equal(code->kind, LX_BACKEND_VLLM);
@@ -190,6 +251,10 @@ static void test_defaults(void **state)
     assert_true(c->logging.json);
     assert_true(c->metrics.enabled);
     assert_int_equal(c->metrics.port, 9090);
+    assert_new_defaults(c);
+    assert_int_equal(c->auth.n_keys, 0);
+    assert_null(c->auth.keys);
+    assert_backend_defaults(&c->backends[0]);
     lx_config_unref(c);
 }
 
@@ -212,6 +277,7 @@ static void test_shorthand_only(void **state)
     assert_string_equal(b->models[0].name, "qwen3-32b");
     assert_null(b->models[0].path);
     assert_true(b->models[0].gpu_memory_utilization == 0.0);
+    assert_backend_defaults(b);
     lx_config_unref(c);
 }
 
@@ -356,19 +422,20 @@ static void test_unknown_keys(void **state)
     (void)state;
     expect_errors("servr: {}\n",
                   "cfg.yaml:1: servr: unknown key (valid keys: server, vllm, default_model, backends, "
-                  "queue, rate_limits, retry, logging, metrics)",
+                  "queue, rate_limits, retry, logging, metrics, auth, health_check, usage, admin)",
                   NULL);
     expect_errors("default_model: m\n"
                   "server:\n"
                   "  host: 127.0.0.1\n"
                   "  prot: 8001\n",
                   "cfg.yaml:4: server.prot: unknown key (valid keys: host, port, max_connections, max_body_bytes, "
-                  "max_header_bytes, max_response_bytes, header_timeout, idle_timeout)\n",
+                  "max_header_bytes, max_response_bytes, header_timeout, idle_timeout, shutdown_timeout)\n",
                   NULL);
     expect_errors("default_model: m\nqueue:\n  priorities:\n    urgent: 0\n",
                   "cfg.yaml:4: queue.priorities.urgent: unknown key (valid keys: high, normal, low)", NULL);
     expect_errors("backends:\n  vllm:\n    modles: [m]\n",
-                  "cfg.yaml:3: backends.vllm.modles: unknown key (valid keys: type, enabled, url, timeout, models)",
+                  "cfg.yaml:3: backends.vllm.modles: unknown key (valid keys: type, enabled, url, timeout, models, "
+                  "max_concurrency, adaptive, kv_cache_threshold, forward_priority, priority, api_key)",
                   NULL);
     expect_errors(
         "backends:\n  vllm:\n    models:\n      - nmae: m\n",
@@ -377,6 +444,24 @@ static void test_unknown_keys(void **state)
         "default_model: m\nrate_limits:\n  users:\n    bob:\n      rpm: 5\n",
         "cfg.yaml:5: rate_limits.users.bob.rpm: unknown key (valid keys: requests_per_minute, tokens_per_minute)",
         NULL);
+    expect_errors("default_model: m\nrate_limits:\n  modes: wait\n",
+                  "cfg.yaml:3: rate_limits.modes: unknown key (valid keys: default, users, mode, store, redis_url, "
+                  "default_max_tokens)",
+                  NULL);
+    expect_errors("default_model: m\nauth:\n  keys:\n    - {key: k, user: u, role: admin}\n",
+                  "cfg.yaml:4: auth.keys[0].role: unknown key (valid keys: key, key_sha256, user)", NULL);
+    expect_errors("default_model: m\nauth: {enable: true}\n",
+                  "cfg.yaml:2: auth.enable: unknown key (valid keys: enabled, keys)", NULL);
+    expect_errors("default_model: m\nhealth_check: {interval: 5}\n",
+                  "health_check.interval: unknown key (valid keys: interval_seconds, failure_threshold, "
+                  "cooldown_seconds, timeout_seconds)",
+                  NULL);
+    expect_errors("default_model: m\nusage: {path: x}\n", "usage.path: unknown key (valid keys: enabled, db_path)",
+                  NULL);
+    expect_errors("default_model: m\nadmin: {password: x}\n",
+                  "admin.password: unknown key (valid keys: token, token_file)", NULL);
+    expect_errors("default_model: m\nlogging: {path: x}\n",
+                  "logging.path: unknown key (valid keys: level, format, file)", NULL);
 }
 
 static void test_wrong_types(void **state)
@@ -467,6 +552,27 @@ static void test_ranges(void **state)
         {"retry: {delay_seconds: 3600.5}", "retry.delay_seconds: must be a number from 0 to 3600"},
         {"retry: {backoff_multiplier: 0.5}", "retry.backoff_multiplier: must be a number from 1 to 10"},
         {"metrics: {port: 70000}", "metrics.port: must be an integer from 1 to 65535"},
+        {"server: {shutdown_timeout: -1}", "server.shutdown_timeout: must be a number from 0 to 3600, got \"-1\""},
+        {"server: {shutdown_timeout: 3601}", "server.shutdown_timeout: must be a number from 0 to 3600"},
+        {"queue: {aging_seconds: 0}", "queue.aging_seconds: must be a number greater than 0 and at most 86400"},
+        {"queue: {aging_seconds: 86401}", "queue.aging_seconds: must be a number greater than 0 and at most 86400"},
+        {"rate_limits: {default_max_tokens: 0}",
+         "rate_limits.default_max_tokens: must be an integer from 1 to 10000000"},
+        {"rate_limits: {default_max_tokens: 10000001}", "rate_limits.default_max_tokens: must be an integer from 1"},
+        {"rate_limits: {default_max_tokens: 2.5}", "rate_limits.default_max_tokens: must be an integer"},
+        {"retry: {max_delay_seconds: -0.5}", "retry.max_delay_seconds: must be a number from 0 to 3600"},
+        {"retry: {max_delay_seconds: 3600.1}", "retry.max_delay_seconds: must be a number from 0 to 3600"},
+        {"health_check: {interval_seconds: 0}", "health_check.interval_seconds: must be a number greater than 0 and "
+                                                "at most 3600"},
+        {"health_check: {interval_seconds: 3601}", "health_check.interval_seconds: must be a number greater than 0"},
+        {"health_check: {failure_threshold: 0}", "health_check.failure_threshold: must be an integer from 1 to 100"},
+        {"health_check: {failure_threshold: 101}", "health_check.failure_threshold: must be an integer from 1 to 100"},
+        {"health_check: {cooldown_seconds: 0}", "health_check.cooldown_seconds: must be a number greater than 0 and "
+                                                "at most 86400"},
+        {"health_check: {cooldown_seconds: 86401}", "health_check.cooldown_seconds: must be a number greater than 0"},
+        {"health_check: {timeout_seconds: 0}", "health_check.timeout_seconds: must be a number greater than 0 and "
+                                               "at most 600"},
+        {"health_check: {timeout_seconds: 601}", "health_check.timeout_seconds: must be a number greater than 0"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char yaml[256];
@@ -478,6 +584,26 @@ static void test_ranges(void **state)
                   NULL);
     expect_errors("backends:\n  vllm: {models: [{name: m, gpu_memory_utilization: 0}]}\n",
                   "backends.vllm.models[0].gpu_memory_utilization: must be a number greater than 0", NULL);
+    const struct {
+        const char *kv, *needle;
+    } bk[] = {
+        {"max_concurrency: 0",
+         "cfg.yaml:2: backends.vllm.max_concurrency: must be an integer from 1 to 100000, got \"0\""},
+        {"max_concurrency: 100001", "backends.vllm.max_concurrency: must be an integer from 1 to 100000"},
+        {"max_concurrency: \"8\"",
+         "backends.vllm.max_concurrency: must be an integer from 1 to 100000, got \"8\" (quoted"},
+        {"kv_cache_threshold: 0", "backends.vllm.kv_cache_threshold: must be a number greater than 0 and at most 1"},
+        {"kv_cache_threshold: 1.01", "backends.vllm.kv_cache_threshold: must be a number greater than 0 and at most 1"},
+        {"priority: -1", "backends.vllm.priority: must be an integer from 0 to 1000"},
+        {"priority: 1001", "backends.vllm.priority: must be an integer from 0 to 1000"},
+        {"adaptive: sometimes", "backends.vllm.adaptive: must be true or false, got \"sometimes\""},
+        {"forward_priority: 1", "backends.vllm.forward_priority: must be true or false"},
+    };
+    for (size_t i = 0; i < sizeof bk / sizeof bk[0]; i++) {
+        char yaml[256];
+        snprintf(yaml, sizeof yaml, "backends:\n  vllm: {models: [m], %s}\n", bk[i].kv);
+        expect_errors(yaml, bk[i].needle, NULL);
+    }
     /* the edges themselves are fine */
     lx_config *c = parse_ok("default_model: m\nserver: {port: 65535, header_timeout: 3600}\n"
                             "queue: {priorities: {high: 0, normal: 0, low: 1000}}\n"
@@ -486,6 +612,27 @@ static void test_ranges(void **state)
     assert_int_equal(c->server.port, 65535);
     assert_int_equal(c->queue.priority_low, 1000);
     assert_int_equal(c->rate_limits.default_limit.requests_per_minute, 0);
+    lx_config_unref(c);
+    c = parse_ok("default_model: m\nserver: {shutdown_timeout: 0}\nqueue: {aging_seconds: 86400}\n"
+                 "rate_limits: {default_max_tokens: 10000000}\nretry: {max_delay_seconds: 0}\n"
+                 "health_check: {interval_seconds: 0.1, failure_threshold: 100, cooldown_seconds: 86400, "
+                 "timeout_seconds: 600}\n");
+    assert_true(c->server.shutdown_timeout_s == 0.0);
+    assert_true(c->queue.aging_s == 86400.0);
+    assert_int_equal(c->rate_limits.default_max_tokens, 10000000);
+    assert_true(c->retry.max_delay_s == 0.0);
+    assert_true(c->health_check.interval_s == 0.1);
+    assert_int_equal(c->health_check.failure_threshold, 100);
+    assert_true(c->health_check.cooldown_s == 86400.0);
+    assert_true(c->health_check.timeout_s == 600.0);
+    lx_config_unref(c);
+    c = parse_ok("backends:\n  vllm: {models: [m], max_concurrency: 100000, kv_cache_threshold: 1, priority: 1000}\n"
+                 "  b: {type: vllm, url: \"http://b\", models: [m], max_concurrency: 1, kv_cache_threshold: 0.001}\n");
+    assert_int_equal(c->backends[0].max_concurrency, 100000);
+    assert_true(c->backends[0].kv_cache_threshold == 1.0);
+    assert_int_equal(c->backends[0].priority, 1000);
+    assert_int_equal(c->backends[1].max_concurrency, 1);
+    assert_true(c->backends[1].kv_cache_threshold == 0.001);
     lx_config_unref(c);
 }
 
@@ -579,7 +726,7 @@ static void test_several_errors(void **state)
     /* every problem, one per line, in file order */
     assert_string_equal(
         errs.p, "cfg.yaml:2: server.prot: unknown key (valid keys: host, port, max_connections, max_body_bytes, "
-                "max_header_bytes, max_response_bytes, header_timeout, idle_timeout)\n"
+                "max_header_bytes, max_response_bytes, header_timeout, idle_timeout, shutdown_timeout)\n"
                 "cfg.yaml:4: queue.max_size: must be an integer from 1 to 1000000, got \"lots\"\n"
                 "cfg.yaml:5: default_model: \"missing-model\" is not served by any enabled backend "
                 "(served: m, n)\n"
@@ -664,6 +811,324 @@ static void test_odd_input(void **state)
     lx_buf_free(&errs);
 }
 
+/* ---- the keys of the queue, rate-limit, auth, retry, health, usage and admin work ---- */
+
+static void test_backend_keys(void **state)
+{
+    (void)state;
+    lx_config *c = parse_ok("backends:\n"
+                            "  vllm:\n"
+                            "    models: [m]\n"
+                            "    max_concurrency: 8\n"
+                            "    adaptive: true\n"
+                            "    kv_cache_threshold: 0.8\n"
+                            "    forward_priority: yes\n"
+                            "    priority: 1\n"
+                            "  spare:\n"
+                            "    type: openai\n"
+                            "    url: https://api.example.com/v1\n"
+                            "    models: [m]\n"
+                            "    priority: 2\n"
+                            "    api_key: \"sk-abc_123.XYZ\"\n");
+    const lx_backend_conf *b = backend(c, "vllm");
+    assert_int_equal(b->max_concurrency, 8);
+    assert_true(b->adaptive);
+    assert_true(b->kv_cache_threshold == 0.8);
+    assert_true(b->forward_priority);
+    assert_int_equal(b->priority, 1);
+    assert_null(b->api_key);
+    b = backend(c, "spare");
+    assert_int_equal(b->max_concurrency, 32);
+    assert_false(b->adaptive);
+    assert_true(b->kv_cache_threshold == 0.95);
+    assert_int_equal(b->priority, 2);
+    assert_string_equal(b->api_key, "sk-abc_123.XYZ");
+    lx_config_unref(c);
+    /* a disabled entry's keys are checked too */
+    expect_errors("backends:\n  vllm: {models: [m]}\n  ollama: {enabled: false, max_concurrency: 0}\n",
+                  "cfg.yaml:3: backends.ollama.max_concurrency: must be an integer from 1 to 100000", NULL);
+}
+
+/* A secret is never quoted back, only its length; the same for a digest, which may be a pasted key. */
+static void test_secrets_not_shown(void **state)
+{
+    (void)state;
+    lx_buf errs;
+    assert_null(parse("backends:\n  vllm: {models: [m], api_key: \"sk-top secret\"}\n", &errs));
+    assert_string_equal(errs.p, "cfg.yaml:2: backends.vllm.api_key: must be a non-empty string of visible ASCII "
+                                "characters (no spaces), got 13 characters (not shown)\n");
+    lx_buf_free(&errs);
+    assert_null(parse("default_model: m\nauth:\n  keys:\n    - {key_sha256: sk-my-real-key, user: u}\n", &errs));
+    assert_string_equal(errs.p, "cfg.yaml:4: auth.keys[0].key_sha256: must be 64 hexadecimal digits (a SHA-256 "
+                                "digest, as sha256sum prints it), got 14 characters (not shown)\n");
+    lx_buf_free(&errs);
+    assert_null(parse("default_model: m\nadmin:\n  token: \"tab\\there\"\n", &errs));
+    assert_null(strstr(errs.p, "here"));
+    assert_non_null(strstr(errs.p, "cfg.yaml:3: admin.token: must be a non-empty string of visible ASCII"));
+    lx_buf_free(&errs);
+    /* not a string at all: said as usual */
+    expect_errors(
+        "backends:\n  vllm: {models: [m], api_key: [a]}\n",
+        "backends.vllm.api_key: must be a non-empty string of visible ASCII characters (no spaces), got a list", NULL);
+    expect_errors("backends:\n  vllm: {models: [m], api_key: \"\"}\n", "backends.vllm.api_key: must be a non-empty",
+                  NULL);
+    expect_errors("backends:\n  vllm: {models: [m], api_key: \"ключ\"}\n", "backends.vllm.api_key: must be", NULL);
+}
+
+static void test_rate_limit_keys(void **state)
+{
+    (void)state;
+    lx_config *c = parse_ok("default_model: m\n"
+                            "rate_limits: {mode: wait, store: redis, redis_url: \"redis://cache.local:6380/2\", "
+                            "default_max_tokens: 1}\n");
+    assert_int_equal(c->rate_limits.mode, LX_RATE_WAIT);
+    assert_int_equal(c->rate_limits.store, LX_RATE_STORE_REDIS);
+    assert_string_equal(c->rate_limits.redis_url, "redis://cache.local:6380/2");
+    assert_string_equal(c->rate_limits.redis.host, "cache.local");
+    assert_int_equal(c->rate_limits.redis.port, 6380);
+    assert_int_equal(c->rate_limits.redis.db, 2);
+    assert_null(c->rate_limits.redis.socket_path);
+    assert_int_equal(c->rate_limits.default_max_tokens, 1);
+    lx_config_unref(c);
+    c = parse_ok("default_model: m\nrate_limits: {mode: Reject, store: MEMORY}\n");
+    assert_int_equal(c->rate_limits.mode, LX_RATE_REJECT);
+    assert_int_equal(c->rate_limits.store, LX_RATE_STORE_MEMORY);
+    lx_config_unref(c);
+    expect_errors("default_model: m\nrate_limits:\n  mode: queue\n",
+                  "cfg.yaml:3: rate_limits.mode: must be reject or wait, got \"queue\"", NULL);
+    expect_errors("default_model: m\nrate_limits:\n  store: memcached\n",
+                  "cfg.yaml:3: rate_limits.store: must be memory or redis, got \"memcached\"", NULL);
+    expect_errors("default_model: m\nrate_limits: {mode: [reject]}\n",
+                  "rate_limits.mode: must be reject or wait, got a list", NULL);
+}
+
+static void test_redis_url(void **state)
+{
+    (void)state;
+    const struct {
+        const char *url, *host, *socket_path;
+        int port, db;
+    } good[] = {
+        {"redis://localhost", "localhost", NULL, 6379, 0},
+        {"redis://10.0.0.5:7000", "10.0.0.5", NULL, 7000, 0},
+        {"redis://r.example.com/15", "r.example.com", NULL, 6379, 15},
+        {"REDIS://my_redis-1:1/0", "my_redis-1", NULL, 1, 0},
+        {"redis://h:65535/", "h", NULL, 65535, 0},
+        {"redis://[::1]:6390/3", "::1", NULL, 6390, 3},
+        {"redis://[fe80::1]", "fe80::1", NULL, 6379, 0},
+        {"unix:///var/run/redis/redis.sock", NULL, "/var/run/redis/redis.sock", 0, 0},
+    };
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        char yaml[256];
+        snprintf(yaml, sizeof yaml, "default_model: m\nrate_limits: {redis_url: \"%s\"}\n", good[i].url);
+        lx_config *c = parse_ok(yaml);
+        assert_string_equal(c->rate_limits.redis_url, good[i].url);
+        if (good[i].host) assert_string_equal(c->rate_limits.redis.host, good[i].host);
+        else assert_null(c->rate_limits.redis.host);
+        if (good[i].socket_path) assert_string_equal(c->rate_limits.redis.socket_path, good[i].socket_path);
+        else assert_null(c->rate_limits.redis.socket_path);
+        assert_int_equal(c->rate_limits.redis.port, good[i].port);
+        assert_int_equal(c->rate_limits.redis.db, good[i].db);
+        lx_config_unref(c);
+    }
+    const char *bad[] = {
+        "http://localhost:6379", "redis://",          "redis://:6379",
+        "redis://h:0",           "redis://h:65536",   "redis://h:",
+        "redis://h:port",        "redis://h/db1",     "redis://h/-1",
+        "redis://h/1/2",         "redis://user:pw@h", "redis://h x",
+        "redis://[::1",          "redis://[]",        "redis://[::1]x",
+        "redis://h/99999999999", "unix://",           "unix://relative.sock",
+        "localhost:6379",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char yaml[256];
+        snprintf(yaml, sizeof yaml, "default_model: m\nrate_limits:\n  redis_url: \"%s\"\n", bad[i]);
+        expect_errors(yaml,
+                      "cfg.yaml:3: rate_limits.redis_url: must be a Redis URL: redis://host[:port][/db] (port "
+                      "1..65535, db a number) or unix:///path/to/socket, got ",
+                      NULL);
+    }
+    expect_errors("default_model: m\nrate_limits: {redis_url: 6379}\n", "rate_limits.redis_url: must be a Redis URL",
+                  NULL);
+    lx_buf errs;
+    assert_null(parse("default_model: m\nrate_limits: {redis_url: \"redis://:hunter2@h:6379\"}\n", &errs));
+    assert_non_null(strstr(errs.p, "got a URL with a user or password part (not supported; not shown)"));
+    assert_null(strstr(errs.p, "hunter2"));
+    lx_buf_free(&errs);
+}
+
+static void test_auth_keys(void **state)
+{
+    (void)state;
+    lx_config *c = parse_ok("default_model: m\n"
+                            "auth:\n"
+                            "  enabled: true\n"
+                            "  keys:\n"
+                            "    - key_sha256: " SHA_OTHER "\n"
+                            "      user: alice\n"
+                            "    - {key: secret, user: bob}\n"
+                            "    - {user: alice, key_sha256: \""
+                            "2BB80D537B1DA3E38BD30361AA855686BDE0EACD7162FEF6A25FE97BF527A25A"
+                            "\"}\n");
+    assert_true(c->auth.enabled);
+    assert_int_equal(c->auth.n_keys, 3);
+    assert_string_equal(c->auth.keys[0].user, "alice");
+    assert_false(c->auth.keys[0].plain);
+    assert_digest(c->auth.keys[0].key_sha256, SHA_OTHER);
+    assert_string_equal(c->auth.keys[1].user, "bob");
+    assert_true(c->auth.keys[1].plain); /* hashed; the flag lets the gateway warn */
+    assert_digest(c->auth.keys[1].key_sha256, SHA_SECRET);
+    assert_digest(c->auth.keys[2].key_sha256, /* upper case reads the same */
+                  "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25a");
+    lx_config_unref(c);
+    /* keys may be listed with auth off; an empty list is no keys */
+    c = parse_ok("default_model: m\nauth: {keys: [{key: k1, user: u}]}\n");
+    assert_false(c->auth.enabled);
+    assert_int_equal(c->auth.n_keys, 1);
+    lx_config_unref(c);
+    c = parse_ok("default_model: m\nauth: {enabled: false, keys: []}\n");
+    assert_int_equal(c->auth.n_keys, 0);
+    lx_config_unref(c);
+}
+
+static void test_auth_errors(void **state)
+{
+    (void)state;
+    expect_errors("default_model: m\nauth:\n  enabled: true\n",
+                  "cfg.yaml:3: auth: enabled with no keys: list them under keys:", NULL);
+    expect_errors("default_model: m\nauth:\n  enabled: true\n  keys: []\n", "cfg.yaml:3: auth: enabled with no keys",
+                  NULL);
+    expect_errors("default_model: m\nauth:\n  keys:\n    - {key: secret, user: a}\n    - key_sha256: " SHA_SECRET
+                  "\n      user: b\n",
+                  "cfg.yaml:5: auth.keys[1]: duplicate key (first given at line 4)", NULL);
+    expect_errors("default_model: m\nauth:\n  keys:\n    - {key: k, user: a}\n    - {key: k, user: a}\n",
+                  "cfg.yaml:5: auth.keys[1]: duplicate key (first given at line 4)", NULL);
+    expect_errors("default_model: m\nauth:\n  keys:\n    - key: k\n      key_sha256: " SHA_SECRET "\n      user: a\n",
+                  "cfg.yaml:5: auth.keys[0]: give key or key_sha256, not both (key at line 4)", NULL);
+    expect_errors("default_model: m\nauth:\n  keys:\n    - user: a\n",
+                  "cfg.yaml:4: auth.keys[0]: has no key: add \"key_sha256: <SHA-256 of the key, 64 hex digits>\" "
+                  "(or \"key: <the key>\")",
+                  NULL);
+    expect_errors("default_model: m\nauth:\n  keys:\n    - key: k\n",
+                  "cfg.yaml:4: auth.keys[0]: has no user: add \"user: <name>\"", NULL);
+    expect_errors("default_model: m\nauth:\n  keys:\n    - {key: k, user: \"\"}\n",
+                  "cfg.yaml:4: auth.keys[0].user: must be a non-empty string, got \"\"", NULL);
+    expect_errors("default_model: m\nauth:\n  keys:\n    - {key: k, user: [a]}\n",
+                  "auth.keys[0].user: must be a non-empty string, got a list", NULL);
+    expect_errors("default_model: m\nauth:\n  keys:\n    - {key: k, user: }\n",
+                  "auth.keys[0].user: must be a non-empty string, got nothing", NULL);
+    expect_errors("default_model: m\nauth:\n  keys:\n    - {key_sha256: " SHA_SECRET "0, user: a}\n",
+                  "auth.keys[0].key_sha256: must be 64 hexadecimal digits", NULL);
+    expect_errors("default_model: m\nauth:\n  keys:\n    - {key_sha256: "
+                  "zbb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b, user: a}\n",
+                  "auth.keys[0].key_sha256: must be 64 hexadecimal digits", NULL);
+    expect_errors("default_model: m\nauth:\n  keys:\n    - abc\n",
+                  "cfg.yaml:4: auth.keys[0]: must be a mapping {key_sha256: <64 hex digits>, user: <name>} or "
+                  "{key: <key>, user: <name>}, got \"abc\"",
+                  NULL);
+    expect_errors("default_model: m\nauth:\n  keys: {alice: k}\n",
+                  "cfg.yaml:3: auth.keys: must be a list of keys (- key_sha256: ... / user: ... lines), got a mapping",
+                  NULL);
+    expect_errors("default_model: m\nauth: {enabled: 1}\n", "auth.enabled: must be true or false", NULL);
+    /* a bad entry is reported once; "enabled with no keys" would only repeat it */
+    lx_buf errs;
+    assert_null(parse("default_model: m\nauth:\n  enabled: true\n  keys:\n    - {key: k}\n", &errs));
+    assert_string_equal(errs.p, "cfg.yaml:5: auth.keys[0]: has no user: add \"user: <name>\"\n");
+    lx_buf_free(&errs);
+}
+
+static void write_bytes(const char *path, const char *data, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(data, 1, len, f), len);
+    assert_int_equal(fclose(f), 0);
+}
+
+static void write_file(const char *path, const char *text) { write_bytes(path, text, strlen(text)); }
+
+static void test_admin_token(void **state)
+{
+    (void)state;
+    lx_config *c = parse_ok("default_model: m\nadmin: {token: \"s3cr3t-Token\"}\n");
+    assert_string_equal(c->admin.token, "s3cr3t-Token");
+    assert_null(c->admin.token_file);
+    lx_config_unref(c);
+
+    char dir[] = "/tmp/lx-test-config-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char file[128], yaml[512];
+    snprintf(file, sizeof file, "%s/token", dir);
+    write_file(file, "tok-from-file \t\r\n\n");
+    snprintf(yaml, sizeof yaml, "default_model: m\nadmin:\n  token_file: \"%s\"\n", file);
+    c = parse_ok(yaml);
+    assert_string_equal(c->admin.token, "tok-from-file"); /* trailing whitespace dropped */
+    assert_string_equal(c->admin.token_file, file);
+    lx_config_unref(c);
+
+    lx_buf errs, want;
+    lx_buf_init(&want, 0);
+    snprintf(yaml, sizeof yaml, "default_model: m\nadmin:\n  token: abc\n  token_file: \"%s\"\n", file);
+    expect_errors(yaml,
+                  "cfg.yaml:4: admin.token_file: give admin.token or admin.token_file, not both "
+                  "(admin.token at line 3)",
+                  NULL);
+    write_file(file, " \n\n");
+    snprintf(yaml, sizeof yaml, "default_model: m\nadmin:\n  token_file: \"%s\"\n", file);
+    lx_buf_printf(&want, "cfg.yaml:3: admin.token_file: \"%s\" is empty: it should hold the admin token\n", file);
+    assert_null(parse(yaml, &errs));
+    assert_string_equal(errs.p, want.p);
+    lx_buf_free(&errs);
+    write_file(file, "two words\n");
+    expect_errors(yaml, "admin.token_file: \"/tmp/lx-test-config-", "must hold one token of visible ASCII", NULL);
+    assert_null(parse(yaml, &errs));
+    assert_null(strstr(errs.p, "words"));
+    lx_buf_free(&errs);
+    write_bytes(file, "tok\0en\n", 7); /* a NUL inside */
+    expect_errors(yaml, "must hold one token of visible ASCII", NULL);
+    char big[5000];
+    memset(big, 'a', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    write_file(file, big);
+    expect_errors(yaml, "is larger than 4096 bytes", NULL);
+    /* a directory, a missing file */
+    snprintf(yaml, sizeof yaml, "default_model: m\nadmin:\n  token_file: \"%s\"\n", dir);
+    expect_errors(yaml, "admin.token_file: cannot read \"/tmp/lx-test-config-", "\": not a regular file", NULL);
+    assert_int_equal(unlink(file), 0);
+    snprintf(yaml, sizeof yaml, "default_model: m\nadmin:\n  token_file: \"%s\"\n", file);
+    lx_buf_reset(&want);
+    lx_buf_printf(&want, "cfg.yaml:3: admin.token_file: cannot read \"%s\": No such file or directory\n", file);
+    assert_null(parse(yaml, &errs));
+    assert_string_equal(errs.p, want.p);
+    lx_buf_free(&errs);
+    lx_buf_free(&want);
+    assert_int_equal(rmdir(dir), 0);
+    expect_errors("default_model: m\nadmin: {token_file: \"\"}\n", "admin.token_file: must be a non-empty string",
+                  NULL);
+    expect_errors("default_model: m\nadmin: {token: \"a b\"}\n", "admin.token: must be a non-empty string of visible",
+                  NULL);
+}
+
+static void test_other_new_keys(void **state)
+{
+    (void)state;
+    lx_config *c = parse_ok("default_model: m\n"
+                            "metrics: {per_user: true}\n"
+                            "usage: {enabled: false, db_path: /var/lib/lexora/usage.db}\n"
+                            "logging: {file: /var/log/lexora.log}\n");
+    assert_true(c->metrics.per_user);
+    assert_false(c->usage.enabled);
+    assert_string_equal(c->usage.db_path, "/var/lib/lexora/usage.db");
+    assert_string_equal(c->logging.file, "/var/log/lexora.log");
+    lx_config_unref(c);
+    expect_errors("default_model: m\nmetrics: {per_user: \"yes\"}\n", "metrics.per_user: must be true or false", NULL);
+    expect_errors("default_model: m\nusage: {enabled: on}\n", "usage.enabled: must be true or false, got \"on\"", NULL);
+    expect_errors("default_model: m\nusage: {db_path: \"\"}\n", "usage.db_path: must be a non-empty string", NULL);
+    expect_errors("default_model: m\nlogging: {file: [a]}\n", "logging.file: must be a non-empty string, got a list",
+                  NULL);
+    expect_errors("default_model: m\nhealth_check: 5\n", "cfg.yaml:2: health_check: must be a mapping", NULL);
+}
+
 /* ---- lookups and lifetime ---- */
 
 static void test_backend_for(void **state)
@@ -742,6 +1207,14 @@ int main(void)
         cmocka_unit_test(test_yaml_syntax_error),
         cmocka_unit_test(test_empty_file),
         cmocka_unit_test(test_odd_input),
+        cmocka_unit_test(test_backend_keys),
+        cmocka_unit_test(test_secrets_not_shown),
+        cmocka_unit_test(test_rate_limit_keys),
+        cmocka_unit_test(test_redis_url),
+        cmocka_unit_test(test_auth_keys),
+        cmocka_unit_test(test_auth_errors),
+        cmocka_unit_test(test_admin_token),
+        cmocka_unit_test(test_other_new_keys),
         cmocka_unit_test(test_backend_for),
         cmocka_unit_test(test_refcount),
         cmocka_unit_test(test_kind_names),
