@@ -11,7 +11,7 @@ deps:
 
 build:
 	@cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DLEXORA_TESTS=OFF >/dev/null
-	@cmake --build build -j$(JOBS)
+	@cmake --build build -j$(JOBS) -- --no-print-directory
 
 # Every test, under AddressSanitizer + UndefinedBehaviorSanitizer.
 test: deps

@@ -56,7 +56,8 @@ typedef struct {
     lx_buf up_body;
     lx_sse sse;
     lx_usage usage;
-    uint64_t up_start_ns, up_wait_ns;
+    uint64_t up_start_ns, up_wait_ns, first_byte_ns;
+    const char *priority;
     lx_err err; /* for the access log when the answer is one of ours */
     bool has_err;
     int status;
@@ -85,8 +86,10 @@ static void access_log(const proxy_req *p, int status)
         .backend = p->backend ? p->backend->name : NULL,
         .status = status,
         .error_code = p->has_err ? lx_err_get(p->err)->code : NULL,
+        .priority = p->priority,
         .latency_ms = ms_between(lx_http_req_start_ns(p->req), now),
         .overhead_ms = overhead_ms(p, now),
+        .ttft_ms = p->first_byte_ns ? ms_between(lx_http_req_ready_ns(p->req), p->first_byte_ns) : -1,
         .prompt_tokens = p->usage.prompt_tokens,
         .completion_tokens = p->usage.completion_tokens,
         .stream = p->f.stream,
@@ -215,6 +218,7 @@ static bool on_up_data(lx_upstream *u, const char *data, size_t len, void *ud)
 {
     (void)u;
     proxy_req *p = ud;
+    if (p->first_byte_ns == 0) p->first_byte_ns = lx_now_ns();
     if (p->relaying) return lx_sse_feed(&p->sse, data, len, relay_emit, p) == 0;
     return lx_buf_append(&p->up_body, data, len) == 0;
 }
@@ -310,12 +314,19 @@ static void set_user(proxy_req *p)
     copy_slice(p->user, sizeof p->user, v);
 }
 
-/* The priority is checked now so a bad one is refused before anything else happens. */
-static bool priority_valid(proxy_req *p)
+/* x_priority from the body, else the X-Priority header, else normal. False for an unknown name. */
+static bool set_priority(proxy_req *p)
 {
+    static const char *const names[] = {"high", "normal", "low"};
     lx_slice v = p->f.x_priority;
+    p->priority = "normal";
     if (!p->f.has_x_priority && !lx_http_req_header(p->req, "x-priority", &v)) return true;
-    return lx_slice_eq(v, "high") || lx_slice_eq(v, "normal") || lx_slice_eq(v, "low");
+    for (size_t i = 0; i < LX_ARRAY_LEN(names); i++)
+        if (lx_slice_eq(v, names[i])) {
+            p->priority = names[i];
+            return true;
+        }
+    return false;
 }
 
 static void models_served(const lx_config *c, lx_buf *out)
@@ -400,7 +411,7 @@ void lx_proxy_handle(lx_gateway *gw, lx_http_req *req, lx_endpoint ep)
         return;
     }
     set_user(p);
-    if (!priority_valid(p)) {
+    if (!set_priority(p)) {
         fail(p, LX_ERR_INVALID_FIELD, "x_priority must be one of: high, normal, low", "x_priority");
         return;
     }

@@ -112,8 +112,10 @@ static void access_json(lx_buf *b, const lx_access_rec *r, const char *ts)
     json_field(b, "backend", or_dash(r->backend));
     lx_buf_printf(b, ",\"status\":%d", r->status);
     if (r->error_code) json_field(b, "error_code", r->error_code);
-    lx_buf_printf(b, ",\"latency_ms\":%.3f,\"overhead_ms\":%.3f,\"stream\":%s", r->latency_ms,
-                  r->overhead_ms, r->stream ? "true" : "false");
+    json_field(b, "priority", or_dash(r->priority));
+    lx_buf_printf(b, ",\"latency_ms\":%.3f,\"overhead_ms\":%.3f,\"queue_wait_ms\":%.3f,\"stream\":%s",
+                  r->latency_ms, r->overhead_ms, r->queue_wait_ms, r->stream ? "true" : "false");
+    if (r->ttft_ms >= 0) lx_buf_printf(b, ",\"ttft_ms\":%.3f", r->ttft_ms);
     if (r->prompt_tokens >= 0)
         lx_buf_printf(b, ",\"prompt_tokens\":%ld,\"completion_tokens\":%ld", r->prompt_tokens,
                       r->completion_tokens);
@@ -123,11 +125,13 @@ static void access_json(lx_buf *b, const lx_access_rec *r, const char *ts)
 static void access_text(lx_buf *b, const lx_access_rec *r, const char *ts)
 {
     lx_buf_printf(b,
-                  "%s INFO    [%s] access user=%s %s %s model=%s backend=%s status=%d%s%s "
-                  "latency_ms=%.3f overhead_ms=%.3f stream=%d",
+                  "%s INFO    [%s] access user=%s %s %s model=%s backend=%s priority=%s status=%d%s%s "
+                  "latency_ms=%.3f overhead_ms=%.3f queue_wait_ms=%.3f stream=%d",
                   ts, or_dash(r->request_id), or_dash(r->user), or_dash(r->method), or_dash(r->path),
-                  or_dash(r->model), or_dash(r->backend), r->status, r->error_code ? " error=" : "",
-                  r->error_code ? r->error_code : "", r->latency_ms, r->overhead_ms, r->stream);
+                  or_dash(r->model), or_dash(r->backend), or_dash(r->priority), r->status,
+                  r->error_code ? " error=" : "", r->error_code ? r->error_code : "", r->latency_ms, r->overhead_ms,
+                  r->queue_wait_ms, r->stream);
+    if (r->ttft_ms >= 0) lx_buf_printf(b, " ttft_ms=%.3f", r->ttft_ms);
     if (r->prompt_tokens >= 0)
         lx_buf_printf(b, " tokens_in=%ld tokens_out=%ld", r->prompt_tokens, r->completion_tokens);
 }

@@ -38,7 +38,7 @@ void lx_log_write(lx_log_level level, const char *reqid, const char *fmt, ...)
 #define LX_WARN(reqid, ...) LX_LOG(LX_LOG_WARN, reqid, __VA_ARGS__)
 #define LX_ERROR(reqid, ...) LX_LOG(LX_LOG_ERROR, reqid, __VA_ARGS__)
 
-/* One access-log line per finished request, written at INFO. Strings may be NULL. */
+/* A finished request: one access-log line, and what statistics and the usage ledger record. Strings may be NULL. */
 typedef struct {
     const char *request_id;
     const char *user;
@@ -48,8 +48,11 @@ typedef struct {
     const char *backend;
     int status;
     const char *error_code; /* the OpenAI error code when the answer is an error */
-    double latency_ms;
-    double overhead_ms;
+    const char *priority; /* high, normal, low */
+    double latency_ms;    /* from the request's first byte to the end of the answer */
+    double overhead_ms;   /* the x-lexora-overhead-ms time */
+    double queue_wait_ms; /* time waiting in Lexora's queue */
+    double ttft_ms;       /* to the first byte of the backend's answer; -1 when there was none */
     long prompt_tokens; /* -1 when unknown */
     long completion_tokens;
     bool stream;
