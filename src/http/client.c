@@ -2,12 +2,35 @@
  * Upstream HTTP: libcurl's multi interface driven by the libuv loop. See client.h for the API.
  *
  * Shape. One CURLM per lx_http_client, with CURLMOPT_SOCKETFUNCTION / TIMERFUNCTION: one uv_timer_t
- * ("timer") for curl's timeouts and one uv_poll_t per socket curl hands over (a sock_ctx, attached to
- * the socket with curl_multi_assign). CURL_POLL_REMOVE only means "stop watching": the poll is
- * stopped and closed there and its sock_ctx freed in the close callback; if curl hands the same fd
- * over again (a pooled connection reused), a fresh sock_ctx is made. Connections live in the multi's
- * cache (CURLMOPT_MAXCONNECTS 1024), so consecutive requests to a backend reuse them. Easy handles
- * are pooled (curl_easy_reset) instead of re-created per request.
+ * ("timer") for curl's timeouts and one uv_poll_t per socket curl hands over (a sock_ctx, found by fd in
+ * c->socks). Connections live in the multi's cache (CURLMOPT_MAXCONNECTS 1024), so consecutive requests
+ * to a backend reuse them. Easy handles are pooled (curl_easy_reset) instead of re-created per request.
+ *
+ * Sockets. A connection socket keeps one uv_poll_t for its whole life, not one per transfer: in libuv
+ * 1.44 uv_poll_init costs an ioctl and an epoll_ctl ADD + DEL, and every uv_poll_start an epoll_ctl DEL
+ * (+ an ADD on the next loop turn) even when the events are unchanged, which used to be ~5 syscalls per
+ * proxied request on a pooled connection. So the poll is (re)started only when the events curl wants
+ * change, and CURL_POLL_REMOVE (which does not mean a close; curl forgets the curl_multi_assign pointer
+ * then, hence the table by fd) leaves a connection's poll watching UV_READABLE: the next request on the
+ * pooled connection (curl writes it, then asks for IN) costs no epoll_ctl at all. If the poll fires
+ * while curl is not watching (want == 0: an idle pooled connection the backend closed, or sent junk
+ * on), it is stopped, not handed to curl: a level-triggered EOF would spin; curl's own liveness check
+ * (a poll() before reuse) finds the connection dead and closes it. The poll is closed when curl closes
+ * the socket, in closesocket_cb (CURLOPT_CLOSESOCKETFUNCTION, set on every easy handle): uv_close first
+ * (it stops the watcher, so the fd leaves epoll while still open and libuv's slot for the fd number is
+ * free), then close(); a new socket with the same number gets a new sock_ctx and uv_poll_t even while
+ * the old one's close callback is pending.
+ *   That covers only sockets curl closes through the callback. curl 7.88 closes two kinds itself, after
+ * CURL_POLL_REMOVE or without telling at all: the threaded resolver's socketpair, and a connection
+ * socket whose connect never completed (cf_socket_close of a socket that is not "active"). A poll
+ * left on such an fd would watch whatever gets the number next (libuv keeps one watcher per fd number).
+ * So only a "live" socket keeps its poll after CURL_POLL_REMOVE: one curl opened as a connection
+ * socket (CURLOPT_SOCKOPTFUNCTION marks it, conn) and has asked to read (live: it does only once the
+ * connect completed, and from then on closes it through the callback). Every other socket's poll is
+ * closed at CURL_POLL_REMOVE as before. A conn mark that was not handed over during the curl call
+ * that made it (c->curl_calls) belongs to a socket curl already closed, and is not trusted; a mark
+ * found for an fd curl opens again means the old socket is gone (sockopt_cb). Teardown: curl closes its
+ * pooled connections in curl_multi_cleanup (closesocket_cb), then whatever is left is dropped.
  *
  * Inside curl / deferral. c->in_curl counts the curl calls on the stack that can run our header and
  * write callbacks (curl_multi_socket_action, curl_easy_pause), i.e. the calls from which the user's
@@ -65,7 +88,9 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "utils/log.h"
 
@@ -74,19 +99,26 @@
 #define LX_CLIENT_SMALL_BUFFER   4096L
 #define LX_CLIENT_DEFAULT_BUFFER ((long)CURL_MAX_WRITE_SIZE)
 
+/* A socket curl handed over (or, for a connection socket, opened: sockopt_cb), with its uv_poll_t. See
+ * "Sockets" above for who frees it when. */
 typedef struct sock_ctx {
     uv_poll_t poll;
     lx_http_client *c;
+    const CURL *opener; /* conn: the transfer whose connect opened it (compared, never used) */
+    uint64_t opened;    /* conn: c->curl_calls when it was opened */
     curl_socket_t fd;
-    int events;
-    bool closing;
-    struct sock_ctx *prev, *next;
+    int want;     /* UV_READABLE | UV_WRITABLE that curl asked for; 0 since CURL_POLL_REMOVE */
+    int watching; /* what the poll is started with; 0 = stopped */
+    bool inited;  /* the poll is initialised: curl handed the socket over at least once */
+    bool conn;    /* a connection socket curl opened (not the resolver's socketpair) */
+    bool live;    /* conn, and connected (curl asked to read it): curl closes it through closesocket_cb */
+    bool closing; /* out of the table, uv_close called */
 } sock_ctx;
 
 struct lx_upstream {
     lx_http_client *c;
     CURL *easy;
-    struct curl_slist *hdrs;
+    struct curl_slist *hdrs; /* one block: the nodes, then the lines (set_headers) */
     lx_upstream_cbs cbs;
     void *ud;
     lx_upstream *prev, *next;           /* c->all: every upstream not yet detached */
@@ -126,7 +158,9 @@ struct lx_http_client {
     size_t active;
     lx_upstream *all;
     lx_upstream *pend_head, *pend_tail;
-    sock_ctx *socks;
+    sock_ctx **socks; /* by fd: every socket we know (nsocks slots, grown on demand) */
+    size_t nsocks;
+    uint64_t curl_calls; /* curl_multi_socket_action / curl_easy_pause calls returned so far */
     CURL *pool[LX_CLIENT_EASY_POOL];
     size_t npool;
 };
@@ -160,7 +194,29 @@ static void handle_closed(lx_http_client *c)
 
 static void client_timer_closed(uv_handle_t *h) { handle_closed(h->data); }
 
-/* ---- sockets (CURLMOPT_SOCKETFUNCTION) ------------------------------------------------------- */
+/* ---- sockets (CURLMOPT_SOCKETFUNCTION, CURLOPT_SOCKOPTFUNCTION, CURLOPT_CLOSESOCKETFUNCTION) ---- */
+
+static void poll_cb(uv_poll_t *h, int status, int events);
+
+static sock_ctx *sock_get(const lx_http_client *c, curl_socket_t fd)
+{
+    return fd >= 0 && (size_t)fd < c->nsocks ? c->socks[fd] : NULL;
+}
+
+static sock_ctx *sock_new(lx_http_client *c, curl_socket_t fd)
+{
+    if ((size_t)fd >= c->nsocks) {
+        size_t n = LX_MAX(LX_MAX(c->nsocks * 2, (size_t)fd + 1), (size_t)64);
+        c->socks = lx_xrealloc(c->socks, n * sizeof *c->socks);
+        memset(c->socks + c->nsocks, 0, (n - c->nsocks) * sizeof *c->socks);
+        c->nsocks = n;
+    }
+    sock_ctx *s = lx_xcalloc(1, sizeof *s);
+    s->c = c;
+    s->fd = fd;
+    c->socks[fd] = s;
+    return s;
+}
 
 static void sock_closed(uv_handle_t *h)
 {
@@ -170,17 +226,28 @@ static void sock_closed(uv_handle_t *h)
     handle_closed(c);
 }
 
-static void sock_close(sock_ctx *s)
+/* Forgets s. uv_close stops the poll at once (the fd leaves epoll while it is still open, and libuv's
+ * watcher slot for the fd number is free), so a new socket with the same number gets a new sock_ctx and
+ * a new uv_poll_t even while this one's close callback is pending. */
+static void sock_drop(sock_ctx *s)
 {
     lx_http_client *c = s->c;
-    if (s->closing) return;
+    if (c->socks[s->fd] == s) c->socks[s->fd] = NULL;
+    if (!s->inited) {
+        free(s);
+        return;
+    }
     s->closing = true;
-    if (s->prev)
-        s->prev->next = s->next;
-    else
-        c->socks = s->next;
-    if (s->next) s->next->prev = s->prev;
     uv_close((uv_handle_t *)&s->poll, sock_closed);
+}
+
+/* uv_poll_start costs an epoll_ctl DEL + ADD in libuv 1.44 even for the same events: only on a change. */
+static void sock_watch(sock_ctx *s, int events)
+{
+    if (s->watching == events) return;
+    int err = events ? uv_poll_start(&s->poll, events, poll_cb) : uv_poll_stop(&s->poll);
+    if (err) LX_ERROR(NULL, "upstream: uv_poll_start(%d): %s", (int)s->fd, uv_strerror(err));
+    s->watching = err ? 0 : events;
 }
 
 static void socket_action(lx_http_client *c, curl_socket_t fd, int flags)
@@ -189,6 +256,7 @@ static void socket_action(lx_http_client *c, curl_socket_t fd, int flags)
     c->in_curl++;
     CURLMcode rc = curl_multi_socket_action(c->multi, fd, flags, &running);
     c->in_curl--;
+    c->curl_calls++;
     if (rc != CURLM_OK) LX_WARN(NULL, "upstream: curl_multi_socket_action: %s", curl_multi_strerror(rc));
 }
 
@@ -196,9 +264,18 @@ static void poll_cb(uv_poll_t *h, int status, int events)
 {
     sock_ctx *s = h->data;
     lx_http_client *c = s->c;
+    if (status < 0) s->watching = 0; /* libuv stops the poll on POLLERR */
+    if (s->want == 0) {
+        /* curl is not watching it: an idle pooled connection the backend closed (or sent junk on), or
+         * data for a transfer curl holds paused. The poll is level-triggered, so stop it rather than
+         * spin; curl asks again on resume, and its own liveness check before reusing a connection finds
+         * a dead one and closes it. */
+        sock_watch(s, 0);
+        return;
+    }
     int flags = 0;
-    /* libuv reports POLLERR as an error and stops the poll; let curl find out what it is (a refused
-     * connect, a reset) by trying to read and write, and watch again if it keeps the socket. */
+    /* On POLLERR let curl find out what it is (a refused connect, a reset) by trying to read and write,
+     * and watch again if it keeps the socket. */
     if (status < 0)
         flags = CURL_CSELECT_IN | CURL_CSELECT_OUT | CURL_CSELECT_ERR;
     else {
@@ -206,44 +283,86 @@ static void poll_cb(uv_poll_t *h, int status, int events)
         if (events & UV_WRITABLE) flags |= CURL_CSELECT_OUT;
     }
     socket_action(c, s->fd, flags);
-    if (status < 0 && !s->closing && !c->freeing) uv_poll_start(&s->poll, s->events, poll_cb);
+    if (status < 0 && s->want && !s->closing && !c->freeing) sock_watch(s, s->want);
     after_curl(c);
 }
 
 static int sock_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
 {
-    (void)easy;
+    (void)socketp; /* curl forgets it after CURL_POLL_REMOVE: the table is by fd instead */
     lx_http_client *c = userp;
-    sock_ctx *s = socketp;
+    sock_ctx *s = sock_get(c, fd);
 
     if (what == CURL_POLL_REMOVE) {
-        /* Not a close: the fd may come back later. curl drops its hash entry (and socketp) itself. */
-        if (s) sock_close(s);
+        if (!s || !s->inited) return 0;
+        s->want = 0;
+        if (s->conn && s->live && !c->freeing) {
+            /* Not a close: usually the connection went back to the pool. Keep the poll; reading only, so
+             * the next request on it (curl writes it directly, then asks for IN) costs no syscall. */
+            if (s->watching != UV_READABLE) sock_watch(s, 0);
+        } else {
+            sock_drop(s); /* not closed through closesocket_cb: done with it now (the old way) */
+        }
         return 0;
     }
     if (c->freeing) return -1;
-    if (!s) {
-        s = lx_xcalloc(1, sizeof *s);
-        s->c = c;
-        s->fd = fd;
+    if (s && !s->inited && s->conn && (s->opener != easy || s->opened != c->curl_calls))
+        s->conn = false; /* the mark of a socket curl closed without telling us; this is another one */
+    if (!s) s = sock_new(c, fd);
+    if (!s->inited) {
         int err = uv_poll_init_socket(c->loop, &s->poll, fd);
         if (err) {
             LX_ERROR(NULL, "upstream: uv_poll_init_socket(%d): %s", (int)fd, uv_strerror(err));
-            free(s);
+            sock_drop(s);
             return -1;
         }
         s->poll.data = s;
+        s->inited = true;
         c->open_handles++;
-        s->next = c->socks;
-        if (c->socks) c->socks->prev = s;
-        c->socks = s;
-        curl_multi_assign(c->multi, fd, s); /* allowed from the socket callback */
     }
-    s->events = 0;
-    if (what & CURL_POLL_IN) s->events |= UV_READABLE;
-    if (what & CURL_POLL_OUT) s->events |= UV_WRITABLE;
-    uv_poll_start(&s->poll, s->events, poll_cb);
+    s->want = 0;
+    if (what & CURL_POLL_IN) s->want |= UV_READABLE;
+    if (what & CURL_POLL_OUT) s->want |= UV_WRITABLE;
+    if (s->conn && (s->want & UV_READABLE)) s->live = true;
+    sock_watch(s, s->want);
     return 0;
+}
+
+/* curl opened a connection socket (not connected yet). */
+static int sockopt_cb(void *clientp, curl_socket_t fd, curlsocktype purpose)
+{
+    lx_upstream *u = clientp;
+    lx_http_client *c = u->c;
+    if (purpose != CURLSOCKTYPE_IPCXN || fd < 0) return CURL_SOCKOPT_OK;
+    sock_ctx *s = sock_get(c, fd);
+    if (s) {
+        /* The kernel gave this number out again, so the socket we knew by it is closed: curl 7.88 closes a
+         * socket whose connect failed without CLOSESOCKETFUNCTION (and tells CURL_POLL_REMOVE only
+         * afterwards, if at all). curl's socket hash is by number too, so it may think the number is
+         * still watched: keep the context, but restart its poll (the kernel took the closed socket out
+         * of epoll; libuv does not know). */
+        s->live = false;
+        if (s->watching) {
+            int w = s->watching;
+            sock_watch(s, 0);
+            sock_watch(s, w);
+        }
+    } else {
+        s = sock_new(c, fd);
+    }
+    s->conn = true;
+    s->opener = u->easy;
+    s->opened = c->curl_calls;
+    return CURL_SOCKOPT_OK;
+}
+
+/* curl closes a connection socket (every one that connected; see "Sockets" above). */
+static int closesocket_cb(void *clientp, curl_socket_t fd)
+{
+    lx_http_client *c = clientp;
+    sock_ctx *s = sock_get(c, fd);
+    if (s) sock_drop(s); /* before close(): the fd leaves epoll while it is open */
+    return close(fd);
 }
 
 /* ---- curl's timer (CURLMOPT_TIMERFUNCTION) and the kick -------------------------------------- */
@@ -363,7 +482,7 @@ static void detach(lx_upstream *u)
         recycle_easy(c, u->easy);
         u->easy = NULL;
     }
-    curl_slist_free_all(u->hdrs);
+    free(u->hdrs);
     u->hdrs = NULL;
     uv_close((uv_handle_t *)&u->idle, upstream_closed);
 }
@@ -592,6 +711,7 @@ static void process_one(lx_upstream *u)
         c->in_curl++;
         CURLcode rc = curl_easy_pause(u->easy, CURLPAUSE_CONT); /* may run on_data right here */
         c->in_curl--;
+        c->curl_calls++;
         if (rc != CURLE_OK && !u->finished && !u->has_fail)
             fail_later(u, rc == CURLE_WRITE_ERROR ? LX_UP_CALLER : LX_UP_OTHER, curl_easy_strerror(rc));
     }
@@ -660,10 +780,14 @@ static void teardown(lx_http_client *c)
     for (size_t i = 0; i < c->npool; i++)
         curl_easy_cleanup(c->pool[i]);
     c->npool = 0;
-    curl_multi_cleanup(c->multi);
+    curl_multi_cleanup(c->multi); /* closes the pooled connections (closesocket_cb) */
     c->multi = NULL;
-    while (c->socks)
-        sock_close(c->socks);
+    for (size_t i = 0; i < c->nsocks; i++) {
+        if (c->socks[i]) sock_drop(c->socks[i]);
+    }
+    free(c->socks);
+    c->socks = NULL;
+    c->nsocks = 0;
     uv_close((uv_handle_t *)&c->timer, client_timer_closed);
     uv_close((uv_handle_t *)&c->kick, client_timer_closed);
 }
@@ -674,6 +798,43 @@ void lx_http_client_free(lx_http_client *c)
     c->free_requested = true;
     if (c->in_curl > 0 || c->processing) return; /* after_curl tears down once curl returned */
     teardown(c);
+}
+
+static void header_put(struct curl_slist **node, char **text, const char *line)
+{
+    size_t len = strlen(line) + 1;
+    memcpy(*text, line, len);
+    (*node)->data = *text;
+    (*node)->next = *node + 1;
+    (*node)++;
+    *text += len;
+}
+
+/* The request's header lines plus ours, as one allocation holding the curl_slist nodes and the text
+ * (curl_slist_append makes two per line). curl reads the list until the transfer is done. */
+static void set_headers(lx_upstream *u, const char *const *headers, bool with_body)
+{
+    static const char expect[] = "Expect:", json[] = "Content-Type: application/json";
+    bool has_ctype = false;
+    size_t n = 1, text = sizeof expect;
+    for (const char *const *h = headers; h && *h; h++) {
+        n++;
+        text += strlen(*h) + 1;
+        if (strncasecmp(*h, "content-type:", 13) == 0) has_ctype = true;
+    }
+    bool add_json = with_body && !has_ctype;
+    if (add_json) {
+        n++;
+        text += sizeof json;
+    }
+    struct curl_slist *first = lx_xmalloc(n * sizeof *first + text), *node = first;
+    char *p = (char *)(first + n);
+    for (const char *const *h = headers; h && *h; h++)
+        header_put(&node, &p, *h);
+    header_put(&node, &p, expect);
+    if (add_json) header_put(&node, &p, json);
+    node[-1].next = NULL;
+    u->hdrs = first;
 }
 
 static bool easy_setup(lx_upstream *u, const lx_upstream_req *req)
@@ -695,23 +856,15 @@ static bool easy_setup(lx_upstream *u, const lx_upstream_req *req)
     SET(CURLOPT_WRITEFUNCTION, write_cb);
     SET(CURLOPT_WRITEDATA, u);
     SET(CURLOPT_BUFFERSIZE, req->small_buffer ? LX_CLIENT_SMALL_BUFFER : LX_CLIENT_DEFAULT_BUFFER);
+    SET(CURLOPT_SOCKOPTFUNCTION, sockopt_cb);
+    SET(CURLOPT_SOCKOPTDATA, u);
+    SET(CURLOPT_CLOSESOCKETFUNCTION, closesocket_cb);
+    SET(CURLOPT_CLOSESOCKETDATA, u->c); /* kept by the connection, which outlives u */
     if (req->connect_timeout_ms) SET(CURLOPT_CONNECTTIMEOUT_MS, (long)req->connect_timeout_ms);
 
     const char *method = req->method ? req->method : "GET";
-    bool has_ctype = false;
-    for (const char *const *h = req->headers; h && *h; h++) {
-        struct curl_slist *n = curl_slist_append(u->hdrs, *h);
-        if (!n) return false;
-        u->hdrs = n;
-        if (strncasecmp(*h, "content-type:", 13) == 0) has_ctype = true;
-    }
     bool with_body = strcmp(method, "POST") == 0 || (req->body && req->body_len > 0);
-    const char *extra[] = {"Expect:", with_body && !has_ctype ? "Content-Type: application/json" : NULL};
-    for (size_t i = 0; i < LX_ARRAY_LEN(extra) && extra[i]; i++) {
-        struct curl_slist *n = curl_slist_append(u->hdrs, extra[i]);
-        if (!n) return false;
-        u->hdrs = n;
-    }
+    set_headers(u, req->headers, with_body);
     SET(CURLOPT_HTTPHEADER, u->hdrs);
 
     if (strcmp(method, "GET") == 0 && !with_body) {

@@ -2,7 +2,8 @@
  * Upstream HTTP: libcurl's multi interface driven by the libuv loop (curl_multi_socket_action).
  *
  * One lx_http_client per loop holds one CURLM (so connections to a backend are pooled and reused),
- * one uv_timer_t for curl's timeouts and one uv_poll_t per socket curl hands over. Each upstream
+ * one uv_timer_t for curl's timeouts and one uv_poll_t per socket curl hands over, kept for the
+ * connection's whole life (a request on a pooled connection costs no epoll_ctl). Each upstream
  * request is an lx_upstream: the caller gets its status and headers (on_headers), its body bytes as
  * they arrive (on_data), and one on_done with the outcome. After on_done, or after
  * lx_upstream_cancel, no callback comes again and the handle is freed by this module.

@@ -17,6 +17,7 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -1134,6 +1135,270 @@ static void test_free_from_inside_callback(void **state)
     assert_int_equal(b->datas, b_datas);
 }
 
+/* ---- sockets: one uv_poll_t per connection for its whole life ------------------------------- */
+
+/* The client's uv_poll_t handles, seen from the loop (the test server uses uv_tcp_t, not uv_poll_t). */
+typedef struct {
+    int n;       /* not closing */
+    int active;  /* of those, started */
+    int closing; /* uv_close called, close callback pending */
+    int fd;      /* of the last one not closing */
+    const uv_handle_t *h;
+} poll_census;
+
+static void census_cb(uv_handle_t *h, void *arg)
+{
+    poll_census *pc = arg;
+    if (h->type != UV_POLL) return;
+    if (uv_is_closing(h)) {
+        pc->closing++;
+        return;
+    }
+    pc->n++;
+    if (uv_is_active(h)) pc->active++;
+    uv_os_fd_t fd;
+    if (uv_fileno(h, &fd) == 0) pc->fd = fd;
+    pc->h = h;
+}
+
+static poll_census census(fx *f)
+{
+    poll_census pc = {0, 0, 0, -1, NULL};
+    uv_walk(&f->loop, census_cb, &pc);
+    return pc;
+}
+
+/* Loop turns in ms milliseconds: the fixture's tick wakes the loop every 5 ms, so an idle loop makes
+ * about ms / 5; a poll spinning on a level-triggered EOF makes thousands. */
+static int turns_in(fx *f, uint64_t ms)
+{
+    int turns = 0;
+    uint64_t deadline = lx_now_ns() + ms * 1000000ull;
+    while (lx_now_ns() < deadline) {
+        uv_run(&f->loop, UV_RUN_ONCE);
+        turns++;
+    }
+    return turns;
+}
+
+static void test_idle_pooled_closed_by_server(void **state)
+{
+    fx *f = *state;
+    rec *a = rec_new(f);
+    rec_start(a);
+    assert_true(wait_done(f, a, 3000));
+    assert_int_equal(a->result, LX_UP_OK);
+    /* the pooled connection keeps its poll, watching for reading */
+    poll_census pc = census(f);
+    assert_int_equal(pc.n, 1);
+    assert_int_equal(pc.active, 1);
+    const uv_handle_t *old = pc.h;
+    int old_fd = pc.fd;
+
+    /* the backend closes the idle connection: the client sees EOF once, stops watching, and the loop
+     * goes idle (curl is not asked: it is not watching the socket) */
+    for (sconn *k = f->s.conns; k; k = k->next)
+        sconn_close(k);
+    run_for(f, 50);
+    int turns = turns_in(f, 200);
+    if (turns >= 100) fail_msg("the loop spins: %d turns in 200 ms", turns);
+    pc = census(f);
+    assert_int_equal(pc.n, 1);
+    assert_int_equal(pc.active, 0);
+    assert_ptr_equal(pc.h, old);
+
+    /* the next request: curl finds the connection dead, closes it (its poll's close is still pending
+     * while the new socket, which gets the same fd number, is handed over) and connects again */
+    rec *b = rec_new(f);
+    rec_start(b);
+    assert_true(wait_done(f, b, 3000));
+    assert_clean(b);
+    assert_int_equal(b->result, LX_UP_OK);
+    assert_memory_equal(b->body.p, "{\"ok\":true,\"n\":2}", b->body.len);
+    assert_int_equal(f->s.accepted, 2);
+    assert_int_equal(f->s.requests, 2);
+    pc = census(f);
+    assert_int_equal(pc.n, 1);
+    assert_int_equal(pc.active, 1);
+    assert_int_equal(pc.fd, old_fd);
+    assert_int_equal(lx_http_client_active(f->c), 0);
+}
+
+typedef struct {
+    int heads, dones, status;
+    size_t bytes;
+    lx_up_result result;
+} mini;
+
+static void mini_headers(lx_upstream *u, const lx_up_head *h, void *ud)
+{
+    (void)u;
+    mini *m = ud;
+    m->heads++;
+    m->status = h->status;
+}
+
+static bool mini_data(lx_upstream *u, const char *data, size_t len, void *ud)
+{
+    (void)u;
+    (void)data;
+    ((mini *)ud)->bytes += len;
+    return true;
+}
+
+static void mini_done(lx_upstream *u, lx_up_result r, const char *detail, void *ud)
+{
+    (void)u;
+    (void)detail;
+    mini *m = ud;
+    m->dones++;
+    m->result = r;
+}
+
+static const lx_upstream_cbs mini_cbs = {mini_headers, mini_data, mini_done};
+
+static bool mini_finished(void *arg) { return ((mini *)arg)->dones > 0; }
+
+static void test_many_sequential_one_connection(void **state)
+{
+    fx *f = *state;
+    enum { N = 300 };
+    const uv_handle_t *first = NULL;
+    for (int i = 0; i < N; i++) {
+        mini m = {0};
+        lx_upstream_req req = {
+            .method = "POST",
+            .url = f->url,
+            .headers = test_headers,
+            .body = test_body,
+            .body_len = sizeof test_body - 1,
+            .timeout_ms = 2000,
+        };
+        assert_non_null(lx_upstream_start(f->c, &req, &mini_cbs, &m));
+        assert_true(run_until(f, mini_finished, &m, 3000));
+        assert_int_equal(m.result, LX_UP_OK);
+        assert_int_equal(m.heads, 1);
+        assert_int_equal(m.status, 200);
+        char body[64];
+        assert_int_equal(m.bytes, (size_t)snprintf(body, sizeof body, "{\"ok\":true,\"n\":%d}", i + 1));
+        /* one uv_poll_t for the connection's whole life, still watching between requests */
+        poll_census pc = census(f);
+        assert_int_equal(pc.n, 1);
+        assert_int_equal(pc.active, 1);
+        assert_int_equal(pc.closing, 0);
+        if (!first) first = pc.h;
+        assert_ptr_equal(pc.h, first);
+    }
+    assert_int_equal(f->s.accepted, 1);
+    assert_int_equal(f->s.requests, N);
+    assert_int_equal(f->s.eofs, 0);
+    assert_int_equal(lx_http_client_active(f->c), 0);
+}
+
+/* Cancelling closes the connection (closesocket_cb closes the poll, then the fd); the next request, started
+ * at once, opens its socket on the next loop turn's timer phase, before that turn closes handles: the
+ * new socket gets the same fd number while the old uv_poll_t's close is still pending. */
+static void test_fd_reuse_after_close(void **state)
+{
+    fx *f = *state;
+    f->s.mode = SRV_ENDLESS;
+    f->s.sse_interval_ms = 5;
+    enum { N = 20 };
+    rec *rs[N];
+    int fd = -1;
+    for (int i = 0; i < N; i++) {
+        rs[i] = rec_new(f);
+        rec_start(rs[i]);
+        assert_true(run_until(f, rec_has_data, rs[i], 3000));
+        poll_census pc = census(f);
+        assert_int_equal(pc.n, 1);
+        assert_int_equal(pc.active, 1);
+        if (i == 0) fd = pc.fd;
+        assert_int_equal(pc.fd, fd);
+        rs[i]->cancelled = true;
+        lx_upstream_cancel(rs[i]->u);
+        pc = census(f);
+        assert_int_equal(pc.n, 0);
+        assert_int_equal(pc.closing, 1);
+    }
+    srv_count sc = {&f->s, N};
+    assert_true(run_until(f, srv_eofs_reached, &sc, 3000)); /* every connection was really closed */
+    run_for(f, 50);
+    for (int i = 0; i < N; i++) {
+        assert_false(rs[i]->after_end);
+        assert_int_equal(rs[i]->dones, 0);
+    }
+    assert_int_equal(f->s.accepted, N);
+    poll_census pc = census(f);
+    assert_int_equal(pc.n + pc.closing, 0);
+    assert_int_equal(lx_http_client_active(f->c), 0);
+}
+
+/* A host name goes through curl's threaded resolver, whose socketpair curl hands over for reading and
+ * closes itself (after CURL_POLL_REMOVE, without CLOSESOCKETFUNCTION): its poll must go at the remove, not
+ * stay behind on a closed fd like a pooled connection's. Needs the machine's name to resolve to loopback. */
+static void test_resolver_socket(void **state)
+{
+    fx *f = *state;
+    char host[256];
+    if (gethostname(host, sizeof host) != 0) skip();
+    host[sizeof host - 1] = '\0';
+    struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *ai = NULL;
+    if (getaddrinfo(host, NULL, &hints, &ai) != 0 || !ai) skip();
+    bool loopback = (ntohl(((struct sockaddr_in *)ai->ai_addr)->sin_addr.s_addr) >> 24) == 127;
+    freeaddrinfo(ai);
+    if (!loopback || strcasecmp(host, "localhost") == 0) skip(); /* curl resolves "localhost" itself */
+    char url[512];
+    snprintf(url, sizeof url, "http://%s:%d/v1/chat/completions", host, f->s.port);
+    for (int i = 0; i < 5; i++) {
+        rec *r = rec_new(f);
+        r->req_url = url;
+        rec_start(r);
+        assert_true(wait_done(f, r, 3000));
+        assert_clean(r);
+        assert_int_equal(r->result, LX_UP_OK);
+        poll_census pc = census(f);
+        assert_int_equal(pc.n, 1); /* the connection's; none left for the resolver's socket */
+        assert_int_equal(pc.active, 1);
+    }
+    assert_int_equal(f->s.accepted, 1);
+    assert_int_equal(f->s.requests, 5);
+}
+
+/* A refused connect: curl 7.88 closes that socket itself (its connect never completed), without
+ * CLOSESOCKETFUNCTION, and only then says CURL_POLL_REMOVE. Its poll must go there, not stay behind on
+ * the fd number, which the next connection gets. */
+static void test_refused_then_same_fd(void **state)
+{
+    fx *f = *state;
+    uv_tcp_t t;
+    uv_tcp_init(&f->loop, &t);
+    int port = bind_ephemeral(&t); /* bound, never listening, then closed: connecting is refused */
+    uv_close((uv_handle_t *)&t, NULL);
+    uv_run(&f->loop, UV_RUN_NOWAIT);
+    char url[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/", port);
+    rec *r = rec_new(f);
+    r->req_url = url;
+    rec_start(r);
+    assert_true(wait_done(f, r, 3000));
+    assert_int_equal(r->result, LX_UP_CONNECT);
+    poll_census pc = census(f);
+    assert_int_equal(pc.n, 0);
+    for (int i = 0; i < 5; i++) {
+        rec *q = rec_new(f);
+        rec_start(q);
+        assert_true(wait_done(f, q, 3000));
+        assert_clean(q);
+        assert_int_equal(q->result, LX_UP_OK);
+        pc = census(f);
+        assert_int_equal(pc.n, 1);
+        assert_int_equal(pc.active, 1);
+    }
+    assert_int_equal(f->s.accepted, 1);
+    assert_int_equal(f->s.requests, 5);
+}
+
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
 
 int main(void)
@@ -1166,6 +1431,11 @@ int main(void)
         T(test_many_parallel),
         T(test_free_with_requests_running),
         T(test_free_from_inside_callback),
+        T(test_idle_pooled_closed_by_server),
+        T(test_many_sequential_one_connection),
+        T(test_fd_reuse_after_close),
+        T(test_resolver_socket),
+        T(test_refused_then_same_fd),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
