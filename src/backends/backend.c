@@ -1,0 +1,397 @@
+/*
+ * Backends at run time: slots, limits, and the adaptive /metrics reader. See backend.h.
+ *
+ * Invariants:
+ * - A backend object is never freed before the registry: a retired one keeps its name, slots and data
+ *   pointer, so a request holding a slot (or waiting in its line) can always give it back.
+ * - At most one /metrics read per backend is in flight (b->poll); it is cancelled when the backend
+ *   stops being adaptive, is retired, or the registry is freed, and no callback of it comes after.
+ * - saturated is only ever true while adaptive is on and the last read succeeded and said so.
+ * - Every uv handle is closed before the memory holding it goes (the registry counts pending closes).
+ */
+#include "backends/backend.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "utils/buf.h"
+#include "utils/log.h"
+
+struct lx_backend {
+    lx_backends *set;
+    char *name;
+    char *metrics_url;
+    int in_flight, max_concurrency;
+    bool retired, adaptive, seen;
+    double kv_threshold;
+    void *data;
+    /* adaptive */
+    uv_timer_t timer;
+    lx_upstream *poll;
+    int poll_status;
+    lx_buf body;
+    uint64_t poll_started_ns, last_ok_ns;
+    bool saturated, metrics_ok, failing;
+    double waiting, kv;
+    uint64_t polls, poll_failures;
+};
+
+struct lx_backends {
+    uv_loop_t *loop;
+    lx_http_client *client;
+    lx_backend_ready_fn on_ready;
+    void *ud;
+    lx_backend **v;
+    size_t n, cap;
+    size_t closing; /* timers not yet closed */
+    bool freeing;
+};
+
+static void ready(lx_backend *b)
+{
+    if (b->set->on_ready && !b->set->freeing) b->set->on_ready(b, b->set->ud);
+}
+
+/* ---------- the /metrics reader ---------- */
+
+static void set_saturated(lx_backend *b, bool on)
+{
+    bool was = b->saturated;
+    b->saturated = on;
+    if (was && !on) ready(b);
+}
+
+static void read_failed(lx_backend *b, const char *why)
+{
+    b->poll_failures++;
+    b->metrics_ok = false;
+    if (!b->failing)
+        LX_WARN(NULL, "backend %s: adaptive: cannot read %s (%s); dispatching by max_concurrency (%d) alone", b->name,
+                b->metrics_url, why, b->max_concurrency);
+    b->failing = true;
+    set_saturated(b, false);
+}
+
+static void read_ok(lx_backend *b, const lx_vllm_load *load)
+{
+    if (b->failing) LX_INFO(NULL, "backend %s: adaptive: reading %s again", b->name, b->metrics_url);
+    b->failing = false;
+    b->metrics_ok = true;
+    b->last_ok_ns = lx_now_ns();
+    b->waiting = load->has_waiting ? load->waiting : 0;
+    b->kv = load->has_kv ? load->kv_usage : 0;
+    set_saturated(b, b->waiting > 0 || b->kv > b->kv_threshold);
+}
+
+static void on_poll_headers(lx_upstream *u, const lx_up_head *h, void *ud)
+{
+    (void)u;
+    ((lx_backend *)ud)->poll_status = h->status;
+}
+
+static bool on_poll_data(lx_upstream *u, const char *data, size_t len, void *ud)
+{
+    (void)u;
+    return lx_buf_append(&((lx_backend *)ud)->body, data, len) == 0;
+}
+
+static void on_poll_done(lx_upstream *u, lx_up_result r, const char *detail, void *ud)
+{
+    (void)u;
+    lx_backend *b = ud;
+    b->poll = NULL;
+    char why[160];
+    lx_vllm_load load;
+    if (r != LX_UP_OK) {
+        snprintf(why, sizeof why, "%s%s%s", lx_up_result_name(r), detail && *detail ? ": " : "", detail ? detail : "");
+        read_failed(b, why);
+    } else if (b->poll_status != 200) {
+        snprintf(why, sizeof why, "HTTP %d", b->poll_status);
+        read_failed(b, why);
+    } else if (!lx_vllm_metrics_parse(b->body.p, b->body.len, &load)) {
+        read_failed(b, "no vllm:num_requests_waiting or vllm:kv_cache_usage_perc in it");
+    } else {
+        read_ok(b, &load);
+    }
+    lx_buf_free(&b->body);
+}
+
+static const lx_upstream_cbs poll_cbs = {on_poll_headers, on_poll_data, on_poll_done};
+
+static void start_poll(lx_backend *b)
+{
+    static const char *const headers[] = {"Accept: text/plain", NULL};
+    lx_upstream_req req = {
+        .method = "GET",
+        .url = b->metrics_url,
+        .headers = headers,
+        .timeout_ms = LX_BACKEND_POLL_TIMEOUT_MS,
+        .connect_timeout_ms = LX_BACKEND_POLL_TIMEOUT_MS,
+    };
+    lx_buf_init(&b->body, LX_BACKEND_METRICS_MAX);
+    b->poll_status = 0;
+    b->poll_started_ns = lx_now_ns();
+    b->polls++;
+    b->poll = lx_upstream_start(b->set->client, &req, &poll_cbs, b);
+}
+
+static void cancel_poll(lx_backend *b)
+{
+    if (b->poll) lx_upstream_cancel(b->poll);
+    b->poll = NULL;
+    lx_buf_free(&b->body);
+}
+
+static void on_tick(uv_timer_t *t)
+{
+    lx_backend *b = t->data;
+    if (b->poll == NULL && b->adaptive && !b->retired) start_poll(b);
+}
+
+/* Adaptive off (or retired): no reads, no saturation. */
+static void stop_adaptive(lx_backend *b)
+{
+    uv_timer_stop(&b->timer);
+    cancel_poll(b);
+    b->metrics_ok = b->failing = false;
+    set_saturated(b, false);
+}
+
+/* ---------- the registry ---------- */
+
+lx_backends *lx_backends_new(uv_loop_t *loop, lx_http_client *client, lx_backend_ready_fn on_ready, void *ud)
+{
+    lx_backends *s = lx_xcalloc(1, sizeof *s);
+    *s = (lx_backends){.loop = loop, .client = client, .on_ready = on_ready, .ud = ud};
+    return s;
+}
+
+static lx_backend *backend_new(lx_backends *s, const char *name)
+{
+    lx_backend *b = lx_xcalloc(1, sizeof *b);
+    b->set = s;
+    b->name = lx_xstrdup(name);
+    b->waiting = b->kv = -1;
+    uv_timer_init(s->loop, &b->timer);
+    b->timer.data = b;
+    if (s->n == s->cap) {
+        s->cap = s->cap ? s->cap * 2 : 4;
+        s->v = lx_xrealloc(s->v, s->cap * sizeof *s->v);
+    }
+    s->v[s->n++] = b;
+    return b;
+}
+
+static void apply_conf(lx_backend *b, const lx_backend_conf *c)
+{
+    bool was_adaptive = b->adaptive && !b->retired;
+    b->retired = false;
+    b->max_concurrency = c->max_concurrency;
+    b->kv_threshold = c->kv_cache_threshold;
+    b->adaptive = c->adaptive;
+    size_t n = strlen(c->url) + sizeof "/metrics";
+    char *url = lx_xmalloc(n);
+    snprintf(url, n, "%s/metrics", c->url);
+    bool url_changed = b->metrics_url == NULL || strcmp(url, b->metrics_url) != 0;
+    free(b->metrics_url);
+    b->metrics_url = url;
+    if (!b->adaptive)
+        stop_adaptive(b);
+    else if (!was_adaptive || url_changed) {
+        stop_adaptive(b);
+        uv_timer_start(&b->timer, on_tick, 0, LX_BACKEND_POLL_MS);
+    }
+}
+
+static void retire(lx_backend *b)
+{
+    if (b->retired) return;
+    b->retired = true;
+    stop_adaptive(b);
+    b->adaptive = false;
+}
+
+void lx_backends_configure(lx_backends *s, const lx_config *c)
+{
+    for (size_t i = 0; i < s->n; i++)
+        s->v[i]->seen = false;
+    for (size_t i = 0; i < c->n_backends; i++) {
+        const lx_backend_conf *bc = &c->backends[i];
+        if (!bc->enabled || bc->url == NULL) continue;
+        lx_backend *b = lx_backends_find(s, bc->name);
+        if (b == NULL) b = backend_new(s, bc->name);
+        apply_conf(b, bc);
+        b->seen = true;
+    }
+    for (size_t i = 0; i < s->n; i++) {
+        if (!s->v[i]->seen) retire(s->v[i]);
+        ready(s->v[i]); /* a limit may have gone up */
+    }
+}
+
+static void on_timer_closed(uv_handle_t *h)
+{
+    lx_backend *b = h->data;
+    lx_backends *s = b->set;
+    free(b->name);
+    free(b->metrics_url);
+    free(b);
+    if (--s->closing == 0) {
+        free(s->v);
+        free(s);
+    }
+}
+
+void lx_backends_free(lx_backends *s)
+{
+    if (s == NULL) return;
+    s->freeing = true;
+    if (s->n == 0) {
+        free(s->v);
+        free(s);
+        return;
+    }
+    s->closing = s->n;
+    for (size_t i = 0; i < s->n; i++) {
+        lx_backend *b = s->v[i];
+        uv_timer_stop(&b->timer);
+        cancel_poll(b);
+        uv_close((uv_handle_t *)&b->timer, on_timer_closed);
+    }
+}
+
+lx_backend *lx_backends_find(lx_backends *s, const char *name)
+{
+    for (size_t i = 0; i < s->n; i++)
+        if (strcmp(s->v[i]->name, name) == 0) return s->v[i];
+    return NULL;
+}
+
+size_t lx_backends_count(const lx_backends *s) { return s->n; }
+
+lx_backend *lx_backends_at(lx_backends *s, size_t i) { return i < s->n ? s->v[i] : NULL; }
+
+/* ---------- one backend ---------- */
+
+const char *lx_backend_name(const lx_backend *b) { return b->name; }
+
+bool lx_backend_can_accept(const lx_backend *b) { return b->in_flight < b->max_concurrency && !b->saturated; }
+
+void lx_backend_acquire(lx_backend *b) { b->in_flight++; }
+
+void lx_backend_release(lx_backend *b)
+{
+    if (b->in_flight > 0) b->in_flight--;
+    if (b->saturated && b->poll == NULL &&
+        lx_now_ns() - b->poll_started_ns >= (uint64_t)LX_BACKEND_REPOLL_MIN_MS * 1000000u)
+        start_poll(b);
+    ready(b);
+}
+
+void lx_backend_set_data(lx_backend *b, void *data) { b->data = data; }
+
+void *lx_backend_data(const lx_backend *b) { return b->data; }
+
+void lx_backend_info_get(const lx_backend *b, lx_backend_info *out)
+{
+    *out = (lx_backend_info){
+        .name = b->name,
+        .in_flight = b->in_flight,
+        .max_concurrency = b->max_concurrency,
+        .retired = b->retired,
+        .adaptive = b->adaptive,
+        .saturated = b->saturated,
+        .metrics_ok = b->metrics_ok,
+        .waiting = b->waiting,
+        .kv_cache_usage = b->kv,
+        .metrics_age_s = b->last_ok_ns ? (double)(lx_now_ns() - b->last_ok_ns) / 1e9 : -1,
+        .polls = b->polls,
+        .poll_failures = b->poll_failures,
+    };
+}
+
+/* ---------- vLLM's /metrics ---------- */
+
+enum { M_NONE = -1, M_WAITING, M_KV };
+
+static int metric_kind(const char *name, size_t len)
+{
+    static const struct {
+        const char *name;
+        int kind;
+    } known[] = {
+        {"vllm:num_requests_waiting", M_WAITING},
+        {"vllm:kv_cache_usage_perc", M_KV},
+        {"vllm:gpu_cache_usage_perc", M_KV},
+    };
+    for (size_t i = 0; i < LX_ARRAY_LEN(known); i++)
+        if (strlen(known[i].name) == len && memcmp(known[i].name, name, len) == 0) return known[i].kind;
+    return M_NONE;
+}
+
+/* p is at '{': returns the byte after the matching '}' (quotes and escapes respected), or NULL. */
+static const char *skip_labels(const char *p, const char *end)
+{
+    bool quoted = false;
+    for (p++; p < end; p++) {
+        if (quoted && *p == '\\')
+            p++;
+        else if (*p == '"')
+            quoted = !quoted;
+        else if (!quoted && *p == '}')
+            return p + 1;
+    }
+    return NULL;
+}
+
+static bool parse_value(const char *p, const char *end, double *v)
+{
+    while (p < end && (*p == ' ' || *p == '\t'))
+        p++;
+    char tok[64];
+    size_t n = 0;
+    while (p < end && *p != ' ' && *p != '\t' && *p != '\r' && n < sizeof tok - 1)
+        tok[n++] = *p++;
+    tok[n] = '\0';
+    if (n == 0) return false;
+    char *stop;
+    *v = strtod(tok, &stop);
+    return *stop == '\0' && isfinite(*v);
+}
+
+static void parse_line(const char *p, const char *end, lx_vllm_load *out)
+{
+    while (p < end && (*p == ' ' || *p == '\t'))
+        p++;
+    if (p == end || *p == '#') return;
+    const char *name = p;
+    while (p < end && *p != '{' && *p != ' ' && *p != '\t')
+        p++;
+    int kind = metric_kind(name, (size_t)(p - name));
+    if (kind == M_NONE) return;
+    if (p < end && *p == '{' && (p = skip_labels(p, end)) == NULL) return;
+    double v;
+    if (!parse_value(p, end, &v)) return;
+    if (kind == M_WAITING) {
+        out->waiting += v;
+        out->has_waiting = true;
+    } else {
+        if (!out->has_kv || v > out->kv_usage) out->kv_usage = v;
+        out->has_kv = true;
+    }
+}
+
+bool lx_vllm_metrics_parse(const char *text, size_t len, lx_vllm_load *out)
+{
+    *out = (lx_vllm_load){0};
+    const char *p = text ? text : "", *end = p + (text ? len : 0);
+    while (p < end) {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        if (eol == NULL) eol = end;
+        parse_line(p, eol, out);
+        p = eol + 1;
+    }
+    return out->has_waiting || out->has_kv;
+}

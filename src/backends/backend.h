@@ -1,0 +1,101 @@
+/*
+ * Backends at run time: the state of each configured backend that outlives a config snapshot — the
+ * slots in use, the concurrency limit, and the adaptive load reading — kept in a registry (lx_backends)
+ * and looked up by name, so a reload changes a backend's limits without losing its requests in flight.
+ * Retries, failover and health checks extend lx_backend later (in-flight counts per attempt, up/down).
+ *
+ * Slots: a request is sent to a backend only while it holds one of its max_concurrency slots
+ * (lx_backend_acquire / lx_backend_release); the rest wait in Lexora's queue (services/admission.c).
+ *
+ * Adaptive (backends.NAME.adaptive: true): about once a second the backend's GET <url>/metrics is read
+ * through the gateway's upstream client, and the backend counts as saturated — no dispatch, even with a
+ * free slot — while it reports requests waiting (vllm:num_requests_waiting > 0) or a KV cache above
+ * kv_cache_threshold (vllm:kv_cache_usage_perc, or vllm:gpu_cache_usage_perc from vLLM before 0.10).
+ * While saturated, a request that finishes there triggers an early read (at most one per 200 ms), so
+ * the next dispatch follows the backend's own queue closely instead of waiting for the next second.
+ * A read that fails (no answer within 3 s, not 200, no such gauges) clears the saturation: dispatch then
+ * falls back to max_concurrency alone, so a backend whose /metrics is unreachable is never held shut;
+ * its failures are the business of the retry handler and the health checks. The first failure of a
+ * streak is logged (WARNING), and the recovery (INFO).
+ *
+ * Ownership: the registry owns every lx_backend; a backend removed from the config (or disabled) by a
+ * reload is retired — kept, with its slots, its line and no adaptive reads, until a later reload brings
+ * it back — so pointers to it stay valid for the registry's life. The registry uses the upstream client
+ * it was given: free the registry before the client.
+ * Loop thread only.
+ */
+#ifndef LX_BACKEND_H
+#define LX_BACKEND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "config.h"
+#include "http/client.h"
+
+typedef struct lx_backend lx_backend;
+typedef struct lx_backends lx_backends;
+
+/* Capacity may have become available on b: a slot was released, saturation ended, or a reload changed
+ * its limits. It may be called from inside lx_backend_release and lx_backends_configure, so it should
+ * only schedule the dispatch (services/admission.c starts a zero timer), not dispatch at once. */
+typedef void (*lx_backend_ready_fn)(lx_backend *b, void *ud);
+
+#define LX_BACKEND_POLL_MS         1000 /* adaptive: between two reads of /metrics */
+#define LX_BACKEND_REPOLL_MIN_MS   200  /* adaptive: an early read comes at most this often */
+#define LX_BACKEND_POLL_TIMEOUT_MS 3000
+#define LX_BACKEND_METRICS_MAX     (8u << 20) /* a /metrics answer larger than this is a failed read */
+
+/* An empty registry. on_ready may be NULL. */
+lx_backends *lx_backends_new(uv_loop_t *loop, lx_http_client *client, lx_backend_ready_fn on_ready, void *ud);
+/* Brings the registry in line with c: new enabled backends are added, known ones take the new limits
+ * (and start or stop their adaptive reads), removed or disabled ones are retired. */
+void lx_backends_configure(lx_backends *s, const lx_config *c);
+/* Stops every read and timer; the memory goes once the handles closed (the loop must run). */
+void lx_backends_free(lx_backends *s);
+
+lx_backend *lx_backends_find(lx_backends *s, const char *name);
+size_t lx_backends_count(const lx_backends *s);
+lx_backend *lx_backends_at(lx_backends *s, size_t i);
+
+const char *lx_backend_name(const lx_backend *b);
+/* A slot is free and the backend is not saturated. */
+bool lx_backend_can_accept(const lx_backend *b);
+void lx_backend_acquire(lx_backend *b);
+/* Gives a slot back (on_ready follows); while saturated, may start an early /metrics read. */
+void lx_backend_release(lx_backend *b);
+
+/* One pointer for the module that queues for this backend (services/admission.c keeps its line here). */
+void lx_backend_set_data(lx_backend *b, void *data);
+void *lx_backend_data(const lx_backend *b);
+
+typedef struct {
+    const char *name;
+    int in_flight; /* slots in use */
+    int max_concurrency;
+    bool retired; /* no longer in the config */
+    bool adaptive;
+    bool saturated;        /* adaptive: holding dispatch now */
+    bool metrics_ok;       /* adaptive: the last read succeeded */
+    double waiting;        /* adaptive: vllm:num_requests_waiting at the last good read; -1 if never */
+    double kv_cache_usage; /* adaptive: 0..1 at the last good read; -1 if never */
+    double metrics_age_s;  /* since the last good read; -1 if never */
+    uint64_t polls, poll_failures;
+} lx_backend_info;
+
+void lx_backend_info_get(const lx_backend *b, lx_backend_info *out);
+
+/* ---------- vLLM's /metrics, parsed (pure; any thread) ---------- */
+
+typedef struct {
+    double waiting;  /* sum of vllm:num_requests_waiting over its series */
+    double kv_usage; /* the largest vllm:kv_cache_usage_perc or vllm:gpu_cache_usage_perc (0..1) */
+    bool has_waiting, has_kv;
+} lx_vllm_load;
+
+/* Reads the Prometheus text exposition in text. Returns true if either gauge was found. */
+bool lx_vllm_metrics_parse(const char *text, size_t len, lx_vllm_load *out);
+
+#endif

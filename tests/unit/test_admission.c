@@ -1,0 +1,276 @@
+/*
+ * Unit tests for services/admission.c on a real libuv loop (no HTTP: adaptive is off, so the upstream
+ * client is never used): dispatch order through the kick, slots given back, deadlines from the timer,
+ * displacement answered on the next turn, leaving while waiting, shutdown, and a reload that raises
+ * the limit.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "services/admission.h"
+
+typedef struct {
+    lx_admit_ticket t;
+    int id;
+} req;
+
+static char events[4096];
+
+static void on_dispatch(lx_admit_ticket *t)
+{
+    char e[32];
+    snprintf(e, sizeof e, "d%d ", ((req *)t)->id);
+    strcat(events, e);
+}
+
+static void on_reject(lx_admit_ticket *t, lx_admit_reject why)
+{
+    char e[32];
+    snprintf(e, sizeof e, "%c%d ", "TXS"[why], ((req *)t) -> id);
+    strcat(events, e);
+}
+
+static const lx_admit_cbs cbs = {on_dispatch, on_reject};
+
+static lx_config *config(long max_size, int max_concurrency)
+{
+    char yaml[512];
+    snprintf(yaml, sizeof yaml,
+             "vllm:\n  url: http://127.0.0.1:9\n  timeout: 5\n"
+             "queue:\n  max_size: %ld\n  default_timeout: 60\n"
+             "backends:\n  vllm:\n    max_concurrency: %d\n    models: [{name: m}]\n",
+             max_size, max_concurrency);
+    lx_buf err;
+    lx_buf_init(&err, 0);
+    lx_config *c = lx_config_parse("t.yaml", yaml, strlen(yaml), &err);
+    if (c == NULL) fprintf(stderr, "%s", err.p);
+    lx_buf_free(&err);
+    assert_non_null(c);
+    return c;
+}
+
+typedef struct {
+    uv_loop_t loop;
+    lx_config *c;
+    lx_admission *a;
+} fixture;
+
+static void setup(fixture *f, long max_size, int max_concurrency)
+{
+    events[0] = '\0';
+    uv_loop_init(&f->loop);
+    f->c = config(max_size, max_concurrency);
+    f->a = lx_admission_new(&f->loop, NULL, f->c);
+}
+
+static void teardown(fixture *f)
+{
+    lx_admission_free(f->a);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&f->loop), 0);
+    lx_config_unref(f->c);
+}
+
+static lx_admit_result submit(fixture *f, req *r, int id, const char *user, lx_priority cls, double timeout_s)
+{
+    r->id = id;
+    return lx_admission_submit(f->a, &r->t, &cbs, "vllm", user, cls, timeout_s);
+}
+
+static void turn(fixture *f) { uv_run(&f->loop, UV_RUN_NOWAIT); }
+
+static void test_one_slot_priority_order(void **state)
+{
+    (void)state;
+    fixture f;
+    setup(&f, 100, 1);
+    req busy, low, normal, high;
+    assert_int_equal(submit(&f, &busy, 0, "u", LX_PRIO_NORMAL, 60), LX_ADMIT_NOW);
+    assert_int_equal(submit(&f, &low, 1, "u", LX_PRIO_LOW, 60), LX_ADMIT_QUEUED);
+    assert_int_equal(submit(&f, &normal, 2, "u", LX_PRIO_NORMAL, 60), LX_ADMIT_QUEUED);
+    assert_int_equal(submit(&f, &high, 3, "u", LX_PRIO_HIGH, 60), LX_ADMIT_QUEUED);
+    assert_int_equal(lx_admission_waiting_for(f.a, "vllm"), 3);
+    turn(&f);
+    assert_string_equal(events, "");
+    lx_admission_leave(f.a, &busy.t);
+    turn(&f);
+    assert_string_equal(events, "d3 ");
+    assert_int_equal(high.t.priority_value, 1);
+    lx_admission_leave(f.a, &high.t);
+    lx_admission_leave(f.a, &high.t); /* twice is harmless */
+    turn(&f);
+    lx_admission_leave(f.a, &normal.t);
+    turn(&f);
+    assert_string_equal(events, "d3 d2 d1 ");
+    assert_int_equal(low.t.priority_value, 10);
+    lx_admission_leave(f.a, &low.t);
+    /* Free again: the next one goes at once. */
+    assert_int_equal(submit(&f, &busy, 4, "u", LX_PRIO_LOW, 60), LX_ADMIT_NOW);
+    lx_admission_leave(f.a, &busy.t);
+    lx_queue_stats_t st;
+    lx_queue_stats(lx_admission_queue(f.a), &st);
+    assert_int_equal(st.dispatched[LX_PRIO_NORMAL], 2);
+    assert_int_equal(st.direct[LX_PRIO_NORMAL], 1);
+    assert_int_equal(st.enqueued[LX_PRIO_LOW], 1);
+    teardown(&f);
+}
+
+static void test_leaving_while_waiting_is_never_dispatched(void **state)
+{
+    (void)state;
+    fixture f;
+    setup(&f, 100, 1);
+    req busy, gone, next;
+    submit(&f, &busy, 0, "u", LX_PRIO_NORMAL, 60);
+    submit(&f, &gone, 1, "u", LX_PRIO_HIGH, 60);
+    submit(&f, &next, 2, "u", LX_PRIO_LOW, 60);
+    lx_admission_leave(f.a, &gone.t);
+    lx_admission_leave(f.a, &busy.t);
+    turn(&f);
+    assert_string_equal(events, "d2 ");
+    lx_admission_leave(f.a, &next.t);
+    teardown(&f);
+}
+
+static void test_deadline_rejects(void **state)
+{
+    (void)state;
+    fixture f;
+    setup(&f, 100, 1);
+    req busy, quick, patient;
+    submit(&f, &busy, 0, "u", LX_PRIO_NORMAL, 60);
+    assert_int_equal(submit(&f, &quick, 1, "u", LX_PRIO_HIGH, 0.05), LX_ADMIT_QUEUED);
+    assert_int_equal(submit(&f, &patient, 2, "u", LX_PRIO_LOW, 60), LX_ADMIT_QUEUED);
+    uint64_t start = lx_now_ns();
+    while (events[0] == '\0' && lx_now_ns() - start < 5000000000u)
+        uv_run(&f.loop, UV_RUN_ONCE);
+    assert_string_equal(events, "T1 ");
+    assert_true(quick.t.waited_ns >= 49000000u);
+    lx_admission_leave(f.a, &quick.t); /* after a rejection: no-op */
+    lx_admission_leave(f.a, &busy.t);
+    turn(&f);
+    assert_string_equal(events, "T1 d2 ");
+    lx_admission_leave(f.a, &patient.t);
+    teardown(&f);
+}
+
+static void test_full_queue_displaces_on_next_turn(void **state)
+{
+    (void)state;
+    fixture f;
+    setup(&f, 2, 1);
+    req busy, l1, l2, l3, h;
+    submit(&f, &busy, 0, "u", LX_PRIO_NORMAL, 60);
+    assert_int_equal(submit(&f, &l1, 1, "a", LX_PRIO_LOW, 60), LX_ADMIT_QUEUED);
+    assert_int_equal(submit(&f, &l2, 2, "b", LX_PRIO_LOW, 60), LX_ADMIT_QUEUED);
+    assert_int_equal(submit(&f, &l3, 3, "c", LX_PRIO_LOW, 60), LX_ADMIT_FULL);
+    assert_int_equal(submit(&f, &h, 4, "d", LX_PRIO_HIGH, 60), LX_ADMIT_QUEUED);
+    assert_string_equal(events, ""); /* no callback inside submit */
+    assert_int_equal(l2.t.state, LX_TICKET_REJECTING);
+    turn(&f);
+    assert_string_equal(events, "X2 ");
+    lx_admission_leave(f.a, &busy.t);
+    turn(&f);
+    assert_string_equal(events, "X2 d4 ");
+    lx_admission_leave(f.a, &h.t);
+    turn(&f);
+    lx_admission_leave(f.a, &l1.t);
+    assert_string_equal(events, "X2 d4 d1 ");
+    assert_true(lx_admission_retry_after_s(f.a) >= 1);
+    teardown(&f);
+}
+
+static void test_displaced_client_leaving_first(void **state)
+{
+    (void)state;
+    fixture f;
+    setup(&f, 1, 1);
+    req busy, low, high;
+    submit(&f, &busy, 0, "u", LX_PRIO_NORMAL, 60);
+    submit(&f, &low, 1, "a", LX_PRIO_LOW, 60);
+    submit(&f, &high, 2, "b", LX_PRIO_HIGH, 60);
+    lx_admission_leave(f.a, &low.t); /* gone before its 503 was sent */
+    turn(&f);
+    assert_string_equal(events, "");
+    lx_admission_leave(f.a, &busy.t);
+    lx_admission_leave(f.a, &high.t);
+    turn(&f);
+    teardown(&f);
+}
+
+static void test_close_rejects_waiting(void **state)
+{
+    (void)state;
+    fixture f;
+    setup(&f, 100, 1);
+    req busy, w1, w2, late;
+    submit(&f, &busy, 0, "u", LX_PRIO_NORMAL, 60);
+    submit(&f, &w1, 1, "u", LX_PRIO_NORMAL, 60);
+    submit(&f, &w2, 2, "v", LX_PRIO_NORMAL, 60);
+    lx_admission_close(f.a);
+    assert_int_equal(submit(&f, &late, 3, "u", LX_PRIO_HIGH, 60), LX_ADMIT_CLOSED);
+    turn(&f);
+    assert_string_equal(events, "S1 S2 ");
+    lx_admission_leave(f.a, &busy.t);
+    assert_int_equal(submit(&f, &late, 3, "u", LX_PRIO_HIGH, 60), LX_ADMIT_NOW); /* a free slot still serves */
+    lx_admission_leave(f.a, &late.t);
+    teardown(&f);
+}
+
+static void test_reload_raises_the_limit(void **state)
+{
+    (void)state;
+    fixture f;
+    setup(&f, 100, 1);
+    req busy, w1, w2, w3;
+    submit(&f, &busy, 0, "u", LX_PRIO_NORMAL, 60);
+    submit(&f, &w1, 1, "u", LX_PRIO_NORMAL, 60);
+    submit(&f, &w2, 2, "u", LX_PRIO_NORMAL, 60);
+    submit(&f, &w3, 3, "u", LX_PRIO_NORMAL, 60);
+    lx_config *c3 = config(100, 3);
+    lx_admission_reconfigure(f.a, c3);
+    turn(&f);
+    assert_string_equal(events, "d1 d2 "); /* three slots, one busy */
+    assert_int_equal(lx_admission_waiting_for(f.a, "vllm"), 1);
+    lx_admission_leave(f.a, &busy.t);
+    lx_admission_leave(f.a, &w1.t);
+    lx_admission_leave(f.a, &w2.t);
+    turn(&f);
+    assert_string_equal(events, "d1 d2 d3 ");
+    lx_admission_leave(f.a, &w3.t);
+    lx_config_unref(c3);
+    teardown(&f);
+}
+
+static void test_unknown_backend_is_not_limited(void **state)
+{
+    (void)state;
+    fixture f;
+    setup(&f, 100, 1);
+    req r;
+    r.id = 1;
+    assert_int_equal(lx_admission_submit(f.a, &r.t, &cbs, "nope", NULL, LX_PRIO_LOW, 1), LX_ADMIT_NOW);
+    lx_admission_leave(f.a, &r.t);
+    teardown(&f);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_one_slot_priority_order),
+        cmocka_unit_test(test_leaving_while_waiting_is_never_dispatched),
+        cmocka_unit_test(test_deadline_rejects),
+        cmocka_unit_test(test_full_queue_displaces_on_next_turn),
+        cmocka_unit_test(test_displaced_client_leaving_first),
+        cmocka_unit_test(test_close_rejects_waiting),
+        cmocka_unit_test(test_reload_raises_the_limit),
+        cmocka_unit_test(test_unknown_backend_is_not_limited),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,140 @@
+/* Unit tests for backends/backend.c: reading vLLM's /metrics, and slots across a reconfiguration. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+#include <string.h>
+
+#include "backends/backend.h"
+
+static bool parse(const char *text, lx_vllm_load *out) { return lx_vllm_metrics_parse(text, strlen(text), out); }
+
+static void test_vllm_metrics(void **state)
+{
+    (void)state;
+    const char *text = "# HELP vllm:num_requests_waiting Number of requests waiting to be processed.\n"
+                       "# TYPE vllm:num_requests_waiting gauge\n"
+                       "vllm:num_requests_waiting{model_name=\"qwen3-32b\",engine=\"0\"} 3.0\n"
+                       "vllm:num_requests_waiting_by_reason{reason=\"capacity\"} 99\n"
+                       "vllm:num_requests_running{model_name=\"qwen3-32b\",engine=\"0\"} 16.0\n"
+                       "vllm:kv_cache_usage_perc{model_name=\"qwen3-32b\",engine=\"0\"} 0.42\n";
+    lx_vllm_load l;
+    assert_true(parse(text, &l));
+    assert_true(l.has_waiting && l.has_kv);
+    assert_true(l.waiting == 3.0);
+    assert_true(l.kv_usage > 0.419 && l.kv_usage < 0.421);
+}
+
+static void test_old_metric_names_and_several_engines(void **state)
+{
+    (void)state;
+    const char *text = "vllm:num_requests_waiting{engine=\"0\"} 1\r\n"
+                       "vllm:num_requests_waiting{engine=\"1\"} 2\r\n"
+                       "vllm:gpu_cache_usage_perc{engine=\"0\"} 0.5\r\n"
+                       "vllm:gpu_cache_usage_perc{engine=\"1\"} 0.97\r\n";
+    lx_vllm_load l;
+    assert_true(parse(text, &l));
+    assert_true(l.waiting == 3.0);   /* summed */
+    assert_true(l.kv_usage == 0.97); /* the fullest */
+}
+
+static void test_labels_with_braces_and_no_labels(void **state)
+{
+    (void)state;
+    lx_vllm_load l;
+    assert_true(parse("vllm:num_requests_waiting{model_name=\"a}b\\\"c\"} 7 1700000000000\n", &l));
+    assert_true(l.waiting == 7.0);
+    assert_true(parse("vllm:kv_cache_usage_perc 0.25", &l));
+    assert_false(l.has_waiting);
+    assert_true(l.kv_usage == 0.25);
+}
+
+static void test_not_vllm(void **state)
+{
+    (void)state;
+    lx_vllm_load l;
+    assert_false(parse("", &l));
+    assert_false(parse("# only comments\nhttp_requests_total 5\n", &l));
+    assert_false(parse("vllm:num_requests_waiting{engine=\"0\"} NaN\n", &l));
+    assert_false(parse("vllm:num_requests_waiting{engine=\"0\" 3\n", &l)); /* unterminated labels */
+    assert_false(parse("vllm:num_requests_waiting{engine=\"0\"} three\n", &l));
+    assert_false(lx_vllm_metrics_parse(NULL, 0, &l));
+}
+
+static const char *yaml = "vllm:\n  url: http://127.0.0.1:9\n"
+                          "backends:\n"
+                          "  a:\n    type: vllm\n    url: http://127.0.0.1:9\n    max_concurrency: 2\n"
+                          "    models: [{name: m}]\n"
+                          "  b:\n    type: vllm\n    url: http://127.0.0.1:9\n    max_concurrency: 1\n"
+                          "    models: [{name: n}]\n";
+
+static int ready_calls;
+static void on_ready(lx_backend *b, void *ud)
+{
+    (void)b;
+    (void)ud;
+    ready_calls++;
+}
+
+static void test_slots_and_reconfigure(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    lx_buf err;
+    lx_buf_init(&err, 0);
+    lx_config *c = lx_config_parse("t.yaml", yaml, strlen(yaml), &err);
+    assert_non_null(c);
+    lx_backends *s = lx_backends_new(&loop, NULL, on_ready, NULL);
+    lx_backends_configure(s, c);
+    assert_int_equal(lx_backends_count(s), 2);
+    lx_backend *a = lx_backends_find(s, "a");
+    assert_non_null(a);
+    assert_true(lx_backend_can_accept(a));
+    lx_backend_acquire(a);
+    lx_backend_acquire(a);
+    assert_false(lx_backend_can_accept(a));
+    ready_calls = 0;
+    lx_backend_release(a);
+    assert_true(lx_backend_can_accept(a));
+    assert_int_equal(ready_calls, 1);
+    lx_backend_acquire(a);
+
+    /* b removed, a's limit raised: a keeps its slots in use, b is retired but still there. */
+    const char *yaml2 = "vllm:\n  url: http://127.0.0.1:9\n"
+                        "backends:\n  a:\n    type: vllm\n    url: http://127.0.0.1:9\n    max_concurrency: 3\n"
+                        "    models: [{name: m}]\n";
+    lx_config *c2 = lx_config_parse("t.yaml", yaml2, strlen(yaml2), &err);
+    assert_non_null(c2);
+    lx_backends_configure(s, c2);
+    assert_ptr_equal(lx_backends_find(s, "a"), a);
+    lx_backend_info info;
+    lx_backend_info_get(a, &info);
+    assert_int_equal(info.in_flight, 2);
+    assert_int_equal(info.max_concurrency, 3);
+    assert_false(info.retired);
+    lx_backend_info_get(lx_backends_find(s, "b"), &info);
+    assert_true(info.retired);
+    assert_true(lx_backend_can_accept(a));
+
+    lx_backends_free(s);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    lx_config_unref(c);
+    lx_config_unref(c2);
+    lx_buf_free(&err);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_vllm_metrics),
+        cmocka_unit_test(test_old_metric_names_and_several_engines),
+        cmocka_unit_test(test_labels_with_braces_and_no_labels),
+        cmocka_unit_test(test_not_vllm),
+        cmocka_unit_test(test_slots_and_reconfigure),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
