@@ -1,0 +1,13 @@
+/*
+ * `lexora usage [--config FILE] [--since DATE] [--by user|model|day]`: a table of the usage ledger
+ * named by the config (usage.db_path), opened read-only, so it may run beside the gateway.
+ * Exit codes as the rest of the command line: 0 ok, 1 the ledger cannot be opened or read,
+ * 2 a bad command line or config.
+ */
+#ifndef LX_USAGE_CMD_H
+#define LX_USAGE_CMD_H
+
+/* argv[0] is "usage". default_config is used when neither --config nor $LEXORA_CONFIG is given. */
+int lx_usage_command(int argc, char **argv, const char *default_config);
+
+#endif
