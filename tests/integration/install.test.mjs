@@ -1,0 +1,121 @@
+// Installing: scripts/install.sh --prefix into a temporary folder (twice: idempotent, the config kept),
+// systemd-analyze verify on the units it wrote, the installed binary started the way the unit starts it,
+// and scripts/setup_systemd.sh on an offline system image (--root).
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import {
+  appendFileSync, chmodSync, existsSync, lstatSync, mkdtempSync, readFileSync, readlinkSync, rmSync, writeFileSync,
+} from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { LEXORA_BIN, ROOT, freePort, launch, waitFor, waitForPort } from '../lib/harness.mjs';
+
+function run(cmd, args, opts = {}) {
+  return new Promise((resolve) => {
+    execFile(cmd, args, { timeout: 60000, ...opts }, (err, stdout, stderr) => {
+      resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr });
+    });
+  });
+}
+
+const which = async (cmd) => (await run('sh', ['-c', `command -v ${cmd}`])).code === 0;
+const hasAnalyze = await which('systemd-analyze');
+const hasSystemctl = await which('systemctl');
+const UNITS = ['spirrow-lexora.service', 'vllm.service'];
+
+describe('install', () => {
+  const tmp = mkdtempSync(path.join(os.tmpdir(), 'lexora-install-'));
+  const prefix = path.join(tmp, 'lexora');
+  const fakePython = path.join(tmp, 'python3'); // stands for vLLM's interpreter: verify checks it exists
+  const install = () => run('bash', [path.join(ROOT, 'scripts/install.sh'), '--prefix', prefix,
+    '--build-dir', path.dirname(LEXORA_BIN), '--no-build', '--vllm-python', fakePython]);
+
+  before(() => {
+    writeFileSync(fakePython, '#!/bin/sh\nexit 0\n');
+    chmodSync(fakePython, 0o755);
+  });
+  after(() => rmSync(tmp, { recursive: true, force: true }));
+
+  test('install.sh --prefix: binaries, config and units; a second run keeps the config', async () => {
+    const r = await install();
+    assert.equal(r.code, 0, r.stderr + r.stdout);
+    for (const f of ['bin/lexora', 'bin/lexora-sim']) assert.ok(lstatSync(path.join(prefix, f)).mode & 0o111, f);
+    assert.equal(readFileSync(path.join(prefix, 'config.yaml'), 'utf8'),
+      readFileSync(path.join(ROOT, 'config/lexora_config.yaml'), 'utf8'));
+    assert.ok(existsSync(path.join(prefix, 'config.example.yaml')));
+
+    const unit = readFileSync(path.join(prefix, 'share/systemd/spirrow-lexora.service'), 'utf8');
+    for (const line of [`Environment="LEXORA_CONFIG=${prefix}/config.yaml"`, `ExecStart=${prefix}/bin/lexora`,
+      `WorkingDirectory=${prefix}`, 'ExecReload=/bin/kill -HUP $MAINPID', 'User=spirrow', 'Restart=always',
+      'RestartSec=5', 'Requires=vllm.service', 'After=network.target vllm.service']) {
+      assert.ok(unit.split('\n').includes(line), `${line} in:\n${unit}`);
+    }
+    const vllm = readFileSync(path.join(prefix, 'share/systemd/vllm.service'), 'utf8');
+    for (const line of ['User=spirrow', 'Restart=always', 'RestartSec=10', 'Environment="CUDA_VISIBLE_DEVICES=0"']) {
+      assert.ok(vllm.split('\n').includes(line), `${line} in:\n${vllm}`);
+    }
+    assert.match(vllm, new RegExp(`^ExecStart=${fakePython} -m vllm\\.entrypoints\\.openai\\.api_server .*--host 127\\.0\\.0\\.1 --port 8000$`, 'm'));
+    assert.ok(!(unit + vllm).includes('/opt/spirrow/lexora'), 'the prefix replaces /opt/spirrow/lexora');
+
+    appendFileSync(path.join(prefix, 'config.yaml'), '# edited here\n');
+    const again = await install();
+    assert.equal(again.code, 0, again.stderr + again.stdout);
+    assert.match(again.stdout, /kept the existing/);
+    assert.match(readFileSync(path.join(prefix, 'config.yaml'), 'utf8'), /# edited here\n$/);
+  });
+
+  test('systemd-analyze verify accepts both units', { skip: !hasAnalyze && 'systemd-analyze is not installed' }, async () => {
+    const r = await run('systemd-analyze', ['verify', ...UNITS.map((u) => path.join(prefix, 'share/systemd', u))]);
+    assert.equal(r.code, 0, r.stderr);
+    const about = r.stderr.split('\n').filter((l) => UNITS.some((u) => l.includes(u)));
+    assert.deepEqual(about, [], 'no warning about either unit');
+  });
+
+  test('the installed binary starts with the installed config, as the unit starts it', async () => {
+    // the listening addresses moved to free loopback ports; everything else as installed
+    const cfgFile = path.join(prefix, 'config.yaml');
+    const port = await freePort();
+    const metricsPort = await freePort();
+    const text = readFileSync(cfgFile, 'utf8');
+    writeFileSync(cfgFile, text.replace('host: "0.0.0.0"', 'host: "127.0.0.1"').replace('port: 8001', `port: ${port}`)
+      .replace('port: 9090', `port: ${metricsPort}`));
+    const proc = launch(path.join(prefix, 'bin/lexora'), [], 'installed lexora', { LEXORA_CONFIG: cfgFile }, { cwd: prefix });
+    try {
+      await waitForPort(port, proc, 'installed lexora');
+      await waitFor(() => proc.output().includes(`(config ${cfgFile})`), 'the start line naming the installed config');
+      const models = await (await fetch(`http://127.0.0.1:${port}/v1/models`)).json();
+      assert.deepEqual(models.data.map((m) => m.id), ['qwen3-32b']);
+      proc.child.kill('SIGHUP'); // systemctl reload
+      await waitFor(() => proc.output().includes('config reloaded (SIGHUP)'), 'the reload');
+    } finally {
+      await proc.stop(); // systemctl stop: SIGTERM, exit 0
+    }
+  });
+
+  test('setup_systemd.sh --root: installs and enables both units in a system image; again is harmless',
+    { skip: !hasSystemctl && 'systemctl is not installed' }, async () => {
+      const root = path.join(tmp, 'image');
+      for (let i = 0; i < 2; i++) {
+        const r = await run('bash', [path.join(ROOT, 'scripts/setup_systemd.sh'), '--prefix', prefix, '--root', root]);
+        assert.equal(r.code, 0, r.stderr + r.stdout);
+      }
+      for (const u of UNITS) {
+        assert.equal(readFileSync(path.join(root, 'etc/systemd/system', u), 'utf8'),
+          readFileSync(path.join(prefix, 'share/systemd', u), 'utf8'));
+        assert.equal(readlinkSync(path.join(root, 'etc/systemd/system/multi-user.target.wants', u)),
+          `/etc/systemd/system/${u}`);
+      }
+    });
+
+  test('setup_systemd.sh where it cannot work says why', {
+    skip: existsSync('/run/systemd/system') && 'systemd runs here: the script would change this machine',
+  }, async () => {
+    const r = await run('bash', [path.join(ROOT, 'scripts/setup_systemd.sh'), '--prefix', prefix]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, process.getuid() === 0 ? /systemd is not running here/ : /needs root/);
+    const missing = await run('bash', [path.join(ROOT, 'scripts/setup_systemd.sh'), '--prefix', path.join(tmp, 'none')]);
+    assert.equal(missing.code, 1);
+    assert.match(missing.stderr, /run scripts\/install\.sh --prefix .* first/);
+  });
+});
