@@ -8,6 +8,10 @@ packages=(
   libuv1-dev libhttp-parser-dev libcurl4-openssl-dev libyaml-dev libcjson-dev
   libcmocka-dev libsqlite3-dev libhiredis-dev libssl-dev
   curl nginx wrk
+  redis-server # the Redis rate-limit store's tests and benchmark start their own on loopback
+  systemd # systemd-analyze verify checks deploy/systemd's units; installs without starting anything
+  prometheus # promtool checks /metrics; the metrics test starts its own server on loopback (none left running)
+  sqlite3 # the usage-ledger tests read the ledger
 )
 
 missing=()
@@ -23,5 +27,25 @@ sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
 echo "install-deps: installing ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
+# No package may start its service here (prometheus would take :9090): unless the machine has its own
+# policy-rc.d, one that denies every start stands for the time of this install.
+policy=/usr/sbin/policy-rc.d
+if [ ! -e "$policy" ]; then
+  printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
+  $sudo chmod 755 "$policy"
+  trap '$sudo rm -f "$policy"' EXIT
+fi
 $sudo apt-get update -qq
 $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# Only the binaries are wanted: keep Debian's prometheus service from starting at boot, or now.
+if [[ " ${missing[*]} " == *" prometheus "* ]]; then
+  $sudo deb-systemd-helper disable prometheus.service >/dev/null 2>&1 || true
+  $sudo update-rc.d prometheus disable >/dev/null 2>&1 || true
+  if [ -d /run/systemd/system ]; then $sudo systemctl stop prometheus >/dev/null 2>&1 || true; fi
+fi
+# Likewise redis-server: the tests and the benchmark start their own on a free loopback port.
+if [[ " ${missing[*]} " == *" redis-server "* ]]; then
+  $sudo deb-systemd-helper disable redis-server.service >/dev/null 2>&1 || true
+  $sudo update-rc.d redis-server disable >/dev/null 2>&1 || true
+  if [ -d /run/systemd/system ]; then $sudo systemctl stop redis-server >/dev/null 2>&1 || true; fi
+fi

@@ -1,13 +1,28 @@
 /*
  * The gateway's lifecycle: start (bind, wire the server to the routes, the client to the loop),
- * flush the log once per loop turn, stop on SIGINT/SIGTERM (a second signal exits at once).
+ * flush the log once per loop turn, reload on SIGHUP (and POST /admin/reload), shut down gracefully
+ * on SIGINT/SIGTERM (a second signal exits at once).
+ *
+ * Reload: the new snapshot is loaded and validated whole before anything changes; then the pointer is
+ * swapped and the live parts applied, all within one loop callback, so no request ever sees half of
+ * it. A request holds its own reference to the snapshot it started with.
+ * Shutdown: a 20 ms timer watches the server's connection count fall to zero (a connection that
+ * answered its last request closes after it), and enforces server.shutdown_timeout.
  */
 #include "gateway.h"
 
 #include <stdlib.h>
+#include <string.h>
 
+#include "api/observe.h"
 #include "api/routes.h"
+#include "services/admission.h"
+#include "services/auth.h"
+#include "services/rate_limiter.h"
+#include "services/stats.h"
 #include "utils/log.h"
+
+#define SHUTDOWN_POLL_MS 20
 
 static void on_check(uv_check_t *h)
 {
@@ -19,12 +34,35 @@ static void on_signal(uv_signal_t *h, int signum)
 {
     lx_gateway *gw = h->data;
     if (gw->stop_signals++ > 0) {
-        LX_WARN(NULL, "second signal %d: exiting now", signum);
+        LX_WARN(NULL, "second signal %s: exiting now", signum == SIGINT ? "SIGINT" : "SIGTERM");
         lx_log_flush();
         _Exit(1);
     }
-    LX_INFO(NULL, "signal %d: stopping", signum);
-    lx_gateway_stop(gw);
+    LX_INFO(NULL, "%s: shutting down", signum == SIGINT ? "SIGINT" : "SIGTERM");
+    lx_gateway_shutdown(gw);
+}
+
+static void on_sighup(uv_signal_t *h, int signum)
+{
+    (void)signum;
+    lx_gateway *gw = h->data;
+    if (gw->shutting_down) {
+        LX_WARN(NULL, "SIGHUP while shutting down: not reloading");
+        return;
+    }
+    lx_reload_diff d = {0};
+    lx_buf errors;
+    lx_buf_init(&errors, 0);
+    if (lx_gateway_reload(gw, "SIGHUP", &d, &errors) == 0) lx_reload_diff_free(&d);
+    lx_buf_free(&errors);
+}
+
+static void ratelimit_probe(void *ud, lx_stats_ratelimit_view *out)
+{
+    lx_rate_stats st;
+    lx_rate_limiter_stats(ud, &st);
+    out->fallbacks = st.fallbacks;
+    out->redis_up = st.redis_configured ? (st.redis_up ? 1 : 0) : -1;
 }
 
 static void server_opts(const lx_config *c, lx_gateway *gw, lx_http_server_opts *o)
@@ -65,6 +103,9 @@ int lx_gateway_start(lx_gateway *gw, uv_loop_t *loop, lx_config *config)
         *gw = (lx_gateway){0};
         return UV_ENOMEM;
     }
+    gw->admission = lx_admission_new(loop, gw->client, config);
+    gw->rate_limiter = lx_rate_limiter_new(loop, config);
+    lx_auth_warn_plain_keys(config);
     uv_check_init(loop, &gw->log_flush);
     uv_check_start(&gw->log_flush, on_check);
     uv_unref((uv_handle_t *)&gw->log_flush);
@@ -73,6 +114,13 @@ int lx_gateway_start(lx_gateway *gw, uv_loop_t *loop, lx_config *config)
     gw->sig_int.data = gw->sig_term.data = gw;
     uv_signal_start(&gw->sig_int, on_signal, SIGINT);
     uv_signal_start(&gw->sig_term, on_signal, SIGTERM);
+    uv_signal_init(loop, &gw->sig_hup);
+    gw->sig_hup.data = gw;
+    uv_signal_start(&gw->sig_hup, on_sighup, SIGHUP);
+    uv_timer_init(loop, &gw->shutdown_timer);
+    gw->shutdown_timer.data = gw;
+    lx_observe_start(gw); /* stats, the usage ledger, the metrics port */
+    if (gw->stats) lx_stats_set_ratelimit_probe(gw->stats, ratelimit_probe, gw->rate_limiter);
     return 0;
 }
 
@@ -81,11 +129,137 @@ void lx_gateway_stop(lx_gateway *gw)
     if (gw->server == NULL) return;
     lx_http_server_close(gw->server); /* aborts requests in flight: their upstreams are cancelled */
     gw->server = NULL;
+    lx_admission_free(gw->admission); /* before the client: it cancels its /metrics reads */
+    gw->admission = NULL;
+    if (gw->stats) lx_stats_set_ratelimit_probe(gw->stats, NULL, NULL);
+    lx_rate_limiter_close(gw->rate_limiter); /* every request was aborted above: none holds a reservation */
+    gw->rate_limiter = NULL;
     lx_http_client_free(gw->client);
     gw->client = NULL;
+    lx_observe_stop(gw); /* after the aborts above are recorded; writes the ledger's last rows */
     uv_close((uv_handle_t *)&gw->log_flush, NULL);
     uv_close((uv_handle_t *)&gw->sig_int, NULL);
     uv_close((uv_handle_t *)&gw->sig_term, NULL);
+    uv_close((uv_handle_t *)&gw->sig_hup, NULL);
+    uv_close((uv_handle_t *)&gw->shutdown_timer, NULL);
     lx_config_unref(gw->config);
     gw->config = NULL;
+}
+
+/* ---------- reload ---------- */
+
+/*
+ * The services' share of a reload: each takes the new limits for what comes next, keeping its state
+ * (waiting requests stay queued, rate-limit usage and statistics carry over). The queue, rate limiter,
+ * health checker and stats are wired in here as they land (their reconfigure entry points).
+ */
+static bool has_backend(const lx_config *c, const char *name)
+{
+    for (size_t i = 0; i < c->n_backends; i++)
+        if (strcmp(c->backends[i].name, name) == 0) return true;
+    return false;
+}
+
+static void reconfigure_services(lx_gateway *gw, const lx_config *old, const lx_config *c)
+{
+    lx_admission_reconfigure(gw->admission, c);
+    lx_rate_limiter_reconfigure(gw->rate_limiter, (lx_config *)c); /* new limits; usage carries over */
+    lx_auth_warn_plain_keys(c);
+    if (gw->stats) { /* counters carry over; backends added are shown, removed ones shown disabled */
+        for (size_t i = 0; i < old->n_backends; i++)
+            if (!has_backend(c, old->backends[i].name))
+                lx_stats_add_backend(gw->stats, old->backends[i].name, false);
+        for (size_t i = 0; i < c->n_backends; i++)
+            lx_stats_add_backend(gw->stats, c->backends[i].name, c->backends[i].enabled);
+    }
+}
+
+/* What changes live outside the snapshot itself: the HTTP front's limits, logging, the services. */
+static void apply_live(lx_gateway *gw, const lx_config *old, const lx_config *c)
+{
+    lx_http_server_opts o;
+    server_opts(c, gw, &o);
+    lx_http_server_set_limits(gw->server, &o);
+    lx_log_configure((lx_log_level)c->logging.level, c->logging.json);
+    reconfigure_services(gw, old, c);
+}
+
+static void log_refused(const char *via, const char *path, const lx_buf *errors)
+{
+    LX_WARN(NULL, "reload (%s) refused, the running config stays: %s has problems:", via, path);
+    const char *p = errors->p ? errors->p : "";
+    while (*p) {
+        const char *nl = strchr(p, '\n');
+        size_t n = nl ? (size_t)(nl - p) : strlen(p);
+        LX_WARN(NULL, "  %.*s", (int)n, p);
+        p += n + (nl ? 1 : 0);
+    }
+}
+
+int lx_gateway_reload(lx_gateway *gw, const char *via, lx_reload_diff *diff, lx_buf *errors)
+{
+    const char *path = gw->config->path;
+    lx_config *c = lx_config_load(path, errors);
+    if (c == NULL) {
+        log_refused(via, path, errors);
+        return -1;
+    }
+    int rc = lx_log_set_file(c->logging.file);
+    if (rc < 0) {
+        lx_buf_printf(errors, "%s: logging.file: cannot open \"%s\" for appending: %s\n", path, c->logging.file,
+                      strerror(-rc));
+        log_refused(via, path, errors);
+        lx_config_unref(c);
+        return -1;
+    }
+    lx_reload_diff_compute(gw->config, c, diff);
+    lx_reload_pin(gw->config, c);
+    lx_config *old = gw->config;
+    gw->config = c;
+    apply_live(gw, old, c);
+    lx_config_unref(old);
+    path = c->path;
+
+    lx_buf changed, restart;
+    lx_buf_init(&changed, 0);
+    lx_buf_init(&restart, 0);
+    lx_keylist_join(&diff->changed, &changed);
+    lx_keylist_join(&diff->restart_required, &restart);
+    LX_INFO(NULL, "config reloaded (%s) from %s; changed: %s", via, path, changed.p);
+    if (diff->restart_required.n)
+        LX_WARN(NULL, "config reload (%s): kept until a restart: %s", via, restart.p);
+    lx_buf_free(&changed);
+    lx_buf_free(&restart);
+    return 0;
+}
+
+/* ---------- graceful shutdown ---------- */
+
+/* Requests waiting for a backend slot will not get one: the queue answers them 503 shutting_down. */
+static void answer_waiting(lx_gateway *gw) { lx_admission_close(gw->admission); }
+
+static void on_shutdown_tick(uv_timer_t *t)
+{
+    lx_gateway *gw = t->data;
+    size_t open = lx_http_server_connections(gw->server);
+    if (open > 0 && lx_now_ns() < gw->shutdown_deadline_ns) return;
+    uv_timer_stop(t);
+    if (open > 0)
+        LX_WARN(NULL, "shutdown: server.shutdown_timeout (%g s) reached; aborting %zu open connection(s)",
+                gw->config->server.shutdown_timeout_s, open);
+    else LX_INFO(NULL, "shutdown: every request finished");
+    lx_gateway_stop(gw); /* lx_observe_stop, in it, writes the usage ledger's last rows */
+}
+
+void lx_gateway_shutdown(lx_gateway *gw)
+{
+    if (gw->server == NULL || gw->shutting_down) return;
+    gw->shutting_down = true;
+    double timeout_s = gw->config->server.shutdown_timeout_s;
+    lx_http_server_stop_accepting(gw->server);
+    answer_waiting(gw);
+    LX_INFO(NULL, "shutdown: not accepting; waiting up to %g s for %zu connection(s)", timeout_s,
+            lx_http_server_connections(gw->server));
+    gw->shutdown_deadline_ns = lx_now_ns() + (uint64_t)(timeout_s * 1e9);
+    uv_timer_start(&gw->shutdown_timer, on_shutdown_tick, 0, SHUTDOWN_POLL_MS);
 }

@@ -1,6 +1,7 @@
 /*
  * lexora: command line, config loading, then the event loop. Everything else is in lexora_core.
- * Exit codes: 0 ok, 1 could not start (e.g. the port is taken), 2 bad command line or config.
+ * Exit codes: 0 ok (also after a graceful shutdown on SIGTERM/SIGINT), 1 could not start (e.g. the port
+ * is taken, logging.file cannot be opened) or a second stop signal, 2 bad command line or config.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,6 +10,7 @@
 
 #include "config.h"
 #include "gateway.h"
+#include "usage_cmd.h"
 #include "utils/log.h"
 
 #define DEFAULT_CONFIG "config/lexora_config.yaml"
@@ -19,9 +21,12 @@ static void usage(FILE *out)
             "Usage: lexora [--config FILE]          run the gateway\n"
             "       lexora --check-config [--config FILE]\n"
             "                                       validate the config, print every problem\n"
+            "       lexora usage [--config FILE] [--since DATE] [--by user|model|day]\n"
+            "                                       print the usage ledger as a table (lexora usage --help)\n"
             "       lexora --version | --help\n"
             "\n"
             "The config file is FILE, else $LEXORA_CONFIG, else " DEFAULT_CONFIG ".\n"
+            "Signals: SIGHUP reloads the config; SIGTERM or SIGINT stop gracefully (a second one at once).\n"
             "Exit codes: 0 ok, 1 could not start, 2 bad command line or config.\n");
 }
 
@@ -73,6 +78,13 @@ static lx_config *load(const char *path)
 
 static int run(lx_config *cfg)
 {
+    int lrc = lx_log_set_file(cfg->logging.file);
+    if (lrc < 0) {
+        fprintf(stderr, "lexora: logging.file: cannot open \"%s\" for appending: %s\n", cfg->logging.file,
+                strerror(-lrc));
+        lx_config_unref(cfg);
+        return 1;
+    }
     lx_log_configure((lx_log_level)cfg->logging.level, cfg->logging.json);
     uv_loop_t *loop = uv_default_loop();
     lx_gateway gw;
@@ -96,6 +108,7 @@ static int run(lx_config *cfg)
 
 int main(int argc, char **argv)
 {
+    if (argc > 1 && strcmp(argv[1], "usage") == 0) return lx_usage_command(argc - 1, argv + 1, DEFAULT_CONFIG);
     options o = {0};
     int rc = parse_args(argc, argv, &o);
     if (rc != 0) return rc < 0 ? 0 : rc;

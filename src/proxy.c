@@ -3,22 +3,36 @@
  *
  *   1 request id (the client's X-Request-Id when sane, else a new one)
  *   2 read the body once: model, stream, max_tokens, x_priority / x_user_id / x_timeout (or headers)
+ *   2b who: lx_auth_identify (auth on: the bearer key's user, else 401 invalid_api_key; auth off: x_user_id,
+ *     X-User-Id, else "anonymous")
  *   3 route: model name → the backend that lists it (else 404 model_not_found naming what is served)
- *   4 rewrite: drop x_*, set the model if absent, ask for usage on every stream
- *   5 forward through the pooled upstream client
+ *   3b rate limits (services/rate_limiter.h): reserve 1 request and the token estimate; over a limit →
+ *     429 (reject mode) or held until it fits (wait mode, within the same deadline as the queue)
+ *   4 admission (services/admission.h): sent on at once if the backend has a free slot and nobody waits,
+ *     else wait in its line (priority, per-user turns, aging) until dispatched, or answered 504
+ *     queue_timeout / 503 queue_full (Retry-After) / 503 shutting_down
+ *   5 rewrite (drop x_*, set the model if absent, ask for usage on every stream, vLLM's "priority" with
+ *     forward_priority) and forward through the pooled upstream client; the slot is given back when the
+ *     upstream request ends, however it ends
  *   6 relay: SSE chunk by chunk as it arrives (usage-only chunk removed if the client did not ask),
  *     or the whole answer (vLLM's flat errors normalised to the OpenAI envelope)
- *   7 account: one access-log line with tokens, latency and Lexora's own overhead
+ *   7 account: one access-log line with tokens, latency and Lexora's own overhead; the rate limiter's
+ *     reservation is reconciled with the real usage (sent to a backend) or refunded (never sent), once,
+ *     in rate_end, before the client has the end of its answer
  *
  * A proxy_req lives from lx_proxy_handle until its answer is complete or the client leaves; it holds
  * a reference to the config snapshot it started with. Once an SSE answer has begun, nothing can be
  * retried: a failure ends the stream with an error event and [DONE].
- * x-lexora-overhead-ms = time since the request was complete − time the upstream request was
- * outstanding; it is what the gateway itself cost the client.
+ * x-lexora-overhead-ms = time since the request was complete − time waiting in the queue (and, in rate-limit
+ * wait mode, for its limit) − time the upstream request was outstanding; it is what the gateway itself
+ * cost the client.
+ * One deadline: x_timeout / X-Timeout / queue.default_timeout bounds the wait for the rate limit and the
+ * wait in the queue together; what the limit took is deducted from what the queue may take.
  * Loop thread only.
  */
 #include "proxy.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <strings.h>
@@ -27,6 +41,11 @@
 #include "api/errors.h"
 #include "api/routes.h"
 #include "api/sse.h"
+#include "services/admission.h"
+#include "services/auth.h"
+#include "services/rate_limiter.h"
+#include "services/stats.h"
+#include "services/tokens.h"
 #include "utils/buf.h"
 #include "utils/id.h"
 #include "utils/log.h"
@@ -58,6 +77,14 @@ typedef struct {
     lx_usage usage;
     uint64_t up_start_ns, up_wait_ns, first_byte_ns;
     const char *priority;
+    lx_priority prio;
+    double queue_timeout_s;   /* x_timeout, X-Timeout, else queue.default_timeout */
+    lx_admit_ticket ticket;   /* its place in the queue, then its backend slot */
+    char priority_member[40]; /* forward_priority: "priority":N */
+    lx_rate_req rate;         /* its rate-limit reservation (services/rate_limiter.h) */
+    bool rate_checked;        /* lx_rate_check was called: answers carry the x-ratelimit-* headers */
+    bool sent;                /* handed to a backend: the end reconciles (finish) instead of refunding */
+    bool rate_ended;          /* rate_end ran */
     lx_err err; /* for the access log when the answer is one of ours */
     bool has_err;
     int status;
@@ -70,7 +97,8 @@ static double ms_between(uint64_t a, uint64_t b) { return b > a ? (double)(b - a
 static double overhead_ms(const proxy_req *p, uint64_t now)
 {
     double total = ms_between(lx_http_req_ready_ns(p->req), now);
-    double waited = (double)p->up_wait_ns / 1e6;
+    double waited = (double)(p->up_wait_ns + p->ticket.waited_ns) / 1e6;
+    if (p->rate_checked && p->cfg->rate_limits.mode == LX_RATE_WAIT) waited += (double)p->rate.result.waited_ms;
     return total > waited ? total - waited : 0.0;
 }
 
@@ -89,16 +117,47 @@ static void access_log(const proxy_req *p, int status)
         .priority = p->priority,
         .latency_ms = ms_between(lx_http_req_start_ns(p->req), now),
         .overhead_ms = overhead_ms(p, now),
+        .queue_wait_ms = (double)p->ticket.waited_ns / 1e6,
         .ttft_ms = p->first_byte_ns ? ms_between(lx_http_req_ready_ns(p->req), p->first_byte_ns) : -1,
         .prompt_tokens = p->usage.prompt_tokens,
         .completion_tokens = p->usage.completion_tokens,
         .stream = p->f.stream,
     };
     lx_log_access(&rec);
+    lx_stats_record(p->gw->stats, &rec);
+}
+
+/* Gives back its place in the queue or its backend slot (the next waiting request is dispatched). */
+static void leave_admission(proxy_req *p)
+{
+    if (p->gw->admission) lx_admission_leave(p->gw->admission, &p->ticket);
+}
+
+/*
+ * The rate limiter's end of the request, exactly once: sent to a backend → the reservation becomes the
+ * real usage (prompt + completion, or -1 when no usage came back: then 1 request + the prompt estimate);
+ * never sent (refused, queue full or timed out, no backend, client gone before dispatch) → refunded.
+ * Either also cancels a check still in flight in Redis or waiting in wait mode.
+ */
+static void rate_end(proxy_req *p)
+{
+    if (p->rate_ended) return;
+    p->rate_ended = true;
+    if (!p->sent) {
+        lx_rate_cancel(&p->rate);
+        return;
+    }
+    long used = -1;
+    if (p->usage.prompt_tokens >= 0 && p->usage.completion_tokens >= 0)
+        used = p->usage.prompt_tokens + p->usage.completion_tokens;
+    else if (p->usage.prompt_tokens >= 0 && p->ep == LX_EP_EMBEDDINGS) used = p->usage.prompt_tokens;
+    lx_rate_finish(&p->rate, used);
 }
 
 static void proxy_free(proxy_req *p)
 {
+    rate_end(p);
+    leave_admission(p);
     lx_buf_free(&p->up_req_body);
     lx_buf_free(&p->up_body);
     lx_sse_free(&p->sse);
@@ -112,35 +171,62 @@ static void proxy_free(proxy_req *p)
  */
 static void detach(proxy_req *p, int status)
 {
+    rate_end(p); /* before the answer ends: the client's next request sees the reconciled usage */
     access_log(p, status);
     lx_http_req_set_data(p->req, NULL);
 }
 
-static void fail(proxy_req *p, lx_err e, const char *message, const char *param)
+/* An error of ours: the envelope, X-Request-Id, the x-ratelimit-* headers once checked, and extra. */
+static void fail_h(proxy_req *p, lx_err e, const char *message, const char *param, const lx_http_header *extra,
+                   size_t n_extra)
 {
     p->err = e;
     p->has_err = true;
+    lx_buf body;
+    lx_buf_init(&body, 0);
+    lx_err_body(&body, e, message, param);
+    lx_http_header h[4 + LX_RATE_MAX_HEADERS];
+    size_t n = 0;
+    h[n++] = (lx_http_header){"Content-Type", "application/json"};
+    h[n++] = (lx_http_header){"X-Request-Id", p->request_id};
+    for (size_t i = 0; i < n_extra && n < 4; i++) h[n++] = extra[i];
+    lx_rate_headers rh = {0};
+    if (p->rate_checked) lx_rate_headers_fill(&p->rate.result, &rh);
+    for (size_t i = 0; i < rh.n; i++) h[n++] = (lx_http_header){rh.name[i], rh.value[i]};
     detach(p, lx_err_get(e)->status);
-    lx_respond_error(p->req, e, message, param, p->request_id);
+    lx_http_respond(p->req, lx_err_get(e)->status, h, n, body.p, body.len);
+    lx_buf_free(&body);
     proxy_free(p);
+}
+
+static void fail(proxy_req *p, lx_err e, const char *message, const char *param)
+{
+    fail_h(p, e, message, param, NULL, 0);
 }
 
 /* ---------- answering ---------- */
 
 typedef struct {
-    lx_http_header h[6];
+    lx_http_header h[7 + LX_RATE_MAX_HEADERS];
     size_t n;
     char overhead[32];
+    char queue_wait[32];
+    lx_rate_headers rate;
 } answer_headers;
 
 static void answer_headers_init(answer_headers *a, const proxy_req *p, const char *content_type)
 {
     snprintf(a->overhead, sizeof a->overhead, "%.3f", overhead_ms(p, lx_now_ns()));
+    snprintf(a->queue_wait, sizeof a->queue_wait, "%.3f", (double)p->ticket.waited_ns / 1e6);
     a->n = 0;
     a->h[a->n++] = (lx_http_header){"Content-Type", content_type};
     a->h[a->n++] = (lx_http_header){"X-Request-Id", p->request_id};
     a->h[a->n++] = (lx_http_header){"X-Lexora-Overhead-Ms", a->overhead};
+    a->h[a->n++] = (lx_http_header){"X-Lexora-Queue-Wait-Ms", a->queue_wait};
     if (p->backend) a->h[a->n++] = (lx_http_header){"X-Lexora-Backend", p->backend->name};
+    a->rate.n = 0;
+    if (p->rate_checked) lx_rate_headers_fill(&p->rate.result, &a->rate);
+    for (size_t i = 0; i < a->rate.n; i++) a->h[a->n++] = (lx_http_header){a->rate.name[i], a->rate.value[i]};
 }
 
 static void respond_buffered(proxy_req *p)
@@ -272,6 +358,7 @@ static void on_up_done(lx_upstream *u, lx_up_result r, const char *detail, void 
     (void)u;
     proxy_req *p = ud;
     p->up = NULL;
+    leave_admission(p); /* the slot is free before the client has its answer */
     p->up_wait_ns = lx_now_ns() - p->up_start_ns;
     if (p->relaying) {
         finish_stream(p, r, detail);
@@ -281,6 +368,7 @@ static void on_up_done(lx_upstream *u, lx_up_result r, const char *detail, void 
         respond_buffered(p);
         return;
     }
+    if (r == LX_UP_CONNECT) p->sent = false; /* no connection: the backend never saw it, nothing is charged */
     char msg[256];
     upstream_failure_message(p, r, detail, msg, sizeof msg);
     LX_WARN(p->request_id, "%s", msg);
@@ -306,27 +394,65 @@ static void set_request_id(proxy_req *p)
     else lx_request_id_new(p->request_id);
 }
 
-/* x_user_id from the body, else the X-User-Id header, else "anonymous". */
-static void set_user(proxy_req *p)
+/*
+ * Who the caller is (services/auth.h): with auth on, the user of its bearer key (x_user_id and X-User-Id
+ * cannot change it); else x_user_id from the body (when scanned), the X-User-Id header, or "anonymous".
+ * False after answering 401 invalid_api_key.
+ */
+static bool set_user(proxy_req *p, bool scanned)
 {
-    lx_slice v = p->f.x_user_id;
-    if (!p->f.has_x_user_id && !lx_http_req_header(p->req, "x-user-id", &v)) v = LX_SLICE_LIT("anonymous");
-    copy_slice(p->user, sizeof p->user, v);
+    lx_auth_request ar = {0};
+    ar.has_authorization = lx_http_req_header(p->req, "authorization", &ar.authorization);
+    ar.has_header_user = lx_http_req_header(p->req, "x-user-id", &ar.header_user);
+    if (scanned) {
+        ar.body_user = p->f.x_user_id;
+        ar.has_body_user = p->f.has_x_user_id;
+    }
+    lx_slice user;
+    lx_auth_status st = lx_auth_identify(p->cfg, &ar, &user);
+    if (st == LX_AUTH_OK) {
+        copy_slice(p->user, sizeof p->user, user);
+        return true;
+    }
+    copy_slice(p->user, sizeof p->user, LX_SLICE_LIT("-"));
+    static const lx_http_header h[] = {{"WWW-Authenticate", "Bearer"}};
+    fail_h(p, LX_ERR_INVALID_API_KEY, lx_auth_message(st), NULL, h, LX_ARRAY_LEN(h));
+    return false;
 }
 
 /* x_priority from the body, else the X-Priority header, else normal. False for an unknown name. */
 static bool set_priority(proxy_req *p)
 {
-    static const char *const names[] = {"high", "normal", "low"};
     lx_slice v = p->f.x_priority;
-    p->priority = "normal";
+    p->prio = LX_PRIO_NORMAL;
+    p->priority = lx_priority_name(p->prio);
     if (!p->f.has_x_priority && !lx_http_req_header(p->req, "x-priority", &v)) return true;
-    for (size_t i = 0; i < LX_ARRAY_LEN(names); i++)
-        if (lx_slice_eq(v, names[i])) {
-            p->priority = names[i];
-            return true;
-        }
-    return false;
+    int cls = lx_priority_parse(v.p, v.len);
+    if (cls < 0) return false;
+    p->prio = (lx_priority)cls;
+    p->priority = lx_priority_name(p->prio);
+    return true;
+}
+
+/* x_timeout from the body, else the X-Timeout header (a positive number of seconds), else
+ * queue.default_timeout: the longest wait in the queue. False for a header that is not such a number. */
+static bool set_queue_timeout(proxy_req *p)
+{
+    lx_slice v;
+    p->queue_timeout_s = p->cfg->queue.default_timeout_s;
+    if (p->f.has_x_timeout) {
+        p->queue_timeout_s = p->f.x_timeout;
+        return true;
+    }
+    if (!lx_http_req_header(p->req, "x-timeout", &v)) return true;
+    char text[32], *end;
+    if (v.len == 0 || v.len >= sizeof text) return false;
+    memcpy(text, v.p, v.len);
+    text[v.len] = '\0';
+    double t = strtod(text, &end);
+    if (*end != '\0' || !isfinite(t) || t <= 0) return false;
+    p->queue_timeout_s = t;
+    return true;
 }
 
 static void models_served(const lx_config *c, lx_buf *out)
@@ -365,6 +491,10 @@ static lx_slice upstream_body(proxy_req *p)
         .force_include_usage = p->f.stream && p->ep != LX_EP_EMBEDDINGS,
         .extra = NULL,
     };
+    if (p->backend->forward_priority) {
+        snprintf(p->priority_member, sizeof p->priority_member, "\"priority\":%ld", p->ticket.priority_value);
+        o.extra = p->priority_member;
+    }
     if (lx_body_rewrite_is_noop(&p->f, &o)) return body;
     lx_buf_init(&p->up_req_body, 0);
     lx_body_rewrite(body.p, body.len, &p->f, &o, &p->up_req_body);
@@ -390,7 +520,143 @@ static void forward(proxy_req *p)
     };
     lx_buf_init(&p->up_body, p->cfg->server.max_response_bytes);
     p->up_start_ns = lx_now_ns();
+    p->sent = true;
     p->up = lx_upstream_start(p->gw->client, &ur, &upstream_cbs, p);
+}
+
+/* ---------- waiting for a backend slot ---------- */
+
+static proxy_req *of_ticket(lx_admit_ticket *t) { return (proxy_req *)((char *)t - offsetof(proxy_req, ticket)); }
+
+/* 503 queue_full with Retry-After: the queue's recent mean wait, so the retry finds room. */
+static void fail_queue_full(proxy_req *p, const char *message)
+{
+    char retry_after[16];
+    snprintf(retry_after, sizeof retry_after, "%u", lx_admission_retry_after_s(p->gw->admission));
+    const lx_http_header h[] = {{"Retry-After", retry_after}};
+    fail_h(p, LX_ERR_QUEUE_FULL, message, NULL, h, LX_ARRAY_LEN(h));
+}
+
+static void on_dispatch(lx_admit_ticket *t)
+{
+    proxy_req *p = of_ticket(t);
+    LX_DEBUG(p->request_id, "dispatched to %s after %.3f ms in the queue", p->backend->name,
+             (double)t->waited_ns / 1e6);
+    forward(p);
+}
+
+static void on_reject(lx_admit_ticket *t, lx_admit_reject why)
+{
+    proxy_req *p = of_ticket(t);
+    char msg[256];
+    switch (why) {
+    case LX_ADMIT_TIMEOUT:
+        snprintf(msg, sizeof msg,
+                 "No slot on backend %s within %g s (x_timeout, else queue.default_timeout); "
+                 "the request was not sent",
+                 p->backend->name, p->queue_timeout_s);
+        fail(p, LX_ERR_QUEUE_TIMEOUT, msg, NULL);
+        return;
+    case LX_ADMIT_DISPLACED:
+        fail_queue_full(p, "The request queue is full and this request gave its place to one of higher priority; "
+                           "try again later");
+        return;
+    case LX_ADMIT_SHUTDOWN:
+        fail(p, LX_ERR_SHUTTING_DOWN, "The gateway is shutting down; the request was not sent", NULL);
+        return;
+    }
+}
+
+static const lx_admit_cbs admit_cbs = {on_dispatch, on_reject};
+
+static void admit(proxy_req *p)
+{
+    char msg[160];
+    /* one deadline: what waiting for the rate limit took is no longer the queue's to take */
+    double timeout_s = p->queue_timeout_s - (double)p->rate.result.waited_ms / 1000.0;
+    if (timeout_s < 0.001) timeout_s = 0.001;
+    switch (lx_admission_submit(p->gw->admission, &p->ticket, &admit_cbs, p->backend->name, p->user, p->prio,
+                                timeout_s)) {
+    case LX_ADMIT_NOW:
+        forward(p);
+        return;
+    case LX_ADMIT_QUEUED:
+        return;
+    case LX_ADMIT_FULL:
+        snprintf(msg, sizeof msg, "The request queue is full (queue.max_size %ld); try again later",
+                 p->cfg->queue.max_size);
+        fail_queue_full(p, msg);
+        return;
+    case LX_ADMIT_CLOSED:
+        fail(p, LX_ERR_SHUTTING_DOWN, "The gateway is shutting down; the request was not sent", NULL);
+        return;
+    }
+}
+
+/* ---------- rate limits ---------- */
+
+static proxy_req *of_rate(lx_rate_req *r) { return (proxy_req *)((char *)r - offsetof(proxy_req, rate)); }
+
+/* 429: the OpenAI envelope (type requests or tokens, code rate_limit_exceeded) and its headers. */
+static void fail_rate_limited(proxy_req *p)
+{
+    lx_err e = lx_rate_error(&p->rate);
+    p->err = e;
+    p->has_err = true;
+    lx_stats_ratelimit_refused(p->gw->stats,
+                               p->rate.result.kind == LX_RATE_TOKENS ? LX_STATS_RL_TOKENS : LX_STATS_RL_REQUESTS,
+                               p->user);
+    char msg[320];
+    lx_rate_message(&p->rate, msg, sizeof msg);
+    LX_INFO(p->request_id, "%s", msg);
+    lx_buf body;
+    lx_buf_init(&body, 0);
+    lx_rate_error_body(&p->rate, &body);
+    lx_rate_headers rh;
+    lx_rate_headers_fill(&p->rate.result, &rh);
+    lx_http_header h[2 + LX_RATE_MAX_HEADERS];
+    size_t n = 0;
+    h[n++] = (lx_http_header){"Content-Type", "application/json"};
+    h[n++] = (lx_http_header){"X-Request-Id", p->request_id};
+    for (size_t i = 0; i < rh.n; i++) h[n++] = (lx_http_header){rh.name[i], rh.value[i]};
+    int status = lx_err_get(e)->status;
+    detach(p, status);
+    lx_http_respond(p->req, status, h, n, body.p, body.len);
+    lx_buf_free(&body);
+    proxy_free(p);
+}
+
+static void on_rate(lx_rate_req *r, void *ud)
+{
+    (void)ud;
+    proxy_req *p = of_rate(r);
+    if (r->result.verdict != LX_RATE_ALLOWED) {
+        fail_rate_limited(p);
+        return;
+    }
+    if (r->result.waited_ms > 0)
+        LX_DEBUG(p->request_id, "rate limit: admitted after %lld ms", (long long)r->result.waited_ms);
+    admit(p);
+}
+
+/* Reserves 1 request and the token estimate against the user's limits; on_rate goes on (or answers 429).
+ * The check is the caller's last statement: on_rate may run before it returns. */
+static void check_rate(proxy_req *p)
+{
+    lx_slice body = lx_http_req_body(p->req);
+    lx_token_estimate est;
+    lx_tokens_estimate(body.p, body.len, &est);
+    long tokens = lx_tokens_reserve(&est, p->f.max_tokens, p->cfg->rate_limits.default_max_tokens,
+                                    p->ep != LX_EP_EMBEDDINGS);
+    double wait_ms = p->queue_timeout_s * 1000.0;
+    lx_rate_ask ask = {
+        .user = p->user,
+        .prompt_tokens = est.prompt_tokens,
+        .tokens = tokens,
+        .max_wait_ms = wait_ms > 9e15 ? (int64_t)9e15 : (int64_t)wait_ms,
+    };
+    p->rate_checked = true;
+    lx_rate_check(p->gw->rate_limiter, &p->rate, &ask, on_rate, p);
 }
 
 void lx_proxy_handle(lx_gateway *gw, lx_http_req *req, lx_endpoint ep)
@@ -403,30 +669,42 @@ void lx_proxy_handle(lx_gateway *gw, lx_http_req *req, lx_endpoint ep)
     p->usage = (lx_usage){-1, -1};
     lx_http_req_set_data(req, p);
     set_request_id(p);
+    /* with auth on, the key is checked before the body: a caller without one learns nothing about it */
+    if (p->cfg->auth.enabled && !set_user(p, false)) return;
     lx_slice body = lx_http_req_body(req);
     lx_body_error berr;
     if (lx_body_scan(body.p, body.len, &p->f, &berr) != 0) {
-        copy_slice(p->user, sizeof p->user, LX_SLICE_LIT("-"));
+        if (!p->cfg->auth.enabled) copy_slice(p->user, sizeof p->user, LX_SLICE_LIT("-"));
         fail(p, berr.err, berr.message, berr.param);
         return;
     }
-    set_user(p);
+    if (!p->cfg->auth.enabled && !set_user(p, true)) return;
     if (!set_priority(p)) {
         fail(p, LX_ERR_INVALID_FIELD, "x_priority must be one of: high, normal, low", "x_priority");
         return;
     }
+    if (!set_queue_timeout(p)) {
+        fail(p, LX_ERR_INVALID_FIELD, "X-Timeout must be a positive number of seconds", "x_timeout");
+        return;
+    }
     if (!route(p)) return;
-    forward(p);
+    check_rate(p);
 }
 
 void lx_proxy_abort(lx_http_req *req)
 {
     proxy_req *p = lx_http_req_data(req);
     if (p == NULL) return;
+    if (!p->sent && p->ticket.state == LX_TICKET_IDLE)
+        LX_INFO(p->request_id, "client went away during its rate-limit check or wait; never sent");
+    else if (p->ticket.state == LX_TICKET_WAITING || p->ticket.state == LX_TICKET_REJECTING)
+        LX_INFO(p->request_id, "client went away while waiting in the queue; never sent");
+    else LX_INFO(p->request_id, "client went away; upstream request cancelled");
     if (p->up) lx_upstream_cancel(p->up);
     p->up = NULL;
-    LX_INFO(p->request_id, "client went away; upstream request cancelled");
+    leave_admission(p);
     if (p->relaying) p->usage = p->sse.usage;
+    rate_end(p); /* mid-answer: reconciled with what usage came; before dispatch: refunded */
     access_log(p, 499);
     proxy_free(p);
 }

@@ -9,6 +9,8 @@
  *   it) except a path that does not exist, "not_found_error"; every 5xx Lexora produces, its own
  *   or an upstream failure, is "server_error" (the type OpenAI uses for 5xx). "upstream_error" is
  *   only the type of a generic envelope made from an upstream body that had no readable message.
+ *   429s are OpenAI's: type "requests" or "tokens", both with code "rate_limit_exceeded" (the one
+ *   code two rows share; every other code is unique).
  * - retryable: could the same request succeed later or on another backend. Client mistakes are
  *   not; upstream failures, timeouts and overload are; an internal error is not (a bug stays).
  * - Bodies are built by escaping every string into the buffer; on a full buffer the buffer is left
@@ -48,6 +50,20 @@ static const err_row table[] = {
                                       "The backend sent an invalid response."},
     [LX_ERR_TOO_MANY_CONNECTIONS] = {{503, SERVER, "too_many_connections", true}, "Too many connections."},
     [LX_ERR_UPSTREAM_TIMEOUT] = {{504, SERVER, "upstream_timeout", true}, "The backend did not answer in time."},
+    [LX_ERR_CONFIG_INVALID] = {{400, BAD_REQ, "config_invalid", false},
+                               "The config file has problems; the running config stays."},
+    [LX_ERR_ADMIN_UNAUTHORIZED] = {{401, BAD_REQ, "invalid_admin_token", false},
+                                   "Admin endpoints need Authorization: Bearer <admin token>."},
+    [LX_ERR_ADMIN_FORBIDDEN] = {{403, BAD_REQ, "admin_forbidden", false},
+                                "No admin token is configured: admin endpoints answer only to loopback clients."},
+    [LX_ERR_SHUTTING_DOWN] = {{503, SERVER, "shutting_down", true}, "The gateway is shutting down."},
+    [LX_ERR_INVALID_API_KEY] = {{401, BAD_REQ, "invalid_api_key", false},
+                                "Missing or unknown API key: send Authorization: Bearer <key>."},
+    [LX_ERR_RATE_LIMIT_REQUESTS] = {{429, "requests", "rate_limit_exceeded", true}, "Rate limit reached for requests."},
+    [LX_ERR_RATE_LIMIT_TOKENS] = {{429, "tokens", "rate_limit_exceeded", true}, "Rate limit reached for tokens."},
+    [LX_ERR_QUEUE_FULL] = {{503, SERVER, "queue_full", true}, "The request queue is full; try again later."},
+    [LX_ERR_QUEUE_TIMEOUT] = {{504, SERVER, "queue_timeout", true},
+                              "The request waited in the queue longer than its timeout."},
 };
 
 _Static_assert(LX_ARRAY_LEN(table) == LX_ERR_COUNT, "one row per lx_err");

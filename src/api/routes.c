@@ -1,14 +1,20 @@
 /*
  * Routes: the path table and Lexora's own small endpoints. The OpenAI proxy endpoints go to
  * proxy.c; /v1/models is answered here from the config (every enabled backend's models, merged,
- * first backend wins on a duplicate name), without asking the backends.
+ * first backend wins on a duplicate name), without asking the backends. The /admin/ endpoints need
+ * the admin token (or, with none configured, a loopback client).
  */
 #include "api/routes.h"
 
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <stdio.h>
+#include <strings.h>
 
 #include "api/errors.h"
+#include "api/observe.h"
 #include "proxy.h"
+#include "reload.h"
 #include "utils/buf.h"
 #include "utils/log.h"
 
@@ -24,12 +30,16 @@ static void chat(lx_gateway *gw, lx_http_req *req) { lx_proxy_handle(gw, req, LX
 static void completions(lx_gateway *gw, lx_http_req *req) { lx_proxy_handle(gw, req, LX_EP_COMPLETIONS); }
 static void embeddings(lx_gateway *gw, lx_http_req *req) { lx_proxy_handle(gw, req, LX_EP_EMBEDDINGS); }
 static void models_list(lx_gateway *gw, lx_http_req *req);
+static void admin_reload(lx_gateway *gw, lx_http_req *req);
 
 static const route routes[] = {
     {"/v1/chat/completions", "POST", chat},
     {"/v1/completions", "POST", completions},
     {"/v1/embeddings", "POST", embeddings},
     {"/v1/models", "GET", models_list},
+    {"/admin/reload", "POST", admin_reload},
+    {"/stats", "GET", lx_observe_stats},
+    {"/metrics", "GET", lx_observe_metrics},
 };
 
 static void respond_error_h(lx_http_req *req, lx_err e, const char *message, const char *param,
@@ -118,6 +128,80 @@ static void model_get(lx_gateway *gw, lx_http_req *req, lx_slice id)
     lx_buf_init(&out, 0);
     model_object(&out, gw, b, name);
     respond_json(req, 200, &out);
+    lx_buf_free(&out);
+}
+
+/* ---------- /admin/... ---------- */
+
+/* Equal, in time that depends on neither the token nor how much of it was guessed: digests compared. */
+static bool token_equal(lx_slice given, const char *token)
+{
+    unsigned char a[EVP_MAX_MD_SIZE], b[EVP_MAX_MD_SIZE];
+    unsigned int na = 0, nb = 0;
+    if (!EVP_Digest(given.p, given.len, a, &na, EVP_sha256(), NULL) ||
+        !EVP_Digest(token, strlen(token), b, &nb, EVP_sha256(), NULL) || na != nb)
+        return false;
+    return CRYPTO_memcmp(a, b, na) == 0;
+}
+
+/*
+ * Admin endpoints need "Authorization: Bearer <admin.token>"; with no token configured they answer only
+ * to loopback clients. Returns true when req may go on; otherwise it has been answered (401 or 403).
+ */
+static bool admin_allowed(lx_gateway *gw, lx_http_req *req)
+{
+    const char *token = gw->config->admin.token;
+    lx_slice path = lx_http_req_path(req);
+    if (token == NULL) {
+        if (lx_http_req_peer_is_loopback(req)) return true;
+        LX_WARN(NULL, "%.*s from %s refused: no admin token is configured, so loopback clients only", (int)path.len,
+                path.p, lx_http_req_peer(req));
+        lx_respond_error(req, LX_ERR_ADMIN_FORBIDDEN,
+                         "No admin token is configured (admin.token or admin.token_file): admin endpoints answer "
+                         "only to loopback clients.",
+                         NULL, NULL);
+        return false;
+    }
+    lx_slice v;
+    if (lx_http_req_header(req, "authorization", &v) && v.len > 7 && strncasecmp(v.p, "Bearer ", 7) == 0) {
+        size_t skip = 7;
+        while (skip < v.len && v.p[skip] == ' ') skip++;
+        size_t end = v.len;
+        while (end > skip && v.p[end - 1] == ' ') end--;
+        if (token_equal((lx_slice){v.p + skip, end - skip}, token)) return true;
+    }
+    LX_WARN(NULL, "%.*s from %s refused: missing or wrong admin token", (int)path.len, path.p, lx_http_req_peer(req));
+    lx_http_header h = {"WWW-Authenticate", "Bearer realm=\"lexora-admin\""};
+    respond_error_h(req, LX_ERR_ADMIN_UNAUTHORIZED,
+                    "Missing or wrong admin token: send Authorization: Bearer <admin.token>.", NULL, &h);
+    return false;
+}
+
+/* POST /admin/reload: 200 {"status":"reloaded","changed":[...],"restart_required":[...]}, or 400 config_invalid. */
+static void admin_reload(lx_gateway *gw, lx_http_req *req)
+{
+    if (!admin_allowed(gw, req)) return;
+    if (gw->shutting_down) {
+        lx_respond_error(req, LX_ERR_SHUTTING_DOWN, "The gateway is shutting down; it does not reload.", NULL, NULL);
+        return;
+    }
+    lx_reload_diff d = {0};
+    lx_buf errors, out;
+    lx_buf_init(&errors, 0);
+    lx_buf_init(&out, 0);
+    if (lx_gateway_reload(gw, "POST /admin/reload", &d, &errors) == 0) {
+        lx_buf_append_str(&out, "{\"status\":\"reloaded\",");
+        lx_reload_diff_json(&d, &out);
+        lx_buf_append_str(&out, "}");
+        respond_json(req, 200, &out);
+        lx_reload_diff_free(&d);
+    } else {
+        while (errors.len && errors.p[errors.len - 1] == '\n') errors.p[--errors.len] = '\0';
+        lx_buf_printf(&out, "The config was not reloaded; the running config stays. Problems:\n%s",
+                      errors.p ? errors.p : "");
+        lx_respond_error(req, LX_ERR_CONFIG_INVALID, out.p, NULL, NULL);
+    }
+    lx_buf_free(&errors);
     lx_buf_free(&out);
 }
 

@@ -233,6 +233,7 @@ static int head_begin(lx_conn *c, lx_buf *h, int status, const lx_http_header *h
     int rc = lx_buf_printf(h, "HTTP/1.1 %d %s\r\nDate: %s\r\n", status, lx_http_reason(status), http_date(s));
     if (s->opts.server_name) rc |= lx_buf_printf(h, "Server: %s\r\n", s->opts.server_name);
     for (size_t i = 0; i < n; i++) rc |= lx_buf_printf(h, "%s: %s\r\n", hdrs[i].name, hdrs[i].value);
+    if (!s->accepting) c->keep_alive = false; /* shutting down: this answer is the connection's last */
     rc |= lx_buf_append_str(h, c->keep_alive ? "Connection: keep-alive\r\n" : "Connection: close\r\n");
     return rc;
 }
@@ -593,7 +594,7 @@ static void conn_request_done(lx_conn *c)
 {
     if (c->state == CONN_CLOSING) return;
     c->req.state = REQ_NONE;
-    if (!c->keep_alive) {
+    if (!c->keep_alive || !c->srv->accepting) {
         conn_linger(c);
         return;
     }

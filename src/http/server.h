@@ -55,7 +55,8 @@ typedef struct {
 
 /* Binds and listens. Returns 0, or a negative libuv error code (e.g. UV_EADDRINUSE). */
 int lx_http_server_start(uv_loop_t *loop, const lx_http_server_opts *opts, lx_http_server **out);
-/* Stops accepting; open connections finish their current request, then close. */
+/* Stops accepting: the listener closes (new connections are refused), idle keep-alive connections close,
+ * and a connection with a request in flight finishes it (its answer says Connection: close), then closes. */
 void lx_http_server_stop_accepting(lx_http_server *s);
 /* Closes the listener and every connection (aborting their requests), then frees the server. */
 void lx_http_server_close(lx_http_server *s);

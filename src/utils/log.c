@@ -7,12 +7,15 @@
  */
 #include "utils/log.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/time.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "utils/buf.h"
 
@@ -42,6 +45,25 @@ void lx_log_configure(lx_log_level level, bool json)
         setvbuf(stderr, stderr_buf, _IOFBF, sizeof stderr_buf);
         log_buffered = true;
     }
+}
+
+static int saved_stderr = -1; /* the stderr the process started with, once a file replaced it */
+
+int lx_log_set_file(const char *path)
+{
+    int fd;
+    if (path == NULL) {
+        if (saved_stderr < 0) return 0;
+        fd = saved_stderr;
+    } else {
+        fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+        if (fd < 0) return -errno;
+        if (saved_stderr < 0) saved_stderr = fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3);
+    }
+    fflush(stderr);
+    int rc = dup2(fd, STDERR_FILENO) < 0 ? -errno : 0;
+    if (path != NULL) close(fd);
+    return rc;
 }
 
 bool lx_log_json(void) { return log_json; }

@@ -1,5 +1,5 @@
 /*
- * Logging: leveled lines to stderr (or a file), as text or as JSON objects, one per line.
+ * Logging: leveled lines to stderr (or a file, logging.file), as text or as JSON objects, one per line.
  *
  * LX_LOG checks the level before any formatting is done (redis serverLog), so a disabled DEBUG line
  * costs one comparison. Lines about a request carry its request id. Output is fully buffered and
@@ -22,6 +22,14 @@ int lx_log_level_parse(const char *name);
 const char *lx_log_level_name(lx_log_level level);
 
 void lx_log_configure(lx_log_level level, bool json);
+/*
+ * Where lines go: path (opened for appending, created 0640 if absent) or, with NULL, the standard error
+ * the process started with. The file becomes the process's stderr (dup2), so whatever else writes there
+ * (a sanitizer, a library) lands in it too, and any thread's write is safe across the switch. Calling it
+ * again with the same path reopens the file: a rotated log (logrotate's move-then-signal) starts anew.
+ * Returns 0, or -errno with the output left as it was.
+ */
+int lx_log_set_file(const char *path);
 bool lx_log_json(void);
 void lx_log_flush(void);
 

@@ -27,6 +27,17 @@ export function freePort() {
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+/** Polls cond() (sync or async) every stepMs until it is truthy; throws after ms with what. */
+export async function waitFor(cond, what, { ms = 5000, stepMs = 20 } = {}) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await cond();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await sleep(stepMs);
+  }
+}
+
 function canConnect(port) {
   return new Promise((resolve) => {
     const s = net.connect(port, '127.0.0.1');
@@ -35,7 +46,7 @@ function canConnect(port) {
   });
 }
 
-async function waitForPort(port, proc, what) {
+export async function waitForPort(port, proc, what) {
   const deadline = Date.now() + 15000;
   while (Date.now() < deadline) {
     if (proc.exitCode !== null) throw new Error(`${what} exited with ${proc.exitCode}:\n${proc.output()}`);
@@ -47,8 +58,9 @@ async function waitForPort(port, proc, what) {
 
 const SANITIZER = /AddressSanitizer|LeakSanitizer|runtime error:|UndefinedBehaviorSanitizer/;
 
-function launch(bin, args, what, env = {}) {
-  const child = spawn(bin, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+/** Spawns bin (options: env, cwd) and returns { child, exitCode, output(), exited, stop() }. */
+export function launch(bin, args, what, env = {}, { cwd } = {}) {
+  const child = spawn(bin, args, { cwd, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   child.stdout.on('data', (d) => { out += d; });
   child.stderr.on('data', (d) => { out += d; });
@@ -131,7 +143,10 @@ export async function startLexora(config, { env = {} } = {}) {
   const proc = launch(LEXORA_BIN, ['--config', file], 'lexora', env);
   await waitForPort(port, proc, 'lexora');
   const url = `http://127.0.0.1:${port}`;
-  return { port, url, proc, file, stop: () => proc.stop(), logs: () => proc.output() };
+  return {
+    port, url, proc, file, stop: () => proc.stop(), logs: () => proc.output(),
+    signal: (sig) => proc.child.kill(sig),
+  };
 }
 
 /** Runs lexora with arguments to completion: { code, stdout, stderr }. */
