@@ -65,7 +65,8 @@ typedef struct {
     char model[256];
     char url[1024];
     char hdr_request_id[LX_REQUEST_ID_MAX + 16];
-    const char *curl_headers[3];
+    char *hdr_auth;            /* "Authorization: Bearer <backends.NAME.api_key>", or NULL */
+    const char *curl_headers[4];
     lx_body_fields f;
     lx_buf up_req_body; /* the rewritten body, when the original could not be sent as it is */
     lx_upstream *up;
@@ -160,6 +161,7 @@ static void proxy_free(proxy_req *p)
     leave_admission(p);
     lx_buf_free(&p->up_req_body);
     lx_buf_free(&p->up_body);
+    free(p->hdr_auth);
     lx_sse_free(&p->sse);
     lx_config_unref(p->cfg);
     free(p);
@@ -505,9 +507,18 @@ static void forward(proxy_req *p)
 {
     snprintf(p->url, sizeof p->url, "%s%s", p->backend->url, endpoint_paths[p->ep]);
     snprintf(p->hdr_request_id, sizeof p->hdr_request_id, "X-Request-Id: %s", p->request_id);
-    p->curl_headers[0] = "Content-Type: application/json";
-    p->curl_headers[1] = p->hdr_request_id;
-    p->curl_headers[2] = NULL;
+    size_t n = 0;
+    p->curl_headers[n++] = "Content-Type: application/json";
+    p->curl_headers[n++] = p->hdr_request_id;
+    if (p->backend->api_key) {
+        lx_buf auth;
+        lx_buf_init(&auth, 0);
+        lx_buf_printf(&auth, "Authorization: Bearer %s", p->backend->api_key);
+        free(p->hdr_auth);
+        p->hdr_auth = lx_buf_steal(&auth, NULL);
+        p->curl_headers[n++] = p->hdr_auth;
+    }
+    p->curl_headers[n] = NULL;
     lx_slice body = upstream_body(p);
     lx_upstream_req ur = {
         .method = "POST",

@@ -109,3 +109,22 @@ describe('routing by model', () => {
     }
   });
 });
+
+describe('backend credentials', () => {
+  test("backends.NAME.api_key is sent as the backend's bearer token, never the client's", async () => {
+    const sim = await startSim(['--model', 'qwen3-32b']);
+    const lx = await startLexora(configFor(sim.url, {
+      extra: { backends: { vllm: { url: sim.url, models: ['qwen3-32b'], api_key: 'sk-backend-1' } } },
+    }));
+    try {
+      const r = await post(`${lx.url}/v1/chat/completions`, chat(),
+        { 'x-request-id': 'cred-1', authorization: 'Bearer client-key' });
+      assert.equal(r.status, 200, r.text);
+      const [seen] = (await sim.requests()).filter((q) => q.request_id === 'cred-1');
+      assert.equal(seen.headers.authorization, 'Bearer sk-backend-1');
+    } finally {
+      await lx.stop();
+      await sim.stop();
+    }
+  });
+});
