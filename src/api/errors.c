@@ -34,7 +34,6 @@ typedef struct {
 static const err_row table[] = {
     [LX_ERR_INVALID_JSON] = {{400, BAD_REQ, "invalid_json", false}, "The request body is not a valid JSON object."},
     [LX_ERR_INVALID_FIELD] = {{400, BAD_REQ, "invalid_value", false}, "A field of the request has an invalid value."},
-    [LX_ERR_MISSING_FIELD] = {{400, BAD_REQ, "missing_field", false}, "A required field is missing."},
     [LX_ERR_BAD_REQUEST] = {{400, BAD_REQ, "bad_request", false}, "The HTTP request is malformed."},
     [LX_ERR_NOT_FOUND] = {{404, "not_found_error", "not_found", false}, "No such endpoint."},
     [LX_ERR_MODEL_NOT_FOUND] = {{404, BAD_REQ, "model_not_found", false}, "The model does not exist."},
@@ -42,8 +41,6 @@ static const err_row table[] = {
     [LX_ERR_REQUEST_TIMEOUT] = {{408, BAD_REQ, "request_timeout", true}, "The request did not arrive in time."},
     [LX_ERR_BODY_TOO_LARGE] = {{413, BAD_REQ, "request_too_large", false}, "The request body is too large."},
     [LX_ERR_HEADER_TOO_LARGE] = {{431, BAD_REQ, "header_too_large", false}, "The request headers are too large."},
-    [LX_ERR_UNSUPPORTED_MEDIA] = {{415, BAD_REQ, "unsupported_media_type", false},
-                                  "The request body must be application/json."},
     [LX_ERR_INTERNAL] = {{500, SERVER, "internal_error", false}, "Internal error."},
     [LX_ERR_UPSTREAM_UNAVAILABLE] = {{502, SERVER, "upstream_unavailable", true}, "The backend could not be reached."},
     [LX_ERR_UPSTREAM_BAD_RESPONSE] = {{502, SERVER, "upstream_bad_response", true},

@@ -17,7 +17,6 @@
 typedef enum {
     LX_ERR_INVALID_JSON = 0,       /* 400 invalid_json: the body is not a JSON object */
     LX_ERR_INVALID_FIELD,          /* 400 invalid_value: a field has the wrong type or range (param names it) */
-    LX_ERR_MISSING_FIELD,          /* 400 missing_field: a required field is absent (param names it) */
     LX_ERR_BAD_REQUEST,            /* 400 bad_request: malformed HTTP */
     LX_ERR_NOT_FOUND,              /* 404 not_found: no such path */
     LX_ERR_MODEL_NOT_FOUND,        /* 404 model_not_found: no enabled backend serves the model */
@@ -25,7 +24,6 @@ typedef enum {
     LX_ERR_REQUEST_TIMEOUT,        /* 408 request_timeout: the request did not arrive in time */
     LX_ERR_BODY_TOO_LARGE,         /* 413 request_too_large */
     LX_ERR_HEADER_TOO_LARGE,       /* 431 header_too_large */
-    LX_ERR_UNSUPPORTED_MEDIA,      /* 415 unsupported_media_type: body is not application/json */
     LX_ERR_INTERNAL,               /* 500 internal_error */
     LX_ERR_UPSTREAM_UNAVAILABLE,   /* 502 upstream_unavailable: the backend could not be reached */
     LX_ERR_UPSTREAM_BAD_RESPONSE,  /* 502 upstream_bad_response: it answered garbage, cut off or too large */

@@ -19,7 +19,6 @@ static const struct {
 } expected[] = {
     {LX_ERR_INVALID_JSON, 400, "invalid_request_error", "invalid_json", false},
     {LX_ERR_INVALID_FIELD, 400, "invalid_request_error", "invalid_value", false},
-    {LX_ERR_MISSING_FIELD, 400, "invalid_request_error", "missing_field", false},
     {LX_ERR_BAD_REQUEST, 400, "invalid_request_error", "bad_request", false},
     {LX_ERR_NOT_FOUND, 404, "not_found_error", "not_found", false},
     {LX_ERR_MODEL_NOT_FOUND, 404, "invalid_request_error", "model_not_found", false},
@@ -27,7 +26,6 @@ static const struct {
     {LX_ERR_REQUEST_TIMEOUT, 408, "invalid_request_error", "request_timeout", true},
     {LX_ERR_BODY_TOO_LARGE, 413, "invalid_request_error", "request_too_large", false},
     {LX_ERR_HEADER_TOO_LARGE, 431, "invalid_request_error", "header_too_large", false},
-    {LX_ERR_UNSUPPORTED_MEDIA, 415, "invalid_request_error", "unsupported_media_type", false},
     {LX_ERR_INTERNAL, 500, "server_error", "internal_error", false},
     {LX_ERR_UPSTREAM_UNAVAILABLE, 502, "server_error", "upstream_unavailable", true},
     {LX_ERR_UPSTREAM_BAD_RESPONSE, 502, "server_error", "upstream_bad_response", true},
