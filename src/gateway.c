@@ -18,6 +18,7 @@
 #include "api/routes.h"
 #include "services/admission.h"
 #include "services/auth.h"
+#include "services/gpu.h"
 #include "services/rate_limiter.h"
 #include "services/stats.h"
 #include "utils/log.h"
@@ -119,6 +120,7 @@ int lx_gateway_start(lx_gateway *gw, uv_loop_t *loop, lx_config *config)
     uv_signal_start(&gw->sig_hup, on_sighup, SIGHUP);
     uv_timer_init(loop, &gw->shutdown_timer);
     gw->shutdown_timer.data = gw;
+    gw->gpu = lx_gpu_new(loop);
     lx_observe_start(gw); /* stats, the usage ledger, the metrics port */
     if (gw->stats) lx_stats_set_ratelimit_probe(gw->stats, ratelimit_probe, gw->rate_limiter);
     return 0;
@@ -137,6 +139,8 @@ void lx_gateway_stop(lx_gateway *gw)
     lx_http_client_free(gw->client);
     gw->client = NULL;
     lx_observe_stop(gw); /* after the aborts above are recorded; writes the ledger's last rows */
+    lx_gpu_free(gw->gpu);
+    gw->gpu = NULL;
     uv_close((uv_handle_t *)&gw->log_flush, NULL);
     uv_close((uv_handle_t *)&gw->sig_int, NULL);
     uv_close((uv_handle_t *)&gw->sig_term, NULL);
@@ -150,8 +154,8 @@ void lx_gateway_stop(lx_gateway *gw)
 
 /*
  * The services' share of a reload: each takes the new limits for what comes next, keeping its state
- * (waiting requests stay queued, rate-limit usage and statistics carry over). The queue, rate limiter,
- * health checker and stats are wired in here as they land (their reconfigure entry points).
+ * (waiting requests stay queued, rate-limit usage and statistics carry over). The health checker runs
+ * in the backend registry, so lx_admission_reconfigure carries it too (new backends are checked at once).
  */
 static bool has_backend(const lx_config *c, const char *name)
 {

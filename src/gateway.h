@@ -35,6 +35,7 @@ typedef struct lx_gateway {
     struct lx_stats *stats;           /* /stats and /metrics (services/stats.h; api/observe.c) */
     struct lx_usage_store *ledger;    /* the usage ledger, NULL when usage.enabled is false */
     lx_http_server *metrics_server;   /* GET /metrics on metrics.port, NULL when not enabled */
+    struct lx_gpu *gpu;               /* GPU memory for GET /health (services/gpu.h) */
 } lx_gateway;
 
 /*

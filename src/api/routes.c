@@ -12,6 +12,7 @@
 #include <strings.h>
 
 #include "api/errors.h"
+#include "api/health.h"
 #include "api/observe.h"
 #include "proxy.h"
 #include "reload.h"
@@ -40,6 +41,9 @@ static const route routes[] = {
     {"/admin/reload", "POST", admin_reload},
     {"/stats", "GET", lx_observe_stats},
     {"/metrics", "GET", lx_observe_metrics},
+    {"/health", "GET", lx_health_full},
+    {"/health/live", "GET", lx_health_live},
+    {"/health/ready", "GET", lx_health_ready},
 };
 
 static void respond_error_h(lx_http_req *req, lx_err e, const char *message, const char *param,

@@ -7,7 +7,9 @@
  * - At most one /metrics read per backend is in flight (b->poll); it is cancelled when the backend
  *   stops being adaptive, is retired, or the registry is freed, and no callback of it comes after.
  * - saturated is only ever true while adaptive is on and the last read succeeded and said so.
- * - Every uv handle is closed before the memory holding it goes (the registry counts pending closes).
+ * - At most one health check per backend is in flight (b->hc), likewise cancelled on retire and free.
+ * - Every uv handle is closed before the memory holding it goes (the registry counts pending closes:
+ *   two timers per backend).
  */
 #include "backends/backend.h"
 
@@ -34,8 +36,23 @@ struct lx_backend {
     lx_buf body;
     uint64_t poll_started_ns, last_ok_ns;
     bool saturated, metrics_ok, failing;
+    int handles_open; /* while the registry is being freed */
     double waiting, kv;
     uint64_t polls, poll_failures;
+    /* health */
+    char *url;
+    lx_backend_kind kind;
+    char *health_url;
+    uv_timer_t hc_timer;
+    lx_upstream *hc;
+    int hc_status;
+    uint64_t hc_interval_ms, hc_timeout_ms;
+    long hc_threshold;
+    lx_health health;
+    long consecutive_failures;
+    int64_t last_check_wall_s;
+    char last_error[160];
+    uint64_t checks, check_failures;
 };
 
 struct lx_backends {
@@ -45,7 +62,7 @@ struct lx_backends {
     void *ud;
     lx_backend **v;
     size_t n, cap;
-    size_t closing; /* timers not yet closed */
+    size_t closing; /* timers not yet closed (two per backend) */
     bool freeing;
 };
 
@@ -159,6 +176,145 @@ static void stop_adaptive(lx_backend *b)
     set_saturated(b, false);
 }
 
+/* ---------- the health checker ---------- */
+
+const char *lx_health_name(lx_health h)
+{
+    switch (h) {
+    case LX_HEALTH_UP: return "up";
+    case LX_HEALTH_DOWN: return "down";
+    default: return "unknown";
+    }
+}
+
+static const char *health_path(lx_backend_kind kind)
+{
+    switch (kind) {
+    case LX_BACKEND_OLLAMA: return "/";
+    case LX_BACKEND_OPENAI: return "/v1/models";
+    default: return "/health"; /* vllm, llamacpp */
+    }
+}
+
+static void check_done(lx_backend *b, const char *error)
+{
+    b->last_check_wall_s = lx_wall_s();
+    if (error == NULL) {
+        if (b->health != LX_HEALTH_UP)
+            LX_INFO(NULL, "backend %s: health check passed (%s); marked up", b->name, b->health_url);
+        b->health = LX_HEALTH_UP;
+        b->consecutive_failures = 0;
+        return;
+    }
+    b->check_failures++;
+    b->consecutive_failures++;
+    snprintf(b->last_error, sizeof b->last_error, "%s", error);
+    if (b->health != LX_HEALTH_DOWN && b->consecutive_failures >= b->hc_threshold) {
+        LX_WARN(NULL, "backend %s: %ld health check(s) in a row failed (%s: %s); marked down", b->name,
+                b->consecutive_failures, b->health_url, error);
+        b->health = LX_HEALTH_DOWN;
+    }
+}
+
+static void on_hc_headers(lx_upstream *u, const lx_up_head *h, void *ud)
+{
+    (void)u;
+    ((lx_backend *)ud)->hc_status = h->status;
+}
+
+static bool on_hc_data(lx_upstream *u, const char *data, size_t len, void *ud)
+{
+    (void)u, (void)data, (void)len, (void)ud;
+    return true; /* the status is the answer; the body is dropped */
+}
+
+static void on_hc_done(lx_upstream *u, lx_up_result r, const char *detail, void *ud)
+{
+    (void)u;
+    lx_backend *b = ud;
+    b->hc = NULL;
+    char why[160];
+    if (r != LX_UP_OK) {
+        snprintf(why, sizeof why, "%s%s%.120s", lx_up_result_name(r), detail && *detail ? ": " : "",
+                 detail ? detail : "");
+        check_done(b, why);
+    } else if (b->hc_status != 200) {
+        snprintf(why, sizeof why, "HTTP %d", b->hc_status);
+        check_done(b, why);
+    } else {
+        check_done(b, NULL);
+    }
+}
+
+static const lx_upstream_cbs hc_cbs = {on_hc_headers, on_hc_data, on_hc_done};
+
+/* A check on its own connection: it tests that a new one can be made, and it leaves no idle connection in
+ * the pool that a request would then reuse (curl silently re-sends a request whose reused connection
+ * drops before any answer, which would hide a backend's failure from the request path). */
+static void on_hc_tick(uv_timer_t *t)
+{
+    static const char *const headers[] = {"Accept: */*", NULL};
+    lx_backend *b = t->data;
+    if (b->hc != NULL || b->retired) return; /* the last check is still running: it counts when it ends */
+    lx_upstream_req req = {
+        .method = "GET",
+        .url = b->health_url,
+        .headers = headers,
+        .timeout_ms = b->hc_timeout_ms,
+        .connect_timeout_ms = b->hc_timeout_ms,
+        .own_connection = true, /* see below */
+    };
+    b->hc_status = 0;
+    b->checks++;
+    b->hc = lx_upstream_start(b->set->client, &req, &hc_cbs, b);
+    if (b->hc == NULL) check_done(b, "could not start the request");
+}
+
+static void stop_health(lx_backend *b)
+{
+    uv_timer_stop(&b->hc_timer);
+    if (b->hc) lx_upstream_cancel(b->hc);
+    b->hc = NULL;
+}
+
+/* A new backend, or one whose address changed, starts again from unknown with a check at once; one back
+ * from retirement is checked at once too. */
+static void apply_health(lx_backend *b, const lx_config *c, const lx_backend_conf *bc)
+{
+    uint64_t interval = (uint64_t)(c->health_check.interval_s * 1000.0);
+    if (interval == 0) interval = 1;
+    uint64_t timeout = (uint64_t)(c->health_check.timeout_s * 1000.0);
+    if (timeout == 0) timeout = 1;
+    b->hc_threshold = c->health_check.failure_threshold;
+    b->hc_timeout_ms = timeout;
+    size_t n = strlen(bc->url) + strlen(health_path(bc->kind)) + 1;
+    char *url = lx_xmalloc(n);
+    snprintf(url, n, "%s%s", bc->url, health_path(bc->kind));
+    bool target_changed = b->health_url == NULL || strcmp(url, b->health_url) != 0 || b->kind != bc->kind;
+    bool stopped = !uv_is_active((uv_handle_t *)&b->hc_timer); /* new, or back from retirement */
+    bool restart = target_changed || stopped || interval != b->hc_interval_ms;
+    free(b->health_url);
+    b->health_url = url;
+    free(b->url);
+    b->url = lx_xstrdup(bc->url);
+    b->kind = bc->kind;
+    b->hc_interval_ms = interval;
+    if (target_changed) {
+        stop_health(b);
+        b->health = LX_HEALTH_UNKNOWN;
+        b->consecutive_failures = 0;
+        b->last_error[0] = '\0';
+    } else if (b->health == LX_HEALTH_UP && b->consecutive_failures >= b->hc_threshold) {
+        b->health = LX_HEALTH_DOWN; /* the threshold went down */
+    }
+    if (restart && b->set->client != NULL) { /* no client (unit tests): no checks, the backend stays unknown */
+        uv_timer_stop(&b->hc_timer);
+        uv_timer_start(&b->hc_timer, on_hc_tick, target_changed || stopped ? 0 : interval, interval);
+    }
+}
+
+bool lx_backend_is_down(const lx_backend *b) { return !b->retired && b->health == LX_HEALTH_DOWN; }
+
 /* ---------- the registry ---------- */
 
 lx_backends *lx_backends_new(uv_loop_t *loop, lx_http_client *client, lx_backend_ready_fn on_ready, void *ud)
@@ -176,6 +332,8 @@ static lx_backend *backend_new(lx_backends *s, const char *name)
     b->waiting = b->kv = -1;
     uv_timer_init(s->loop, &b->timer);
     b->timer.data = b;
+    uv_timer_init(s->loop, &b->hc_timer);
+    b->hc_timer.data = b;
     if (s->n == s->cap) {
         s->cap = s->cap ? s->cap * 2 : 4;
         s->v = lx_xrealloc(s->v, s->cap * sizeof *s->v);
@@ -210,6 +368,7 @@ static void retire(lx_backend *b)
     if (b->retired) return;
     b->retired = true;
     stop_adaptive(b);
+    stop_health(b);
     b->adaptive = false;
 }
 
@@ -223,6 +382,7 @@ void lx_backends_configure(lx_backends *s, const lx_config *c)
         lx_backend *b = lx_backends_find(s, bc->name);
         if (b == NULL) b = backend_new(s, bc->name);
         apply_conf(b, bc);
+        apply_health(b, c, bc);
         b->seen = true;
     }
     for (size_t i = 0; i < s->n; i++) {
@@ -235,8 +395,11 @@ static void on_timer_closed(uv_handle_t *h)
 {
     lx_backend *b = h->data;
     lx_backends *s = b->set;
+    if (--b->handles_open > 0) return;
     free(b->name);
     free(b->metrics_url);
+    free(b->url);
+    free(b->health_url);
     free(b);
     if (--s->closing == 0) {
         free(s->v);
@@ -258,7 +421,10 @@ void lx_backends_free(lx_backends *s)
         lx_backend *b = s->v[i];
         uv_timer_stop(&b->timer);
         cancel_poll(b);
+        stop_health(b);
+        b->handles_open = 2;
         uv_close((uv_handle_t *)&b->timer, on_timer_closed);
+        uv_close((uv_handle_t *)&b->hc_timer, on_timer_closed);
     }
 }
 
@@ -298,6 +464,14 @@ void lx_backend_info_get(const lx_backend *b, lx_backend_info *out)
 {
     *out = (lx_backend_info){
         .name = b->name,
+        .url = b->url ? b->url : "",
+        .kind = b->kind,
+        .health = b->health,
+        .consecutive_failures = b->consecutive_failures,
+        .last_check_wall_s = b->last_check_wall_s,
+        .last_error = b->last_error,
+        .checks = b->checks,
+        .check_failures = b->check_failures,
         .in_flight = b->in_flight,
         .max_concurrency = b->max_concurrency,
         .retired = b->retired,

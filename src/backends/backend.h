@@ -2,7 +2,15 @@
  * Backends at run time: the state of each configured backend that outlives a config snapshot — the
  * slots in use, the concurrency limit, and the adaptive load reading — kept in a registry (lx_backends)
  * and looked up by name, so a reload changes a backend's limits without losing its requests in flight.
- * Retries, failover and health checks extend lx_backend later (in-flight counts per attempt, up/down).
+ * Retries and failover extend lx_backend later (in-flight counts per attempt).
+ *
+ * Health (active checks): every health_check.interval_seconds each enabled backend is probed through
+ * the gateway's upstream client, with health_check.timeout_seconds: vllm and llamacpp GET <url>/health,
+ * ollama GET <url>/, openai GET <url>/v1/models; only HTTP 200 is a success (llama.cpp's 503 "Loading
+ * model" is not ready). failure_threshold consecutive failures mark it down, one success marks it up;
+ * before its first check completes it is unknown. The first check starts at once (at start, and when a
+ * reload adds a backend or changes its url or kind). Status changes are logged (WARNING down, INFO up).
+ * A registry made without a client (unit tests) checks nothing: its backends stay unknown.
  *
  * Slots: a request is sent to a backend only while it holds one of its max_concurrency slots
  * (lx_backend_acquire / lx_backend_release); the rest wait in Lexora's queue (services/admission.c).
@@ -71,8 +79,26 @@ void lx_backend_release(lx_backend *b);
 void lx_backend_set_data(lx_backend *b, void *data);
 void *lx_backend_data(const lx_backend *b);
 
+typedef enum {
+    LX_HEALTH_UNKNOWN = 0, /* no check has completed yet */
+    LX_HEALTH_UP,
+    LX_HEALTH_DOWN,
+} lx_health;
+
+const char *lx_health_name(lx_health h); /* "unknown", "up", "down" */
+
+/* Down only once failure_threshold checks in a row failed; unknown counts as up for routing decisions. */
+bool lx_backend_is_down(const lx_backend *b);
+
 typedef struct {
     const char *name;
+    const char *url; /* as configured */
+    lx_backend_kind kind;
+    lx_health health;
+    long consecutive_failures; /* failed checks since the last success */
+    int64_t last_check_wall_s; /* when the last check completed (Unix time); 0 if never */
+    const char *last_error;    /* of the last failed check ("" if none yet); kept after a success */
+    uint64_t checks, check_failures;
     int in_flight; /* slots in use */
     int max_concurrency;
     bool retired; /* no longer in the config */

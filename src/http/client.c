@@ -861,6 +861,10 @@ static bool easy_setup(lx_upstream *u, const lx_upstream_req *req)
     SET(CURLOPT_CLOSESOCKETFUNCTION, closesocket_cb);
     SET(CURLOPT_CLOSESOCKETDATA, u->c); /* kept by the connection, which outlives u */
     if (req->connect_timeout_ms) SET(CURLOPT_CONNECTTIMEOUT_MS, (long)req->connect_timeout_ms);
+    if (req->own_connection) { /* a probe: neither warms the pool nor is fooled by a stale pooled socket */
+        SET(CURLOPT_FRESH_CONNECT, 1L);
+        SET(CURLOPT_FORBID_REUSE, 1L);
+    }
 
     const char *method = req->method ? req->method : "GET";
     bool with_body = strcmp(method, "POST") == 0 || (req->body && req->body_len > 0);

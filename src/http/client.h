@@ -65,6 +65,7 @@ typedef struct {
     uint64_t timeout_ms;         /* see LX_UP_TIMEOUT; 0 = none */
     uint64_t connect_timeout_ms; /* 0 = curl's default */
     bool small_buffer;           /* a stream of small events: use a small receive buffer (memory per stream) */
+    bool own_connection;         /* a new connection, closed after (health checks): the pool is not touched */
 } lx_upstream_req;
 
 /* NULL if libcurl cannot be initialised. */

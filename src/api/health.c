@@ -1,0 +1,157 @@
+/*
+ * /health, /health/live, /health/ready. See health.h.
+ * A backend not yet checked counts as up (it is listed "unknown"), so a gateway that just started is
+ * healthy until a check says otherwise, and /health/ready does not hold a fresh start back.
+ */
+#include "api/health.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "backends/backend.h"
+#include "services/admission.h"
+#include "services/gpu.h"
+#include "services/health.h"
+#include "utils/buf.h"
+
+static lx_backend *find(lx_gateway *gw, const char *name)
+{
+    return gw->admission ? lx_backends_find(lx_admission_backends(gw->admission), name) : NULL;
+}
+
+static bool is_up(void *ud, const char *name)
+{
+    lx_backend *b = find(ud, name);
+    return b == NULL || !lx_backend_is_down(b);
+}
+
+static void respond(lx_http_req *req, int status, const lx_buf *body)
+{
+    static const lx_http_header h[] = {{"Content-Type", "application/json"}, {"Cache-Control", "no-store"}};
+    lx_http_respond(req, status, h, 2, body->p, body->len);
+}
+
+static void json_str(lx_buf *out, const char *s)
+{
+    if (s == NULL) {
+        lx_buf_append_str(out, "null");
+        return;
+    }
+    lx_buf_append(out, "\"", 1);
+    lx_buf_json_escape(out, s, strlen(s));
+    lx_buf_append(out, "\"", 1);
+}
+
+void lx_format_uptime(int64_t seconds, char *out, size_t cap)
+{
+    if (seconds < 0) seconds = 0;
+    long long d = seconds / 86400, h = seconds % 86400 / 3600, m = seconds % 3600 / 60;
+    if (d > 0)
+        snprintf(out, cap, "%lldd %lldh %lldm", d, h, m);
+    else if (h > 0)
+        snprintf(out, cap, "%lldh %lldm", h, m);
+    else
+        snprintf(out, cap, "%lldm", m);
+}
+
+static void iso_time(int64_t t, char *out, size_t cap)
+{
+    time_t tt = (time_t)t;
+    struct tm tm;
+    gmtime_r(&tt, &tm);
+    strftime(out, cap, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+static void backend_json(lx_buf *out, lx_gateway *gw, const lx_backend_conf *bc)
+{
+    lx_backend *b = find(gw, bc->name);
+    lx_backend_info info = {0};
+    if (b) lx_backend_info_get(b, &info);
+    lx_buf_append_str(out, "{\"name\":");
+    json_str(out, bc->name);
+    lx_buf_append_str(out, ",\"kind\":");
+    json_str(out, lx_backend_kind_name(bc->kind));
+    lx_buf_append_str(out, ",\"url\":");
+    json_str(out, bc->url);
+    lx_buf_append_str(out, ",\"status\":");
+    json_str(out, lx_health_name(b ? info.health : LX_HEALTH_UNKNOWN));
+    lx_buf_printf(out, ",\"in_flight\":%d,\"consecutive_failures\":%ld,\"last_check\":", info.in_flight,
+                  info.consecutive_failures);
+    if (info.last_check_wall_s > 0) {
+        char ts[32];
+        iso_time(info.last_check_wall_s, ts, sizeof ts);
+        json_str(out, ts);
+    } else
+        lx_buf_append_str(out, "null");
+    lx_buf_append_str(out, ",\"last_error\":");
+    json_str(out, info.last_error && *info.last_error ? info.last_error : NULL);
+    lx_buf_append(out, "}", 1);
+}
+
+void lx_health_full(lx_gateway *gw, lx_http_req *req)
+{
+    const lx_config *c = gw->config;
+    lx_gw_health st = lx_gw_health_eval(c, is_up, gw);
+    bool vllm_up = false;
+    for (size_t i = 0; i < c->n_backends; i++) {
+        const lx_backend_conf *bc = &c->backends[i];
+        if (bc->enabled && bc->url && bc->kind == LX_BACKEND_VLLM && is_up(gw, bc->name)) vllm_up = true;
+    }
+    lx_gpu_info gpu = {.why = "GPU memory not read"};
+    if (gw->gpu) lx_gpu_get(gw->gpu, &gpu);
+    int64_t up_s = (int64_t)((lx_now_ns() - gw->started_ns) / 1000000000u);
+    char uptime[48];
+    lx_format_uptime(up_s, uptime, sizeof uptime);
+
+    lx_buf out;
+    lx_buf_init(&out, 0);
+    lx_buf_append_str(&out, "{\"status\":");
+    json_str(&out, lx_gw_health_name(st));
+    lx_buf_append_str(&out, ",\"model\":");
+    json_str(&out, c->default_model);
+    if (gpu.available) {
+        char used[32], total[32];
+        lx_gpu_format_bytes(gpu.used_bytes, used, sizeof used);
+        lx_gpu_format_bytes(gpu.total_bytes, total, sizeof total);
+        lx_buf_printf(&out, ",\"gpu_memory_used\":\"%s\",\"gpu_memory_total\":\"%s\",\"gpu\":null", used, total);
+    } else {
+        lx_buf_append_str(&out, ",\"gpu_memory_used\":null,\"gpu_memory_total\":null,\"gpu\":");
+        json_str(&out, gpu.why);
+    }
+    lx_buf_append_str(&out, ",\"uptime\":");
+    json_str(&out, uptime);
+    lx_buf_printf(&out, ",\"uptime_seconds\":%lld,\"vllm_status\":\"%s\",\"backends\":[", (long long)up_s,
+                  vllm_up ? "connected" : "disconnected");
+    bool first = true;
+    for (size_t i = 0; i < c->n_backends; i++) {
+        const lx_backend_conf *bc = &c->backends[i];
+        if (!bc->enabled || bc->url == NULL) continue;
+        if (!first) lx_buf_append(&out, ",", 1);
+        first = false;
+        backend_json(&out, gw, bc);
+    }
+    lx_buf_append_str(&out, "]}");
+    respond(req, st == LX_GW_UNHEALTHY ? 503 : 200, &out);
+    lx_buf_free(&out);
+}
+
+void lx_health_live(lx_gateway *gw, lx_http_req *req)
+{
+    (void)gw;
+    lx_buf out;
+    lx_buf_init(&out, 0);
+    lx_buf_append_str(&out, "{\"status\":\"alive\"}");
+    respond(req, 200, &out);
+    lx_buf_free(&out);
+}
+
+void lx_health_ready(lx_gateway *gw, lx_http_req *req)
+{
+    bool ready = lx_gw_health_eval(gw->config, is_up, gw) != LX_GW_UNHEALTHY;
+    lx_buf out;
+    lx_buf_init(&out, 0);
+    lx_buf_append_str(&out, ready ? "{\"status\":\"ready\"}" : "{\"status\":\"not_ready\"}");
+    respond(req, ready ? 200 : 503, &out);
+    lx_buf_free(&out);
+}

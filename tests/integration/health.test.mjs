@@ -1,0 +1,206 @@
+// Active health checks and /health: backends going down and coming back, the status rule and its HTTP
+// codes, the per-kind checks, GPU memory without NVML, /health/live and /health/ready.
+// Checks every 0.2 s, two failures mark a backend down; every wait is bounded.
+import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import { describe, test } from 'node:test';
+import {
+  SIM_BIN, configFor, freePort, launch, post, startLexora, startSim, toYaml, waitFor, waitForPort,
+} from '../lib/harness.mjs';
+
+const HC = { interval_seconds: 0.2, failure_threshold: 2, timeout_seconds: 1 };
+const NO_NVML = { LEXORA_NVML_LIBRARY: '/nonexistent/libnvidia-ml.so.1' };
+
+async function health(lx, path = '/health') {
+  const r = await fetch(`${lx.url}${path}`);
+  return { status: r.status, json: await r.json() };
+}
+
+const backend = (h, name) => h.json.backends.find((b) => b.name === name);
+
+/** Waits until GET /health satisfies cond; returns that answer. */
+async function healthUntil(lx, cond, what) {
+  let last;
+  await waitFor(async () => cond((last = await health(lx))), what, { ms: 5000, stepMs: 50 })
+    .catch((e) => { throw new Error(`${e.message}; last /health: ${JSON.stringify(last)}`); });
+  return last;
+}
+
+/** A sim on a given port (to bring a stopped backend back where it was). */
+async function simOn(port) {
+  const proc = launch(SIM_BIN, ['--host', '127.0.0.1', '--port', String(port), '--quiet'], 'lexora-sim');
+  await waitForPort(port, proc, 'lexora-sim');
+  return { port, url: `http://127.0.0.1:${port}`, proc, stop: () => proc.stop() };
+}
+
+// a (vllm) serves qwen3-32b and shared; b (an OpenAI backend) serves shared only.
+function twoBackends(a, b) {
+  return configFor(a.url, {
+    extra: {
+      backends: {
+        vllm: { url: a.url, models: ['qwen3-32b', 'shared'] },
+        b: { type: 'openai', url: b.url, models: ['shared'] },
+      },
+      health_check: HC,
+    },
+  });
+}
+
+describe('/health', () => {
+  test('healthy → degraded → healthy again → unhealthy (503) as backends stop and come back', async () => {
+    const a = await startSim();
+    let b = await startSim();
+    const lx = await startLexora(twoBackends(a, b), { env: NO_NVML });
+    try {
+      let h = await healthUntil(lx, (x) => x.json.backends.every((be) => be.status === 'up'), 'both backends up');
+      assert.equal(h.status, 200);
+      assert.equal(h.json.status, 'healthy');
+      assert.equal(h.json.model, 'qwen3-32b');
+      assert.equal(h.json.vllm_status, 'connected');
+      assert.equal(typeof h.json.uptime, 'string');
+      assert.match(h.json.uptime, /^(\d+d )?(\d+h )?\d+m$/);
+      assert.ok(Number.isInteger(h.json.uptime_seconds) && h.json.uptime_seconds >= 0);
+      const bb = backend(h, 'b');
+      assert.deepEqual(Object.keys(bb).sort(),
+        ['consecutive_failures', 'in_flight', 'kind', 'last_check', 'last_error', 'name', 'status', 'url'].sort());
+      assert.equal(bb.kind, 'openai');
+      assert.equal(bb.url, b.url);
+      assert.equal(bb.consecutive_failures, 0);
+      assert.equal(bb.last_error, null);
+      assert.ok(!Number.isNaN(Date.parse(bb.last_check)), bb.last_check);
+      assert.equal(backend(h, 'vllm').kind, 'vllm');
+      assert.equal((await health(lx, '/health/ready')).status, 200);
+
+      // b stops: its only model is still served by a → degraded, 200.
+      const bPort = b.port;
+      await b.stop();
+      h = await healthUntil(lx, (x) => backend(x, 'b').status === 'down', 'b marked down');
+      assert.equal(h.status, 200);
+      assert.equal(h.json.status, 'degraded');
+      assert.ok(backend(h, 'b').consecutive_failures >= 2);
+      assert.match(backend(h, 'b').last_error, /connect/i);
+      assert.equal(backend(h, 'vllm').status, 'up');
+      assert.equal(h.json.vllm_status, 'connected');
+      assert.equal((await health(lx, '/health/ready')).status, 200);
+
+      // b comes back on the same port: one good check and it is up again.
+      b = await simOn(bPort);
+      h = await healthUntil(lx, (x) => x.json.status === 'healthy', 'healthy again');
+      assert.equal(h.status, 200);
+      assert.equal(backend(h, 'b').status, 'up');
+      assert.equal(backend(h, 'b').consecutive_failures, 0);
+
+      // a stops: qwen3-32b has no backend left → unhealthy, 503.
+      await a.stop();
+      h = await healthUntil(lx, (x) => backend(x, 'vllm').status === 'down', 'a marked down');
+      assert.equal(h.status, 503);
+      assert.equal(h.json.status, 'unhealthy');
+      assert.equal(h.json.vllm_status, 'disconnected');
+      const ready = await health(lx, '/health/ready');
+      assert.equal(ready.status, 503);
+      assert.equal((await health(lx, '/health/live')).status, 200);
+
+      // /metrics shows it down too.
+      const m = await (await fetch(`${lx.url}/metrics`)).text();
+      assert.match(m, /lexora_backend_up\{backend="vllm"\} 0/);
+      assert.match(m, /lexora_backend_up\{backend="b"\} 1/);
+
+      // Everything down.
+      await b.stop();
+      h = await healthUntil(lx, (x) => x.json.backends.every((be) => be.status === 'down'), 'all down');
+      assert.equal(h.status, 503);
+      assert.equal(h.json.status, 'unhealthy');
+    } finally {
+      await lx.stop();
+      await a.stop().catch(() => {});
+      await b.stop().catch(() => {});
+    }
+  });
+
+  test('the check per backend kind; without NVML the GPU fields are null and gpu says why', async () => {
+    const sim = await startSim();
+    // The sim answers GET /health and GET /v1/models, but not GET / (404), so an ollama-kind entry on it fails.
+    const cfg = configFor(sim.url, {
+      extra: {
+        backends: {
+          vllm: { url: sim.url, models: ['qwen3-32b'] },
+          llamacpp: { url: sim.url, models: ['qwen3-32b'] },
+          oai: { type: 'openai', url: sim.url, models: ['qwen3-32b'] },
+          ollama: { url: sim.url, models: ['other'] },
+        },
+        health_check: HC,
+      },
+    });
+    const lx = await startLexora(cfg, { env: NO_NVML });
+    try {
+      const h = await healthUntil(lx, (x) => backend(x, 'ollama').status === 'down', 'ollama-kind down');
+      assert.equal(h.status, 503); // "other" has no backend up
+      assert.equal(h.json.status, 'unhealthy');
+      assert.equal(backend(h, 'ollama').last_error, 'HTTP 404');
+      for (const name of ['vllm', 'llamacpp', 'oai']) assert.equal(backend(h, name).status, 'up', name);
+      assert.equal(backend(h, 'llamacpp').kind, 'llamacpp');
+      assert.equal(h.json.gpu_memory_used, null);
+      assert.equal(h.json.gpu_memory_total, null);
+      assert.match(h.json.gpu, /^NVML not available: .*libnvidia-ml\.so\.1/);
+    } finally {
+      await lx.stop();
+      await sim.stop();
+    }
+  });
+
+  test('/health/live and /health/ready; the default NVML library either reports memory or says why', async () => {
+    const sim = await startSim();
+    const lx = await startLexora(configFor(sim.url, { extra: { health_check: HC } }));
+    try {
+      const live = await health(lx, '/health/live');
+      assert.equal(live.status, 200);
+      assert.deepEqual(live.json, { status: 'alive' });
+      await healthUntil(lx, (x) => backend(x, 'vllm').status === 'up', 'up');
+      const ready = await health(lx, '/health/ready');
+      assert.equal(ready.status, 200);
+      assert.equal(ready.json.status, 'ready');
+      const h = await health(lx);
+      if (h.json.gpu_memory_total === null) assert.match(h.json.gpu, /NVML/);
+      else assert.match(h.json.gpu_memory_total, /^\d+(GB|MB)$/);
+      const post = await fetch(`${lx.url}/health`, { method: 'POST' });
+      assert.equal(post.status, 405);
+      await sim.stop();
+      await healthUntil(lx, (x) => x.status === 503, 'unhealthy after the only backend stopped');
+      assert.equal((await health(lx, '/health/ready')).status, 503);
+      assert.equal((await health(lx, '/health/live')).status, 200);
+    } finally {
+      await lx.stop();
+      await sim.stop().catch(() => {});
+    }
+  });
+
+  test('a backend added by a reload is checked at once; a removed one leaves /health', async () => {
+    const sim = await startSim();
+    const dead = `http://127.0.0.1:${await freePort()}`; // nothing listens there
+    const base = configFor(sim.url, { extra: { health_check: { ...HC, interval_seconds: 30 } } });
+    const lx = await startLexora(base, { env: NO_NVML });
+    const rewrite = (cfg) => writeFileSync(lx.file, `${toYaml({ ...cfg, server: { ...cfg.server, port: lx.port } })}\n`);
+    try {
+      // With a 30 s interval, only the immediate first check can mark the new one within the wait.
+      await healthUntil(lx, (x) => backend(x, 'vllm').status === 'up', 'first check at start');
+      rewrite({
+        ...base,
+        backends: { vllm: { url: sim.url, models: ['qwen3-32b'] }, extra: { type: 'llamacpp', url: dead, models: ['x'] } },
+        health_check: { ...HC, interval_seconds: 30, failure_threshold: 1 },
+      });
+      assert.equal((await post(`${lx.url}/admin/reload`, '')).status, 200);
+      const h = await healthUntil(lx, (x) => backend(x, 'extra')?.status === 'down', 'added backend checked');
+      assert.equal(h.status, 503);
+      assert.equal(backend(h, 'extra').kind, 'llamacpp');
+      assert.equal(backend(h, 'extra').consecutive_failures, 1);
+      rewrite(base);
+      assert.equal((await post(`${lx.url}/admin/reload`, '')).status, 200);
+      const after = await health(lx);
+      assert.equal(after.status, 200);
+      assert.equal(backend(after, 'extra'), undefined);
+    } finally {
+      await lx.stop();
+      await sim.stop();
+    }
+  });
+});
