@@ -8,6 +8,8 @@
 #include <stdint.h>
 
 #include <cmocka.h>
+
+#include "support.h"
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <string.h>
@@ -43,13 +45,7 @@ static lx_config *config(bool enabled)
              "    - key: \"sk-carol-plain\"\n"
              "      user: carol\n",
              enabled ? "true" : "false", h1, h2);
-    lx_buf err;
-    lx_buf_init(&err, 0);
-    lx_config *c = lx_config_parse("t.yaml", yaml, strlen(yaml), &err);
-    if (c == NULL) fprintf(stderr, "%s\n", err.p);
-    lx_buf_free(&err);
-    assert_non_null(c);
-    return c;
+    return lx_test_config(yaml);
 }
 
 static lx_auth_status identify(const lx_config *c, const char *authz, const char *body_user, const char *header_user,

@@ -6,6 +6,8 @@
 #include <stdint.h>
 
 #include <cmocka.h>
+
+#include "support.h"
 #include <string.h>
 
 #include "api/health.h"
@@ -28,12 +30,7 @@ static bool up(void *ud, const char *name)
 
 static lx_config *load(const char *text)
 {
-    lx_buf err;
-    lx_buf_init(&err, 0);
-    lx_config *c = lx_config_parse("t.yaml", text, strlen(text), &err);
-    if (c == NULL) fprintf(stderr, "%s\n", err.p);
-    lx_buf_free(&err);
-    return c;
+    return lx_test_config(text);
 }
 
 static void test_rule(void **state)

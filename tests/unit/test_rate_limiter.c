@@ -11,6 +11,8 @@
 #include <stdint.h>
 
 #include <cmocka.h>
+
+#include "support.h"
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,13 +48,7 @@ static lx_config *config(const char *rate_yaml)
 {
     char yaml[2048];
     snprintf(yaml, sizeof yaml, "default_model: m\nrate_limits:\n%s", rate_yaml);
-    lx_buf err;
-    lx_buf_init(&err, 0);
-    lx_config *c = lx_config_parse("t.yaml", yaml, strlen(yaml), &err);
-    if (c == NULL) fprintf(stderr, "%s\n", err.p);
-    lx_buf_free(&err);
-    assert_non_null(c);
-    return c;
+    return lx_test_config(yaml);
 }
 
 typedef struct {

@@ -14,6 +14,8 @@
 #include <stdint.h>
 
 #include <cmocka.h>
+
+#include "support.h"
 #include <fcntl.h>
 #include <hiredis/hiredis.h>
 #include <netinet/in.h>
@@ -169,13 +171,7 @@ static lx_config *config(const char *extra, const char *url)
              "  redis_url: \"%s\"\n"
              "%s",
              url, extra);
-    lx_buf err;
-    lx_buf_init(&err, 0);
-    lx_config *c = lx_config_parse("t.yaml", yaml, strlen(yaml), &err);
-    if (c == NULL) fprintf(stderr, "%s\n", err.p);
-    lx_buf_free(&err);
-    assert_non_null(c);
-    return c;
+    return lx_test_config(yaml);
 }
 
 /* Limiters still open: a failed assertion leaves the test early; the teardown closes them. */
