@@ -37,7 +37,15 @@
 #define SIM_LOG_BODY_MAX     (1u << 20) /* bytes of a body kept in the request log */
 #define SIM_MIDSTREAM_TOKENS 3          /* token chunks sent before a midstream drop */
 
-typedef enum { SIM_FAIL_503 = 0, SIM_FAIL_500, SIM_FAIL_DROP, SIM_FAIL_MIDSTREAM } sim_fail_mode;
+typedef enum {
+    SIM_FAIL_503 = 0,
+    SIM_FAIL_500,
+    SIM_FAIL_DROP,
+    SIM_FAIL_MIDSTREAM,
+    SIM_FAIL_429,  /* 429 with Retry-After: 1 */
+    SIM_FAIL_400,  /* 400, as for a request vLLM refuses */
+    SIM_FAIL_HANG, /* never answered: held until the client leaves */
+} sim_fail_mode;
 
 typedef struct {
     const char *host;
@@ -83,7 +91,7 @@ typedef struct {
     uint64_t received;  /* requests to /v1/... (what /sim/requests records) */
     uint64_t completed; /* answered in full */
     uint64_t cancelled; /* the client went away first */
-    uint64_t failed;    /* failed by injection (503, 500, drop, midstream) */
+    uint64_t failed;    /* failed by injection (every --fail-mode) */
     uint64_t rejected;  /* answered with a 4xx (bad JSON, unknown model, context too long, ...) */
     uint64_t prompt_tokens;
     uint64_t generation_tokens;
@@ -102,7 +110,8 @@ typedef struct sim {
     uint64_t fail_rng; /* seeded from --seed: drawn once per inference request when fail_rate > 0 */
     uint64_t id_rng;   /* ids; seeded from the clock, so ids differ between runs */
     sim_reqlog *log;
-    lx_buf scratch; /* reused for SSE chunks and /metrics */
+    uint64_t start_ns; /* /sim/requests' received_ms counts from here */
+    lx_buf scratch;    /* reused for SSE chunks and /metrics */
 } sim;
 
 typedef enum { SIM_CHAT = 0, SIM_COMPLETION, SIM_EMBEDDING } sim_kind;

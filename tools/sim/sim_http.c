@@ -20,7 +20,6 @@
 
 #include "sim.h"
 
-
 struct sim_reqlog {
     char *rec[SIM_LOG_MAX]; /* one rendered JSON object each; the oldest at head */
     size_t len[SIM_LOG_MAX];
@@ -39,11 +38,12 @@ static const lx_http_header json_ct[] = {{"content-type", "application/json"}};
 
 /* --- answers --- */
 
-static void reply_json_with(lx_http_req *r, int status, cJSON *body, const char *allow)
+/* extra: one more header (Allow of a 405, Retry-After of a 429), or NULL. */
+static void reply_json_with(lx_http_req *r, int status, cJSON *body, const lx_http_header *extra)
 {
     char *txt = cJSON_PrintUnformatted(body);
-    lx_http_header h[2] = {json_ct[0], {"allow", allow}};
-    lx_http_respond(r, status, h, allow ? 2 : 1, txt, strlen(txt));
+    lx_http_header h[2] = {json_ct[0], extra ? *extra : json_ct[0]};
+    lx_http_respond(r, status, h, extra ? 2 : 1, txt, strlen(txt));
     cJSON_free(txt);
     cJSON_Delete(body);
 }
@@ -81,9 +81,9 @@ static void reply_http_error(sim *s, lx_http_req *r, int status, const char *all
     } else {
         o = error_envelope(s, status, phrase, phrase);
     }
-    reply_json_with(r, status, o, allow);
+    lx_http_header h = {"allow", allow};
+    reply_json_with(r, status, o, allow ? &h : NULL);
 }
-
 
 /* --- the request log --- */
 
@@ -121,8 +121,7 @@ static void log_header_values(lx_buf *b, const lx_http_req *r, size_t i, size_t 
 static bool seen_before(const lx_http_req *r, size_t i, lx_slice name)
 {
     lx_slice other, v;
-    for (size_t j = 0; j < i; j++)
-    {
+    for (size_t j = 0; j < i; j++) {
         lx_http_req_header_at(r, j, &other, &v);
         if (same_name(other, name)) return true;
     }
@@ -155,7 +154,8 @@ static void log_request(sim *s, lx_http_req *r)
     lx_buf_init(&b, 0);
     const char *method = lx_http_req_method(r);
     lx_slice path = lx_http_req_path(r), query = lx_http_req_query(r), rid, body = lx_http_req_body(r);
-    lx_buf_printf(&b, "{\"seq\":%" PRIu64 ",\"method\":", s->st.received);
+    lx_buf_printf(&b, "{\"seq\":%" PRIu64 ",\"received_ms\":%.3f,\"method\":", s->st.received,
+                  (double)(lx_now_ns() - s->start_ns) / 1e6);
     json_string(&b, method, strlen(method));
     lx_buf_append_str(&b, ",\"path\":\"");
     lx_buf_json_escape(&b, path.p, path.len);
@@ -213,6 +213,17 @@ static void inject(sim *s, lx_http_req *r)
     case SIM_FAIL_500:
         sim_reply_error(s, r, 500, "InternalServerError", "Simulated failure (lexora-sim --fail-mode 500).");
         break;
+    case SIM_FAIL_429: {
+        static const lx_http_header retry_after = {"retry-after", "1"};
+        reply_json_with(r, 429,
+                        error_envelope(s, 429, "RateLimitError", "Simulated failure (lexora-sim --fail-mode 429)."),
+                        &retry_after);
+        break;
+    }
+    case SIM_FAIL_400:
+        sim_reply_error(s, r, 400, "BadRequestError", "Simulated failure (lexora-sim --fail-mode 400).");
+        break;
+    case SIM_FAIL_HANG: break; /* no answer: the server keeps the request until the client leaves */
     default: lx_http_req_drop(r); break;
     }
 }
@@ -419,7 +430,9 @@ static const char *control_one(const cJSON *v, sim_config *cfg, long *fail_first
         int mode = cJSON_IsString(v) ? sim_fail_mode_parse(v->valuestring) : -1;
         if (number_in(v, 503, 503, true)) mode = SIM_FAIL_503;
         if (number_in(v, 500, 500, true)) mode = SIM_FAIL_500;
-        if (mode < 0) return "fail_mode: one of \"503\", \"500\", \"drop\", \"midstream\"";
+        if (number_in(v, 429, 429, true)) mode = SIM_FAIL_429;
+        if (number_in(v, 400, 400, true)) mode = SIM_FAIL_400;
+        if (mode < 0) return "fail_mode: one of \"503\", \"500\", \"429\", \"400\", \"drop\", \"midstream\", \"hang\"";
         cfg->fail_mode = (sim_fail_mode)mode;
     } else if (strcmp(k, "ttft_ms") == 0) {
         if (!number_in(v, 0, 3.6e6, false)) return "ttft_ms: a number from 0 to 3600000";
@@ -513,6 +526,7 @@ static void on_abort(lx_http_req *r, void *ud)
 int sim_http_start(sim *s)
 {
     s->log = lx_xcalloc(1, sizeof *s->log);
+    s->start_ns = lx_now_ns();
     s->fail_rng = s->cfg.seed;
     s->fail_first_left = s->cfg.fail_first;
     s->id_rng = lx_now_ns() ^ (uint64_t)(uintptr_t)s;

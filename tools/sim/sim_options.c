@@ -47,7 +47,7 @@ static const opt_row rows[] = {
     {"fail-rate", OPT_DOUBLE, 0, 1, AT(fail_rate), "R", "fraction of inference requests to fail (default 0)"},
     {"fail-first", OPT_LONG, 0, 1e12, AT(fail_first), "N", "fail the first N inference requests (default 0)"},
     {"fail-mode", OPT_FAIL_MODE, 0, 0, AT(fail_mode), "MODE",
-     "503 | 500 | drop | midstream: how injected failures fail (default 503)"},
+     "503 | 500 | 429 | 400 | drop | midstream | hang: how injected failures fail (default 503)"},
     {"seed", OPT_U64, 0, 0, AT(seed), "N", "seed of the failure draws (default 1)"},
     {"flat-errors", OPT_FLAG, 0, 0, AT(flat_errors), NULL,
      "errors in the flat pre-0.10.1 shape {\"object\":\"error\",...}"},
@@ -58,7 +58,7 @@ static const opt_row rows[] = {
     {"help", OPT_FLAG, 0, 0, 0, NULL, "show this help and exit"},
 };
 
-static const char *const fail_mode_names[] = {"503", "500", "drop", "midstream"};
+static const char *const fail_mode_names[] = {"503", "500", "drop", "midstream", "429", "400", "hang"};
 
 const char *sim_fail_mode_name(sim_fail_mode m) { return fail_mode_names[m]; }
 
