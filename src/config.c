@@ -1315,14 +1315,17 @@ void lx_config_unref(lx_config *c)
     if (c && --c->refs == 0) config_free(c);
 }
 
+bool lx_backend_conf_serves(const lx_backend_conf *b, const char *model, size_t len)
+{
+    for (size_t j = 0; j < b->n_models; j++)
+        if (strlen(b->models[j].name) == len && memcmp(b->models[j].name, model, len) == 0) return true;
+    return false;
+}
+
 const lx_backend_conf *lx_config_backend_for(const lx_config *c, const char *model, size_t len)
 {
-    for (size_t i = 0; i < c->n_backends; i++) {
-        const lx_backend_conf *b = &c->backends[i];
-        if (!b->enabled) continue;
-        for (size_t j = 0; j < b->n_models; j++)
-            if (strlen(b->models[j].name) == len && memcmp(b->models[j].name, model, len) == 0) return b;
-    }
+    for (size_t i = 0; i < c->n_backends; i++)
+        if (c->backends[i].enabled && lx_backend_conf_serves(&c->backends[i], model, len)) return &c->backends[i];
     return NULL;
 }
 

@@ -152,8 +152,9 @@ typedef struct lx_config {
 
     struct {
         double interval_s;      /* between two probes of a backend */
-        long failure_threshold; /* consecutive failures that mark a backend down */
-        double cooldown_s;      /* a backend marked down is left alone this long before it is probed again */
+        long failure_threshold; /* consecutive failures (checks, or requests) that mark a backend down */
+        double cooldown_s;      /* a backend whose requests failed failure_threshold times in a row gets no
+                                    new request this long; then one trial decides */
         double timeout_s;       /* of one probe */
     } health_check;
 
@@ -193,7 +194,9 @@ lx_config *lx_config_parse(const char *name, const char *yaml, size_t len, lx_bu
 lx_config *lx_config_ref(lx_config *c);
 void lx_config_unref(lx_config *c);
 
-/* The first enabled backend that lists model, or NULL. */
+/* Does b list the model (by name)? */
+bool lx_backend_conf_serves(const lx_backend_conf *b, const char *model, size_t len);
+/* The first enabled backend that lists model, or NULL (which one a request goes to: lx_admission_pick). */
 const lx_backend_conf *lx_config_backend_for(const lx_config *c, const char *model, size_t len);
 
 #endif

@@ -44,6 +44,7 @@
 #include "services/admission.h"
 #include "services/auth.h"
 #include "services/rate_limiter.h"
+#include "services/retry.h"
 #include "services/stats.h"
 #include "services/tokens.h"
 #include "utils/buf.h"
@@ -62,10 +63,11 @@ typedef struct {
     const lx_backend_conf *backend;
     char request_id[LX_REQUEST_ID_MAX];
     char user[128];
-    char model[256];
+    char model[256];     /* for the log */
+    lx_slice model_name; /* what routing looks up: the body's model, or default_model */
     char url[1024];
     char hdr_request_id[LX_REQUEST_ID_MAX + 16];
-    char *hdr_auth;            /* "Authorization: Bearer <backends.NAME.api_key>", or NULL */
+    char *hdr_auth; /* "Authorization: Bearer <backends.NAME.api_key>", or NULL */
     const char *curl_headers[4];
     lx_body_fields f;
     lx_buf up_req_body; /* the rewritten body, when the original could not be sent as it is */
@@ -79,14 +81,24 @@ typedef struct {
     uint64_t up_start_ns, up_wait_ns, first_byte_ns;
     const char *priority;
     lx_priority prio;
-    double queue_timeout_s;   /* x_timeout, X-Timeout, else queue.default_timeout */
-    lx_admit_ticket ticket;   /* its place in the queue, then its backend slot */
-    char priority_member[40]; /* forward_priority: "priority":N */
-    lx_rate_req rate;         /* its rate-limit reservation (services/rate_limiter.h) */
-    bool rate_checked;        /* lx_rate_check was called: answers carry the x-ratelimit-* headers */
-    bool sent;                /* handed to a backend: the end reconciles (finish) instead of refunding */
-    bool rate_ended;          /* rate_end ran */
-    lx_err err; /* for the access log when the answer is one of ours */
+    double queue_timeout_s;      /* x_timeout, X-Timeout, else queue.default_timeout */
+    lx_admit_ticket ticket;      /* its place in the queue, then its backend slot (this attempt's) */
+    uint64_t deadline_ns;        /* ready + queue_timeout_s: no wait (rate limit, queue, retry) goes past it */
+    int attempt;                 /* 1 for the first try */
+    lx_backend *attempt_backend; /* the backend of this attempt in the registry (NULL: not in it) */
+    bool trial;                  /* this attempt is its backend's half-open trial */
+    double up_retry_after_s;     /* the backend's Retry-After on this attempt; -1 if none */
+    char up_retry_after[24];     /* as it came: passed on when the answer goes to the client */
+    uv_timer_t *backoff;         /* the wait before the next attempt; closed by proxy_free */
+    uint64_t backoff_start_ns;
+    uint64_t earlier_wait_ns;  /* earlier attempts: queue, upstream and backoff time (for the overhead) */
+    uint64_t earlier_queue_ns; /* earlier attempts: queue time */
+    char priority_member[40];  /* forward_priority: "priority":N */
+    lx_rate_req rate;          /* its rate-limit reservation (services/rate_limiter.h) */
+    bool rate_checked;         /* lx_rate_check was called: answers carry the x-ratelimit-* headers */
+    bool sent;                 /* handed to a backend: the end reconciles (finish) instead of refunding */
+    bool rate_ended;           /* rate_end ran */
+    lx_err err;                /* for the access log when the answer is one of ours */
     bool has_err;
     int status;
 } proxy_req;
@@ -98,10 +110,12 @@ static double ms_between(uint64_t a, uint64_t b) { return b > a ? (double)(b - a
 static double overhead_ms(const proxy_req *p, uint64_t now)
 {
     double total = ms_between(lx_http_req_ready_ns(p->req), now);
-    double waited = (double)(p->up_wait_ns + p->ticket.waited_ns) / 1e6;
+    double waited = (double)(p->earlier_wait_ns + p->up_wait_ns + p->ticket.waited_ns) / 1e6;
     if (p->rate_checked && p->cfg->rate_limits.mode == LX_RATE_WAIT) waited += (double)p->rate.result.waited_ms;
     return total > waited ? total - waited : 0.0;
 }
+
+static double queue_wait_ms(const proxy_req *p) { return (double)(p->earlier_queue_ns + p->ticket.waited_ns) / 1e6; }
 
 static void access_log(const proxy_req *p, int status)
 {
@@ -118,11 +132,12 @@ static void access_log(const proxy_req *p, int status)
         .priority = p->priority,
         .latency_ms = ms_between(lx_http_req_start_ns(p->req), now),
         .overhead_ms = overhead_ms(p, now),
-        .queue_wait_ms = (double)p->ticket.waited_ns / 1e6,
+        .queue_wait_ms = queue_wait_ms(p),
         .ttft_ms = p->first_byte_ns ? ms_between(lx_http_req_ready_ns(p->req), p->first_byte_ns) : -1,
         .prompt_tokens = p->usage.prompt_tokens,
         .completion_tokens = p->usage.completion_tokens,
         .stream = p->f.stream,
+        .attempts = p->attempt,
     };
     lx_log_access(&rec);
     lx_stats_record(p->gw->stats, &rec);
@@ -151,14 +166,27 @@ static void rate_end(proxy_req *p)
     long used = -1;
     if (p->usage.prompt_tokens >= 0 && p->usage.completion_tokens >= 0)
         used = p->usage.prompt_tokens + p->usage.completion_tokens;
-    else if (p->usage.prompt_tokens >= 0 && p->ep == LX_EP_EMBEDDINGS) used = p->usage.prompt_tokens;
+    else if (p->usage.prompt_tokens >= 0 && p->ep == LX_EP_EMBEDDINGS)
+        used = p->usage.prompt_tokens;
     lx_rate_finish(&p->rate, used);
 }
+
+/* The verdict of this attempt on its backend (the circuit breaker), once per attempt. */
+static void end_attempt(proxy_req *p, lx_attempt_verdict v, const char *why)
+{
+    if (p->attempt_backend) lx_backend_attempt_end(p->attempt_backend, p->trial, v, why);
+    p->attempt_backend = NULL;
+    p->trial = false;
+}
+
+static void free_timer(uv_handle_t *h) { free(h); }
 
 static void proxy_free(proxy_req *p)
 {
     rate_end(p);
     leave_admission(p);
+    end_attempt(p, LX_ATTEMPT_NONE, NULL); /* the client left first: it says nothing about the backend */
+    if (p->backoff) uv_close((uv_handle_t *)p->backoff, free_timer);
     lx_buf_free(&p->up_req_body);
     lx_buf_free(&p->up_body);
     free(p->hdr_auth);
@@ -191,10 +219,12 @@ static void fail_h(proxy_req *p, lx_err e, const char *message, const char *para
     size_t n = 0;
     h[n++] = (lx_http_header){"Content-Type", "application/json"};
     h[n++] = (lx_http_header){"X-Request-Id", p->request_id};
-    for (size_t i = 0; i < n_extra && n < 4; i++) h[n++] = extra[i];
+    for (size_t i = 0; i < n_extra && n < 4; i++)
+        h[n++] = extra[i];
     lx_rate_headers rh = {0};
     if (p->rate_checked) lx_rate_headers_fill(&p->rate.result, &rh);
-    for (size_t i = 0; i < rh.n; i++) h[n++] = (lx_http_header){rh.name[i], rh.value[i]};
+    for (size_t i = 0; i < rh.n; i++)
+        h[n++] = (lx_http_header){rh.name[i], rh.value[i]};
     detach(p, lx_err_get(e)->status);
     lx_http_respond(p->req, lx_err_get(e)->status, h, n, body.p, body.len);
     lx_buf_free(&body);
@@ -219,7 +249,7 @@ typedef struct {
 static void answer_headers_init(answer_headers *a, const proxy_req *p, const char *content_type)
 {
     snprintf(a->overhead, sizeof a->overhead, "%.3f", overhead_ms(p, lx_now_ns()));
-    snprintf(a->queue_wait, sizeof a->queue_wait, "%.3f", (double)p->ticket.waited_ns / 1e6);
+    snprintf(a->queue_wait, sizeof a->queue_wait, "%.3f", queue_wait_ms(p));
     a->n = 0;
     a->h[a->n++] = (lx_http_header){"Content-Type", content_type};
     a->h[a->n++] = (lx_http_header){"X-Request-Id", p->request_id};
@@ -228,7 +258,8 @@ static void answer_headers_init(answer_headers *a, const proxy_req *p, const cha
     if (p->backend) a->h[a->n++] = (lx_http_header){"X-Lexora-Backend", p->backend->name};
     a->rate.n = 0;
     if (p->rate_checked) lx_rate_headers_fill(&p->rate.result, &a->rate);
-    for (size_t i = 0; i < a->rate.n; i++) a->h[a->n++] = (lx_http_header){a->rate.name[i], a->rate.value[i]};
+    for (size_t i = 0; i < a->rate.n; i++)
+        a->h[a->n++] = (lx_http_header){a->rate.name[i], a->rate.value[i]};
 }
 
 static void respond_buffered(proxy_req *p)
@@ -248,6 +279,7 @@ static void respond_buffered(proxy_req *p)
     if (body == normalized.p) ct = "application/json";
     answer_headers a;
     answer_headers_init(&a, p, ct);
+    if (p->up_retry_after[0]) a.h[a.n++] = (lx_http_header){"Retry-After", p->up_retry_after};
     detach(p, p->up_status);
     lx_http_respond(p->req, p->up_status, a.h, a.n, body, len);
     lx_buf_free(&normalized);
@@ -291,6 +323,11 @@ static void on_up_headers(lx_upstream *u, const lx_up_head *h, void *ud)
     size_t n = LX_MIN(h->content_type.len, sizeof p->up_content_type - 1);
     memcpy(p->up_content_type, h->content_type.p, n);
     p->up_content_type[n] = '\0';
+    if (h->retry_after.len > 0 && h->retry_after.len < sizeof p->up_retry_after) {
+        memcpy(p->up_retry_after, h->retry_after.p, h->retry_after.len);
+        p->up_retry_after[h->retry_after.len] = '\0';
+        p->up_retry_after_s = lx_retry_after_s(h->retry_after, lx_wall_s());
+    }
     if (!wants_sse(p, h)) return;
     p->relaying = true;
     p->up_wait_ns = lx_now_ns() - p->up_start_ns;
@@ -325,35 +362,37 @@ static void upstream_failure_message(const proxy_req *p, lx_up_result r, const c
 {
     const char *name = p->backend->name;
     switch (r) {
-    case LX_UP_TIMEOUT:
-        snprintf(out, n, "backend %s did not answer within %g s", name, p->backend->timeout_s);
-        break;
-    case LX_UP_CALLER:
-        snprintf(out, n, "backend %s sent an answer larger than the gateway accepts", name);
-        break;
-    default:
-        snprintf(out, n, "backend %s failed: %s (%s)", name, lx_up_result_name(r), detail);
+    case LX_UP_TIMEOUT: snprintf(out, n, "backend %s did not answer within %g s", name, p->backend->timeout_s); break;
+    case LX_UP_CALLER: snprintf(out, n, "backend %s sent an answer larger than the gateway accepts", name); break;
+    default: snprintf(out, n, "backend %s failed: %s (%s)", name, lx_up_result_name(r), detail);
     }
 }
 
+/* The end of a relayed stream. Nothing is retried now: the client has had part of the answer. */
 static void finish_stream(proxy_req *p, lx_up_result r, const char *detail)
 {
     lx_sse_finish(&p->sse, relay_emit, p);
     p->usage = p->sse.usage;
     if (r != LX_UP_OK || !p->sse.saw_done) {
         char msg[256];
-        if (r == LX_UP_OK) snprintf(msg, sizeof msg, "backend %s ended the stream without [DONE]", p->backend->name);
-        else upstream_failure_message(p, r, detail, msg, sizeof msg);
+        if (r == LX_UP_OK)
+            snprintf(msg, sizeof msg, "backend %s ended the stream without [DONE]", p->backend->name);
+        else
+            upstream_failure_message(p, r, detail, msg, sizeof msg);
         LX_WARN(p->request_id, "%s", msg);
+        end_attempt(p, r == LX_UP_CALLER ? LX_ATTEMPT_NONE : LX_ATTEMPT_FAILED, msg);
         end_stream_with_error(p, r == LX_UP_OK ? LX_ERR_UPSTREAM_BAD_RESPONSE : upstream_error(r, true), msg);
     } else if (p->sse.saw_error) {
         p->has_err = true;
         p->err = LX_ERR_UPSTREAM_BAD_RESPONSE;
     }
+    end_attempt(p, LX_ATTEMPT_OK, NULL);
     detach(p, 200);
     lx_http_stream_end(p->req);
     proxy_free(p);
 }
+
+static bool retry_later(proxy_req *p, const char *why);
 
 static void on_up_done(lx_upstream *u, lx_up_result r, const char *detail, void *ud)
 {
@@ -366,13 +405,18 @@ static void on_up_done(lx_upstream *u, lx_up_result r, const char *detail, void 
         finish_stream(p, r, detail);
         return;
     }
+    char msg[256];
+    if (r == LX_UP_OK)
+        snprintf(msg, sizeof msg, "backend %s answered HTTP %d", p->backend->name, p->up_status);
+    else
+        upstream_failure_message(p, r, detail, msg, sizeof msg);
+    end_attempt(p, lx_retry_verdict(r, p->up_status), msg);
+    if (lx_retry_retryable(r, p->up_status) && retry_later(p, msg)) return;
     if (r == LX_UP_OK) {
         respond_buffered(p);
         return;
     }
     if (r == LX_UP_CONNECT) p->sent = false; /* no connection: the backend never saw it, nothing is charged */
-    char msg[256];
-    upstream_failure_message(p, r, detail, msg, sizeof msg);
     LX_WARN(p->request_id, "%s", msg);
     fail(p, upstream_error(r, p->up_status != 0), msg, NULL);
 }
@@ -393,7 +437,8 @@ static void set_request_id(proxy_req *p)
     lx_slice id;
     if (lx_http_req_header(p->req, "x-request-id", &id) && lx_request_id_acceptable(id))
         copy_slice(p->request_id, sizeof p->request_id, id);
-    else lx_request_id_new(p->request_id);
+    else
+        lx_request_id_new(p->request_id);
 }
 
 /*
@@ -467,12 +512,12 @@ static void models_served(const lx_config *c, lx_buf *out)
     }
 }
 
+/* Is the model served at all (else 404 model_not_found)? Which backend serves it is decided at admission. */
 static bool route(proxy_req *p)
 {
-    lx_slice m = p->f.has_model ? p->f.model : lx_slice_of(p->cfg->default_model);
-    copy_slice(p->model, sizeof p->model, m);
-    p->backend = lx_config_backend_for(p->cfg, m.p, m.len);
-    if (p->backend) return true;
+    p->model_name = p->f.has_model ? p->f.model : lx_slice_of(p->cfg->default_model);
+    copy_slice(p->model, sizeof p->model, p->model_name);
+    if (lx_config_backend_for(p->cfg, p->model_name.p, p->model_name.len)) return true;
     lx_buf served, msg;
     lx_buf_init(&served, 0);
     lx_buf_init(&msg, 0);
@@ -503,8 +548,15 @@ static lx_slice upstream_body(proxy_req *p)
     return (lx_slice){p->up_req_body.p, p->up_req_body.len};
 }
 
+/* Sends this attempt to p->backend, whose slot p holds. */
 static void forward(proxy_req *p)
 {
+    p->attempt++;
+    p->attempt_backend = p->ticket.backend;
+    p->trial = p->attempt_backend && lx_backend_attempt_begin(p->attempt_backend);
+    p->up_retry_after_s = -1;
+    p->up_retry_after[0] = '\0';
+    lx_buf_free(&p->up_req_body);
     snprintf(p->url, sizeof p->url, "%s%s", p->backend->url, endpoint_paths[p->ep]);
     snprintf(p->hdr_request_id, sizeof p->hdr_request_id, "X-Request-Id: %s", p->request_id);
     size_t n = 0;
@@ -539,13 +591,19 @@ static void forward(proxy_req *p)
 
 static proxy_req *of_ticket(lx_admit_ticket *t) { return (proxy_req *)((char *)t - offsetof(proxy_req, ticket)); }
 
+/* An error of ours that tells the client when to come back. */
+static void fail_retry_after(proxy_req *p, lx_err e, const char *message, unsigned seconds)
+{
+    char retry_after[16];
+    snprintf(retry_after, sizeof retry_after, "%u", seconds);
+    const lx_http_header h[] = {{"Retry-After", retry_after}};
+    fail_h(p, e, message, NULL, h, LX_ARRAY_LEN(h));
+}
+
 /* 503 queue_full with Retry-After: the queue's recent mean wait, so the retry finds room. */
 static void fail_queue_full(proxy_req *p, const char *message)
 {
-    char retry_after[16];
-    snprintf(retry_after, sizeof retry_after, "%u", lx_admission_retry_after_s(p->gw->admission));
-    const lx_http_header h[] = {{"Retry-After", retry_after}};
-    fail_h(p, LX_ERR_QUEUE_FULL, message, NULL, h, LX_ARRAY_LEN(h));
+    fail_retry_after(p, LX_ERR_QUEUE_FULL, message, lx_admission_retry_after_s(p->gw->admission));
 }
 
 static void on_dispatch(lx_admit_ticket *t)
@@ -580,19 +638,17 @@ static void on_reject(lx_admit_ticket *t, lx_admit_reject why)
 
 static const lx_admit_cbs admit_cbs = {on_dispatch, on_reject};
 
-static void admit(proxy_req *p)
+/* Into p->backend's line (or straight to it) for this attempt, waiting at most until the deadline. */
+static void submit(proxy_req *p)
 {
     char msg[160];
-    /* one deadline: what waiting for the rate limit took is no longer the queue's to take */
-    double timeout_s = p->queue_timeout_s - (double)p->rate.result.waited_ms / 1000.0;
+    uint64_t now = lx_now_ns();
+    double timeout_s = p->deadline_ns > now ? (double)(p->deadline_ns - now) / 1e9 : 0;
     if (timeout_s < 0.001) timeout_s = 0.001;
-    switch (lx_admission_submit(p->gw->admission, &p->ticket, &admit_cbs, p->backend->name, p->user, p->prio,
-                                timeout_s)) {
-    case LX_ADMIT_NOW:
-        forward(p);
-        return;
-    case LX_ADMIT_QUEUED:
-        return;
+    switch (
+        lx_admission_submit(p->gw->admission, &p->ticket, &admit_cbs, p->backend->name, p->user, p->prio, timeout_s)) {
+    case LX_ADMIT_NOW: forward(p); return;
+    case LX_ADMIT_QUEUED: return;
     case LX_ADMIT_FULL:
         snprintf(msg, sizeof msg, "The request queue is full (queue.max_size %ld); try again later",
                  p->cfg->queue.max_size);
@@ -602,6 +658,83 @@ static void admit(proxy_req *p)
         fail(p, LX_ERR_SHUTTING_DOWN, "The gateway is shutting down; the request was not sent", NULL);
         return;
     }
+}
+
+/* The first attempt: the best backend for the model now, or 503 no_healthy_backend at once. */
+static void admit(proxy_req *p)
+{
+    unsigned retry_after_s;
+    p->backend = lx_admission_pick(p->gw->admission, p->cfg, p->model_name.p, p->model_name.len, NULL, &retry_after_s);
+    if (p->backend) {
+        submit(p);
+        return;
+    }
+    char msg[400];
+    snprintf(msg, sizeof msg, "Every backend serving the model `%s` is down; try again in %u s", p->model,
+             retry_after_s);
+    LX_WARN(p->request_id, "%s", msg);
+    fail_retry_after(p, LX_ERR_NO_HEALTHY_BACKEND, msg, retry_after_s);
+}
+
+/* ---------- retries ---------- */
+
+static void on_backoff(uv_timer_t *t)
+{
+    proxy_req *p = t->data;
+    p->earlier_wait_ns += lx_now_ns() - p->backoff_start_ns;
+    submit(p);
+}
+
+/* This attempt's answer is not kept: the next one starts clean. */
+static void reset_attempt(proxy_req *p)
+{
+    p->earlier_wait_ns += p->up_wait_ns + p->ticket.waited_ns;
+    p->earlier_queue_ns += p->ticket.waited_ns;
+    p->ticket = (lx_admit_ticket){0}; /* it left: zeroed for the next submit */
+    p->up_wait_ns = 0;
+    p->up_status = 0;
+    p->up_content_type[0] = '\0';
+    p->first_byte_ns = 0;
+    lx_buf_free(&p->up_body);
+    p->sent = false; /* a failed attempt costs the user nothing; the next one, once sent, is accounted */
+}
+
+/*
+ * After a retryable failure (retry.h): another try, on the best routable backend for the model other
+ * than this one if there is one, after retry.h's backoff (or the backend's own Retry-After when the try
+ * goes back to it). False, and nothing done, when no attempt is left, no backend is routable, the wait
+ * would be longer than retry.max_delay_seconds, or it would end past the request's deadline: the caller
+ * then answers with this attempt's outcome.
+ */
+static bool retry_later(proxy_req *p, const char *why)
+{
+    if (p->attempt >= p->cfg->retry.max_attempts) return false;
+    const lx_backend_conf *next =
+        lx_admission_pick(p->gw->admission, p->cfg, p->model_name.p, p->model_name.len, p->backend->name, NULL);
+    if (next == NULL) return false;
+    double delay_s = lx_retry_delay_s(p->cfg, p->attempt, lx_random_unit());
+    if (next == p->backend && p->up_retry_after_s > delay_s) {
+        if (p->up_retry_after_s > p->cfg->retry.max_delay_s) return false;
+        delay_s = p->up_retry_after_s;
+    }
+    uint64_t delay_ns = (uint64_t)(delay_s * 1e9);
+    p->backoff_start_ns = lx_now_ns();
+    if (p->backoff_start_ns + delay_ns >= p->deadline_ns) return false;
+    LX_INFO(p->request_id, "%s; try %d of %ld on backend %s in %.3f s", why, p->attempt + 1, p->cfg->retry.max_attempts,
+            next->name, delay_s);
+    if (next == p->backend)
+        lx_stats_retry(p->gw->stats, next->name);
+    else
+        lx_stats_failover(p->gw->stats, p->backend->name, next->name);
+    reset_attempt(p);
+    p->backend = next;
+    if (p->backoff == NULL) {
+        p->backoff = lx_xmalloc(sizeof *p->backoff);
+        uv_timer_init(p->gw->loop, p->backoff);
+        p->backoff->data = p;
+    }
+    uv_timer_start(p->backoff, on_backoff, (delay_ns + 999999) / 1000000, 0);
+    return true;
 }
 
 /* ---------- rate limits ---------- */
@@ -614,9 +747,8 @@ static void fail_rate_limited(proxy_req *p)
     lx_err e = lx_rate_error(&p->rate);
     p->err = e;
     p->has_err = true;
-    lx_stats_ratelimit_refused(p->gw->stats,
-                               p->rate.result.kind == LX_RATE_TOKENS ? LX_STATS_RL_TOKENS : LX_STATS_RL_REQUESTS,
-                               p->user);
+    lx_stats_ratelimit_refused(
+        p->gw->stats, p->rate.result.kind == LX_RATE_TOKENS ? LX_STATS_RL_TOKENS : LX_STATS_RL_REQUESTS, p->user);
     char msg[320];
     lx_rate_message(&p->rate, msg, sizeof msg);
     LX_INFO(p->request_id, "%s", msg);
@@ -629,7 +761,8 @@ static void fail_rate_limited(proxy_req *p)
     size_t n = 0;
     h[n++] = (lx_http_header){"Content-Type", "application/json"};
     h[n++] = (lx_http_header){"X-Request-Id", p->request_id};
-    for (size_t i = 0; i < rh.n; i++) h[n++] = (lx_http_header){rh.name[i], rh.value[i]};
+    for (size_t i = 0; i < rh.n; i++)
+        h[n++] = (lx_http_header){rh.name[i], rh.value[i]};
     int status = lx_err_get(e)->status;
     detach(p, status);
     lx_http_respond(p->req, status, h, n, body.p, body.len);
@@ -657,8 +790,8 @@ static void check_rate(proxy_req *p)
     lx_slice body = lx_http_req_body(p->req);
     lx_token_estimate est;
     lx_tokens_estimate(body.p, body.len, &est);
-    long tokens = lx_tokens_reserve(&est, p->f.max_tokens, p->cfg->rate_limits.default_max_tokens,
-                                    p->ep != LX_EP_EMBEDDINGS);
+    long tokens =
+        lx_tokens_reserve(&est, p->f.max_tokens, p->cfg->rate_limits.default_max_tokens, p->ep != LX_EP_EMBEDDINGS);
     double wait_ms = p->queue_timeout_s * 1000.0;
     lx_rate_ask ask = {
         .user = p->user,
@@ -698,6 +831,8 @@ void lx_proxy_handle(lx_gateway *gw, lx_http_req *req, lx_endpoint ep)
         fail(p, LX_ERR_INVALID_FIELD, "X-Timeout must be a positive number of seconds", "x_timeout");
         return;
     }
+    double deadline_ns = (double)lx_http_req_ready_ns(req) + p->queue_timeout_s * 1e9;
+    p->deadline_ns = deadline_ns < 1.8e19 ? (uint64_t)deadline_ns : UINT64_MAX;
     if (!route(p)) return;
     check_rate(p);
 }
@@ -710,7 +845,10 @@ void lx_proxy_abort(lx_http_req *req)
         LX_INFO(p->request_id, "client went away during its rate-limit check or wait; never sent");
     else if (p->ticket.state == LX_TICKET_WAITING || p->ticket.state == LX_TICKET_REJECTING)
         LX_INFO(p->request_id, "client went away while waiting in the queue; never sent");
-    else LX_INFO(p->request_id, "client went away; upstream request cancelled");
+    else if (p->backoff && uv_is_active((uv_handle_t *)p->backoff))
+        LX_INFO(p->request_id, "client went away while waiting to retry");
+    else
+        LX_INFO(p->request_id, "client went away; upstream request cancelled");
     if (p->up) lx_upstream_cancel(p->up);
     p->up = NULL;
     leave_admission(p);

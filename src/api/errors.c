@@ -61,6 +61,8 @@ static const err_row table[] = {
     [LX_ERR_QUEUE_FULL] = {{503, SERVER, "queue_full", true}, "The request queue is full; try again later."},
     [LX_ERR_QUEUE_TIMEOUT] = {{504, SERVER, "queue_timeout", true},
                               "The request waited in the queue longer than its timeout."},
+    [LX_ERR_NO_HEALTHY_BACKEND] = {{503, SERVER, "no_healthy_backend", true},
+                                   "Every backend serving the model is down; try again later."},
 };
 
 _Static_assert(LX_ARRAY_LEN(table) == LX_ERR_COUNT, "one row per lx_err");

@@ -39,6 +39,7 @@ typedef enum {
                                       too large for the limit (services/rate_limiter.h builds both) */
     LX_ERR_QUEUE_FULL,             /* 503 queue_full: queue.max_size requests wait already (sent with Retry-After) */
     LX_ERR_QUEUE_TIMEOUT,          /* 504 queue_timeout: no backend slot within x_timeout / queue.default_timeout */
+    LX_ERR_NO_HEALTHY_BACKEND,     /* 503 no_healthy_backend: every backend serving the model is down (Retry-After) */
     LX_ERR_COUNT
 } lx_err;
 

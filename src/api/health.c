@@ -75,7 +75,12 @@ static void backend_json(lx_buf *out, lx_gateway *gw, const lx_backend_conf *bc)
     lx_buf_append_str(out, ",\"url\":");
     json_str(out, bc->url);
     lx_buf_append_str(out, ",\"status\":");
-    json_str(out, lx_health_name(b ? info.health : LX_HEALTH_UNKNOWN));
+    if (b && lx_backend_is_down(b)) json_str(out, "down");
+    else json_str(out, lx_health_name(b ? info.health : LX_HEALTH_UNKNOWN));
+    lx_buf_append_str(out, ",\"circuit\":");
+    json_str(out, lx_circuit_name(info.circuit));
+    lx_buf_printf(out, ",\"request_failures\":%ld,\"last_request_error\":", info.request_failures);
+    json_str(out, info.last_request_error && *info.last_request_error ? info.last_request_error : NULL);
     lx_buf_printf(out, ",\"in_flight\":%d,\"consecutive_failures\":%ld,\"last_check\":", info.in_flight,
                   info.consecutive_failures);
     if (info.last_check_wall_s > 0) {

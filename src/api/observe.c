@@ -41,7 +41,7 @@ static bool backend_probe(void *ud, const char *name, bool *up, long *in_flight)
     if (b == NULL) return false;
     lx_backend_info info;
     lx_backend_info_get(b, &info);
-    *up = !info.retired && info.health != LX_HEALTH_DOWN; /* unknown (not checked yet) counts as up */
+    *up = !info.retired && !lx_backend_is_down(b); /* unknown (not checked yet) counts as up */
     *in_flight = info.in_flight;
     return true;
 }

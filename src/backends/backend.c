@@ -8,6 +8,8 @@
  *   stops being adaptive, is retired, or the registry is freed, and no callback of it comes after.
  * - saturated is only ever true while adaptive is on and the last read succeeded and said so.
  * - At most one health check per backend is in flight (b->hc), likewise cancelled on retire and free.
+ * - The circuit is a deadline, not a timer: open until open_until_ns, half-open after it (until a verdict);
+ *   at most one trial is out at a time (trial_out), cleared by the attempt_end its begin returned true for.
  * - Every uv handle is closed before the memory holding it goes (the registry counts pending closes:
  *   two timers per backend).
  */
@@ -53,6 +55,13 @@ struct lx_backend {
     int64_t last_check_wall_s;
     char last_error[160];
     uint64_t checks, check_failures;
+    /* the circuit breaker */
+    uint64_t cooldown_ns;
+    uint64_t open_until_ns; /* 0: closed; else open until then, half-open after */
+    bool trial_out;         /* half-open: the trial request is on its way */
+    long req_failures;
+    char last_req_error[160];
+    uint64_t opened;
 };
 
 struct lx_backends {
@@ -286,6 +295,7 @@ static void apply_health(lx_backend *b, const lx_config *c, const lx_backend_con
     uint64_t timeout = (uint64_t)(c->health_check.timeout_s * 1000.0);
     if (timeout == 0) timeout = 1;
     b->hc_threshold = c->health_check.failure_threshold;
+    b->cooldown_ns = (uint64_t)(c->health_check.cooldown_s * 1e9);
     b->hc_timeout_ms = timeout;
     size_t n = strlen(bc->url) + strlen(health_path(bc->kind)) + 1;
     char *url = lx_xmalloc(n);
@@ -313,7 +323,78 @@ static void apply_health(lx_backend *b, const lx_config *c, const lx_backend_con
     }
 }
 
-bool lx_backend_is_down(const lx_backend *b) { return !b->retired && b->health == LX_HEALTH_DOWN; }
+/* ---------- the circuit breaker ---------- */
+
+const char *lx_circuit_name(lx_circuit c)
+{
+    switch (c) {
+    case LX_CIRCUIT_OPEN: return "open";
+    case LX_CIRCUIT_HALF_OPEN: return "half_open";
+    default: return "closed";
+    }
+}
+
+static lx_circuit circuit(const lx_backend *b, uint64_t now)
+{
+    if (b->open_until_ns == 0) return LX_CIRCUIT_CLOSED;
+    return now < b->open_until_ns ? LX_CIRCUIT_OPEN : LX_CIRCUIT_HALF_OPEN;
+}
+
+bool lx_backend_is_down(const lx_backend *b)
+{
+    return !b->retired && (b->health == LX_HEALTH_DOWN || circuit(b, lx_now_ns()) == LX_CIRCUIT_OPEN);
+}
+
+bool lx_backend_routable(const lx_backend *b)
+{
+    if (b->retired || b->health == LX_HEALTH_DOWN) return false;
+    lx_circuit c = circuit(b, lx_now_ns());
+    return c == LX_CIRCUIT_CLOSED || (c == LX_CIRCUIT_HALF_OPEN && !b->trial_out);
+}
+
+unsigned lx_backend_retry_after_s(const lx_backend *b)
+{
+    uint64_t now = lx_now_ns(), wait_ns = 0;
+    if (circuit(b, now) == LX_CIRCUIT_OPEN) wait_ns = b->open_until_ns - now;
+    if (b->health == LX_HEALTH_DOWN && b->hc_interval_ms * 1000000u > wait_ns) wait_ns = b->hc_interval_ms * 1000000u;
+    uint64_t s = (wait_ns + 999999999u) / 1000000000u;
+    return s < 1 ? 1 : s > 3600 ? 3600 : (unsigned)s;
+}
+
+bool lx_backend_attempt_begin(lx_backend *b)
+{
+    if (circuit(b, lx_now_ns()) != LX_CIRCUIT_HALF_OPEN || b->trial_out) return false;
+    b->trial_out = true;
+    LX_INFO(NULL, "backend %s: cooldown over; sending one trial request", b->name);
+    return true;
+}
+
+static void circuit_failure(lx_backend *b, bool trial, const char *why)
+{
+    b->req_failures++;
+    snprintf(b->last_req_error, sizeof b->last_req_error, "%s", why ? why : "failed");
+    bool closed = b->open_until_ns == 0;
+    if (closed && b->req_failures < b->hc_threshold) return;
+    b->open_until_ns = lx_now_ns() + b->cooldown_ns;
+    if (closed) b->opened++;
+    if (closed || trial)
+        LX_WARN(NULL, "backend %s: %s (%s); taking no new requests for %.3g s", b->name,
+                trial ? "the trial request failed" : "requests failed in a row", b->last_req_error,
+                (double)b->cooldown_ns / 1e9);
+}
+
+void lx_backend_attempt_end(lx_backend *b, bool trial, lx_attempt_verdict v, const char *why)
+{
+    if (trial) b->trial_out = false;
+    if (v == LX_ATTEMPT_NONE) return;
+    if (v == LX_ATTEMPT_FAILED) {
+        circuit_failure(b, trial, why);
+        return;
+    }
+    if (b->open_until_ns != 0) LX_INFO(NULL, "backend %s: a request succeeded; taking requests again", b->name);
+    b->open_until_ns = 0;
+    b->req_failures = 0;
+}
 
 /* ---------- the registry ---------- */
 
@@ -472,6 +553,11 @@ void lx_backend_info_get(const lx_backend *b, lx_backend_info *out)
         .last_error = b->last_error,
         .checks = b->checks,
         .check_failures = b->check_failures,
+        .circuit = circuit(b, lx_now_ns()),
+        .request_failures = b->req_failures,
+        .last_request_error = b->last_req_error,
+        .circuit_open_s = b->open_until_ns > lx_now_ns() ? (double)(b->open_until_ns - lx_now_ns()) / 1e9 : 0,
+        .circuit_opened = b->opened,
         .in_flight = b->in_flight,
         .max_concurrency = b->max_concurrency,
         .retired = b->retired,

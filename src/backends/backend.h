@@ -2,7 +2,6 @@
  * Backends at run time: the state of each configured backend that outlives a config snapshot — the
  * slots in use, the concurrency limit, and the adaptive load reading — kept in a registry (lx_backends)
  * and looked up by name, so a reload changes a backend's limits without losing its requests in flight.
- * Retries and failover extend lx_backend later (in-flight counts per attempt).
  *
  * Health (active checks): every health_check.interval_seconds each enabled backend is probed through
  * the gateway's upstream client, with health_check.timeout_seconds: vllm and llamacpp GET <url>/health,
@@ -11,6 +10,14 @@
  * before its first check completes it is unknown. The first check starts at once (at start, and when a
  * reload adds a backend or changes its url or kind). Status changes are logged (WARNING down, INFO up).
  * A registry made without a client (unit tests) checks nothing: its backends stay unknown.
+ *
+ * Circuit breaker (passive checks): every request sent to a backend ends with a verdict
+ * (lx_backend_attempt_end). failure_threshold failures in a row open the circuit: the backend takes no new
+ * request for health_check.cooldown_seconds; then it is half-open: one trial request is let through, and
+ * its verdict closes the circuit (success) or opens it for another cooldown (failure). A failure is a
+ * backend that cannot be reached, resets or times out, or answers 502/503/504; a 429 or a 4xx is the
+ * backend working, and a request the client abandoned says nothing. Opening is logged (WARNING), closing
+ * (INFO). The active checks and the circuit are independent: a backend is routable when neither says no.
  *
  * Slots: a request is sent to a backend only while it holds one of its max_concurrency slots
  * (lx_backend_acquire / lx_backend_release); the rest wait in Lexora's queue (services/admission.c).
@@ -87,8 +94,35 @@ typedef enum {
 
 const char *lx_health_name(lx_health h); /* "unknown", "up", "down" */
 
-/* Down only once failure_threshold checks in a row failed; unknown counts as up for routing decisions. */
+typedef enum {
+    LX_CIRCUIT_CLOSED = 0,
+    LX_CIRCUIT_OPEN,      /* out for the cooldown */
+    LX_CIRCUIT_HALF_OPEN, /* the cooldown is over: the next request is the trial */
+} lx_circuit;
+
+const char *lx_circuit_name(lx_circuit c); /* "closed", "open", "half_open" */
+
+/* Down: failure_threshold checks in a row failed, or the circuit is open (not half-open). A backend not
+ * yet checked counts as up. What /health reports. */
 bool lx_backend_is_down(const lx_backend *b);
+
+/* May a new request be sent to b now: not retired, not down by its checks, and its circuit closed, or
+ * half-open with no trial out. */
+bool lx_backend_routable(const lx_backend *b);
+
+/* Seconds until b may be routable again (its cooldown ends, or its next health check), at least 1. */
+unsigned lx_backend_retry_after_s(const lx_backend *b);
+
+typedef enum {
+    LX_ATTEMPT_OK = 0, /* the backend answered (2xx, 4xx, 429, 500...) */
+    LX_ATTEMPT_FAILED, /* unreachable, reset, timed out, or 502/503/504 */
+    LX_ATTEMPT_NONE,   /* says nothing about the backend (the client left first) */
+} lx_attempt_verdict;
+
+/* A request is being sent to b. Returns true when it is the half-open trial; pass that to attempt_end. */
+bool lx_backend_attempt_begin(lx_backend *b);
+/* The request sent to b ended with verdict v (why: a short reason for FAILED, for the log and /health). */
+void lx_backend_attempt_end(lx_backend *b, bool trial, lx_attempt_verdict v, const char *why);
 
 typedef struct {
     const char *name;
@@ -99,7 +133,12 @@ typedef struct {
     int64_t last_check_wall_s; /* when the last check completed (Unix time); 0 if never */
     const char *last_error;    /* of the last failed check ("" if none yet); kept after a success */
     uint64_t checks, check_failures;
-    int in_flight; /* slots in use */
+    lx_circuit circuit;
+    long request_failures;          /* requests in a row that failed (the circuit's count) */
+    const char *last_request_error; /* of the last failed request ("" if none yet) */
+    double circuit_open_s;          /* open: seconds until half-open; else 0 */
+    uint64_t circuit_opened;        /* times the circuit opened */
+    int in_flight;                  /* slots in use */
     int max_concurrency;
     bool retired; /* no longer in the config */
     bool adaptive;

@@ -1,4 +1,4 @@
-/* Request ids. See id.h. xorshift128+ seeded from getrandom(); ids need to be unique, not secret. */
+/* Request ids and jitter. See id.h. xorshift128+ seeded from getrandom(); unique, not secret. */
 #include "utils/id.h"
 
 #include <stdint.h>
@@ -27,8 +27,10 @@ void lx_request_id_new(char out[LX_REQUEST_ID_MAX])
     static const char hex[] = "0123456789abcdef";
     uint64_t a = next(), b = next();
     memcpy(out, "req_", 4);
-    for (int i = 0; i < 16; i++) out[4 + i] = hex[(a >> (i * 4)) & 15];
-    for (int i = 0; i < 8; i++) out[20 + i] = hex[(b >> (i * 4)) & 15];
+    for (int i = 0; i < 16; i++)
+        out[4 + i] = hex[(a >> (i * 4)) & 15];
+    for (int i = 0; i < 8; i++)
+        out[20 + i] = hex[(b >> (i * 4)) & 15];
     out[28] = '\0';
 }
 
@@ -41,3 +43,5 @@ bool lx_request_id_acceptable(lx_slice id)
     }
     return true;
 }
+
+double lx_random_unit(void) { return (double)(next() >> 11) * 0x1.0p-53; }

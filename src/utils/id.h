@@ -1,5 +1,6 @@
 /*
- * Request ids: "req_" + 24 lowercase hex digits from a PRNG seeded once from the OS.
+ * Request ids: "req_" + 24 lowercase hex digits from a PRNG seeded once from the OS; the same PRNG gives
+ * the retry handler its jitter.
  * A client's own X-Request-Id is kept when it is sane (1..128 printable ASCII, no spaces or quotes).
  * Loop thread only (the PRNG state is not shared).
  */
@@ -16,5 +17,7 @@
 void lx_request_id_new(char out[LX_REQUEST_ID_MAX]);
 /* True if the client-supplied id may be used (and echoed in headers and logs) as it is. */
 bool lx_request_id_acceptable(lx_slice id);
+/* A uniform number in [0, 1). */
+double lx_random_unit(void);
 
 #endif

@@ -137,6 +137,7 @@ static void access_json(lx_buf *b, const lx_access_rec *r, const char *ts)
     json_field(b, "priority", or_dash(r->priority));
     lx_buf_printf(b, ",\"latency_ms\":%.3f,\"overhead_ms\":%.3f,\"queue_wait_ms\":%.3f,\"stream\":%s",
                   r->latency_ms, r->overhead_ms, r->queue_wait_ms, r->stream ? "true" : "false");
+    if (r->attempts > 1) lx_buf_printf(b, ",\"attempts\":%d", r->attempts);
     if (r->ttft_ms >= 0) lx_buf_printf(b, ",\"ttft_ms\":%.3f", r->ttft_ms);
     if (r->prompt_tokens >= 0)
         lx_buf_printf(b, ",\"prompt_tokens\":%ld,\"completion_tokens\":%ld", r->prompt_tokens,
@@ -153,6 +154,7 @@ static void access_text(lx_buf *b, const lx_access_rec *r, const char *ts)
                   or_dash(r->model), or_dash(r->backend), or_dash(r->priority), r->status,
                   r->error_code ? " error=" : "", r->error_code ? r->error_code : "", r->latency_ms, r->overhead_ms,
                   r->queue_wait_ms, r->stream);
+    if (r->attempts > 1) lx_buf_printf(b, " attempts=%d", r->attempts);
     if (r->ttft_ms >= 0) lx_buf_printf(b, " ttft_ms=%.3f", r->ttft_ms);
     if (r->prompt_tokens >= 0)
         lx_buf_printf(b, " tokens_in=%ld tokens_out=%ld", r->prompt_tokens, r->completion_tokens);

@@ -64,6 +64,7 @@ typedef struct {
     long prompt_tokens; /* -1 when unknown */
     long completion_tokens;
     bool stream;
+    int attempts; /* tries sent to backends (retries and failovers included); 0 when none was */
 } lx_access_rec;
 
 void lx_log_access(const lx_access_rec *rec);

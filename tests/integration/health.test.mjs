@@ -62,7 +62,11 @@ describe('/health', () => {
       assert.ok(Number.isInteger(h.json.uptime_seconds) && h.json.uptime_seconds >= 0);
       const bb = backend(h, 'b');
       assert.deepEqual(Object.keys(bb).sort(),
-        ['consecutive_failures', 'in_flight', 'kind', 'last_check', 'last_error', 'name', 'status', 'url'].sort());
+        ['circuit', 'consecutive_failures', 'in_flight', 'kind', 'last_check', 'last_error', 'last_request_error',
+          'name', 'request_failures', 'status', 'url'].sort());
+      assert.equal(bb.circuit, 'closed');
+      assert.equal(bb.request_failures, 0);
+      assert.equal(bb.last_request_error, null);
       assert.equal(bb.kind, 'openai');
       assert.equal(bb.url, b.url);
       assert.equal(bb.consecutive_failures, 0);

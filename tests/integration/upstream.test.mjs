@@ -1,15 +1,16 @@
 // What clients get when the backend fails: unreachable, too slow, errors in either format, cut mid-stream;
-// and routing by model across two backends.
+// and routing by model across two backends. Retries are off here (failover.test.mjs has them).
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { configFor, freePort, post, sseData, startLexora, startSim } from '../lib/harness.mjs';
 
 const chat = (extra = {}) => ({ model: 'qwen3-32b', messages: [{ role: 'user', content: 'hi' }], max_tokens: 3, ...extra });
 
+// One try per request: these tests are about the answer a failure becomes (retries: failover.test.mjs).
 async function withGateway(simArgs, opts, fn) {
   const sim = simArgs ? await startSim(simArgs) : null;
   const url = sim ? sim.url : `http://127.0.0.1:${await freePort()}`;
-  const lx = await startLexora(configFor(url, opts));
+  const lx = await startLexora(configFor(url, { ...opts, extra: { retry: { max_attempts: 1 }, ...(opts.extra || {}) } }));
   try {
     await fn(lx, sim);
   } finally {

@@ -1,8 +1,8 @@
 /*
  * Unit tests for services/admission.c on a real libuv loop (no HTTP: adaptive is off, so the upstream
  * client is never used): dispatch order through the kick, slots given back, deadlines from the timer,
- * displacement answered on the next turn, leaving while waiting, shutdown, and a reload that raises
- * the limit.
+ * displacement answered on the next turn, leaving while waiting, shutdown, a reload that raises
+ * the limit, and the choice of backend for failover.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "services/admission.h"
+#include "support.h"
 
 typedef struct {
     lx_admit_ticket t;
@@ -260,6 +261,55 @@ static void test_unknown_backend_is_not_limited(void **state)
     teardown(&f);
 }
 
+/* Failover and load sharing: priority first, then requests in flight plus waiting, then config order;
+ * the backend to avoid only when nothing else is routable; none routable → NULL and a Retry-After. */
+static void test_pick(void **state)
+{
+    (void)state;
+    const char *yaml = "backends:\n"
+                       "  a: {type: vllm, url: 'http://127.0.0.1:9', priority: 1, max_concurrency: 4, models: [m]}\n"
+                       "  b: {type: vllm, url: 'http://127.0.0.1:9', priority: 0, max_concurrency: 4, models: [m]}\n"
+                       "  c: {type: vllm, url: 'http://127.0.0.1:9', priority: 0, max_concurrency: 4, models: [m, n]}\n"
+                       "health_check: {failure_threshold: 1, cooldown_seconds: 60}\n";
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    lx_config *c = lx_test_config(yaml);
+    lx_admission *a = lx_admission_new(&loop, NULL, c);
+    lx_backends *bs = lx_admission_backends(a);
+    unsigned ra = 0;
+    assert_string_equal(lx_admission_pick(a, c, "m", 1, NULL, &ra)->name, "b"); /* priority 0, first listed */
+    assert_string_equal(lx_admission_pick(a, c, "n", 1, NULL, &ra)->name, "c");
+    assert_null(lx_admission_pick(a, c, "x", 1, NULL, &ra));
+
+    lx_admit_ticket t1 = {0};
+    assert_int_equal(lx_admission_submit(a, &t1, &cbs, "b", NULL, LX_PRIO_NORMAL, 1), LX_ADMIT_NOW);
+    assert_string_equal(lx_admission_pick(a, c, "m", 1, NULL, &ra)->name, "c"); /* b has one in flight */
+    assert_string_equal(lx_admission_pick(a, c, "m", 1, "c", &ra)->name, "b");  /* c just failed */
+    lx_admission_leave(a, &t1);
+
+    /* b's circuit opens (threshold 1): c, then a (priority 1) when c is to be avoided */
+    lx_backend *b = lx_backends_find(bs, "b");
+    lx_backend_attempt_end(b, lx_backend_attempt_begin(b), LX_ATTEMPT_FAILED, "HTTP 503");
+    assert_false(lx_backend_routable(b));
+    assert_string_equal(lx_admission_pick(a, c, "m", 1, NULL, &ra)->name, "c");
+    assert_string_equal(lx_admission_pick(a, c, "m", 1, "c", &ra)->name, "a");
+
+    /* all open: none, and Retry-After is the cooldown left */
+    lx_backend_attempt_end(lx_backends_find(bs, "a"), false, LX_ATTEMPT_FAILED, "connect");
+    lx_backend_attempt_end(lx_backends_find(bs, "c"), false, LX_ATTEMPT_FAILED, "connect");
+    ra = 0;
+    assert_null(lx_admission_pick(a, c, "m", 1, NULL, &ra));
+    assert_in_range(ra, 59, 60);
+    /* the one to avoid is still taken when it is the only routable one */
+    lx_backend_attempt_end(lx_backends_find(bs, "c"), false, LX_ATTEMPT_OK, NULL);
+    assert_string_equal(lx_admission_pick(a, c, "m", 1, "c", &ra)->name, "c");
+
+    lx_admission_free(a);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    lx_config_unref(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -271,6 +321,7 @@ int main(void)
         cmocka_unit_test(test_close_rejects_waiting),
         cmocka_unit_test(test_reload_raises_the_limit),
         cmocka_unit_test(test_unknown_backend_is_not_limited),
+        cmocka_unit_test(test_pick),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

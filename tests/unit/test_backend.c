@@ -1,4 +1,4 @@
-/* Unit tests for backends/backend.c: reading vLLM's /metrics, and slots across a reconfiguration. */
+/* Unit tests for backends/backend.c: reading vLLM's /metrics, slots across a reconfiguration, the circuit breaker. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "backends/backend.h"
+#include "support.h"
 
 static bool parse(const char *text, lx_vllm_load *out) { return lx_vllm_metrics_parse(text, strlen(text), out); }
 
@@ -127,6 +128,63 @@ static void test_slots_and_reconfigure(void **state)
     lx_buf_free(&err);
 }
 
+/* The circuit breaker: threshold failures open it; a 429-like answer (OK) resets the count; after the
+ * cooldown one trial goes; its failure reopens, its success closes. */
+static void test_circuit_breaker(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    lx_config *c = lx_test_config("backends:\n  a: {type: vllm, url: 'http://127.0.0.1:9', models: [m]}\n"
+                                  "health_check: {failure_threshold: 2, cooldown_seconds: 0.05}\n");
+    lx_backends *s = lx_backends_new(&loop, NULL, NULL, NULL);
+    lx_backends_configure(s, c);
+    lx_backend *a = lx_backends_find(s, "a");
+    lx_backend_info info;
+
+    assert_false(lx_backend_attempt_begin(a)); /* closed: no trial */
+    lx_backend_attempt_end(a, false, LX_ATTEMPT_FAILED, "connect");
+    lx_backend_attempt_end(a, false, LX_ATTEMPT_OK, NULL); /* the count starts again */
+    lx_backend_attempt_end(a, false, LX_ATTEMPT_FAILED, "connect");
+    lx_backend_attempt_end(a, false, LX_ATTEMPT_NONE, NULL); /* says nothing */
+    assert_true(lx_backend_routable(a));
+    lx_backend_attempt_end(a, false, LX_ATTEMPT_FAILED, "HTTP 503");
+    assert_false(lx_backend_routable(a));
+    assert_true(lx_backend_is_down(a));
+    lx_backend_info_get(a, &info);
+    assert_int_equal(info.circuit, LX_CIRCUIT_OPEN);
+    assert_int_equal(info.request_failures, 2);
+    assert_string_equal(info.last_request_error, "HTTP 503");
+    assert_int_equal(info.circuit_opened, 1);
+    assert_int_equal(lx_backend_retry_after_s(a), 1);
+
+    uv_sleep(60); /* past the cooldown: half-open, one trial */
+    assert_false(lx_backend_is_down(a));
+    assert_true(lx_backend_routable(a));
+    assert_true(lx_backend_attempt_begin(a));
+    assert_false(lx_backend_routable(a)); /* the trial is out */
+    assert_false(lx_backend_attempt_begin(a));
+    lx_backend_attempt_end(a, true, LX_ATTEMPT_FAILED, "connect");
+    assert_false(lx_backend_routable(a)); /* open again */
+    lx_backend_info_get(a, &info);
+    assert_int_equal(info.circuit, LX_CIRCUIT_OPEN);
+
+    uv_sleep(60);
+    assert_true(lx_backend_attempt_begin(a));
+    lx_backend_attempt_end(a, true, LX_ATTEMPT_NONE, NULL); /* the client left: still half-open */
+    assert_true(lx_backend_attempt_begin(a));
+    lx_backend_attempt_end(a, true, LX_ATTEMPT_OK, NULL);
+    lx_backend_info_get(a, &info);
+    assert_int_equal(info.circuit, LX_CIRCUIT_CLOSED);
+    assert_int_equal(info.request_failures, 0);
+    assert_true(lx_backend_routable(a));
+
+    lx_backends_free(s);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    lx_config_unref(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -135,6 +193,7 @@ int main(void)
         cmocka_unit_test(test_labels_with_braces_and_no_labels),
         cmocka_unit_test(test_not_vllm),
         cmocka_unit_test(test_slots_and_reconfigure),
+        cmocka_unit_test(test_circuit_breaker),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -40,6 +40,7 @@ static const struct {
     {LX_ERR_RATE_LIMIT_TOKENS, 429, "tokens", "rate_limit_exceeded", true},
     {LX_ERR_QUEUE_FULL, 503, "server_error", "queue_full", true},
     {LX_ERR_QUEUE_TIMEOUT, 504, "server_error", "queue_timeout", true},
+    {LX_ERR_NO_HEALTHY_BACKEND, 503, "server_error", "no_healthy_backend", true},
 };
 
 /* Parses an envelope and returns its "error" object (root in *root, to delete). */
