@@ -5,15 +5,19 @@
  *   2 read the body once: model, stream, max_tokens, x_priority / x_user_id / x_timeout (or headers)
  *   2b who: lx_auth_identify (auth on: the bearer key's user, else 401 invalid_api_key; auth off: x_user_id,
  *     X-User-Id, else "anonymous")
- *   3 route: model name → the backend that lists it (else 404 model_not_found naming what is served)
+ *   3 route: some enabled backend must list the model (else 404 model_not_found naming what is served)
  *   3b rate limits (services/rate_limiter.h): reserve 1 request and the token estimate; over a limit →
  *     429 (reject mode) or held until it fits (wait mode, within the same deadline as the queue)
- *   4 admission (services/admission.h): sent on at once if the backend has a free slot and nobody waits,
- *     else wait in its line (priority, per-user turns, aging) until dispatched, or answered 504
- *     queue_timeout / 503 queue_full (Retry-After) / 503 shutting_down
+ *   4 admission (services/admission.h): lx_admission_pick chooses the backend (routable, lowest priority,
+ *     least loaded; none → 503 no_healthy_backend with Retry-After); sent on at once if it has a free slot
+ *     and nobody waits, else wait in its line (priority, per-user turns, aging) until dispatched, or
+ *     answered 504 queue_timeout / 503 queue_full (Retry-After) / 503 shutting_down
  *   5 rewrite (drop x_*, set the model if absent, ask for usage on every stream, vLLM's "priority" with
  *     forward_priority) and forward through the pooled upstream client; the slot is given back when the
  *     upstream request ends, however it ends
+ *   5b retry (services/retry.h): a retryable failure before any byte reached the client gives the slot
+ *     back, records its verdict on the backend (the circuit breaker), waits the backoff on a timer and goes
+ *     back to 4 avoiding that backend — while tries remain and the wait ends before the deadline
  *   6 relay: SSE chunk by chunk as it arrives (usage-only chunk removed if the client did not ask),
  *     or the whole answer (vLLM's flat errors normalised to the OpenAI envelope)
  *   7 account: one access-log line with tokens, latency and Lexora's own overhead; the rate limiter's
@@ -24,10 +28,10 @@
  * a reference to the config snapshot it started with. Once an SSE answer has begun, nothing can be
  * retried: a failure ends the stream with an error event and [DONE].
  * x-lexora-overhead-ms = time since the request was complete − time waiting in the queue (and, in rate-limit
- * wait mode, for its limit) − time the upstream request was outstanding; it is what the gateway itself
- * cost the client.
- * One deadline: x_timeout / X-Timeout / queue.default_timeout bounds the wait for the rate limit and the
- * wait in the queue together; what the limit took is deducted from what the queue may take.
+ * wait mode, for its limit) − time upstream requests were outstanding − backoff waits; it is what the
+ * gateway itself cost the client.
+ * One deadline: x_timeout / X-Timeout / queue.default_timeout from when the request was complete bounds
+ * the wait for the rate limit, the waits in the queue and the backoffs together.
  * Loop thread only.
  */
 #include "proxy.h"
