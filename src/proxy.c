@@ -845,12 +845,12 @@ void lx_proxy_abort(lx_http_req *req)
 {
     proxy_req *p = lx_http_req_data(req);
     if (p == NULL) return;
-    if (!p->sent && p->ticket.state == LX_TICKET_IDLE)
+    if (p->backoff && uv_is_active((uv_handle_t *)p->backoff))
+        LX_INFO(p->request_id, "client went away while waiting to retry");
+    else if (!p->sent && p->ticket.state == LX_TICKET_IDLE)
         LX_INFO(p->request_id, "client went away during its rate-limit check or wait; never sent");
     else if (p->ticket.state == LX_TICKET_WAITING || p->ticket.state == LX_TICKET_REJECTING)
         LX_INFO(p->request_id, "client went away while waiting in the queue; never sent");
-    else if (p->backoff && uv_is_active((uv_handle_t *)p->backoff))
-        LX_INFO(p->request_id, "client went away while waiting to retry");
     else
         LX_INFO(p->request_id, "client went away; upstream request cancelled");
     if (p->up) lx_upstream_cancel(p->up);

@@ -184,6 +184,31 @@ describe('retries', () => {
     }
   });
 
+  test('a client that leaves while a retry waits: nothing more is sent, the request is accounted as 499', async () => {
+    const sim = await startSim([...FAST, '--fail-first', '1']);
+    const lx = await startLexora(oneBackend(sim, {
+      retry: { max_attempts: 3, delay_seconds: 1, backoff_multiplier: 2, max_delay_seconds: 5 },
+    }));
+    try {
+      const ac = new AbortController();
+      const pending = fetch(`${lx.url}/v1/chat/completions`, {
+        method: 'POST', body: JSON.stringify(CHAT), signal: ac.signal, headers: { 'content-type': 'application/json' },
+      }).catch((e) => e);
+      await waitFor(async () => (await inference(sim)).length === 1, 'the first try');
+      await waitFor(() => /try 2 of 3/.test(lx.logs()), 'the retry scheduled');
+      ac.abort();
+      await pending;
+      await waitFor(() => /client went away while waiting to retry/.test(lx.logs()), 'the abort noticed');
+      await new Promise((r) => setTimeout(r, 1300)); // past the backoff: the timer must be gone
+      assert.equal((await inference(sim)).length, 1);
+      await waitFor(() => accessLines(lx).some((l) => l.status === 499), 'a 499 access line');
+      assert.equal((await chat(lx)).status, 200);
+    } finally {
+      await lx.stop();
+      await sim.stop();
+    }
+  });
+
   test('a failure mid-stream ends the stream with an error event and [DONE], never retried', async () => {
     const sim = await startSim(['--ttft-ms', '5', '--tokens-per-sec', '200', '--fail-first', '1',
       '--fail-mode', 'midstream']);
