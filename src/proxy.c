@@ -65,7 +65,7 @@ typedef struct {
     char model[256];
     char url[1024];
     char hdr_request_id[LX_REQUEST_ID_MAX + 16];
-    char *hdr_auth;            /* "Authorization: Bearer <backends.NAME.api_key>", or NULL */
+    char *hdr_auth; /* "Authorization: Bearer <backends.NAME.api_key>", or NULL */
     const char *curl_headers[4];
     lx_body_fields f;
     lx_buf up_req_body; /* the rewritten body, when the original could not be sent as it is */
@@ -86,7 +86,7 @@ typedef struct {
     bool rate_checked;        /* lx_rate_check was called: answers carry the x-ratelimit-* headers */
     bool sent;                /* handed to a backend: the end reconciles (finish) instead of refunding */
     bool rate_ended;          /* rate_end ran */
-    lx_err err; /* for the access log when the answer is one of ours */
+    lx_err err;               /* for the access log when the answer is one of ours */
     bool has_err;
     int status;
 } proxy_req;
@@ -151,7 +151,8 @@ static void rate_end(proxy_req *p)
     long used = -1;
     if (p->usage.prompt_tokens >= 0 && p->usage.completion_tokens >= 0)
         used = p->usage.prompt_tokens + p->usage.completion_tokens;
-    else if (p->usage.prompt_tokens >= 0 && p->ep == LX_EP_EMBEDDINGS) used = p->usage.prompt_tokens;
+    else if (p->usage.prompt_tokens >= 0 && p->ep == LX_EP_EMBEDDINGS)
+        used = p->usage.prompt_tokens;
     lx_rate_finish(&p->rate, used);
 }
 
@@ -191,10 +192,12 @@ static void fail_h(proxy_req *p, lx_err e, const char *message, const char *para
     size_t n = 0;
     h[n++] = (lx_http_header){"Content-Type", "application/json"};
     h[n++] = (lx_http_header){"X-Request-Id", p->request_id};
-    for (size_t i = 0; i < n_extra && n < 4; i++) h[n++] = extra[i];
+    for (size_t i = 0; i < n_extra && n < 4; i++)
+        h[n++] = extra[i];
     lx_rate_headers rh = {0};
     if (p->rate_checked) lx_rate_headers_fill(&p->rate.result, &rh);
-    for (size_t i = 0; i < rh.n; i++) h[n++] = (lx_http_header){rh.name[i], rh.value[i]};
+    for (size_t i = 0; i < rh.n; i++)
+        h[n++] = (lx_http_header){rh.name[i], rh.value[i]};
     detach(p, lx_err_get(e)->status);
     lx_http_respond(p->req, lx_err_get(e)->status, h, n, body.p, body.len);
     lx_buf_free(&body);
@@ -228,7 +231,8 @@ static void answer_headers_init(answer_headers *a, const proxy_req *p, const cha
     if (p->backend) a->h[a->n++] = (lx_http_header){"X-Lexora-Backend", p->backend->name};
     a->rate.n = 0;
     if (p->rate_checked) lx_rate_headers_fill(&p->rate.result, &a->rate);
-    for (size_t i = 0; i < a->rate.n; i++) a->h[a->n++] = (lx_http_header){a->rate.name[i], a->rate.value[i]};
+    for (size_t i = 0; i < a->rate.n; i++)
+        a->h[a->n++] = (lx_http_header){a->rate.name[i], a->rate.value[i]};
 }
 
 static void respond_buffered(proxy_req *p)
@@ -325,14 +329,9 @@ static void upstream_failure_message(const proxy_req *p, lx_up_result r, const c
 {
     const char *name = p->backend->name;
     switch (r) {
-    case LX_UP_TIMEOUT:
-        snprintf(out, n, "backend %s did not answer within %g s", name, p->backend->timeout_s);
-        break;
-    case LX_UP_CALLER:
-        snprintf(out, n, "backend %s sent an answer larger than the gateway accepts", name);
-        break;
-    default:
-        snprintf(out, n, "backend %s failed: %s (%s)", name, lx_up_result_name(r), detail);
+    case LX_UP_TIMEOUT: snprintf(out, n, "backend %s did not answer within %g s", name, p->backend->timeout_s); break;
+    case LX_UP_CALLER: snprintf(out, n, "backend %s sent an answer larger than the gateway accepts", name); break;
+    default: snprintf(out, n, "backend %s failed: %s (%s)", name, lx_up_result_name(r), detail);
     }
 }
 
@@ -342,8 +341,10 @@ static void finish_stream(proxy_req *p, lx_up_result r, const char *detail)
     p->usage = p->sse.usage;
     if (r != LX_UP_OK || !p->sse.saw_done) {
         char msg[256];
-        if (r == LX_UP_OK) snprintf(msg, sizeof msg, "backend %s ended the stream without [DONE]", p->backend->name);
-        else upstream_failure_message(p, r, detail, msg, sizeof msg);
+        if (r == LX_UP_OK)
+            snprintf(msg, sizeof msg, "backend %s ended the stream without [DONE]", p->backend->name);
+        else
+            upstream_failure_message(p, r, detail, msg, sizeof msg);
         LX_WARN(p->request_id, "%s", msg);
         end_stream_with_error(p, r == LX_UP_OK ? LX_ERR_UPSTREAM_BAD_RESPONSE : upstream_error(r, true), msg);
     } else if (p->sse.saw_error) {
@@ -393,7 +394,8 @@ static void set_request_id(proxy_req *p)
     lx_slice id;
     if (lx_http_req_header(p->req, "x-request-id", &id) && lx_request_id_acceptable(id))
         copy_slice(p->request_id, sizeof p->request_id, id);
-    else lx_request_id_new(p->request_id);
+    else
+        lx_request_id_new(p->request_id);
 }
 
 /*
@@ -586,13 +588,10 @@ static void admit(proxy_req *p)
     /* one deadline: what waiting for the rate limit took is no longer the queue's to take */
     double timeout_s = p->queue_timeout_s - (double)p->rate.result.waited_ms / 1000.0;
     if (timeout_s < 0.001) timeout_s = 0.001;
-    switch (lx_admission_submit(p->gw->admission, &p->ticket, &admit_cbs, p->backend->name, p->user, p->prio,
-                                timeout_s)) {
-    case LX_ADMIT_NOW:
-        forward(p);
-        return;
-    case LX_ADMIT_QUEUED:
-        return;
+    switch (
+        lx_admission_submit(p->gw->admission, &p->ticket, &admit_cbs, p->backend->name, p->user, p->prio, timeout_s)) {
+    case LX_ADMIT_NOW: forward(p); return;
+    case LX_ADMIT_QUEUED: return;
     case LX_ADMIT_FULL:
         snprintf(msg, sizeof msg, "The request queue is full (queue.max_size %ld); try again later",
                  p->cfg->queue.max_size);
@@ -614,9 +613,8 @@ static void fail_rate_limited(proxy_req *p)
     lx_err e = lx_rate_error(&p->rate);
     p->err = e;
     p->has_err = true;
-    lx_stats_ratelimit_refused(p->gw->stats,
-                               p->rate.result.kind == LX_RATE_TOKENS ? LX_STATS_RL_TOKENS : LX_STATS_RL_REQUESTS,
-                               p->user);
+    lx_stats_ratelimit_refused(
+        p->gw->stats, p->rate.result.kind == LX_RATE_TOKENS ? LX_STATS_RL_TOKENS : LX_STATS_RL_REQUESTS, p->user);
     char msg[320];
     lx_rate_message(&p->rate, msg, sizeof msg);
     LX_INFO(p->request_id, "%s", msg);
@@ -629,7 +627,8 @@ static void fail_rate_limited(proxy_req *p)
     size_t n = 0;
     h[n++] = (lx_http_header){"Content-Type", "application/json"};
     h[n++] = (lx_http_header){"X-Request-Id", p->request_id};
-    for (size_t i = 0; i < rh.n; i++) h[n++] = (lx_http_header){rh.name[i], rh.value[i]};
+    for (size_t i = 0; i < rh.n; i++)
+        h[n++] = (lx_http_header){rh.name[i], rh.value[i]};
     int status = lx_err_get(e)->status;
     detach(p, status);
     lx_http_respond(p->req, status, h, n, body.p, body.len);
@@ -657,8 +656,8 @@ static void check_rate(proxy_req *p)
     lx_slice body = lx_http_req_body(p->req);
     lx_token_estimate est;
     lx_tokens_estimate(body.p, body.len, &est);
-    long tokens = lx_tokens_reserve(&est, p->f.max_tokens, p->cfg->rate_limits.default_max_tokens,
-                                    p->ep != LX_EP_EMBEDDINGS);
+    long tokens =
+        lx_tokens_reserve(&est, p->f.max_tokens, p->cfg->rate_limits.default_max_tokens, p->ep != LX_EP_EMBEDDINGS);
     double wait_ms = p->queue_timeout_s * 1000.0;
     lx_rate_ask ask = {
         .user = p->user,
@@ -710,7 +709,8 @@ void lx_proxy_abort(lx_http_req *req)
         LX_INFO(p->request_id, "client went away during its rate-limit check or wait; never sent");
     else if (p->ticket.state == LX_TICKET_WAITING || p->ticket.state == LX_TICKET_REJECTING)
         LX_INFO(p->request_id, "client went away while waiting in the queue; never sent");
-    else LX_INFO(p->request_id, "client went away; upstream request cancelled");
+    else
+        LX_INFO(p->request_id, "client went away; upstream request cancelled");
     if (p->up) lx_upstream_cancel(p->up);
     p->up = NULL;
     leave_admission(p);
