@@ -393,6 +393,7 @@ static lx_slice val_string(const char *s, const member *m) { return (lx_slice){s
 enum key_kind {
     K_OTHER,
     K_MODEL,
+    K_MESSAGES,
     K_STREAM,
     K_STREAM_OPTIONS,
     K_MAX_TOKENS,
@@ -408,9 +409,10 @@ static enum key_kind classify(lx_slice k)
         const char *name;
         enum key_kind kind;
     } known[] = {
-        {"model", K_MODEL},           {"stream", K_STREAM},         {"stream_options", K_STREAM_OPTIONS},
-        {"max_tokens", K_MAX_TOKENS}, {"x_priority", K_X_PRIORITY}, {"x_user_id", K_X_USER_ID},
-        {"x_timeout", K_X_TIMEOUT},
+        {"model", K_MODEL},           {"messages", K_MESSAGES},
+        {"stream", K_STREAM},         {"stream_options", K_STREAM_OPTIONS},
+        {"max_tokens", K_MAX_TOKENS}, {"x_priority", K_X_PRIORITY},
+        {"x_user_id", K_X_USER_ID},   {"x_timeout", K_X_TIMEOUT},
     };
     if (k.len == 0 || (k.p[0] != 'm' && k.p[0] != 's' && k.p[0] != 'x')) return K_OTHER;
     for (size_t i = 0; i < LX_ARRAY_LEN(known); i++)
@@ -497,6 +499,10 @@ static int take_member(const char *s, const member *m, lx_body_fields *f, lx_bod
         if (s[m->val] != '"') return field_error(err, "model", "a string");
         f->model = val_string(s, m);
         f->has_model = true;
+        return 0;
+    case K_MESSAGES:
+        f->has_messages = !null;
+        f->messages_is_array = s[m->val] == '[';
         return 0;
     case K_STREAM:
         if (!null && !val_is(s, m, "true") && !val_is(s, m, "false")) return field_error(err, "stream", "a boolean");

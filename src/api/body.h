@@ -2,12 +2,12 @@
  * Request bodies: read the few top-level fields Lexora needs in one pass, and splice the rewrite.
  *
  * The body is scanned once by a strict, linear JSON checker (body.c says why not jsmn); no DOM is
- * built. lx_body_scan finds the top-level members model, stream, stream_options.include_usage,
- * max_tokens, and every member whose key starts with "x_" (the Lexora extensions x_priority,
- * x_user_id, x_timeout among them), and checks their types. lx_body_rewrite then copies the body
- * once with the edits applied: x_* members removed, the model set when the client left it out,
- * stream_options.include_usage forced on for streams, and extra members appended (e.g.
- * "priority"). Everything else is copied byte for byte.
+ * built. lx_body_scan finds the top-level members model, messages (whether it is an array),
+ * stream, stream_options.include_usage, max_tokens, and every member whose key starts with "x_"
+ * (the Lexora extensions x_priority, x_user_id, x_timeout among them), and checks their types.
+ * lx_body_rewrite then copies the body once with the edits applied: x_* members removed, the model
+ * set when the client left it out, stream_options.include_usage forced on for streams, and extra
+ * members appended (e.g. "priority"). Everything else is copied byte for byte.
  * Pure functions; any thread. Slices point into the caller's body.
  */
 #ifndef LX_BODY_H
@@ -30,6 +30,8 @@ typedef struct {
 typedef struct {
     lx_slice model; /* contents of the string, escapes left as they are; len 0 if absent */
     bool has_model;
+    bool has_messages; /* a messages member that is not null (its type is the endpoint's business) */
+    bool messages_is_array;
     bool stream;             /* false when absent or null */
     bool has_stream_options; /* a stream_options object is present */
     bool include_usage;      /* the client asked for stream_options.include_usage: true */

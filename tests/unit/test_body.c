@@ -378,6 +378,26 @@ static void test_invalid_utf8(void **state)
             "0123456789abcdef\xf0\x9f\x98\x80\"}");
 }
 
+/* messages: only whether it is there and an array (the proxy requires one for chat completions). */
+static void test_messages_kind(void **state)
+{
+    (void)state;
+    lx_body_fields f = scan_ok("{\"model\":\"m\"}");
+    assert_false(f.has_messages);
+    assert_false(f.messages_is_array);
+    f = scan_ok("{\"messages\":null}");
+    assert_false(f.has_messages);
+    assert_false(f.messages_is_array);
+    f = scan_ok("{\"messages\":\"x\"}");
+    assert_true(f.has_messages);
+    assert_false(f.messages_is_array);
+    f = scan_ok("{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}");
+    assert_true(f.has_messages);
+    assert_true(f.messages_is_array);
+    f = scan_ok("{\"messages\":[],\"messages\":{}}"); /* the last one wins, as everywhere */
+    assert_false(f.messages_is_array);
+}
+
 static void test_nested_x_kept(void **state)
 {
     (void)state;
@@ -601,6 +621,7 @@ int main(void)
         cmocka_unit_test(test_strings_do_not_confuse),
         cmocka_unit_test(test_unicode),
         cmocka_unit_test(test_invalid_utf8),
+        cmocka_unit_test(test_messages_kind),
         cmocka_unit_test(test_nested_x_kept),
         cmocka_unit_test(test_x_removal_positions),
         cmocka_unit_test(test_pretty_body),
