@@ -393,6 +393,10 @@ static void conn_linger(lx_conn *c)
         return;
     }
     uv_timer_start(&c->timer, on_linger_timeout, LINGER_MS, 0);
+    if (!c->reading) { /* refused at accept, or stopped by a full pipeline: the client's EOF must be seen */
+        c->reading = true;
+        uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    }
 }
 
 /* ---------- timers ---------- */
