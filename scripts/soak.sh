@@ -12,7 +12,7 @@ export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:halt_on_erro
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DLEXORA_SANITIZE=ON >/dev/null
-cmake --build build-asan -j"${JOBS:-2}" --target lexora lexora-sim
+cmake --build build-asan -j"${JOBS:-2}" --target lexora lexora-sim -- --no-print-directory
 
 export LEXORA_BIN="$PWD/build-asan/lexora" LEXORA_SIM_BIN="$PWD/build-asan/lexora-sim"
 exec node tests/soak/soak.mjs
