@@ -2,7 +2,7 @@
 # install their own dependencies first (scripts/install-deps.sh), so each works on a fresh machine.
 JOBS ?= 2
 
-.PHONY: all build deps test test-unit test-integration demo bench clean format
+.PHONY: all build deps test test-unit test-integration soak demo bench clean format
 
 all: build
 
@@ -16,6 +16,10 @@ build:
 # Every test, under AddressSanitizer + UndefinedBehaviorSanitizer.
 test: deps
 	@scripts/test.sh
+
+# A bounded soak under LeakSanitizer (SOAK_REQUESTS, SOAK_SECONDS); not part of `make test`.
+soak:
+	@scripts/soak.sh
 
 demo: deps build
 	@scripts/demo.sh

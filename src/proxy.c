@@ -2,7 +2,8 @@
  * The request pipeline for /v1/chat/completions, /v1/completions and /v1/embeddings, in one place:
  *
  *   1 request id (the client's X-Request-Id when sane, else a new one)
- *   2 read the body once: model, stream, max_tokens, x_priority / x_user_id / x_timeout (or headers)
+ *   2 read the body once: model, stream, max_tokens, x_priority / x_user_id / x_timeout (or headers);
+ *     a chat completion's messages must be an array
  *   2b who: lx_auth_identify (auth on: the bearer key's user, else 401 invalid_api_key; auth off: x_user_id,
  *     X-User-Id, else "anonymous")
  *   3 route: some enabled backend must list the model (else 404 model_not_found naming what is served)
@@ -827,6 +828,11 @@ void lx_proxy_handle(lx_gateway *gw, lx_http_req *req, lx_endpoint ep)
         return;
     }
     if (!p->cfg->auth.enabled && !set_user(p, true)) return;
+    if (ep == LX_EP_CHAT && !p->f.messages_is_array) { /* the backend would refuse it; it need not see it */
+        fail(p, LX_ERR_INVALID_FIELD,
+             p->f.has_messages ? "'messages' must be an array of messages" : "'messages' is required", "messages");
+        return;
+    }
     if (!set_priority(p)) {
         fail(p, LX_ERR_INVALID_FIELD, "x_priority must be one of: high, normal, low", "x_priority");
         return;

@@ -10,8 +10,11 @@
  *
  * Invariants:
  * - Linear time, no allocation; nesting deeper than LX_JSON_MAX_DEPTH is invalid_json.
- * - Exactly one JSON object, optionally surrounded by whitespace. Strings: escapes and raw control
- *   characters are checked; UTF-8 is not (bytes >= 0x80 pass; the backend decodes the text).
+ * - Exactly one JSON object, optionally surrounded by whitespace. Strings: escapes, raw control
+ *   characters and UTF-8 are checked (RFC 8259 §8.1; Unicode's well-formed table: no overlong
+ *   forms, no encoded surrogates, nothing past U+10FFFF), so a body the backend could not decode is
+ *   invalid_json here and never reaches it. \u escapes are not paired up (lone surrogates pass, as
+ *   Python's json, which vLLM uses, accepts them).
  * - Keys are compared after unescaping ("mod\u0065l" is model, as the backend reads it), and for a
  *   repeated key the last one wins, as in Python's json that vLLM uses.
  * - The rewrite copies every kept member's bytes unchanged; only whitespace and commas between
@@ -60,23 +63,24 @@ static bool is_digit(char c) { return c >= '0' && c <= '9'; }
 
 static bool is_hex(char c) { return is_digit(c) || ((c | 0x20) >= 'a' && (c | 0x20) <= 'f'); }
 
-static bool str_special(unsigned char c) { return c == '"' || c == '\\' || c < 0x20; }
+/* Bytes that end a run of plain string bytes: the quote, an escape, a control byte, non-ASCII. */
+static bool str_special(unsigned char c) { return c == '"' || c == '\\' || c < 0x20 || c >= 0x80; }
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
 #define ONES  0x0101010101010101ULL
 #define HIGHS 0x8080808080808080ULL
 
-/* A high bit set on '"', '\\' and bytes < 0x20. The lowest flagged byte is always a real one
- * (the borrow of the subtraction only spreads upwards), which is all that is used. */
+/* A high bit set on '"', '\\', bytes < 0x20 and bytes >= 0x80. The lowest flagged byte is always a
+ * real one (the borrow of the subtraction only spreads upwards), which is all that is used. */
 static uint64_t special_mask(uint64_t v)
 {
     uint64_t q = v ^ (ONES * '"');
     uint64_t b = v ^ (ONES * '\\');
-    uint64_t m = ((q - ONES) & ~q) | ((b - ONES) & ~b) | ((v - ONES * 0x20) & ~v);
+    uint64_t m = ((q - ONES) & ~q) | ((b - ONES) & ~b) | ((v - ONES * 0x20) & ~v) | v;
     return m & HIGHS;
 }
 
-/* The first '"', '\\' or control byte at or after i, or len. */
+/* The first '"', '\\', control or non-ASCII byte at or after i, or len. */
 static size_t skip_plain(const char *s, size_t len, size_t i)
 {
     for (; i + 8 <= len; i += 8) {
@@ -98,11 +102,45 @@ static size_t skip_plain(const char *s, size_t len, size_t i)
 }
 #endif
 
+/* The length of the well-formed UTF-8 sequence at s[i] (a byte >= 0x80), or 0. */
+static size_t utf8_seq(const char *s, size_t len, size_t i)
+{
+    const unsigned char *u = (const unsigned char *)s + i;
+    size_t avail = len - i, n;
+    unsigned char lo = 0x80, hi = 0xBF; /* the range of the second byte */
+    if (u[0] >= 0xC2 && u[0] <= 0xDF)
+        n = 2;
+    else if (u[0] >= 0xE0 && u[0] <= 0xEF)
+        n = 3;
+    else if (u[0] >= 0xF0 && u[0] <= 0xF4)
+        n = 4;
+    else
+        return 0; /* a continuation byte, an overlong lead (C0, C1) or past U+10FFFF (F5..FF) */
+    if (u[0] == 0xE0)
+        lo = 0xA0; /* overlong */
+    else if (u[0] == 0xED)
+        hi = 0x9F; /* U+D800..DFFF, the surrogates */
+    else if (u[0] == 0xF0)
+        lo = 0x90; /* overlong */
+    else if (u[0] == 0xF4)
+        hi = 0x8F; /* past U+10FFFF */
+    if (avail < n || u[1] < lo || u[1] > hi) return 0;
+    for (size_t k = 2; k < n; k++)
+        if ((u[k] & 0xC0) != 0x80) return 0;
+    return n;
+}
+
 /* i at the opening quote. Returns the index past the closing quote, or BAD. */
 static size_t scan_string(const char *s, size_t len, size_t i, bool *esc)
 {
     for (i++;;) {
         i = skip_plain(s, len, i);
+        if (i < len && (unsigned char)s[i] >= 0x80) {
+            size_t n = utf8_seq(s, len, i);
+            if (n == 0) return BAD;
+            i += n;
+            continue;
+        }
         if (i >= len || s[i] != '\\') return (i < len && s[i] == '"') ? i + 1 : BAD;
         *esc = true;
         if (i + 1 >= len) return BAD;
@@ -355,6 +393,7 @@ static lx_slice val_string(const char *s, const member *m) { return (lx_slice){s
 enum key_kind {
     K_OTHER,
     K_MODEL,
+    K_MESSAGES,
     K_STREAM,
     K_STREAM_OPTIONS,
     K_MAX_TOKENS,
@@ -370,9 +409,10 @@ static enum key_kind classify(lx_slice k)
         const char *name;
         enum key_kind kind;
     } known[] = {
-        {"model", K_MODEL},           {"stream", K_STREAM},         {"stream_options", K_STREAM_OPTIONS},
-        {"max_tokens", K_MAX_TOKENS}, {"x_priority", K_X_PRIORITY}, {"x_user_id", K_X_USER_ID},
-        {"x_timeout", K_X_TIMEOUT},
+        {"model", K_MODEL},           {"messages", K_MESSAGES},
+        {"stream", K_STREAM},         {"stream_options", K_STREAM_OPTIONS},
+        {"max_tokens", K_MAX_TOKENS}, {"x_priority", K_X_PRIORITY},
+        {"x_user_id", K_X_USER_ID},   {"x_timeout", K_X_TIMEOUT},
     };
     if (k.len == 0 || (k.p[0] != 'm' && k.p[0] != 's' && k.p[0] != 'x')) return K_OTHER;
     for (size_t i = 0; i < LX_ARRAY_LEN(known); i++)
@@ -459,6 +499,10 @@ static int take_member(const char *s, const member *m, lx_body_fields *f, lx_bod
         if (s[m->val] != '"') return field_error(err, "model", "a string");
         f->model = val_string(s, m);
         f->has_model = true;
+        return 0;
+    case K_MESSAGES:
+        f->has_messages = !null;
+        f->messages_is_array = s[m->val] == '[';
         return 0;
     case K_STREAM:
         if (!null && !val_is(s, m, "true") && !val_is(s, m, "false")) return field_error(err, "stream", "a boolean");

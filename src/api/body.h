@@ -2,12 +2,12 @@
  * Request bodies: read the few top-level fields Lexora needs in one pass, and splice the rewrite.
  *
  * The body is scanned once by a strict, linear JSON checker (body.c says why not jsmn); no DOM is
- * built. lx_body_scan finds the top-level members model, stream, stream_options.include_usage,
- * max_tokens, and every member whose key starts with "x_" (the Lexora extensions x_priority,
- * x_user_id, x_timeout among them), and checks their types. lx_body_rewrite then copies the body
- * once with the edits applied: x_* members removed, the model set when the client left it out,
- * stream_options.include_usage forced on for streams, and extra members appended (e.g.
- * "priority"). Everything else is copied byte for byte.
+ * built. lx_body_scan finds the top-level members model, messages (whether it is an array),
+ * stream, stream_options.include_usage, max_tokens, and every member whose key starts with "x_"
+ * (the Lexora extensions x_priority, x_user_id, x_timeout among them), and checks their types.
+ * lx_body_rewrite then copies the body once with the edits applied: x_* members removed, the model
+ * set when the client left it out, stream_options.include_usage forced on for streams, and extra
+ * members appended (e.g. "priority"). Everything else is copied byte for byte.
  * Pure functions; any thread. Slices point into the caller's body.
  */
 #ifndef LX_BODY_H
@@ -30,28 +30,30 @@ typedef struct {
 typedef struct {
     lx_slice model; /* contents of the string, escapes left as they are; len 0 if absent */
     bool has_model;
-    bool stream;                /* false when absent or null */
-    bool has_stream_options;    /* a stream_options object is present */
-    bool include_usage;         /* the client asked for stream_options.include_usage: true */
-    lx_span stream_options;     /* the whole member, when present (an object, or null); {0,0} if absent */
+    bool has_messages; /* a messages member that is not null (its type is the endpoint's business) */
+    bool messages_is_array;
+    bool stream;             /* false when absent or null */
+    bool has_stream_options; /* a stream_options object is present */
+    bool include_usage;      /* the client asked for stream_options.include_usage: true */
+    lx_span stream_options;  /* the whole member, when present (an object, or null); {0,0} if absent */
     /* the value of stream_options.include_usage (the last one, as the backend reads it); {0,0} if absent */
     lx_span include_usage_value;
-    long max_tokens;            /* -1 when absent or null */
-    lx_slice x_priority;        /* string contents, len 0 if absent */
+    long max_tokens;     /* -1 when absent or null */
+    lx_slice x_priority; /* string contents, len 0 if absent */
     bool has_x_priority;
     lx_slice x_user_id;
     bool has_x_user_id;
-    double x_timeout;           /* seconds, 0 when absent */
+    double x_timeout; /* seconds, 0 when absent */
     bool has_x_timeout;
     lx_span members_x[LX_BODY_MAX_XFIELDS]; /* every x_* member, to be removed */
     size_t n_x;
-    size_t n_members;           /* top-level members in all */
-    lx_slice top;               /* the object itself, '{' .. '}' */
+    size_t n_members; /* top-level members in all */
+    lx_slice top;     /* the object itself, '{' .. '}' */
 } lx_body_fields;
 
 typedef struct {
-    lx_err err;          /* LX_ERR_INVALID_JSON or LX_ERR_INVALID_FIELD */
-    const char *param;   /* the offending field, or NULL */
+    lx_err err;        /* LX_ERR_INVALID_JSON or LX_ERR_INVALID_FIELD */
+    const char *param; /* the offending field, or NULL */
     char message[160];
 } lx_body_error;
 
@@ -74,8 +76,7 @@ typedef struct {
 bool lx_body_rewrite_is_noop(const lx_body_fields *f, const lx_body_rewrite_opts *o);
 
 /* Appends the rewritten body to out. Returns 0, or -1 if out's cap is reached. */
-int lx_body_rewrite(const char *body, size_t len, const lx_body_fields *f,
-                    const lx_body_rewrite_opts *o, lx_buf *out);
+int lx_body_rewrite(const char *body, size_t len, const lx_body_fields *f, const lx_body_rewrite_opts *o, lx_buf *out);
 
 /*
  * Finds a top-level member of a JSON object by key and returns its value's bytes (for a string,

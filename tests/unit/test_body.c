@@ -256,7 +256,8 @@ static void test_valid_oddities(void **state)
 {
     (void)state;
     scan_ok("{\"a\":-0.5E-7,\"b\":0,\"c\":[[],{},[[{}]]],\"d\":\"\\\"\\\\\\/\\b\\f\\n\\r\\t\\u00e9\\uD83D\\uDE00\","
-            "\"e\":true,\"f\":false,\"g\":null,\"\":\"empty key\",\"h\":\"\x7f\xff\"}");
+            "\"e\":true,\"f\":false,\"g\":null,\"\":\"empty "
+            "key\",\"h\":\"\x7f\xc3\xbf\xf4\x8f\xbf\xbf\xed\x9f\xbf\xee\x80\x80\"}");
     scan_ok("\n{ \"a\" : [ 1 , 2 ] , \"b\" : { \"c\" : \"d\" } }\n");
 }
 
@@ -336,6 +337,65 @@ static void test_unicode(void **state)
     expect_rewrite(j, NULL, false, NULL,
                    "{\"model\":\"mod\xc3\xa8le-\xe6\x97\xa5\xe6\x9c\xac\","
                    "\"messages\":[{\"content\":\"\xf0\x9f\x98\x80 \\ud83d\\ude00\"}]}");
+}
+
+/* Ill-formed UTF-8 anywhere in a string (a value, a key, deep inside) is invalid_json: the backend could
+ * not decode it. The SWAR path and the byte loop both see it (before and after an 8-byte block). */
+static void test_invalid_utf8(void **state)
+{
+    (void)state;
+    static const char *const bad[] = {
+        "\xff",             /* never in UTF-8 */
+        "caf\xe9",          /* Latin-1 */
+        "\x80",             /* a continuation byte alone */
+        "\xc0\xaf",         /* overlong '/' */
+        "\xc1\xbf",         /* overlong */
+        "\xe0\x80\xaf",     /* overlong, 3 bytes */
+        "\xf0\x80\x80\xaf", /* overlong, 4 bytes */
+        "\xed\xa0\x80",     /* U+D800, a surrogate */
+        "\xed\xbf\xbf",     /* U+DFFF */
+        "\xf4\x90\x80\x80", /* U+110000 */
+        "\xf5\x80\x80\x80", /* past the range */
+        "\xe3\x81",         /* cut short by the closing quote */
+        "\xe3\x81"
+        "a",            /* a third byte that is not a continuation */
+        "\xf0\x9f\x98", /* 4-byte sequence cut short */
+        "\xc3\xa9\xc3", /* a good one, then a cut one */
+    };
+    char body[256];
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        const char *shapes[] = {"{\"a\":\"%s\"}", "{\"a\":\"0123456789abcdef%s0123456789\"}", "{\"%s\":1}",
+                                "{\"a\":[{\"b\":\"%s\"}]}", "{\"model\":\"%s\"}"};
+        for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
+            int n = snprintf(body, sizeof body, shapes[k], bad[i]);
+            lx_body_error err = scan_fail(body, (size_t)n);
+            assert_int_equal(err.err, LX_ERR_INVALID_JSON);
+        }
+    }
+    /* the boundaries of each range are accepted */
+    scan_ok("{\"a\":\"\xc2\x80\xdf\xbf\xe0\xa0\x80\xef\xbf\xbf\xf0\x90\x80\x80\xf4\x8f\xbf\xbf\"}");
+    scan_ok("{\"a\":\"0123456789abcdef\xe6\x97\xa5\xe6\x9c\xac"
+            "0123456789abcdef\xf0\x9f\x98\x80\"}");
+}
+
+/* messages: only whether it is there and an array (the proxy requires one for chat completions). */
+static void test_messages_kind(void **state)
+{
+    (void)state;
+    lx_body_fields f = scan_ok("{\"model\":\"m\"}");
+    assert_false(f.has_messages);
+    assert_false(f.messages_is_array);
+    f = scan_ok("{\"messages\":null}");
+    assert_false(f.has_messages);
+    assert_false(f.messages_is_array);
+    f = scan_ok("{\"messages\":\"x\"}");
+    assert_true(f.has_messages);
+    assert_false(f.messages_is_array);
+    f = scan_ok("{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}");
+    assert_true(f.has_messages);
+    assert_true(f.messages_is_array);
+    f = scan_ok("{\"messages\":[],\"messages\":{}}"); /* the last one wins, as everywhere */
+    assert_false(f.messages_is_array);
 }
 
 static void test_nested_x_kept(void **state)
@@ -560,6 +620,8 @@ int main(void)
         cmocka_unit_test(test_escaped_keys),
         cmocka_unit_test(test_strings_do_not_confuse),
         cmocka_unit_test(test_unicode),
+        cmocka_unit_test(test_invalid_utf8),
+        cmocka_unit_test(test_messages_kind),
         cmocka_unit_test(test_nested_x_kept),
         cmocka_unit_test(test_x_removal_positions),
         cmocka_unit_test(test_pretty_body),
