@@ -3,14 +3,16 @@
 //
 // Traffic, from SOAK_CONCURRENCY clients on keep-alive connections: ~50 % streamed chat completions
 // (5 % of them abandoned by their client after the first bytes), ~20 % chat and ~19 % completions not
-// streamed, ~10 % embeddings, ~1 % bad input (malformed JSON, no messages, unknown model).
+// streamed, ~10 % embeddings, ~1 % bad input (malformed JSON, no messages, unknown model). The backend
+// fails SOAK_FAIL_RATE of its requests with a 503 (default 1 %), so retries run all along; with five tries
+// a client sees such a 503 with odds of 1e-10 per request.
 // Bounds: SOAK_REQUESTS requests (default 200,000), or SOAK_SECONDS seconds (default 900), whichever
 // comes first. Checks at the end, each one failing the run (exit 1):
 // - every request got its proper answer: a 200 with a complete body or stream, or the exact error
 //   the bad input must get; no other status, no network error, no stream cut short;
 // - lexora's own accounting agrees with what was sent: lexora_requests_total by status (/metrics) and
 //   /stats total_requests, the 499s of abandoned streams included; the backend saw exactly the
-//   good requests;
+//   good requests, plus one for each retry and failover lexora counted;
 // - lexora's resident memory is flat after the warm-up (see RSS_TOLERANCE_KIB);
 // - SIGTERM stops lexora with exit status 0 and no AddressSanitizer / LeakSanitizer / UBSan report.
 import http from 'node:http';
@@ -20,6 +22,7 @@ import { configFor, sleep, startLexora, startSim } from '../lib/harness.mjs';
 const REQUESTS = Number(process.env.SOAK_REQUESTS || 200000);
 const SECONDS = Number(process.env.SOAK_SECONDS || 900);
 const CONCURRENCY = Number(process.env.SOAK_CONCURRENCY || 32);
+const FAIL_RATE = Number(process.env.SOAK_FAIL_RATE ?? 0.01);
 const WARMUP = Math.max(1, Math.floor(REQUESTS / 10)); // requests before the RSS reference is taken
 const SAMPLE_MS = 2000;
 // Flat = no sample in the second half of the run more than this above the sample at the end of the
@@ -134,7 +137,8 @@ const mib = (kib) => `${(kib / 1024).toFixed(1)} MiB`;
 
 async function main() {
   const failures = [];
-  const sim = await startSim(['--model', MODEL, '--ttft-ms', '2', '--tokens-per-sec', '2000', '--max-batch', '64']);
+  const sim = await startSim(['--model', MODEL, '--ttft-ms', '2', '--tokens-per-sec', '2000', '--max-batch', '64',
+    '--fail-rate', String(FAIL_RATE)]);
   const lx = await startLexora(configFor(sim.url, {
     extra: {
       backends: { vllm: { url: sim.url, models: [MODEL], max_concurrency: 64 } },
@@ -142,6 +146,8 @@ async function main() {
       logging: { level: 'WARNING' }, // no access log: 200,000 lines would only fill the harness's buffer
       rate_limits: { default: { requests_per_minute: 0, tokens_per_minute: 0 } },
       queue: { max_size: 1000 },
+      retry: { max_attempts: 5, delay_seconds: 0.005, backoff_multiplier: 2, max_delay_seconds: 0.05 },
+      health_check: { failure_threshold: 100 }, // random 503s must not open the circuit
       usage: { enabled: false },
       metrics: { enabled: false, port: 9090 },
     },
@@ -215,7 +221,9 @@ async function main() {
   if (got('200') + got('499') !== ok + abandoned || got('499') > abandoned)
     failures.push(`200s ${got('200')} + 499s ${got('499')} vs ${ok} answered + ${abandoned} abandoned`);
   for (const [s, v] of Object.entries(want4xx)) if (got(s) !== v) failures.push(`${s}s: lexora counted ${got(s)}, sent ${v}`);
-  if (simStats.received !== sentGood) failures.push(`the backend received ${simStats.received}, good requests sent ${sentGood}`);
+  const tries = sentGood + stats.retries + stats.failovers;
+  if (simStats.received !== tries)
+    failures.push(`the backend received ${simStats.received}; good requests sent ${sentGood} + retries ${stats.retries + stats.failovers}`);
 
   // 3. RSS flat after the warm-up
   const second = samples.filter((s) => s.t >= seconds / 2);
@@ -241,7 +249,7 @@ async function main() {
 requests      ${done} in ${seconds.toFixed(1)} s = ${(done / seconds).toFixed(0)} req/s, ${CONCURRENCY} clients
 answers       ${fmt(counts)}
 lexora        total_requests ${stats.total_requests}; by status: ${fmt(byStatus)}
-backend       received ${simStats.received}, completed ${simStats.completed}, cancelled ${simStats.cancelled}
+backend       received ${simStats.received}, completed ${simStats.completed}, cancelled ${simStats.cancelled}, failed (injected) ${simStats.failed}; lexora retries ${stats.retries}
 VmRSS         after warm-up (${warm.done} requests, ${warm.t.toFixed(0)} s) ${mib(warm.rss)}; end ${mib(end)}; max ${mib(maxAll)}; max in 2nd half ${mib(maxLate)} (tolerance +${mib(RSS_TOLERANCE_KIB)})
 RSS samples   ${samples.filter((_, i) => i % Math.max(1, Math.floor(samples.length / 12)) === 0).map((s) => mib(s.rss).replace(' MiB', '')).join(' ')} MiB
 sanitizers    leak/error reports: ${leakReport}; exit status ${lx.proc.child.exitCode}; ASAN_OPTIONS ${process.env.ASAN_OPTIONS || "(default)"} + quarantine_size_mb=8
