@@ -8,7 +8,11 @@
  * one the body gave or the one set, stream and max_tokens are unchanged, include_usage is on when
  * forced for a stream, and a no-op rewrite (lx_body_rewrite_is_noop) leaves the members as they were.
  * A rewrite that hits the output cap must leave the buffer as it was.
+ * The scan itself is checked against a second reader, cJSON, as the backend would read the body
+ * (keys unescaped, the last of a repeated key wins): the same member count, model, stream, max_tokens
+ * and number of x_* members.
  */
+#include <cjson/cJSON.h>
 #include <string.h>
 
 #include "api/body.h"
@@ -62,6 +66,46 @@ static void check_rewrite(const char *body, size_t len, const lx_body_fields *f,
     lx_buf_free(&out);
 }
 
+/* The last member named key, as Python's json (vLLM) keeps it. */
+static const cJSON *last_member(const cJSON *root, const char *key)
+{
+    const cJSON *found = NULL;
+    for (const cJSON *c = root->child; c; c = c->next)
+        if (strcmp(c->string, key) == 0) found = c;
+    return found;
+}
+
+static void check_against_cjson(const char *body, size_t len, const lx_body_fields *f)
+{
+    /* cJSON keeps keys and strings as C strings, so an escaped NUL would read differently */
+    if (memmem(body, len, "\\u0000", 6) != NULL) return;
+    cJSON *root = cJSON_ParseWithLength(body, len);
+    if (root == NULL) return; /* cJSON refuses some valid JSON (a lone surrogate escape) */
+    LX_FUZZ_CHECK(cJSON_IsObject(root));
+    size_t members = 0, xs = 0;
+    for (const cJSON *c = root->child; c; c = c->next) {
+        members++;
+        if (strncmp(c->string, "x_", 2) == 0) xs++;
+    }
+    LX_FUZZ_CHECK(members == f->n_members);
+    LX_FUZZ_CHECK(xs == f->n_x);
+    const cJSON *model = last_member(root, "model");
+    LX_FUZZ_CHECK(f->has_model == (model != NULL));
+    if (model) {
+        LX_FUZZ_CHECK(cJSON_IsString(model));
+        if (memchr(f->model.p, '\\', f->model.len) == NULL)
+            LX_FUZZ_CHECK(strlen(model->valuestring) == f->model.len &&
+                          memcmp(model->valuestring, f->model.p, f->model.len) == 0);
+    }
+    LX_FUZZ_CHECK(f->stream == cJSON_IsTrue(last_member(root, "stream")));
+    const cJSON *mt = last_member(root, "max_tokens");
+    if (f->max_tokens >= 0 && f->max_tokens < (1L << 52))
+        LX_FUZZ_CHECK(cJSON_IsNumber(mt) && mt->valuedouble == (double)f->max_tokens);
+    else if (f->max_tokens < 0)
+        LX_FUZZ_CHECK(mt == NULL || cJSON_IsNull(mt));
+    cJSON_Delete(root);
+}
+
 static void check_readers(const char *body, size_t len)
 {
     static const char *const keys[] = {"usage", "model", "choices", "error", "x_user_id"};
@@ -89,6 +133,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (lx_body_scan(body, len, &f, &e) == 0) {
         LX_FUZZ_CHECK(f.top.p >= body && f.top.p + f.top.len <= body + len);
         LX_FUZZ_CHECK(f.n_x <= LX_BODY_MAX_XFIELDS && f.n_x <= f.n_members);
+        check_against_cjson(body, len, &f);
         check_rewrite(body, len, &f, sel);
     } else {
         LX_FUZZ_CHECK(e.err == LX_ERR_INVALID_JSON || e.err == LX_ERR_INVALID_FIELD);
