@@ -1,8 +1,8 @@
-# Thin wrapper over CMake. `make` builds build/lexora and build/lexora-sim; `make test` and `make demo`
-# install their own dependencies first (scripts/install-deps.sh), so each works on a fresh machine.
+# Thin wrapper over CMake. `make` builds build/lexora and build/lexora-sim; `make test`, `make fuzz` and
+# `make demo` install their own dependencies first (scripts/install-deps.sh), so each works on a fresh machine.
 JOBS ?= 2
 
-.PHONY: all build deps test test-unit test-integration soak demo bench clean format
+.PHONY: all build deps test test-unit test-integration fuzz soak demo bench clean format
 
 all: build
 
@@ -17,6 +17,10 @@ build:
 test: deps
 	@scripts/test.sh
 
+# Every libFuzzer target for FUZZ_SECONDS (default 60) each, under ASan + UBSan (clang; build-fuzz/).
+fuzz: deps
+	@scripts/fuzz.sh
+
 # A bounded soak under LeakSanitizer (SOAK_REQUESTS, SOAK_SECONDS); not part of `make test`.
 soak:
 	@scripts/soak.sh
@@ -28,7 +32,7 @@ bench: deps build
 	@bench/run.sh
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

@@ -15,6 +15,7 @@
  */
 #include "backends/backend.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -635,7 +636,9 @@ static void parse_line(const char *p, const char *end, lx_vllm_load *out)
     double v;
     if (!parse_value(p, end, &v)) return;
     if (kind == M_WAITING) {
-        out->waiting += v;
+        /* each value is finite, but a sum of huge ones is not: saturate, as /stats prints it as JSON */
+        double sum = out->waiting + v;
+        out->waiting = isfinite(sum) ? sum : copysign(DBL_MAX, sum);
         out->has_waiting = true;
     } else {
         if (!out->has_kv || v > out->kv_usage) out->kv_usage = v;

@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "api/errors.h"
 #include "utils/buf.h"
@@ -698,13 +699,9 @@ static void peer_name(lx_conn *c)
         uv_ip6_name((struct sockaddr_in6 *)&ss, c->peer, sizeof c->peer);
 }
 
-static void on_connection(uv_stream_t *listener, int status)
+/* A connection whose tcp handle is initialised but not yet connected to a socket. */
+static lx_conn *conn_new(lx_http_server *s)
 {
-    lx_http_server *s = listener->data;
-    if (status < 0) {
-        LX_WARN(NULL, "accept failed: %s", uv_strerror(status));
-        return;
-    }
     lx_conn *c = lx_xcalloc(1, sizeof *c);
     c->srv = s;
     uv_tcp_init(s->loop, &c->tcp);
@@ -721,10 +718,13 @@ static void on_connection(uv_stream_t *listener, int status)
     req_reset(c);
     http_parser_init(&c->parser, HTTP_REQUEST);
     c->parser.data = c;
-    if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0) {
-        conn_close(c);
-        return;
-    }
+    return c;
+}
+
+/* The connected socket is in c->tcp: refuse it over the limit, else start reading. */
+static void conn_start(lx_conn *c)
+{
+    lx_http_server *s = c->srv;
     uv_tcp_nodelay(&c->tcp, 1);
     peer_name(c);
     if (s->n_conns > (size_t)s->opts.max_connections || !s->accepting) {
@@ -736,6 +736,34 @@ static void on_connection(uv_stream_t *listener, int status)
     c->reading = true;
     uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
     timer_set(c, s->opts.idle_timeout_ms, on_idle_timeout);
+}
+
+static void on_connection(uv_stream_t *listener, int status)
+{
+    lx_http_server *s = listener->data;
+    if (status < 0) {
+        LX_WARN(NULL, "accept failed: %s", uv_strerror(status));
+        return;
+    }
+    lx_conn *c = conn_new(s);
+    if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0) {
+        conn_close(c);
+        return;
+    }
+    conn_start(c);
+}
+
+int lx_http_server_adopt(lx_http_server *s, uv_os_sock_t fd)
+{
+    lx_conn *c = conn_new(s);
+    int rc = uv_tcp_open(&c->tcp, fd);
+    if (rc != 0) {
+        close(fd); /* not the handle's yet: libuv leaves it to us */
+        conn_close(c);
+        return rc;
+    }
+    conn_start(c);
+    return 0;
 }
 
 int lx_http_server_start(uv_loop_t *loop, const lx_http_server_opts *opts, lx_http_server **out)

@@ -55,6 +55,13 @@ typedef struct {
 
 /* Binds and listens. Returns 0, or a negative libuv error code (e.g. UV_EADDRINUSE). */
 int lx_http_server_start(uv_loop_t *loop, const lx_http_server_opts *opts, lx_http_server **out);
+/*
+ * Serves an already-connected stream socket (e.g. one end of a socketpair) exactly as an accepted
+ * connection: same limits, parser and answers; the server owns and closes fd from here on. Returns 0,
+ * or a negative libuv error (fd is then closed). For the fuzz target (tests/fuzz/fuzz_http.c), which
+ * feeds bytes through the real connection code without a TCP handshake per input.
+ */
+int lx_http_server_adopt(lx_http_server *s, uv_os_sock_t fd);
 /* Stops accepting: the listener closes (new connections are refused), idle keep-alive connections close,
  * and a connection with a request in flight finishes it (its answer says Connection: close), then closes. */
 void lx_http_server_stop_accepting(lx_http_server *s);
