@@ -102,41 +102,13 @@ static size_t skip_plain(const char *s, size_t len, size_t i)
 }
 #endif
 
-/* The length of the well-formed UTF-8 sequence at s[i] (a byte >= 0x80), or 0. */
-static size_t utf8_seq(const char *s, size_t len, size_t i)
-{
-    const unsigned char *u = (const unsigned char *)s + i;
-    size_t avail = len - i, n;
-    unsigned char lo = 0x80, hi = 0xBF; /* the range of the second byte */
-    if (u[0] >= 0xC2 && u[0] <= 0xDF)
-        n = 2;
-    else if (u[0] >= 0xE0 && u[0] <= 0xEF)
-        n = 3;
-    else if (u[0] >= 0xF0 && u[0] <= 0xF4)
-        n = 4;
-    else
-        return 0; /* a continuation byte, an overlong lead (C0, C1) or past U+10FFFF (F5..FF) */
-    if (u[0] == 0xE0)
-        lo = 0xA0; /* overlong */
-    else if (u[0] == 0xED)
-        hi = 0x9F; /* U+D800..DFFF, the surrogates */
-    else if (u[0] == 0xF0)
-        lo = 0x90; /* overlong */
-    else if (u[0] == 0xF4)
-        hi = 0x8F; /* past U+10FFFF */
-    if (avail < n || u[1] < lo || u[1] > hi) return 0;
-    for (size_t k = 2; k < n; k++)
-        if ((u[k] & 0xC0) != 0x80) return 0;
-    return n;
-}
-
 /* i at the opening quote. Returns the index past the closing quote, or BAD. */
 static size_t scan_string(const char *s, size_t len, size_t i, bool *esc)
 {
     for (i++;;) {
         i = skip_plain(s, len, i);
         if (i < len && (unsigned char)s[i] >= 0x80) {
-            size_t n = utf8_seq(s, len, i);
+            size_t n = lx_utf8_seq(s, len, i);
             if (n == 0) return BAD;
             i += n;
             continue;

@@ -19,6 +19,7 @@
 #include "api/errors.h"
 
 #include <cjson/cJSON.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "utils/common.h"
@@ -105,11 +106,24 @@ int lx_err_body(lx_buf *out, lx_err e, const char *message, const char *param)
 
 /* ---- upstream error bodies --------------------------------------------------------------- */
 
-/* A member's value as JSON text (free with cJSON_free), or NULL when absent or not a string/number. */
+/* A member's value as JSON text (free with free()), or NULL when absent or not a string/number. A string
+ * is escaped by lx_buf_json_escape, so ill-formed UTF-8 in it reaches the client as \ufffd. */
 static char *raw_value(const cJSON *obj, const char *key)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
-    return (cJSON_IsString(v) || cJSON_IsNumber(v)) ? cJSON_PrintUnformatted(v) : NULL;
+    if (!cJSON_IsString(v) && !cJSON_IsNumber(v)) return NULL;
+    lx_buf b;
+    lx_buf_init(&b, 0);
+    if (cJSON_IsString(v)) {
+        lx_buf_append(&b, "\"", 1);
+        lx_buf_json_escape(&b, v->valuestring, strlen(v->valuestring));
+        lx_buf_append(&b, "\"", 1);
+    } else {
+        char *num = cJSON_PrintUnformatted(v);
+        lx_buf_append_str(&b, num);
+        cJSON_free(num);
+    }
+    return lx_buf_steal(&b, NULL);
 }
 
 static part raw_part(const char *text) { return (part){text ? text : "null", true}; }
@@ -134,8 +148,8 @@ static int nest_flat(lx_buf *out, const cJSON *root, const char *message)
     char *param = raw_value(root, "param"), *code = raw_value(root, "code");
     int rc = put_envelope(out, message, cJSON_IsString(type) ? type->valuestring : "upstream_error", raw_part(param),
                           raw_part(code));
-    cJSON_free(param);
-    cJSON_free(code);
+    free(param);
+    free(code);
     return rc < 0 ? -1 : 1;
 }
 

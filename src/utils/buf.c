@@ -64,12 +64,50 @@ int lx_buf_printf(lx_buf *b, const char *fmt, ...)
     return rc;
 }
 
+/* Unicode's table of well-formed byte sequences (Table 3-7). */
+size_t lx_utf8_seq(const char *s, size_t len, size_t i)
+{
+    const unsigned char *u = (const unsigned char *)s + i;
+    size_t avail = len - i, n;
+    unsigned char lo = 0x80, hi = 0xBF; /* the range of the second byte */
+    if (u[0] >= 0xC2 && u[0] <= 0xDF)
+        n = 2;
+    else if (u[0] >= 0xE0 && u[0] <= 0xEF)
+        n = 3;
+    else if (u[0] >= 0xF0 && u[0] <= 0xF4)
+        n = 4;
+    else
+        return 0; /* a continuation byte, an overlong lead (C0, C1) or past U+10FFFF (F5..FF) */
+    if (u[0] == 0xE0)
+        lo = 0xA0; /* overlong */
+    else if (u[0] == 0xED)
+        hi = 0x9F; /* U+D800..DFFF, the surrogates */
+    else if (u[0] == 0xF0)
+        lo = 0x90; /* overlong */
+    else if (u[0] == 0xF4)
+        hi = 0x8F; /* past U+10FFFF */
+    if (avail < n || u[1] < lo || u[1] > hi) return 0;
+    for (size_t k = 2; k < n; k++)
+        if ((u[k] & 0xC0) != 0x80) return 0;
+    return n;
+}
+
 int lx_buf_json_escape(lx_buf *b, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
     size_t start = 0;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
+        if (c >= 0x80) {
+            size_t k = lx_utf8_seq(s, n, i);
+            if (k > 0) {
+                i += k - 1;
+                continue;
+            }
+            if (lx_buf_append(b, s + start, i - start) || lx_buf_append_str(b, "\\ufffd")) return -1;
+            start = i + 1;
+            continue;
+        }
         if (c >= 0x20 && c != '"' && c != '\\') continue;
         if (lx_buf_append(b, s + start, i - start)) return -1;
         char esc[7] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15], 0};

@@ -25,8 +25,11 @@ int lx_buf_append(lx_buf *b, const void *data, size_t n);
 int lx_buf_append_str(lx_buf *b, const char *s);
 int lx_buf_printf(lx_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int lx_buf_vprintf(lx_buf *b, const char *fmt, va_list ap);
-/* Appends s as the inside of a JSON string (quotes not included), escaping as JSON requires. */
+/* Appends s as the inside of a JSON string (quotes not included), escaping as JSON requires; a byte
+ * that is not part of well-formed UTF-8 becomes \ufffd, so the output is always valid JSON text. */
 int lx_buf_json_escape(lx_buf *b, const char *s, size_t n);
+/* The length (2..4) of the well-formed UTF-8 sequence at s[i] (a byte >= 0x80) of s[0..len), or 0. */
+size_t lx_utf8_seq(const char *s, size_t len, size_t i);
 /* Makes room for n more bytes; returns the write position or NULL over the cap. Commit with len += k. */
 char *lx_buf_reserve(lx_buf *b, size_t n);
 /* Drops the first n bytes. */

@@ -1,16 +1,20 @@
 /*
- * Fuzz target: lx_err_normalize_upstream (api/errors.c), which turns a backend's error body (any bytes
- * a backend or a proxy in front of it sends) into the OpenAI error envelope the client gets.
+ * Fuzz target: what a backend's error answer goes through — lx_err_normalize_upstream (api/errors.c),
+ * which turns its body (any bytes a backend or a proxy in front of it sends) into the OpenAI error
+ * envelope the client gets, and lx_retry_after_s (services/retry.c), which reads its Retry-After header.
  *
- * Input: 2 bytes of HTTP status, 1 byte choosing the output cap, the rest is the upstream body.
+ * Input: 2 bytes of HTTP status, 1 byte choosing the output cap, the rest is the upstream body (and, cut
+ * at 63 bytes, the Retry-After value).
  * Checks: the return is 1, 0 or -1; 0 and -1 leave out untouched; 1 writes exactly one JSON object
  * (as the strict request scanner reads it) whose "error" member is an object with a string "message".
+ * Retry-After is -1 (unreadable) or a number >= 0 that is not NaN.
  */
 #include <cjson/cJSON.h>
 #include <string.h>
 
 #include "api/body.h"
 #include "api/errors.h"
+#include "services/retry.h"
 #include "fuzz.h"
 
 static const size_t caps[] = {0, 1, 32, 128, 4096};
@@ -47,5 +51,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         cJSON_Delete(root);
     }
     lx_buf_free(&out);
+
+    double ra = lx_retry_after_s((lx_slice){body, len < 63 ? len : 63}, 1445412480);
+    LX_FUZZ_CHECK(ra == -1 || ra >= 0);
     return 0;
 }

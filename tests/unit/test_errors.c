@@ -185,6 +185,20 @@ static void test_flat_with_param_and_string_code(void **state)
     lx_buf_free(&out);
 }
 
+/* Ill-formed UTF-8 from a backend never reaches the client: each bad byte becomes U+FFFD, good UTF-8 stays. */
+static void test_ill_formed_utf8_replaced(void **state)
+{
+    (void)state;
+    lx_buf out;
+    assert_int_equal(normalize("{\"message\":\"a\xff b\xc3\xa9\",\"code\":\"c\xed\xa0\x80\"}", 400, &out), 1);
+    cJSON *root;
+    const cJSON *err = envelope(out.p, &root);
+    assert_string_equal(str(err, "message"), "a\xef\xbf\xbd b\xc3\xa9");
+    assert_string_equal(str(err, "code"), "c\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"); /* a surrogate: 3 bad bytes */
+    cJSON_Delete(root);
+    lx_buf_free(&out);
+}
+
 static void test_nested_passes_through(void **state)
 {
     (void)state;
@@ -260,6 +274,7 @@ int main(void)
         cmocka_unit_test(test_flat_with_param_and_string_code),
         cmocka_unit_test(test_nested_passes_through),
         cmocka_unit_test(test_garbage_generic),
+        cmocka_unit_test(test_ill_formed_utf8_replaced),
         cmocka_unit_test(test_string_messages_kept),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
