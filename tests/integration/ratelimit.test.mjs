@@ -274,6 +274,14 @@ describe('shared limits in Redis', () => {
       await waitRedis(true);
       const again = await both('shared-2', 12);
       assert.equal(again.filter((s) => s === 200).length, 6, `shared again: ${again}`);
+
+      // every request accounted, by the instance that answered it: 46 sent, alternately
+      const refused = [shared, alone, over, again].flat().filter((s) => s === 429).length;
+      const [sa, sb] = [await (await fetch(`${a.url}/stats`)).json(), await (await fetch(`${b.url}/stats`)).json()];
+      assert.equal(sa.total_requests, 23);
+      assert.equal(sb.total_requests, 23);
+      assert.equal(sa.rate_limited.total + sb.rate_limited.total, refused);
+      assert.ok(sa.rate_limited.store_fallbacks > 0 && sb.rate_limited.store_fallbacks > 0, 'decided locally while Redis was down');
     } finally {
       await a.stop();
       await b.stop();
