@@ -212,6 +212,10 @@ static void check_done(lx_backend *b, const char *error)
     if (error == NULL) {
         if (b->health != LX_HEALTH_UP)
             LX_INFO(NULL, "backend %s: health check passed (%s); marked up", b->name, b->health_url);
+        if (b->health == LX_HEALTH_DOWN && b->open_until_ns > lx_now_ns()) {
+            b->open_until_ns = lx_now_ns(); /* back from the dead: the next request is the trial, now */
+            LX_INFO(NULL, "backend %s: its cooldown ends early; the next request is a trial", b->name);
+        }
         b->health = LX_HEALTH_UP;
         b->consecutive_failures = 0;
         return;

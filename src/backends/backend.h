@@ -17,7 +17,9 @@
  * its verdict closes the circuit (success) or opens it for another cooldown (failure). A failure is a
  * backend that cannot be reached, resets or times out, or answers 502/503/504; a 429 or a 4xx is the
  * backend working, and a request the client abandoned says nothing. Opening is logged (WARNING), closing
- * (INFO). The active checks and the circuit are independent: a backend is routable when neither says no.
+ * (INFO). The active checks and the circuit are independent — a backend is routable when neither says no —
+ * with one exception: a backend its checks had marked down that passes a check again ends its cooldown at
+ * once (it is half-open), so a backend that was restarted is not kept out for the rest of the cooldown.
  *
  * Slots: a request is sent to a backend only while it holds one of its max_concurrency slots
  * (lx_backend_acquire / lx_backend_release); the rest wait in Lexora's queue (services/admission.c).

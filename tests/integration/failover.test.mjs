@@ -328,6 +328,35 @@ describe('failover', () => {
 });
 
 describe('circuit breaker', () => {
+  test('a backend restarted while its circuit is open is tried at its next passing check, not after the cooldown', async () => {
+    const sim = await startSim(FAST);
+    const lx = await startLexora(oneBackend(sim, {
+      retry: { max_attempts: 1, delay_seconds: 0.05, backoff_multiplier: 2, max_delay_seconds: 1 },
+      health_check: { interval_seconds: 0.2, failure_threshold: 1, cooldown_seconds: 600, timeout_seconds: 1 },
+    }));
+    try {
+      await sim.stop();
+      assert.equal((await chat(lx)).status, 502); // the try fails: the circuit opens for 600 s
+      await waitFor(async () => (await health(lx)).json.backends[0].consecutive_failures >= 1, 'a failed check');
+      let h = await health(lx);
+      assert.equal(h.json.backends[0].circuit, 'open');
+      const back = await simOn(sim.port);
+      try {
+        await waitFor(async () => (await health(lx)).json.backends[0].circuit === 'half_open', 'half-open early',
+          { ms: 5000, stepMs: 50 });
+        const r = await chat(lx);
+        assert.equal(r.status, 200, r.text);
+        h = await health(lx);
+        assert.equal(h.json.backends[0].circuit, 'closed');
+        assert.match(lx.logs(), /cooldown ends early/);
+      } finally {
+        await back.stop();
+      }
+    } finally {
+      await lx.stop();
+    }
+  });
+
   test('failure_threshold failed requests open it; after the cooldown one trial closes it', async () => {
     const sim = await startSim([...FAST, '--fail-rate', '1']);
     const lx = await startLexora(oneBackend(sim, {
