@@ -619,6 +619,9 @@ static void on_dispatch(lx_admit_ticket *t)
     forward(p);
 }
 
+static void leave_ticket(proxy_req *p);
+static void route_and_submit(proxy_req *p, const lx_backend_conf *from);
+
 static void on_reject(lx_admit_ticket *t, lx_admit_reject why)
 {
     proxy_req *p = of_ticket(t);
@@ -637,6 +640,12 @@ static void on_reject(lx_admit_ticket *t, lx_admit_reject why)
         return;
     case LX_ADMIT_SHUTDOWN:
         fail(p, LX_ERR_SHUTTING_DOWN, "The gateway is shutting down; the request was not sent", NULL);
+        return;
+    case LX_ADMIT_BACKEND_DOWN:
+        LX_INFO(p->request_id, "backend %s went down while the request waited for it; routing it again",
+                p->backend->name);
+        leave_ticket(p);
+        route_and_submit(p, p->backend);
         return;
     }
 }
@@ -665,37 +674,58 @@ static void submit(proxy_req *p)
     }
 }
 
-/* The first attempt: the best backend for the model now, or 503 no_healthy_backend at once. */
-static void admit(proxy_req *p)
+/*
+ * To the best backend for the model now (lx_admission_pick; `from`, the backend the request leaves, only
+ * when no other will do), or 503 no_healthy_backend at once with Retry-After. Leaving `from` for another
+ * backend counts as a failover, going back to it as a retry.
+ */
+static void route_and_submit(proxy_req *p, const lx_backend_conf *from)
 {
     unsigned retry_after_s;
-    p->backend = lx_admission_pick(p->gw->admission, p->cfg, p->model_name.p, p->model_name.len, NULL, &retry_after_s);
-    if (p->backend) {
-        submit(p);
+    const lx_backend_conf *next = lx_admission_pick(p->gw->admission, p->cfg, p->model_name.p, p->model_name.len,
+                                                    from ? from->name : NULL, &retry_after_s);
+    if (next == NULL) {
+        char msg[400];
+        snprintf(msg, sizeof msg, "Every backend serving the model `%s` is down; try again in %u s", p->model,
+                 retry_after_s);
+        LX_WARN(p->request_id, "%s", msg);
+        fail_retry_after(p, LX_ERR_NO_HEALTHY_BACKEND, msg, retry_after_s);
         return;
     }
-    char msg[400];
-    snprintf(msg, sizeof msg, "Every backend serving the model `%s` is down; try again in %u s", p->model,
-             retry_after_s);
-    LX_WARN(p->request_id, "%s", msg);
-    fail_retry_after(p, LX_ERR_NO_HEALTHY_BACKEND, msg, retry_after_s);
+    if (next == from)
+        lx_stats_retry(p->gw->stats, next->name);
+    else if (from)
+        lx_stats_failover(p->gw->stats, from->name, next->name);
+    p->backend = next;
+    submit(p);
 }
+
+static void admit(proxy_req *p) { route_and_submit(p, NULL); }
 
 /* ---------- retries ---------- */
 
+/* The backoff is over: p->backend is still the backend of the failed try. */
 static void on_backoff(uv_timer_t *t)
 {
     proxy_req *p = t->data;
     p->earlier_wait_ns += lx_now_ns() - p->backoff_start_ns;
-    submit(p);
+    route_and_submit(p, p->backend);
+}
+
+/* The ticket left (its try ended, or it was rejected): its queue time is kept, and it is zeroed for the
+ * next submit. */
+static void leave_ticket(proxy_req *p)
+{
+    p->earlier_wait_ns += p->ticket.waited_ns;
+    p->earlier_queue_ns += p->ticket.waited_ns;
+    p->ticket = (lx_admit_ticket){0};
 }
 
 /* This attempt's answer is not kept: the next one starts clean. */
 static void reset_attempt(proxy_req *p)
 {
-    p->earlier_wait_ns += p->up_wait_ns + p->ticket.waited_ns;
-    p->earlier_queue_ns += p->ticket.waited_ns;
-    p->ticket = (lx_admit_ticket){0}; /* it left: zeroed for the next submit */
+    leave_ticket(p);
+    p->earlier_wait_ns += p->up_wait_ns;
     p->up_wait_ns = 0;
     p->up_status = 0;
     p->up_content_type[0] = '\0';
@@ -705,11 +735,11 @@ static void reset_attempt(proxy_req *p)
 }
 
 /*
- * After a retryable failure (retry.h): another try, on the best routable backend for the model other
- * than this one if there is one, after retry.h's backoff (or the backend's own Retry-After when the try
- * goes back to it). False, and nothing done, when no attempt is left, no backend is routable, the wait
- * would be longer than retry.max_delay_seconds, or it would end past the request's deadline: the caller
- * then answers with this attempt's outcome.
+ * After a retryable failure (retry.h): another try after retry.h's backoff (or the backend's own
+ * Retry-After when the try would go back to it), on the best backend for the model then — another one
+ * than this if there is one (route_and_submit). False, and nothing done, when no attempt is left, no
+ * backend can take it now, the wait would be longer than retry.max_delay_seconds, or it would end past the
+ * request's deadline: the caller then answers with this attempt's outcome.
  */
 static bool retry_later(proxy_req *p, const char *why)
 {
@@ -725,14 +755,9 @@ static bool retry_later(proxy_req *p, const char *why)
     uint64_t delay_ns = (uint64_t)(delay_s * 1e9);
     p->backoff_start_ns = lx_now_ns();
     if (p->backoff_start_ns + delay_ns >= p->deadline_ns) return false;
-    LX_INFO(p->request_id, "%s; try %d of %ld on backend %s in %.3f s", why, p->attempt + 1, p->cfg->retry.max_attempts,
-            next->name, delay_s);
-    if (next == p->backend)
-        lx_stats_retry(p->gw->stats, next->name);
-    else
-        lx_stats_failover(p->gw->stats, p->backend->name, next->name);
+    LX_INFO(p->request_id, "%s; try %d of %ld in %.3f s (on backend %s, if it is still the best then)", why,
+            p->attempt + 1, p->cfg->retry.max_attempts, delay_s, next->name);
     reset_attempt(p);
-    p->backend = next;
     if (p->backoff == NULL) {
         p->backoff = lx_xmalloc(sizeof *p->backoff);
         uv_timer_init(p->gw->loop, p->backoff);

@@ -69,6 +69,7 @@ struct lx_backends {
     uv_loop_t *loop;
     lx_http_client *client;
     lx_backend_ready_fn on_ready;
+    lx_backend_ready_fn on_down;
     void *ud;
     lx_backend **v;
     size_t n, cap;
@@ -79,6 +80,11 @@ struct lx_backends {
 static void ready(lx_backend *b)
 {
     if (b->set->on_ready && !b->set->freeing) b->set->on_ready(b, b->set->ud);
+}
+
+static void went_down(lx_backend *b)
+{
+    if (b->set->on_down && !b->set->freeing) b->set->on_down(b, b->set->ud);
 }
 
 /* ---------- the /metrics reader ---------- */
@@ -216,8 +222,10 @@ static void check_done(lx_backend *b, const char *error)
             b->open_until_ns = lx_now_ns(); /* back from the dead: the next request is the trial, now */
             LX_INFO(NULL, "backend %s: its cooldown ends early; the next request is a trial", b->name);
         }
+        bool was_down = b->health == LX_HEALTH_DOWN;
         b->health = LX_HEALTH_UP;
         b->consecutive_failures = 0;
+        if (was_down) ready(b);
         return;
     }
     b->check_failures++;
@@ -227,6 +235,7 @@ static void check_done(lx_backend *b, const char *error)
         LX_WARN(NULL, "backend %s: %ld health check(s) in a row failed (%s: %s); marked down", b->name,
                 b->consecutive_failures, b->health_url, error);
         b->health = LX_HEALTH_DOWN;
+        went_down(b);
     }
 }
 
@@ -350,11 +359,22 @@ bool lx_backend_is_down(const lx_backend *b)
     return !b->retired && (b->health == LX_HEALTH_DOWN || circuit(b, lx_now_ns()) == LX_CIRCUIT_OPEN);
 }
 
-bool lx_backend_routable(const lx_backend *b)
+/* The circuit lets a request through now: closed, or half-open with no trial out. */
+static bool circuit_permits(const lx_backend *b)
 {
-    if (b->retired || b->health == LX_HEALTH_DOWN) return false;
     lx_circuit c = circuit(b, lx_now_ns());
     return c == LX_CIRCUIT_CLOSED || (c == LX_CIRCUIT_HALF_OPEN && !b->trial_out);
+}
+
+bool lx_backend_routable(const lx_backend *b)
+{
+    return !b->retired && b->health != LX_HEALTH_DOWN && circuit_permits(b);
+}
+
+bool lx_backend_awaiting_trial(const lx_backend *b)
+{
+    return !b->retired && b->health != LX_HEALTH_DOWN && b->trial_out &&
+           circuit(b, lx_now_ns()) == LX_CIRCUIT_HALF_OPEN;
 }
 
 unsigned lx_backend_retry_after_s(const lx_backend *b)
@@ -382,23 +402,27 @@ static void circuit_failure(lx_backend *b, bool trial, const char *why)
     if (closed && b->req_failures < b->hc_threshold) return;
     b->open_until_ns = lx_now_ns() + b->cooldown_ns;
     if (closed) b->opened++;
-    if (closed || trial)
+    if (closed || trial) {
         LX_WARN(NULL, "backend %s: %s (%s); taking no new requests for %.3g s", b->name,
                 trial ? "the trial request failed" : "requests failed in a row", b->last_req_error,
                 (double)b->cooldown_ns / 1e9);
+        went_down(b);
+    }
 }
 
 void lx_backend_attempt_end(lx_backend *b, bool trial, lx_attempt_verdict v, const char *why)
 {
     if (trial) b->trial_out = false;
-    if (v == LX_ATTEMPT_NONE) return;
     if (v == LX_ATTEMPT_FAILED) {
         circuit_failure(b, trial, why);
         return;
     }
-    if (b->open_until_ns != 0) LX_INFO(NULL, "backend %s: a request succeeded; taking requests again", b->name);
-    b->open_until_ns = 0;
-    b->req_failures = 0;
+    if (v == LX_ATTEMPT_OK) {
+        if (b->open_until_ns != 0) LX_INFO(NULL, "backend %s: a request succeeded; taking requests again", b->name);
+        b->open_until_ns = 0;
+        b->req_failures = 0;
+    }
+    if (trial) ready(b); /* those waiting for the trial's verdict may go (or the next of them is the trial) */
 }
 
 /* ---------- the registry ---------- */
@@ -409,6 +433,8 @@ lx_backends *lx_backends_new(uv_loop_t *loop, lx_http_client *client, lx_backend
     *s = (lx_backends){.loop = loop, .client = client, .on_ready = on_ready, .ud = ud};
     return s;
 }
+
+void lx_backends_on_down(lx_backends *s, lx_backend_ready_fn on_down) { s->on_down = on_down; }
 
 static lx_backend *backend_new(lx_backends *s, const char *name)
 {
@@ -529,7 +555,11 @@ lx_backend *lx_backends_at(lx_backends *s, size_t i) { return i < s->n ? s->v[i]
 
 const char *lx_backend_name(const lx_backend *b) { return b->name; }
 
-bool lx_backend_can_accept(const lx_backend *b) { return b->in_flight < b->max_concurrency && !b->saturated; }
+/* A retired backend still serves the requests admitted to it before; a down one takes none. */
+bool lx_backend_can_accept(const lx_backend *b)
+{
+    return b->in_flight < b->max_concurrency && !b->saturated && b->health != LX_HEALTH_DOWN && circuit_permits(b);
+}
 
 void lx_backend_acquire(lx_backend *b) { b->in_flight++; }
 

@@ -20,6 +20,9 @@
  * (INFO). The active checks and the circuit are independent — a backend is routable when neither says no —
  * with one exception: a backend its checks had marked down that passes a check again ends its cooldown at
  * once (it is half-open), so a backend that was restarted is not kept out for the rest of the cooldown.
+ * Requests may wait in a half-open backend's line while its trial is out (nothing else is dispatched to
+ * it until the verdict); when a backend goes down — its circuit opens, or its checks fail — on_down
+ * tells the admission, which moves those waiting for it elsewhere.
  *
  * Slots: a request is sent to a backend only while it holds one of its max_concurrency slots
  * (lx_backend_acquire / lx_backend_release); the rest wait in Lexora's queue (services/admission.c).
@@ -67,6 +70,10 @@ typedef void (*lx_backend_ready_fn)(lx_backend *b, void *ud);
 
 /* An empty registry. on_ready may be NULL. */
 lx_backends *lx_backends_new(uv_loop_t *loop, lx_http_client *client, lx_backend_ready_fn on_ready, void *ud);
+/* b stopped taking requests: its checks marked it down, or its circuit opened (again). Called with the
+ * registry's ud, from inside lx_backend_attempt_end or a check's completion, so it should only schedule
+ * (services/admission.c moves b's waiting requests to the rejections answered at the next kick). */
+void lx_backends_on_down(lx_backends *s, lx_backend_ready_fn on_down);
 /* Brings the registry in line with c: new enabled backends are added, known ones take the new limits
  * (and start or stop their adaptive reads), removed or disabled ones are retired. */
 void lx_backends_configure(lx_backends *s, const lx_config *c);
@@ -78,7 +85,8 @@ size_t lx_backends_count(const lx_backends *s);
 lx_backend *lx_backends_at(lx_backends *s, size_t i);
 
 const char *lx_backend_name(const lx_backend *b);
-/* A slot is free and the backend is not saturated. */
+/* A request may be dispatched to b now: a slot is free, b is not saturated, not down by its checks, and
+ * its circuit lets a request through (closed, or half-open with no trial out). */
 bool lx_backend_can_accept(const lx_backend *b);
 void lx_backend_acquire(lx_backend *b);
 /* Gives a slot back (on_ready follows); while saturated, may start an early /metrics read. */
@@ -111,6 +119,10 @@ bool lx_backend_is_down(const lx_backend *b);
 /* May a new request be sent to b now: not retired, not down by its checks, and its circuit closed, or
  * half-open with no trial out. */
 bool lx_backend_routable(const lx_backend *b);
+
+/* Half-open with its trial out: a request may wait in b's line for the trial's verdict (on_ready when it
+ * comes, on_down if it fails). */
+bool lx_backend_awaiting_trial(const lx_backend *b);
 
 /* Seconds until b may be routable again (its cooldown ends, or its next health check), at least 1. */
 unsigned lx_backend_retry_after_s(const lx_backend *b);

@@ -240,6 +240,21 @@ unsigned lx_admission_retry_after_s(const lx_admission *a)
 
 /* ---------- life cycle ---------- */
 
+/* b takes no more requests: every request waiting for it is answered BACKEND_DOWN at the next kick, so
+ * its proxy routes it again at once instead of letting it wait out its deadline. */
+static void on_backend_down(lx_backend *b, void *ud)
+{
+    lx_admission *a = ud;
+    lx_queue_line *line = line_of(b);
+    if (line == NULL) return;
+    uint64_t now = lx_now_ns();
+    lx_queue_entry *e;
+    while ((e = lx_queue_peek(a->queue, line, now)) != NULL) {
+        lx_queue_drop(a->queue, e);
+        pend_append(a, TICKET(e), LX_ADMIT_BACKEND_DOWN, now);
+    }
+}
+
 lx_admission *lx_admission_new(uv_loop_t *loop, lx_http_client *client, const lx_config *c)
 {
     lx_admission *a = lx_xcalloc(1, sizeof *a);
@@ -251,6 +266,7 @@ lx_admission *lx_admission_new(uv_loop_t *loop, lx_http_client *client, const lx
     uv_timer_init(loop, &a->deadline);
     a->kick.data = a->deadline.data = a;
     a->backends = lx_backends_new(loop, client, on_backend_ready, a);
+    lx_backends_on_down(a->backends, on_backend_down);
     lx_backends_configure(a->backends, c);
     attach_lines(a);
     return a;
@@ -320,14 +336,18 @@ static bool better(const lx_backend_conf *bc, size_t load, const lx_backend_conf
 const lx_backend_conf *lx_admission_pick(lx_admission *a, const lx_config *c, const char *model, size_t len,
                                          const char *avoid, unsigned *retry_after_s)
 {
-    const lx_backend_conf *best = NULL, *fallback = NULL;
-    size_t best_load = 0;
+    const lx_backend_conf *best = NULL, *fallback = NULL, *trial = NULL;
+    size_t best_load = 0, trial_load = 0;
     unsigned soonest = 0;
     for (size_t i = 0; i < c->n_backends; i++) {
         const lx_backend_conf *bc = &c->backends[i];
         if (!bc->enabled || !lx_backend_conf_serves(bc, model, len)) continue;
         lx_backend *b = lx_backends_find(a->backends, bc->name);
         if (b && !lx_backend_routable(b)) {
+            if (lx_backend_awaiting_trial(b) && better(bc, load_of(b), trial, trial_load)) {
+                trial = bc;
+                trial_load = load_of(b);
+            }
             unsigned s = lx_backend_retry_after_s(b);
             if (soonest == 0 || s < soonest) soonest = s;
             continue;
@@ -342,7 +362,7 @@ const lx_backend_conf *lx_admission_pick(lx_admission *a, const lx_config *c, co
             best_load = load;
         }
     }
-    if (best == NULL) best = fallback;
+    if (best == NULL) best = fallback ? fallback : trial;
     if (retry_after_s) *retry_after_s = soonest ? soonest : 1;
     return best;
 }

@@ -4,7 +4,8 @@
  * free slot, is not saturated, and nobody is waiting for it; otherwise it waits in the backend's line,
  * where priority, fairness, aging and deadlines apply, until a slot frees (on_dispatch), its deadline
  * passes (on_reject TIMEOUT), a more important arrival pushes it out of a full queue (on_reject
- * DISPLACED), or the gateway shuts down (on_reject SHUTDOWN). Its slot is given back with
+ * DISPLACED), its backend goes down — circuit opened, checks failed — (on_reject BACKEND_DOWN), or the
+ * gateway shuts down (on_reject SHUTDOWN). Its slot is given back with
  * lx_admission_leave when its upstream request ends, whatever the outcome, and the next waiting
  * request is dispatched.
  *
@@ -40,6 +41,7 @@ typedef enum {
     LX_ADMIT_TIMEOUT = 0, /* waited past its deadline → 504 queue_timeout */
     LX_ADMIT_DISPLACED,   /* pushed out of a full queue by a more important arrival → 503 queue_full */
     LX_ADMIT_SHUTDOWN,    /* the gateway is stopping → 503 shutting_down */
+    LX_ADMIT_BACKEND_DOWN, /* its backend went down while it waited (never sent): route it again */
 } lx_admit_reject;
 
 typedef struct {
@@ -104,8 +106,9 @@ void lx_admission_leave(lx_admission *a, lx_admit_ticket *t);
  * Which backend a request for model should go to now (failover and load sharing): among c's enabled
  * backends that serve it and are routable (lx_backend_routable), the lowest `priority`; among equals, the
  * fewest requests in flight plus waiting, then config order. `avoid` (the backend whose attempt just
- * failed; NULL for none) is taken only when no other is routable. NULL when none is: *retry_after_s is then
- * the soonest one of them may take requests again (lx_backend_retry_after_s).
+ * failed; NULL for none) is taken only when no other is routable; after it, one whose half-open trial is
+ * out (the request waits for the verdict rather than being refused). NULL when none is: *retry_after_s
+ * (may be NULL) is then the soonest one of them may take requests again (lx_backend_retry_after_s).
  */
 const lx_backend_conf *lx_admission_pick(lx_admission *a, const lx_config *c, const char *model, size_t len,
                                          const char *avoid, unsigned *retry_after_s);

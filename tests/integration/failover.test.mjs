@@ -328,15 +328,39 @@ describe('failover', () => {
 });
 
 describe('circuit breaker', () => {
+  test('while the half-open trial is out, new requests wait for its verdict instead of being refused', async () => {
+    const sim = await startSim(['--ttft-ms', '600', '--tokens-per-sec', '0', '--fail-first', '1']);
+    const lx = await startLexora(oneBackend(sim, {
+      retry: { max_attempts: 1, delay_seconds: 0.05, backoff_multiplier: 2, max_delay_seconds: 1 },
+      health_check: { interval_seconds: 60, failure_threshold: 1, cooldown_seconds: 0.5, timeout_seconds: 1 },
+    }));
+    try {
+      assert.equal((await chat(lx)).status, 503); // opens the circuit
+      await waitFor(async () => (await health(lx)).json.backends[0].circuit === 'half_open', 'half-open',
+        { ms: 5000, stepMs: 50 });
+      const trial = chat(lx);
+      await waitFor(async () => (await inference(sim)).length === 2, 'the trial sent');
+      const waiting = await chat(lx); // arrives while the trial is out: waits, then goes
+      assert.equal(waiting.status, 200, waiting.text);
+      assert.equal((await trial).status, 200);
+      const tries = await inference(sim);
+      assert.equal(tries.length, 3);
+      assert.ok(tries[2].received_ms - tries[1].received_ms >= 600, 'sent once the trial had its answer');
+    } finally {
+      await lx.stop();
+      await sim.stop();
+    }
+  });
+
   test('a backend restarted while its circuit is open is tried at its next passing check, not after the cooldown', async () => {
-    const sim = await startSim(FAST);
+    const sim = await startSim([...FAST, '--fail-first', '1']);
     const lx = await startLexora(oneBackend(sim, {
       retry: { max_attempts: 1, delay_seconds: 0.05, backoff_multiplier: 2, max_delay_seconds: 1 },
       health_check: { interval_seconds: 0.2, failure_threshold: 1, cooldown_seconds: 600, timeout_seconds: 1 },
     }));
     try {
-      await sim.stop();
-      assert.equal((await chat(lx)).status, 502); // the try fails: the circuit opens for 600 s
+      assert.equal((await chat(lx)).status, 503); // the try fails: the circuit opens for 600 s
+      await sim.stop(); // and then the backend dies: its checks mark it down
       await waitFor(async () => (await health(lx)).json.backends[0].consecutive_failures >= 1, 'a failed check');
       let h = await health(lx);
       assert.equal(h.json.backends[0].circuit, 'open');

@@ -33,7 +33,7 @@ static void on_dispatch(lx_admit_ticket *t)
 static void on_reject(lx_admit_ticket *t, lx_admit_reject why)
 {
     char e[32];
-    snprintf(e, sizeof e, "%c%d ", "TXS"[why], ((req *)t) -> id);
+    snprintf(e, sizeof e, "%c%d ", "TXSD"[why], ((req *)t) -> id);
     strcat(events, e);
 }
 
@@ -310,6 +310,50 @@ static void test_pick(void **state)
     lx_config_unref(c);
 }
 
+/* A half-open backend with its trial out: new requests wait for the verdict (pick returns it, nothing is
+ * dispatched); the trial succeeds → they go; the trial fails → they are answered BACKEND_DOWN at once. */
+static void test_waiting_for_a_trial(void **state)
+{
+    (void)state;
+    fixture f;
+    events[0] = '\0';
+    uv_loop_init(&f.loop);
+    f.c = lx_test_config("backends:\n  vllm: {url: 'http://127.0.0.1:9', max_concurrency: 4, models: [m]}\n"
+                         "health_check: {failure_threshold: 1, cooldown_seconds: 0.01}\n");
+    f.a = lx_admission_new(&f.loop, NULL, f.c);
+    lx_backend *b = lx_backends_find(lx_admission_backends(f.a), "vllm");
+    lx_backend_attempt_end(b, false, LX_ATTEMPT_FAILED, "connect"); /* open */
+    unsigned ra;
+    assert_null(lx_admission_pick(f.a, f.c, "m", 1, NULL, &ra));
+    uv_sleep(20); /* half-open */
+    bool trial = lx_backend_attempt_begin(b);
+    assert_true(trial);
+    assert_true(lx_backend_awaiting_trial(b));
+    assert_string_equal(lx_admission_pick(f.a, f.c, "m", 1, NULL, &ra)->name, "vllm");
+    req r1, r2;
+    assert_int_equal(submit(&f, &r1, 1, "u", LX_PRIO_NORMAL, 10), LX_ADMIT_QUEUED);
+    assert_int_equal(submit(&f, &r2, 2, "u", LX_PRIO_NORMAL, 10), LX_ADMIT_QUEUED);
+    turn(&f);
+    assert_string_equal(events, ""); /* held for the verdict */
+    lx_backend_attempt_end(b, trial, LX_ATTEMPT_OK, NULL);
+    turn(&f);
+    assert_string_equal(events, "d1 d2 ");
+    lx_admission_leave(f.a, &r1.t);
+    lx_admission_leave(f.a, &r2.t);
+
+    /* again, and this time the trial fails: those waiting are told at once */
+    events[0] = '\0';
+    lx_backend_attempt_end(b, false, LX_ATTEMPT_FAILED, "connect");
+    uv_sleep(20);
+    trial = lx_backend_attempt_begin(b);
+    assert_int_equal(submit(&f, &r1, 3, "u", LX_PRIO_NORMAL, 10), LX_ADMIT_QUEUED);
+    lx_backend_attempt_end(b, trial, LX_ATTEMPT_FAILED, "HTTP 503");
+    turn(&f);
+    assert_string_equal(events, "D3 ");
+    assert_null(lx_admission_pick(f.a, f.c, "m", 1, NULL, &ra));
+    teardown(&f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -322,6 +366,7 @@ int main(void)
         cmocka_unit_test(test_reload_raises_the_limit),
         cmocka_unit_test(test_unknown_backend_is_not_limited),
         cmocka_unit_test(test_pick),
+        cmocka_unit_test(test_waiting_for_a_trial),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

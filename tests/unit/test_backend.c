@@ -150,6 +150,7 @@ static void test_circuit_breaker(void **state)
     assert_true(lx_backend_routable(a));
     lx_backend_attempt_end(a, false, LX_ATTEMPT_FAILED, "HTTP 503");
     assert_false(lx_backend_routable(a));
+    assert_false(lx_backend_can_accept(a)); /* nothing is dispatched to it either */
     assert_true(lx_backend_is_down(a));
     lx_backend_info_get(a, &info);
     assert_int_equal(info.circuit, LX_CIRCUIT_OPEN);
@@ -163,6 +164,8 @@ static void test_circuit_breaker(void **state)
     assert_true(lx_backend_routable(a));
     assert_true(lx_backend_attempt_begin(a));
     assert_false(lx_backend_routable(a)); /* the trial is out */
+    assert_false(lx_backend_can_accept(a));
+    assert_true(lx_backend_awaiting_trial(a));
     assert_false(lx_backend_attempt_begin(a));
     lx_backend_attempt_end(a, true, LX_ATTEMPT_FAILED, "connect");
     assert_false(lx_backend_routable(a)); /* open again */
@@ -178,6 +181,8 @@ static void test_circuit_breaker(void **state)
     assert_int_equal(info.circuit, LX_CIRCUIT_CLOSED);
     assert_int_equal(info.request_failures, 0);
     assert_true(lx_backend_routable(a));
+    assert_true(lx_backend_can_accept(a));
+    assert_false(lx_backend_awaiting_trial(a));
 
     lx_backends_free(s);
     uv_run(&loop, UV_RUN_DEFAULT);
