@@ -348,21 +348,22 @@ const char *lx_circuit_name(lx_circuit c)
     }
 }
 
-static lx_circuit circuit(const lx_backend *b, uint64_t now)
+/* The clock is read only while the circuit is not closed: the common case costs nothing. */
+static lx_circuit circuit(const lx_backend *b)
 {
     if (b->open_until_ns == 0) return LX_CIRCUIT_CLOSED;
-    return now < b->open_until_ns ? LX_CIRCUIT_OPEN : LX_CIRCUIT_HALF_OPEN;
+    return lx_now_ns() < b->open_until_ns ? LX_CIRCUIT_OPEN : LX_CIRCUIT_HALF_OPEN;
 }
 
 bool lx_backend_is_down(const lx_backend *b)
 {
-    return !b->retired && (b->health == LX_HEALTH_DOWN || circuit(b, lx_now_ns()) == LX_CIRCUIT_OPEN);
+    return !b->retired && (b->health == LX_HEALTH_DOWN || circuit(b) == LX_CIRCUIT_OPEN);
 }
 
 /* The circuit lets a request through now: closed, or half-open with no trial out. */
 static bool circuit_permits(const lx_backend *b)
 {
-    lx_circuit c = circuit(b, lx_now_ns());
+    lx_circuit c = circuit(b);
     return c == LX_CIRCUIT_CLOSED || (c == LX_CIRCUIT_HALF_OPEN && !b->trial_out);
 }
 
@@ -374,13 +375,13 @@ bool lx_backend_routable(const lx_backend *b)
 bool lx_backend_awaiting_trial(const lx_backend *b)
 {
     return !b->retired && b->health != LX_HEALTH_DOWN && b->trial_out &&
-           circuit(b, lx_now_ns()) == LX_CIRCUIT_HALF_OPEN;
+           circuit(b) == LX_CIRCUIT_HALF_OPEN;
 }
 
 unsigned lx_backend_retry_after_s(const lx_backend *b)
 {
     uint64_t now = lx_now_ns(), wait_ns = 0;
-    if (circuit(b, now) == LX_CIRCUIT_OPEN) wait_ns = b->open_until_ns - now;
+    if (b->open_until_ns > now) wait_ns = b->open_until_ns - now; /* open: until the cooldown ends */
     if (b->health == LX_HEALTH_DOWN && b->hc_interval_ms * 1000000u > wait_ns) wait_ns = b->hc_interval_ms * 1000000u;
     uint64_t s = (wait_ns + 999999999u) / 1000000000u;
     return s < 1 ? 1 : s > 3600 ? 3600 : (unsigned)s;
@@ -388,7 +389,7 @@ unsigned lx_backend_retry_after_s(const lx_backend *b)
 
 bool lx_backend_attempt_begin(lx_backend *b)
 {
-    if (circuit(b, lx_now_ns()) != LX_CIRCUIT_HALF_OPEN || b->trial_out) return false;
+    if (circuit(b) != LX_CIRCUIT_HALF_OPEN || b->trial_out) return false;
     b->trial_out = true;
     LX_INFO(NULL, "backend %s: cooldown over; sending one trial request", b->name);
     return true;
@@ -561,6 +562,8 @@ bool lx_backend_can_accept(const lx_backend *b)
     return b->in_flight < b->max_concurrency && !b->saturated && b->health != LX_HEALTH_DOWN && circuit_permits(b);
 }
 
+int lx_backend_in_flight(const lx_backend *b) { return b->in_flight; }
+
 void lx_backend_acquire(lx_backend *b) { b->in_flight++; }
 
 void lx_backend_release(lx_backend *b)
@@ -588,7 +591,7 @@ void lx_backend_info_get(const lx_backend *b, lx_backend_info *out)
         .last_error = b->last_error,
         .checks = b->checks,
         .check_failures = b->check_failures,
-        .circuit = circuit(b, lx_now_ns()),
+        .circuit = circuit(b),
         .request_failures = b->req_failures,
         .last_request_error = b->last_req_error,
         .circuit_open_s = b->open_until_ns > lx_now_ns() ? (double)(b->open_until_ns - lx_now_ns()) / 1e9 : 0,

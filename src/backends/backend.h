@@ -88,6 +88,8 @@ const char *lx_backend_name(const lx_backend *b);
 /* A request may be dispatched to b now: a slot is free, b is not saturated, not down by its checks, and
  * its circuit lets a request through (closed, or half-open with no trial out). */
 bool lx_backend_can_accept(const lx_backend *b);
+/* Slots in use. */
+int lx_backend_in_flight(const lx_backend *b);
 void lx_backend_acquire(lx_backend *b);
 /* Gives a slot back (on_ready follows); while saturated, may start an early /metrics read. */
 void lx_backend_release(lx_backend *b);

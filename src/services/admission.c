@@ -318,11 +318,9 @@ const lx_queue *lx_admission_queue(const lx_admission *a) { return a->queue; }
 lx_backends *lx_admission_backends(const lx_admission *a) { return a->backends; }
 
 /* Requests in flight on b plus those waiting for it: what load sharing compares. */
-static size_t load_of(lx_backend *b)
+static size_t load_of(const lx_backend *b)
 {
-    lx_backend_info info;
-    lx_backend_info_get(b, &info);
-    return (size_t)info.in_flight + lx_queue_line_len(line_of(b));
+    return (size_t)lx_backend_in_flight(b) + lx_queue_line_len(line_of(b));
 }
 
 /* Is candidate (bc, its load) a better choice than the best so far? Priority first, then load. */
