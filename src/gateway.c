@@ -16,11 +16,11 @@
 
 #include "api/observe.h"
 #include "api/routes.h"
-#include "services/admission.h"
-#include "services/auth.h"
-#include "services/gpu.h"
-#include "services/rate_limiter.h"
-#include "services/stats.h"
+#include "queue/admission.h"
+#include "limits/auth.h"
+#include "observe/gpu.h"
+#include "limits/rate_limiter.h"
+#include "observe/stats.h"
 #include "utils/log.h"
 
 #define SHUTDOWN_POLL_MS 20

@@ -21,8 +21,8 @@ typedef struct lx_gateway {
     lx_config *config;
     lx_http_server *server;
     lx_http_client *client;
-    struct lx_admission *admission;       /* the queue and the backends' slots (services/admission.h) */
-    struct lx_rate_limiter *rate_limiter; /* per-user RPM/TPM, local or shared in Redis (services/rate_limiter.h) */
+    struct lx_admission *admission;       /* the queue and the backends' slots (queue/admission.h) */
+    struct lx_rate_limiter *rate_limiter; /* per-user RPM/TPM, local or shared in Redis (limits/rate_limiter.h) */
     int64_t started_wall_s;
     uint64_t started_ns;
     uv_check_t log_flush;
@@ -32,10 +32,10 @@ typedef struct lx_gateway {
     bool shutting_down;        /* lx_gateway_shutdown began: no new connections */
     uv_timer_t shutdown_timer; /* while shutting down: watches for the last connection, and the deadline */
     uint64_t shutdown_deadline_ns;
-    struct lx_stats *stats;           /* /stats and /metrics (services/stats.h; api/observe.c) */
+    struct lx_stats *stats;           /* /stats and /metrics (observe/stats.h; api/observe.c) */
     struct lx_usage_store *ledger;    /* the usage ledger, NULL when usage.enabled is false */
     lx_http_server *metrics_server;   /* GET /metrics on metrics.port, NULL when not enabled */
-    struct lx_gpu *gpu;               /* GPU memory for GET /health (services/gpu.h) */
+    struct lx_gpu *gpu;               /* GPU memory for GET /health (observe/gpu.h) */
 } lx_gateway;
 
 /*

@@ -7,16 +7,16 @@
  *   2b who: lx_auth_identify (auth on: the bearer key's user, else 401 invalid_api_key; auth off: x_user_id,
  *     X-User-Id, else "anonymous")
  *   3 route: some enabled backend must list the model (else 404 model_not_found naming what is served)
- *   3b rate limits (services/rate_limiter.h): reserve 1 request and the token estimate; over a limit →
+ *   3b rate limits (limits/rate_limiter.h): reserve 1 request and the token estimate; over a limit →
  *     429 (reject mode) or held until it fits (wait mode, within the same deadline as the queue)
- *   4 admission (services/admission.h): lx_admission_pick chooses the backend (routable, lowest priority,
+ *   4 admission (queue/admission.h): lx_admission_pick chooses the backend (routable, lowest priority,
  *     least loaded; none → 503 no_healthy_backend with Retry-After); sent on at once if it has a free slot
  *     and nobody waits, else wait in its line (priority, per-user turns, aging) until dispatched, or
  *     answered 504 queue_timeout / 503 queue_full (Retry-After) / 503 shutting_down
  *   5 rewrite (drop x_*, set the model if absent, ask for usage on every stream, vLLM's "priority" with
  *     forward_priority) and forward through the pooled upstream client; the slot is given back when the
  *     upstream request ends, however it ends
- *   5b retry (services/retry.h): a retryable failure before any byte reached the client gives the slot
+ *   5b retry (queue/retry.h): a retryable failure before any byte reached the client gives the slot
  *     back, records its verdict on the backend (the circuit breaker), waits the backoff on a timer and goes
  *     back to 4 avoiding that backend — while tries remain and the wait ends before the deadline
  *   6 relay: SSE chunk by chunk as it arrives (usage-only chunk removed if the client did not ask),
@@ -46,12 +46,12 @@
 #include "api/errors.h"
 #include "api/routes.h"
 #include "api/sse.h"
-#include "services/admission.h"
-#include "services/auth.h"
-#include "services/rate_limiter.h"
-#include "services/retry.h"
-#include "services/stats.h"
-#include "services/tokens.h"
+#include "queue/admission.h"
+#include "limits/auth.h"
+#include "limits/rate_limiter.h"
+#include "queue/retry.h"
+#include "observe/stats.h"
+#include "limits/tokens.h"
 #include "utils/buf.h"
 #include "utils/id.h"
 #include "utils/log.h"
@@ -99,7 +99,7 @@ typedef struct {
     uint64_t earlier_wait_ns;  /* earlier attempts: queue, upstream and backoff time (for the overhead) */
     uint64_t earlier_queue_ns; /* earlier attempts: queue time */
     char priority_member[40];  /* forward_priority: "priority":N */
-    lx_rate_req rate;          /* its rate-limit reservation (services/rate_limiter.h) */
+    lx_rate_req rate;          /* its rate-limit reservation (limits/rate_limiter.h) */
     bool rate_checked;         /* lx_rate_check was called: answers carry the x-ratelimit-* headers */
     bool sent;                 /* handed to a backend: the end reconciles (finish) instead of refunding */
     bool rate_ended;           /* rate_end ran */
@@ -447,7 +447,7 @@ static void set_request_id(proxy_req *p)
 }
 
 /*
- * Who the caller is (services/auth.h): with auth on, the user of its bearer key (x_user_id and X-User-Id
+ * Who the caller is (limits/auth.h): with auth on, the user of its bearer key (x_user_id and X-User-Id
  * cannot change it); else x_user_id from the body (when scanned), the X-User-Id header, or "anonymous".
  * False after answering 401 invalid_api_key.
  */

@@ -1,4 +1,4 @@
-/* `lexora usage`: command line of the usage report; the report itself is in services/usage_store.c. */
+/* `lexora usage`: command line of the usage report; the report itself is in observe/usage_store.c. */
 #include "usage_cmd.h"
 
 #include <stdio.h>
@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "config.h"
-#include "services/usage_store.h"
+#include "observe/usage_store.h"
 
 static void usage_help(FILE *out)
 {

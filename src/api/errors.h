@@ -36,7 +36,7 @@ typedef enum {
     LX_ERR_INVALID_API_KEY,        /* 401 invalid_api_key: auth is on and the bearer key is missing or unknown */
     LX_ERR_RATE_LIMIT_REQUESTS,    /* 429 rate_limit_exceeded, type "requests": over requests per minute */
     LX_ERR_RATE_LIMIT_TOKENS,      /* 429 rate_limit_exceeded, type "tokens": over tokens per minute, or a request
-                                      too large for the limit (services/rate_limiter.h builds both) */
+                                      too large for the limit (limits/rate_limiter.h builds both) */
     LX_ERR_QUEUE_FULL,             /* 503 queue_full: queue.max_size requests wait already (sent with Retry-After) */
     LX_ERR_QUEUE_TIMEOUT,          /* 504 queue_timeout: no backend slot within x_timeout / queue.default_timeout */
     LX_ERR_NO_HEALTHY_BACKEND,     /* 503 no_healthy_backend: every backend serving the model is down (Retry-After) */

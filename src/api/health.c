@@ -10,9 +10,9 @@
 #include <time.h>
 
 #include "backends/backend.h"
-#include "services/admission.h"
-#include "services/gpu.h"
-#include "services/health.h"
+#include "queue/admission.h"
+#include "observe/gpu.h"
+#include "observe/health.h"
 #include "utils/buf.h"
 
 static lx_backend *find(lx_gateway *gw, const char *name)

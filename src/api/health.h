@@ -1,8 +1,8 @@
 /*
  * GET /health (the WatchDog's view: overall status, per-backend health, GPU memory, uptime),
  * GET /health/live (the process answers) and GET /health/ready (every model has a backend that is up).
- * The status rule is services/health.h; backend state comes from the registry (backends/backend.h), GPU
- * memory from the cached NVML reading (services/gpu.h), so nothing here waits on anything.
+ * The status rule is observe/health.h; backend state comes from the registry (backends/backend.h), GPU
+ * memory from the cached NVML reading (observe/gpu.h), so nothing here waits on anything.
  * Loop thread only.
  */
 #ifndef LX_API_HEALTH_H

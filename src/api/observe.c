@@ -8,10 +8,10 @@
 
 #include "api/routes.h"
 #include "backends/backend.h"
-#include "services/admission.h"
-#include "services/queue.h"
-#include "services/stats.h"
-#include "services/usage_store.h"
+#include "queue/admission.h"
+#include "queue/queue.h"
+#include "observe/stats.h"
+#include "observe/usage_store.h"
 #include "utils/buf.h"
 #include "utils/log.h"
 

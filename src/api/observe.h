@@ -1,7 +1,7 @@
 /*
  * Observability endpoints and their long-lived parts: GET /stats, GET /metrics (on the main port, and
- * on metrics.port when metrics.enabled), the StatsCollector (services/stats.h) and the usage ledger
- * (services/usage_store.h) of a gateway.
+ * on metrics.port when metrics.enabled), the StatsCollector (observe/stats.h) and the usage ledger
+ * (observe/usage_store.h) of a gateway.
  *
  * lx_observe_start creates gw->stats, opens gw->ledger (when usage.enabled) and starts gw->metrics_server
  * (when metrics.enabled and metrics.port differs from server.port). None of these failing stops the

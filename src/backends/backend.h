@@ -25,7 +25,7 @@
  * tells the admission, which moves those waiting for it elsewhere.
  *
  * Slots: a request is sent to a backend only while it holds one of its max_concurrency slots
- * (lx_backend_acquire / lx_backend_release); the rest wait in Lexora's queue (services/admission.c).
+ * (lx_backend_acquire / lx_backend_release); the rest wait in Lexora's queue (queue/admission.c).
  *
  * Adaptive (backends.NAME.adaptive: true): about once a second the backend's GET <url>/metrics is read
  * through the gateway's upstream client, and the backend counts as saturated — no dispatch, even with a
@@ -60,7 +60,7 @@ typedef struct lx_backends lx_backends;
 
 /* Capacity may have become available on b: a slot was released, saturation ended, or a reload changed
  * its limits. It may be called from inside lx_backend_release and lx_backends_configure, so it should
- * only schedule the dispatch (services/admission.c starts a zero timer), not dispatch at once. */
+ * only schedule the dispatch (queue/admission.c starts a zero timer), not dispatch at once. */
 typedef void (*lx_backend_ready_fn)(lx_backend *b, void *ud);
 
 #define LX_BACKEND_POLL_MS         1000 /* adaptive: between two reads of /metrics */
@@ -72,7 +72,7 @@ typedef void (*lx_backend_ready_fn)(lx_backend *b, void *ud);
 lx_backends *lx_backends_new(uv_loop_t *loop, lx_http_client *client, lx_backend_ready_fn on_ready, void *ud);
 /* b stopped taking requests: its checks marked it down, or its circuit opened (again). Called with the
  * registry's ud, from inside lx_backend_attempt_end or a check's completion, so it should only schedule
- * (services/admission.c moves b's waiting requests to the rejections answered at the next kick). */
+ * (queue/admission.c moves b's waiting requests to the rejections answered at the next kick). */
 void lx_backends_on_down(lx_backends *s, lx_backend_ready_fn on_down);
 /* Brings the registry in line with c: new enabled backends are added, known ones take the new limits
  * (and start or stop their adaptive reads), removed or disabled ones are retired. */
@@ -94,7 +94,7 @@ void lx_backend_acquire(lx_backend *b);
 /* Gives a slot back (on_ready follows); while saturated, may start an early /metrics read. */
 void lx_backend_release(lx_backend *b);
 
-/* One pointer for the module that queues for this backend (services/admission.c keeps its line here). */
+/* One pointer for the module that queues for this backend (queue/admission.c keeps its line here). */
 void lx_backend_set_data(lx_backend *b, void *data);
 void *lx_backend_data(const lx_backend *b);
 

@@ -43,3 +43,9 @@ uint64_t lx_now_ns(void)
 }
 
 int64_t lx_wall_s(void) { return (int64_t)time(NULL); }
+
+void lx_assert_fail(const char *cond, const char *file, int line)
+{
+    fprintf(stderr, "lexora: invariant broken at %s:%d: %s\n", file, line, cond);
+    abort();
+}

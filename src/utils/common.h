@@ -18,6 +18,21 @@
 #define LX_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define LX_MAX(a, b) ((a) > (b) ? (a) : (b))
 
+/* The struct of `type` that holds *ptr as its `member` (an intrusive list node, an embedded ticket). */
+#define LX_CONTAINER_OF(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
+
+/*
+ * Invariants (haproxy's BUG_ON, redis's serverAssert): LX_ASSERT(cond) checks cond in debug and test
+ * builds (NDEBUG not defined) and, when it is false, logs the file, line and condition to stderr and
+ * aborts. Release builds compile it out, cond included: it must have no side effects.
+ */
+#ifndef NDEBUG
+#define LX_ASSERT(cond) ((cond) ? (void)0 : lx_assert_fail(#cond, __FILE__, __LINE__))
+#else
+#define LX_ASSERT(cond) ((void)0)
+#endif
+_Noreturn void lx_assert_fail(const char *cond, const char *file, int line);
+
 /* A view of bytes owned by someone else; not NUL-terminated. */
 typedef struct {
     const char *p;

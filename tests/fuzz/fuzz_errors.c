@@ -1,7 +1,7 @@
 /*
  * Fuzz target: what a backend's error answer goes through — lx_err_normalize_upstream (api/errors.c),
  * which turns its body (any bytes a backend or a proxy in front of it sends) into the OpenAI error
- * envelope the client gets, and lx_retry_after_s (services/retry.c), which reads its Retry-After header.
+ * envelope the client gets, and lx_retry_after_s (queue/retry.c), which reads its Retry-After header.
  *
  * Input: 2 bytes of HTTP status, 1 byte choosing the output cap, the rest is the upstream body (and, cut
  * at 63 bytes, the Retry-After value).
@@ -14,7 +14,7 @@
 
 #include "api/body.h"
 #include "api/errors.h"
-#include "services/retry.h"
+#include "queue/retry.h"
 #include "fuzz.h"
 
 static const size_t caps[] = {0, 1, 32, 128, 4096};

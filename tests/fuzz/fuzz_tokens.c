@@ -1,5 +1,5 @@
 /*
- * Fuzz target: the token estimate (services/tokens.c), which reads every request body before admission.
+ * Fuzz target: the token estimate (limits/tokens.c), which reads every request body before admission.
  *
  * Input: 1 byte choosing max_tokens / default_cap / with_completion, the rest is the body.
  * Checks the header's promises: the estimate is the documented formula of its own counts, counts are
@@ -8,7 +8,7 @@
 #include <limits.h>
 
 #include "fuzz.h"
-#include "services/tokens.h"
+#include "limits/tokens.h"
 #include "utils/common.h"
 
 static const long caps[] = {-1, 0, 1, 2048, 100000, LONG_MAX / 4, LONG_MAX / 2, LONG_MAX, LONG_MIN};

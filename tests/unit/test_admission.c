@@ -1,5 +1,5 @@
 /*
- * Unit tests for services/admission.c on a real libuv loop (no HTTP: adaptive is off, so the upstream
+ * Unit tests for queue/admission.c on a real libuv loop (no HTTP: adaptive is off, so the upstream
  * client is never used): dispatch order through the kick, slots given back, deadlines from the timer,
  * displacement answered on the next turn, leaving while waiting, shutdown, a reload that raises
  * the limit, and the choice of backend for failover.
@@ -13,7 +13,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "services/admission.h"
+#include "queue/admission.h"
 #include "support.h"
 
 typedef struct {

@@ -1,5 +1,5 @@
 /*
- * Unit tests for services/auth.c: bearer keys against auth.keys (hashed and plain), the header's
+ * Unit tests for limits/auth.c: bearer keys against auth.keys (hashed and plain), the header's
  * forms, x_user_id ignored with auth on, and the trusted-network rule with auth off.
  */
 #include <setjmp.h>
@@ -15,7 +15,7 @@
 #include <string.h>
 
 #include "config.h"
-#include "services/auth.h"
+#include "limits/auth.h"
 #include "utils/buf.h"
 #include "utils/log.h"
 

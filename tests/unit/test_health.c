@@ -1,5 +1,5 @@
-/* Unit tests for services/health.c (the status rule of GET /health), api/health.c's uptime format and
- * services/gpu.c's byte format. */
+/* Unit tests for observe/health.c (the status rule of GET /health), api/health.c's uptime format and
+ * observe/gpu.c's byte format. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -11,8 +11,8 @@
 #include <string.h>
 
 #include "api/health.h"
-#include "services/gpu.h"
-#include "services/health.h"
+#include "observe/gpu.h"
+#include "observe/health.h"
 
 /* a serves m1 and shared, b serves shared, c (disabled) serves m3. */
 static const char yaml[] = "default_model: m1\n"

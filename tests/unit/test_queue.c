@@ -1,5 +1,5 @@
 /*
- * Unit tests for services/queue.c, with a fake clock (every call takes `now`): priority order, users
+ * Unit tests for queue/queue.c, with a fake clock (every call takes `now`): priority order, users
  * taking turns, FIFO per user, aging, displacement from a full queue, deadlines, removal on disconnect,
  * reconfiguration that keeps waiting requests, statistics, and a randomized run that checks every
  * internal invariant after each operation.
@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "services/queue.h"
+#include "queue/queue.h"
 
 #define S(x) ((uint64_t)((x)*1e9)) /* seconds → ns */
 #define NONE UINT64_MAX

@@ -1,5 +1,5 @@
 /*
- * Unit tests for services/rate_limiter.c with the memory store and a fake clock: RPM in bursts and at
+ * Unit tests for limits/rate_limiter.c with the memory store and a fake clock: RPM in bursts and at
  * steady rates (exactly the limit per minute once a burst is spent), retry-after to the millisecond,
  * TPM reservation and reconciliation, what a failed or cancelled request costs, a request too large
  * for its limit, per-user overrides, a reload that keeps usage, wait mode, unlimited users, bounded
@@ -20,7 +20,7 @@
 #include <uv.h>
 
 #include "config.h"
-#include "services/rate_limiter.h"
+#include "limits/rate_limiter.h"
 #include "utils/buf.h"
 
 /* ---- fixtures ---- */

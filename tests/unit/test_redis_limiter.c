@@ -29,7 +29,7 @@
 #include <uv.h>
 
 #include "config.h"
-#include "services/rate_limiter.h"
+#include "limits/rate_limiter.h"
 #include "utils/buf.h"
 #include "utils/log.h"
 

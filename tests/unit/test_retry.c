@@ -1,4 +1,4 @@
-/* Unit tests for services/retry.c: which outcomes are retried, what they say of the backend, the backoff
+/* Unit tests for queue/retry.c: which outcomes are retried, what they say of the backend, the backoff
  * with its jitter bounds and cap, and Retry-After in both of its forms. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -8,7 +8,7 @@
 #include <cmocka.h>
 #include <string.h>
 
-#include "services/retry.h"
+#include "queue/retry.h"
 #include "support.h"
 
 static void test_retryable_and_verdict(void **state)

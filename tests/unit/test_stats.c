@@ -1,4 +1,4 @@
-/* Unit tests for services/stats.c: exact counts, sliding windows on a fake clock, percentiles within a
+/* Unit tests for observe/stats.c: exact counts, sliding windows on a fake clock, percentiles within a
  * bucket of the truth, bounded maps, and the JSON and Prometheus renderings. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "services/stats.h"
+#include "observe/stats.h"
 #include "utils/common.h"
 
 static uint64_t fake_ns;

@@ -1,5 +1,5 @@
 /*
- * Unit tests for services/tokens.c: the prompt-token estimate for English and Japanese (raw UTF-8 and
+ * Unit tests for limits/tokens.c: the prompt-token estimate for English and Japanese (raw UTF-8 and
  * \u escapes), escapes, emoji, top-level max_completion_tokens / n, the reservation, the word-at-a-time
  * path against a byte-by-byte reference, and cut-off or invalid bodies.
  */
@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "services/tokens.h"
+#include "limits/tokens.h"
 
 static lx_token_estimate est(const char *body)
 {

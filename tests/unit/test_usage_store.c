@@ -1,4 +1,4 @@
-/* Unit tests for services/usage_store.c: rows and totals written off the loop, a ledger that cannot be
+/* Unit tests for observe/usage_store.c: rows and totals written off the loop, a ledger that cannot be
  * written, --since parsing, the path rule, and the report table. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -14,7 +14,7 @@
 #include <unistd.h>
 #include <uv.h>
 
-#include "services/usage_store.h"
+#include "observe/usage_store.h"
 
 static char dir[256];
 

@@ -1,5 +1,5 @@
 /*
- * Admission: the queue (services/queue.h) and the backends' slots (backends/backend.h) driven from the
+ * Admission: the queue (queue/queue.h) and the backends' slots (backends/backend.h) driven from the
  * loop. A request routed to a backend is submitted here; it is sent on at once when the backend has a
  * free slot, is not saturated, and nobody is waiting for it; otherwise it waits in the backend's line,
  * where priority, fairness, aging and deadlines apply, until a slot frees (on_dispatch), its deadline
@@ -32,7 +32,7 @@
 #include "backends/backend.h"
 #include "config.h"
 #include "http/client.h"
-#include "services/queue.h"
+#include "queue/queue.h"
 
 typedef struct lx_admission lx_admission;
 typedef struct lx_admit_ticket lx_admit_ticket;

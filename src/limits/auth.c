@@ -7,7 +7,7 @@
  *   selected without a branch on the secret, so the work done does not depend on which key matched.
  * - Nothing here logs, copies or returns the key; the digest is wiped before returning.
  */
-#include "services/auth.h"
+#include "limits/auth.h"
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>

@@ -21,7 +21,7 @@
  *    same atomic script in Redis, and a reconciliation that is one addition. A sliding-window log
  *    would keep an entry per request; a sliding-window counter is only approximate.
  *
- * Tokens: admission reserves an estimate (services/tokens.h: the prompt estimate plus max_tokens or
+ * Tokens: admission reserves an estimate (limits/tokens.h: the prompt estimate plus max_tokens or
  * rate_limits.default_max_tokens, times n). When the answer ends, lx_rate_finish replaces the
  * reservation with the real usage: it adds (real − reserved), which may be negative; as the drain is
  * linear, the level is then exactly what it would have been had the real count been charged at
@@ -36,7 +36,7 @@
  *  - it never reached a backend (refused by the queue, timed out waiting, no backend, client gone
  *    before dispatch): nothing — lx_rate_cancel refunds the request and every reserved token.
  *
- * Identity and limits: a user is a NUL-terminated name (services/auth.h); names are distinguished on
+ * Identity and limits: a user is a NUL-terminated name (limits/auth.h); names are distinguished on
  * their first LX_RATE_USER_MAX - 1 bytes. Limits come from the limiter's current config:
  * rate_limits.users.NAME, else rate_limits.default (lx_rate_limits_for). lx_rate_limiter_reconfigure
  * swaps in a new config: new limits apply from the next check; what every user has used is kept (a

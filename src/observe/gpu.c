@@ -5,7 +5,7 @@
  * there is final for the process's life (the reason is kept, and no further attempt is made). A failed
  * reading after a good init keeps the reason of that failure until a reading succeeds.
  */
-#include "services/gpu.h"
+#include "observe/gpu.h"
 
 #include <dlfcn.h>
 #include <stdio.h>

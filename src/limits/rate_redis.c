@@ -20,7 +20,7 @@
  *   hiredis's can call back into freed memory.
  * - Going down is logged once (and counted); coming back is logged once.
  */
-#include "services/rate_redis.h"
+#include "limits/rate_redis.h"
 
 #include <arpa/inet.h>
 #include <hiredis/async.h>

@@ -2,7 +2,7 @@
  * RequestQueue: the waiting line in front of the backends — priority classes, per-user fairness,
  * aging, deadlines and a bounded size. The pure data structure and policy: no HTTP, no libuv, no
  * clock of its own (every call takes `now`, monotonic nanoseconds), so the ordering rules are
- * unit-tested with a fake clock. services/admission.c drives it from the loop.
+ * unit-tested with a fake clock. queue/admission.c drives it from the loop.
  *
  * Shape. One lx_queue holds every waiting request; it is divided into lines (lx_queue_line, one per
  * backend: a request waits for a slot of the backend it was routed to). max_size, the displacement

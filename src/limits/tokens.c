@@ -10,7 +10,7 @@
  *   (11110xxx) counts once more. Continuation bytes count nothing.
  * - Only the top-level object's keys are looked at for max_completion_tokens and n.
  */
-#include "services/tokens.h"
+#include "limits/tokens.h"
 
 #include <limits.h>
 #include <stdint.h>

@@ -8,7 +8,7 @@
  * thread once it runs (before that, to lx_usage_store_open on the loop thread).
  * The writer tells the loop about a change of failure state through a uv_async_t, and the loop logs it.
  */
-#include "services/usage_store.h"
+#include "observe/usage_store.h"
 
 #include <inttypes.h>
 #include <sqlite3.h>

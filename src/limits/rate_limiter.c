@@ -17,13 +17,13 @@
  * - Callbacks into the caller are the last thing a function does with the req (the caller may free it).
  * - The limiter is freed only when closing, its timer closed and no Redis op in flight.
  */
-#include "services/rate_limiter.h"
+#include "limits/rate_limiter.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "services/rate_redis.h"
+#include "limits/rate_redis.h"
 #include "utils/common.h"
 #include "utils/log.h"
 

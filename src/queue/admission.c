@@ -12,7 +12,7 @@
  * - Callbacks run only from the kick and the deadline timer, with the queue consistent at each call;
  *   every loop there re-reads the state after a callback, because a callback may submit or leave.
  */
-#include "services/admission.h"
+#include "queue/admission.h"
 
 #include <math.h>
 #include <stddef.h>

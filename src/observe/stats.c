@@ -9,7 +9,7 @@
  *  - the user map holds at most max_users names plus "(other)"; the route map at most max_routes
  *    (model, backend) pairs plus ("(other)", "(other)").
  */
-#include "services/stats.h"
+#include "observe/stats.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -17,7 +17,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "services/usage_store.h"
+#include "observe/usage_store.h"
 #include "utils/common.h"
 
 #define OTHER          "(other)"

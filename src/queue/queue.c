@@ -26,7 +26,7 @@
  *    before a request arriving at `now` is appended, and a promotion's entered_ns is its due time,
  *    raised if needed to the newest entry of the level it joins.
  */
-#include "services/queue.h"
+#include "queue/queue.h"
 
 #include <stdlib.h>
 #include <string.h>

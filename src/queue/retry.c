@@ -1,5 +1,5 @@
 /* The retry handler's rules. See retry.h. */
-#include "services/retry.h"
+#include "queue/retry.h"
 
 #include <curl/curl.h>
 #include <math.h>

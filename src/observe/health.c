@@ -1,7 +1,7 @@
 /*
  * The status rule of GET /health. See health.h. Quadratic in the number of models, which is small.
  */
-#include "services/health.h"
+#include "observe/health.h"
 
 #include <string.h>
 

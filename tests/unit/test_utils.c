@@ -1,0 +1,136 @@
+/* The shared building blocks: the intrusive list, the hash map and its hash (utils/list.h, utils/map.h). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <cmocka.h>
+
+#include "utils/list.h"
+#include "utils/map.h"
+
+typedef struct {
+    int v;
+    lx_list link;
+    lx_map_node node;
+    char key[16];
+} item;
+
+static int values(const lx_list *head, int *out, int cap)
+{
+    int n = 0;
+    for (lx_list *l = lx_list_first(head); l && n < cap; l = lx_list_next(head, l))
+        out[n++] = LX_LIST_ENTRY(l, item, link)->v;
+    return n;
+}
+
+static void test_list_order_and_remove(void **state)
+{
+    (void)state;
+    lx_list head;
+    lx_list_init(&head);
+    assert_true(lx_list_empty(&head));
+    assert_null(lx_list_first(&head));
+    item it[4] = {{.v = 0}, {.v = 1}, {.v = 2}, {.v = 3}};
+    for (int i = 0; i < 4; i++)
+        lx_list_init(&it[i].link);
+    assert_false(lx_list_linked(&it[0].link));
+    lx_list_append(&head, &it[1].link);
+    lx_list_append(&head, &it[2].link);
+    lx_list_prepend(&head, &it[0].link);
+    lx_list_insert_after(&it[2].link, &it[3].link);
+    int got[8];
+    assert_int_equal(values(&head, got, 8), 4);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(got[i], i);
+    assert_ptr_equal(lx_list_last(&head), &it[3].link);
+    lx_list_remove(&it[1].link);
+    lx_list_remove(&it[1].link); /* twice is harmless */
+    assert_false(lx_list_linked(&it[1].link));
+    assert_int_equal(values(&head, got, 8), 3);
+    assert_int_equal(got[1], 2);
+    lx_list *n, *tmp;
+    int seen = 0;
+    LX_LIST_EACH(&head, n, tmp)
+    {
+        lx_list_remove(n); /* removing the current node during the walk */
+        seen++;
+    }
+    assert_int_equal(seen, 3);
+    assert_true(lx_list_empty(&head));
+}
+
+static void test_hash_is_stable_and_spreads(void **state)
+{
+    (void)state;
+    assert_int_equal(lx_hash("alice", 5), lx_hash("alice", 5));
+    assert_int_not_equal(lx_hash("alice", 5), lx_hash("alicf", 5));
+    assert_int_not_equal(lx_hash("", 0), lx_hash("\0", 1));
+    /* 4096 names over 64 slots: no slot is far above the mean of 64 */
+    int slots[64] = {0};
+    char name[32];
+    for (int i = 0; i < 4096; i++) {
+        int n = snprintf(name, sizeof name, "user-%d", i);
+        slots[lx_hash(name, (size_t)n) & 63]++;
+    }
+    for (int i = 0; i < 64; i++)
+        assert_true(slots[i] < 128);
+}
+
+static void test_map_add_find_remove_grow_shrink(void **state)
+{
+    (void)state;
+    enum { N = 1000 };
+    item *it = calloc(N, sizeof *it);
+    lx_map m;
+    lx_map_init(&m);
+    assert_null(lx_map_find(&m, "x", 1));
+    for (int i = 0; i < N; i++) {
+        it[i].v = i;
+        int n = snprintf(it[i].key, sizeof it[i].key, "k%d", i);
+        lx_map_add(&m, &it[i].node, it[i].key, (size_t)n);
+    }
+    assert_int_equal(lx_map_count(&m), N);
+    assert_true(m.n_slots >= N);
+    for (int i = 0; i < N; i++) {
+        lx_map_node *n = lx_map_find(&m, it[i].key, strlen(it[i].key));
+        assert_non_null(n);
+        assert_int_equal(LX_MAP_ENTRY(n, item, node)->v, i);
+    }
+    assert_null(lx_map_find(&m, "k1000", 5));
+    assert_null(lx_map_find(&m, "k1", 1)); /* a prefix is another key */
+    /* remove every odd one while walking */
+    lx_map_iter iter = lx_map_iter_of(&m);
+    lx_map_node *n;
+    int walked = 0;
+    while ((n = lx_map_next(&iter))) {
+        walked++;
+        if (LX_MAP_ENTRY(n, item, node)->v % 2) lx_map_remove(&m, n);
+    }
+    assert_int_equal(walked, N);
+    assert_int_equal(lx_map_count(&m), N / 2);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(lx_map_find(&m, it[i].key, strlen(it[i].key)) != NULL, i % 2 == 0);
+    /* down to a few: the next add shrinks the slots */
+    for (int i = 2; i < N; i += 2)
+        lx_map_remove(&m, &it[i].node);
+    size_t big = m.n_slots;
+    lx_map_add(&m, &it[1].node, it[1].key, strlen(it[1].key));
+    assert_true(m.n_slots < big);
+    assert_non_null(lx_map_find(&m, "k0", 2));
+    assert_non_null(lx_map_find(&m, "k1", 2));
+    assert_int_equal(lx_map_count(&m), 2);
+    lx_map_free(&m);
+    assert_null(lx_map_find(&m, "k0", 2));
+    free(it);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_list_order_and_remove),
+        cmocka_unit_test(test_hash_is_stable_and_spreads),
+        cmocka_unit_test(test_map_add_find_remove_grow_shrink),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
