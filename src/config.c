@@ -37,6 +37,7 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
+#include "backends/kind.h"
 #include "utils/common.h"
 #include "utils/log.h"
 
@@ -321,19 +322,7 @@ static const keydef model_keys[] = {
     K_END,
 };
 
-static const char *const kind_names[LX_BACKEND_KIND_COUNT] = {"vllm", "ollama", "llamacpp", "openai"};
-
-const char *lx_backend_kind_name(lx_backend_kind kind)
-{
-    return (unsigned)kind < LX_BACKEND_KIND_COUNT ? kind_names[kind] : "unknown";
-}
-
-static int kind_parse(const char *s)
-{
-    for (int k = 0; k < LX_BACKEND_KIND_COUNT; k++)
-        if (strcmp(s, kind_names[k]) == 0) return k;
-    return -1;
-}
+static int kind_parse(const char *s) { return lx_kind_find(s); } /* backends/kind.h: built-in or registered */
 
 /* ---- errors ---- */
 
@@ -777,7 +766,7 @@ static void set_defaults(const keydef *tab, void *base)
         case T_BOOL:
         case T_FORMAT: *(bool *)dst = row->def != 0; break;
         case T_BYTES: *(size_t *)dst = (size_t)row->def; break;
-        case T_KIND: *(lx_backend_kind *)dst = LX_BACKEND_KIND_COUNT; break; /* "not given" */
+        case T_KIND: *(lx_backend_kind *)dst = LX_BACKEND_KIND_NONE; break; /* "not given" */
         case T_SHA256: memset(dst, 0, LX_SHA256_LEN); break;
         case T_MAP: set_defaults(row->sub, base); break;
         case T_CUSTOM: break;
@@ -1144,7 +1133,7 @@ static void resolve_users(lx_config *c)
 static void resolve_kind(parser *p, lx_backend_conf *b, const backend_info *bi, const char *path)
 {
     int by_name = kind_parse(b->name);
-    if (b->kind != LX_BACKEND_KIND_COUNT) {
+    if (b->kind != LX_BACKEND_KIND_NONE) {
         if (by_name >= 0 && by_name != (int)b->kind)
             err(p, bi->lines[BK_TYPE], path,
                 "type %s contradicts the entry's name \"%s\", which is a backend kind: "

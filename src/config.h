@@ -29,14 +29,17 @@
 
 #include "utils/buf.h"
 
+/* A backend kind: an index into backends/kind.h's table (the built-in kinds first, then any registered). */
 typedef enum {
+    LX_BACKEND_KIND_NONE = -1, /* not given (while loading) */
     LX_BACKEND_VLLM = 0,
     LX_BACKEND_OLLAMA,
     LX_BACKEND_LLAMACPP,
-    LX_BACKEND_OPENAI, /* any OpenAI-compatible server */
-    LX_BACKEND_KIND_COUNT
+    LX_BACKEND_OPENAI,     /* any OpenAI-compatible server */
+    LX_BACKEND_KIND_COUNT, /* the built-in kinds */
 } lx_backend_kind;
 
+/* The kind's `type:` name (backends/kind.c); "unknown" for an index no kind has. */
 const char *lx_backend_kind_name(lx_backend_kind kind);
 
 /* rate_limits.mode: what a request over its limit gets. */

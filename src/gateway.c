@@ -17,6 +17,7 @@
 #include "api/observe.h"
 #include "api/routes.h"
 #include "queue/admission.h"
+#include "routing/router.h"
 #include "limits/auth.h"
 #include "observe/gpu.h"
 #include "limits/rate_limiter.h"
@@ -105,6 +106,7 @@ int lx_gateway_start(lx_gateway *gw, uv_loop_t *loop, lx_config *config)
         return UV_ENOMEM;
     }
     gw->admission = lx_admission_new(loop, gw->client, config);
+    gw->router = lx_router_new(gw->admission);
     gw->rate_limiter = lx_rate_limiter_new(loop, config);
     lx_auth_warn_plain_keys(config);
     uv_check_init(loop, &gw->log_flush);
@@ -131,6 +133,8 @@ void lx_gateway_stop(lx_gateway *gw)
     if (gw->server == NULL) return;
     lx_http_server_close(gw->server); /* aborts requests in flight: their upstreams are cancelled */
     gw->server = NULL;
+    lx_router_free(gw->router);
+    gw->router = NULL;
     lx_admission_free(gw->admission); /* before the client: it cancels its /metrics reads */
     gw->admission = NULL;
     if (gw->stats) lx_stats_set_ratelimit_probe(gw->stats, NULL, NULL);

@@ -6,21 +6,25 @@
  *     a chat completion's messages must be an array
  *   2b who: lx_auth_identify (auth on: the bearer key's user, else 401 invalid_api_key; auth off: x_user_id,
  *     X-User-Id, else "anonymous")
- *   3 route: some enabled backend must list the model (else 404 model_not_found naming what is served)
+ *   3 route (routing/router.h): some enabled backend must list the model (else 404 model_not_found naming
+ *     what is served)
  *   3b rate limits (limits/rate_limiter.h): reserve 1 request and the token estimate; over a limit →
  *     429 (reject mode) or held until it fits (wait mode, within the same deadline as the queue)
- *   4 admission (queue/admission.h): lx_admission_pick chooses the backend (routable, lowest priority,
- *     least loaded; none → 503 no_healthy_backend with Retry-After); sent on at once if it has a free slot
+ *   4 admission (queue/admission.h): lx_router_pick chooses the backend (routable, lowest priority, then the
+ *     balancing strategy; none → 503 no_healthy_backend with Retry-After); sent on at once if it has a free slot
  *     and nobody waits, else wait in its line (priority, per-user turns, aging) until dispatched, or
  *     answered 504 queue_timeout / 503 queue_full (Retry-After) / 503 shutting_down
- *   5 rewrite (drop x_*, set the model if absent, ask for usage on every stream, vLLM's "priority" with
- *     forward_priority) and forward through the pooled upstream client; the slot is given back when the
- *     upstream request ends, however it ends
- *   5b retry (queue/retry.h): a retryable failure before any byte reached the client gives the slot
+ *   5 the backend's kind (backends/kind.h) builds the upstream request — for the OpenAI-compatible kinds the
+ *     client's body spliced: x_* dropped, the model set if absent, usage asked for on every stream, vLLM's
+ *     "priority" with forward_priority — and it goes through the pooled upstream client; the slot is given
+ *     back when the upstream request ends, however it ends
+ *   5b retry (backends/outcome.h says which outcomes, queue/retry.h how long to wait): a retryable failure
+ *     before any byte reached the client gives the slot
  *     back, records its verdict on the backend (the circuit breaker), waits the backoff on a timer and goes
  *     back to 4 avoiding that backend — while tries remain and the wait ends before the deadline
- *   6 relay: SSE chunk by chunk as it arrives (usage-only chunk removed if the client did not ask),
- *     or the whole answer (vLLM's flat errors normalised to the OpenAI envelope)
+ *   6 relay, through the kind's filters: SSE chunk by chunk as it arrives (a translating kind's events
+ *     translated one by one; usage-only chunk removed if the client did not ask), or the whole answer
+ *     (errors normalised to the OpenAI envelope)
  *   7 account: one access-log line with tokens, latency and Lexora's own overhead; the rate limiter's
  *     reservation is reconciled with the real usage (sent to a backend) or refunded (never sent), once,
  *     in rate_end, before the client has the end of its answer
@@ -47,6 +51,7 @@
 #include "api/routes.h"
 #include "api/sse.h"
 #include "queue/admission.h"
+#include "routing/router.h"
 #include "limits/auth.h"
 #include "limits/rate_limiter.h"
 #include "queue/retry.h"
@@ -57,8 +62,6 @@
 #include "utils/log.h"
 
 #define MAX_SSE_EVENT (1 << 20)
-
-static const char *const endpoint_paths[] = {"/v1/chat/completions", "/v1/completions", "/v1/embeddings"};
 
 typedef struct {
     lx_gateway *gw;
@@ -72,14 +75,16 @@ typedef struct {
     lx_slice model_name; /* what routing looks up: the body's model, or default_model */
     char url[1024];
     char hdr_request_id[LX_REQUEST_ID_MAX + 16];
-    char *hdr_auth; /* "Authorization: Bearer <backends.NAME.api_key>", or NULL */
-    const char *curl_headers[4];
     lx_body_fields f;
-    lx_buf up_req_body; /* the rewritten body, when the original could not be sent as it is */
+    const lx_kind *kind;   /* this attempt's backend's kind */
+    lx_kind_ctx kctx;      /* what the kind knows of this attempt */
+    lx_kind_request kreq;  /* this attempt's upstream request, as the kind built it */
+    lx_kind_stream kstream; /* a translating kind's stream (kind->stream_event) */
     lx_upstream *up;
     int up_status;
     char up_content_type[128];
-    bool relaying; /* an SSE answer has begun */
+    bool relaying;     /* an SSE answer has begun */
+    bool relay_failed; /* a translated event could not be relayed (too large): the transfer ends */
     lx_buf up_body;
     lx_sse sse;
     lx_usage usage;
@@ -98,7 +103,6 @@ typedef struct {
     uint64_t backoff_start_ns;
     uint64_t earlier_wait_ns;  /* earlier attempts: queue, upstream and backoff time (for the overhead) */
     uint64_t earlier_queue_ns; /* earlier attempts: queue time */
-    char priority_member[40];  /* forward_priority: "priority":N */
     lx_rate_req rate;          /* its rate-limit reservation (limits/rate_limiter.h) */
     bool rate_checked;         /* lx_rate_check was called: answers carry the x-ratelimit-* headers */
     bool sent;                 /* handed to a backend: the end reconciles (finish) instead of refunding */
@@ -129,7 +133,7 @@ static void access_log(const proxy_req *p, int status)
         .request_id = p->request_id,
         .user = p->user,
         .method = "POST",
-        .path = endpoint_paths[p->ep],
+        .path = lx_endpoint_path(p->ep),
         .model = p->model,
         .backend = p->backend ? p->backend->name : NULL,
         .status = status,
@@ -192,9 +196,9 @@ static void proxy_free(proxy_req *p)
     leave_admission(p);
     end_attempt(p, LX_ATTEMPT_NONE, NULL); /* the client left first: it says nothing about the backend */
     if (p->backoff) uv_close((uv_handle_t *)p->backoff, free_timer);
-    lx_buf_free(&p->up_req_body);
+    lx_kind_request_free(&p->kreq);
+    lx_kind_stream_free(&p->kstream);
     lx_buf_free(&p->up_body);
-    free(p->hdr_auth);
     lx_sse_free(&p->sse);
     lx_config_unref(p->cfg);
     free(p);
@@ -273,15 +277,15 @@ static void respond_buffered(proxy_req *p)
     size_t len = p->up_body.len;
     lx_buf normalized;
     lx_buf_init(&normalized, 0);
-    if (p->up_status >= 400 && lx_err_normalize_upstream(body, len, p->up_status, &normalized) == 1) {
-        body = normalized.p;
+    if (p->kind->answer && p->kind->answer(&p->kctx, p->up_status, (lx_slice){body, len}, &normalized) == 1) {
+        body = normalized.p ? normalized.p : "";
         len = normalized.len;
     }
     lx_slice usage;
     if (p->up_status < 300 && lx_json_find_member(body, len, "usage", &usage))
         lx_usage_parse(usage.p, usage.len, &p->usage);
     const char *ct = p->up_content_type[0] ? p->up_content_type : "application/json";
-    if (body == normalized.p) ct = "application/json";
+    if (normalized.len) ct = "application/json";
     answer_headers a;
     answer_headers_init(&a, p, ct);
     if (p->up_retry_after[0]) a.h[a.n++] = (lx_http_header){"Retry-After", p->up_retry_after};
@@ -314,10 +318,13 @@ static void end_stream_with_error(proxy_req *p, lx_err e, const char *message)
 
 /* ---------- upstream callbacks ---------- */
 
+/* A stream begins: the client asked for one and the backend said 200 with an event stream (for a translating
+ * kind, any 200: its stream is whatever the kind reads). */
 static bool wants_sse(const proxy_req *p, const lx_up_head *h)
 {
-    return p->f.stream && h->status == 200 && h->content_type.len >= 17 &&
-           strncasecmp(h->content_type.p, "text/event-stream", 17) == 0;
+    if (!p->f.stream || h->status != 200) return false;
+    if (p->kind->stream_event) return true;
+    return h->content_type.len >= 17 && strncasecmp(h->content_type.p, "text/event-stream", 17) == 0;
 }
 
 static void on_up_headers(lx_upstream *u, const lx_up_head *h, void *ud)
@@ -342,6 +349,21 @@ static void on_up_headers(lx_upstream *u, const lx_up_head *h, void *ud)
     a.h[a.n++] = (lx_http_header){"X-Accel-Buffering", "no"};
     lx_http_stream_begin(p->req, 200, a.h, a.n);
     lx_sse_init(&p->sse, !p->f.include_usage, MAX_SSE_EVENT);
+    if (p->kind->stream_event) lx_kind_stream_init(&p->kstream, p->kind, MAX_SSE_EVENT);
+}
+
+/* A translating kind's OpenAI events go through the same SSE relay as a backend's own. A feed that fails
+ * (an event too large) is remembered and ends the transfer at the next data. */
+static void relay_translated(void *ud, const char *data, size_t len)
+{
+    proxy_req *p = ud;
+    if (lx_sse_feed(&p->sse, data, len, relay_emit, p) != 0) p->relay_failed = true;
+}
+
+static bool relay_feed(proxy_req *p, const char *data, size_t len)
+{
+    if (p->kind->stream_event == NULL) return lx_sse_feed(&p->sse, data, len, relay_emit, p) == 0;
+    return lx_kind_stream_feed(&p->kstream, &p->kctx, data, len, relay_translated, p) == 0 && !p->relay_failed;
 }
 
 static bool on_up_data(lx_upstream *u, const char *data, size_t len, void *ud)
@@ -349,18 +371,14 @@ static bool on_up_data(lx_upstream *u, const char *data, size_t len, void *ud)
     (void)u;
     proxy_req *p = ud;
     if (p->first_byte_ns == 0) p->first_byte_ns = lx_now_ns();
-    if (p->relaying) return lx_sse_feed(&p->sse, data, len, relay_emit, p) == 0;
+    if (p->relaying) return relay_feed(p, data, len);
     return lx_buf_append(&p->up_body, data, len) == 0;
 }
 
-static lx_err upstream_error(lx_up_result r, bool answered)
+/* The outcome class of this attempt's end (backends/outcome.h), as its kind reads it. */
+static lx_outcome outcome_of(const proxy_req *p, lx_up_result r)
 {
-    switch (r) {
-    case LX_UP_CONNECT: return LX_ERR_UPSTREAM_UNAVAILABLE;
-    case LX_UP_TIMEOUT: return LX_ERR_UPSTREAM_TIMEOUT;
-    case LX_UP_RESET: return answered ? LX_ERR_UPSTREAM_BAD_RESPONSE : LX_ERR_UPSTREAM_UNAVAILABLE;
-    default: return LX_ERR_UPSTREAM_BAD_RESPONSE;
-    }
+    return p->kind->outcome ? p->kind->outcome(r, p->up_status) : lx_outcome_of(r, p->up_status);
 }
 
 static void upstream_failure_message(const proxy_req *p, lx_up_result r, const char *detail, char *out, size_t n)
@@ -376,17 +394,20 @@ static void upstream_failure_message(const proxy_req *p, lx_up_result r, const c
 /* The end of a relayed stream. Nothing is retried now: the client has had part of the answer. */
 static void finish_stream(proxy_req *p, lx_up_result r, const char *detail)
 {
+    if (p->kind->stream_event && r == LX_UP_OK && lx_kind_stream_end(&p->kstream, &p->kctx, relay_translated, p) != 0)
+        r = LX_UP_BAD_RESPONSE;
     lx_sse_finish(&p->sse, relay_emit, p);
     p->usage = p->sse.usage;
     if (r != LX_UP_OK || !p->sse.saw_done) {
         char msg[256];
+        const lx_outcome_info *o = lx_outcome_get(r == LX_UP_OK ? LX_OUT_GARBLED : outcome_of(p, r));
         if (r == LX_UP_OK)
             snprintf(msg, sizeof msg, "backend %s ended the stream without [DONE]", p->backend->name);
         else
             upstream_failure_message(p, r, detail, msg, sizeof msg);
         LX_WARN(p->request_id, "%s", msg);
-        end_attempt(p, r == LX_UP_CALLER ? LX_ATTEMPT_NONE : LX_ATTEMPT_FAILED, msg);
-        end_stream_with_error(p, r == LX_UP_OK ? LX_ERR_UPSTREAM_BAD_RESPONSE : upstream_error(r, true), msg);
+        end_attempt(p, o->verdict, msg);
+        end_stream_with_error(p, o->err, msg);
     } else if (p->sse.saw_error) {
         p->has_err = true;
         p->err = LX_ERR_UPSTREAM_BAD_RESPONSE;
@@ -415,15 +436,17 @@ static void on_up_done(lx_upstream *u, lx_up_result r, const char *detail, void 
         snprintf(msg, sizeof msg, "backend %s answered HTTP %d", p->backend->name, p->up_status);
     else
         upstream_failure_message(p, r, detail, msg, sizeof msg);
-    end_attempt(p, lx_retry_verdict(r, p->up_status), msg);
-    if (lx_retry_retryable(r, p->up_status) && retry_later(p, msg)) return;
-    if (r == LX_UP_OK) {
+    lx_outcome oc = outcome_of(p, r);
+    const lx_outcome_info *o = lx_outcome_get(oc);
+    end_attempt(p, o->verdict, msg);
+    if (o->retryable && retry_later(p, msg)) return;
+    if (o->answered) {
         respond_buffered(p);
         return;
     }
-    if (r == LX_UP_CONNECT) p->sent = false; /* no connection: the backend never saw it, nothing is charged */
+    if (oc == LX_OUT_CONNECT) p->sent = false; /* no connection: the backend never saw it, nothing is charged */
     LX_WARN(p->request_id, "%s", msg);
-    fail(p, upstream_error(r, p->up_status != 0), msg, NULL);
+    fail(p, o->err, msg, NULL);
 }
 
 static const lx_upstream_cbs upstream_cbs = {on_up_headers, on_up_data, on_up_done};
@@ -507,26 +530,16 @@ static bool set_queue_timeout(proxy_req *p)
     return true;
 }
 
-static void models_served(const lx_config *c, lx_buf *out)
-{
-    for (size_t i = 0; i < c->n_backends; i++) {
-        const lx_backend_conf *b = &c->backends[i];
-        if (!b->enabled) continue;
-        for (size_t m = 0; m < b->n_models; m++)
-            lx_buf_printf(out, "%s%s", out->len ? ", " : "", b->models[m].name);
-    }
-}
-
 /* Is the model served at all (else 404 model_not_found)? Which backend serves it is decided at admission. */
 static bool route(proxy_req *p)
 {
     p->model_name = p->f.has_model ? p->f.model : lx_slice_of(p->cfg->default_model);
     copy_slice(p->model, sizeof p->model, p->model_name);
-    if (lx_config_backend_for(p->cfg, p->model_name.p, p->model_name.len)) return true;
+    if (lx_router_serves(p->cfg, p->model_name)) return true;
     lx_buf served, msg;
     lx_buf_init(&served, 0);
     lx_buf_init(&msg, 0);
-    models_served(p->cfg, &served);
+    lx_router_models(p->cfg, &served);
     lx_buf_printf(&msg, "The model `%s` does not exist. Models served: %s", p->model, served.p ? served.p : "none");
     fail(p, LX_ERR_MODEL_NOT_FOUND, msg.p, "model");
     lx_buf_free(&served);
@@ -534,26 +547,7 @@ static bool route(proxy_req *p)
     return false;
 }
 
-/* The body to send: the client's own bytes when nothing needs changing, else one rewritten copy. */
-static lx_slice upstream_body(proxy_req *p)
-{
-    lx_slice body = lx_http_req_body(p->req);
-    lx_body_rewrite_opts o = {
-        .set_model = p->f.has_model ? NULL : p->cfg->default_model,
-        .force_include_usage = p->f.stream && p->ep != LX_EP_EMBEDDINGS,
-        .extra = NULL,
-    };
-    if (p->backend->forward_priority) {
-        snprintf(p->priority_member, sizeof p->priority_member, "\"priority\":%ld", p->ticket.priority_value);
-        o.extra = p->priority_member;
-    }
-    if (lx_body_rewrite_is_noop(&p->f, &o)) return body;
-    lx_buf_init(&p->up_req_body, 0);
-    lx_body_rewrite(body.p, body.len, &p->f, &o, &p->up_req_body);
-    return (lx_slice){p->up_req_body.p, p->up_req_body.len};
-}
-
-/* Sends this attempt to p->backend, whose slot p holds. */
+/* Sends this attempt to p->backend, whose slot p holds: its kind builds the request. */
 static void forward(proxy_req *p)
 {
     p->attempt++;
@@ -561,28 +555,30 @@ static void forward(proxy_req *p)
     p->trial = p->attempt_backend && lx_backend_attempt_begin(p->attempt_backend);
     p->up_retry_after_s = -1;
     p->up_retry_after[0] = '\0';
-    lx_buf_free(&p->up_req_body);
-    snprintf(p->url, sizeof p->url, "%s%s", p->backend->url, endpoint_paths[p->ep]);
-    snprintf(p->hdr_request_id, sizeof p->hdr_request_id, "X-Request-Id: %s", p->request_id);
-    size_t n = 0;
-    p->curl_headers[n++] = "Content-Type: application/json";
-    p->curl_headers[n++] = p->hdr_request_id;
-    if (p->backend->api_key) {
-        lx_buf auth;
-        lx_buf_init(&auth, 0);
-        lx_buf_printf(&auth, "Authorization: Bearer %s", p->backend->api_key);
-        free(p->hdr_auth);
-        p->hdr_auth = lx_buf_steal(&auth, NULL);
-        p->curl_headers[n++] = p->hdr_auth;
+    p->kind = lx_kind_get(p->backend->kind);
+    p->kctx = (lx_kind_ctx){
+        .ep = p->ep,
+        .backend = p->backend,
+        .body = lx_http_req_body(p->req),
+        .fields = &p->f,
+        .set_model = p->f.has_model ? NULL : p->cfg->default_model,
+        .priority_value = p->ticket.priority_value,
+    };
+    lx_kind_request_reset(&p->kreq);
+    if (p->kind->request(&p->kctx, &p->kreq) != 0) {
+        end_attempt(p, LX_ATTEMPT_NONE, NULL);
+        fail(p, p->kreq.err, p->kreq.message[0] ? p->kreq.message : NULL, p->kreq.param);
+        return;
     }
-    p->curl_headers[n] = NULL;
-    lx_slice body = upstream_body(p);
+    snprintf(p->url, sizeof p->url, "%s%s", p->backend->url, p->kreq.path);
+    snprintf(p->hdr_request_id, sizeof p->hdr_request_id, "X-Request-Id: %s", p->request_id);
+    lx_kind_request_header(&p->kreq, p->hdr_request_id);
     lx_upstream_req ur = {
         .method = "POST",
         .url = p->url,
-        .headers = p->curl_headers,
-        .body = body.p,
-        .body_len = body.len,
+        .headers = p->kreq.headers,
+        .body = p->kreq.body.p,
+        .body_len = p->kreq.body.len,
         .timeout_ms = (uint64_t)(p->backend->timeout_s * 1000.0),
         .small_buffer = p->f.stream,
     };
@@ -594,7 +590,7 @@ static void forward(proxy_req *p)
 
 /* ---------- waiting for a backend slot ---------- */
 
-static proxy_req *of_ticket(lx_admit_ticket *t) { return (proxy_req *)((char *)t - offsetof(proxy_req, ticket)); }
+static proxy_req *of_ticket(lx_admit_ticket *t) { return LX_CONTAINER_OF(t, proxy_req, ticket); }
 
 /* An error of ours that tells the client when to come back. */
 static void fail_retry_after(proxy_req *p, lx_err e, const char *message, unsigned seconds)
@@ -675,21 +671,21 @@ static void submit(proxy_req *p)
 }
 
 /*
- * To the best backend for the model now (lx_admission_pick; `from`, the backend the request leaves, only
+ * To the best backend for the model now (lx_router_pick; `from`, the backend the request leaves, only
  * when no other will do), or 503 no_healthy_backend at once with Retry-After. Leaving `from` for another
  * backend counts as a failover, going back to it as a retry.
  */
 static void route_and_submit(proxy_req *p, const lx_backend_conf *from)
 {
-    unsigned retry_after_s;
-    const lx_backend_conf *next = lx_admission_pick(p->gw->admission, p->cfg, p->model_name.p, p->model_name.len,
-                                                    from ? from->name : NULL, &retry_after_s);
+    lx_route_ask ask = {.model = p->model_name, .avoid = from ? from->name : NULL};
+    lx_route route = lx_router_pick(p->gw->router, p->cfg, &ask);
+    const lx_backend_conf *next = route.backend;
     if (next == NULL) {
         char msg[400];
         snprintf(msg, sizeof msg, "Every backend serving the model `%s` is down; try again in %u s", p->model,
-                 retry_after_s);
+                 route.retry_after_s);
         LX_WARN(p->request_id, "%s", msg);
-        fail_retry_after(p, LX_ERR_NO_HEALTHY_BACKEND, msg, retry_after_s);
+        fail_retry_after(p, LX_ERR_NO_HEALTHY_BACKEND, msg, route.retry_after_s);
         return;
     }
     if (next == from)
@@ -744,8 +740,8 @@ static void reset_attempt(proxy_req *p)
 static bool retry_later(proxy_req *p, const char *why)
 {
     if (p->attempt >= p->cfg->retry.max_attempts) return false;
-    const lx_backend_conf *next =
-        lx_admission_pick(p->gw->admission, p->cfg, p->model_name.p, p->model_name.len, p->backend->name, NULL);
+    lx_route_ask ask = {.model = p->model_name, .avoid = p->backend->name};
+    const lx_backend_conf *next = lx_router_pick(p->gw->router, p->cfg, &ask).backend;
     if (next == NULL) return false;
     double delay_s = lx_retry_delay_s(p->cfg, p->attempt, lx_random_unit());
     if (next == p->backend && p->up_retry_after_s > delay_s) {
@@ -769,7 +765,7 @@ static bool retry_later(proxy_req *p, const char *why)
 
 /* ---------- rate limits ---------- */
 
-static proxy_req *of_rate(lx_rate_req *r) { return (proxy_req *)((char *)r - offsetof(proxy_req, rate)); }
+static proxy_req *of_rate(lx_rate_req *r) { return LX_CONTAINER_OF(r, proxy_req, rate); }
 
 /* 429: the OpenAI envelope (type requests or tokens, code rate_limit_exceeded) and its headers. */
 static void fail_rate_limited(proxy_req *p)

@@ -1,15 +1,15 @@
 /*
- * The request pipeline for the OpenAI endpoints: read the body once, route by model, rewrite,
- * forward through the upstream client, relay the answer (SSE as it arrives, or whole), account.
+ * The request pipeline for the OpenAI endpoints (lx_endpoint: backends/kind.h): read the body once, route
+ * (routing/router.h), build the upstream request through the backend's kind, forward through the upstream
+ * client, relay the answer (SSE as it arrives, or whole, through the kind's filters), account.
  * Loop thread only.
  */
 #ifndef LX_PROXY_H
 #define LX_PROXY_H
 
+#include "backends/kind.h"
 #include "gateway.h"
 #include "http/server.h"
-
-typedef enum { LX_EP_CHAT = 0, LX_EP_COMPLETIONS, LX_EP_EMBEDDINGS } lx_endpoint;
 
 /* Takes charge of req until it is answered or aborted. */
 void lx_proxy_handle(lx_gateway *gw, lx_http_req *req, lx_endpoint ep);

@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backends/kind.h"
 #include "utils/buf.h"
 #include "utils/log.h"
 
@@ -203,14 +204,7 @@ const char *lx_health_name(lx_health h)
     }
 }
 
-static const char *health_path(lx_backend_kind kind)
-{
-    switch (kind) {
-    case LX_BACKEND_OLLAMA: return "/";
-    case LX_BACKEND_OPENAI: return "/v1/models";
-    default: return "/health"; /* vllm, llamacpp */
-    }
-}
+static const char *health_path(lx_backend_kind kind) { return lx_kind_get(kind)->health_path; }
 
 static void check_done(lx_backend *b, const char *error)
 {
@@ -390,6 +384,7 @@ unsigned lx_backend_retry_after_s(const lx_backend *b)
 bool lx_backend_attempt_begin(lx_backend *b)
 {
     if (circuit(b) != LX_CIRCUIT_HALF_OPEN || b->trial_out) return false;
+    LX_ASSERT(b->open_until_ns != 0);
     b->trial_out = true;
     LX_INFO(NULL, "backend %s: cooldown over; sending one trial request", b->name);
     return true;
@@ -413,6 +408,7 @@ static void circuit_failure(lx_backend *b, bool trial, const char *why)
 
 void lx_backend_attempt_end(lx_backend *b, bool trial, lx_attempt_verdict v, const char *why)
 {
+    LX_ASSERT(!trial || b->trial_out); /* one trial at a time, ended once */
     if (trial) b->trial_out = false;
     if (v == LX_ATTEMPT_FAILED) {
         circuit_failure(b, trial, why);
@@ -564,10 +560,15 @@ bool lx_backend_can_accept(const lx_backend *b)
 
 int lx_backend_in_flight(const lx_backend *b) { return b->in_flight; }
 
-void lx_backend_acquire(lx_backend *b) { b->in_flight++; }
+void lx_backend_acquire(lx_backend *b)
+{
+    LX_ASSERT(b->in_flight >= 0);
+    b->in_flight++;
+}
 
 void lx_backend_release(lx_backend *b)
 {
+    LX_ASSERT(b->in_flight > 0); /* every release has its acquire */
     if (b->in_flight > 0) b->in_flight--;
     if (b->saturated && b->poll == NULL &&
         lx_now_ns() - b->poll_started_ns >= (uint64_t)LX_BACKEND_REPOLL_MIN_MS * 1000000u)

@@ -4,8 +4,8 @@
  * and looked up by name, so a reload changes a backend's limits without losing its requests in flight.
  *
  * Health (active checks): every health_check.interval_seconds each enabled backend is probed through
- * the gateway's upstream client, with health_check.timeout_seconds: vllm and llamacpp GET <url>/health,
- * ollama GET <url>/, openai GET <url>/v1/models; only HTTP 200 is a success (llama.cpp's 503 "Loading
+ * the gateway's upstream client, with health_check.timeout_seconds: GET <url><its kind's health_path>
+ * (backends/kind.h: vllm and llamacpp /health, ollama /, openai /v1/models); only HTTP 200 is a success (llama.cpp's 503 "Loading
  * model" is not ready). failure_threshold consecutive failures mark it down, one success marks it up;
  * before its first check completes it is unknown. The first check starts at once (at start, and when a
  * reload adds a backend or changes its url or kind). Status changes are logged (WARNING down, INFO up).
@@ -52,6 +52,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "backends/outcome.h"
 #include "config.h"
 #include "http/client.h"
 
@@ -128,12 +129,6 @@ bool lx_backend_awaiting_trial(const lx_backend *b);
 
 /* Seconds until b may be routable again (its cooldown ends, or its next health check), at least 1. */
 unsigned lx_backend_retry_after_s(const lx_backend *b);
-
-typedef enum {
-    LX_ATTEMPT_OK = 0, /* the backend answered (2xx, 4xx, 429, 500...) */
-    LX_ATTEMPT_FAILED, /* unreachable, reset, timed out, or 502/503/504 */
-    LX_ATTEMPT_NONE,   /* says nothing about the backend (the client left first) */
-} lx_attempt_verdict;
 
 /* A request is being sent to b. Returns true when it is the half-open trial; pass that to attempt_end. */
 bool lx_backend_attempt_begin(lx_backend *b);

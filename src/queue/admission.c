@@ -317,52 +317,10 @@ const lx_queue *lx_admission_queue(const lx_admission *a) { return a->queue; }
 
 lx_backends *lx_admission_backends(const lx_admission *a) { return a->backends; }
 
-/* Requests in flight on b plus those waiting for it: what load sharing compares. */
-static size_t load_of(const lx_backend *b)
+size_t lx_admission_load(const lx_admission *a, const lx_backend *b)
 {
+    (void)a;
     return (size_t)lx_backend_in_flight(b) + lx_queue_line_len(line_of(b));
-}
-
-/* Is candidate (bc, its load) a better choice than the best so far? Priority first, then load. */
-static bool better(const lx_backend_conf *bc, size_t load, const lx_backend_conf *best, size_t best_load)
-{
-    if (best == NULL) return true;
-    if (bc->priority != best->priority) return bc->priority < best->priority;
-    return load < best_load;
-}
-
-const lx_backend_conf *lx_admission_pick(lx_admission *a, const lx_config *c, const char *model, size_t len,
-                                         const char *avoid, unsigned *retry_after_s)
-{
-    const lx_backend_conf *best = NULL, *fallback = NULL, *trial = NULL;
-    size_t best_load = 0, trial_load = 0;
-    unsigned soonest = 0;
-    for (size_t i = 0; i < c->n_backends; i++) {
-        const lx_backend_conf *bc = &c->backends[i];
-        if (!bc->enabled || !lx_backend_conf_serves(bc, model, len)) continue;
-        lx_backend *b = lx_backends_find(a->backends, bc->name);
-        if (b && !lx_backend_routable(b)) {
-            if (lx_backend_awaiting_trial(b) && better(bc, load_of(b), trial, trial_load)) {
-                trial = bc;
-                trial_load = load_of(b);
-            }
-            unsigned s = lx_backend_retry_after_s(b);
-            if (soonest == 0 || s < soonest) soonest = s;
-            continue;
-        }
-        if (avoid && strcmp(bc->name, avoid) == 0) {
-            fallback = bc;
-            continue;
-        }
-        size_t load = b ? load_of(b) : 0;
-        if (better(bc, load, best, best_load)) {
-            best = bc;
-            best_load = load;
-        }
-    }
-    if (best == NULL) best = fallback ? fallback : trial;
-    if (retry_after_s) *retry_after_s = soonest ? soonest : 1;
-    return best;
 }
 
 size_t lx_admission_waiting_for(const lx_admission *a, const char *backend)

@@ -102,16 +102,8 @@ lx_admit_result lx_admission_submit(lx_admission *a, lx_admit_ticket *t, const l
  * cancelled), a held slot is given back and the next request dispatched. Idempotent. */
 void lx_admission_leave(lx_admission *a, lx_admit_ticket *t);
 
-/*
- * Which backend a request for model should go to now (failover and load sharing): among c's enabled
- * backends that serve it and are routable (lx_backend_routable), the lowest `priority`; among equals, the
- * fewest requests in flight plus waiting, then config order. `avoid` (the backend whose attempt just
- * failed; NULL for none) is taken only when no other is routable; after it, one whose half-open trial is
- * out (the request waits for the verdict rather than being refused). NULL when none is: *retry_after_s
- * (may be NULL) is then the soonest one of them may take requests again (lx_backend_retry_after_s).
- */
-const lx_backend_conf *lx_admission_pick(lx_admission *a, const lx_config *c, const char *model, size_t len,
-                                         const char *avoid, unsigned *retry_after_s);
+/* Requests in flight on b plus those waiting for it: the load the router (routing/router.h) compares. */
+size_t lx_admission_load(const lx_admission *a, const lx_backend *b);
 
 /* Seconds a refused client should wait before trying again (Retry-After of queue_full): the recent
  * mean queue wait of dispatched requests, rounded up, from 1 to 60. */

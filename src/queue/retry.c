@@ -1,32 +1,10 @@
-/* The retry handler's rules. See retry.h. */
+/* The retry handler's timing. See retry.h. */
 #include "queue/retry.h"
 
 #include <curl/curl.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-
-static bool failing_status(int status) { return status == 502 || status == 503 || status == 504; }
-
-bool lx_retry_retryable(lx_up_result r, int status)
-{
-    switch (r) {
-    case LX_UP_OK: return failing_status(status) || status == 429;
-    case LX_UP_CONNECT: return true;
-    case LX_UP_RESET:
-    case LX_UP_TIMEOUT: return status == 0;
-    default: return false;
-    }
-}
-
-lx_attempt_verdict lx_retry_verdict(lx_up_result r, int status)
-{
-    switch (r) {
-    case LX_UP_OK: return failing_status(status) ? LX_ATTEMPT_FAILED : LX_ATTEMPT_OK;
-    case LX_UP_CALLER: return LX_ATTEMPT_NONE;
-    default: return LX_ATTEMPT_FAILED;
-    }
-}
 
 double lx_retry_delay_s(const lx_config *c, int n, double u)
 {

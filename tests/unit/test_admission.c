@@ -2,7 +2,8 @@
  * Unit tests for queue/admission.c on a real libuv loop (no HTTP: adaptive is off, so the upstream
  * client is never used): dispatch order through the kick, slots given back, deadlines from the timer,
  * displacement answered on the next turn, leaving while waiting, shutdown, a reload that raises
- * the limit, and the choice of backend for failover.
+ * the limit, and a half-open backend's line waiting for its trial's verdict (the router's choice of
+ * backend is tested in test_router.c).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -14,6 +15,7 @@
 #include <string.h>
 
 #include "queue/admission.h"
+#include "routing/router.h"
 #include "support.h"
 
 typedef struct {
@@ -261,53 +263,14 @@ static void test_unknown_backend_is_not_limited(void **state)
     teardown(&f);
 }
 
-/* Failover and load sharing: priority first, then requests in flight plus waiting, then config order;
- * the backend to avoid only when nothing else is routable; none routable → NULL and a Retry-After. */
-static void test_pick(void **state)
+/* The router's choice for model m (NULL: none), through a router made for the call. */
+static const lx_backend_conf *pick_m(lx_admission *a, const lx_config *c)
 {
-    (void)state;
-    const char *yaml = "backends:\n"
-                       "  a: {type: vllm, url: 'http://127.0.0.1:9', priority: 1, max_concurrency: 4, models: [m]}\n"
-                       "  b: {type: vllm, url: 'http://127.0.0.1:9', priority: 0, max_concurrency: 4, models: [m]}\n"
-                       "  c: {type: vllm, url: 'http://127.0.0.1:9', priority: 0, max_concurrency: 4, models: [m, n]}\n"
-                       "health_check: {failure_threshold: 1, cooldown_seconds: 60}\n";
-    uv_loop_t loop;
-    uv_loop_init(&loop);
-    lx_config *c = lx_test_config(yaml);
-    lx_admission *a = lx_admission_new(&loop, NULL, c);
-    lx_backends *bs = lx_admission_backends(a);
-    unsigned ra = 0;
-    assert_string_equal(lx_admission_pick(a, c, "m", 1, NULL, &ra)->name, "b"); /* priority 0, first listed */
-    assert_string_equal(lx_admission_pick(a, c, "n", 1, NULL, &ra)->name, "c");
-    assert_null(lx_admission_pick(a, c, "x", 1, NULL, &ra));
-
-    lx_admit_ticket t1 = {0};
-    assert_int_equal(lx_admission_submit(a, &t1, &cbs, "b", NULL, LX_PRIO_NORMAL, 1), LX_ADMIT_NOW);
-    assert_string_equal(lx_admission_pick(a, c, "m", 1, NULL, &ra)->name, "c"); /* b has one in flight */
-    assert_string_equal(lx_admission_pick(a, c, "m", 1, "c", &ra)->name, "b");  /* c just failed */
-    lx_admission_leave(a, &t1);
-
-    /* b's circuit opens (threshold 1): c, then a (priority 1) when c is to be avoided */
-    lx_backend *b = lx_backends_find(bs, "b");
-    lx_backend_attempt_end(b, lx_backend_attempt_begin(b), LX_ATTEMPT_FAILED, "HTTP 503");
-    assert_false(lx_backend_routable(b));
-    assert_string_equal(lx_admission_pick(a, c, "m", 1, NULL, &ra)->name, "c");
-    assert_string_equal(lx_admission_pick(a, c, "m", 1, "c", &ra)->name, "a");
-
-    /* all open: none, and Retry-After is the cooldown left */
-    lx_backend_attempt_end(lx_backends_find(bs, "a"), false, LX_ATTEMPT_FAILED, "connect");
-    lx_backend_attempt_end(lx_backends_find(bs, "c"), false, LX_ATTEMPT_FAILED, "connect");
-    ra = 0;
-    assert_null(lx_admission_pick(a, c, "m", 1, NULL, &ra));
-    assert_in_range(ra, 59, 60);
-    /* the one to avoid is still taken when it is the only routable one */
-    lx_backend_attempt_end(lx_backends_find(bs, "c"), false, LX_ATTEMPT_OK, NULL);
-    assert_string_equal(lx_admission_pick(a, c, "m", 1, "c", &ra)->name, "c");
-
-    lx_admission_free(a);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    assert_int_equal(uv_loop_close(&loop), 0);
-    lx_config_unref(c);
+    lx_router *r = lx_router_new(a);
+    lx_route_ask ask = {.model = LX_SLICE_LIT("m")};
+    const lx_backend_conf *b = lx_router_pick(r, c, &ask).backend;
+    lx_router_free(r);
+    return b;
 }
 
 /* A half-open backend with its trial out: new requests wait for the verdict (pick returns it, nothing is
@@ -323,13 +286,12 @@ static void test_waiting_for_a_trial(void **state)
     f.a = lx_admission_new(&f.loop, NULL, f.c);
     lx_backend *b = lx_backends_find(lx_admission_backends(f.a), "vllm");
     lx_backend_attempt_end(b, false, LX_ATTEMPT_FAILED, "connect"); /* open */
-    unsigned ra;
-    assert_null(lx_admission_pick(f.a, f.c, "m", 1, NULL, &ra));
+    assert_null(pick_m(f.a, f.c));
     uv_sleep(20); /* half-open */
     bool trial = lx_backend_attempt_begin(b);
     assert_true(trial);
     assert_true(lx_backend_awaiting_trial(b));
-    assert_string_equal(lx_admission_pick(f.a, f.c, "m", 1, NULL, &ra)->name, "vllm");
+    assert_string_equal(pick_m(f.a, f.c)->name, "vllm");
     req r1, r2;
     assert_int_equal(submit(&f, &r1, 1, "u", LX_PRIO_NORMAL, 10), LX_ADMIT_QUEUED);
     assert_int_equal(submit(&f, &r2, 2, "u", LX_PRIO_NORMAL, 10), LX_ADMIT_QUEUED);
@@ -350,7 +312,7 @@ static void test_waiting_for_a_trial(void **state)
     lx_backend_attempt_end(b, trial, LX_ATTEMPT_FAILED, "HTTP 503");
     turn(&f);
     assert_string_equal(events, "D3 ");
-    assert_null(lx_admission_pick(f.a, f.c, "m", 1, NULL, &ra));
+    assert_null(pick_m(f.a, f.c));
     teardown(&f);
 }
 
@@ -365,7 +327,6 @@ int main(void)
         cmocka_unit_test(test_close_rejects_waiting),
         cmocka_unit_test(test_reload_raises_the_limit),
         cmocka_unit_test(test_unknown_backend_is_not_limited),
-        cmocka_unit_test(test_pick),
         cmocka_unit_test(test_waiting_for_a_trial),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

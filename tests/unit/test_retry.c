@@ -1,5 +1,5 @@
-/* Unit tests for queue/retry.c: which outcomes are retried, what they say of the backend, the backoff
- * with its jitter bounds and cap, and Retry-After in both of its forms. */
+/* Unit tests for queue/retry.c: the backoff with its jitter bounds and cap, and Retry-After in both of its
+ * forms. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,30 +10,6 @@
 
 #include "queue/retry.h"
 #include "support.h"
-
-static void test_retryable_and_verdict(void **state)
-{
-    (void)state;
-    static const struct {
-        lx_up_result r;
-        int status;
-        bool retry;
-        lx_attempt_verdict verdict;
-    } rows[] = {
-        {LX_UP_OK, 200, false, LX_ATTEMPT_OK},           {LX_UP_OK, 400, false, LX_ATTEMPT_OK},
-        {LX_UP_OK, 404, false, LX_ATTEMPT_OK},           {LX_UP_OK, 429, true, LX_ATTEMPT_OK},
-        {LX_UP_OK, 500, false, LX_ATTEMPT_OK},           {LX_UP_OK, 502, true, LX_ATTEMPT_FAILED},
-        {LX_UP_OK, 503, true, LX_ATTEMPT_FAILED},        {LX_UP_OK, 504, true, LX_ATTEMPT_FAILED},
-        {LX_UP_CONNECT, 0, true, LX_ATTEMPT_FAILED},     {LX_UP_RESET, 0, true, LX_ATTEMPT_FAILED},
-        {LX_UP_RESET, 200, false, LX_ATTEMPT_FAILED},    {LX_UP_TIMEOUT, 0, true, LX_ATTEMPT_FAILED},
-        {LX_UP_TIMEOUT, 200, false, LX_ATTEMPT_FAILED},  {LX_UP_BAD_RESPONSE, 0, false, LX_ATTEMPT_FAILED},
-        {LX_UP_CALLER, 200, false, LX_ATTEMPT_NONE},     {LX_UP_OTHER, 0, false, LX_ATTEMPT_FAILED},
-    };
-    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
-        assert_int_equal(lx_retry_retryable(rows[i].r, rows[i].status), rows[i].retry);
-        assert_int_equal(lx_retry_verdict(rows[i].r, rows[i].status), rows[i].verdict);
-    }
-}
 
 static void test_delays(void **state)
 {
@@ -73,7 +49,6 @@ static void test_retry_after(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_retryable_and_verdict),
         cmocka_unit_test(test_delays),
         cmocka_unit_test(test_retry_after),
     };
