@@ -92,6 +92,7 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "utils/list.h"
 #include "utils/log.h"
 
 #define LX_CLIENT_MAXCONNECTS    1024L
@@ -121,9 +122,8 @@ struct lx_upstream {
     struct curl_slist *hdrs; /* one block: the nodes, then the lines (set_headers) */
     lx_upstream_cbs cbs;
     void *ud;
-    lx_upstream *prev, *next;           /* c->all: every upstream not yet detached */
-    lx_upstream *pend_prev, *pend_next; /* c->pending */
-    bool on_pending;
+    lx_list link;     /* in c->all: every upstream not yet detached */
+    lx_list pend;     /* in c->pending when it has deferred work */
     bool added;       /* in the multi */
     bool need_add;    /* curl_multi_add_handle deferred */
     bool curl_done;   /* curl reported CURLMSG_DONE (the connection went back to the cache or closed) */
@@ -156,8 +156,8 @@ struct lx_http_client {
     bool freeing;        /* teardown done; waiting for the uv handles to close */
     size_t open_handles;
     size_t active;
-    lx_upstream *all;
-    lx_upstream *pend_head, *pend_tail;
+    lx_list all;      /* every upstream not yet detached, newest first */
+    lx_list pending;  /* upstreams with deferred work, in the order it was asked for */
     sock_ctx **socks; /* by fd: every socket we know (nsocks slots, grown on demand) */
     size_t nsocks;
     uint64_t curl_calls; /* curl_multi_socket_action / curl_easy_pause calls returned so far */
@@ -390,35 +390,10 @@ static void kick_fired(uv_timer_t *t) { after_curl(t->data); }
 
 /* ---- upstream lists and lifetime ------------------------------------------------------------ */
 
-static void pending_unlink(lx_upstream *u)
-{
-    lx_http_client *c = u->c;
-    if (!u->on_pending) return;
-    if (u->pend_prev)
-        u->pend_prev->pend_next = u->pend_next;
-    else
-        c->pend_head = u->pend_next;
-    if (u->pend_next)
-        u->pend_next->pend_prev = u->pend_prev;
-    else
-        c->pend_tail = u->pend_prev;
-    u->pend_prev = u->pend_next = NULL;
-    u->on_pending = false;
-}
-
 static void enqueue(lx_upstream *u)
 {
     lx_http_client *c = u->c;
-    if (!u->on_pending) {
-        u->on_pending = true;
-        u->pend_next = NULL;
-        u->pend_prev = c->pend_tail;
-        if (c->pend_tail)
-            c->pend_tail->pend_next = u;
-        else
-            c->pend_head = u;
-        c->pend_tail = u;
-    }
+    if (!lx_list_linked(&u->pend)) lx_list_append(&c->pending, &u->pend);
     /* Inside curl or inside after_curl the work is picked up when they return; elsewhere (a resume
      * from a client's write callback, a start that failed) the kick brings it to the next turn. */
     if (!c->processing && c->in_curl == 0 && !c->freeing) uv_timer_start(&c->kick, kick_fired, 0, 0);
@@ -464,13 +439,8 @@ static void detach(lx_upstream *u)
     if (u->detached) return;
     mark_finished(u);
     u->detached = true;
-    pending_unlink(u);
-    if (u->prev)
-        u->prev->next = u->next;
-    else
-        c->all = u->next;
-    if (u->next) u->next->prev = u->prev;
-    u->prev = u->next = NULL;
+    lx_list_remove(&u->pend);
+    lx_list_remove(&u->link);
     if (u->easy) {
         if (u->added) {
             /* An unfinished transfer: its connection must close, not go back to the cache. */
@@ -734,9 +704,10 @@ static void after_curl(lx_http_client *c)
             if (priv) curl_finished((lx_upstream *)(void *)priv, rc);
             more = true;
         }
-        lx_upstream *u;
-        while (!c->free_requested && (u = c->pend_head) != NULL) {
-            pending_unlink(u);
+        lx_list *n;
+        while (!c->free_requested && (n = lx_list_first(&c->pending)) != NULL) {
+            lx_upstream *u = LX_CONTAINER_OF(n, lx_upstream, pend);
+            lx_list_remove(&u->pend);
             process_one(u);
             more = true;
         }
@@ -752,6 +723,8 @@ lx_http_client *lx_http_client_new(uv_loop_t *loop)
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) return NULL;
     lx_http_client *c = lx_xcalloc(1, sizeof *c);
     c->loop = loop;
+    lx_list_init(&c->all);
+    lx_list_init(&c->pending);
     c->multi = curl_multi_init();
     if (!c->multi) {
         free(c);
@@ -774,8 +747,9 @@ static void teardown(lx_http_client *c)
 {
     if (c->freeing) return;
     c->free_requested = true;
-    while (c->all)
-        detach(c->all); /* the connections of unfinished transfers close here */
+    lx_list *n;
+    while ((n = lx_list_first(&c->all)) != NULL)
+        detach(LX_CONTAINER_OF(n, lx_upstream, link)); /* the connections of unfinished transfers close here */
     c->freeing = true;
     for (size_t i = 0; i < c->npool; i++)
         curl_easy_cleanup(c->pool[i]);
@@ -897,9 +871,8 @@ lx_upstream *lx_upstream_start(lx_http_client *c, const lx_upstream_req *req, co
     u->idle.data = u;
     c->open_handles++;
     c->active++;
-    u->next = c->all;
-    if (c->all) c->all->prev = u;
-    c->all = u;
+    lx_list_init(&u->pend);
+    lx_list_prepend(&c->all, &u->link);
 
     u->easy = c->npool > 0 ? c->pool[--c->npool] : curl_easy_init();
     if (!u->easy) {

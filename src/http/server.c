@@ -29,6 +29,7 @@
 
 #include "api/errors.h"
 #include "utils/buf.h"
+#include "utils/list.h"
 #include "utils/log.h"
 
 #define MAX_HEADERS   100
@@ -61,7 +62,7 @@ struct lx_conn {
     uv_tcp_t tcp;
     uv_timer_t timer;
     lx_http_server *srv;
-    lx_conn *prev, *next;
+    lx_list link; /* in srv->conns */
     http_parser parser;
     conn_state state;
     int handles_open;
@@ -82,7 +83,7 @@ struct lx_http_server {
     uv_loop_t *loop;
     uv_tcp_t listener;
     lx_http_server_opts opts;
-    lx_conn *conns;
+    lx_list conns; /* every connection until its handles closed, newest first */
     size_t n_conns;
     bool accepting;
     bool closing;
@@ -342,11 +343,8 @@ static void on_handle_closed(uv_handle_t *h)
     lx_conn *c = h->data;
     if (--c->handles_open > 0) return;
     lx_http_server *s = c->srv;
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        s->conns = c->next;
-    if (c->next) c->next->prev = c->prev;
+    LX_ASSERT(s->n_conns > 0);
+    lx_list_remove(&c->link);
     s->n_conns--;
     lx_buf_free(&c->head);
     lx_buf_free(&c->body);
@@ -708,9 +706,7 @@ static lx_conn *conn_new(lx_http_server *s)
     uv_timer_init(s->loop, &c->timer);
     c->tcp.data = c->timer.data = c;
     c->handles_open = 2;
-    c->next = s->conns;
-    if (s->conns) s->conns->prev = c;
-    s->conns = c;
+    lx_list_prepend(&s->conns, &c->link);
     s->n_conns++;
     lx_buf_init(&c->head, s->opts.max_header_bytes);
     lx_buf_init(&c->body, s->opts.max_body_bytes);
@@ -770,6 +766,7 @@ int lx_http_server_start(uv_loop_t *loop, const lx_http_server_opts *opts, lx_ht
 {
     lx_http_server *s = lx_xcalloc(1, sizeof *s);
     s->loop = loop;
+    lx_list_init(&s->conns);
     s->opts = *opts;
     s->accepting = true;
     uv_tcp_init(loop, &s->listener);
@@ -810,16 +807,20 @@ void lx_http_server_stop_accepting(lx_http_server *s)
     if (!s->accepting) return;
     s->accepting = false;
     uv_close((uv_handle_t *)&s->listener, on_listener_closed);
-    for (lx_conn *c = s->conns; c; c = c->next)
+    lx_list *n, *tmp;
+    LX_LIST_EACH(&s->conns, n, tmp)
+    {
+        lx_conn *c = LX_CONTAINER_OF(n, lx_conn, link);
         if (c->state == CONN_IDLE) conn_close(c);
+    }
 }
 
 /* Frees s once the listener and every connection have closed (their callbacks reference s). */
 void lx_http_server_close(lx_http_server *s)
 {
     s->closing = true;
-    for (lx_conn *c = s->conns; c; c = c->next)
-        conn_close(c);
+    lx_list *n, *tmp;
+    LX_LIST_EACH(&s->conns, n, tmp) { conn_close(LX_CONTAINER_OF(n, lx_conn, link)); }
     if (s->listener_open && !uv_is_closing((uv_handle_t *)&s->listener)) {
         s->accepting = false;
         uv_close((uv_handle_t *)&s->listener, on_listener_closed);

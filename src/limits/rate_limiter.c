@@ -26,163 +26,66 @@
 #include "limits/rate_redis.h"
 #include "utils/common.h"
 #include "utils/log.h"
+#include "utils/map.h"
 
 #define U               LX_RATE_UNIT
 #define SWEEP_PER_CHECK 4
-#define MIN_SLOTS       64
 
 enum { Q_IDLE = 0, Q_PENDING, Q_WAITING, Q_ADMITTED };
 
-/* ---- SipHash-1-3: user names come from clients, so the table's hash is keyed ---- */
-
-/* clang-format off */
-#define ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
-#define SIPROUND                                                                                   \
-    do {                                                                                           \
-        v0 += v1; v1 = ROTL(v1, 13); v1 ^= v0; v0 = ROTL(v0, 32);                                  \
-        v2 += v3; v3 = ROTL(v3, 16); v3 ^= v2;                                                     \
-        v0 += v3; v3 = ROTL(v3, 21); v3 ^= v0;                                                     \
-        v2 += v1; v1 = ROTL(v1, 17); v1 ^= v2; v2 = ROTL(v2, 32);                                  \
-    } while (0)
-/* clang-format on */
-
-static uint64_t siphash13(const unsigned char *in, size_t len, const uint64_t k[2])
-{
-    uint64_t v0 = 0x736f6d6570736575ULL ^ k[0], v1 = 0x646f72616e646f6dULL ^ k[1];
-    uint64_t v2 = 0x6c7967656e657261ULL ^ k[0], v3 = 0x7465646279746573ULL ^ k[1];
-    uint64_t b = (uint64_t)len << 56, m;
-    size_t i = 0;
-    for (; i + 8 <= len; i += 8) {
-        memcpy(&m, in + i, 8);
-        v3 ^= m;
-        SIPROUND;
-        v0 ^= m;
-    }
-    for (size_t j = 0; i + j < len; j++)
-        b |= (uint64_t)in[i + j] << (8 * j);
-    v3 ^= b;
-    SIPROUND;
-    v0 ^= b;
-    v2 ^= 0xff;
-    SIPROUND;
-    SIPROUND;
-    SIPROUND;
-    return v0 ^ v1 ^ v2 ^ v3;
-}
-
-/* ---- the memory store ---- */
+/* ---- the memory store: users by name (lx_map: the names come from clients, its hash is keyed) ---- */
 
 typedef struct entry {
-    struct entry *chain;       /* next in its hash slot */
-    struct entry *prev, *next; /* by last charge, oldest first */
-    uint64_t hash;
+    lx_map_node node; /* in the store, by name */
+    lx_list lru;      /* in the store's list by last charge, oldest first */
     int64_t r, t, at; /* levels, and when they were last drained (limiter clock, ms) */
     int64_t idle_at;  /* both levels are zero by then (with the limits of the last charge) */
-    size_t len;
     char name[];
 } entry;
 
 typedef struct {
-    entry **slots;
-    size_t nslots, count;
-    entry *oldest, *newest;
-    uint64_t key[2];
+    lx_map users;
+    lx_list lru;
 } mem_store;
 
 static void mem_init(mem_store *m)
 {
-    m->nslots = MIN_SLOTS;
-    m->slots = lx_xcalloc(m->nslots, sizeof *m->slots);
-    if (uv_random(NULL, NULL, m->key, sizeof m->key, 0, NULL) != 0) {
-        uint64_t t = lx_now_ns();
-        m->key[0] = t * 0x9e3779b97f4a7c15ULL;
-        m->key[1] = (uint64_t)(uintptr_t)m ^ (t >> 7);
-    }
+    lx_map_init(&m->users);
+    lx_list_init(&m->lru);
 }
 
-static void mem_resize(mem_store *m, size_t n)
+static entry *oldest(const mem_store *m)
 {
-    entry **slots = lx_xcalloc(n, sizeof *slots);
-    for (size_t i = 0; i < m->nslots; i++) {
-        entry *e = m->slots[i], *next;
-        for (; e; e = next) {
-            next = e->chain;
-            e->chain = slots[e->hash & (n - 1)];
-            slots[e->hash & (n - 1)] = e;
-        }
-    }
-    free(m->slots);
-    m->slots = slots;
-    m->nslots = n;
-}
-
-static void lru_unlink(mem_store *m, entry *e)
-{
-    if (e->prev)
-        e->prev->next = e->next;
-    else
-        m->oldest = e->next;
-    if (e->next)
-        e->next->prev = e->prev;
-    else
-        m->newest = e->prev;
-    e->prev = e->next = NULL;
-}
-
-static void lru_append(mem_store *m, entry *e)
-{
-    e->prev = m->newest;
-    e->next = NULL;
-    if (m->newest)
-        m->newest->next = e;
-    else
-        m->oldest = e;
-    m->newest = e;
+    lx_list *n = lx_list_first(&m->lru);
+    return n ? LX_CONTAINER_OF(n, entry, lru) : NULL;
 }
 
 static void mem_remove(mem_store *m, entry *e)
 {
-    entry **pp = &m->slots[e->hash & (m->nslots - 1)];
-    while (*pp != e)
-        pp = &(*pp)->chain;
-    *pp = e->chain;
-    lru_unlink(m, e);
+    lx_map_remove(&m->users, &e->node);
+    lx_list_remove(&e->lru);
     free(e);
-    m->count--;
-    if (m->nslots > MIN_SLOTS && m->count < m->nslots / 8) mem_resize(m, m->nslots / 2);
-}
-
-static entry *mem_find(mem_store *m, const char *name, size_t len, uint64_t h)
-{
-    for (entry *e = m->slots[h & (m->nslots - 1)]; e; e = e->chain)
-        if (e->hash == h && e->len == len && memcmp(e->name, name, len) == 0) return e;
-    return NULL;
 }
 
 static entry *mem_get(mem_store *m, const char *name, bool create, int64_t now)
 {
     size_t len = strlen(name);
-    uint64_t h = siphash13((const unsigned char *)name, len, m->key);
-    entry *e = mem_find(m, name, len, h);
-    if (e || !create) return e;
-    if (m->count >= LX_RATE_MAX_USERS) mem_remove(m, m->oldest); /* forgets the least recently charged */
-    e = lx_xmalloc(sizeof *e + len + 1);
-    *e = (entry){.hash = h, .at = now, .idle_at = now, .len = len};
+    lx_map_node *found = lx_map_find(&m->users, name, len);
+    if (found || !create) return found ? LX_MAP_ENTRY(found, entry, node) : NULL;
+    if (lx_map_count(&m->users) >= LX_RATE_MAX_USERS) mem_remove(m, oldest(m)); /* the least recently charged */
+    entry *e = lx_xmalloc(sizeof *e + len + 1);
+    *e = (entry){.at = now, .idle_at = now};
     memcpy(e->name, name, len + 1);
-    e->chain = m->slots[h & (m->nslots - 1)];
-    m->slots[h & (m->nslots - 1)] = e;
-    lru_append(m, e);
-    if (++m->count > m->nslots) mem_resize(m, m->nslots * 2);
+    lx_map_add(&m->users, &e->node, e->name, len);
+    lx_list_append(&m->lru, &e->lru);
     return e;
 }
 
 static void mem_free(mem_store *m)
 {
-    for (entry *e = m->oldest, *next; e; e = next) {
-        next = e->next;
-        free(e);
-    }
-    free(m->slots);
+    lx_list *n, *tmp;
+    LX_LIST_EACH(&m->lru, n, tmp) { free(LX_CONTAINER_OF(n, entry, lru)); }
+    lx_map_free(&m->users);
 }
 
 /* ---- bucket arithmetic (the Lua script in rate_redis.c is the same) ---- */
@@ -220,8 +123,8 @@ static void settle_entry(mem_store *m, entry *e, int64_t rpm, int64_t tpm)
     }
     int64_t ttl = LX_MAX(rpm > 0 ? ceil_div(e->r, rpm) : 0, tpm > 0 ? ceil_div(e->t, tpm) : 0);
     e->idle_at = e->at + ttl;
-    lru_unlink(m, e);
-    lru_append(m, e);
+    lx_list_remove(&e->lru);
+    lx_list_append(&m->lru, &e->lru);
 }
 
 /* Adds signed amounts (requests, tokens) after draining; creates the entry only for a charge. */
@@ -253,7 +156,7 @@ struct lx_rate_limiter {
     int64_t (*clock)(void *ud);
     void *clock_ud;
     uv_timer_t wait_timer;
-    lx_rate_req *wait_head, *wait_tail; /* by wake time */
+    lx_list waiters; /* WAITING reqs by wake time, earliest first (equal times in arrival order) */
     size_t waiting;
     int ops; /* Redis calls in flight */
     bool closing, timer_closed;
@@ -305,49 +208,45 @@ static lx_rate_window window(int64_t limit, int64_t level)
 
 static void on_wait_timer(uv_timer_t *t) { lx_rate_limiter_run_waiters(t->data); }
 
+static lx_rate_req *first_waiter(const lx_rate_limiter *rl)
+{
+    lx_list *n = lx_list_first(&rl->waiters);
+    return n ? LX_CONTAINER_OF(n, lx_rate_req, priv.wait) : NULL;
+}
+
 static void arm_wait_timer(lx_rate_limiter *rl)
 {
     if (rl->closing) return;
-    if (rl->wait_head == NULL) {
+    lx_rate_req *first = first_waiter(rl);
+    if (first == NULL) {
         uv_timer_stop(&rl->wait_timer);
         return;
     }
-    int64_t d = rl->wait_head->priv.wake_ms - now_ms(rl);
+    int64_t d = first->priv.wake_ms - now_ms(rl);
     uv_timer_start(&rl->wait_timer, on_wait_timer, d > 0 ? (uint64_t)d : 0, 0);
 }
 
+/* After the last waiter that wakes no later than q (searched from the end: most waits are the latest). */
 static void wait_insert(lx_rate_limiter *rl, lx_rate_req *q)
 {
-    lx_rate_req *after = rl->wait_tail;
-    while (after && after->priv.wake_ms > q->priv.wake_ms)
-        after = after->priv.wprev;
-    q->priv.wprev = after;
-    q->priv.wnext = after ? after->priv.wnext : rl->wait_head;
-    if (q->priv.wnext)
-        q->priv.wnext->priv.wprev = q;
-    else
-        rl->wait_tail = q;
-    if (after)
-        after->priv.wnext = q;
-    else
-        rl->wait_head = q;
+    lx_list *at = &rl->waiters;
+    for (lx_list *n = lx_list_last(&rl->waiters); n; n = lx_list_prev(&rl->waiters, n)) {
+        if (LX_CONTAINER_OF(n, lx_rate_req, priv.wait)->priv.wake_ms <= q->priv.wake_ms) {
+            at = n;
+            break;
+        }
+    }
+    lx_list_insert_after(at, &q->priv.wait);
     rl->waiting++;
     q->priv.state = Q_WAITING;
-    if (rl->wait_head == q) arm_wait_timer(rl);
+    if (first_waiter(rl) == q) arm_wait_timer(rl);
 }
 
 static void wait_remove(lx_rate_limiter *rl, lx_rate_req *q)
 {
-    bool was_head = rl->wait_head == q;
-    if (q->priv.wprev)
-        q->priv.wprev->priv.wnext = q->priv.wnext;
-    else
-        rl->wait_head = q->priv.wnext;
-    if (q->priv.wnext)
-        q->priv.wnext->priv.wprev = q->priv.wprev;
-    else
-        rl->wait_tail = q->priv.wprev;
-    q->priv.wprev = q->priv.wnext = NULL;
+    LX_ASSERT(q->priv.state == Q_WAITING && rl->waiting > 0);
+    bool was_head = first_waiter(rl) == q;
+    lx_list_remove(&q->priv.wait);
     rl->waiting--;
     q->priv.state = Q_IDLE;
     if (was_head) arm_wait_timer(rl);
@@ -407,7 +306,7 @@ static void decided(lx_rate_req *q, bool allowed, int64_t rlevel, int64_t tlevel
 static void sweep(lx_rate_limiter *rl, int64_t now)
 {
     entry *e;
-    for (int budget = SWEEP_PER_CHECK; budget > 0 && (e = rl->mem.oldest) && e->idle_at <= now; budget--) {
+    for (int budget = SWEEP_PER_CHECK; budget > 0 && (e = oldest(&rl->mem)) && e->idle_at <= now; budget--) {
         int64_t rpm, tpm;
         limits_of(rl, e->name, &rpm, &tpm);
         drain(e, now, rpm, tpm);
@@ -548,7 +447,7 @@ void lx_rate_limiter_run_waiters(lx_rate_limiter *rl)
 {
     int64_t now = now_ms(rl);
     lx_rate_req *q;
-    while (!rl->closing && (q = rl->wait_head) && q->priv.wake_ms <= now) {
+    while (!rl->closing && (q = first_waiter(rl)) && q->priv.wake_ms <= now) {
         wait_remove(rl, q);
         attempt(q); /* may wait again, always later than now */
     }
@@ -627,6 +526,7 @@ lx_rate_limiter *lx_rate_limiter_new(uv_loop_t *loop, lx_config *c)
     rl->cfg = lx_config_ref(c);
     rl->clock = default_clock;
     mem_init(&rl->mem);
+    lx_list_init(&rl->waiters);
     uv_timer_init(loop, &rl->wait_timer);
     rl->wait_timer.data = rl;
     rl->redis = redis_for(loop, c);
@@ -664,8 +564,9 @@ static void on_timer_closed(uv_handle_t *h)
 void lx_rate_limiter_close(lx_rate_limiter *rl)
 {
     if (rl->closing) return;
-    while (rl->wait_head) /* the caller should have cancelled these; they are dropped silently */
-        wait_remove(rl, rl->wait_head);
+    lx_rate_req *q;
+    while ((q = first_waiter(rl)) != NULL) /* the caller should have cancelled these; they are dropped silently */
+        wait_remove(rl, q);
     rl->closing = true;
     close_redis(rl);
     uv_close((uv_handle_t *)&rl->wait_timer, on_timer_closed);
@@ -684,7 +585,7 @@ void lx_rate_limiter_stats(const lx_rate_limiter *rl, lx_rate_stats *out)
     out->redis_up = rl->redis && lx_rate_redis_up(rl->redis);
     out->redis_down_events = rl->old_down_events + (rl->redis ? lx_rate_redis_down_events(rl->redis) : 0);
     out->redis_errors = rl->old_errors + (rl->redis ? lx_rate_redis_errors(rl->redis) : 0);
-    out->users = rl->mem.count;
+    out->users = lx_map_count(&rl->mem.users);
     out->waiting = rl->waiting;
 }
 

@@ -94,6 +94,7 @@
 
 #include "api/errors.h"
 #include "config.h"
+#include "utils/list.h"
 
 #define LX_RATE_USER_MAX    128
 #define LX_RATE_MAX_LIMIT   1000000000L /* per minute; larger limits are clamped to this */
@@ -152,8 +153,8 @@ struct lx_rate_req {
         lx_rate_limiter *rl;
         lx_rate_cb cb;
         void *ud;
-        struct rate_op *op; /* a Redis check in flight */
-        lx_rate_req *wprev, *wnext;
+        struct rate_op *op;  /* a Redis check in flight */
+        lx_list wait;        /* WAITING: in the limiter's list by wake time */
         int64_t rpm, tpm;    /* the limits it was checked against */
         long tokens, prompt; /* reserved; its prompt part */
         int64_t max_wait_ms;

@@ -37,6 +37,7 @@
 #pragma GCC diagnostic pop
 
 #include "utils/common.h"
+#include "utils/list.h"
 #include "utils/log.h"
 
 /*
@@ -90,7 +91,7 @@ static const char SCRIPT[] =
 typedef enum { ST_DOWN, ST_RESOLVING, ST_CONNECTING, ST_UP } conn_state;
 
 typedef struct call {
-    struct call *prev, *next;
+    lx_list link; /* in the pending calls, in send order */
     lx_rate_redis *r;
     lx_rate_redis_cb cb;
     void *ud;
@@ -119,7 +120,7 @@ struct lx_rate_redis {
     uv_timer_t timer; /* the head call's deadline, and the connect deadline */
     uv_timer_t retry; /* reconnect backoff */
     int closed_handles;
-    call *head, *tail;
+    lx_list calls; /* pending, in send order: the first has the earliest deadline */
     uint64_t connect_deadline;
     int backoff_ms;
     unsigned gen;         /* connection attempts; a stale name resolution is ignored */
@@ -172,11 +173,18 @@ static void cleanup_hook(void *privdata)
 
 static void on_timer(uv_timer_t *t);
 
+static call *first_call(const lx_rate_redis *r)
+{
+    lx_list *n = lx_list_first(&r->calls);
+    return n ? LX_CONTAINER_OF(n, call, link) : NULL;
+}
+
 static void rearm(lx_rate_redis *r)
 {
     if (r->closing) return;
     uint64_t due = UINT64_MAX;
-    if (r->head && r->ac) due = r->head->deadline; /* calls of a context going away fail by themselves */
+    call *first = first_call(r);
+    if (first && r->ac) due = first->deadline; /* calls of a context going away fail by themselves */
     if ((r->state == ST_CONNECTING || r->state == ST_RESOLVING) && r->connect_deadline < due) due = r->connect_deadline;
     if (due == UINT64_MAX) {
         uv_timer_stop(&r->timer);
@@ -225,10 +233,11 @@ static void on_timer(uv_timer_t *t)
     lx_rate_redis *r = t->data;
     uint64_t now = now_ms();
     char why[64];
+    call *first = first_call(r);
     if ((r->state == ST_CONNECTING || r->state == ST_RESOLVING) && now >= r->connect_deadline) {
         snprintf(why, sizeof why, "no connection within %d ms", r->o.connect_timeout_ms);
         drop(r, why);
-    } else if (r->head && r->ac && now >= r->head->deadline) {
+    } else if (first && r->ac && now >= first->deadline) {
         snprintf(why, sizeof why, "no answer within %d ms", r->o.call_timeout_ms);
         drop(r, why);
     } else {
@@ -240,27 +249,8 @@ static void on_timer(uv_timer_t *t)
 
 static void link_tail(lx_rate_redis *r, call *c)
 {
-    c->next = NULL;
-    c->prev = r->tail;
-    if (r->tail)
-        r->tail->next = c;
-    else
-        r->head = c;
-    r->tail = c;
+    lx_list_append(&r->calls, &c->link);
     c->deadline = now_ms() + (uint64_t)r->o.call_timeout_ms;
-}
-
-static void unlink_call(lx_rate_redis *r, call *c)
-{
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        r->head = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    else
-        r->tail = c->prev;
-    c->prev = c->next = NULL;
 }
 
 static void on_reply(redisAsyncContext *ac, void *reply_, void *privdata);
@@ -312,8 +302,8 @@ static void on_reply(redisAsyncContext *ac, void *reply_, void *privdata)
     call *c = privdata;
     lx_rate_redis *r = c->r;
     redisReply *reply = reply_;
-    bool was_head = r->head == c;
-    unlink_call(r, c);
+    bool was_head = first_call(r) == c;
+    lx_list_remove(&c->link);
     if (reply == NULL) { /* the context is going away */
         r->errors++;
         if (r->ac == ac) {
@@ -367,7 +357,7 @@ int lx_rate_redis_call(lx_rate_redis *r, bool check, const char *user, int64_t r
         return -1;
     }
     link_tail(r, c);
-    if (r->head == c) rearm(r);
+    if (first_call(r) == c) rearm(r);
     return 0;
 }
 
@@ -506,6 +496,7 @@ lx_rate_redis *lx_rate_redis_new(uv_loop_t *loop, const char *host, int port, in
 {
     lx_rate_redis *r = lx_xcalloc(1, sizeof *r);
     r->loop = loop;
+    lx_list_init(&r->calls);
     r->o = opts ? *opts : (lx_rate_redis_opts){100, 1000, 100, 2000};
     r->host = host ? lx_xstrdup(host) : NULL;
     r->socket_path = socket_path ? lx_xstrdup(socket_path) : NULL;

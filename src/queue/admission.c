@@ -11,6 +11,7 @@
  *   full or its line empty. An arrival that finds a non-empty line waits its turn even if a slot is free.
  * - Callbacks run only from the kick and the deadline timer, with the queue consistent at each call;
  *   every loop there re-reads the state after a callback, because a callback may submit or leave.
+ * LX_ASSERT checks the state of a ticket at each transition (debug and test builds).
  */
 #include "queue/admission.h"
 
@@ -22,7 +23,7 @@
 #include "utils/common.h"
 #include "utils/log.h"
 
-#define TICKET(e)       ((lx_admit_ticket *)((char *)(e)-offsetof(lx_admit_ticket, qe)))
+#define TICKET(e)       LX_CONTAINER_OF(e, lx_admit_ticket, qe)
 #define MAX_TIMEOUT_S   86400.0
 #define WAIT_EWMA_ALPHA 0.1
 
@@ -34,7 +35,7 @@ struct lx_admission {
     uint64_t armed_ns; /* the deadline the timer is set for; UINT64_MAX: not set */
     bool kick_pending, closed, freeing;
     int closing;
-    lx_admit_ticket *pend_head, *pend_tail;
+    lx_list pending;    /* REJECTING tickets, in the order they were pushed out */
     double wait_ewma_s; /* of requests dispatched from the queue */
 };
 
@@ -74,36 +75,27 @@ static void attach_lines(lx_admission *a)
 
 /* ---------- the pending rejections ---------- */
 
+/* t, just taken out of the queue, waits for the kick to be answered `why`. */
 static void pend_append(lx_admission *a, lx_admit_ticket *t, lx_admit_reject why, uint64_t now)
 {
+    LX_ASSERT(t->state == LX_TICKET_WAITING && !t->qe.waiting && !lx_list_linked(&t->pend));
     t->state = LX_TICKET_REJECTING;
     t->pend_why = why;
     t->waited_ns = now - t->submitted_ns;
-    t->pend_next = NULL;
-    t->pend_prev = a->pend_tail;
-    if (a->pend_tail)
-        a->pend_tail->pend_next = t;
-    else
-        a->pend_head = t;
-    a->pend_tail = t;
+    lx_list_append(&a->pending, &t->pend);
     kick(a);
 }
 
-static void pend_unlink(lx_admission *a, lx_admit_ticket *t)
+static void pend_unlink(lx_admit_ticket *t)
 {
-    if (t->pend_prev)
-        t->pend_prev->pend_next = t->pend_next;
-    else
-        a->pend_head = t->pend_next;
-    if (t->pend_next)
-        t->pend_next->pend_prev = t->pend_prev;
-    else
-        a->pend_tail = t->pend_prev;
-    t->pend_next = t->pend_prev = NULL;
+    LX_ASSERT(t->state == LX_TICKET_REJECTING && lx_list_linked(&t->pend));
+    lx_list_remove(&t->pend);
 }
 
+/* t (out of the queue, on no list) will not be sent: it goes back to IDLE, then its client is told. */
 static void reject(lx_admit_ticket *t, lx_admit_reject why)
 {
+    LX_ASSERT(!t->qe.waiting && !lx_list_linked(&t->pend));
     t->state = LX_TICKET_IDLE;
     t->backend = NULL;
     t->cbs->on_reject(t, why);
@@ -130,6 +122,7 @@ static void on_deadline(uv_timer_t *h)
     lx_queue_entry *e;
     while ((e = lx_queue_expire(a->queue, now)) != NULL) {
         lx_admit_ticket *t = TICKET(e);
+        LX_ASSERT(t->state == LX_TICKET_WAITING);
         t->waited_ns = now - t->submitted_ns;
         reject(t, LX_ADMIT_TIMEOUT);
     }
@@ -150,6 +143,7 @@ static void dispatch_backend(lx_admission *a, lx_backend *b)
         lx_queue_entry *e = lx_queue_pop(a->queue, line_of(b), now);
         if (e == NULL) return;
         lx_admit_ticket *t = TICKET(e);
+        LX_ASSERT(t->state == LX_TICKET_WAITING && t->backend == b);
         t->state = LX_TICKET_HOLDING;
         t->waited_ns = now - t->submitted_ns;
         t->priority_value = lx_queue_entry_number(a->queue, e);
@@ -163,9 +157,10 @@ static void on_kick(uv_timer_t *h)
 {
     lx_admission *a = h->data;
     a->kick_pending = false;
-    lx_admit_ticket *t;
-    while ((t = a->pend_head) != NULL) {
-        pend_unlink(a, t);
+    lx_list *n;
+    while ((n = lx_list_first(&a->pending)) != NULL) {
+        lx_admit_ticket *t = LX_CONTAINER_OF(n, lx_admit_ticket, pend);
+        pend_unlink(t);
         reject(t, t->pend_why);
     }
     for (size_t i = 0; i < lx_backends_count(a->backends); i++)
@@ -182,6 +177,7 @@ static uint64_t deadline_of(uint64_t now, double timeout_s)
 
 static void hold(lx_admission *a, lx_admit_ticket *t, lx_backend *b)
 {
+    LX_ASSERT(t->state == LX_TICKET_IDLE);
     t->state = LX_TICKET_HOLDING;
     t->backend = b;
     t->priority_value = lx_queue_class_number(a->queue, t->cls);
@@ -194,6 +190,7 @@ lx_admit_result lx_admission_submit(lx_admission *a, lx_admit_ticket *t, const l
 {
     uint64_t now = lx_now_ns();
     *t = (lx_admit_ticket){.cbs = cbs, .cls = cls, .submitted_ns = now};
+    lx_list_init(&t->pend);
     t->priority_value = lx_queue_class_number(a->queue, cls);
     lx_backend *b = lx_backends_find(a->backends, backend);
     if (b == NULL) return LX_ADMIT_NOW; /* not a configured backend: no admission control */
@@ -218,15 +215,17 @@ void lx_admission_leave(lx_admission *a, lx_admit_ticket *t)
 {
     switch (t->state) {
     case LX_TICKET_WAITING:
+        LX_ASSERT(t->qe.waiting);
         lx_queue_remove(a->queue, &t->qe);
         t->waited_ns = lx_now_ns() - t->submitted_ns;
         break;
-    case LX_TICKET_REJECTING: pend_unlink(a, t); break;
+    case LX_TICKET_REJECTING: pend_unlink(t); break;
     case LX_TICKET_HOLDING:
+        LX_ASSERT(t->backend != NULL && !t->qe.waiting);
         t->state = LX_TICKET_IDLE; /* before release: its ready callback may look at tickets */
         lx_backend_release(t->backend);
         break;
-    case LX_TICKET_IDLE: break;
+    case LX_TICKET_IDLE: LX_ASSERT(!t->qe.waiting && !lx_list_linked(&t->pend)); break;
     }
     t->state = LX_TICKET_IDLE;
     t->backend = NULL;
@@ -260,6 +259,7 @@ lx_admission *lx_admission_new(uv_loop_t *loop, lx_http_client *client, const lx
     lx_admission *a = lx_xcalloc(1, sizeof *a);
     a->loop = loop;
     a->armed_ns = UINT64_MAX;
+    lx_list_init(&a->pending);
     lx_queue_conf qc = queue_conf(c);
     a->queue = lx_queue_new(&qc);
     uv_timer_init(loop, &a->kick);
@@ -303,7 +303,7 @@ static void on_closed(uv_handle_t *h)
 void lx_admission_free(lx_admission *a)
 {
     if (a == NULL) return;
-    if (lx_queue_len(a->queue) || a->pend_head)
+    if (lx_queue_len(a->queue) || !lx_list_empty(&a->pending))
         LX_WARN(NULL, "queue: %zu request(s) still waiting at teardown", lx_queue_len(a->queue));
     a->freeing = true;
     lx_backends_free(a->backends);

@@ -33,14 +33,15 @@
 #include "config.h"
 #include "http/client.h"
 #include "queue/queue.h"
+#include "utils/list.h"
 
 typedef struct lx_admission lx_admission;
 typedef struct lx_admit_ticket lx_admit_ticket;
 
 typedef enum {
-    LX_ADMIT_TIMEOUT = 0, /* waited past its deadline → 504 queue_timeout */
-    LX_ADMIT_DISPLACED,   /* pushed out of a full queue by a more important arrival → 503 queue_full */
-    LX_ADMIT_SHUTDOWN,    /* the gateway is stopping → 503 shutting_down */
+    LX_ADMIT_TIMEOUT = 0,  /* waited past its deadline → 504 queue_timeout */
+    LX_ADMIT_DISPLACED,    /* pushed out of a full queue by a more important arrival → 503 queue_full */
+    LX_ADMIT_SHUTDOWN,     /* the gateway is stopping → 503 shutting_down */
     LX_ADMIT_BACKEND_DOWN, /* its backend went down while it waited (never sent): route it again */
 } lx_admit_reject;
 
@@ -62,8 +63,8 @@ typedef enum {
 struct lx_admit_ticket {
     lx_queue_entry qe;
     const lx_admit_cbs *cbs;
-    lx_backend *backend;                    /* the slot it waits for or holds; NULL when not admitted */
-    lx_admit_ticket *pend_next, *pend_prev; /* REJECTING: waiting for the kick to be answered */
+    lx_backend *backend; /* the slot it waits for or holds; NULL when not admitted */
+    lx_list pend;        /* REJECTING: on the list waiting for the kick to answer it */
     lx_admit_reject pend_why;
     uint64_t submitted_ns;
     uint64_t waited_ns;  /* in the queue: until dispatch, rejection or leave */

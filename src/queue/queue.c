@@ -2,11 +2,12 @@
  * RequestQueue: levels by priority, users taking turns within a level, FIFO per user, aging, deadlines,
  * a bounded size with displacement. See queue.h for the rules.
  *
- * Structures (all intrusive, all doubly linked, so every unlink is O(1)):
- *  - per line and level, a ring of the users who have a request waiting at that level; turn[L] is the
- *    user served next. Serving moves the turn to the next user, so each user gets one request per round;
- *    a user who gets a first request at a level joins the ring just before the one whose turn it is
- *    (the end of the current round);
+ * Structures (all intrusive lx_list / lx_map, so every unlink is O(1)):
+ *  - per line, the users who have a request waiting (an lx_map by name) and, per level, the ring of
+ *    those with a request at that level, kept in order of service: the first user's turn is next.
+ *    Serving moves that user to the end, so each user gets one request per round; a user who gets a
+ *    first request at a level joins the end, just before the one whose turn it is (the end of the
+ *    current round);
  *  - per user and level, the FIFO of that user's requests;
  *  - per level, queue-wide, every entry in the order it entered the level (oldest .. newest). This one
  *    order serves two rules: aging promotes from the oldest end, displacement takes the newest;
@@ -25,6 +26,9 @@
  *    push and pop with a clock that never goes backwards: every promotion due by `now` is applied
  *    before a request arriving at `now` is appended, and a promotion's entered_ns is its due time,
  *    raised if needed to the newest entry of the level it joins.
+ * LX_ASSERT checks the O(1) parts of these at each change (debug and test builds): an entry is taken
+ * out only when waiting and linked, counts never go below zero, an entry joins a
+ * level order no older than its newest, and a moved heap entry is in order with its parent.
  */
 #include "queue/queue.h"
 
@@ -32,26 +36,25 @@
 #include <string.h>
 
 #include "utils/common.h"
+#include "utils/map.h"
 
 #define LEVELS LX_PRIO_COUNT
 
 typedef struct lx_queue_user user_node;
 
 struct lx_queue_user {
-    user_node *hnext;                         /* hash chain of its line */
-    user_node *rnext[LEVELS], *rprev[LEVELS]; /* ring of each level where it has requests */
-    lx_queue_entry *head[LEVELS], *tail[LEVELS];
-    uint32_t n; /* waiting in this line, all levels */
-    uint32_t hash;
+    lx_map_node node;     /* in its line's users, by name */
+    lx_list ring[LEVELS]; /* in its line's ring of each level where it has requests */
+    lx_list fifo[LEVELS]; /* its waiting entries at each level, oldest first */
+    uint32_t n;           /* waiting in this line, all levels */
     char name[];
 };
 
 struct lx_queue_line {
-    lx_queue_line *next;
+    lx_list link; /* in the queue's lines */
     char *name;
-    user_node **buckets;
-    size_t n_buckets, n_users;
-    user_node *turn[LEVELS];
+    lx_map users;         /* user_node by name */
+    lx_list ring[LEVELS]; /* the users with a request at each level; the first one's turn is next */
     size_t n;
 };
 
@@ -66,8 +69,8 @@ struct lx_queue {
     lx_queue_conf conf;
     uint64_t aging_ns;
     level_map m;
-    lx_queue_line *lines;
-    lx_queue_entry *oldest[LEVELS], *newest[LEVELS];
+    lx_list lines;
+    lx_list order[LEVELS]; /* every entry of each level, in the order it entered it */
     size_t level_n[LEVELS];
     lx_queue_entry **heap;
     size_t heap_len, heap_cap;
@@ -117,126 +120,60 @@ static bool same_levels(const level_map *a, const level_map *b)
     return a->n_levels == b->n_levels && memcmp(a->level_of, b->level_of, sizeof a->level_of) == 0;
 }
 
-/* ---------- users (per line, hashed by name) ---------- */
-
-static uint32_t hash_name(const char *s)
-{
-    uint32_t h = 2166136261u;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 16777619u;
-    return h;
-}
-
-static void users_grow(lx_queue_line *l)
-{
-    size_t nb = l->n_buckets ? l->n_buckets * 2 : 8;
-    user_node **b = lx_xcalloc(nb, sizeof *b);
-    for (size_t i = 0; i < l->n_buckets; i++) {
-        for (user_node *u = l->buckets[i], *next; u; u = next) {
-            next = u->hnext;
-            u->hnext = b[u->hash & (nb - 1)];
-            b[u->hash & (nb - 1)] = u;
-        }
-    }
-    free(l->buckets);
-    l->buckets = b;
-    l->n_buckets = nb;
-}
+/* ---------- users (per line, by name) ---------- */
 
 static user_node *user_get(lx_queue_line *l, const char *name)
 {
-    uint32_t h = hash_name(name);
-    if (l->n_buckets)
-        for (user_node *u = l->buckets[h & (l->n_buckets - 1)]; u; u = u->hnext)
-            if (u->hash == h && strcmp(u->name, name) == 0) return u;
-    if (l->n_users + 1 > l->n_buckets) users_grow(l);
     size_t len = strlen(name);
+    lx_map_node *found = lx_map_find(&l->users, name, len);
+    if (found) return LX_MAP_ENTRY(found, user_node, node);
     user_node *u = lx_xcalloc(1, sizeof *u + len + 1);
     memcpy(u->name, name, len + 1);
-    u->hash = h;
-    u->hnext = l->buckets[h & (l->n_buckets - 1)];
-    l->buckets[h & (l->n_buckets - 1)] = u;
-    l->n_users++;
+    for (int L = 0; L < LEVELS; L++) {
+        lx_list_init(&u->ring[L]);
+        lx_list_init(&u->fifo[L]);
+    }
+    lx_map_add(&l->users, &u->node, u->name, len);
     return u;
 }
 
 static void user_free(lx_queue_line *l, user_node *u)
 {
-    user_node **pp = &l->buckets[u->hash & (l->n_buckets - 1)];
-    while (*pp != u)
-        pp = &(*pp)->hnext;
-    *pp = u->hnext;
-    l->n_users--;
+    lx_map_remove(&l->users, &u->node);
     free(u);
 }
 
 /* ---------- the rings, the FIFOs and the level orders ---------- */
 
-static void ring_insert(lx_queue_line *l, int L, user_node *u)
+/* The user a node of a level-L ring belongs to. */
+static user_node *ring_user(const lx_list *n, int L) { return LX_CONTAINER_OF(n - L, user_node, ring); }
+
+/* The user whose turn it is at level L (the first of the ring), or NULL. */
+static user_node *turn_of(const lx_queue_line *l, int L)
 {
-    user_node *t = l->turn[L];
-    if (t == NULL) {
-        u->rnext[L] = u->rprev[L] = u;
-        l->turn[L] = u;
-        return;
-    }
-    u->rnext[L] = t;
-    u->rprev[L] = t->rprev[L];
-    t->rprev[L]->rnext[L] = u;
-    t->rprev[L] = u;
+    const lx_list *n = lx_list_first(&l->ring[L]);
+    return n ? ring_user(n, L) : NULL;
 }
 
-static void ring_unlink(lx_queue_line *l, int L, user_node *u)
-{
-    if (u->rnext[L] == u) {
-        l->turn[L] = NULL;
-    } else {
-        u->rprev[L]->rnext[L] = u->rnext[L];
-        u->rnext[L]->rprev[L] = u->rprev[L];
-        if (l->turn[L] == u) l->turn[L] = u->rnext[L];
-    }
-    u->rnext[L] = u->rprev[L] = NULL;
-}
+static lx_queue_entry *fifo_entry(const lx_list *n) { return n ? LX_CONTAINER_OF(n, lx_queue_entry, fifo) : NULL; }
+static lx_queue_entry *order_entry(const lx_list *n) { return n ? LX_CONTAINER_OF(n, lx_queue_entry, order) : NULL; }
 
-static void order_append(lx_queue *q, int L, lx_queue_entry *e)
-{
-    e->newer = NULL;
-    e->older = q->newest[L];
-    if (q->newest[L])
-        q->newest[L]->newer = e;
-    else
-        q->oldest[L] = e;
-    q->newest[L] = e;
-}
+static lx_queue_entry *oldest(const lx_queue *q, int L) { return order_entry(lx_list_first(&q->order[L])); }
+static lx_queue_entry *newest(const lx_queue *q, int L) { return order_entry(lx_list_last(&q->order[L])); }
 
-static void order_unlink(lx_queue *q, int L, lx_queue_entry *e)
-{
-    if (e->older)
-        e->older->newer = e->newer;
-    else
-        q->oldest[L] = e->newer;
-    if (e->newer)
-        e->newer->older = e->older;
-    else
-        q->newest[L] = e->older;
-    e->newer = e->older = NULL;
-}
-
-/* Links e (user and entered_ns set) at level L: its user's FIFO tail, the ring, the level order. */
+/*
+ * Links e (user and entered_ns set) at level L: its user's FIFO tail, the level order's end. A user with
+ * no request at L yet joins the ring at its end, which is just before the one whose turn it is: the end of
+ * the current round.
+ */
 static void place(lx_queue *q, lx_queue_entry *e, int L)
 {
     user_node *u = e->user;
+    LX_ASSERT(newest(q, L) == NULL || newest(q, L)->entered_ns <= e->entered_ns);
     e->level = (uint8_t)L;
-    e->next = NULL;
-    e->prev = u->tail[L];
-    if (u->tail[L])
-        u->tail[L]->next = e;
-    else {
-        u->head[L] = e;
-        ring_insert(e->line, L, u);
-    }
-    u->tail[L] = e;
-    order_append(q, L, e);
+    if (lx_list_empty(&u->fifo[L])) lx_list_append(&e->line->ring[L], &u->ring[L]);
+    lx_list_append(&u->fifo[L], &e->fifo);
+    lx_list_append(&q->order[L], &e->order);
     q->level_n[L]++;
 }
 
@@ -244,17 +181,10 @@ static void unplace(lx_queue *q, lx_queue_entry *e)
 {
     user_node *u = e->user;
     int L = e->level;
-    if (e->prev)
-        e->prev->next = e->next;
-    else
-        u->head[L] = e->next;
-    if (e->next)
-        e->next->prev = e->prev;
-    else
-        u->tail[L] = e->prev;
-    e->next = e->prev = NULL;
-    if (u->head[L] == NULL) ring_unlink(e->line, L, u);
-    order_unlink(q, L, e);
+    LX_ASSERT(lx_list_linked(&e->fifo) && lx_list_linked(&e->order) && q->level_n[L] > 0);
+    lx_list_remove(&e->fifo);
+    if (lx_list_empty(&u->fifo[L])) lx_list_remove(&u->ring[L]);
+    lx_list_remove(&e->order);
     q->level_n[L]--;
 }
 
@@ -279,6 +209,7 @@ static void sift_up(lx_queue *q, size_t i)
         i = (i - 1) / 2;
     }
     heap_set(q, i, e);
+    LX_ASSERT(i == 0 || !heap_less(e, q->heap[(i - 1) / 2]));
 }
 
 static void sift_down(lx_queue *q, size_t i)
@@ -293,6 +224,7 @@ static void sift_down(lx_queue *q, size_t i)
         i = c;
     }
     heap_set(q, i, e);
+    LX_ASSERT(i == 0 || !heap_less(e, q->heap[(i - 1) / 2]));
 }
 
 static void heap_push(lx_queue *q, lx_queue_entry *e)
@@ -308,6 +240,7 @@ static void heap_push(lx_queue *q, lx_queue_entry *e)
 static void heap_remove(lx_queue *q, lx_queue_entry *e)
 {
     size_t i = e->heap_idx;
+    LX_ASSERT(i < q->heap_len && q->heap[i] == e);
     lx_queue_entry *last = q->heap[--q->heap_len];
     if (last == e) return;
     heap_set(q, i, last);
@@ -323,6 +256,7 @@ static void take_out(lx_queue *q, lx_queue_entry *e)
 {
     user_node *u = e->user;
     lx_queue_line *l = e->line;
+    LX_ASSERT(e->waiting && q->depth[e->cls] > 0 && l->n > 0 && u->n > 0);
     unplace(q, e);
     heap_remove(q, e);
     q->depth[e->cls]--;
@@ -338,10 +272,11 @@ static void age(lx_queue *q, uint64_t now)
     if (q->aging_ns == 0) return;
     for (int L = q->m.n_levels - 1; L > 0; L--) {
         lx_queue_entry *e;
-        while ((e = q->oldest[L]) != NULL && e->entered_ns + q->aging_ns <= now) {
+        while ((e = oldest(q, L)) != NULL && e->entered_ns + q->aging_ns <= now) {
             uint64_t due = e->entered_ns + q->aging_ns;
             unplace(q, e);
-            if (q->newest[L - 1] && q->newest[L - 1]->entered_ns > due) due = q->newest[L - 1]->entered_ns;
+            lx_queue_entry *last = newest(q, L - 1);
+            if (last && last->entered_ns > due) due = last->entered_ns;
             e->entered_ns = due;
             e->promotions++;
             q->st.promoted++;
@@ -353,7 +288,7 @@ static void age(lx_queue *q, uint64_t now)
 static int worst_level(const lx_queue *q)
 {
     for (int L = q->m.n_levels - 1; L >= 0; L--)
-        if (q->newest[L]) return L;
+        if (!lx_list_empty(&q->order[L])) return L;
     return -1;
 }
 
@@ -381,7 +316,7 @@ lx_queue_push_result lx_queue_push(lx_queue *q, lx_queue_line *line, lx_queue_en
             q->st.rejected_full[cls]++;
             return LX_QUEUE_FULL;
         }
-        lx_queue_entry *victim = q->newest[worst];
+        lx_queue_entry *victim = newest(q, worst);
         take_out(q, victim);
         q->st.displaced[victim->cls]++;
         *displaced = victim;
@@ -406,9 +341,10 @@ lx_queue_push_result lx_queue_push(lx_queue *q, lx_queue_line *line, lx_queue_en
 static lx_queue_entry *next_of(lx_queue *q, lx_queue_line *line, int *level)
 {
     for (int L = 0; L < q->m.n_levels; L++) {
-        if (line->turn[L]) {
+        user_node *u = turn_of(line, L);
+        if (u) {
             *level = L;
-            return line->turn[L]->head[L];
+            return fifo_entry(lx_list_first(&u->fifo[L]));
         }
     }
     return NULL;
@@ -427,7 +363,8 @@ lx_queue_entry *lx_queue_pop(lx_queue *q, lx_queue_line *line, uint64_t now)
     age(q, now);
     lx_queue_entry *e = next_of(q, line, &L);
     if (e == NULL) return NULL;
-    line->turn[L] = line->turn[L]->rnext[L]; /* this user's turn is over */
+    lx_list_remove(&e->user->ring[L]); /* this user's turn is over: to the end of the round */
+    lx_list_append(&line->ring[L], &e->user->ring[L]);
     take_out(q, e);
     record_wait(q, e->cls, now > e->enqueued_ns ? (double)(now - e->enqueued_ns) / 1e9 : 0.0);
     return e;
@@ -474,12 +411,18 @@ void lx_queue_note_direct(lx_queue *q, lx_priority cls)
 
 lx_queue_line *lx_queue_line_get(lx_queue *q, const char *name)
 {
-    for (lx_queue_line *l = q->lines; l; l = l->next)
+    lx_list *n, *tmp;
+    LX_LIST_EACH(&q->lines, n, tmp)
+    {
+        lx_queue_line *l = LX_CONTAINER_OF(n, lx_queue_line, link);
         if (strcmp(l->name, name) == 0) return l;
+    }
     lx_queue_line *l = lx_xcalloc(1, sizeof *l);
     l->name = lx_xstrdup(name);
-    l->next = q->lines;
-    q->lines = l;
+    lx_map_init(&l->users);
+    for (int L = 0; L < LEVELS; L++)
+        lx_list_init(&l->ring[L]);
+    lx_list_prepend(&q->lines, &l->link);
     return l;
 }
 
@@ -498,20 +441,24 @@ lx_queue *lx_queue_new(const lx_queue_conf *conf)
     lx_queue *q = lx_xcalloc(1, sizeof *q);
     set_conf(q, conf);
     map_levels(conf, &q->m);
+    lx_list_init(&q->lines);
+    for (int L = 0; L < LEVELS; L++)
+        lx_list_init(&q->order[L]);
     return q;
 }
 
 void lx_queue_free(lx_queue *q)
 {
     if (q == NULL) return;
-    for (lx_queue_line *l = q->lines, *next; l; l = next) {
-        next = l->next;
-        for (size_t i = 0; i < l->n_buckets; i++)
-            for (user_node *u = l->buckets[i], *un; u; u = un) {
-                un = u->hnext;
-                free(u);
-            }
-        free(l->buckets);
+    lx_list *n, *tmp;
+    LX_LIST_EACH(&q->lines, n, tmp)
+    {
+        lx_queue_line *l = LX_CONTAINER_OF(n, lx_queue_line, link);
+        lx_map_iter it = lx_map_iter_of(&l->users);
+        lx_map_node *un;
+        while ((un = lx_map_next(&it)) != NULL)
+            user_free(l, LX_MAP_ENTRY(un, user_node, node));
+        lx_map_free(&l->users);
         free(l->name);
         free(l);
     }
@@ -529,18 +476,24 @@ static int by_entered(const void *a, const void *b)
 /* Empties every ring, FIFO and level order (the heap and the user nodes stay). */
 static void unlink_all(lx_queue *q)
 {
-    for (lx_queue_line *l = q->lines; l; l = l->next) {
-        memset(l->turn, 0, sizeof l->turn);
-        for (size_t i = 0; i < l->n_buckets; i++)
-            for (user_node *u = l->buckets[i]; u; u = u->hnext) {
-                memset(u->head, 0, sizeof u->head);
-                memset(u->tail, 0, sizeof u->tail);
-                memset(u->rnext, 0, sizeof u->rnext);
-                memset(u->rprev, 0, sizeof u->rprev);
+    lx_list *n, *tmp;
+    LX_LIST_EACH(&q->lines, n, tmp)
+    {
+        lx_queue_line *l = LX_CONTAINER_OF(n, lx_queue_line, link);
+        lx_map_iter it = lx_map_iter_of(&l->users);
+        lx_map_node *un;
+        while ((un = lx_map_next(&it)) != NULL) {
+            user_node *u = LX_MAP_ENTRY(un, user_node, node);
+            for (int L = 0; L < LEVELS; L++) {
+                lx_list_init(&u->ring[L]);
+                lx_list_init(&u->fifo[L]);
             }
+        }
+        for (int L = 0; L < LEVELS; L++)
+            lx_list_init(&l->ring[L]);
     }
-    memset(q->oldest, 0, sizeof q->oldest);
-    memset(q->newest, 0, sizeof q->newest);
+    for (int L = 0; L < LEVELS; L++)
+        lx_list_init(&q->order[L]);
     memset(q->level_n, 0, sizeof q->level_n);
 }
 
@@ -597,17 +550,34 @@ static int check_heap(const lx_queue *q)
     return 0;
 }
 
+/* Is the list through head sound (each node's neighbours point back at it)? *count: its nodes. */
+static bool list_sound(const lx_list *head, size_t *count)
+{
+    size_t n = 0;
+    const lx_list *x = head;
+    do {
+        if (x->next == NULL || x->next->prev != x) return false;
+        x = x->next;
+        n++;
+    } while (x != head);
+    *count = n - 1;
+    return true;
+}
+
 static int check_orders(const lx_queue *q)
 {
     size_t total = 0;
     for (int L = 0; L < LEVELS; L++) {
-        size_t n = 0;
+        size_t n;
+        if (!list_sound(&q->order[L], &n)) return -3;
         const lx_queue_entry *prev = NULL;
-        for (const lx_queue_entry *e = q->oldest[L]; e; prev = e, e = e->newer, n++) {
-            if (e->older != prev || e->level != L || !e->waiting) return -3;
+        for (const lx_list *x = lx_list_first(&q->order[L]); x; x = lx_list_next(&q->order[L], x)) {
+            const lx_queue_entry *e = order_entry(x);
+            if (e->level != L || !e->waiting) return -3;
             if (prev && prev->entered_ns > e->entered_ns) return -4;
+            prev = e;
         }
-        if (prev != q->newest[L] || n != q->level_n[L] || (L >= q->m.n_levels && n)) return -5;
+        if (n != q->level_n[L] || (L >= q->m.n_levels && n)) return -5;
         total += n;
     }
     return total == q->heap_len ? 0 : -6;
@@ -617,38 +587,50 @@ static int check_user(const lx_queue_line *l, const user_node *u)
 {
     size_t n = 0;
     for (int L = 0; L < LEVELS; L++) {
-        const lx_queue_entry *prev = NULL;
-        for (const lx_queue_entry *e = u->head[L]; e; prev = e, e = e->next, n++)
-            if (e->prev != prev || e->user != u || e->line != l || e->level != L) return -7;
-        if (prev != u->tail[L]) return -8;
-        if ((u->head[L] != NULL) != (u->rnext[L] != NULL)) return -9;
-        if (u->rnext[L] && (u->rnext[L]->rprev[L] != u || u->rprev[L]->rnext[L] != u)) return -10;
+        size_t k;
+        if (!list_sound(&u->fifo[L], &k)) return -8;
+        for (const lx_list *x = lx_list_first(&u->fifo[L]); x; x = lx_list_next(&u->fifo[L], x)) {
+            const lx_queue_entry *e = fifo_entry(x);
+            if (e->user != u || e->line != l || e->level != L) return -7;
+        }
+        n += k;
+        if ((k > 0) != lx_list_linked(&u->ring[L])) return -9;
+        if (k > 0 && (u->ring[L].next->prev != &u->ring[L] || u->ring[L].prev->next != &u->ring[L])) return -10;
     }
     return n == u->n && n > 0 ? 0 : -11;
 }
 
 static int check_line(const lx_queue_line *l, size_t *total)
 {
-    size_t n = 0, users = 0;
-    for (size_t i = 0; i < l->n_buckets; i++)
-        for (const user_node *u = l->buckets[i]; u; u = u->hnext, users++) {
-            int rc = check_user(l, u);
-            if (rc) return rc;
-            n += u->n;
-        }
-    for (int L = 0; L < LEVELS; L++)
-        if (l->turn[L] && l->turn[L]->head[L] == NULL) return -12;
+    size_t n = 0, in_ring[LEVELS] = {0};
+    lx_map_iter it = lx_map_iter_of(&l->users);
+    const lx_map_node *un;
+    while ((un = lx_map_next(&it)) != NULL) {
+        const user_node *u = LX_MAP_ENTRY(un, user_node, node);
+        int rc = check_user(l, u);
+        if (rc) return rc;
+        for (int L = 0; L < LEVELS; L++)
+            in_ring[L] += lx_list_linked(&u->ring[L]);
+        n += u->n;
+    }
+    for (int L = 0; L < LEVELS; L++) {
+        size_t k;
+        if (!list_sound(&l->ring[L], &k) || k != in_ring[L]) return -12;
+        for (const lx_list *x = lx_list_first(&l->ring[L]); x; x = lx_list_next(&l->ring[L], x))
+            if (lx_list_empty(&ring_user(x, L)->fifo[L])) return -12;
+    }
     *total += n;
-    return n == l->n && users == l->n_users ? 0 : -13;
+    return n == l->n ? 0 : -13;
 }
 
 int lx_queue_check(const lx_queue *q)
 {
     int rc = check_heap(q);
     if (rc == 0) rc = check_orders(q);
-    size_t total = 0;
-    for (const lx_queue_line *l = q->lines; l && rc == 0; l = l->next)
-        rc = check_line(l, &total);
+    size_t total = 0, lines;
+    if (rc == 0 && !list_sound(&q->lines, &lines)) rc = -14;
+    for (const lx_list *x = lx_list_first(&q->lines); x && rc == 0; x = lx_list_next(&q->lines, x))
+        rc = check_line(LX_CONTAINER_OF(x, lx_queue_line, link), &total);
     if (rc == 0 && total != q->heap_len) rc = -14;
     size_t d = 0;
     for (int c = 0; c < LX_PRIO_COUNT; c++)

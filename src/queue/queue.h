@@ -34,6 +34,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "utils/list.h"
+
 /* The priority classes a client can ask for (x_priority / X-Priority). */
 typedef enum { LX_PRIO_HIGH = 0, LX_PRIO_NORMAL, LX_PRIO_LOW, LX_PRIO_COUNT } lx_priority;
 
@@ -48,8 +50,8 @@ struct lx_queue_user;
 
 /* Embed one in each request that may wait. Zero it before its first push; the fields are the queue's. */
 typedef struct lx_queue_entry {
-    struct lx_queue_entry *next, *prev;   /* its user's FIFO at its level */
-    struct lx_queue_entry *newer, *older; /* every entry of its level, in the order they entered it */
+    lx_list fifo;  /* in its user's FIFO at its level */
+    lx_list order; /* in its level's list of every entry, in the order they entered it */
     struct lx_queue_user *user;
     lx_queue_line *line;
     uint64_t enqueued_ns; /* arrival */

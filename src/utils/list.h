@@ -54,13 +54,15 @@ static inline void lx_list_remove(lx_list *n)
 /* The first and last nodes, or NULL when the list is empty. */
 static inline lx_list *lx_list_first(const lx_list *head) { return lx_list_empty(head) ? NULL : head->next; }
 static inline lx_list *lx_list_last(const lx_list *head) { return lx_list_empty(head) ? NULL : head->prev; }
-/* The node after n, or NULL at the end. */
+/* The node after n, or NULL at the end; the node before n, or NULL at the front. */
 static inline lx_list *lx_list_next(const lx_list *head, const lx_list *n) { return n->next == head ? NULL : n->next; }
+static inline lx_list *lx_list_prev(const lx_list *head, const lx_list *n) { return n->prev == head ? NULL : n->prev; }
 
 /* The element a node is embedded in. */
 #define LX_LIST_ENTRY(node, type, member) LX_CONTAINER_OF(node, type, member)
 
 /* For each node of head; the body may remove the current node (the next one is read first). */
-#define LX_LIST_EACH(head, n, tmp) for ((n) = (head)->next, (tmp) = (n)->next; (n) != (head); (n) = (tmp), (tmp) = (n)->next)
+#define LX_LIST_EACH(head, n, tmp)                                                                                     \
+    for ((n) = (head)->next, (tmp) = (n)->next; (n) != (head); (n) = (tmp), (tmp) = (n)->next)
 
 #endif

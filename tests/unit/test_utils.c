@@ -44,6 +44,9 @@ static void test_list_order_and_remove(void **state)
     for (int i = 0; i < 4; i++)
         assert_int_equal(got[i], i);
     assert_ptr_equal(lx_list_last(&head), &it[3].link);
+    assert_ptr_equal(lx_list_prev(&head, &it[3].link), &it[2].link);
+    assert_null(lx_list_prev(&head, &it[0].link));
+    assert_null(lx_list_next(&head, &it[3].link));
     lx_list_remove(&it[1].link);
     lx_list_remove(&it[1].link); /* twice is harmless */
     assert_false(lx_list_linked(&it[1].link));

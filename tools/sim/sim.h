@@ -31,6 +31,7 @@
 
 #include "http/server.h"
 #include "utils/buf.h"
+#include "utils/list.h"
 
 #define SIM_MAX_MODELS       32
 #define SIM_LOG_MAX          1000       /* /sim/requests keeps the last this many */
@@ -83,7 +84,7 @@ typedef struct sim_req sim_req;
 typedef struct sim_reqlog sim_reqlog;
 
 typedef struct {
-    sim_req *head, *tail;
+    lx_list reqs; /* sim_req by link, in arrival order */
     size_t n;
 } sim_list;
 
@@ -120,7 +121,7 @@ typedef enum { SIM_NEW = 0, SIM_WAITING, SIM_RUNNING, SIM_DONE } sim_state;
 struct sim_req {
     sim *sim;
     lx_http_req *http;
-    sim_req *prev, *next;
+    lx_list link; /* in sim.waiting or sim.running */
     sim_state state;
     uv_timer_t timer;
     double due_ms; /* loop time at which the next token is due */
@@ -144,6 +145,8 @@ struct sim_req {
 };
 
 /* --- sim_engine.c --- */
+/* Empties the wait queue and the batch: before the first request (sim_http_start calls it). */
+void sim_engine_init(sim *s);
 /* Allocates a request bound to http (its timer initialised); the caller fills it and submits it. */
 sim_req *sim_req_new(sim *s, lx_http_req *http);
 /* Queues q for a slot: it runs at once if one is free and nobody waits, else waits FIFO. */

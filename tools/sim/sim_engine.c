@@ -21,28 +21,28 @@
 
 static void list_push(sim_list *l, sim_req *q)
 {
-    q->prev = l->tail;
-    q->next = NULL;
-    if (l->tail)
-        l->tail->next = q;
-    else
-        l->head = q;
-    l->tail = q;
+    lx_list_append(&l->reqs, &q->link);
     l->n++;
 }
 
 static void list_remove(sim_list *l, sim_req *q)
 {
-    if (q->prev)
-        q->prev->next = q->next;
-    else
-        l->head = q->next;
-    if (q->next)
-        q->next->prev = q->prev;
-    else
-        l->tail = q->prev;
-    q->prev = q->next = NULL;
+    LX_ASSERT(l->n > 0 && lx_list_linked(&q->link));
+    lx_list_remove(&q->link);
     l->n--;
+}
+
+/* The first request of l, or NULL. */
+static sim_req *list_first(const sim_list *l)
+{
+    lx_list *n = lx_list_first(&l->reqs);
+    return n ? LX_CONTAINER_OF(n, sim_req, link) : NULL;
+}
+
+void sim_engine_init(sim *s)
+{
+    lx_list_init(&s->waiting.reqs);
+    lx_list_init(&s->running.reqs);
 }
 
 sim_req *sim_req_new(sim *s, lx_http_req *http)
@@ -87,8 +87,8 @@ static void start(sim_req *q)
 
 static void admit_waiting(sim *s)
 {
-    while (s->waiting.head && s->running.n < (size_t)s->cfg.max_batch) {
-        sim_req *q = s->waiting.head;
+    sim_req *q;
+    while (s->running.n < (size_t)s->cfg.max_batch && (q = list_first(&s->waiting)) != NULL) {
         list_remove(&s->waiting, q);
         start(q);
     }
@@ -159,10 +159,11 @@ void sim_engine_cancel(sim_req *q)
 
 void sim_engine_cancel_all(sim *s)
 {
-    while (s->waiting.head)
-        sim_engine_cancel(s->waiting.head);
-    while (s->running.head)
-        sim_engine_cancel(s->running.head);
+    sim_req *q;
+    while ((q = list_first(&s->waiting)) != NULL)
+        sim_engine_cancel(q);
+    while ((q = list_first(&s->running)) != NULL)
+        sim_engine_cancel(q);
 }
 
 /* Makes tokens while they are due; then waits for the next one, or ends the request. */

@@ -525,6 +525,7 @@ static void on_abort(lx_http_req *r, void *ud)
 
 int sim_http_start(sim *s)
 {
+    sim_engine_init(s);
     s->log = lx_xcalloc(1, sizeof *s->log);
     s->start_ns = lx_now_ns();
     s->fail_rng = s->cfg.seed;
