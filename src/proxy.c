@@ -98,7 +98,7 @@ typedef struct {
     uint64_t backoff_start_ns;
     uint64_t earlier_wait_ns;  /* earlier attempts: queue, upstream and backoff time (for the overhead) */
     uint64_t earlier_queue_ns; /* earlier attempts: queue time */
-    char priority_member[40];  /* forward_priority: "priority":N */
+    char priority_member[40];  /* forward_priority: the value N of "priority":N */
     lx_rate_req rate;          /* its rate-limit reservation (limits/rate_limiter.h) */
     bool rate_checked;         /* lx_rate_check was called: answers carry the x-ratelimit-* headers */
     bool sent;                 /* handed to a backend: the end reconciles (finish) instead of refunding */
@@ -543,9 +543,9 @@ static lx_slice upstream_body(proxy_req *p)
         .force_include_usage = p->f.stream && p->ep != LX_EP_EMBEDDINGS,
         .extra = NULL,
     };
-    if (p->backend->forward_priority) {
-        snprintf(p->priority_member, sizeof p->priority_member, "\"priority\":%ld", p->ticket.priority_value);
-        o.extra = p->priority_member;
+    if (p->backend->forward_priority) { /* replaces a priority the client sent: never a duplicate key */
+        snprintf(p->priority_member, sizeof p->priority_member, "%ld", p->ticket.priority_value);
+        o.priority = p->priority_member;
     }
     if (lx_body_rewrite_is_noop(&p->f, &o)) return body;
     lx_buf_init(&p->up_req_body, 0);
@@ -817,9 +817,8 @@ static void on_rate(lx_rate_req *r, void *ud)
  * The check is the caller's last statement: on_rate may run before it returns. */
 static void check_rate(proxy_req *p)
 {
-    lx_slice body = lx_http_req_body(p->req);
     lx_token_estimate est;
-    lx_tokens_estimate(body.p, body.len, &est);
+    lx_tokens_estimate(&p->f.tokens, &est); /* counted by lx_body_scan: the body is not read again */
     long tokens =
         lx_tokens_reserve(&est, p->f.max_tokens, p->cfg->rate_limits.default_max_tokens, p->ep != LX_EP_EMBEDDINGS);
     double wait_ms = p->queue_timeout_s * 1000.0;
