@@ -1,12 +1,13 @@
 /*
  * body-bench: how fast a request body is read and rewritten (api/body.c), the per-request work the
- * gateway does on every chat request before it reaches a backend.
+ * gateway does on every chat request before it reaches a backend. The scan is also the token
+ * estimate's only pass (limits/tokens.h), so "scan" includes the estimate, as the proxy runs it.
  *
  * Builds a realistic chat request of about 128 KB (many user/assistant turns of long text with
  * escapes and non-ASCII, plus x_priority, x_user_id, x_timeout and stream:true) and one of about
- * 2 KB, then runs lx_body_scan + lx_body_rewrite (x_* removed, stream_options.include_usage forced,
- * "priority" appended) in a loop. Each measurement is 5 runs of (seconds / 5); the median is printed.
- * The output buffer is reused between iterations, as a steady-state connection would.
+ * 2 KB, then runs lx_body_scan + lx_tokens_estimate + lx_body_rewrite (x_* removed,
+ * stream_options.include_usage forced, "priority" set) in a loop. Each measurement is 5 runs of (seconds / 5); the
+ * median is printed. The output buffer is reused between iterations, as a steady-state connection would.
  *
  * Usage: body-bench [seconds per size, default 2]
  * Build optimized for meaningful numbers: cmake -DCMAKE_BUILD_TYPE=Release (no LEXORA_SANITIZE).
@@ -16,6 +17,7 @@
 #include <string.h>
 
 #include "api/body.h"
+#include "limits/tokens.h"
 #include "utils/buf.h"
 #include "utils/common.h"
 
@@ -58,17 +60,20 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* One scan + rewrite; returns the rewritten length (and aborts on failure: the bench checks itself). */
+/* One scan + estimate (+ rewrite); returns the rewritten length or a count from the scan (and aborts
+ * on failure: the bench checks itself). */
 static size_t once(const lx_buf *req, lx_buf *out, bool rewrite)
 {
     lx_body_fields f;
     lx_body_error err;
-    lx_body_rewrite_opts o = {"qwen3-32b", true, "\"priority\":-1"};
+    lx_body_rewrite_opts o = {.set_model = "qwen3-32b", .force_include_usage = true, .priority = "-1"};
+    lx_token_estimate est;
     if (lx_body_scan(req->p, req->len, &f, &err) != 0) {
         fprintf(stderr, "body-bench: scan failed: %s\n", err.message);
         exit(1);
     }
-    if (!rewrite) return f.n_members;
+    lx_tokens_estimate(&f.tokens, &est);
+    if (!rewrite) return f.n_members + (size_t)est.prompt_tokens;
     lx_buf_reset(out);
     if (lx_body_rewrite(req->p, req->len, &f, &o, out) != 0) {
         fprintf(stderr, "body-bench: rewrite failed\n");

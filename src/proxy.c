@@ -813,9 +813,8 @@ static void on_rate(lx_rate_req *r, void *ud)
  * The check is the caller's last statement: on_rate may run before it returns. */
 static void check_rate(proxy_req *p)
 {
-    lx_slice body = lx_http_req_body(p->req);
     lx_token_estimate est;
-    lx_tokens_estimate(body.p, body.len, &est);
+    lx_tokens_estimate(&p->f.tokens, &est); /* counted by lx_body_scan: the body is not read again */
     long tokens =
         lx_tokens_reserve(&est, p->f.max_tokens, p->cfg->rate_limits.default_max_tokens, p->ep != LX_EP_EMBEDDINGS);
     double wait_ms = p->queue_timeout_s * 1000.0;

@@ -21,6 +21,11 @@
  *   members may change. The x_* members are the top-level ones only.
  * - Strings are scanned 8 bytes at a time (SWAR) on little-endian hosts; that is the hot path,
  *   as a big request is mostly message text.
+ * - The scan is also the token estimate's only pass (limits/tokens.h): scan_string adds each
+ *   string's characters (a run of plain bytes is that many ASCII characters, a validated UTF-8
+ *   sequence one code point, two past U+FFFF, an escape one), skip_value counts objects. Each byte of
+ *   the body is counted once: a sub-walk of a member already skipped (stream_options) counts into
+ *   a throwaway.
  */
 #include "api/body.h"
 
@@ -46,8 +51,9 @@ typedef struct {
 typedef struct {
     const char *s;
     size_t len;
-    size_t i; /* where the next member (or the closing brace) is looked for */
-    size_t n; /* members seen */
+    size_t i;            /* where the next member (or the closing brace) is looked for */
+    size_t n;            /* members seen */
+    lx_token_counts *tc; /* what the strings and objects inside add up to (tokens.h) */
 } obj_iter;
 
 /* ---- lexical pieces ---------------------------------------------------------------------- */
@@ -102,14 +108,28 @@ static size_t skip_plain(const char *s, size_t len, size_t i)
 }
 #endif
 
-/* i at the opening quote. Returns the index past the closing quote, or BAD. */
-static size_t scan_string(const char *s, size_t len, size_t i, bool *esc)
+static size_t hex4(const char *p)
+{
+    size_t v = 0;
+    for (int k = 0; k < 4; k++) {
+        char c = p[k];
+        v = v * 16 + (size_t)(is_digit(c) ? c - '0' : (c | 0x20) - 'a' + 10);
+    }
+    return v;
+}
+
+/* i at the opening quote. Returns the index past the closing quote, or BAD. Adds the string's
+ * characters to tc as tokens.h counts them (ASCII, and code points above: two past U+FFFF). */
+static size_t scan_string(const char *s, size_t len, size_t i, bool *esc, lx_token_counts *tc)
 {
     for (i++;;) {
+        size_t run = i;
         i = skip_plain(s, len, i);
+        tc->ascii_chars += i - run;
         if (i < len && (unsigned char)s[i] >= 0x80) {
             size_t n = lx_utf8_seq(s, len, i);
             if (n == 0) return BAD;
+            tc->wide_chars += n == 4 ? 2 : 1;
             i += n;
             continue;
         }
@@ -120,8 +140,13 @@ static size_t scan_string(const char *s, size_t len, size_t i, bool *esc)
         if (c == 'u') {
             if (len - i < 6 || !is_hex(s[i + 2]) || !is_hex(s[i + 3]) || !is_hex(s[i + 4]) || !is_hex(s[i + 5]))
                 return BAD;
+            if (hex4(s + i + 2) < 0x80)
+                tc->ascii_chars++;
+            else
+                tc->wide_chars++; /* a surrogate pair is two escapes: two, as for any code point above U+FFFF */
             i += 6;
         } else if (c == '"' || c == '\\' || c == '/' || c == 'b' || c == 'f' || c == 'n' || c == 'r' || c == 't') {
+            tc->ascii_chars++;
             i += 2;
         } else {
             return BAD;
@@ -160,11 +185,11 @@ static size_t scan_literal(const char *s, size_t len, size_t i, const char *lit,
 }
 
 /* A string, number, true, false or null at i (i < len). */
-static size_t scan_scalar(const char *s, size_t len, size_t i)
+static size_t scan_scalar(const char *s, size_t len, size_t i, lx_token_counts *tc)
 {
     bool esc = false;
     switch (s[i]) {
-    case '"': return scan_string(s, len, i, &esc);
+    case '"': return scan_string(s, len, i, &esc, tc);
     case 't': return scan_literal(s, len, i, "true", 4);
     case 'f': return scan_literal(s, len, i, "false", 5);
     case 'n': return scan_literal(s, len, i, "null", 4);
@@ -173,11 +198,11 @@ static size_t scan_scalar(const char *s, size_t len, size_t i)
 }
 
 /* i at a key's quote: the key, whitespace, the colon. Returns the index past the colon. */
-static size_t scan_key(const char *s, size_t len, size_t i)
+static size_t scan_key(const char *s, size_t len, size_t i, lx_token_counts *tc)
 {
     bool esc = false;
     if (i >= len || s[i] != '"') return BAD;
-    i = skip_ws(s, len, scan_string(s, len, i, &esc));
+    i = skip_ws(s, len, scan_string(s, len, i, &esc, tc));
     return (i < len && s[i] == ':') ? i + 1 : BAD;
 }
 
@@ -208,13 +233,13 @@ static bool nest_top_is_obj(const nest *n)
 
 /* After a value inside containers: closes what ends here and steps over one separator (and the
  * next key in an object). Returns where the next value starts, or where the outermost closed. */
-static size_t after_value(const char *s, size_t len, size_t i, nest *n)
+static size_t after_value(const char *s, size_t len, size_t i, nest *n, lx_token_counts *tc)
 {
     while (n->depth > 0) {
         i = skip_ws(s, len, i);
         if (i >= len) return BAD;
         bool obj = nest_top_is_obj(n);
-        if (s[i] == ',') return obj ? scan_key(s, len, skip_ws(s, len, i + 1)) : i + 1;
+        if (s[i] == ',') return obj ? scan_key(s, len, skip_ws(s, len, i + 1), tc) : i + 1;
         if (s[i] != (obj ? '}' : ']')) return BAD;
         n->depth--;
         i++;
@@ -223,7 +248,7 @@ static size_t after_value(const char *s, size_t len, size_t i, nest *n)
 }
 
 /* i at a value's first byte (whitespace allowed). Returns the index just past the value. */
-static size_t skip_value(const char *s, size_t len, size_t i)
+static size_t skip_value(const char *s, size_t len, size_t i, lx_token_counts *tc)
 {
     nest n;
     n.depth = 0;
@@ -233,18 +258,19 @@ static size_t skip_value(const char *s, size_t len, size_t i)
         char c = s[i];
         if (c == '{' || c == '[') {
             if (!nest_push(&n, c == '{')) return BAD;
+            tc->objects += c == '{';
             i = skip_ws(s, len, i + 1);
             if (i < len && s[i] == (c == '{' ? '}' : ']')) {
                 n.depth--;
                 i++;
             } else {
-                if (c == '{' && (i = scan_key(s, len, i)) == BAD) return BAD;
+                if (c == '{' && (i = scan_key(s, len, i, tc)) == BAD) return BAD;
                 continue;
             }
-        } else if ((i = scan_scalar(s, len, i)) == BAD) {
+        } else if ((i = scan_scalar(s, len, i, tc)) == BAD) {
             return BAD;
         }
-        i = after_value(s, len, i, &n);
+        i = after_value(s, len, i, &n, tc);
         if (i == BAD || n.depth == 0) return i;
     }
 }
@@ -252,10 +278,10 @@ static size_t skip_value(const char *s, size_t len, size_t i)
 /* ---- walking an object's members --------------------------------------------------------- */
 
 /* i at (or whitespace before) the object's '{'. */
-static bool obj_open(obj_iter *it, const char *s, size_t len, size_t i)
+static bool obj_open(obj_iter *it, const char *s, size_t len, size_t i, lx_token_counts *tc)
 {
     i = skip_ws(s, len, i);
-    *it = (obj_iter){s, len, i + 1, 0};
+    *it = (obj_iter){s, len, i + 1, 0, tc};
     return i < len && s[i] == '{';
 }
 
@@ -277,24 +303,14 @@ static int obj_next(obj_iter *it, member *m)
     if (i >= len || s[i] != '"') return -1;
     m->key = i;
     m->key_esc = false;
-    if ((m->key_end = scan_string(s, len, i, &m->key_esc)) == BAD) return -1;
+    if ((m->key_end = scan_string(s, len, i, &m->key_esc, it->tc)) == BAD) return -1;
     i = skip_ws(s, len, m->key_end);
     if (i >= len || s[i] != ':') return -1;
     m->val = skip_ws(s, len, i + 1);
-    if ((m->end = skip_value(s, len, m->val)) == BAD) return -1;
+    if ((m->end = skip_value(s, len, m->val, it->tc)) == BAD) return -1;
     it->i = m->end;
     it->n++;
     return 1;
-}
-
-static size_t hex4(const char *p)
-{
-    size_t v = 0;
-    for (int k = 0; k < 4; k++) {
-        char c = p[k];
-        v = v * 16 + (size_t)(is_digit(c) ? c - '0' : (c | 0x20) - 'a' + 10);
-    }
-    return v;
 }
 
 /* The key's text, unescaped when needed into buf, cut at KEY_DECODE_MAX bytes (so an escaped key
@@ -369,6 +385,9 @@ enum key_kind {
     K_STREAM,
     K_STREAM_OPTIONS,
     K_MAX_TOKENS,
+    K_MAX_COMPLETION_TOKENS,
+    K_N,
+    K_PRIORITY,
     K_X_PRIORITY,
     K_X_USER_ID,
     K_X_TIMEOUT,
@@ -381,12 +400,20 @@ static enum key_kind classify(lx_slice k)
         const char *name;
         enum key_kind kind;
     } known[] = {
-        {"model", K_MODEL},           {"messages", K_MESSAGES},
-        {"stream", K_STREAM},         {"stream_options", K_STREAM_OPTIONS},
-        {"max_tokens", K_MAX_TOKENS}, {"x_priority", K_X_PRIORITY},
-        {"x_user_id", K_X_USER_ID},   {"x_timeout", K_X_TIMEOUT},
+        {"model", K_MODEL},
+        {"messages", K_MESSAGES},
+        {"stream", K_STREAM},
+        {"stream_options", K_STREAM_OPTIONS},
+        {"max_tokens", K_MAX_TOKENS},
+        {"max_completion_tokens", K_MAX_COMPLETION_TOKENS},
+        {"n", K_N},
+        {"priority", K_PRIORITY},
+        {"x_priority", K_X_PRIORITY},
+        {"x_user_id", K_X_USER_ID},
+        {"x_timeout", K_X_TIMEOUT},
     };
-    if (k.len == 0 || (k.p[0] != 'm' && k.p[0] != 's' && k.p[0] != 'x')) return K_OTHER;
+    if (k.len == 0 || (k.p[0] != 'm' && k.p[0] != 'n' && k.p[0] != 'p' && k.p[0] != 's' && k.p[0] != 'x'))
+        return K_OTHER;
     for (size_t i = 0; i < LX_ARRAY_LEN(known); i++)
         if (lx_slice_eq(k, known[i].name)) return known[i].kind;
     return (k.len >= 2 && k.p[0] == 'x' && k.p[1] == '_') ? K_X_OTHER : K_OTHER;
@@ -421,7 +448,8 @@ static int take_stream_options(const char *s, const member *m, lx_body_fields *f
     if (!f->has_stream_options) return field_error(err, "stream_options", "an object");
     obj_iter it;
     member sub;
-    obj_open(&it, s, m->end, m->val);
+    lx_token_counts counted_already = {0}; /* the member's strings were counted when it was skipped */
+    obj_open(&it, s, m->end, m->val, &counted_already);
     while (obj_next(&it, &sub) == 1) {
         if (!key_is(s, &sub, "include_usage")) continue;
         if (!val_is(s, &sub, "true") && !val_is(s, &sub, "false") && !val_is(s, &sub, "null"))
@@ -465,6 +493,7 @@ static int take_member(const char *s, const member *m, lx_body_fields *f, lx_bod
     char buf[KEY_DECODE_MAX];
     enum key_kind kind = classify(key_text(s, m, buf));
     bool null = val_is(s, m, "null");
+    long count;
     switch (kind) {
     case K_OTHER: return 0;
     case K_MODEL:
@@ -485,20 +514,29 @@ static int take_member(const char *s, const member *m, lx_body_fields *f, lx_bod
         f->max_tokens = -1;
         if (!null && !val_count(s, m, &f->max_tokens)) return field_error(err, "max_tokens", "a non-negative integer");
         return 0;
+    case K_MAX_COMPLETION_TOKENS: /* read for the estimate only: a value of another type is the backend's business */
+        if (val_count(s, m, &count)) f->tokens.max_completion_tokens = count;
+        return 0;
+    case K_N:
+        if (val_count(s, m, &count) && count >= 1) f->tokens.n = count;
+        return 0;
+    case K_PRIORITY: /* vLLM's own field: only its place is kept, for the rewrite to replace */
+        f->priority = (lx_span){m->val, m->end};
+        return 0;
     default: return take_x(s, m, kind, f, err);
     }
 }
 
 int lx_body_scan(const char *body, size_t len, lx_body_fields *f, lx_body_error *err)
 {
-    *f = (lx_body_fields){.max_tokens = -1};
+    *f = (lx_body_fields){.max_tokens = -1, .tokens = {.objects = 1, .max_completion_tokens = -1, .n = 1}};
     lx_body_error field_err;
     bool bad_field = false;
     obj_iter it;
     member m;
     int r;
 
-    if (!obj_open(&it, body, len, 0)) return json_error(err, "the request body must be a JSON object");
+    if (!obj_open(&it, body, len, 0, &f->tokens)) return json_error(err, "the request body must be a JSON object");
     size_t start = it.i - 1;
     while ((r = obj_next(&it, &m)) == 1)
         if (!bad_field && take_member(body, &m, f, &field_err) < 0) bad_field = true;
@@ -523,13 +561,16 @@ static bool forces_usage(const lx_body_fields *f, const lx_body_rewrite_opts *o)
 
 bool lx_body_rewrite_is_noop(const lx_body_fields *f, const lx_body_rewrite_opts *o)
 {
-    return f->n_x == 0 && !(o->set_model && !f->has_model) && !forces_usage(f, o) && !(o->extra && o->extra[0]);
+    return f->n_x == 0 && !(o->set_model && !f->has_model) && !forces_usage(f, o) && !(o->extra && o->extra[0]) &&
+           !(o->priority && o->priority[0]);
 }
 
 typedef struct {
     size_t at, end; /* body[at, end) is replaced by text */
     const char *text;
 } patch;
+
+#define MAX_PATCHES 2 /* stream_options.include_usage and priority: inside two different members */
 
 typedef struct {
     lx_buf *out;
@@ -553,8 +594,9 @@ static void put_sep(writer *w)
 
 static bool ws_or_comma(char c) { return c == ',' || c == ' ' || c == '\n' || c == '\r' || c == '\t'; }
 
-/* Writes the members in body[a, b) (whole members and separators, as left between removed ones). */
-static void put_segment(writer *w, size_t a, size_t b, const patch *pt)
+/* Writes the members in body[a, b) (whole members and separators, as left between removed ones),
+ * with the patches that fall inside (pt sorted by position, not overlapping). */
+static void put_segment(writer *w, size_t a, size_t b, const patch *pt, size_t npt)
 {
     while (a < b && ws_or_comma(w->body[a]))
         a++;
@@ -562,10 +604,11 @@ static void put_segment(writer *w, size_t a, size_t b, const patch *pt)
         b--;
     if (a == b) return;
     put_sep(w);
-    if (pt->text && pt->at >= a && pt->at < b) {
-        put(w, w->body + a, pt->at - a);
-        put_str(w, pt->text);
-        a = pt->end;
+    for (size_t k = 0; k < npt; k++) {
+        if (pt[k].at < a || pt[k].at >= b) continue;
+        put(w, w->body + a, pt[k].at - a);
+        put_str(w, pt[k].text);
+        a = pt[k].end;
     }
     put(w, w->body + a, b - a);
 }
@@ -587,17 +630,43 @@ static patch usage_patch(const char *body, const lx_body_fields *f, bool *append
     return (patch){close, close, body[k - 1] == '{' ? "\"include_usage\":true" : ",\"include_usage\":true"};
 }
 
+/* The edits inside kept members, in body order. Sets *append_usage / *append_priority when the
+ * member is absent and must be appended instead. Returns how many. */
+static size_t plan_patches(const char *body, const lx_body_fields *f, const lx_body_rewrite_opts *o, patch *pt,
+                           bool *append_usage, bool *append_priority)
+{
+    size_t n = 0;
+    *append_usage = *append_priority = false;
+    if (forces_usage(f, o)) {
+        patch u = usage_patch(body, f, append_usage);
+        if (u.text) pt[n++] = u;
+    }
+    if (o->priority && o->priority[0]) {
+        if (f->priority.end == 0)
+            *append_priority = true;
+        else
+            pt[n++] = (patch){f->priority.start, f->priority.end, o->priority};
+    }
+    if (n == 2 && pt[1].at < pt[0].at) {
+        patch t = pt[0];
+        pt[0] = pt[1];
+        pt[1] = t;
+    }
+    return n;
+}
+
 int lx_body_rewrite(const char *body, size_t len, const lx_body_fields *f, const lx_body_rewrite_opts *o, lx_buf *out)
 {
     (void)len;
     size_t old_len = out->len, top = (size_t)(f->top.p - body), top_end = top + f->top.len;
     writer w = {out, body, false, 0};
-    bool append_usage = false;
-    patch pt = {0, 0, NULL};
-    if (forces_usage(f, o)) pt = usage_patch(body, f, &append_usage);
+    bool append_usage, append_priority;
+    patch pt[MAX_PATCHES];
+    size_t npt = plan_patches(body, f, o, pt, &append_usage, &append_priority);
 
     lx_buf_reserve(out, f->top.len + (o->set_model ? strlen(o->set_model) + 16 : 0) +
-                            (o->extra ? strlen(o->extra) + 1 : 0) + 64); /* a hint; appends check */
+                            (o->extra ? strlen(o->extra) + 1 : 0) + (o->priority ? strlen(o->priority) + 12 : 0) +
+                            64); /* a hint; appends check */
     put(&w, "{", 1);
     if (o->set_model && !f->has_model) {
         put_sep(&w);
@@ -607,13 +676,18 @@ int lx_body_rewrite(const char *body, size_t len, const lx_body_fields *f, const
     }
     size_t a = top + 1;
     for (size_t k = 0; k < f->n_x; k++) {
-        put_segment(&w, a, f->members_x[k].start, &pt);
+        put_segment(&w, a, f->members_x[k].start, pt, npt);
         a = f->members_x[k].end;
     }
-    put_segment(&w, a, top_end - 1, &pt);
+    put_segment(&w, a, top_end - 1, pt, npt);
     if (append_usage) {
         put_sep(&w);
         put_str(&w, "\"stream_options\":{\"include_usage\":true}");
+    }
+    if (append_priority) {
+        put_sep(&w);
+        put_str(&w, "\"priority\":");
+        put_str(&w, o->priority);
     }
     if (o->extra && o->extra[0]) {
         put_sep(&w);
@@ -632,9 +706,10 @@ bool lx_json_find_member(const char *body, size_t len, const char *key, lx_slice
 {
     obj_iter it;
     member m;
+    lx_token_counts unused = {0};
     int r;
     bool found = false;
-    if (!obj_open(&it, body, len, 0)) return false;
+    if (!obj_open(&it, body, len, 0, &unused)) return false;
     while ((r = obj_next(&it, &m)) == 1) {
         if (!key_is(body, &m, key)) continue;
         *value = (lx_slice){body + m.val, m.end - m.val};
@@ -647,9 +722,10 @@ bool lx_usage_parse(const char *json, size_t len, lx_usage *out)
 {
     obj_iter it;
     member m;
+    lx_token_counts unused = {0};
     int r;
     *out = (lx_usage){-1, -1};
-    if (!obj_open(&it, json, len, 0)) return false;
+    if (!obj_open(&it, json, len, 0, &unused)) return false;
     while ((r = obj_next(&it, &m)) == 1) {
         long *dst = key_is(json, &m, "prompt_tokens")       ? &out->prompt_tokens
                     : key_is(json, &m, "completion_tokens") ? &out->completion_tokens

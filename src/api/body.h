@@ -5,9 +5,12 @@
  * built. lx_body_scan finds the top-level members model, messages (whether it is an array),
  * stream, stream_options.include_usage, max_tokens, and every member whose key starts with "x_"
  * (the Lexora extensions x_priority, x_user_id, x_timeout among them), and checks their types.
+ * The same pass gathers what the token estimate needs (limits/tokens.h: characters inside strings,
+ * objects, the top-level max_completion_tokens and n), so the body is read once.
  * lx_body_rewrite then copies the body once with the edits applied: x_* members removed, the model
- * set when the client left it out, stream_options.include_usage forced on for streams, and extra
- * members appended (e.g. "priority"). Everything else is copied byte for byte.
+ * set when the client left it out, stream_options.include_usage forced on for streams, the
+ * top-level "priority" set (the client's value replaced in place, or the member appended), and extra
+ * members appended. Everything else is copied byte for byte.
  * Pure functions; any thread. Slices point into the caller's body.
  */
 #ifndef LX_BODY_H
@@ -17,6 +20,7 @@
 #include <stddef.h>
 
 #include "api/errors.h"
+#include "limits/tokens.h"
 #include "utils/buf.h"
 #include "utils/common.h"
 
@@ -39,6 +43,7 @@ typedef struct {
     /* the value of stream_options.include_usage (the last one, as the backend reads it); {0,0} if absent */
     lx_span include_usage_value;
     long max_tokens;     /* -1 when absent or null */
+    lx_span priority;    /* the value of the last top-level priority member (any type); {0,0} if absent */
     lx_slice x_priority; /* string contents, len 0 if absent */
     bool has_x_priority;
     lx_slice x_user_id;
@@ -47,8 +52,9 @@ typedef struct {
     bool has_x_timeout;
     lx_span members_x[LX_BODY_MAX_XFIELDS]; /* every x_* member, to be removed */
     size_t n_x;
-    size_t n_members; /* top-level members in all */
-    lx_slice top;     /* the object itself, '{' .. '}' */
+    lx_token_counts tokens; /* for lx_tokens_estimate */
+    size_t n_members;       /* top-level members in all */
+    lx_slice top;           /* the object itself, '{' .. '}' */
 } lx_body_fields;
 
 typedef struct {
@@ -69,7 +75,10 @@ typedef struct {
     const char *set_model;    /* insert "model":"<this>" when the body has none; NULL: leave as is */
     bool force_include_usage; /* for streams: make stream_options.include_usage true (ignored when the body
                                  does not stream: vLLM rejects any stream_options without stream:true) */
-    const char *extra;        /* raw members to append, e.g. "\"priority\":1"; NULL for none */
+    const char *extra;        /* raw members to append, e.g. "\"user\":\"u\""; NULL for none */
+    const char *priority;     /* a JSON value, e.g. "-1": the top-level "priority" becomes it (the client's
+                                 last priority member's value is replaced, so no key is added twice; else
+                                 "priority":<this> is appended); NULL: leave as is */
 } lx_body_rewrite_opts;
 
 /* True when the rewrite would change nothing, so the original body can be sent as it is. */

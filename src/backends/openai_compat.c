@@ -15,15 +15,14 @@ int lx_openai_request(const lx_kind_ctx *ctx, lx_kind_request *out)
     snprintf(out->path, sizeof out->path, "%s", lx_endpoint_path(ctx->ep));
     lx_kind_request_header(out, "Content-Type: application/json");
     if (b->api_key) lx_kind_request_headerf(out, "Authorization: Bearer %s", b->api_key);
-    char priority[40];
+    char priority[24];
     lx_body_rewrite_opts o = {
         .set_model = ctx->set_model,
         .force_include_usage = ctx->fields->stream && ctx->ep != LX_EP_EMBEDDINGS,
-        .extra = NULL,
     };
-    if (b->forward_priority) {
-        snprintf(priority, sizeof priority, "\"priority\":%ld", ctx->priority_value);
-        o.extra = priority;
+    if (b->forward_priority) { /* replaces a priority the client sent: never a duplicate key */
+        snprintf(priority, sizeof priority, "%ld", ctx->priority_value);
+        o.priority = priority;
     }
     out->body = ctx->body;
     if (lx_body_rewrite_is_noop(ctx->fields, &o)) return 0;

@@ -3,7 +3,8 @@
  * before the backend has said how many it really used (rate_limiter.h reconciles with the real
  * `usage` when the answer ends).
  *
- * The rule (one pass over the request body, no DOM, no tokenizer):
+ * The rule (no DOM, no tokenizer, and no pass of its own: lx_body_scan gathers the counts below as it
+ * validates the body, so the body is read once; this module owns the rule and turns counts into tokens):
  *
  *   prompt_tokens = ceil(A / 4) + N + 3 × objects + 3
  *
@@ -22,17 +23,27 @@
  * The estimate errs high on purpose: it is only held until the real usage replaces it.
  * Known limit: a data: URI (an inline image) counts as its text, far more than a vision model charges.
  *
- * The same pass picks up the two top-level fields that size the completion: max_completion_tokens
- * (newer OpenAI clients send it instead of max_tokens) and n (choices).
+ * The same scan picks up the two top-level fields that size the completion: max_completion_tokens
+ * (newer OpenAI clients send it instead of max_tokens) and n (choices). A value that is not a
+ * non-negative integer (n: a positive one) is ignored, not an error; of repeated keys the last valid
+ * one counts.
  *
- * Pure functions; any thread. Bytes are only read; invalid JSON never reads out of bounds (the result
- * is then meaningless but finite).
+ * Pure functions; any thread.
  */
 #ifndef LX_TOKENS_H
 #define LX_TOKENS_H
 
 #include <stdbool.h>
 #include <stddef.h>
+
+/* What lx_body_scan counts for the estimate (api/body.h, lx_body_fields.tokens). */
+typedef struct {
+    size_t ascii_chars;         /* A */
+    size_t wide_chars;          /* N */
+    size_t objects;             /* the top-level object included */
+    long max_completion_tokens; /* top-level max_completion_tokens, a non-negative integer; -1 if absent */
+    long n;                     /* top-level n (choices), a positive integer; 1 if absent */
+} lx_token_counts;
 
 typedef struct {
     long prompt_tokens;         /* the estimate above */
@@ -43,7 +54,8 @@ typedef struct {
     size_t objects;
 } lx_token_estimate;
 
-void lx_tokens_estimate(const char *body, size_t len, lx_token_estimate *out);
+/* The estimate from the counts of one scanned body; prompt_tokens saturates at LONG_MAX / 2. */
+void lx_tokens_estimate(const lx_token_counts *c, lx_token_estimate *out);
 
 /*
  * What a request reserves: prompt_tokens + n × the completion cap, where the cap is max_tokens (from

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import {
-  SIM_BIN, configFor, launch, post, sseData, startLexora, startSim, waitFor, waitForPort,
+  accessLines, chat, configFor, health, sseData, startLexora, startSim, stats, waitFor,
 } from '../lib/harness.mjs';
 
 const CHAT = { messages: [{ role: 'user', content: 'hello' }], max_tokens: 4 };
@@ -13,14 +13,6 @@ const FAST = ['--ttft-ms', '5', '--tokens-per-sec', '0'];
 // Active checks rarely (their verdicts are not what these tests are about), passive checks lenient.
 const QUIET_HC = { interval_seconds: 60, failure_threshold: 10, cooldown_seconds: 30, timeout_seconds: 1 };
 
-/** A sim on a given port (to bring a stopped backend back where it was). */
-async function simOn(port, args = []) {
-  const proc = launch(SIM_BIN, ['--host', '127.0.0.1', '--port', String(port), '--quiet', ...FAST, ...args],
-    'lexora-sim');
-  await waitForPort(port, proc, 'lexora-sim');
-  const url = `http://127.0.0.1:${port}`;
-  return { port, url, proc, stop: () => proc.stop(), requests: async () => (await fetch(`${url}/sim/requests`)).json() };
-}
 
 function oneBackend(sim, extra = {}) {
   return configFor(sim.url, {
@@ -47,21 +39,14 @@ function twoBackends(a, b, extra = {}) {
   });
 }
 
-const chat = (lx, body = CHAT, headers = {}) => post(`${lx.url}/v1/chat/completions`, body, headers);
-const stats = async (lx) => (await fetch(`${lx.url}/stats`)).json();
-const health = async (lx) => {
-  const r = await fetch(`${lx.url}/health`);
-  return { status: r.status, json: await r.json() };
-};
 const inference = async (sim) => (await sim.requests()).filter((r) => r.path === '/v1/chat/completions');
-const accessLines = (lx) => lx.logs().split('\n').filter((l) => l.includes('"msg":"access"')).map((l) => JSON.parse(l));
 
 describe('retries', () => {
   test('the first two tries fail (503), the third succeeds, after the configured backoff', async () => {
     const sim = await startSim([...FAST, '--fail-first', '2']);
     const lx = await startLexora(oneBackend(sim));
     try {
-      const r = await chat(lx);
+      const r = await chat(lx, CHAT);
       assert.equal(r.status, 200, r.text);
       assert.equal(r.json.object, 'chat.completion');
       const tries = await inference(sim);
@@ -89,13 +74,13 @@ describe('retries', () => {
       retry: { max_attempts: 2, delay_seconds: 0.05, backoff_multiplier: 2, max_delay_seconds: 1 },
     }));
     try {
-      let r = await chat(lx);
+      let r = await chat(lx, CHAT);
       assert.equal(r.status, 503);
       assert.match(r.json.error.message, /Simulated failure/);
       assert.equal((await inference(sim)).length, 2);
 
       await sim.control({ fail_mode: 'drop' });
-      r = await chat(lx);
+      r = await chat(lx, CHAT);
       assert.equal(r.status, 502);
       assert.equal(r.json.error.code, 'upstream_unavailable');
       // 2 tries; libcurl itself re-sends once on a fresh connection when a reused one dies before any
@@ -113,11 +98,11 @@ describe('retries', () => {
     const sim = await startSim([...FAST, '--fail-first', '1', '--fail-mode', '400']);
     const lx = await startLexora(oneBackend(sim));
     try {
-      let r = await chat(lx);
+      let r = await chat(lx, CHAT);
       assert.equal(r.status, 400);
       assert.equal((await inference(sim)).length, 1);
       await sim.control({ fail_first: 1, fail_mode: '500' });
-      r = await chat(lx);
+      r = await chat(lx, CHAT);
       assert.equal(r.status, 500);
       assert.equal((await inference(sim)).length, 2);
       assert.equal((await stats(lx)).retries, 0);
@@ -133,14 +118,14 @@ describe('retries', () => {
       retry: { max_attempts: 2, delay_seconds: 0.05, backoff_multiplier: 2, max_delay_seconds: 5 },
     }));
     try {
-      let r = await chat(lx);
+      let r = await chat(lx, CHAT);
       assert.equal(r.status, 200, r.text);
       const tries = await inference(sim);
       assert.equal(tries.length, 2);
       assert.ok(tries[1].received_ms - tries[0].received_ms >= 950, 'waited for Retry-After: 1');
 
       await sim.control({ fail_first: 2 });
-      r = await chat(lx);
+      r = await chat(lx, CHAT);
       assert.equal(r.status, 429);
       assert.equal(r.headers.get('retry-after'), '1');
     } finally {
@@ -157,7 +142,7 @@ describe('retries', () => {
     cfg.backends.vllm.timeout = 0.5;
     const lx = await startLexora(cfg);
     try {
-      const r = await chat(lx);
+      const r = await chat(lx, CHAT);
       assert.equal(r.status, 200, r.text);
       assert.equal((await inference(sim)).length, 2);
       const s = await sim.stats();
@@ -202,7 +187,7 @@ describe('retries', () => {
       await new Promise((r) => setTimeout(r, 1300)); // past the backoff: the timer must be gone
       assert.equal((await inference(sim)).length, 1);
       await waitFor(() => accessLines(lx).some((l) => l.status === 499), 'a 499 access line');
-      assert.equal((await chat(lx)).status, 200);
+      assert.equal((await chat(lx, CHAT)).status, 200);
     } finally {
       await lx.stop();
       await sim.stop();
@@ -241,10 +226,10 @@ describe('failover', () => {
       health_check: { interval_seconds: 60, failure_threshold: 2, cooldown_seconds: 1, timeout_seconds: 1 },
     }));
     try {
-      let r = await chat(lx);
+      let r = await chat(lx, CHAT);
       assert.equal(r.headers.get('x-lexora-backend'), 'a', 'priority 0 first');
       await a.stop();
-      r = await chat(lx);
+      r = await chat(lx, CHAT);
       assert.equal(r.status, 200, r.text);
       assert.equal(r.headers.get('x-lexora-backend'), 'b');
       const streamed = await chat(lx, { ...CHAT, stream: true });
@@ -257,15 +242,15 @@ describe('failover', () => {
       assert.equal(h.status, 200);
       assert.equal(h.json.status, 'degraded');
       assert.equal(h.json.backends.find((x) => x.name === 'a').circuit, 'open'); // two failures in a row
-      r = await chat(lx);
+      r = await chat(lx, CHAT);
       assert.equal(r.headers.get('x-lexora-backend'), 'b', 'while open, a is not tried');
       assert.equal((await stats(lx)).failovers, 2);
 
-      const back = await simOn(a.port);
+      const back = await startSim(FAST, { port: a.port });
       try {
         await waitFor(async () => (await health(lx)).json.backends.find((x) => x.name === 'a').circuit === 'half_open',
           'a half-open', { ms: 5000, stepMs: 50 });
-        r = await chat(lx);
+        r = await chat(lx, CHAT);
         assert.equal(r.headers.get('x-lexora-backend'), 'a', 'the restored backend takes its traffic back');
         assert.equal((await inference(back)).length, 1);
       } finally {
@@ -284,7 +269,7 @@ describe('failover', () => {
     cfg.backends.b.priority = 0;
     const lx = await startLexora(cfg);
     try {
-      const all = await Promise.all([1, 2, 3, 4].map(() => chat(lx)));
+      const all = await Promise.all([1, 2, 3, 4].map(() => chat(lx, CHAT)));
       assert.ok(all.every((r) => r.status === 200));
       assert.equal((await inference(a)).length, 2);
       assert.equal((await inference(b)).length, 2);
@@ -305,17 +290,17 @@ describe('failover', () => {
       await a.stop();
       await b.stop();
       await waitFor(async () => (await health(lx)).status === 503, '/health unhealthy', { ms: 5000, stepMs: 50 });
-      let r = await chat(lx);
+      let r = await chat(lx, CHAT);
       assert.equal(r.status, 503);
       assert.equal(r.json.error.code, 'no_healthy_backend');
       assert.match(r.json.error.message, /qwen3-32b/);
       assert.ok(Number(r.headers.get('retry-after')) >= 1);
       assert.equal((await stats(lx)).retries, 0);
 
-      const back = await simOn(b.port); // marked up by its next check: it serves again
+      const back = await startSim(FAST, { port: b.port }); // marked up by its next check: it serves again
       try {
         await waitFor(async () => (await health(lx)).json.status === 'degraded', 'b up', { ms: 5000, stepMs: 50 });
-        r = await chat(lx);
+        r = await chat(lx, CHAT);
         assert.equal(r.status, 200, r.text);
         assert.equal(r.headers.get('x-lexora-backend'), 'b');
       } finally {
@@ -335,12 +320,12 @@ describe('circuit breaker', () => {
       health_check: { interval_seconds: 60, failure_threshold: 1, cooldown_seconds: 0.5, timeout_seconds: 1 },
     }));
     try {
-      assert.equal((await chat(lx)).status, 503); // opens the circuit
+      assert.equal((await chat(lx, CHAT)).status, 503); // opens the circuit
       await waitFor(async () => (await health(lx)).json.backends[0].circuit === 'half_open', 'half-open',
         { ms: 5000, stepMs: 50 });
-      const trial = chat(lx);
+      const trial = chat(lx, CHAT);
       await waitFor(async () => (await inference(sim)).length === 2, 'the trial sent');
-      const waiting = await chat(lx); // arrives while the trial is out: waits, then goes
+      const waiting = await chat(lx, CHAT); // arrives while the trial is out: waits, then goes
       assert.equal(waiting.status, 200, waiting.text);
       assert.equal((await trial).status, 200);
       const tries = await inference(sim);
@@ -359,16 +344,16 @@ describe('circuit breaker', () => {
       health_check: { interval_seconds: 0.2, failure_threshold: 1, cooldown_seconds: 600, timeout_seconds: 1 },
     }));
     try {
-      assert.equal((await chat(lx)).status, 503); // the try fails: the circuit opens for 600 s
+      assert.equal((await chat(lx, CHAT)).status, 503); // the try fails: the circuit opens for 600 s
       await sim.stop(); // and then the backend dies: its checks mark it down
       await waitFor(async () => (await health(lx)).json.backends[0].consecutive_failures >= 1, 'a failed check');
       let h = await health(lx);
       assert.equal(h.json.backends[0].circuit, 'open');
-      const back = await simOn(sim.port);
+      const back = await startSim(FAST, { port: sim.port });
       try {
         await waitFor(async () => (await health(lx)).json.backends[0].circuit === 'half_open', 'half-open early',
           { ms: 5000, stepMs: 50 });
-        const r = await chat(lx);
+        const r = await chat(lx, CHAT);
         assert.equal(r.status, 200, r.text);
         h = await health(lx);
         assert.equal(h.json.backends[0].circuit, 'closed');
@@ -388,9 +373,9 @@ describe('circuit breaker', () => {
       health_check: { interval_seconds: 60, failure_threshold: 2, cooldown_seconds: 1, timeout_seconds: 1 },
     }));
     try {
-      assert.equal((await chat(lx)).status, 503);
-      assert.equal((await chat(lx)).status, 503);
-      let r = await chat(lx);
+      assert.equal((await chat(lx, CHAT)).status, 503);
+      assert.equal((await chat(lx, CHAT)).status, 503);
+      let r = await chat(lx, CHAT);
       assert.equal(r.status, 503);
       assert.equal(r.json.error.code, 'no_healthy_backend');
       assert.equal(r.headers.get('retry-after'), '1');
@@ -407,7 +392,7 @@ describe('circuit breaker', () => {
       await sim.control({ fail_rate: 0 });
       await waitFor(async () => (await health(lx)).json.backends[0].circuit === 'half_open', 'half-open',
         { ms: 5000, stepMs: 50 });
-      r = await chat(lx); // the trial
+      r = await chat(lx, CHAT); // the trial
       assert.equal(r.status, 200, r.text);
       h = await health(lx);
       assert.equal(h.json.status, 'healthy');

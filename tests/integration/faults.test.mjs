@@ -8,12 +8,10 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { describe, test } from 'node:test';
 import {
-  SIM_BIN, configFor, launch, post, sseData, startLexora, startSim, waitFor, waitForPort,
+  chat, configFor, post, sseData, startLexora, startSim, stats, waitFor,
 } from '../lib/harness.mjs';
 
 const CHAT = { messages: [{ role: 'user', content: 'hello' }], max_tokens: 8 };
-const chat = (lx, body = CHAT) => post(`${lx.url}/v1/chat/completions`, body);
-const stats = async (lx) => (await fetch(`${lx.url}/stats`)).json();
 
 function config(url, { timeout = 5, attempts = 2, hc = {} } = {}) {
   return configFor(url, {
@@ -104,17 +102,15 @@ describe('backend faults', () => {
       }
       // four failures in a row opened the circuit: the next request is told at once
       sent++;
-      let r = await chat(lx);
+      let r = await chat(lx, CHAT);
       assert.equal(r.status, 503);
       assert.equal(r.json.error.code, 'no_healthy_backend');
       // back on the same port: after the cooldown the trial succeeds
-      const again = launch(SIM_BIN, ['--host', '127.0.0.1', '--port', String(sim.port), '--quiet', '--ttft-ms', '5'],
-        'lexora-sim');
+      const again = await startSim(['--ttft-ms', '5'], { port: sim.port });
       try {
-        await waitForPort(sim.port, again, 'lexora-sim');
         await waitFor(async () => {
           sent++;
-          r = await chat(lx);
+          r = await chat(lx, CHAT);
           return r.status === 200;
         }, 'served again', { ms: 5000, stepMs: 200 });
         const s = await stats(lx);
@@ -134,14 +130,14 @@ describe('backend faults', () => {
     // a threshold above the four timeouts: this test is about the answers, not the circuit
     const lx = await startLexora(config(sim.url, { timeout: 0.5, hc: { failure_threshold: 10 } }));
     try {
-      let r = await chat(lx);
+      let r = await chat(lx, CHAT);
       assert.equal(r.status, 504);
       assert.equal(r.json.error.code, 'upstream_timeout');
       assert.equal((await sim.requests()).length, 2);
       r = await chat(lx, { ...CHAT, stream: true });
       assert.equal(r.status, 504, 'a stream that never started is an ordinary error');
       await sim.control({ fail_rate: 0 });
-      r = await chat(lx);
+      r = await chat(lx, CHAT);
       assert.equal(r.status, 200, r.text);
       await assertAccounted(lx, 3);
       assert.equal((await stats(lx)).total_errors, 2);
@@ -181,7 +177,7 @@ describe('backend faults', () => {
     });
     const lx = await startLexora(config(be.url));
     try {
-      let r = await chat(lx);
+      let r = await chat(lx, CHAT);
       assert.equal(r.status, 502);
       assert.equal(r.json.error.code, 'upstream_bad_response');
       be.streaming = true;
@@ -207,9 +203,9 @@ describe('backend faults', () => {
     const tooSlow = await slowRelay(sim.port, 3000);
     const lx2 = await startLexora(config(tooSlow.url, { timeout: 0.5 }));
     try {
-      let r = await chat(lx);
+      let r = await chat(lx, CHAT);
       assert.equal(r.status, 200, r.text);
-      r = await chat(lx2);
+      r = await chat(lx2, CHAT);
       assert.equal(r.status, 504);
       assert.equal(r.json.error.code, 'upstream_timeout');
       await assertAccounted(lx, 1);

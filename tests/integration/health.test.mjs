@@ -5,16 +5,11 @@ import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { describe, test } from 'node:test';
 import {
-  SIM_BIN, configFor, freePort, launch, post, startLexora, startSim, toYaml, waitFor, waitForPort,
+  configFor, freePort, health, post, startLexora, startSim, toYaml, waitFor,
 } from '../lib/harness.mjs';
 
 const HC = { interval_seconds: 0.2, failure_threshold: 2, timeout_seconds: 1 };
 const NO_NVML = { LEXORA_NVML_LIBRARY: '/nonexistent/libnvidia-ml.so.1' };
-
-async function health(lx, path = '/health') {
-  const r = await fetch(`${lx.url}${path}`);
-  return { status: r.status, json: await r.json() };
-}
 
 const backend = (h, name) => h.json.backends.find((b) => b.name === name);
 
@@ -27,12 +22,6 @@ async function healthUntil(lx, cond, what) {
 }
 
 /** A sim on a given port (to bring a stopped backend back where it was). */
-async function simOn(port) {
-  const proc = launch(SIM_BIN, ['--host', '127.0.0.1', '--port', String(port), '--quiet'], 'lexora-sim');
-  await waitForPort(port, proc, 'lexora-sim');
-  return { port, url: `http://127.0.0.1:${port}`, proc, stop: () => proc.stop() };
-}
-
 // a (vllm) serves qwen3-32b and shared; b (an OpenAI backend) serves shared only.
 function twoBackends(a, b) {
   return configFor(a.url, {
@@ -88,7 +77,7 @@ describe('/health', () => {
       assert.equal((await health(lx, '/health/ready')).status, 200);
 
       // b comes back on the same port: one good check and it is up again.
-      b = await simOn(bPort);
+      b = await startSim([], { port: bPort });
       h = await healthUntil(lx, (x) => x.json.status === 'healthy', 'healthy again');
       assert.equal(h.status, 200);
       assert.equal(backend(h, 'b').status, 'up');

@@ -9,7 +9,7 @@ import {
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { LEXORA_BIN, ROOT, freePort, launch, waitFor, waitForPort } from '../lib/harness.mjs';
+import { LEXORA_BIN, ROOT, freePort, launch, needs, waitFor, waitForPort } from '../lib/harness.mjs';
 
 function run(cmd, args, opts = {}) {
   return new Promise((resolve) => {
@@ -65,7 +65,7 @@ describe('install', () => {
     assert.match(readFileSync(path.join(prefix, 'config.yaml'), 'utf8'), /# edited here\n$/);
   });
 
-  test('systemd-analyze verify accepts both units', { skip: !hasAnalyze && 'systemd-analyze is not installed' }, async () => {
+  test('systemd-analyze verify accepts both units', { skip: needs(hasAnalyze, 'systemd-analyze', 'Debian package systemd; make deps installs it') }, async () => {
     const r = await run('systemd-analyze', ['verify', ...UNITS.map((u) => path.join(prefix, 'share/systemd', u))]);
     assert.equal(r.code, 0, r.stderr);
     const about = r.stderr.split('\n').filter((l) => UNITS.some((u) => l.includes(u)));
@@ -94,7 +94,7 @@ describe('install', () => {
   });
 
   test('setup_systemd.sh --root: installs and enables both units in a system image; again is harmless',
-    { skip: !hasSystemctl && 'systemctl is not installed' }, async () => {
+    { skip: needs(hasSystemctl, 'systemctl', 'Debian package systemd; make deps installs it') }, async () => {
       const root = path.join(tmp, 'image');
       for (let i = 0; i < 2; i++) {
         const r = await run('bash', [path.join(ROOT, 'scripts/setup_systemd.sh'), '--prefix', prefix, '--root', root]);

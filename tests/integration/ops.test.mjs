@@ -6,10 +6,11 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, test } from 'node:test';
-import { configFor, freePort, post, sleep, sseData, startLexora, startSim, toYaml, waitFor } from '../lib/harness.mjs';
+import {
+  MODEL, chatBody, configFor, freePort, post, sleep, sseData, startLexora, startSim, toYaml, waitFor,
+} from '../lib/harness.mjs';
 
-const MODEL = 'qwen3-32b';
-const chat = (extra = {}) => ({ model: MODEL, messages: [{ role: 'user', content: 'hi' }], max_tokens: 4, ...extra });
+const chat = (extra = {}) => chatBody(extra, { max_tokens: 4 });
 // No limit gets in the way of the load: every user unlimited, except the one the reloads change.
 const unlimited = (alice) => ({
   default: { requests_per_minute: 0, tokens_per_minute: 0 },

@@ -8,7 +8,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { ROOT, configFor, freePort, post, sleep, startLexora, startSim } from '../lib/harness.mjs';
+import { ROOT, configFor, freePort, needs, post, sleep, startLexora, startSim } from '../lib/harness.mjs';
 import { hasCommand } from '../lib/metrics.mjs';
 
 const MODEL = 'qwen3-32b';
@@ -26,7 +26,7 @@ async function scalar(base, expr) {
   return r && r.length === 1 ? Number(r[0].value[1]) : undefined;
 }
 
-describe('a real Prometheus scrapes Lexora', { skip: available ? false : 'prometheus is not installed (Debian package prometheus; make deps installs it)' }, () => {
+describe('a real Prometheus scrapes Lexora', { skip: needs(available, 'prometheus', 'Debian package prometheus; make deps installs it') }, () => {
   let sim;
   let lx;
   let prom;

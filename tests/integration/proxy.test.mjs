@@ -1,14 +1,9 @@
 // The proxy end to end: real lexora in front of real lexora-sim on loopback.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { configFor, post, sleep, sseData, startLexora, startSim } from '../lib/harness.mjs';
+import { chatBody, configFor, post, sleep, sseData, startLexora, startSim } from '../lib/harness.mjs';
 
-const chatBody = (extra = {}) => ({
-  model: 'qwen3-32b',
-  messages: [{ role: 'user', content: 'Hello there' }],
-  max_tokens: 5,
-  ...extra,
-});
+const hello = (extra = {}) => chatBody(extra, { messages: [{ role: 'user', content: 'Hello there' }], max_tokens: 5 });
 
 describe('proxy', () => {
   let sim;
@@ -32,7 +27,7 @@ describe('proxy', () => {
   });
 
   test('chat completion, non-streaming: the backend answer passes through with request id and overhead', async () => {
-    const r = await post(`${lx.url}/v1/chat/completions`, chatBody(), { 'x-request-id': 'my-req-1' });
+    const r = await post(`${lx.url}/v1/chat/completions`, hello(), { 'x-request-id': 'my-req-1' });
     assert.equal(r.status, 200, r.text);
     assert.equal(r.json.object, 'chat.completion');
     assert.equal(r.json.usage.completion_tokens, 5);
@@ -45,7 +40,7 @@ describe('proxy', () => {
   });
 
   test('a new request id is made when the client sends none', async () => {
-    const r = await post(`${lx.url}/v1/chat/completions`, chatBody());
+    const r = await post(`${lx.url}/v1/chat/completions`, hello());
     assert.match(r.headers.get('x-request-id'), /^req_[0-9a-f]{24}$/);
   });
 
@@ -70,7 +65,7 @@ describe('proxy', () => {
   });
 
   test('streaming: SSE relayed, usage requested upstream and stripped when the client did not ask', async () => {
-    const r = await post(`${lx.url}/v1/chat/completions`, chatBody({ stream: true }), { 'x-request-id': 'sse-1' });
+    const r = await post(`${lx.url}/v1/chat/completions`, hello({ stream: true }), { 'x-request-id': 'sse-1' });
     assert.equal(r.status, 200);
     assert.match(r.headers.get('content-type'), /text\/event-stream/);
     const events = sseData(r.text);
@@ -86,7 +81,7 @@ describe('proxy', () => {
 
   test('streaming with include_usage: the client gets the usage chunk', async () => {
     const r = await post(`${lx.url}/v1/chat/completions`,
-      chatBody({ stream: true, stream_options: { include_usage: true } }));
+      hello({ stream: true, stream_options: { include_usage: true } }));
     const events = sseData(r.text);
     const usage = JSON.parse(events.at(-2));
     assert.deepEqual(usage.choices, []);
@@ -117,7 +112,7 @@ describe('proxy', () => {
     const res = await fetch(`${lx.url}/v1/chat/completions`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
-      body: JSON.stringify(chatBody({ stream: true, max_tokens: 20000 })),
+      body: JSON.stringify(hello({ stream: true, max_tokens: 20000 })),
       signal: ac.signal,
     });
     const reader = res.body.getReader();
@@ -134,7 +129,7 @@ describe('proxy', () => {
   });
 
   test('one access-log line per request, with id, user, model, backend, status and tokens', async () => {
-    await post(`${lx.url}/v1/chat/completions`, chatBody({ x_user_id: 'carol' }), { 'x-request-id': 'log-1' });
+    await post(`${lx.url}/v1/chat/completions`, hello({ x_user_id: 'carol' }), { 'x-request-id': 'log-1' });
     await sleep(100);
     const lines = lx.logs().split('\n').filter((l) => l.includes('"request_id":"log-1"') && l.includes('"access"'));
     assert.equal(lines.length, 1);

@@ -5,10 +5,9 @@ import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { describe, test } from 'node:test';
-import { configFor, post, sleep, startLexora, startSim, toYaml } from '../lib/harness.mjs';
+import { MODEL, accessLine, chatBody, configFor, post, sleep, startLexora, startSim, toYaml } from '../lib/harness.mjs';
 
-const MODEL = 'qwen3-32b';
-const chat = (extra = {}) => ({ model: MODEL, messages: [{ role: 'user', content: 'hi' }], max_tokens: 1, ...extra });
+const chat = (extra = {}) => chatBody(extra, { max_tokens: 1 });
 // Rate limits off: these tests send bursts from one user on purpose.
 const NO_LIMITS = { default: { requests_per_minute: 0, tokens_per_minute: 0 } };
 
@@ -65,9 +64,6 @@ async function occupy(lx, sim, id, maxTokens) {
   await until(() => seen(sim, id), `${id} at the backend`);
   return [pending];
 }
-
-const accessLine = (lx, id) => lx.logs().split('\n')
-  .filter((l) => l.includes('"access"') && l.includes(`"request_id":"${id}"`)).map((l) => JSON.parse(l))[0];
 
 describe('queue', () => {
   test('one slot, a slow backend: waiting requests are served high, normal, low', async () => {
@@ -207,6 +203,11 @@ describe('queue', () => {
       assert.equal((await body('fp-default')).priority, 5);
       assert.equal((await body('fp-low')).priority, 10);
       assert.equal((await body('fp-low')).x_priority, undefined);
+      // a client's own "priority" is replaced, not followed by a second key
+      assert.equal((await send(lx, 'fp-own', { x_priority: 'high', priority: 99 })).status, 200);
+      const raw = (await seen(sim, 'fp-own')).body;
+      assert.equal(raw.match(/"priority"/g).length, 1, raw);
+      assert.equal(JSON.parse(raw).priority, 1);
     });
     await withQueue(['--ttft-ms', '0', '--tokens-per-sec', '0'], {}, async (lx, sim) => {
       assert.equal((await send(lx, 'nofp', { x_priority: 'high' })).status, 200);

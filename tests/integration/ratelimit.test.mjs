@@ -6,27 +6,16 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import {
-  configFor, freePort, launch, post, sleep, sseData, startLexora, startSim, waitFor, waitForPort,
+  MODEL, accessRecord, chatBody, configFor, freePort, launch, post, sleep, sseData, startLexora, startSim, waitFor, waitForPort,
 } from '../lib/harness.mjs';
 
-const MODEL = 'qwen3-32b';
-const chat = (extra = {}) => ({ model: MODEL, messages: [{ role: 'user', content: 'hi' }], max_tokens: 1, ...extra });
+const chat = (extra = {}) => chatBody(extra, { max_tokens: 1 });
 
 function rlConfig(simUrl, rateLimits, extra = {}) {
   return configFor(simUrl, { extra: { rate_limits: { default_max_tokens: 16, ...rateLimits }, ...extra } });
 }
 
 const send = (lx, extra = {}, headers = {}) => post(`${lx.url}/v1/chat/completions`, chat(extra), headers);
-
-async function accessRecord(lx, id) {
-  let rec;
-  await waitFor(() => {
-    const line = lx.logs().split('\n').find((l) => l.includes(`"request_id":"${id}"`) && l.includes('"access"'));
-    if (line) rec = JSON.parse(line);
-    return rec !== undefined;
-  }, `the access-log line of ${id}`);
-  return rec;
-}
 
 describe('rate limits', () => {
   let sim;

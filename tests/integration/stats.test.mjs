@@ -6,14 +6,15 @@ import { mkdtempSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { ROOT, configFor, freePort, post, sleep, sseData, startLexora, startSim } from '../lib/harness.mjs';
+import {
+  MODEL, ROOT, chatBody, configFor, needs, freePort, post, sleep, sseData, startLexora, startSim,
+} from '../lib/harness.mjs';
 import { hasCommand, parseMetrics, promtoolCheck } from '../lib/metrics.mjs';
 
-const MODEL = 'qwen3-32b';
 // lexora-sim counts ceil(bytes / 4) prompt tokens: "Hello there" is 11 bytes, 3 tokens.
 const PROMPT = 'Hello there';
 const PROMPT_TOKENS = 3;
-const chat = (extra = {}) => ({ model: MODEL, messages: [{ role: 'user', content: PROMPT }], ...extra });
+const chat = (extra = {}) => chatBody(extra, { messages: [{ role: 'user', content: PROMPT }] });
 const unlimited = { default: { requests_per_minute: 0, tokens_per_minute: 0 } };
 
 describe('/stats and /metrics', () => {
@@ -163,8 +164,9 @@ describe('/stats and /metrics', () => {
   });
 
   test('promtool check metrics passes on the real output', async (t) => {
-    if (!hasCommand('promtool')) {
-      t.skip('promtool is not installed (Debian package prometheus; make deps installs it)');
+    const missing = needs(hasCommand('promtool'), 'promtool', 'Debian package prometheus; make deps installs it');
+    if (missing) {
+      t.skip(missing);
       return;
     }
     const text = await (await fetch(`${lx.url}/metrics`)).text();

@@ -2,9 +2,9 @@
 // and routing by model across two backends. Retries are off here (failover.test.mjs has them).
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { configFor, freePort, post, sseData, startLexora, startSim } from '../lib/harness.mjs';
+import { chatBody, configFor, freePort, post, sseData, startLexora, startSim } from '../lib/harness.mjs';
 
-const chat = (extra = {}) => ({ model: 'qwen3-32b', messages: [{ role: 'user', content: 'hi' }], max_tokens: 3, ...extra });
+const chat = (extra = {}) => chatBody(extra, { max_tokens: 3 });
 
 // One try per request: these tests are about the answer a failure becomes (retries: failover.test.mjs).
 async function withGateway(simArgs, opts, fn) {

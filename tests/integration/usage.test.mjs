@@ -8,12 +8,11 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import {
-  LEXORA_BIN, configFor, freePort, post, runLexora, sleep, sseData, startLexora, startSim, toYaml,
+  LEXORA_BIN, MODEL, chatBody, configFor, freePort, needs, post, runLexora, sleep, sseData, startLexora, startSim, stats, toYaml,
 } from '../lib/harness.mjs';
 import { hasCommand, parseMetrics } from '../lib/metrics.mjs';
 
-const MODEL = 'qwen3-32b';
-const chat = (extra = {}) => ({ model: MODEL, messages: [{ role: 'user', content: 'Hello there' }], max_tokens: 4, ...extra });
+const chat = (extra = {}) => chatBody(extra, { messages: [{ role: 'user', content: 'Hello there' }], max_tokens: 4 });
 const unlimited = { default: { requests_per_minute: 0, tokens_per_minute: 0 } };
 const haveSqlite = hasCommand('sqlite3', ['-version']);
 
@@ -35,11 +34,7 @@ async function waitRows(db, sql, n, ms = 3000) {
   return got;
 }
 
-async function stats(lx) {
-  return (await fetch(`${lx.url}/stats`)).json();
-}
-
-describe('usage ledger', { skip: haveSqlite ? false : 'the sqlite3 command is not installed (make deps installs it)' }, () => {
+describe('usage ledger', { skip: needs(haveSqlite, 'the sqlite3 command') }, () => {
   let sim;
   let dir;
   let db;

@@ -83,9 +83,12 @@ export function launch(bin, args, what, env = {}, { cwd } = {}) {
   return proc;
 }
 
-/** Starts lexora-sim on a free port. Returns { port, url, proc, stop, stats(), requests() }. */
-export async function startSim(args = []) {
-  const port = await freePort();
+/**
+ * Starts lexora-sim on a free port, or on `port` (to bring a stopped backend back where it was).
+ * Returns { port, url, proc, stop, stats(), requests(), control() }.
+ */
+export async function startSim(args = [], { port } = {}) {
+  port = port || await freePort();
   const proc = launch(SIM_BIN, ['--host', '127.0.0.1', '--port', String(port), '--quiet', ...args], 'lexora-sim');
   await waitForPort(port, proc, 'lexora-sim');
   const url = `http://127.0.0.1:${port}`;
@@ -199,4 +202,47 @@ export function rawExchange(port, chunks, { ms = 3000, gapMs = 0 } = {}) {
       }
     });
   });
+}
+
+// ---- requests and answers the test files share ----------------------------------------------------
+
+export const MODEL = 'qwen3-32b';
+
+/** A chat-completions body: MODEL and one user message "hi", then `base` (a file's defaults), then `extra`. */
+export const chatBody = (extra = {}, base = {}) => ({ model: MODEL, messages: [{ role: 'user', content: 'hi' }], ...base, ...extra });
+
+/** POSTs body (default: chatBody()) to lx's /v1/chat/completions: { status, headers, text, json }. */
+export const chat = (lx, body = chatBody(), headers = {}) => post(`${lx.url}/v1/chat/completions`, body, headers);
+
+/** GET /stats, parsed. */
+export const stats = async (lx) => (await fetch(`${lx.url}/stats`)).json();
+
+/** GET /health (or path): { status, json }. */
+export async function health(lx, path = '/health') {
+  const r = await fetch(`${lx.url}${path}`);
+  return { status: r.status, json: await r.json() };
+}
+
+/** Every access-log line lexora wrote so far (logging.format: json), parsed. */
+export const accessLines = (lx) => lx.logs().split('\n').filter((l) => l.includes('"msg":"access"')).map((l) => JSON.parse(l));
+
+/** The access-log line of request `id`, or undefined when it is not written yet. */
+export const accessLine = (lx, id) => accessLines(lx).find((r) => r.request_id === id);
+
+/** Waits for the access-log line of request `id` and returns it. */
+export const accessRecord = (lx, id) => waitFor(() => accessLine(lx, id), `the access-log line of ${id}`);
+
+// ---- tools a test needs ------------------------------------------------------------------------
+
+/** True when running under CI (CI=true, as .ci/run sets): a missing tool is then a failure, not a skip. */
+export const IN_CI = /^(1|true|yes)$/i.test(process.env.CI || '');
+
+/**
+ * The `skip` option for a describe/test that needs a command: false when `available`; otherwise, under
+ * CI, it throws (the run fails: CI must have every tool); locally, a message saying what to install.
+ */
+export function needs(available, what, install = 'make deps installs it') {
+  if (available) return false;
+  if (IN_CI) throw new Error(`${what} is required under CI (CI=${process.env.CI}) but is not installed (${install})`);
+  return `${what} is not installed (${install})`;
 }

@@ -35,7 +35,7 @@ static bool slice_is(lx_slice s, const char *lit) { return lx_slice_eq(s, lit); 
 static char *rewrite(const char *json, const char *set_model, bool force_usage, const char *extra)
 {
     lx_body_fields f = scan_ok(json);
-    lx_body_rewrite_opts o = {set_model, force_usage, extra};
+    lx_body_rewrite_opts o = {.set_model = set_model, .force_include_usage = force_usage, .extra = extra};
     lx_buf out;
     lx_buf_init(&out, 1 << 24);
     assert_int_equal(lx_body_rewrite(json, strlen(json), &f, &o, &out), 0);
@@ -405,7 +405,7 @@ static void test_nested_x_kept(void **state)
                     "\"tools\":[{\"function\":{\"parameters\":{\"x_c\":{\"type\":\"string\"}}}}]}";
     lx_body_fields f = scan_ok(j);
     assert_int_equal(f.n_x, 0);
-    lx_body_rewrite_opts o = {"other", false, NULL};
+    lx_body_rewrite_opts o = {"other", false, NULL, NULL};
     assert_true(lx_body_rewrite_is_noop(&f, &o));
     expect_rewrite(j, NULL, false, NULL, j);
 }
@@ -466,14 +466,14 @@ static void test_stream_options(void **state)
                               "{\"stream_options\":{\"include_usage\":false}}"};
     for (size_t i = 0; i < sizeof nostream / sizeof nostream[0]; i++) {
         lx_body_fields nf = scan_ok(nostream[i]);
-        lx_body_rewrite_opts force = {NULL, true, NULL};
+        lx_body_rewrite_opts force = {NULL, true, NULL, NULL};
         assert_true(lx_body_rewrite_is_noop(&nf, &force));
         expect_rewrite(nostream[i], NULL, true, NULL, nostream[i]);
     }
     /* already true: untouched, and nothing to do at all */
     const char *j = "{\"stream\":true,\"stream_options\":{\"continuous_usage_stats\":false,\"include_usage\":true}}";
     lx_body_fields f = scan_ok(j);
-    lx_body_rewrite_opts o = {NULL, true, NULL};
+    lx_body_rewrite_opts o = {NULL, true, NULL, NULL};
     assert_true(lx_body_rewrite_is_noop(&f, &o));
     expect_rewrite(j, NULL, true, NULL, j);
     /* not forced: a false stays false */
@@ -492,14 +492,95 @@ static void test_extra(void **state)
     expect_rewrite("{\"a\":1}", NULL, false, "", "{\"a\":1}");
 }
 
+/* Rewrites json with o.priority set (forward_priority); returns a malloc'd string. */
+static char *rewrite_priority(const char *json, const char *priority)
+{
+    lx_body_fields f = scan_ok(json);
+    lx_body_rewrite_opts o = {.priority = priority};
+    lx_buf out;
+    lx_buf_init(&out, 1 << 24);
+    assert_false(lx_body_rewrite_is_noop(&f, &o));
+    assert_int_equal(lx_body_rewrite(json, strlen(json), &f, &o, &out), 0);
+    return lx_buf_steal(&out, NULL);
+}
+
+/* How many top-level members of the object json are named key. */
+static int count_members(const char *json, const char *key)
+{
+    cJSON *root = cJSON_Parse(json);
+    assert_true(cJSON_IsObject(root));
+    int n = 0;
+    for (const cJSON *c = root->child; c; c = c->next)
+        n += strcmp(c->string, key) == 0;
+    cJSON_Delete(root);
+    return n;
+}
+
+static void expect_priority(const char *json, const char *priority, const char *want)
+{
+    char *got = rewrite_priority(json, priority);
+    assert_string_equal(got, want);
+    assert_true(count_members(got, "priority") >= 1);
+    lx_body_fields g = scan_ok(got); /* the last priority, the one the backend reads, is ours */
+    assert_int_equal(g.priority.end - g.priority.start, strlen(priority));
+    assert_memory_equal(got + g.priority.start, priority, strlen(priority));
+    free(got);
+}
+
+static void test_priority(void **state)
+{
+    (void)state;
+    /* absent: appended */
+    expect_priority("{\"a\":1}", "-5", "{\"a\":1,\"priority\":-5}");
+    expect_priority("{}", "1", "{\"priority\":1}");
+    /* the client's value is replaced in place: one priority key, never two */
+    expect_priority("{\"priority\":7,\"a\":1}", "-5", "{\"priority\":-5,\"a\":1}");
+    expect_priority("{\"a\":1, \"priority\" : \"high\" }", "0", "{\"a\":1, \"priority\" : 0}");
+    expect_priority("{\"priority\":{\"x\":[1,2]}}", "2", "{\"priority\":2}");
+    expect_priority("{\"priorit\\u0079\":null}", "3", "{\"priorit\\u0079\":3}"); /* read as the backend reads it */
+    char *one = rewrite_priority("{\"model\":\"m\",\"priority\":1,\"messages\":[]}", "-1");
+    assert_int_equal(count_members(one, "priority"), 1);
+    free(one);
+    /* a priority nested deeper is not the top-level one */
+    expect_priority("{\"messages\":[{\"priority\":1}]}", "4", "{\"messages\":[{\"priority\":1}],\"priority\":4}");
+    /* a repeated key: the last one (the one the backend reads) takes the value, no key is added */
+    expect_priority("{\"priority\":1,\"priority\":2}", "9", "{\"priority\":1,\"priority\":9}");
+    /* with the other edits: x_* removed, model inserted, include_usage forced, in one copy */
+    const char *j =
+        "{\"x_priority\":\"high\",\"priority\":3,\"stream\":true,\"stream_options\":{},\"x_user_id\":\"u\"}";
+    lx_body_fields f = scan_ok(j);
+    lx_body_rewrite_opts o = {
+        .set_model = "m", .force_include_usage = true, .priority = "-2", .extra = "\"user\":\"u\""};
+    lx_buf out;
+    lx_buf_init(&out, 0);
+    assert_int_equal(lx_body_rewrite(j, strlen(j), &f, &o, &out), 0);
+    assert_string_equal(out.p,
+                        "{\"model\":\"m\",\"priority\":-2,\"stream\":true,\"stream_options\":{\"include_usage\":true},"
+                        "\"user\":\"u\"}");
+    lx_buf_free(&out);
+    /* the patches in the other order: stream_options before priority */
+    j = "{\"stream\":true,\"stream_options\":{\"include_usage\":false},\"priority\":null}";
+    f = scan_ok(j);
+    o = (lx_body_rewrite_opts){.force_include_usage = true, .priority = "1"};
+    lx_buf_init(&out, 0);
+    assert_int_equal(lx_body_rewrite(j, strlen(j), &f, &o, &out), 0);
+    assert_string_equal(out.p, "{\"stream\":true,\"stream_options\":{\"include_usage\":true},\"priority\":1}");
+    lx_buf_free(&out);
+    /* an empty value means none, as extra does */
+    lx_body_fields plain = scan_ok("{\"priority\":1}");
+    lx_body_rewrite_opts empty = {.priority = ""};
+    assert_true(lx_body_rewrite_is_noop(&plain, &empty));
+}
+
 static void test_is_noop(void **state)
 {
     (void)state;
     lx_body_fields plain = scan_ok("{\"model\":\"m\",\"stream\":true}");
     lx_body_fields nomodel = scan_ok("{\"messages\":[]}");
     lx_body_fields withx = scan_ok("{\"model\":\"m\",\"x_user_id\":\"u\"}");
-    lx_body_rewrite_opts none = {NULL, false, NULL}, model = {"m", false, NULL}, usage = {NULL, true, NULL},
-                         extra = {NULL, false, "\"priority\":1"}, empty_extra = {NULL, false, ""};
+    lx_body_rewrite_opts none = {NULL, false, NULL, NULL}, model = {"m", false, NULL, NULL},
+                         usage = {NULL, true, NULL, NULL}, extra = {NULL, false, "\"priority\":1", NULL},
+                         empty_extra = {NULL, false, "", NULL};
     assert_true(lx_body_rewrite_is_noop(&plain, &none));
     assert_true(lx_body_rewrite_is_noop(&plain, &model)); /* has a model already */
     assert_true(lx_body_rewrite_is_noop(&plain, &empty_extra));
@@ -516,7 +597,7 @@ static void test_rewrite_cap(void **state)
     const char *j =
         "{\"model\":\"m\",\"x_a\":1,\"messages\":[{\"role\":\"user\",\"content\":\"hello\"}],\"stream\":true}";
     lx_body_fields f = scan_ok(j);
-    lx_body_rewrite_opts o = {NULL, true, "\"priority\":1"};
+    lx_body_rewrite_opts o = {NULL, true, "\"priority\":1", NULL};
     lx_buf out;
     lx_buf_init(&out, 48);
     assert_int_equal(lx_buf_append_str(&out, "kept"), 0);
@@ -628,6 +709,7 @@ int main(void)
         cmocka_unit_test(test_model_insertion),
         cmocka_unit_test(test_stream_options),
         cmocka_unit_test(test_extra),
+        cmocka_unit_test(test_priority),
         cmocka_unit_test(test_is_noop),
         cmocka_unit_test(test_rewrite_cap),
         cmocka_unit_test(test_rewrite_semantics),

@@ -1,7 +1,8 @@
 /*
- * Unit tests for limits/tokens.c: the prompt-token estimate for English and Japanese (raw UTF-8 and
- * \u escapes), escapes, emoji, top-level max_completion_tokens / n, the reservation, the word-at-a-time
- * path against a byte-by-byte reference, and cut-off or invalid bodies.
+ * Unit tests for limits/tokens.c and the counts api/body.c gathers for it in its one scan: the
+ * prompt-token estimate for English and Japanese (raw UTF-8 and \u escapes), escapes, emoji, top-level
+ * max_completion_tokens / n, the reservation, the word-at-a-time path against a byte-by-byte
+ * reference, and cut-off or invalid bodies (refused by the scan, read within their bounds).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -14,14 +15,21 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/body.h"
 #include "limits/tokens.h"
 
-static lx_token_estimate est(const char *body)
+/* The estimate of a body the scan accepts (the proxy's path: lx_body_scan, then lx_tokens_estimate). */
+static lx_token_estimate est_n(const char *body, size_t len)
 {
+    lx_body_fields f;
+    lx_body_error err;
     lx_token_estimate e;
-    lx_tokens_estimate(body, strlen(body), &e);
+    assert_int_equal(lx_body_scan(body, len, &f, &err), 0);
+    lx_tokens_estimate(&f.tokens, &e);
     return e;
 }
+
+static lx_token_estimate est(const char *body) { return est_n(body, strlen(body)); }
 
 static void test_rule_exact(void **state)
 {
@@ -196,8 +204,7 @@ static void test_fast_path_matches_reference(void **state)
         }
         body[off++] = '"';
         body[off++] = '}';
-        lx_token_estimate e;
-        lx_tokens_estimate(body, off, &e);
+        lx_token_estimate e = est_n(body, off);
         size_t a, w;
         reference((const unsigned char *)body, off, &a, &w);
         assert_int_equal(e.ascii_chars, a);
@@ -208,6 +215,7 @@ static void test_fast_path_matches_reference(void **state)
 static void test_cut_off_and_garbage(void **state)
 {
     (void)state;
+    /* the proxy never estimates a body the scan refused (it answers 400 first) */
     const char *bodies[] = {"",
                             "{",
                             "\"",
@@ -218,20 +226,49 @@ static void test_cut_off_and_garbage(void **state)
                             "{\"n\":",
                             "{\"max_completion_tokens\":",
                             "\xff\xfe\xf0"};
-    for (size_t i = 0; i < sizeof bodies / sizeof bodies[0]; i++) {
-        lx_token_estimate e;
-        lx_tokens_estimate(bodies[i], strlen(bodies[i]), &e);
-        assert_true(e.prompt_tokens >= 3);
-    }
+    lx_body_fields f;
+    lx_body_error err;
+    for (size_t i = 0; i < sizeof bodies / sizeof bodies[0]; i++)
+        assert_int_equal(lx_body_scan(bodies[i], strlen(bodies[i]), &f, &err), -1);
+    /* no counts, no tokens but the reply's */
+    lx_token_counts none = {.max_completion_tokens = -1, .n = 1};
     lx_token_estimate e;
-    lx_tokens_estimate(NULL, 0, &e);
+    lx_tokens_estimate(&none, &e);
     assert_int_equal(e.prompt_tokens, 3);
+    /* an empty object: its own 3 and the reply's */
+    assert_int_equal(est("{}").prompt_tokens, 3 + 3);
     /* a cut-off body is read up to its end and no further (ASan checks the bound) */
     char *heap = malloc(9);
     memcpy(heap, "{\"a\":\"abc", 9);
-    lx_tokens_estimate(heap, 9, &e);
-    assert_int_equal(e.ascii_chars, 4);
+    assert_int_equal(lx_body_scan(heap, 9, &f, &err), -1);
     free(heap);
+    /* counts out of range are not trusted: n below 1 reads as 1, a negative cap as absent */
+    lx_token_counts odd = {.ascii_chars = 8, .max_completion_tokens = -7, .n = 0};
+    lx_tokens_estimate(&odd, &e);
+    assert_int_equal(e.n, 1);
+    assert_int_equal(e.max_completion_tokens, -1);
+    assert_int_equal(e.prompt_tokens, 2 + 3);
+}
+
+static void test_counted_once(void **state)
+{
+    (void)state;
+    /* stream_options is walked a second time by the scan to read include_usage: its strings count once */
+    lx_token_estimate e = est("{\"stream\":true,\"stream_options\":{\"include_usage\":true}}");
+    assert_int_equal(e.ascii_chars, strlen("stream") + strlen("stream_options") + strlen("include_usage"));
+    assert_int_equal(e.objects, 2);
+    /* escaped keys are read as the backend reads them */
+    e = est("{\"\\u006e\":4,\"max_completion_token\\u0073\":9}");
+    assert_int_equal(e.n, 4);
+    assert_int_equal(e.max_completion_tokens, 9);
+    /* of repeated keys, the last valid value counts */
+    e = est("{\"n\":2,\"n\":5,\"n\":0,\"max_completion_tokens\":1,\"max_completion_tokens\":\"x\"}");
+    assert_int_equal(e.n, 5);
+    assert_int_equal(e.max_completion_tokens, 1);
+    /* whitespace around a value, as the old reader allowed */
+    e = est("{\"n\" :\t 3 , \"max_completion_tokens\":\n12}");
+    assert_int_equal(e.n, 3);
+    assert_int_equal(e.max_completion_tokens, 12);
 }
 
 int main(void)
@@ -246,6 +283,7 @@ int main(void)
         cmocka_unit_test(test_reserve),
         cmocka_unit_test(test_fast_path_matches_reference),
         cmocka_unit_test(test_cut_off_and_garbage),
+        cmocka_unit_test(test_counted_once),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
