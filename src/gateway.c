@@ -80,6 +80,7 @@ static void server_opts(const lx_config *c, lx_gateway *gw, lx_http_server_opts 
         .on_request = lx_routes_on_request,
         .on_abort = lx_routes_on_abort,
         .on_drain = lx_routes_on_drain,
+        .render_error = lx_routes_render_error,
         .ud = gw,
     };
 }
@@ -171,8 +172,7 @@ static void reconfigure_services(lx_gateway *gw, const lx_config *old, const lx_
     lx_auth_warn_plain_keys(c);
     if (gw->stats) { /* counters carry over; backends added are shown, removed ones shown disabled */
         for (size_t i = 0; i < old->n_backends; i++)
-            if (!has_backend(c, old->backends[i].name))
-                lx_stats_add_backend(gw->stats, old->backends[i].name, false);
+            if (!has_backend(c, old->backends[i].name)) lx_stats_add_backend(gw->stats, old->backends[i].name, false);
         for (size_t i = 0; i < c->n_backends; i++)
             lx_stats_add_backend(gw->stats, c->backends[i].name, c->backends[i].enabled);
     }
@@ -230,8 +230,7 @@ int lx_gateway_reload(lx_gateway *gw, const char *via, lx_reload_diff *diff, lx_
     lx_keylist_join(&diff->changed, &changed);
     lx_keylist_join(&diff->restart_required, &restart);
     LX_INFO(NULL, "config reloaded (%s) from %s; changed: %s", via, path, changed.p);
-    if (diff->restart_required.n)
-        LX_WARN(NULL, "config reload (%s): kept until a restart: %s", via, restart.p);
+    if (diff->restart_required.n) LX_WARN(NULL, "config reload (%s): kept until a restart: %s", via, restart.p);
     lx_buf_free(&changed);
     lx_buf_free(&restart);
     return 0;
@@ -251,7 +250,8 @@ static void on_shutdown_tick(uv_timer_t *t)
     if (open > 0)
         LX_WARN(NULL, "shutdown: server.shutdown_timeout (%g s) reached; aborting %zu open connection(s)",
                 gw->config->server.shutdown_timeout_s, open);
-    else LX_INFO(NULL, "shutdown: every request finished");
+    else
+        LX_INFO(NULL, "shutdown: every request finished");
     lx_gateway_stop(gw); /* lx_observe_stop, in it, writes the usage ledger's last rows */
 }
 

@@ -168,6 +168,7 @@ static void start_metrics_server(lx_gateway *gw)
         .server_name = "lexora",
         .on_request = metrics_on_request,
         .on_abort = metrics_on_abort,
+        .render_error = lx_routes_render_error,
         .ud = gw,
     };
     int rc = lx_http_server_start(gw->loop, &o, &gw->metrics_server);

@@ -34,16 +34,11 @@ static void models_list(lx_gateway *gw, lx_http_req *req);
 static void admin_reload(lx_gateway *gw, lx_http_req *req);
 
 static const route routes[] = {
-    {"/v1/chat/completions", "POST", chat},
-    {"/v1/completions", "POST", completions},
-    {"/v1/embeddings", "POST", embeddings},
-    {"/v1/models", "GET", models_list},
-    {"/admin/reload", "POST", admin_reload},
-    {"/stats", "GET", lx_observe_stats},
-    {"/metrics", "GET", lx_observe_metrics},
-    {"/health", "GET", lx_health_full},
-    {"/health/live", "GET", lx_health_live},
-    {"/health/ready", "GET", lx_health_ready},
+    {"/v1/chat/completions", "POST", chat},  {"/v1/completions", "POST", completions},
+    {"/v1/embeddings", "POST", embeddings},  {"/v1/models", "GET", models_list},
+    {"/admin/reload", "POST", admin_reload}, {"/stats", "GET", lx_observe_stats},
+    {"/metrics", "GET", lx_observe_metrics}, {"/health", "GET", lx_health_full},
+    {"/health/live", "GET", lx_health_live}, {"/health/ready", "GET", lx_health_ready},
 };
 
 static void respond_error_h(lx_http_req *req, lx_err e, const char *message, const char *param,
@@ -62,6 +57,20 @@ void lx_respond_error(lx_http_req *req, lx_err e, const char *message, const cha
 {
     lx_http_header id = {"X-Request-Id", request_id};
     respond_error_h(req, e, message, param, request_id ? &id : NULL);
+}
+
+const char *lx_routes_render_error(lx_http_error what, int status, const char *message, lx_buf *body, void *ud)
+{
+    static const lx_err errs[LX_HTTP_ERR_COUNT] = {
+        [LX_HTTP_ERR_MALFORMED] = LX_ERR_BAD_REQUEST,
+        [LX_HTTP_ERR_TIMEOUT] = LX_ERR_REQUEST_TIMEOUT,
+        [LX_HTTP_ERR_BODY_TOO_LARGE] = LX_ERR_BODY_TOO_LARGE,
+        [LX_HTTP_ERR_HEADER_TOO_LARGE] = LX_ERR_HEADER_TOO_LARGE,
+        [LX_HTTP_ERR_TOO_MANY_CONNECTIONS] = LX_ERR_TOO_MANY_CONNECTIONS,
+    };
+    (void)ud;
+    if ((unsigned)what >= LX_HTTP_ERR_COUNT || lx_err_get(errs[what])->status != status) return NULL;
+    return lx_err_body(body, errs[what], message, NULL) == 0 ? "application/json" : NULL;
 }
 
 static void respond_json(lx_http_req *req, int status, const lx_buf *body)
@@ -169,9 +178,11 @@ static bool admin_allowed(lx_gateway *gw, lx_http_req *req)
     lx_slice v;
     if (lx_http_req_header(req, "authorization", &v) && v.len > 7 && strncasecmp(v.p, "Bearer ", 7) == 0) {
         size_t skip = 7;
-        while (skip < v.len && v.p[skip] == ' ') skip++;
+        while (skip < v.len && v.p[skip] == ' ')
+            skip++;
         size_t end = v.len;
-        while (end > skip && v.p[end - 1] == ' ') end--;
+        while (end > skip && v.p[end - 1] == ' ')
+            end--;
         if (token_equal((lx_slice){v.p + skip, end - skip}, token)) return true;
     }
     LX_WARN(NULL, "%.*s from %s refused: missing or wrong admin token", (int)path.len, path.p, lx_http_req_peer(req));
@@ -200,7 +211,8 @@ static void admin_reload(lx_gateway *gw, lx_http_req *req)
         respond_json(req, 200, &out);
         lx_reload_diff_free(&d);
     } else {
-        while (errors.len && errors.p[errors.len - 1] == '\n') errors.p[--errors.len] = '\0';
+        while (errors.len && errors.p[errors.len - 1] == '\n')
+            errors.p[--errors.len] = '\0';
         lx_buf_printf(&out, "The config was not reloaded; the running config stays. Problems:\n%s",
                       errors.p ? errors.p : "");
         lx_respond_error(req, LX_ERR_CONFIG_INVALID, out.p, NULL, NULL);
@@ -235,8 +247,10 @@ void lx_routes_on_request(lx_http_req *req, void *ud)
     }
     static const char prefix[] = "/v1/models/";
     if (path.len > sizeof prefix - 1 && memcmp(path.p, prefix, sizeof prefix - 1) == 0) {
-        if (strcmp(method, "GET") != 0) method_not_allowed(req, "GET");
-        else model_get(gw, req, (lx_slice){path.p + sizeof prefix - 1, path.len - (sizeof prefix - 1)});
+        if (strcmp(method, "GET") != 0)
+            method_not_allowed(req, "GET");
+        else
+            model_get(gw, req, (lx_slice){path.p + sizeof prefix - 1, path.len - (sizeof prefix - 1)});
         return;
     }
     char msg[160];
