@@ -14,8 +14,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "api/observe.h"
 #include "api/routes.h"
+#include "gateway_observe.h"
+#include "proxy.h"
 #include "queue/admission.h"
 #include "limits/auth.h"
 #include "observe/gpu.h"
@@ -66,6 +67,53 @@ static void ratelimit_probe(void *ud, lx_stats_ratelimit_view *out)
     out->redis_up = st.redis_configured ? (st.redis_up ? 1 : 0) : -1;
 }
 
+/* ---------- what api/ sees of the gateway (api/context.h) ---------- */
+
+static const lx_config *api_config(void *ud) { return ((lx_gateway *)ud)->config; }
+
+static long api_connections(void *ud)
+{
+    lx_gateway *gw = ud;
+    return gw->server ? (long)lx_http_server_connections(gw->server) : -1;
+}
+
+static bool api_shutting_down(void *ud) { return ((lx_gateway *)ud)->shutting_down; }
+
+static int api_reload(void *ud, const char *via, lx_reload_diff *diff, lx_buf *errors)
+{
+    return lx_gateway_reload(ud, via, diff, errors);
+}
+
+static void api_proxy(void *ud, lx_http_req *req, lx_endpoint ep) { lx_proxy_handle(ud, req, ep); }
+
+/* The pointers to the services are set once they exist (lx_gateway_start) and cleared as they go. */
+static void api_init(lx_gateway *gw)
+{
+    gw->api = (lx_api_ctx){
+        .ud = gw,
+        .config = api_config,
+        .connections = api_connections,
+        .shutting_down = api_shutting_down,
+        .reload = api_reload,
+        .proxy = api_proxy,
+        .started_wall_s = gw->started_wall_s,
+        .started_ns = gw->started_ns,
+    };
+}
+
+/* A request handed to the pipeline is the pipeline's until it ends: the client leaving, or catching up. */
+static void on_abort(lx_http_req *req, void *ud)
+{
+    (void)ud;
+    lx_proxy_abort(req);
+}
+
+static void on_drain(lx_http_req *req, void *ud)
+{
+    (void)ud;
+    lx_proxy_drain(req);
+}
+
 static void server_opts(const lx_config *c, lx_gateway *gw, lx_http_server_opts *o)
 {
     *o = (lx_http_server_opts){
@@ -78,10 +126,10 @@ static void server_opts(const lx_config *c, lx_gateway *gw, lx_http_server_opts 
         .idle_timeout_ms = (uint64_t)(c->server.idle_timeout_s * 1000.0),
         .server_name = "lexora",
         .on_request = lx_routes_on_request,
-        .on_abort = lx_routes_on_abort,
-        .on_drain = lx_routes_on_drain,
+        .on_abort = on_abort,
+        .on_drain = on_drain,
         .render_error = lx_routes_render_error,
-        .ud = gw,
+        .ud = &gw->api,
     };
 }
 
@@ -90,6 +138,7 @@ int lx_gateway_start(lx_gateway *gw, uv_loop_t *loop, lx_config *config)
     *gw = (lx_gateway){.loop = loop, .config = config};
     gw->started_wall_s = lx_wall_s();
     gw->started_ns = lx_now_ns();
+    api_init(gw);
     lx_http_server_opts o;
     server_opts(config, gw, &o);
     int rc = lx_http_server_start(loop, &o, &gw->server);
@@ -122,7 +171,9 @@ int lx_gateway_start(lx_gateway *gw, uv_loop_t *loop, lx_config *config)
     uv_timer_init(loop, &gw->shutdown_timer);
     gw->shutdown_timer.data = gw;
     gw->gpu = lx_gpu_new(loop);
-    lx_observe_start(gw); /* stats, the usage ledger, the metrics port */
+    gw->api.admission = gw->admission;
+    gw->api.gpu = gw->gpu;
+    lx_gateway_observe_start(gw); /* stats, the usage ledger, the metrics port */
     if (gw->stats) lx_stats_set_ratelimit_probe(gw->stats, ratelimit_probe, gw->rate_limiter);
     return 0;
 }
@@ -132,6 +183,7 @@ void lx_gateway_stop(lx_gateway *gw)
     if (gw->server == NULL) return;
     lx_http_server_close(gw->server); /* aborts requests in flight: their upstreams are cancelled */
     gw->server = NULL;
+    gw->api.admission = NULL;
     lx_admission_free(gw->admission); /* before the client: it cancels its /metrics reads */
     gw->admission = NULL;
     if (gw->stats) lx_stats_set_ratelimit_probe(gw->stats, NULL, NULL);
@@ -139,7 +191,8 @@ void lx_gateway_stop(lx_gateway *gw)
     gw->rate_limiter = NULL;
     lx_http_client_free(gw->client);
     gw->client = NULL;
-    lx_observe_stop(gw); /* after the aborts above are recorded; writes the ledger's last rows */
+    lx_gateway_observe_stop(gw); /* after the aborts above are recorded; writes the ledger's last rows */
+    gw->api.gpu = NULL;
     lx_gpu_free(gw->gpu);
     gw->gpu = NULL;
     uv_close((uv_handle_t *)&gw->log_flush, NULL);
@@ -252,7 +305,7 @@ static void on_shutdown_tick(uv_timer_t *t)
                 gw->config->server.shutdown_timeout_s, open);
     else
         LX_INFO(NULL, "shutdown: every request finished");
-    lx_gateway_stop(gw); /* lx_observe_stop, in it, writes the usage ledger's last rows */
+    lx_gateway_stop(gw); /* lx_gateway_observe_stop, in it, writes the usage ledger's last rows */
 }
 
 void lx_gateway_shutdown(lx_gateway *gw)

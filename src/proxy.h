@@ -6,10 +6,9 @@
 #ifndef LX_PROXY_H
 #define LX_PROXY_H
 
+#include "api/context.h" /* lx_endpoint */
 #include "gateway.h"
 #include "http/server.h"
-
-typedef enum { LX_EP_CHAT = 0, LX_EP_COMPLETIONS, LX_EP_EMBEDDINGS } lx_endpoint;
 
 /* Takes charge of req until it is answered or aborted. */
 void lx_proxy_handle(lx_gateway *gw, lx_http_req *req, lx_endpoint ep);

@@ -1,8 +1,9 @@
 /*
- * Routes: the path table and Lexora's own small endpoints. The OpenAI proxy endpoints go to
- * proxy.c; /v1/models is answered here from the config (every enabled backend's models, merged,
- * first backend wins on a duplicate name), without asking the backends. The /admin/ endpoints need
- * the admin token (or, with none configured, a loopback client).
+ * Routes: the path table and Lexora's own small endpoints. The OpenAI proxy endpoints go to the
+ * pipeline (proxy.c) through ctx->proxy; /v1/models is answered here from the config (every enabled
+ * backend's models, merged, first backend wins on a duplicate name), without asking the backends.
+ * The /admin/ endpoints need the admin token (or, with none configured, a loopback client).
+ * Handlers see the gateway only through its lx_api_ctx (api/context.h).
  */
 #include "api/routes.h"
 
@@ -14,12 +15,11 @@
 #include "api/errors.h"
 #include "api/health.h"
 #include "api/observe.h"
-#include "proxy.h"
 #include "reload.h"
 #include "utils/buf.h"
 #include "utils/log.h"
 
-typedef void (*route_fn)(lx_gateway *gw, lx_http_req *req);
+typedef void (*route_fn)(lx_api_ctx *ctx, lx_http_req *req);
 
 typedef struct {
     const char *path;
@@ -27,11 +27,11 @@ typedef struct {
     route_fn fn;
 } route;
 
-static void chat(lx_gateway *gw, lx_http_req *req) { lx_proxy_handle(gw, req, LX_EP_CHAT); }
-static void completions(lx_gateway *gw, lx_http_req *req) { lx_proxy_handle(gw, req, LX_EP_COMPLETIONS); }
-static void embeddings(lx_gateway *gw, lx_http_req *req) { lx_proxy_handle(gw, req, LX_EP_EMBEDDINGS); }
-static void models_list(lx_gateway *gw, lx_http_req *req);
-static void admin_reload(lx_gateway *gw, lx_http_req *req);
+static void chat(lx_api_ctx *ctx, lx_http_req *req) { ctx->proxy(ctx->ud, req, LX_EP_CHAT); }
+static void completions(lx_api_ctx *ctx, lx_http_req *req) { ctx->proxy(ctx->ud, req, LX_EP_COMPLETIONS); }
+static void embeddings(lx_api_ctx *ctx, lx_http_req *req) { ctx->proxy(ctx->ud, req, LX_EP_EMBEDDINGS); }
+static void models_list(lx_api_ctx *ctx, lx_http_req *req);
+static void admin_reload(lx_api_ctx *ctx, lx_http_req *req);
 
 static const route routes[] = {
     {"/v1/chat/completions", "POST", chat},  {"/v1/completions", "POST", completions},
@@ -94,18 +94,18 @@ static bool listed_before(const lx_config *c, size_t bi, size_t mi)
     return false;
 }
 
-static void model_object(lx_buf *out, const lx_gateway *gw, const lx_backend_conf *b, const char *name)
+static void model_object(lx_buf *out, const lx_api_ctx *ctx, const lx_backend_conf *b, const char *name)
 {
     lx_buf_append_str(out, "{\"id\":\"");
     lx_buf_json_escape(out, name, strlen(name));
-    lx_buf_printf(out, "\",\"object\":\"model\",\"created\":%lld,\"owned_by\":\"", (long long)gw->started_wall_s);
+    lx_buf_printf(out, "\",\"object\":\"model\",\"created\":%lld,\"owned_by\":\"", (long long)ctx->started_wall_s);
     lx_buf_json_escape(out, b->name, strlen(b->name));
     lx_buf_append_str(out, "\"}");
 }
 
-static void models_list(lx_gateway *gw, lx_http_req *req)
+static void models_list(lx_api_ctx *ctx, lx_http_req *req)
 {
-    const lx_config *c = gw->config;
+    const lx_config *c = ctx->config(ctx->ud);
     lx_buf out;
     lx_buf_init(&out, 0);
     lx_buf_append_str(&out, "{\"object\":\"list\",\"data\":[");
@@ -117,7 +117,7 @@ static void models_list(lx_gateway *gw, lx_http_req *req)
             if (listed_before(c, b, m)) continue;
             if (!first) lx_buf_append(&out, ",", 1);
             first = false;
-            model_object(&out, gw, be, be->models[m].name);
+            model_object(&out, ctx, be, be->models[m].name);
         }
     }
     lx_buf_append_str(&out, "]}");
@@ -126,9 +126,9 @@ static void models_list(lx_gateway *gw, lx_http_req *req)
 }
 
 /* GET /v1/models/{id}: the one model, or 404 model_not_found. */
-static void model_get(lx_gateway *gw, lx_http_req *req, lx_slice id)
+static void model_get(lx_api_ctx *ctx, lx_http_req *req, lx_slice id)
 {
-    const lx_backend_conf *b = lx_config_backend_for(gw->config, id.p, id.len);
+    const lx_backend_conf *b = lx_config_backend_for(ctx->config(ctx->ud), id.p, id.len);
     if (b == NULL) {
         lx_respond_error(req, LX_ERR_MODEL_NOT_FOUND, "The model does not exist.", "model", NULL);
         return;
@@ -139,7 +139,7 @@ static void model_get(lx_gateway *gw, lx_http_req *req, lx_slice id)
     name[n] = '\0';
     lx_buf out;
     lx_buf_init(&out, 0);
-    model_object(&out, gw, b, name);
+    model_object(&out, ctx, b, name);
     respond_json(req, 200, &out);
     lx_buf_free(&out);
 }
@@ -161,9 +161,9 @@ static bool token_equal(lx_slice given, const char *token)
  * Admin endpoints need "Authorization: Bearer <admin.token>"; with no token configured they answer only
  * to loopback clients. Returns true when req may go on; otherwise it has been answered (401 or 403).
  */
-static bool admin_allowed(lx_gateway *gw, lx_http_req *req)
+static bool admin_allowed(lx_api_ctx *ctx, lx_http_req *req)
 {
-    const char *token = gw->config->admin.token;
+    const char *token = ctx->config(ctx->ud)->admin.token;
     lx_slice path = lx_http_req_path(req);
     if (token == NULL) {
         if (lx_http_req_peer_is_loopback(req)) return true;
@@ -193,10 +193,10 @@ static bool admin_allowed(lx_gateway *gw, lx_http_req *req)
 }
 
 /* POST /admin/reload: 200 {"status":"reloaded","changed":[...],"restart_required":[...]}, or 400 config_invalid. */
-static void admin_reload(lx_gateway *gw, lx_http_req *req)
+static void admin_reload(lx_api_ctx *ctx, lx_http_req *req)
 {
-    if (!admin_allowed(gw, req)) return;
-    if (gw->shutting_down) {
+    if (!admin_allowed(ctx, req)) return;
+    if (ctx->shutting_down(ctx->ud)) {
         lx_respond_error(req, LX_ERR_SHUTTING_DOWN, "The gateway is shutting down; it does not reload.", NULL, NULL);
         return;
     }
@@ -204,7 +204,7 @@ static void admin_reload(lx_gateway *gw, lx_http_req *req)
     lx_buf errors, out;
     lx_buf_init(&errors, 0);
     lx_buf_init(&out, 0);
-    if (lx_gateway_reload(gw, "POST /admin/reload", &d, &errors) == 0) {
+    if (ctx->reload(ctx->ud, "POST /admin/reload", &d, &errors) == 0) {
         lx_buf_append_str(&out, "{\"status\":\"reloaded\",");
         lx_reload_diff_json(&d, &out);
         lx_buf_append_str(&out, "}");
@@ -233,7 +233,7 @@ static void method_not_allowed(lx_http_req *req, const char *allowed)
 
 void lx_routes_on_request(lx_http_req *req, void *ud)
 {
-    lx_gateway *gw = ud;
+    lx_api_ctx *ctx = ud;
     lx_slice path = lx_http_req_path(req);
     const char *method = lx_http_req_method(req);
     for (size_t i = 0; i < LX_ARRAY_LEN(routes); i++) {
@@ -242,7 +242,7 @@ void lx_routes_on_request(lx_http_req *req, void *ud)
             method_not_allowed(req, routes[i].method);
             return;
         }
-        routes[i].fn(gw, req);
+        routes[i].fn(ctx, req);
         return;
     }
     static const char prefix[] = "/v1/models/";
@@ -250,22 +250,10 @@ void lx_routes_on_request(lx_http_req *req, void *ud)
         if (strcmp(method, "GET") != 0)
             method_not_allowed(req, "GET");
         else
-            model_get(gw, req, (lx_slice){path.p + sizeof prefix - 1, path.len - (sizeof prefix - 1)});
+            model_get(ctx, req, (lx_slice){path.p + sizeof prefix - 1, path.len - (sizeof prefix - 1)});
         return;
     }
     char msg[160];
     snprintf(msg, sizeof msg, "Unknown path %.*s", (int)LX_MIN(path.len, 100), path.p);
     lx_respond_error(req, LX_ERR_NOT_FOUND, msg, NULL, NULL);
-}
-
-void lx_routes_on_abort(lx_http_req *req, void *ud)
-{
-    (void)ud;
-    lx_proxy_abort(req);
-}
-
-void lx_routes_on_drain(lx_http_req *req, void *ud)
-{
-    (void)ud;
-    lx_proxy_drain(req);
 }

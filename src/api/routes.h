@@ -7,13 +7,12 @@
 #define LX_ROUTES_H
 
 #include "api/errors.h"
-#include "gateway.h"
+#include "api/context.h"
 #include "http/server.h"
 
-/* The server's on_request callback; ud is the lx_gateway. */
+/* The server's on_request callback; ud is the gateway's lx_api_ctx. The proxy endpoints go to
+ * ctx->proxy, which from then on owns the request (its on_abort / on_drain are the pipeline's). */
 void lx_routes_on_request(lx_http_req *req, void *ud);
-void lx_routes_on_abort(lx_http_req *req, void *ud);
-void lx_routes_on_drain(lx_http_req *req, void *ud);
 
 /* Answers with the OpenAI error envelope for e; request_id may be NULL. */
 void lx_respond_error(lx_http_req *req, lx_err e, const char *message, const char *param, const char *request_id);
