@@ -14,8 +14,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "api/observe.h"
 #include "api/routes.h"
+#include "gateway_observe.h"
+#include "proxy.h"
 #include "queue/admission.h"
 #include "routing/router.h"
 #include "limits/auth.h"
@@ -67,6 +68,53 @@ static void ratelimit_probe(void *ud, lx_stats_ratelimit_view *out)
     out->redis_up = st.redis_configured ? (st.redis_up ? 1 : 0) : -1;
 }
 
+/* ---------- what api/ sees of the gateway (api/context.h) ---------- */
+
+static const lx_config *api_config(void *ud) { return ((lx_gateway *)ud)->config; }
+
+static long api_connections(void *ud)
+{
+    lx_gateway *gw = ud;
+    return gw->server ? (long)lx_http_server_connections(gw->server) : -1;
+}
+
+static bool api_shutting_down(void *ud) { return ((lx_gateway *)ud)->shutting_down; }
+
+static int api_reload(void *ud, const char *via, lx_reload_diff *diff, lx_buf *errors)
+{
+    return lx_gateway_reload(ud, via, diff, errors);
+}
+
+static void api_proxy(void *ud, lx_http_req *req, lx_endpoint ep) { lx_proxy_handle(ud, req, ep); }
+
+/* The pointers to the services are set once they exist (lx_gateway_start) and cleared as they go. */
+static void api_init(lx_gateway *gw)
+{
+    gw->api = (lx_api_ctx){
+        .ud = gw,
+        .config = api_config,
+        .connections = api_connections,
+        .shutting_down = api_shutting_down,
+        .reload = api_reload,
+        .proxy = api_proxy,
+        .started_wall_s = gw->started_wall_s,
+        .started_ns = gw->started_ns,
+    };
+}
+
+/* A request handed to the pipeline is the pipeline's until it ends: the client leaving, or catching up. */
+static void on_abort(lx_http_req *req, void *ud)
+{
+    (void)ud;
+    lx_proxy_abort(req);
+}
+
+static void on_drain(lx_http_req *req, void *ud)
+{
+    (void)ud;
+    lx_proxy_drain(req);
+}
+
 static void server_opts(const lx_config *c, lx_gateway *gw, lx_http_server_opts *o)
 {
     *o = (lx_http_server_opts){
@@ -79,9 +127,10 @@ static void server_opts(const lx_config *c, lx_gateway *gw, lx_http_server_opts 
         .idle_timeout_ms = (uint64_t)(c->server.idle_timeout_s * 1000.0),
         .server_name = "lexora",
         .on_request = lx_routes_on_request,
-        .on_abort = lx_routes_on_abort,
-        .on_drain = lx_routes_on_drain,
-        .ud = gw,
+        .on_abort = on_abort,
+        .on_drain = on_drain,
+        .render_error = lx_routes_render_error,
+        .ud = &gw->api,
     };
 }
 
@@ -90,6 +139,7 @@ int lx_gateway_start(lx_gateway *gw, uv_loop_t *loop, lx_config *config)
     *gw = (lx_gateway){.loop = loop, .config = config};
     gw->started_wall_s = lx_wall_s();
     gw->started_ns = lx_now_ns();
+    api_init(gw);
     lx_http_server_opts o;
     server_opts(config, gw, &o);
     int rc = lx_http_server_start(loop, &o, &gw->server);
@@ -123,7 +173,9 @@ int lx_gateway_start(lx_gateway *gw, uv_loop_t *loop, lx_config *config)
     uv_timer_init(loop, &gw->shutdown_timer);
     gw->shutdown_timer.data = gw;
     gw->gpu = lx_gpu_new(loop);
-    lx_observe_start(gw); /* stats, the usage ledger, the metrics port */
+    gw->api.admission = gw->admission;
+    gw->api.gpu = gw->gpu;
+    lx_gateway_observe_start(gw); /* stats, the usage ledger, the metrics port */
     if (gw->stats) lx_stats_set_ratelimit_probe(gw->stats, ratelimit_probe, gw->rate_limiter);
     return 0;
 }
@@ -135,6 +187,7 @@ void lx_gateway_stop(lx_gateway *gw)
     gw->server = NULL;
     lx_router_free(gw->router);
     gw->router = NULL;
+    gw->api.admission = NULL;
     lx_admission_free(gw->admission); /* before the client: it cancels its /metrics reads */
     gw->admission = NULL;
     if (gw->stats) lx_stats_set_ratelimit_probe(gw->stats, NULL, NULL);
@@ -142,7 +195,8 @@ void lx_gateway_stop(lx_gateway *gw)
     gw->rate_limiter = NULL;
     lx_http_client_free(gw->client);
     gw->client = NULL;
-    lx_observe_stop(gw); /* after the aborts above are recorded; writes the ledger's last rows */
+    lx_gateway_observe_stop(gw); /* after the aborts above are recorded; writes the ledger's last rows */
+    gw->api.gpu = NULL;
     lx_gpu_free(gw->gpu);
     gw->gpu = NULL;
     uv_close((uv_handle_t *)&gw->log_flush, NULL);
@@ -175,8 +229,7 @@ static void reconfigure_services(lx_gateway *gw, const lx_config *old, const lx_
     lx_auth_warn_plain_keys(c);
     if (gw->stats) { /* counters carry over; backends added are shown, removed ones shown disabled */
         for (size_t i = 0; i < old->n_backends; i++)
-            if (!has_backend(c, old->backends[i].name))
-                lx_stats_add_backend(gw->stats, old->backends[i].name, false);
+            if (!has_backend(c, old->backends[i].name)) lx_stats_add_backend(gw->stats, old->backends[i].name, false);
         for (size_t i = 0; i < c->n_backends; i++)
             lx_stats_add_backend(gw->stats, c->backends[i].name, c->backends[i].enabled);
     }
@@ -234,8 +287,7 @@ int lx_gateway_reload(lx_gateway *gw, const char *via, lx_reload_diff *diff, lx_
     lx_keylist_join(&diff->changed, &changed);
     lx_keylist_join(&diff->restart_required, &restart);
     LX_INFO(NULL, "config reloaded (%s) from %s; changed: %s", via, path, changed.p);
-    if (diff->restart_required.n)
-        LX_WARN(NULL, "config reload (%s): kept until a restart: %s", via, restart.p);
+    if (diff->restart_required.n) LX_WARN(NULL, "config reload (%s): kept until a restart: %s", via, restart.p);
     lx_buf_free(&changed);
     lx_buf_free(&restart);
     return 0;
@@ -255,8 +307,9 @@ static void on_shutdown_tick(uv_timer_t *t)
     if (open > 0)
         LX_WARN(NULL, "shutdown: server.shutdown_timeout (%g s) reached; aborting %zu open connection(s)",
                 gw->config->server.shutdown_timeout_s, open);
-    else LX_INFO(NULL, "shutdown: every request finished");
-    lx_gateway_stop(gw); /* lx_observe_stop, in it, writes the usage ledger's last rows */
+    else
+        LX_INFO(NULL, "shutdown: every request finished");
+    lx_gateway_stop(gw); /* lx_gateway_observe_stop, in it, writes the usage ledger's last rows */
 }
 
 void lx_gateway_shutdown(lx_gateway *gw)

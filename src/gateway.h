@@ -1,6 +1,8 @@
 /*
  * The gateway: one per process. Owns the loop's long-lived parts: the current config snapshot, the
- * HTTP server, the upstream client, and the start time. Requests hold their own reference to the
+ * HTTP server, the upstream client, the services, stats and ledger (gateway_observe.h), and the start
+ * time. The handlers in api/ get gw->api (api/context.h), not the gateway; the pipeline (proxy.c)
+ * takes the gateway itself. Requests hold their own reference to the
  * config snapshot they started with (lx_config_ref), so swapping gw->config (a reload) never pulls it
  * from under a request in flight.
  * Loop thread only.
@@ -11,6 +13,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "api/context.h"
 #include "config.h"
 #include "http/client.h"
 #include "http/server.h"
@@ -33,10 +36,11 @@ typedef struct lx_gateway {
     bool shutting_down;        /* lx_gateway_shutdown began: no new connections */
     uv_timer_t shutdown_timer; /* while shutting down: watches for the last connection, and the deadline */
     uint64_t shutdown_deadline_ns;
-    struct lx_stats *stats;           /* /stats and /metrics (observe/stats.h; api/observe.c) */
-    struct lx_usage_store *ledger;    /* the usage ledger, NULL when usage.enabled is false */
-    lx_http_server *metrics_server;   /* GET /metrics on metrics.port, NULL when not enabled */
-    struct lx_gpu *gpu;               /* GPU memory for GET /health (observe/gpu.h) */
+    struct lx_stats *stats;         /* /stats and /metrics (observe/stats.h; gateway_observe.c) */
+    struct lx_usage_store *ledger;  /* the usage ledger, NULL when usage.enabled is false */
+    lx_http_server *metrics_server; /* GET /metrics on metrics.port, NULL when not enabled */
+    struct lx_gpu *gpu;             /* GPU memory for GET /health (observe/gpu.h) */
+    lx_api_ctx api;                 /* what the handlers in api/ see of this gateway: the servers' ud */
 } lx_gateway;
 
 /*

@@ -48,8 +48,10 @@
 
 #include "api/body.h"
 #include "api/errors.h"
+#include "api/ratelimit.h"
 #include "api/routes.h"
 #include "api/sse.h"
+#include "backends/kind.h"
 #include "queue/admission.h"
 #include "routing/router.h"
 #include "limits/auth.h"
@@ -224,14 +226,14 @@ static void fail_h(proxy_req *p, lx_err e, const char *message, const char *para
     lx_buf body;
     lx_buf_init(&body, 0);
     lx_err_body(&body, e, message, param);
-    lx_http_header h[4 + LX_RATE_MAX_HEADERS];
+    lx_http_header h[4 + LX_RATELIMIT_MAX_HEADERS];
     size_t n = 0;
     h[n++] = (lx_http_header){"Content-Type", "application/json"};
     h[n++] = (lx_http_header){"X-Request-Id", p->request_id};
     for (size_t i = 0; i < n_extra && n < 4; i++)
         h[n++] = extra[i];
-    lx_rate_headers rh = {0};
-    if (p->rate_checked) lx_rate_headers_fill(&p->rate.result, &rh);
+    lx_ratelimit_headers rh = {0};
+    if (p->rate_checked) lx_ratelimit_headers_fill(&p->rate.result, &rh);
     for (size_t i = 0; i < rh.n; i++)
         h[n++] = (lx_http_header){rh.name[i], rh.value[i]};
     detach(p, lx_err_get(e)->status);
@@ -248,11 +250,11 @@ static void fail(proxy_req *p, lx_err e, const char *message, const char *param)
 /* ---------- answering ---------- */
 
 typedef struct {
-    lx_http_header h[7 + LX_RATE_MAX_HEADERS];
+    lx_http_header h[7 + LX_RATELIMIT_MAX_HEADERS];
     size_t n;
     char overhead[32];
     char queue_wait[32];
-    lx_rate_headers rate;
+    lx_ratelimit_headers rate;
 } answer_headers;
 
 static void answer_headers_init(answer_headers *a, const proxy_req *p, const char *content_type)
@@ -266,7 +268,7 @@ static void answer_headers_init(answer_headers *a, const proxy_req *p, const cha
     a->h[a->n++] = (lx_http_header){"X-Lexora-Queue-Wait-Ms", a->queue_wait};
     if (p->backend) a->h[a->n++] = (lx_http_header){"X-Lexora-Backend", p->backend->name};
     a->rate.n = 0;
-    if (p->rate_checked) lx_rate_headers_fill(&p->rate.result, &a->rate);
+    if (p->rate_checked) lx_ratelimit_headers_fill(&p->rate.result, &a->rate);
     for (size_t i = 0; i < a->rate.n; i++)
         a->h[a->n++] = (lx_http_header){a->rate.name[i], a->rate.value[i]};
 }
@@ -770,20 +772,20 @@ static proxy_req *of_rate(lx_rate_req *r) { return LX_CONTAINER_OF(r, proxy_req,
 /* 429: the OpenAI envelope (type requests or tokens, code rate_limit_exceeded) and its headers. */
 static void fail_rate_limited(proxy_req *p)
 {
-    lx_err e = lx_rate_error(&p->rate);
+    lx_err e = lx_ratelimit_err(&p->rate);
     p->err = e;
     p->has_err = true;
     lx_stats_ratelimit_refused(
         p->gw->stats, p->rate.result.kind == LX_RATE_TOKENS ? LX_STATS_RL_TOKENS : LX_STATS_RL_REQUESTS, p->user);
     char msg[320];
-    lx_rate_message(&p->rate, msg, sizeof msg);
+    lx_ratelimit_message(&p->rate, msg, sizeof msg);
     LX_INFO(p->request_id, "%s", msg);
     lx_buf body;
     lx_buf_init(&body, 0);
-    lx_rate_error_body(&p->rate, &body);
-    lx_rate_headers rh;
-    lx_rate_headers_fill(&p->rate.result, &rh);
-    lx_http_header h[2 + LX_RATE_MAX_HEADERS];
+    lx_ratelimit_body(&p->rate, &body);
+    lx_ratelimit_headers rh;
+    lx_ratelimit_headers_fill(&p->rate.result, &rh);
+    lx_http_header h[2 + LX_RATELIMIT_MAX_HEADERS];
     size_t n = 0;
     h[n++] = (lx_http_header){"Content-Type", "application/json"};
     h[n++] = (lx_http_header){"X-Request-Id", p->request_id};

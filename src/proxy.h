@@ -1,5 +1,5 @@
 /*
- * The request pipeline for the OpenAI endpoints (lx_endpoint: backends/kind.h): read the body once, route
+ * The request pipeline for the OpenAI endpoints (lx_endpoint: api/endpoint.h): read the body once, route
  * (routing/router.h), build the upstream request through the backend's kind, forward through the upstream
  * client, relay the answer (SSE as it arrives, or whole, through the kind's filters), account.
  * Loop thread only.
@@ -7,7 +7,7 @@
 #ifndef LX_PROXY_H
 #define LX_PROXY_H
 
-#include "backends/kind.h"
+#include "api/endpoint.h"
 #include "gateway.h"
 #include "http/server.h"
 

@@ -15,9 +15,9 @@
 #include "observe/health.h"
 #include "utils/buf.h"
 
-static lx_backend *find(lx_gateway *gw, const char *name)
+static lx_backend *find(lx_api_ctx *ctx, const char *name)
 {
-    return gw->admission ? lx_backends_find(lx_admission_backends(gw->admission), name) : NULL;
+    return ctx->admission ? lx_backends_find(lx_admission_backends(ctx->admission), name) : NULL;
 }
 
 static bool is_up(void *ud, const char *name)
@@ -63,9 +63,9 @@ static void iso_time(int64_t t, char *out, size_t cap)
     strftime(out, cap, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
-static void backend_json(lx_buf *out, lx_gateway *gw, const lx_backend_conf *bc)
+static void backend_json(lx_buf *out, lx_api_ctx *ctx, const lx_backend_conf *bc)
 {
-    lx_backend *b = find(gw, bc->name);
+    lx_backend *b = find(ctx, bc->name);
     lx_backend_info info = {0};
     if (b) lx_backend_info_get(b, &info);
     lx_buf_append_str(out, "{\"name\":");
@@ -75,8 +75,10 @@ static void backend_json(lx_buf *out, lx_gateway *gw, const lx_backend_conf *bc)
     lx_buf_append_str(out, ",\"url\":");
     json_str(out, bc->url);
     lx_buf_append_str(out, ",\"status\":");
-    if (b && lx_backend_is_down(b)) json_str(out, "down");
-    else json_str(out, lx_health_name(b ? info.health : LX_HEALTH_UNKNOWN));
+    if (b && lx_backend_is_down(b))
+        json_str(out, "down");
+    else
+        json_str(out, lx_health_name(b ? info.health : LX_HEALTH_UNKNOWN));
     lx_buf_append_str(out, ",\"circuit\":");
     json_str(out, lx_circuit_name(info.circuit));
     lx_buf_printf(out, ",\"request_failures\":%ld,\"last_request_error\":", info.request_failures);
@@ -94,18 +96,18 @@ static void backend_json(lx_buf *out, lx_gateway *gw, const lx_backend_conf *bc)
     lx_buf_append(out, "}", 1);
 }
 
-void lx_health_full(lx_gateway *gw, lx_http_req *req)
+void lx_health_full(lx_api_ctx *ctx, lx_http_req *req)
 {
-    const lx_config *c = gw->config;
-    lx_gw_health st = lx_gw_health_eval(c, is_up, gw);
+    const lx_config *c = ctx->config(ctx->ud);
+    lx_gw_health st = lx_gw_health_eval(c, is_up, ctx);
     bool vllm_up = false;
     for (size_t i = 0; i < c->n_backends; i++) {
         const lx_backend_conf *bc = &c->backends[i];
-        if (bc->enabled && bc->url && bc->kind == LX_BACKEND_VLLM && is_up(gw, bc->name)) vllm_up = true;
+        if (bc->enabled && bc->url && bc->kind == LX_BACKEND_VLLM && is_up(ctx, bc->name)) vllm_up = true;
     }
     lx_gpu_info gpu = {.why = "GPU memory not read"};
-    if (gw->gpu) lx_gpu_get(gw->gpu, &gpu);
-    int64_t up_s = (int64_t)((lx_now_ns() - gw->started_ns) / 1000000000u);
+    if (ctx->gpu) lx_gpu_get(ctx->gpu, &gpu);
+    int64_t up_s = (int64_t)((lx_now_ns() - ctx->started_ns) / 1000000000u);
     char uptime[48];
     lx_format_uptime(up_s, uptime, sizeof uptime);
 
@@ -134,16 +136,16 @@ void lx_health_full(lx_gateway *gw, lx_http_req *req)
         if (!bc->enabled || bc->url == NULL) continue;
         if (!first) lx_buf_append(&out, ",", 1);
         first = false;
-        backend_json(&out, gw, bc);
+        backend_json(&out, ctx, bc);
     }
     lx_buf_append_str(&out, "]}");
     respond(req, st == LX_GW_UNHEALTHY ? 503 : 200, &out);
     lx_buf_free(&out);
 }
 
-void lx_health_live(lx_gateway *gw, lx_http_req *req)
+void lx_health_live(lx_api_ctx *ctx, lx_http_req *req)
 {
-    (void)gw;
+    (void)ctx;
     lx_buf out;
     lx_buf_init(&out, 0);
     lx_buf_append_str(&out, "{\"status\":\"alive\"}");
@@ -151,9 +153,9 @@ void lx_health_live(lx_gateway *gw, lx_http_req *req)
     lx_buf_free(&out);
 }
 
-void lx_health_ready(lx_gateway *gw, lx_http_req *req)
+void lx_health_ready(lx_api_ctx *ctx, lx_http_req *req)
 {
-    bool ready = lx_gw_health_eval(gw->config, is_up, gw) != LX_GW_UNHEALTHY;
+    bool ready = lx_gw_health_eval(ctx->config(ctx->ud), is_up, ctx) != LX_GW_UNHEALTHY;
     lx_buf out;
     lx_buf_init(&out, 0);
     lx_buf_append_str(&out, ready ? "{\"status\":\"ready\"}" : "{\"status\":\"not_ready\"}");

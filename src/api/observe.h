@@ -1,27 +1,21 @@
 /*
- * Observability endpoints and their long-lived parts: GET /stats, GET /metrics (on the main port, and
- * on metrics.port when metrics.enabled), the StatsCollector (observe/stats.h) and the usage ledger
- * (observe/usage_store.h) of a gateway.
- *
- * lx_observe_start creates gw->stats, opens gw->ledger (when usage.enabled) and starts gw->metrics_server
- * (when metrics.enabled and metrics.port differs from server.port). None of these failing stops the
- * gateway: a ledger that cannot be written is logged and counted, a metrics port that cannot be bound
- * is logged (GET /metrics on the main port still answers).
- * lx_observe_stop undoes it; call it after the main server is closed (requests aborted by that close
- * are still recorded) and before the loop ends. Loop thread only.
+ * Observability endpoints: GET /stats and GET /metrics (on the main port, and on metrics.port when
+ * metrics.enabled: lx_observe_metrics_port is that server's on_request). They render the
+ * StatsCollector (observe/stats.h) with what the gateway's context says now (connections, backends a
+ * reload added). The collector, the usage ledger and the metrics server themselves are the gateway's
+ * (gateway_observe.c). Loop thread only.
  */
 #ifndef LX_OBSERVE_H
 #define LX_OBSERVE_H
 
-#include "gateway.h"
+#include "api/context.h"
 #include "http/server.h"
 
-void lx_observe_start(lx_gateway *gw);
-void lx_observe_stop(lx_gateway *gw);
-
 /* GET /stats[?user=NAME] */
-void lx_observe_stats(lx_gateway *gw, lx_http_req *req);
+void lx_observe_stats(lx_api_ctx *ctx, lx_http_req *req);
 /* GET /metrics */
-void lx_observe_metrics(lx_gateway *gw, lx_http_req *req);
+void lx_observe_metrics(lx_api_ctx *ctx, lx_http_req *req);
+/* The metrics port's on_request (ud: the lx_api_ctx): GET /metrics, and 404 / 405 for anything else. */
+void lx_observe_metrics_port(lx_http_req *req, void *ud);
 
 #endif

@@ -1,8 +1,9 @@
 /*
- * Routes: the path table and Lexora's own small endpoints. The OpenAI proxy endpoints go to
- * proxy.c; /v1/models is answered here from the config (every enabled backend's models, merged,
- * first backend wins on a duplicate name), without asking the backends. The /admin/ endpoints need
- * the admin token (or, with none configured, a loopback client).
+ * Routes: the path table and Lexora's own small endpoints. The OpenAI proxy endpoints go to the
+ * pipeline (proxy.c) through ctx->proxy; /v1/models is answered here from the config (every enabled
+ * backend's models, merged, first backend wins on a duplicate name), without asking the backends.
+ * The /admin/ endpoints need the admin token (or, with none configured, a loopback client).
+ * Handlers see the gateway only through its lx_api_ctx (api/context.h).
  */
 #include "api/routes.h"
 
@@ -14,12 +15,11 @@
 #include "api/errors.h"
 #include "api/health.h"
 #include "api/observe.h"
-#include "proxy.h"
 #include "reload.h"
 #include "utils/buf.h"
 #include "utils/log.h"
 
-typedef void (*route_fn)(lx_gateway *gw, lx_http_req *req);
+typedef void (*route_fn)(lx_api_ctx *ctx, lx_http_req *req);
 
 typedef struct {
     const char *path;
@@ -27,23 +27,18 @@ typedef struct {
     route_fn fn;
 } route;
 
-static void chat(lx_gateway *gw, lx_http_req *req) { lx_proxy_handle(gw, req, LX_EP_CHAT); }
-static void completions(lx_gateway *gw, lx_http_req *req) { lx_proxy_handle(gw, req, LX_EP_COMPLETIONS); }
-static void embeddings(lx_gateway *gw, lx_http_req *req) { lx_proxy_handle(gw, req, LX_EP_EMBEDDINGS); }
-static void models_list(lx_gateway *gw, lx_http_req *req);
-static void admin_reload(lx_gateway *gw, lx_http_req *req);
+static void chat(lx_api_ctx *ctx, lx_http_req *req) { ctx->proxy(ctx->ud, req, LX_EP_CHAT); }
+static void completions(lx_api_ctx *ctx, lx_http_req *req) { ctx->proxy(ctx->ud, req, LX_EP_COMPLETIONS); }
+static void embeddings(lx_api_ctx *ctx, lx_http_req *req) { ctx->proxy(ctx->ud, req, LX_EP_EMBEDDINGS); }
+static void models_list(lx_api_ctx *ctx, lx_http_req *req);
+static void admin_reload(lx_api_ctx *ctx, lx_http_req *req);
 
 static const route routes[] = {
-    {"/v1/chat/completions", "POST", chat},
-    {"/v1/completions", "POST", completions},
-    {"/v1/embeddings", "POST", embeddings},
-    {"/v1/models", "GET", models_list},
-    {"/admin/reload", "POST", admin_reload},
-    {"/stats", "GET", lx_observe_stats},
-    {"/metrics", "GET", lx_observe_metrics},
-    {"/health", "GET", lx_health_full},
-    {"/health/live", "GET", lx_health_live},
-    {"/health/ready", "GET", lx_health_ready},
+    {"/v1/chat/completions", "POST", chat},  {"/v1/completions", "POST", completions},
+    {"/v1/embeddings", "POST", embeddings},  {"/v1/models", "GET", models_list},
+    {"/admin/reload", "POST", admin_reload}, {"/stats", "GET", lx_observe_stats},
+    {"/metrics", "GET", lx_observe_metrics}, {"/health", "GET", lx_health_full},
+    {"/health/live", "GET", lx_health_live}, {"/health/ready", "GET", lx_health_ready},
 };
 
 static void respond_error_h(lx_http_req *req, lx_err e, const char *message, const char *param,
@@ -62,6 +57,20 @@ void lx_respond_error(lx_http_req *req, lx_err e, const char *message, const cha
 {
     lx_http_header id = {"X-Request-Id", request_id};
     respond_error_h(req, e, message, param, request_id ? &id : NULL);
+}
+
+const char *lx_routes_render_error(lx_http_error what, int status, const char *message, lx_buf *body, void *ud)
+{
+    static const lx_err errs[LX_HTTP_ERR_COUNT] = {
+        [LX_HTTP_ERR_MALFORMED] = LX_ERR_BAD_REQUEST,
+        [LX_HTTP_ERR_TIMEOUT] = LX_ERR_REQUEST_TIMEOUT,
+        [LX_HTTP_ERR_BODY_TOO_LARGE] = LX_ERR_BODY_TOO_LARGE,
+        [LX_HTTP_ERR_HEADER_TOO_LARGE] = LX_ERR_HEADER_TOO_LARGE,
+        [LX_HTTP_ERR_TOO_MANY_CONNECTIONS] = LX_ERR_TOO_MANY_CONNECTIONS,
+    };
+    (void)ud;
+    if ((unsigned)what >= LX_HTTP_ERR_COUNT || lx_err_get(errs[what])->status != status) return NULL;
+    return lx_err_body(body, errs[what], message, NULL) == 0 ? "application/json" : NULL;
 }
 
 static void respond_json(lx_http_req *req, int status, const lx_buf *body)
@@ -85,18 +94,18 @@ static bool listed_before(const lx_config *c, size_t bi, size_t mi)
     return false;
 }
 
-static void model_object(lx_buf *out, const lx_gateway *gw, const lx_backend_conf *b, const char *name)
+static void model_object(lx_buf *out, const lx_api_ctx *ctx, const lx_backend_conf *b, const char *name)
 {
     lx_buf_append_str(out, "{\"id\":\"");
     lx_buf_json_escape(out, name, strlen(name));
-    lx_buf_printf(out, "\",\"object\":\"model\",\"created\":%lld,\"owned_by\":\"", (long long)gw->started_wall_s);
+    lx_buf_printf(out, "\",\"object\":\"model\",\"created\":%lld,\"owned_by\":\"", (long long)ctx->started_wall_s);
     lx_buf_json_escape(out, b->name, strlen(b->name));
     lx_buf_append_str(out, "\"}");
 }
 
-static void models_list(lx_gateway *gw, lx_http_req *req)
+static void models_list(lx_api_ctx *ctx, lx_http_req *req)
 {
-    const lx_config *c = gw->config;
+    const lx_config *c = ctx->config(ctx->ud);
     lx_buf out;
     lx_buf_init(&out, 0);
     lx_buf_append_str(&out, "{\"object\":\"list\",\"data\":[");
@@ -108,7 +117,7 @@ static void models_list(lx_gateway *gw, lx_http_req *req)
             if (listed_before(c, b, m)) continue;
             if (!first) lx_buf_append(&out, ",", 1);
             first = false;
-            model_object(&out, gw, be, be->models[m].name);
+            model_object(&out, ctx, be, be->models[m].name);
         }
     }
     lx_buf_append_str(&out, "]}");
@@ -117,9 +126,9 @@ static void models_list(lx_gateway *gw, lx_http_req *req)
 }
 
 /* GET /v1/models/{id}: the one model, or 404 model_not_found. */
-static void model_get(lx_gateway *gw, lx_http_req *req, lx_slice id)
+static void model_get(lx_api_ctx *ctx, lx_http_req *req, lx_slice id)
 {
-    const lx_backend_conf *b = lx_config_backend_for(gw->config, id.p, id.len);
+    const lx_backend_conf *b = lx_config_backend_for(ctx->config(ctx->ud), id.p, id.len);
     if (b == NULL) {
         lx_respond_error(req, LX_ERR_MODEL_NOT_FOUND, "The model does not exist.", "model", NULL);
         return;
@@ -130,7 +139,7 @@ static void model_get(lx_gateway *gw, lx_http_req *req, lx_slice id)
     name[n] = '\0';
     lx_buf out;
     lx_buf_init(&out, 0);
-    model_object(&out, gw, b, name);
+    model_object(&out, ctx, b, name);
     respond_json(req, 200, &out);
     lx_buf_free(&out);
 }
@@ -152,9 +161,9 @@ static bool token_equal(lx_slice given, const char *token)
  * Admin endpoints need "Authorization: Bearer <admin.token>"; with no token configured they answer only
  * to loopback clients. Returns true when req may go on; otherwise it has been answered (401 or 403).
  */
-static bool admin_allowed(lx_gateway *gw, lx_http_req *req)
+static bool admin_allowed(lx_api_ctx *ctx, lx_http_req *req)
 {
-    const char *token = gw->config->admin.token;
+    const char *token = ctx->config(ctx->ud)->admin.token;
     lx_slice path = lx_http_req_path(req);
     if (token == NULL) {
         if (lx_http_req_peer_is_loopback(req)) return true;
@@ -169,9 +178,11 @@ static bool admin_allowed(lx_gateway *gw, lx_http_req *req)
     lx_slice v;
     if (lx_http_req_header(req, "authorization", &v) && v.len > 7 && strncasecmp(v.p, "Bearer ", 7) == 0) {
         size_t skip = 7;
-        while (skip < v.len && v.p[skip] == ' ') skip++;
+        while (skip < v.len && v.p[skip] == ' ')
+            skip++;
         size_t end = v.len;
-        while (end > skip && v.p[end - 1] == ' ') end--;
+        while (end > skip && v.p[end - 1] == ' ')
+            end--;
         if (token_equal((lx_slice){v.p + skip, end - skip}, token)) return true;
     }
     LX_WARN(NULL, "%.*s from %s refused: missing or wrong admin token", (int)path.len, path.p, lx_http_req_peer(req));
@@ -182,10 +193,10 @@ static bool admin_allowed(lx_gateway *gw, lx_http_req *req)
 }
 
 /* POST /admin/reload: 200 {"status":"reloaded","changed":[...],"restart_required":[...]}, or 400 config_invalid. */
-static void admin_reload(lx_gateway *gw, lx_http_req *req)
+static void admin_reload(lx_api_ctx *ctx, lx_http_req *req)
 {
-    if (!admin_allowed(gw, req)) return;
-    if (gw->shutting_down) {
+    if (!admin_allowed(ctx, req)) return;
+    if (ctx->shutting_down(ctx->ud)) {
         lx_respond_error(req, LX_ERR_SHUTTING_DOWN, "The gateway is shutting down; it does not reload.", NULL, NULL);
         return;
     }
@@ -193,14 +204,15 @@ static void admin_reload(lx_gateway *gw, lx_http_req *req)
     lx_buf errors, out;
     lx_buf_init(&errors, 0);
     lx_buf_init(&out, 0);
-    if (lx_gateway_reload(gw, "POST /admin/reload", &d, &errors) == 0) {
+    if (ctx->reload(ctx->ud, "POST /admin/reload", &d, &errors) == 0) {
         lx_buf_append_str(&out, "{\"status\":\"reloaded\",");
         lx_reload_diff_json(&d, &out);
         lx_buf_append_str(&out, "}");
         respond_json(req, 200, &out);
         lx_reload_diff_free(&d);
     } else {
-        while (errors.len && errors.p[errors.len - 1] == '\n') errors.p[--errors.len] = '\0';
+        while (errors.len && errors.p[errors.len - 1] == '\n')
+            errors.p[--errors.len] = '\0';
         lx_buf_printf(&out, "The config was not reloaded; the running config stays. Problems:\n%s",
                       errors.p ? errors.p : "");
         lx_respond_error(req, LX_ERR_CONFIG_INVALID, out.p, NULL, NULL);
@@ -221,7 +233,7 @@ static void method_not_allowed(lx_http_req *req, const char *allowed)
 
 void lx_routes_on_request(lx_http_req *req, void *ud)
 {
-    lx_gateway *gw = ud;
+    lx_api_ctx *ctx = ud;
     lx_slice path = lx_http_req_path(req);
     const char *method = lx_http_req_method(req);
     for (size_t i = 0; i < LX_ARRAY_LEN(routes); i++) {
@@ -230,28 +242,18 @@ void lx_routes_on_request(lx_http_req *req, void *ud)
             method_not_allowed(req, routes[i].method);
             return;
         }
-        routes[i].fn(gw, req);
+        routes[i].fn(ctx, req);
         return;
     }
     static const char prefix[] = "/v1/models/";
     if (path.len > sizeof prefix - 1 && memcmp(path.p, prefix, sizeof prefix - 1) == 0) {
-        if (strcmp(method, "GET") != 0) method_not_allowed(req, "GET");
-        else model_get(gw, req, (lx_slice){path.p + sizeof prefix - 1, path.len - (sizeof prefix - 1)});
+        if (strcmp(method, "GET") != 0)
+            method_not_allowed(req, "GET");
+        else
+            model_get(ctx, req, (lx_slice){path.p + sizeof prefix - 1, path.len - (sizeof prefix - 1)});
         return;
     }
     char msg[160];
     snprintf(msg, sizeof msg, "Unknown path %.*s", (int)LX_MIN(path.len, 100), path.p);
     lx_respond_error(req, LX_ERR_NOT_FOUND, msg, NULL, NULL);
-}
-
-void lx_routes_on_abort(lx_http_req *req, void *ud)
-{
-    (void)ud;
-    lx_proxy_abort(req);
-}
-
-void lx_routes_on_drain(lx_http_req *req, void *ud)
-{
-    (void)ud;
-    lx_proxy_drain(req);
 }

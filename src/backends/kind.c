@@ -21,11 +21,6 @@ static const lx_kind *kinds[MAX_KINDS] = {
 };
 static size_t n_kinds = LX_BACKEND_KIND_COUNT;
 
-static const char *const endpoint_paths[LX_EP_COUNT] = {"/v1/chat/completions", "/v1/completions",
-                                                        "/v1/embeddings"};
-
-const char *lx_endpoint_path(lx_endpoint ep) { return endpoint_paths[(unsigned)ep < LX_EP_COUNT ? ep : 0]; }
-
 int lx_kind_find(const char *name)
 {
     for (size_t i = 0; i < n_kinds; i++)

@@ -33,17 +33,12 @@
 #include <stddef.h>
 
 #include "api/body.h"
+#include "api/endpoint.h"
 #include "backends/outcome.h"
 #include "config.h"
 #include "http/client.h"
 #include "utils/buf.h"
 #include "utils/common.h"
-
-/* The OpenAI endpoints the gateway proxies. */
-typedef enum { LX_EP_CHAT = 0, LX_EP_COMPLETIONS, LX_EP_EMBEDDINGS, LX_EP_COUNT } lx_endpoint;
-
-/* "/v1/chat/completions", "/v1/completions", "/v1/embeddings" */
-const char *lx_endpoint_path(lx_endpoint ep);
 
 /* What a kind knows of one attempt. */
 typedef struct {

@@ -27,7 +27,6 @@
 #include <strings.h>
 #include <unistd.h>
 
-#include "api/errors.h"
 #include "utils/buf.h"
 #include "utils/list.h"
 #include "utils/log.h"
@@ -99,7 +98,7 @@ static void conn_close(lx_conn *c);
 static void conn_close_soon(lx_conn *c);
 static void conn_parse(lx_conn *c, const char *data, size_t len);
 static void conn_request_done(lx_conn *c);
-static void conn_fail(lx_conn *c, lx_err e, const char *message);
+static void conn_fail(lx_conn *c, lx_http_error what, const char *message);
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
 static void server_maybe_free(lx_http_server *s);
@@ -318,21 +317,40 @@ void lx_http_req_drop(lx_http_req *r)
     conn_close(r->conn);
 }
 
-/* An error this layer answers itself (limits, malformed HTTP); the connection closes after it. */
-static void conn_fail(lx_conn *c, lx_err e, const char *message)
+static const int error_status[LX_HTTP_ERR_COUNT] = {
+    [LX_HTTP_ERR_MALFORMED] = 400,
+    [LX_HTTP_ERR_TIMEOUT] = 408,
+    [LX_HTTP_ERR_BODY_TOO_LARGE] = 413,
+    [LX_HTTP_ERR_HEADER_TOO_LARGE] = 431,
+    [LX_HTTP_ERR_TOO_MANY_CONNECTIONS] = 503,
+};
+
+#define ERROR_BODY_CAP 4096
+
+/* An error this layer answers itself (limits, malformed HTTP); the connection closes after it.
+ * The body is the owner's (opts.render_error), or the message as plain text. */
+static void conn_fail(lx_conn *c, lx_http_error what, const char *message)
 {
     if (c->state == CONN_CLOSING || c->req.state == REQ_STREAMING) {
         conn_close(c);
         return;
     }
+    const lx_http_server_opts *o = &c->srv->opts;
+    int status = error_status[what];
     lx_buf body;
-    lx_buf_init(&body, 0);
-    lx_err_body(&body, e, message, NULL);
-    static const lx_http_header json[] = {{"Content-Type", "application/json"}};
+    lx_buf_init(&body, ERROR_BODY_CAP);
+    const char *type = NULL;
+    if (o->render_error) type = o->render_error(what, status, message, &body, o->ud);
+    if (type == NULL) {
+        lx_buf_reset(&body);
+        lx_buf_printf(&body, "%s\n", message);
+        type = "text/plain; charset=utf-8";
+    }
+    lx_http_header h[] = {{"Content-Type", type}};
     c->keep_alive = false;
     c->state = CONN_HANDLING;
     c->req.state = REQ_ACTIVE;
-    lx_http_respond(&c->req, lx_err_get(e)->status, json, 1, body.p, body.len);
+    lx_http_respond(&c->req, status, h, 1, body.p, body.len);
     lx_buf_free(&body);
 }
 
@@ -405,7 +423,7 @@ static void on_idle_timeout(uv_timer_t *t) { conn_close(t->data); }
 static void on_header_timeout(uv_timer_t *t)
 {
     lx_conn *c = t->data;
-    conn_fail(c, LX_ERR_REQUEST_TIMEOUT, "the request did not arrive completely within the header timeout");
+    conn_fail(c, LX_HTTP_ERR_TIMEOUT, "the request did not arrive completely within the header timeout");
 }
 
 /* ---------- parsing ---------- */
@@ -436,7 +454,7 @@ static int on_message_begin(http_parser *p)
 static int head_append(lx_conn *c, const char *at, size_t len)
 {
     if (lx_buf_append(&c->head, at, len) == 0) return 0;
-    conn_fail(c, LX_ERR_HEADER_TOO_LARGE, "the request line and headers are larger than server.max_header_bytes");
+    conn_fail(c, LX_HTTP_ERR_HEADER_TOO_LARGE, "the request line and headers are larger than server.max_header_bytes");
     return -1;
 }
 
@@ -454,7 +472,7 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
     lx_http_req *r = &c->req;
     if (r->n_headers == 0 || c->header_is_value) {
         if (r->n_headers == MAX_HEADERS) {
-            conn_fail(c, LX_ERR_HEADER_TOO_LARGE, "too many request headers");
+            conn_fail(c, LX_HTTP_ERR_HEADER_TOO_LARGE, "too many request headers");
             return -1;
         }
         r->headers[r->n_headers++] = (header_pos){(uint32_t)c->head.len, 0, 0, 0};
@@ -520,7 +538,7 @@ static int on_headers_complete(http_parser *p)
     for (int i = 0; i < r->n_headers; i++) {
         const header_pos *h = &r->headers[i];
         if (!is_token((lx_slice){c->head.p + h->name_off, h->name_len})) {
-            conn_fail(c, LX_ERR_BAD_REQUEST, "malformed HTTP request: a header name that is not a token");
+            conn_fail(c, LX_HTTP_ERR_MALFORMED, "malformed HTTP request: a header name that is not a token");
             return -1;
         }
         if (header_is(c, h, "transfer-encoding"))
@@ -531,11 +549,11 @@ static int on_headers_complete(http_parser *p)
             expect_continue = lx_slice_eq_nocase((lx_slice){c->head.p + h->value_off, h->value_len}, "100-continue");
     }
     if (c->saw_te && c->saw_cl) {
-        conn_fail(c, LX_ERR_BAD_REQUEST, "a request may not carry both Content-Length and Transfer-Encoding");
+        conn_fail(c, LX_HTTP_ERR_MALFORMED, "a request may not carry both Content-Length and Transfer-Encoding");
         return -1;
     }
     if ((p->flags & F_CONTENTLENGTH) && p->content_length > c->srv->opts.max_body_bytes) {
-        conn_fail(c, LX_ERR_BODY_TOO_LARGE, "the request body is larger than server.max_body_bytes");
+        conn_fail(c, LX_HTTP_ERR_BODY_TOO_LARGE, "the request body is larger than server.max_body_bytes");
         return -1;
     }
     if (expect_continue) {
@@ -549,7 +567,7 @@ static int on_body(http_parser *p, const char *at, size_t len)
 {
     lx_conn *c = conn_of_parser(p);
     if (lx_buf_append(&c->body, at, len) == 0) return 0;
-    conn_fail(c, LX_ERR_BODY_TOO_LARGE, "the request body is larger than server.max_body_bytes");
+    conn_fail(c, LX_HTTP_ERR_BODY_TOO_LARGE, "the request body is larger than server.max_body_bytes");
     return -1;
 }
 
@@ -558,7 +576,7 @@ static int on_chunk_header(http_parser *p)
 {
     lx_conn *c = conn_of_parser(p);
     if (c->body.max == 0 || p->content_length <= c->body.max - c->body.len) return 0;
-    conn_fail(c, LX_ERR_BODY_TOO_LARGE, "the request body is larger than server.max_body_bytes");
+    conn_fail(c, LX_HTTP_ERR_BODY_TOO_LARGE, "the request body is larger than server.max_body_bytes");
     return -1;
 }
 
@@ -590,12 +608,12 @@ static void parse_error(lx_conn *c)
     enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
     if (c->state == CONN_CLOSING || c->req.state != REQ_NONE) return; /* a callback already answered */
     if (e == HPE_HEADER_OVERFLOW) {
-        conn_fail(c, LX_ERR_HEADER_TOO_LARGE, "the request line and headers are too large");
+        conn_fail(c, LX_HTTP_ERR_HEADER_TOO_LARGE, "the request line and headers are too large");
         return;
     }
     char msg[160];
     snprintf(msg, sizeof msg, "malformed HTTP request: %s", http_errno_description(e));
-    conn_fail(c, LX_ERR_BAD_REQUEST, msg);
+    conn_fail(c, LX_HTTP_ERR_MALFORMED, msg);
 }
 
 /* Parses data; hands complete requests to the handler. Loops instead of recursing (see top). */
@@ -725,7 +743,7 @@ static void conn_start(lx_conn *c)
     peer_name(c);
     if (s->n_conns > (size_t)s->opts.max_connections || !s->accepting) {
         c->keep_alive = false;
-        conn_fail(c, LX_ERR_TOO_MANY_CONNECTIONS, "the gateway is at server.max_connections; try again shortly");
+        conn_fail(c, LX_HTTP_ERR_TOO_MANY_CONNECTIONS, "the gateway is at server.max_connections; try again shortly");
         return;
     }
     c->state = CONN_IDLE;

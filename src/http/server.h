@@ -8,11 +8,12 @@
  * at once or later from any loop callback. Requests on one connection are answered in order
  * (pipelined requests wait, unparsed, until the one before is answered).
  *
- * Limits are enforced here and answered with the OpenAI error envelope: a head over max_header_bytes
+ * Limits are enforced and answered here (then the connection closes): a head over max_header_bytes
  * (431), a body over max_body_bytes (413), a head or body not complete within header_timeout (408),
  * malformed HTTP (400), both Content-Length and Transfer-Encoding (400, request smuggling), and
- * connections over max_connections (503, then close). An idle keep-alive connection is closed after
- * idle_timeout.
+ * connections over max_connections (503). The body of such an answer is the owner's (render_error:
+ * the gateway's is the OpenAI error envelope, api/routes.h); without a hook it is the message as plain
+ * text. An idle keep-alive connection is closed after idle_timeout.
  *
  * If the client goes away before the answer is complete, on_abort is called once for that request;
  * after on_abort the request handle is dead and the handler must not touch it again. After the
@@ -27,6 +28,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "utils/buf.h"
 #include "utils/common.h"
 
 typedef struct lx_http_server lx_http_server;
@@ -36,6 +38,24 @@ typedef struct {
     const char *name;
     const char *value;
 } lx_http_header;
+
+/* What went wrong when the server answers by itself, before a request reaches on_request. */
+typedef enum {
+    LX_HTTP_ERR_MALFORMED = 0,        /* 400: not HTTP/1.1, a header name not a token, both CL and TE */
+    LX_HTTP_ERR_TIMEOUT,              /* 408: not complete within header_timeout */
+    LX_HTTP_ERR_BODY_TOO_LARGE,       /* 413: over max_body_bytes */
+    LX_HTTP_ERR_HEADER_TOO_LARGE,     /* 431: over max_header_bytes, or too many headers */
+    LX_HTTP_ERR_TOO_MANY_CONNECTIONS, /* 503: over max_connections (or no longer accepting) */
+    LX_HTTP_ERR_COUNT
+} lx_http_error;
+
+/*
+ * Renders the body of such an answer: appends it to body (capped by the caller) and returns its
+ * Content-Type, a static string. status is the answer's status (the server's, from what); message
+ * says what went wrong, for a human. ud is the server's opts.ud.
+ */
+typedef const char *(*lx_http_render_error)(lx_http_error what, int status, const char *message, lx_buf *body,
+                                            void *ud);
 
 typedef struct {
     const char *host;
@@ -50,6 +70,8 @@ typedef struct {
     void (*on_abort)(lx_http_req *req, void *ud);
     /* Called when a streamed answer's unsent bytes fall below the low-water mark again. May be NULL. */
     void (*on_drain)(lx_http_req *req, void *ud);
+    /* The body of the answers the server gives by itself. May be NULL: the message, as text/plain. */
+    lx_http_render_error render_error;
     void *ud;
 } lx_http_server_opts;
 
@@ -100,8 +122,8 @@ void *lx_http_req_data(const lx_http_req *r);
  * One complete answer. Content-Length, Date, Connection and Server are added here; headers gives the
  * rest (content-type, x-request-id, ...). body is copied. Ends the handler's use of req.
  */
-void lx_http_respond(lx_http_req *r, int status, const lx_http_header *headers, size_t n_headers,
-                     const char *body, size_t len);
+void lx_http_respond(lx_http_req *r, int status, const lx_http_header *headers, size_t n_headers, const char *body,
+                     size_t len);
 
 /* A chunked answer: begin once, write any number of times, end once (ends the handler's use). */
 void lx_http_stream_begin(lx_http_req *r, int status, const lx_http_header *headers, size_t n_headers);
@@ -111,7 +133,7 @@ size_t lx_http_stream_write(lx_http_req *r, const char *data, size_t len);
 void lx_http_stream_end(lx_http_req *r);
 /* Above this many unsent bytes a streamed answer's source should pause; on_drain comes at the low mark. */
 #define LX_HTTP_WRITE_HIGH_WATER (64 * 1024)
-#define LX_HTTP_WRITE_LOW_WATER (16 * 1024)
+#define LX_HTTP_WRITE_LOW_WATER  (16 * 1024)
 
 /* Closes the connection at once, with no (or no more) answer. Ends the handler's use of r; no on_abort.
  * For failure injection in the simulator; the gateway always answers. */

@@ -1,6 +1,7 @@
 /*
  * RateLimiter: per-user RPM and TPM buckets, a memory store, the Redis store behind the same decision
- * code, wait mode, and the one mapping from a refusal to a 429. See rate_limiter.h for the model.
+ * code, and wait mode. It decides and gives the numbers (lx_rate_result); the 429 and the x-ratelimit-*
+ * headers are rendered in api/ratelimit.c. See rate_limiter.h for the model.
  *
  * Invariants:
  * - A bucket level is an int64 in units of 1/LX_RATE_UNIT; it drains `limit` units per millisecond
@@ -591,104 +592,4 @@ void lx_rate_limiter_stats(const lx_rate_limiter *rl, lx_rate_stats *out)
 
 uint64_t lx_rate_limiter_fallbacks(const lx_rate_limiter *rl) { return rl->st.fallbacks; }
 
-/* ---- answering ---- */
-
-lx_err lx_rate_error(const lx_rate_req *q)
-{
-    return q->result.kind == LX_RATE_TOKENS ? LX_ERR_RATE_LIMIT_TOKENS : LX_ERR_RATE_LIMIT_REQUESTS;
-}
-
-void lx_rate_format_duration(int64_t ms, char *out, size_t cap)
-{
-    if (ms <= 0) {
-        snprintf(out, cap, "0s");
-        return;
-    }
-    if (ms < 1000) {
-        snprintf(out, cap, "%lldms", (long long)ms);
-        return;
-    }
-    long long h = ms / 3600000, m = ms / 60000 % 60, s = ms / 1000 % 60, frac = ms % 1000;
-    char secs[16];
-    if (frac == 0) {
-        snprintf(secs, sizeof secs, "%llds", s);
-    } else {
-        int digits = 3;
-        while (frac % 10 == 0) {
-            frac /= 10;
-            digits--;
-        }
-        snprintf(secs, sizeof secs, "%lld.%0*llds", s, digits, frac);
-    }
-    if (h > 0)
-        snprintf(out, cap, "%lldh%lldm%s", h, m, secs);
-    else if (ms >= 60000)
-        snprintf(out, cap, "%lldm%s", m, secs);
-    else
-        snprintf(out, cap, "%s", secs);
-}
-
-void lx_rate_message(const lx_rate_req *q, char *msg, size_t cap)
-{
-    const lx_rate_result *r = &q->result;
-    const char *what = r->kind == LX_RATE_TOKENS ? "tokens per min (TPM)" : "requests per min (RPM)";
-    if (r->verdict == LX_RATE_TOO_LARGE) {
-        snprintf(msg, cap,
-                 "Request too large for user `%s` on %s: Limit %ld, Requested %ld. The input or output tokens must "
-                 "be reduced in order to run successfully (max_tokens is reserved in full).",
-                 q->priv.user, what, r->limit, r->requested);
-        return;
-    }
-    if (r->verdict != LX_RATE_LIMITED) {
-        snprintf(msg, cap, "Within the rate limits of user `%s`.", q->priv.user);
-        return;
-    }
-    char wait[32];
-    lx_rate_format_duration(r->retry_after_ms, wait, sizeof wait);
-    snprintf(msg, cap,
-             "Rate limit reached for user `%s` on %s: Limit %ld, Used %ld, Requested %ld. Please try again in %s.",
-             q->priv.user, what, r->limit, r->used, r->requested, wait);
-}
-
-int lx_rate_error_body(const lx_rate_req *q, lx_buf *out)
-{
-    char msg[512];
-    lx_rate_message(q, msg, sizeof msg);
-    return lx_err_body(out, lx_rate_error(q), msg, NULL);
-}
-
-static void add_header(lx_rate_headers *h, const char *name, const char *fmt, long long v)
-{
-    if (h->n >= LX_RATE_MAX_HEADERS) return;
-    h->name[h->n] = name;
-    snprintf(h->value[h->n], sizeof h->value[h->n], fmt, v);
-    h->n++;
-}
-
-static void add_window(lx_rate_headers *h, const lx_rate_window *w, const char *limit, const char *remaining,
-                       const char *reset)
-{
-    if (w->limit <= 0) return;
-    add_header(h, limit, "%lld", w->limit);
-    add_header(h, remaining, "%lld", w->remaining);
-    if (h->n >= LX_RATE_MAX_HEADERS) return;
-    h->name[h->n] = reset;
-    lx_rate_format_duration(w->reset_ms, h->value[h->n], sizeof h->value[h->n]);
-    h->n++;
-}
-
-void lx_rate_headers_fill(const lx_rate_result *r, lx_rate_headers *h)
-{
-    h->n = 0;
-    add_window(h, &r->requests, "x-ratelimit-limit-requests", "x-ratelimit-remaining-requests",
-               "x-ratelimit-reset-requests");
-    add_window(h, &r->tokens, "x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens");
-    if (r->verdict == LX_RATE_LIMITED) {
-        add_header(h, "retry-after", "%lld", (r->retry_after_ms + 999) / 1000);
-        add_header(h, "retry-after-ms", "%lld", r->retry_after_ms);
-    } else if (r->verdict == LX_RATE_TOO_LARGE) {
-        h->name[h->n] = "x-should-retry";
-        snprintf(h->value[h->n], sizeof h->value[h->n], "false");
-        h->n++;
-    }
-}
+const char *lx_rate_req_user(const lx_rate_req *req) { return req->priv.user; }

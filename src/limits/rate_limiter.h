@@ -26,7 +26,7 @@
  * reservation with the real usage: it adds (real − reserved), which may be negative; as the drain is
  * linear, the level is then exactly what it would have been had the real count been charged at
  * admission. A request whose reservation alone exceeds the user's TPM is refused at once
- * (LX_RATE_TOO_LARGE; no wait could help), with a message that says so.
+ * (LX_RATE_TOO_LARGE; no wait could help).
  *
  * What a request costs, by how it ended (decided here, so stats, ledger and limiter agree):
  *  - an answer with usage: 1 request + the real prompt + completion tokens;
@@ -74,10 +74,9 @@
  *   3 lx_rate_check(rl, &p->rate, &(lx_rate_ask){user, est.prompt_tokens, tokens, deadline_ms}, cb, p)
  *     — cb may run before lx_rate_check returns (memory store) or later (Redis, wait mode); write the
  *     code after the check in cb, and nothing after the call;
- *   4 in cb: p->rate.result.verdict == LX_RATE_ALLOWED → go on (queue, forward); otherwise answer
- *     lx_err_get(lx_rate_error(&p->rate))->status (429) with the body lx_rate_error_body(&p->rate, &buf)
- *     and the headers of lx_rate_headers_fill(&p->rate.result, &h);
- *   5 every answer, refused or not, carries lx_rate_headers_fill(&p->rate.result, &h) (x-ratelimit-*);
+ *   4 in cb: p->rate.result.verdict == LX_RATE_ALLOWED → go on (queue, forward); otherwise answer the
+ *     429, which api/ratelimit.h renders (lx_ratelimit_err, lx_ratelimit_body, lx_ratelimit_headers_fill);
+ *   5 every answer, refused or not, carries the x-ratelimit-* headers of p->rate.result (api/ratelimit.h);
  *   6 it was sent to a backend and ended (well, badly, or the client left mid-answer):
  *     lx_rate_finish(&p->rate, usage.prompt_tokens + usage.completion_tokens, or -1 when unknown);
  *     it never reached a backend (queue full or timed out, no backend, the client left while it
@@ -92,14 +91,12 @@
 #include <stdint.h>
 #include <uv.h>
 
-#include "api/errors.h"
 #include "config.h"
 #include "utils/list.h"
 
-#define LX_RATE_USER_MAX    128
-#define LX_RATE_MAX_LIMIT   1000000000L /* per minute; larger limits are clamped to this */
-#define LX_RATE_MAX_USERS   131072      /* users the memory store tracks at once */
-#define LX_RATE_MAX_HEADERS 9
+#define LX_RATE_USER_MAX  128
+#define LX_RATE_MAX_LIMIT 1000000000L /* per minute; larger limits are clamped to this */
+#define LX_RATE_MAX_USERS 131072      /* users the memory store tracks at once */
 
 typedef struct lx_rate_limiter lx_rate_limiter;
 typedef struct lx_rate_req lx_rate_req;
@@ -117,7 +114,7 @@ typedef struct {
     long tokens_per_minute;   /* 0: unlimited */
 } lx_rate_limits;
 
-/* One kind's state for the x-ratelimit-* headers. */
+/* One kind's state (what the x-ratelimit-* headers show). */
 typedef struct {
     long limit;       /* 0: unlimited (no headers for this kind) */
     long remaining;   /* whole units left now (after this request's charge, if it was admitted) */
@@ -205,39 +202,8 @@ void lx_rate_finish(lx_rate_req *req, long used_tokens);
 /* Never reached a backend (or abandoned while checking or waiting): gives back everything reserved. */
 void lx_rate_cancel(lx_rate_req *req);
 
-/* ---- answering (the one place a refusal becomes an HTTP 429) ---- */
-
-/* LX_ERR_RATE_LIMIT_REQUESTS or LX_ERR_RATE_LIMIT_TOKENS for a refused req (its status is 429). */
-lx_err lx_rate_error(const lx_rate_req *req);
-
-/*
- * The OpenAI-style message for a refused req, NUL-terminated into msg (truncated to cap), e.g.
- *   Rate limit reached for user `takahito` on tokens per min (TPM): Limit 50000, Used 49600,
- *   Requested 2500. Please try again in 2.52s.
- *   Request too large for user `takahito` on tokens per min (TPM): Limit 50000, Requested 60000. ...
- */
-void lx_rate_message(const lx_rate_req *req, char *msg, size_t cap);
-
-/* Appends the 429 envelope (lx_err_body with the message above) to out; 0, or -1 over out's cap. */
-int lx_rate_error_body(const lx_rate_req *req, lx_buf *out);
-
-/*
- * Response headers for any answer: x-ratelimit-{limit,remaining,reset}-{requests,tokens} for each
- * limited kind (reset as OpenAI writes durations: "12ms", "1.5s", "6m0s"), and on a refusal
- * retry-after (whole seconds, rounded up) and retry-after-ms, or for LX_RATE_TOO_LARGE
- * "x-should-retry: false" (the OpenAI SDKs then do not retry). Names are static strings, values live
- * in h.
- */
-typedef struct {
-    size_t n;
-    const char *name[LX_RATE_MAX_HEADERS];
-    char value[LX_RATE_MAX_HEADERS][24];
-} lx_rate_headers;
-
-void lx_rate_headers_fill(const lx_rate_result *r, lx_rate_headers *h);
-
-/* A duration as OpenAI's headers and messages write it: "0s", "12ms", "1.5s", "59.929s", "6m0s", "1h2m3s". */
-void lx_rate_format_duration(int64_t ms, char *out, size_t cap);
+/* The user name the req was last checked for (NUL-terminated, as truncated to LX_RATE_USER_MAX - 1). */
+const char *lx_rate_req_user(const lx_rate_req *req);
 
 /* ---- metrics ---- */
 

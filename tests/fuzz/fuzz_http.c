@@ -29,6 +29,7 @@
 #include <uv.h>
 
 #include "api/body.h"
+#include "api/routes.h"
 #include "fuzz.h"
 #include "http/server.h"
 #include "utils/id.h"
@@ -214,6 +215,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         .on_request = on_request,
         .on_abort = on_abort,
         .on_drain = on_drain,
+        .render_error = lx_routes_render_error, /* the gateway's answers, byte for byte */
     };
     if (lx_http_server_start(&loop, &o, &srv) != 0) {
         fprintf(stderr, "fuzz_http: cannot start the server\n");

@@ -3,7 +3,7 @@
  * steady rates (exactly the limit per minute once a burst is spent), retry-after to the millisecond,
  * TPM reservation and reconciliation, what a failed or cancelled request costs, a request too large
  * for its limit, per-user overrides, a reload that keeps usage, wait mode, unlimited users, bounded
- * memory, and the 429 message, envelope and headers.
+ * memory, and the 429 message, envelope and headers that api/ratelimit.c renders from a limiter's result.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -19,6 +19,7 @@
 #include <string.h>
 #include <uv.h>
 
+#include "api/ratelimit.h"
 #include "config.h"
 #include "limits/rate_limiter.h"
 #include "utils/buf.h"
@@ -307,13 +308,13 @@ static void test_too_large(void **state)
     assert_int_equal(s.last.kind, LX_RATE_TOKENS);
     assert_int_equal(s.last.limit, 1000);
     assert_int_equal(s.last.requested, 1001);
-    assert_int_equal(lx_rate_error(&q), LX_ERR_RATE_LIMIT_TOKENS);
+    assert_int_equal(lx_ratelimit_err(&q), LX_ERR_RATE_LIMIT_TOKENS);
     char msg[512];
-    lx_rate_message(&q, msg, sizeof msg);
+    lx_ratelimit_message(&q, msg, sizeof msg);
     assert_non_null(strstr(msg, "Request too large"));
     assert_non_null(strstr(msg, "Limit 1000, Requested 1001"));
-    lx_rate_headers h;
-    lx_rate_headers_fill(&q.result, &h);
+    lx_ratelimit_headers h;
+    lx_ratelimit_headers_fill(&q.result, &h);
     assert_string_equal(h.name[h.n - 1], "x-should-retry");
     assert_string_equal(h.value[h.n - 1], "false");
     for (size_t i = 0; i < h.n; i++)
@@ -355,8 +356,8 @@ static void test_per_user_overrides(void **state)
     assert_int_equal(check(f, &q, "free", 10000000, &s), LX_RATE_ALLOWED); /* unlimited: no headers either */
     assert_int_equal(s.last.requests.limit, 0);
     assert_int_equal(s.last.tokens.limit, 0);
-    lx_rate_headers h;
-    lx_rate_headers_fill(&q.result, &h);
+    lx_ratelimit_headers h;
+    lx_ratelimit_headers_fill(&q.result, &h);
     assert_int_equal(h.n, 0);
     lx_rate_finish(&q, 5);
 
@@ -573,12 +574,12 @@ static void test_duration_format(void **state)
                  {61001, "1m1.001s"}, {3723000, "1h2m3s"}, {3600000, "1h0m0s"}};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char out[32];
-        lx_rate_format_duration(cases[i].ms, out, sizeof out);
+        lx_ratelimit_duration(cases[i].ms, out, sizeof out);
         assert_string_equal(out, cases[i].s);
     }
 }
 
-static const char *header(const lx_rate_headers *h, const char *name)
+static const char *header(const lx_ratelimit_headers *h, const char *name)
 {
     for (size_t i = 0; i < h->n; i++)
         if (strcmp(h->name[i], name) == 0) return h->value[i];
@@ -592,8 +593,8 @@ static void test_429_body_and_headers(void **state)
     lx_rate_req q = {0}, r = {0};
     seen s = {0};
     assert_int_equal(check(f, &q, "takahito", 29937, &s), LX_RATE_ALLOWED);
-    lx_rate_headers h;
-    lx_rate_headers_fill(&q.result, &h);
+    lx_ratelimit_headers h;
+    lx_ratelimit_headers_fill(&q.result, &h);
     assert_int_equal(h.n, 6); /* on success too, so clients can pace themselves */
     assert_string_equal(header(&h, "x-ratelimit-limit-requests"), "30");
     assert_string_equal(header(&h, "x-ratelimit-remaining-requests"), "29");
@@ -604,11 +605,11 @@ static void test_429_body_and_headers(void **state)
     assert_null(header(&h, "retry-after"));
 
     assert_int_equal(check(f, &r, "takahito", 385, &s), LX_RATE_LIMITED);
-    assert_int_equal(lx_rate_error(&r), LX_ERR_RATE_LIMIT_TOKENS);
-    assert_int_equal(lx_err_get(lx_rate_error(&r))->status, 429);
+    assert_int_equal(lx_ratelimit_err(&r), LX_ERR_RATE_LIMIT_TOKENS);
+    assert_int_equal(lx_err_get(lx_ratelimit_err(&r))->status, 429);
     /* 322 tokens over: 322 x 60000 / 30000 = 644 ms */
     assert_int_equal(r.result.retry_after_ms, 644);
-    lx_rate_headers_fill(&r.result, &h);
+    lx_ratelimit_headers_fill(&r.result, &h);
     assert_string_equal(header(&h, "retry-after"), "1");
     assert_string_equal(header(&h, "retry-after-ms"), "644");
     assert_string_equal(header(&h, "x-ratelimit-remaining-tokens"), "63");
@@ -616,7 +617,7 @@ static void test_429_body_and_headers(void **state)
 
     lx_buf b;
     lx_buf_init(&b, 4096);
-    assert_int_equal(lx_rate_error_body(&r, &b), 0);
+    assert_int_equal(lx_ratelimit_body(&r, &b), 0);
     cJSON *root = cJSON_Parse(b.p);
     assert_non_null(root);
     const cJSON *err = cJSON_GetObjectItemCaseSensitive(root, "error");
@@ -635,12 +636,13 @@ static void test_429_body_and_headers(void **state)
         hit(f, "rq");
     assert_int_equal(hit(f, "rq"), LX_RATE_ALLOWED);
     assert_int_equal(check(f, &r, "rq", 0, &s), LX_RATE_LIMITED);
-    assert_int_equal(lx_rate_error(&r), LX_ERR_RATE_LIMIT_REQUESTS);
+    assert_int_equal(lx_ratelimit_err(&r), LX_ERR_RATE_LIMIT_REQUESTS);
+    assert_string_equal(lx_rate_req_user(&r), "rq");
     char msg[512];
-    lx_rate_message(&r, msg, sizeof msg);
+    lx_ratelimit_message(&r, msg, sizeof msg);
     assert_string_equal(msg, "Rate limit reached for user `rq` on requests per min (RPM): Limit 30, Used 30, "
                              "Requested 1. Please try again in 2s.");
-    lx_rate_headers_fill(&r.result, &h);
+    lx_ratelimit_headers_fill(&r.result, &h);
     assert_string_equal(header(&h, "retry-after"), "2");
     assert_string_equal(header(&h, "retry-after-ms"), "2000");
     assert_string_equal(header(&h, "x-ratelimit-remaining-requests"), "0");
