@@ -1,5 +1,5 @@
 /*
- * queue-bench: what the request queue (services/queue.c) costs with 10,000 requests waiting.
+ * queue-bench: what the request queue (queue/queue.c) costs with 10,000 requests waiting.
  *
  * Each round fills one line with N requests (default 10,000: classes high/normal/low in 1:3:1, users
  * drawn from a pool, each with a deadline), then empties it four ways:
@@ -20,8 +20,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "services/admission.h"
-#include "services/queue.h"
+#include "queue/admission.h"
+#include "queue/queue.h"
 #include "utils/common.h"
 
 #define RUNS 7

@@ -1,7 +1,7 @@
 /*
- * ratelimit-bench: what a rate-limit check costs (services/rate_limiter.c) — in memory, and through
+ * ratelimit-bench: what a rate-limit check costs (limits/rate_limiter.c) — in memory, and through
  * Redis (one EVALSHA of the limiter's Lua script per check, hiredis async on a libuv loop) — and how
- * fast the prompt-token estimate (services/tokens.c) reads a body.
+ * fast the prompt-token estimate (limits/tokens.c) reads a body.
  *
  *  1. memory: lx_rate_check + lx_rate_finish (admitted, then reconciled) in a loop, over 1 user and
  *     over 10,000 users; and the refusal path. Reported: ns per check, checks per second.
@@ -30,8 +30,8 @@
 #include <uv.h>
 
 #include "config.h"
-#include "services/rate_limiter.h"
-#include "services/tokens.h"
+#include "limits/rate_limiter.h"
+#include "limits/tokens.h"
 #include "utils/buf.h"
 #include "utils/common.h"
 #include "utils/log.h"
