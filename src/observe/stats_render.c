@@ -218,7 +218,7 @@ static const char *const lost_names[] = {"write_failed", "queue_full"};
 #define READER(fn, f, expr, has) static bool fn(const ctx *c, val *v) { v->f = (expr); return (has); }
 #define U64_READER(fn, expr) READER(fn, u, expr, true)
 
-U64_READER(rd_one, c ? 1 : 1)
+U64_READER(rd_one, ((void)c, 1))
 U64_READER(rd_status_n, c->r->statuses[c->i].n)
 U64_READER(rd_code_n, c->r->codes[c->i].n)
 U64_READER(rd_requests, c->c->requests)
