@@ -32,7 +32,12 @@
  * ledger (usage_store.h) is attached with lx_stats_set_ledger: every recorded request is also handed
  * to it, and its totals are rendered.
  *
- * The clock is injectable (lx_stats_opts.clock) so tests can move time.
+ * The clock is injectable (lx_stats_opts.clock) so tests can move time. Every function takes a NULL
+ * collector: events and settings are dropped, a summary is all zero (known false), renderings append nothing.
+ *
+ * stats.c records; stats_render.c renders, from one table of metric families (stats_internal.h is
+ * private to the two).
+ *
  * Loop thread only. Strings passed in are copied when kept.
  */
 #ifndef LX_STATS_H
@@ -146,7 +151,7 @@ typedef struct {
     bool known;            /* for a user: whether the collector has an entry for them */
 } lx_stats_summary;
 
-/* user NULL for everything. */
+/* user NULL for everything. NULL s: all zero, known false. */
 void lx_stats_summary_get(lx_stats *s, const char *user, lx_stats_summary *out);
 
 /* Extra gauges owned elsewhere that the renderers show. */

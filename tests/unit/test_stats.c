@@ -586,6 +586,7 @@ static void test_prometheus_format(void **state)
     lx_stats_free(s);
 }
 
+/* Every public function takes a NULL collector: events are dropped, reads are empty, renderings are empty. */
 static void test_null_is_noop(void **state)
 {
     (void)state;
@@ -594,6 +595,69 @@ static void test_null_is_noop(void **state)
     lx_stats_retry(NULL, "x");
     lx_stats_failover(NULL, "x", "y");
     lx_stats_ratelimit_refused(NULL, LX_STATS_RL_TOKENS, "u");
+    lx_stats_add_backend(NULL, "x", true);
+    lx_stats_set_queue_probe(NULL, probe_q, NULL);
+    lx_stats_set_backend_probe(NULL, probe_b, NULL);
+    lx_stats_set_ratelimit_probe(NULL, NULL, NULL);
+    lx_stats_set_ledger(NULL, NULL);
+
+    lx_stats_summary m;
+    memset(&m, 0xa5, sizeof m);
+    lx_stats_summary_get(NULL, NULL, &m);
+    assert_false(m.known);
+    assert_int_equal(m.total_requests, 0);
+    assert_int_equal(m.total_tokens, 0);
+    assert_int_equal(m.total_errors, 0);
+    assert_int_equal(m.requests_last_60s, 0);
+    assert_int_equal(m.errors_last_hour, 0);
+    assert_int_equal(m.rate_limited, 0);
+    assert_true(m.avg_latency_ms == 0);
+    memset(&m, 0xa5, sizeof m);
+    lx_stats_summary_get(NULL, "u", &m);
+    assert_false(m.known);
+    assert_int_equal(m.total_requests, 0);
+
+    lx_buf b;
+    lx_buf_init(&b, 0);
+    assert_int_equal(lx_stats_render_json(NULL, &b, NULL, &(lx_stats_render_opts){.connections = 1}), 0);
+    assert_int_equal(lx_stats_render_json(NULL, &b, "u", NULL), 0);
+    assert_int_equal(lx_stats_render_prometheus(NULL, &b, &(lx_stats_render_opts){.per_user = true}), 0);
+    assert_int_equal(b.len, 0);
+    lx_buf_free(&b);
+    lx_stats_free(NULL);
+}
+
+/* A route keeps at most 64 distinct error codes; the last place is "other", which takes the rest. */
+static void test_error_codes_bounded(void **state)
+{
+    (void)state;
+    lx_stats *s = new_stats(0, 0);
+    for (int i = 0; i < 100; i++) {
+        char code[32];
+        snprintf(code, sizeof code, "code_%d", i);
+        lx_access_rec e = {.user = "u",
+                           .model = "m",
+                           .backend = "b",
+                           .status = 500,
+                           .error_code = code,
+                           .ttft_ms = -1,
+                           .prompt_tokens = -1,
+                           .completion_tokens = -1};
+        lx_stats_record(s, &e);
+    }
+    lx_buf b;
+    lx_buf_init(&b, 0);
+    assert_int_equal(lx_stats_render_prometheus(s, &b, NULL), 0);
+    check_exposition(b.p);
+    assert_non_null(strstr(b.p, "lexora_request_errors_total{model=\"m\",backend=\"b\",code=\"code_62\"} 1\n"));
+    assert_null(strstr(b.p, "code=\"code_63\""));
+    assert_non_null(strstr(b.p, "lexora_request_errors_total{model=\"m\",backend=\"b\",code=\"other\"} 37\n"));
+    size_t series = 0;
+    for (const char *p = b.p; (p = strstr(p, "\nlexora_request_errors_total{")); p++)
+        series++;
+    assert_int_equal(series, 64);
+    lx_buf_free(&b);
+    lx_stats_free(s);
 }
 
 int main(void)
@@ -610,6 +674,7 @@ int main(void)
         cmocka_unit_test(test_service_counters),
         cmocka_unit_test(test_prometheus_format),
         cmocka_unit_test(test_null_is_noop),
+        cmocka_unit_test(test_error_codes_bounded),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
