@@ -11,8 +11,6 @@
  *   only the type of a generic envelope made from an upstream body that had no readable message.
  *   429s are OpenAI's: type "requests" or "tokens", both with code "rate_limit_exceeded" (the one
  *   code two rows share; every other code is unique).
- * - retryable: could the same request succeed later or on another backend. Client mistakes are
- *   not; upstream failures, timeouts and overload are; an internal error is not (a bug stays).
  * - Bodies are built by escaping every string into the buffer; on a full buffer the buffer is left
  *   as it was. cJSON is used only on upstream error bodies, which are small and off the hot path.
  */
@@ -33,36 +31,36 @@ typedef struct {
 #define SERVER  "server_error"
 
 static const err_row table[] = {
-    [LX_ERR_INVALID_JSON] = {{400, BAD_REQ, "invalid_json", false}, "The request body is not a valid JSON object."},
-    [LX_ERR_INVALID_FIELD] = {{400, BAD_REQ, "invalid_value", false}, "A field of the request has an invalid value."},
-    [LX_ERR_BAD_REQUEST] = {{400, BAD_REQ, "bad_request", false}, "The HTTP request is malformed."},
-    [LX_ERR_NOT_FOUND] = {{404, "not_found_error", "not_found", false}, "No such endpoint."},
-    [LX_ERR_MODEL_NOT_FOUND] = {{404, BAD_REQ, "model_not_found", false}, "The model does not exist."},
-    [LX_ERR_METHOD_NOT_ALLOWED] = {{405, BAD_REQ, "method_not_allowed", false}, "Method not allowed."},
-    [LX_ERR_REQUEST_TIMEOUT] = {{408, BAD_REQ, "request_timeout", true}, "The request did not arrive in time."},
-    [LX_ERR_BODY_TOO_LARGE] = {{413, BAD_REQ, "request_too_large", false}, "The request body is too large."},
-    [LX_ERR_HEADER_TOO_LARGE] = {{431, BAD_REQ, "header_too_large", false}, "The request headers are too large."},
-    [LX_ERR_INTERNAL] = {{500, SERVER, "internal_error", false}, "Internal error."},
-    [LX_ERR_UPSTREAM_UNAVAILABLE] = {{502, SERVER, "upstream_unavailable", true}, "The backend could not be reached."},
-    [LX_ERR_UPSTREAM_BAD_RESPONSE] = {{502, SERVER, "upstream_bad_response", true},
+    [LX_ERR_INVALID_JSON] = {{400, BAD_REQ, "invalid_json"}, "The request body is not a valid JSON object."},
+    [LX_ERR_INVALID_FIELD] = {{400, BAD_REQ, "invalid_value"}, "A field of the request has an invalid value."},
+    [LX_ERR_BAD_REQUEST] = {{400, BAD_REQ, "bad_request"}, "The HTTP request is malformed."},
+    [LX_ERR_NOT_FOUND] = {{404, "not_found_error", "not_found"}, "No such endpoint."},
+    [LX_ERR_MODEL_NOT_FOUND] = {{404, BAD_REQ, "model_not_found"}, "The model does not exist."},
+    [LX_ERR_METHOD_NOT_ALLOWED] = {{405, BAD_REQ, "method_not_allowed"}, "Method not allowed."},
+    [LX_ERR_REQUEST_TIMEOUT] = {{408, BAD_REQ, "request_timeout"}, "The request did not arrive in time."},
+    [LX_ERR_BODY_TOO_LARGE] = {{413, BAD_REQ, "request_too_large"}, "The request body is too large."},
+    [LX_ERR_HEADER_TOO_LARGE] = {{431, BAD_REQ, "header_too_large"}, "The request headers are too large."},
+    [LX_ERR_INTERNAL] = {{500, SERVER, "internal_error"}, "Internal error."},
+    [LX_ERR_UPSTREAM_UNAVAILABLE] = {{502, SERVER, "upstream_unavailable"}, "The backend could not be reached."},
+    [LX_ERR_UPSTREAM_BAD_RESPONSE] = {{502, SERVER, "upstream_bad_response"},
                                       "The backend sent an invalid response."},
-    [LX_ERR_TOO_MANY_CONNECTIONS] = {{503, SERVER, "too_many_connections", true}, "Too many connections."},
-    [LX_ERR_UPSTREAM_TIMEOUT] = {{504, SERVER, "upstream_timeout", true}, "The backend did not answer in time."},
-    [LX_ERR_CONFIG_INVALID] = {{400, BAD_REQ, "config_invalid", false},
+    [LX_ERR_TOO_MANY_CONNECTIONS] = {{503, SERVER, "too_many_connections"}, "Too many connections."},
+    [LX_ERR_UPSTREAM_TIMEOUT] = {{504, SERVER, "upstream_timeout"}, "The backend did not answer in time."},
+    [LX_ERR_CONFIG_INVALID] = {{400, BAD_REQ, "config_invalid"},
                                "The config file has problems; the running config stays."},
-    [LX_ERR_ADMIN_UNAUTHORIZED] = {{401, BAD_REQ, "invalid_admin_token", false},
+    [LX_ERR_ADMIN_UNAUTHORIZED] = {{401, BAD_REQ, "invalid_admin_token"},
                                    "Admin endpoints need Authorization: Bearer <admin token>."},
-    [LX_ERR_ADMIN_FORBIDDEN] = {{403, BAD_REQ, "admin_forbidden", false},
+    [LX_ERR_ADMIN_FORBIDDEN] = {{403, BAD_REQ, "admin_forbidden"},
                                 "No admin token is configured: admin endpoints answer only to loopback clients."},
-    [LX_ERR_SHUTTING_DOWN] = {{503, SERVER, "shutting_down", true}, "The gateway is shutting down."},
-    [LX_ERR_INVALID_API_KEY] = {{401, BAD_REQ, "invalid_api_key", false},
+    [LX_ERR_SHUTTING_DOWN] = {{503, SERVER, "shutting_down"}, "The gateway is shutting down."},
+    [LX_ERR_INVALID_API_KEY] = {{401, BAD_REQ, "invalid_api_key"},
                                 "Missing or unknown API key: send Authorization: Bearer <key>."},
-    [LX_ERR_RATE_LIMIT_REQUESTS] = {{429, "requests", "rate_limit_exceeded", true}, "Rate limit reached for requests."},
-    [LX_ERR_RATE_LIMIT_TOKENS] = {{429, "tokens", "rate_limit_exceeded", true}, "Rate limit reached for tokens."},
-    [LX_ERR_QUEUE_FULL] = {{503, SERVER, "queue_full", true}, "The request queue is full; try again later."},
-    [LX_ERR_QUEUE_TIMEOUT] = {{504, SERVER, "queue_timeout", true},
+    [LX_ERR_RATE_LIMIT_REQUESTS] = {{429, "requests", "rate_limit_exceeded"}, "Rate limit reached for requests."},
+    [LX_ERR_RATE_LIMIT_TOKENS] = {{429, "tokens", "rate_limit_exceeded"}, "Rate limit reached for tokens."},
+    [LX_ERR_QUEUE_FULL] = {{503, SERVER, "queue_full"}, "The request queue is full; try again later."},
+    [LX_ERR_QUEUE_TIMEOUT] = {{504, SERVER, "queue_timeout"},
                               "The request waited in the queue longer than its timeout."},
-    [LX_ERR_NO_HEALTHY_BACKEND] = {{503, SERVER, "no_healthy_backend", true},
+    [LX_ERR_NO_HEALTHY_BACKEND] = {{503, SERVER, "no_healthy_backend"},
                                    "Every backend serving the model is down; try again later."},
 };
 

@@ -1,6 +1,7 @@
 /*
- * Every error a client can get from Lexora itself, in one table: HTTP status, OpenAI error type,
- * the stable `code` string, and whether a retry could help. Bodies are the OpenAI envelope
+ * Every error a client can get from Lexora itself, in one table: HTTP status, OpenAI error type and
+ * the stable `code` string (whether another try may help is backends/outcome.h's business: it decides
+ * the gateway's own retries). Bodies are the OpenAI envelope
  *   {"error":{"message":"...","type":"...","param":null|"...","code":"..."}}
  * Also here: normalising an upstream error body to that envelope (vLLM before 0.10.1 sent a flat
  * {"object":"error","message",...} object; everything nested passes through untouched).
@@ -47,7 +48,6 @@ typedef struct {
     int status;
     const char *type; /* OpenAI error type */
     const char *code; /* stable, machine-readable */
-    bool retryable;   /* could the same request succeed later or elsewhere */
 } lx_err_info;
 
 const lx_err_info *lx_err_get(lx_err e);

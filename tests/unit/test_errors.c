@@ -15,32 +15,31 @@ static const struct {
     int status;
     const char *type;
     const char *code;
-    bool retryable;
 } expected[] = {
-    {LX_ERR_INVALID_JSON, 400, "invalid_request_error", "invalid_json", false},
-    {LX_ERR_INVALID_FIELD, 400, "invalid_request_error", "invalid_value", false},
-    {LX_ERR_BAD_REQUEST, 400, "invalid_request_error", "bad_request", false},
-    {LX_ERR_NOT_FOUND, 404, "not_found_error", "not_found", false},
-    {LX_ERR_MODEL_NOT_FOUND, 404, "invalid_request_error", "model_not_found", false},
-    {LX_ERR_METHOD_NOT_ALLOWED, 405, "invalid_request_error", "method_not_allowed", false},
-    {LX_ERR_REQUEST_TIMEOUT, 408, "invalid_request_error", "request_timeout", true},
-    {LX_ERR_BODY_TOO_LARGE, 413, "invalid_request_error", "request_too_large", false},
-    {LX_ERR_HEADER_TOO_LARGE, 431, "invalid_request_error", "header_too_large", false},
-    {LX_ERR_INTERNAL, 500, "server_error", "internal_error", false},
-    {LX_ERR_UPSTREAM_UNAVAILABLE, 502, "server_error", "upstream_unavailable", true},
-    {LX_ERR_UPSTREAM_BAD_RESPONSE, 502, "server_error", "upstream_bad_response", true},
-    {LX_ERR_TOO_MANY_CONNECTIONS, 503, "server_error", "too_many_connections", true},
-    {LX_ERR_UPSTREAM_TIMEOUT, 504, "server_error", "upstream_timeout", true},
-    {LX_ERR_CONFIG_INVALID, 400, "invalid_request_error", "config_invalid", false},
-    {LX_ERR_ADMIN_UNAUTHORIZED, 401, "invalid_request_error", "invalid_admin_token", false},
-    {LX_ERR_ADMIN_FORBIDDEN, 403, "invalid_request_error", "admin_forbidden", false},
-    {LX_ERR_SHUTTING_DOWN, 503, "server_error", "shutting_down", true},
-    {LX_ERR_INVALID_API_KEY, 401, "invalid_request_error", "invalid_api_key", false},
-    {LX_ERR_RATE_LIMIT_REQUESTS, 429, "requests", "rate_limit_exceeded", true},
-    {LX_ERR_RATE_LIMIT_TOKENS, 429, "tokens", "rate_limit_exceeded", true},
-    {LX_ERR_QUEUE_FULL, 503, "server_error", "queue_full", true},
-    {LX_ERR_QUEUE_TIMEOUT, 504, "server_error", "queue_timeout", true},
-    {LX_ERR_NO_HEALTHY_BACKEND, 503, "server_error", "no_healthy_backend", true},
+    {LX_ERR_INVALID_JSON, 400, "invalid_request_error", "invalid_json"},
+    {LX_ERR_INVALID_FIELD, 400, "invalid_request_error", "invalid_value"},
+    {LX_ERR_BAD_REQUEST, 400, "invalid_request_error", "bad_request"},
+    {LX_ERR_NOT_FOUND, 404, "not_found_error", "not_found"},
+    {LX_ERR_MODEL_NOT_FOUND, 404, "invalid_request_error", "model_not_found"},
+    {LX_ERR_METHOD_NOT_ALLOWED, 405, "invalid_request_error", "method_not_allowed"},
+    {LX_ERR_REQUEST_TIMEOUT, 408, "invalid_request_error", "request_timeout"},
+    {LX_ERR_BODY_TOO_LARGE, 413, "invalid_request_error", "request_too_large"},
+    {LX_ERR_HEADER_TOO_LARGE, 431, "invalid_request_error", "header_too_large"},
+    {LX_ERR_INTERNAL, 500, "server_error", "internal_error"},
+    {LX_ERR_UPSTREAM_UNAVAILABLE, 502, "server_error", "upstream_unavailable"},
+    {LX_ERR_UPSTREAM_BAD_RESPONSE, 502, "server_error", "upstream_bad_response"},
+    {LX_ERR_TOO_MANY_CONNECTIONS, 503, "server_error", "too_many_connections"},
+    {LX_ERR_UPSTREAM_TIMEOUT, 504, "server_error", "upstream_timeout"},
+    {LX_ERR_CONFIG_INVALID, 400, "invalid_request_error", "config_invalid"},
+    {LX_ERR_ADMIN_UNAUTHORIZED, 401, "invalid_request_error", "invalid_admin_token"},
+    {LX_ERR_ADMIN_FORBIDDEN, 403, "invalid_request_error", "admin_forbidden"},
+    {LX_ERR_SHUTTING_DOWN, 503, "server_error", "shutting_down"},
+    {LX_ERR_INVALID_API_KEY, 401, "invalid_request_error", "invalid_api_key"},
+    {LX_ERR_RATE_LIMIT_REQUESTS, 429, "requests", "rate_limit_exceeded"},
+    {LX_ERR_RATE_LIMIT_TOKENS, 429, "tokens", "rate_limit_exceeded"},
+    {LX_ERR_QUEUE_FULL, 503, "server_error", "queue_full"},
+    {LX_ERR_QUEUE_TIMEOUT, 504, "server_error", "queue_timeout"},
+    {LX_ERR_NO_HEALTHY_BACKEND, 503, "server_error", "no_healthy_backend"},
 };
 
 /* Parses an envelope and returns its "error" object (root in *root, to delete). */
@@ -75,7 +74,6 @@ static void test_table_complete(void **state)
         assert_int_equal(info->status, expected[i].status);
         assert_string_equal(info->type, expected[i].type);
         assert_string_equal(info->code, expected[i].code);
-        assert_int_equal(info->retryable, expected[i].retryable);
     }
 }
 
