@@ -69,7 +69,7 @@
  *
  * How the proxy uses it, per request:
  *   1 user: lx_auth_identify (401 on failure);
- *   2 lx_tokens_estimate(body) and tokens = lx_tokens_reserve(&est, f.max_tokens,
+ *   2 lx_tokens_estimate(&f.tokens, &est) (counted by lx_body_scan) and tokens = lx_tokens_reserve(&est, f.max_tokens,
  *     cfg->rate_limits.default_max_tokens, endpoint != embeddings);
  *   3 lx_rate_check(rl, &p->rate, &(lx_rate_ask){user, est.prompt_tokens, tokens, deadline_ms}, cb, p)
  *     — cb may run before lx_rate_check returns (memory store) or later (Redis, wait mode); write the
