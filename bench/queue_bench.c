@@ -20,8 +20,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "services/admission.h"
-#include "services/queue.h"
+#include "queue/admission.h"
+#include "queue/queue.h"
 #include "utils/common.h"
 
 #define RUNS 7

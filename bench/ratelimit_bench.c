@@ -30,8 +30,8 @@
 #include <uv.h>
 
 #include "config.h"
-#include "services/rate_limiter.h"
-#include "services/tokens.h"
+#include "limits/rate_limiter.h"
+#include "limits/tokens.h"
 #include "utils/buf.h"
 #include "utils/common.h"
 #include "utils/log.h"
