@@ -450,6 +450,9 @@ static void test_unknown_keys(void **state)
                   NULL);
     expect_errors("default_model: m\nauth:\n  keys:\n    - {key: k, user: u, role: admin}\n",
                   "cfg.yaml:4: auth.keys[0].role: unknown key (valid keys: key, key_sha256, user)", NULL);
+    /* plain is what the loader notes, not a key of the file */
+    expect_errors("default_model: m\nauth:\n  keys:\n    - {key: k, user: u, plain: false}\n",
+                  "cfg.yaml:4: auth.keys[0].plain: unknown key (valid keys: key, key_sha256, user)", NULL);
     expect_errors("default_model: m\nauth: {enable: true}\n",
                   "cfg.yaml:2: auth.enable: unknown key (valid keys: enabled, keys)", NULL);
     expect_errors("default_model: m\nhealth_check: {interval: 5}\n",

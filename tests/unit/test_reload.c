@@ -93,6 +93,9 @@ static const struct {
     {"auth:\n  keys: [{key_sha256: \"0000000000000000000000000000000000000000000000000000000000000000\", user: u}]\n",
      "auth:\n  keys: [{key_sha256: \"0000000000000000000000000000000000000000000000000000000000000001\", user: u}]\n",
      "auth.keys", 0},
+    /* the same key, given in plain text instead of as its digest: the gateway warns about plain keys */
+    {"auth:\n  keys: [{key_sha256: \"6ab9f1eb8f7d3388f4f9d586f66e99fd54080df2c446f0e58668b09c08a16dd0\", user: u}]\n",
+     "auth:\n  keys: [{key: \"k1\", user: u}]\n", "auth.keys", 0},
     {"retry:\n  max_attempts: 1\n", "retry:\n  max_attempts: 2\n", "retry.max_attempts", 0},
     {"retry:\n  delay_seconds: 1\n", "retry:\n  delay_seconds: 2\n", "retry.delay_seconds", 0},
     {"retry:\n  backoff_multiplier: 1\n", "retry:\n  backoff_multiplier: 2\n", "retry.backoff_multiplier", 0},
