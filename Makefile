@@ -1,5 +1,6 @@
-# Thin wrapper over CMake. `make` builds build/lexora and build/lexora-sim; `make test`, `make fuzz` and
-# `make demo` install their own dependencies first (scripts/install-deps.sh), so each works on a fresh machine.
+# Thin wrapper over CMake. `make` builds build/lexora and build/lexora-sim; it, `make test`, `make fuzz` and
+# `make demo` install their own dependencies first (scripts/install-deps.sh; `make` only the build's), so each
+# works on a fresh machine. When everything is there, that check is one dpkg-query call.
 JOBS ?= 2
 
 .PHONY: all build deps test test-unit test-integration fuzz soak demo bench clean format
@@ -10,6 +11,7 @@ deps:
 	@scripts/install-deps.sh
 
 build:
+	@scripts/install-deps.sh build
 	@cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DLEXORA_TESTS=OFF >/dev/null
 	@cmake --build build -j$(JOBS) -- --no-print-directory
 

@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# Installs the Debian packages that building, testing, the demo and the benchmarks need.
-# Idempotent and quiet when everything is already there; run as root (or with sudo available).
+# Installs the Debian packages that building, testing, the demo and the benchmarks need; with the
+# argument `build`, only those that `make` (build/lexora, build/lexora-sim) needs.
+# Idempotent and quiet when everything is already there (one dpkg-query call, no apt); run as root (or
+# with sudo available).
 set -euo pipefail
 
-packages=(
-  build-essential cmake pkg-config clang libclang-rt-14-dev
+build_packages=(
+  build-essential cmake pkg-config
   libuv1-dev libhttp-parser-dev libcurl4-openssl-dev libyaml-dev libcjson-dev
-  libcmocka-dev libsqlite3-dev libhiredis-dev libssl-dev
+  libsqlite3-dev libhiredis-dev libssl-dev
+)
+packages=(
+  "${build_packages[@]}" clang libclang-rt-14-dev libcmocka-dev
   curl nginx wrk
   redis-server # the Redis rate-limit store's tests and benchmark start their own on loopback
   systemd # systemd-analyze verify checks deploy/systemd's units; installs without starting anything
@@ -14,13 +19,24 @@ packages=(
   sqlite3 # the usage-ledger tests read the ledger
 )
 
+if [ "${1:-}" = build ]; then
+  packages=("${build_packages[@]}")
+elif [ -n "${1:-}" ]; then
+  echo "usage: $0 [build]" >&2
+  exit 2
+fi
+
+installed=" $(dpkg-query -W -f='${Package}=${Status}\n' "${packages[@]}" 2>/dev/null |
+  sed -n 's/=install ok installed$//p' | tr '\n' ' ' || true) "
 missing=()
 for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  [[ "$installed" == *" $p "* ]] || missing+=("$p")
 done
-# Node.js may come from outside Debian (with its own npm); only install Debian's when absent.
-command -v node >/dev/null 2>&1 || missing+=(nodejs)
-command -v npm >/dev/null 2>&1 || missing+=(npm)
+if [ "${1:-}" != build ]; then
+  # Node.js may come from outside Debian (with its own npm); only install Debian's when absent.
+  command -v node >/dev/null 2>&1 || missing+=(nodejs)
+  command -v npm >/dev/null 2>&1 || missing+=(npm)
+fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 sudo=""

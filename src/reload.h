@@ -13,7 +13,8 @@
  * inherit it); any change to the client keys "auth.keys". Secrets are compared, never shown.
  * lx_reload_pin then copies the running values of the restart-only keys into the new snapshot, so the
  * snapshot swapped in says what actually runs, and the next reload reports them again until a restart.
- * The comparison is one table, one row per key (name, type, where the value lives, live or restart).
+ * The comparison walks config.c's key table (config_keys.h): a key is declared once, there, with its
+ * type, where its value lives, and whether it is live or restart-only (LX_KF_RESTART).
  * Pure functions on snapshots; lx_reload_pin changes a snapshot not yet shared. Loop thread.
  */
 #ifndef LX_RELOAD_H

@@ -49,13 +49,7 @@ static lx_config *config(long max_size, int max_concurrency)
              "queue:\n  max_size: %ld\n  default_timeout: 60\n"
              "backends:\n  vllm:\n    max_concurrency: %d\n    models: [{name: m}]\n",
              max_size, max_concurrency);
-    lx_buf err;
-    lx_buf_init(&err, 0);
-    lx_config *c = lx_config_parse("t.yaml", yaml, strlen(yaml), &err);
-    if (c == NULL) fprintf(stderr, "%s", err.p);
-    lx_buf_free(&err);
-    assert_non_null(c);
-    return c;
+    return lx_test_config(yaml);
 }
 
 typedef struct {
@@ -141,6 +135,12 @@ static void test_leaving_while_waiting_is_never_dispatched(void **state)
     teardown(&f);
 }
 
+static bool any_event(void *arg)
+{
+    (void)arg;
+    return events[0] != '\0';
+}
+
 static void test_deadline_rejects(void **state)
 {
     (void)state;
@@ -150,9 +150,7 @@ static void test_deadline_rejects(void **state)
     submit(&f, &busy, 0, "u", LX_PRIO_NORMAL, 60);
     assert_int_equal(submit(&f, &quick, 1, "u", LX_PRIO_HIGH, 0.05), LX_ADMIT_QUEUED);
     assert_int_equal(submit(&f, &patient, 2, "u", LX_PRIO_LOW, 60), LX_ADMIT_QUEUED);
-    uint64_t start = lx_now_ns();
-    while (events[0] == '\0' && lx_now_ns() - start < 5000000000u)
-        uv_run(&f.loop, UV_RUN_ONCE);
+    lx_test_run_until(&f.loop, any_event, NULL, 5000);
     assert_string_equal(events, "T1 ");
     assert_true(quick.t.waited_ns >= 49000000u);
     lx_admission_leave(f.a, &quick.t); /* after a rejection: no-op */

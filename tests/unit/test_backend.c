@@ -84,10 +84,7 @@ static void test_slots_and_reconfigure(void **state)
     (void)state;
     uv_loop_t loop;
     uv_loop_init(&loop);
-    lx_buf err;
-    lx_buf_init(&err, 0);
-    lx_config *c = lx_config_parse("t.yaml", yaml, strlen(yaml), &err);
-    assert_non_null(c);
+    lx_config *c = lx_test_config(yaml);
     lx_backends *s = lx_backends_new(&loop, NULL, on_ready, NULL);
     lx_backends_configure(s, c);
     assert_int_equal(lx_backends_count(s), 2);
@@ -107,8 +104,7 @@ static void test_slots_and_reconfigure(void **state)
     const char *yaml2 = "vllm:\n  url: http://127.0.0.1:9\n"
                         "backends:\n  a:\n    type: vllm\n    url: http://127.0.0.1:9\n    max_concurrency: 3\n"
                         "    models: [{name: m}]\n";
-    lx_config *c2 = lx_config_parse("t.yaml", yaml2, strlen(yaml2), &err);
-    assert_non_null(c2);
+    lx_config *c2 = lx_test_config(yaml2);
     lx_backends_configure(s, c2);
     assert_ptr_equal(lx_backends_find(s, "a"), a);
     lx_backend_info info;
@@ -125,7 +121,6 @@ static void test_slots_and_reconfigure(void **state)
     assert_int_equal(uv_loop_close(&loop), 0);
     lx_config_unref(c);
     lx_config_unref(c2);
-    lx_buf_free(&err);
 }
 
 /* The circuit breaker: threshold failures open it; a 429-like answer (OK) resets the count; after the

@@ -26,6 +26,7 @@
 #include <uv.h>
 
 #include "http/client.h"
+#include "support.h"
 #include "utils/buf.h"
 #include "utils/common.h"
 
@@ -352,25 +353,6 @@ static int teardown(void **state)
     return 0;
 }
 
-typedef bool (*cond_fn)(void *);
-
-static bool run_until(fx *f, cond_fn cond, void *arg, uint64_t max_ms)
-{
-    uint64_t deadline = lx_now_ns() + max_ms * 1000000ull;
-    while (!cond(arg)) {
-        if (lx_now_ns() >= deadline) return false;
-        uv_run(&f->loop, UV_RUN_ONCE);
-    }
-    return true;
-}
-
-static void run_for(fx *f, uint64_t ms)
-{
-    uint64_t deadline = lx_now_ns() + ms * 1000000ull;
-    while (lx_now_ns() < deadline)
-        uv_run(&f->loop, UV_RUN_ONCE);
-}
-
 /* ---- a recording caller --------------------------------------------------------------------- */
 
 #define CURL_ERROR_SIZE_FOR_TESTS 256
@@ -536,7 +518,7 @@ static void rec_start(rec *r)
 
 static bool rec_done(void *arg) { return ((rec *)arg)->dones > 0; }
 
-static bool wait_done(fx *f, rec *r, uint64_t ms) { return run_until(f, rec_done, r, ms); }
+static bool wait_done(fx *f, rec *r, uint64_t ms) { return lx_test_run_until(&f->loop, rec_done, r, ms); }
 
 static void assert_clean(const rec *r)
 {
@@ -687,7 +669,7 @@ static void test_timeout_silent(void **state)
     assert_true(took >= 990 && took < 1500);
     /* and the connection is closed, so the backend can free the slot */
     srv_count sc = {&f->s, 1};
-    assert_true(run_until(f, srv_eofs_reached, &sc, 2000));
+    assert_true(lx_test_run_until(&f->loop, srv_eofs_reached, &sc, 2000));
 }
 
 static void test_timeout_between_reads(void **state)
@@ -707,7 +689,7 @@ static void test_timeout_between_reads(void **state)
     double took = r->t_done - r->t_start;
     assert_true(took >= 290 && took < 1000);
     srv_count sc = {&f->s, 1};
-    assert_true(run_until(f, srv_eofs_reached, &sc, 2000));
+    assert_true(lx_test_run_until(&f->loop, srv_eofs_reached, &sc, 2000));
 }
 
 static void test_close_mid_body(void **state)
@@ -774,7 +756,7 @@ static void test_connect_timeout(void **state)
         fill[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
         (void)connect(fill[i], (struct sockaddr *)&a, sizeof a);
     }
-    run_for(f, 50);
+    lx_test_run_for(&f->loop, 50);
     char url[128];
     snprintf(url, sizeof url, "http://127.0.0.1:%d/", ntohs(a.sin_port));
     rec *r = rec_new(f);
@@ -841,7 +823,7 @@ static void test_no_redirect(void **state)
     rec *r = rec_new(f);
     rec_start(r);
     assert_true(wait_done(f, r, 3000));
-    run_for(f, 50);
+    lx_test_run_for(&f->loop, 50);
     assert_clean(r);
     assert_int_equal(r->result, LX_UP_OK);
     assert_int_equal(r->status, 302);
@@ -889,7 +871,7 @@ static void test_pause_longer_than_timeout(void **state)
     lx_upstream_req req = rec_req(r);
     req.timeout_ms = 150;
     rec_start_req(r, &req);
-    assert_true(run_until(f, rec_paused_once, r, 3000));
+    assert_true(lx_test_run_until(&f->loop, rec_paused_once, r, 3000));
     r->pause_each = false; /* only the first piece pauses */
     assert_true(wait_done(f, r, 5000));
     assert_clean(r);
@@ -912,8 +894,8 @@ static void test_cancel_while_resuming(void **state)
     req.small_buffer = true;
     rec_start_req(r, &req);
     srv_count sc = {&f->s, 1};
-    assert_true(run_until(f, srv_eofs_reached, &sc, 3000));
-    run_for(f, 50);
+    assert_true(lx_test_run_until(&f->loop, srv_eofs_reached, &sc, 3000));
+    lx_test_run_for(&f->loop, 50);
     assert_true(r->cancelled);
     assert_false(r->after_end);
     assert_false(r->data_while_paused);
@@ -935,8 +917,8 @@ static void test_stop_while_resuming(void **state)
     rec_start_req(r, &req);
     assert_true(wait_done(f, r, 3000));
     srv_count sc = {&f->s, 1};
-    assert_true(run_until(f, srv_eofs_reached, &sc, 3000));
-    run_for(f, 50);
+    assert_true(lx_test_run_until(&f->loop, srv_eofs_reached, &sc, 3000));
+    lx_test_run_for(&f->loop, 50);
     assert_clean(r);
     assert_int_equal(r->result, LX_UP_CALLER);
     assert_int_equal(r->datas, 5);
@@ -952,8 +934,8 @@ static void test_cancel_inside_on_data(void **state)
     r->cancel_at_data = 3;
     rec_start(r);
     srv_count sc = {&f->s, 1};
-    assert_true(run_until(f, srv_eofs_reached, &sc, 3000)); /* the backend sees the client leave */
-    run_for(f, 100);
+    assert_true(lx_test_run_until(&f->loop, srv_eofs_reached, &sc, 3000)); /* the backend sees the client leave */
+    lx_test_run_for(&f->loop, 100);
     assert_true(r->cancelled);
     assert_false(r->after_end);
     assert_int_equal(r->dones, 0);
@@ -977,11 +959,11 @@ static void test_cancel_outside_then_fresh_connection(void **state)
     f->s.sse_interval_ms = 10;
     rec *r = rec_new(f);
     rec_start(r);
-    assert_true(run_until(f, rec_has_data, r, 3000));
+    assert_true(lx_test_run_until(&f->loop, rec_has_data, r, 3000));
     uv_timer_start(&r->timer, cancel_fired, 1, 0);
     srv_count sc = {&f->s, 1};
-    assert_true(run_until(f, srv_eofs_reached, &sc, 3000));
-    run_for(f, 50);
+    assert_true(lx_test_run_until(&f->loop, srv_eofs_reached, &sc, 3000));
+    lx_test_run_for(&f->loop, 50);
     assert_true(r->cancelled);
     assert_false(r->after_end);
     assert_int_equal(r->dones, 0);
@@ -1006,8 +988,8 @@ static void test_caller_stop(void **state)
     rec_start(r);
     assert_true(wait_done(f, r, 3000));
     srv_count sc = {&f->s, 1};
-    assert_true(run_until(f, srv_eofs_reached, &sc, 3000));
-    run_for(f, 50);
+    assert_true(lx_test_run_until(&f->loop, srv_eofs_reached, &sc, 3000));
+    lx_test_run_for(&f->loop, 50);
     assert_clean(r);
     assert_int_equal(r->result, LX_UP_CALLER);
     assert_int_equal(r->datas, 2);
@@ -1040,14 +1022,14 @@ static void test_cancel_other_from_callback(void **state)
     f->s.sse_interval_ms = 10;
     rec *a = rec_new(f), *b = rec_new(f);
     rec_start(b);
-    assert_true(run_until(f, rec_has_data, b, 3000));
+    assert_true(lx_test_run_until(&f->loop, rec_has_data, b, 3000));
     a->cancel_other = b;
     a->stop_at_data = 3;
     rec_start(a);
     assert_true(wait_done(f, a, 3000));
     srv_count sc = {&f->s, 2};
-    assert_true(run_until(f, srv_eofs_reached, &sc, 3000));
-    run_for(f, 50);
+    assert_true(lx_test_run_until(&f->loop, srv_eofs_reached, &sc, 3000));
+    lx_test_run_for(&f->loop, 50);
     assert_clean(a);
     assert_int_equal(a->result, LX_UP_CALLER);
     assert_false(b->after_end);
@@ -1091,20 +1073,20 @@ static void test_free_with_requests_running(void **state)
         rec_start(rs[i]);
     }
     for (int i = 0; i < 3; i++)
-        assert_true(run_until(f, rec_has_data, rs[i], 3000));
+        assert_true(lx_test_run_until(&f->loop, rec_has_data, rs[i], 3000));
     f->s.mode = SRV_SILENT;
     rec *quiet = rec_new(f), *never = rec_new(f);
     rs[0]->pause_each = true; /* one of them paused, with a resume pending */
     rs[0]->resume_after_ms = 1;
     rec_start(quiet);
     srv_count sr = {&f->s, 4};
-    assert_true(run_until(f, srv_requests_reached, &sr, 3000));
+    assert_true(lx_test_run_until(&f->loop, srv_requests_reached, &sr, 3000));
     rec_start(never); /* not even connected yet */
     lx_http_client_free(f->c);
     f->c = NULL;
     srv_count sc = {&f->s, 4};
-    assert_true(run_until(f, srv_eofs_reached, &sc, 3000));
-    run_for(f, 50);
+    assert_true(lx_test_run_until(&f->loop, srv_eofs_reached, &sc, 3000));
+    lx_test_run_for(&f->loop, 50);
     for (int i = 0; i < 3; i++) {
         assert_int_equal(rs[i]->dones, 0);
         assert_false(rs[i]->after_end);
@@ -1121,14 +1103,14 @@ static void test_free_from_inside_callback(void **state)
     f->s.sse_interval_ms = 10;
     rec *a = rec_new(f), *b = rec_new(f);
     rec_start(b);
-    assert_true(run_until(f, rec_has_data, b, 3000));
+    assert_true(lx_test_run_until(&f->loop, rec_has_data, b, 3000));
     a->free_client_at_data = true;
     rec_start(a);
     srv_count sc = {&f->s, 2};
-    assert_true(run_until(f, srv_eofs_reached, &sc, 3000));
+    assert_true(lx_test_run_until(&f->loop, srv_eofs_reached, &sc, 3000));
     assert_null(f->c);
     int b_datas = b->datas;
-    run_for(f, 50);
+    lx_test_run_for(&f->loop, 50);
     assert_int_equal(a->datas, 1);
     assert_int_equal(a->dones, 0);
     assert_int_equal(b->dones, 0);
@@ -1199,7 +1181,7 @@ static void test_idle_pooled_closed_by_server(void **state)
      * goes idle (curl is not asked: it is not watching the socket) */
     for (sconn *k = f->s.conns; k; k = k->next)
         sconn_close(k);
-    run_for(f, 50);
+    lx_test_run_for(&f->loop, 50);
     int turns = turns_in(f, 200);
     if (turns >= 100) fail_msg("the loop spins: %d turns in 200 ms", turns);
     pc = census(f);
@@ -1275,7 +1257,7 @@ static void test_many_sequential_one_connection(void **state)
             .timeout_ms = 2000,
         };
         assert_non_null(lx_upstream_start(f->c, &req, &mini_cbs, &m));
-        assert_true(run_until(f, mini_finished, &m, 3000));
+        assert_true(lx_test_run_until(&f->loop, mini_finished, &m, 3000));
         assert_int_equal(m.result, LX_UP_OK);
         assert_int_equal(m.heads, 1);
         assert_int_equal(m.status, 200);
@@ -1309,7 +1291,7 @@ static void test_fd_reuse_after_close(void **state)
     for (int i = 0; i < N; i++) {
         rs[i] = rec_new(f);
         rec_start(rs[i]);
-        assert_true(run_until(f, rec_has_data, rs[i], 3000));
+        assert_true(lx_test_run_until(&f->loop, rec_has_data, rs[i], 3000));
         poll_census pc = census(f);
         assert_int_equal(pc.n, 1);
         assert_int_equal(pc.active, 1);
@@ -1322,8 +1304,8 @@ static void test_fd_reuse_after_close(void **state)
         assert_int_equal(pc.closing, 1);
     }
     srv_count sc = {&f->s, N};
-    assert_true(run_until(f, srv_eofs_reached, &sc, 3000)); /* every connection was really closed */
-    run_for(f, 50);
+    assert_true(lx_test_run_until(&f->loop, srv_eofs_reached, &sc, 3000)); /* every connection was really closed */
+    lx_test_run_for(&f->loop, 50);
     for (int i = 0; i < N; i++) {
         assert_false(rs[i]->after_end);
         assert_int_equal(rs[i]->dones, 0);

@@ -15,25 +15,16 @@
 #include <cmocka.h>
 
 #include "config.h"
+#include "support.h"
 #include "utils/log.h"
 
 #define MIB ((size_t)1 << 20)
 
-/* Parses yaml as "cfg.yaml"; errs receives the messages. */
+/* Parses yaml as "cfg.yaml", a text expected to be refused; errs receives the messages. */
 static lx_config *parse(const char *yaml, lx_buf *errs)
 {
     lx_buf_init(errs, 0);
     return lx_config_parse("cfg.yaml", yaml, strlen(yaml), errs);
-}
-
-static lx_config *parse_ok(const char *yaml)
-{
-    lx_buf errs;
-    lx_config *c = parse(yaml, &errs);
-    if (c == NULL) print_error("unexpected errors:\n%s", errs.p);
-    lx_buf_free(&errs);
-    assert_non_null(c);
-    return c;
 }
 
 /* Asserts that yaml is refused and that every needle (NULL-terminated list) is among the errors. */
@@ -56,7 +47,8 @@ static void expect_errors(const char *yaml, ...)
 static size_t count_lines(const char *s)
 {
     size_t n = 0;
-    for (; *s; s++) n += *s == '\n';
+    for (; *s; s++)
+        n += *s == '\n';
     return n;
 }
 
@@ -238,7 +230,7 @@ static void test_cannot_read(void **state)
 static void test_defaults(void **state)
 {
     (void)state;
-    lx_config *c = parse_ok("default_model: m\n");
+    lx_config *c = lx_test_config("default_model: m\n");
     assert_server_defaults(c);
     assert_string_equal(c->vllm.url, "http://localhost:8000");
     assert_true(c->vllm.timeout_s == 120.0);
@@ -261,10 +253,10 @@ static void test_defaults(void **state)
 static void test_shorthand_only(void **state)
 {
     (void)state;
-    lx_config *c = parse_ok("vllm:\n"
-                            "  url: \"https://gpu1:8000/v1/\"\n"
-                            "  timeout: 30.5\n"
-                            "default_model: qwen3-32b\n");
+    lx_config *c = lx_test_config("vllm:\n"
+                                  "  url: \"https://gpu1:8000/v1/\"\n"
+                                  "  timeout: 30.5\n"
+                                  "default_model: qwen3-32b\n");
     assert_string_equal(c->vllm.url, "https://gpu1:8000/v1");
     assert_int_equal(c->n_backends, 1);
     const lx_backend_conf *b = &c->backends[0];
@@ -294,22 +286,22 @@ static void test_shorthand_needs_default_model(void **state)
 static void test_backends_with_type(void **state)
 {
     (void)state;
-    lx_config *c = parse_ok("vllm:\n"
-                            "  timeout: 90\n"
-                            "backends:\n"
-                            "  vllm-b:\n"
-                            "    type: vllm\n"
-                            "    url: http://gpu2:8000/\n"
-                            "    models: [qwen-coder, {name: qwen-small, gpu_memory_utilization: 0.5}]\n"
-                            "  cloud:\n"
-                            "    type: openai\n"
-                            "    url: https://api.example.com/v1\n"
-                            "    timeout: 15\n"
-                            "    models:\n"
-                            "      - gpt-4o\n"
-                            "  llamacpp:\n"
-                            "    url: http://localhost:8080\n"
-                            "    enabled: no\n");
+    lx_config *c = lx_test_config("vllm:\n"
+                                  "  timeout: 90\n"
+                                  "backends:\n"
+                                  "  vllm-b:\n"
+                                  "    type: vllm\n"
+                                  "    url: http://gpu2:8000/\n"
+                                  "    models: [qwen-coder, {name: qwen-small, gpu_memory_utilization: 0.5}]\n"
+                                  "  cloud:\n"
+                                  "    type: openai\n"
+                                  "    url: https://api.example.com/v1\n"
+                                  "    timeout: 15\n"
+                                  "    models:\n"
+                                  "      - gpt-4o\n"
+                                  "  llamacpp:\n"
+                                  "    url: http://localhost:8080\n"
+                                  "    enabled: no\n");
     assert_int_equal(c->n_backends, 3);
     const lx_backend_conf *b = backend(c, "vllm-b");
     assert_int_equal(b->kind, LX_BACKEND_VLLM);
@@ -333,16 +325,16 @@ static void test_backends_with_type(void **state)
 static void test_vllm_entry_takes_vllm_url(void **state)
 {
     (void)state;
-    lx_config *c = parse_ok("vllm: {url: \"http://a:1/\", timeout: 5}\n"
-                            "backends:\n"
-                            "  vllm: {models: [m]}\n"
-                            "  ollama: {enabled: false}\n");
+    lx_config *c = lx_test_config("vllm: {url: \"http://a:1/\", timeout: 5}\n"
+                                  "backends:\n"
+                                  "  vllm: {models: [m]}\n"
+                                  "  ollama: {enabled: false}\n");
     assert_string_equal(backend(c, "vllm")->url, "http://a:1");
     assert_true(backend(c, "vllm")->timeout_s == 5.0);
     assert_null(backend(c, "ollama")->url); /* disabled: no url needed */
     lx_config_unref(c);
     /* the same url (up to a trailing slash) in both places is fine */
-    c = parse_ok("vllm: {url: \"http://a:1/\"}\nbackends:\n  vllm: {url: \"http://a:1\", models: [m]}\n");
+    c = lx_test_config("vllm: {url: \"http://a:1/\"}\nbackends:\n  vllm: {url: \"http://a:1\", models: [m]}\n");
     lx_config_unref(c);
 }
 
@@ -410,7 +402,7 @@ static void test_vllm_url_conflict(void **state)
                   "\"http://localhost:8000\" (line 2)",
                   NULL);
     /* vllm.url left at its default: the entry's url wins, no conflict */
-    lx_config *c = parse_ok("backends:\n  vllm: {url: \"http://localhost:9000\", models: [m]}\n");
+    lx_config *c = lx_test_config("backends:\n  vllm: {url: \"http://localhost:9000\", models: [m]}\n");
     assert_string_equal(c->backends[0].url, "http://localhost:9000");
     lx_config_unref(c);
 }
@@ -450,6 +442,9 @@ static void test_unknown_keys(void **state)
                   NULL);
     expect_errors("default_model: m\nauth:\n  keys:\n    - {key: k, user: u, role: admin}\n",
                   "cfg.yaml:4: auth.keys[0].role: unknown key (valid keys: key, key_sha256, user)", NULL);
+    /* plain is what the loader notes, not a key of the file */
+    expect_errors("default_model: m\nauth:\n  keys:\n    - {key: k, user: u, plain: false}\n",
+                  "cfg.yaml:4: auth.keys[0].plain: unknown key (valid keys: key, key_sha256, user)", NULL);
     expect_errors("default_model: m\nauth: {enable: true}\n",
                   "cfg.yaml:2: auth.enable: unknown key (valid keys: enabled, keys)", NULL);
     expect_errors("default_model: m\nhealth_check: {interval: 5}\n",
@@ -499,12 +494,12 @@ static void test_wrong_types(void **state)
 static void test_scalar_forms(void **state)
 {
     (void)state;
-    lx_config *c = parse_ok("default_model: \"8001\"\n" /* any scalar is a string */
-                            "server: {port: +80, host: localhost}\n"
-                            "vllm: {timeout: 2.5e1}\n"
-                            "metrics: {enabled: No, port: 1}\n"
-                            "logging: {level: warn, format: TEXT}\n"
-                            "retry: {delay_seconds: 0, backoff_multiplier: 1}\n");
+    lx_config *c = lx_test_config("default_model: \"8001\"\n" /* any scalar is a string */
+                                  "server: {port: +80, host: localhost}\n"
+                                  "vllm: {timeout: 2.5e1}\n"
+                                  "metrics: {enabled: No, port: 1}\n"
+                                  "logging: {level: warn, format: TEXT}\n"
+                                  "retry: {delay_seconds: 0, backoff_multiplier: 1}\n");
     assert_string_equal(c->default_model, "8001");
     assert_int_equal(c->server.port, 80);
     assert_true(c->vllm.timeout_s == 25.0);
@@ -513,11 +508,11 @@ static void test_scalar_forms(void **state)
     assert_false(c->logging.json);
     assert_true(c->retry.delay_s == 0.0);
     lx_config_unref(c);
-    c = parse_ok("default_model: m\nmetrics: {enabled: YES}\nlogging: {level: Debug}\n");
+    c = lx_test_config("default_model: m\nmetrics: {enabled: YES}\nlogging: {level: Debug}\n");
     assert_true(c->metrics.enabled);
     assert_int_equal(c->logging.level, LX_LOG_DEBUG);
     lx_config_unref(c);
-    c = parse_ok("default_model: m\nlogging: {level: WARNING}\nserver:\nqueue: ~\n"); /* empty sections */
+    c = lx_test_config("default_model: m\nlogging: {level: WARNING}\nserver:\nqueue: ~\n"); /* empty sections */
     assert_int_equal(c->logging.level, LX_LOG_WARN);
     assert_int_equal(c->server.port, 8001);
     lx_config_unref(c);
@@ -605,18 +600,18 @@ static void test_ranges(void **state)
         expect_errors(yaml, bk[i].needle, NULL);
     }
     /* the edges themselves are fine */
-    lx_config *c = parse_ok("default_model: m\nserver: {port: 65535, header_timeout: 3600}\n"
-                            "queue: {priorities: {high: 0, normal: 0, low: 1000}}\n"
-                            "rate_limits: {default: {requests_per_minute: 0, tokens_per_minute: 0}}\n"
-                            "retry: {max_attempts: 20, backoff_multiplier: 10}\n");
+    lx_config *c = lx_test_config("default_model: m\nserver: {port: 65535, header_timeout: 3600}\n"
+                                  "queue: {priorities: {high: 0, normal: 0, low: 1000}}\n"
+                                  "rate_limits: {default: {requests_per_minute: 0, tokens_per_minute: 0}}\n"
+                                  "retry: {max_attempts: 20, backoff_multiplier: 10}\n");
     assert_int_equal(c->server.port, 65535);
     assert_int_equal(c->queue.priority_low, 1000);
     assert_int_equal(c->rate_limits.default_limit.requests_per_minute, 0);
     lx_config_unref(c);
-    c = parse_ok("default_model: m\nserver: {shutdown_timeout: 0}\nqueue: {aging_seconds: 86400}\n"
-                 "rate_limits: {default_max_tokens: 10000000}\nretry: {max_delay_seconds: 0}\n"
-                 "health_check: {interval_seconds: 0.1, failure_threshold: 100, cooldown_seconds: 86400, "
-                 "timeout_seconds: 600}\n");
+    c = lx_test_config("default_model: m\nserver: {shutdown_timeout: 0}\nqueue: {aging_seconds: 86400}\n"
+                       "rate_limits: {default_max_tokens: 10000000}\nretry: {max_delay_seconds: 0}\n"
+                       "health_check: {interval_seconds: 0.1, failure_threshold: 100, cooldown_seconds: 86400, "
+                       "timeout_seconds: 600}\n");
     assert_true(c->server.shutdown_timeout_s == 0.0);
     assert_true(c->queue.aging_s == 86400.0);
     assert_int_equal(c->rate_limits.default_max_tokens, 10000000);
@@ -626,8 +621,9 @@ static void test_ranges(void **state)
     assert_true(c->health_check.cooldown_s == 86400.0);
     assert_true(c->health_check.timeout_s == 600.0);
     lx_config_unref(c);
-    c = parse_ok("backends:\n  vllm: {models: [m], max_concurrency: 100000, kv_cache_threshold: 1, priority: 1000}\n"
-                 "  b: {type: vllm, url: \"http://b\", models: [m], max_concurrency: 1, kv_cache_threshold: 0.001}\n");
+    c = lx_test_config(
+        "backends:\n  vllm: {models: [m], max_concurrency: 100000, kv_cache_threshold: 1, priority: 1000}\n"
+        "  b: {type: vllm, url: \"http://b\", models: [m], max_concurrency: 1, kv_cache_threshold: 0.001}\n");
     assert_int_equal(c->backends[0].max_concurrency, 100000);
     assert_true(c->backends[0].kv_cache_threshold == 1.0);
     assert_int_equal(c->backends[0].priority, 1000);
@@ -649,11 +645,11 @@ static void test_byte_sizes(void **state)
     for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
         char yaml[128];
         snprintf(yaml, sizeof yaml, "default_model: m\nserver: {max_body_bytes: %s}\n", good[i].text);
-        lx_config *c = parse_ok(yaml);
+        lx_config *c = lx_test_config(yaml);
         assert_int_equal(c->server.max_body_bytes, good[i].bytes);
         lx_config_unref(c);
     }
-    lx_config *c = parse_ok("default_model: m\nserver: {max_header_bytes: 1MiB, max_response_bytes: 1GB}\n");
+    lx_config *c = lx_test_config("default_model: m\nserver: {max_header_bytes: 1MiB, max_response_bytes: 1GB}\n");
     assert_int_equal(c->server.max_header_bytes, MIB);
     assert_int_equal(c->server.max_response_bytes, 1000000000);
     lx_config_unref(c);
@@ -681,12 +677,12 @@ static void test_byte_sizes_bad(void **state)
 static void test_users_inherit_default(void **state)
 {
     (void)state;
-    lx_config *c = parse_ok("default_model: m\n"
-                            "rate_limits:\n"
-                            "  users:\n"
-                            "    bob: {requests_per_minute: 5}\n"
-                            "    eve:\n"
-                            "  default: {requests_per_minute: 7, tokens_per_minute: 700}\n");
+    lx_config *c = lx_test_config("default_model: m\n"
+                                  "rate_limits:\n"
+                                  "  users:\n"
+                                  "    bob: {requests_per_minute: 5}\n"
+                                  "    eve:\n"
+                                  "  default: {requests_per_minute: 7, tokens_per_minute: 700}\n");
     assert_int_equal(c->rate_limits.n_users, 2);
     assert_string_equal(c->rate_limits.users[0].name, "bob");
     assert_int_equal(c->rate_limits.users[0].requests_per_minute, 5);
@@ -747,7 +743,8 @@ static void test_many_errors_capped(void **state)
     lx_buf yaml, errs;
     lx_buf_init(&yaml, 0);
     lx_buf_append_str(&yaml, "default_model: m\nserver:\n");
-    for (int i = 0; i < 150; i++) lx_buf_printf(&yaml, "  k%d: 1\n", i);
+    for (int i = 0; i < 150; i++)
+        lx_buf_printf(&yaml, "  k%d: 1\n", i);
     lx_buf_init(&errs, 0);
     assert_null(lx_config_parse("cfg.yaml", yaml.p, yaml.len, &errs));
     assert_int_equal(count_lines(errs.p), 101);
@@ -787,7 +784,7 @@ static void test_odd_input(void **state)
     expect_errors("default_model: m\nserver: &s {host: *s}\n", "server.host: must be a non-empty string, got a mapping",
                   NULL);
     /* aliases that fit the schema are fine */
-    lx_config *c = parse_ok("default_model: m\nserver: {port: &p 9000}\nmetrics: {port: *p}\n");
+    lx_config *c = lx_test_config("default_model: m\nserver: {port: &p 9000}\nmetrics: {port: *p}\n");
     assert_int_equal(c->metrics.port, 9000);
     lx_config_unref(c);
     /* a NUL inside a value, control characters in a key: still one error per line */
@@ -816,20 +813,20 @@ static void test_odd_input(void **state)
 static void test_backend_keys(void **state)
 {
     (void)state;
-    lx_config *c = parse_ok("backends:\n"
-                            "  vllm:\n"
-                            "    models: [m]\n"
-                            "    max_concurrency: 8\n"
-                            "    adaptive: true\n"
-                            "    kv_cache_threshold: 0.8\n"
-                            "    forward_priority: yes\n"
-                            "    priority: 1\n"
-                            "  spare:\n"
-                            "    type: openai\n"
-                            "    url: https://api.example.com/v1\n"
-                            "    models: [m]\n"
-                            "    priority: 2\n"
-                            "    api_key: \"sk-abc_123.XYZ\"\n");
+    lx_config *c = lx_test_config("backends:\n"
+                                  "  vllm:\n"
+                                  "    models: [m]\n"
+                                  "    max_concurrency: 8\n"
+                                  "    adaptive: true\n"
+                                  "    kv_cache_threshold: 0.8\n"
+                                  "    forward_priority: yes\n"
+                                  "    priority: 1\n"
+                                  "  spare:\n"
+                                  "    type: openai\n"
+                                  "    url: https://api.example.com/v1\n"
+                                  "    models: [m]\n"
+                                  "    priority: 2\n"
+                                  "    api_key: \"sk-abc_123.XYZ\"\n");
     const lx_backend_conf *b = backend(c, "vllm");
     assert_int_equal(b->max_concurrency, 8);
     assert_true(b->adaptive);
@@ -878,9 +875,9 @@ static void test_secrets_not_shown(void **state)
 static void test_rate_limit_keys(void **state)
 {
     (void)state;
-    lx_config *c = parse_ok("default_model: m\n"
-                            "rate_limits: {mode: wait, store: redis, redis_url: \"redis://cache.local:6380/2\", "
-                            "default_max_tokens: 1}\n");
+    lx_config *c = lx_test_config("default_model: m\n"
+                                  "rate_limits: {mode: wait, store: redis, redis_url: \"redis://cache.local:6380/2\", "
+                                  "default_max_tokens: 1}\n");
     assert_int_equal(c->rate_limits.mode, LX_RATE_WAIT);
     assert_int_equal(c->rate_limits.store, LX_RATE_STORE_REDIS);
     assert_string_equal(c->rate_limits.redis_url, "redis://cache.local:6380/2");
@@ -890,7 +887,7 @@ static void test_rate_limit_keys(void **state)
     assert_null(c->rate_limits.redis.socket_path);
     assert_int_equal(c->rate_limits.default_max_tokens, 1);
     lx_config_unref(c);
-    c = parse_ok("default_model: m\nrate_limits: {mode: Reject, store: MEMORY}\n");
+    c = lx_test_config("default_model: m\nrate_limits: {mode: Reject, store: MEMORY}\n");
     assert_int_equal(c->rate_limits.mode, LX_RATE_REJECT);
     assert_int_equal(c->rate_limits.store, LX_RATE_STORE_MEMORY);
     lx_config_unref(c);
@@ -921,12 +918,16 @@ static void test_redis_url(void **state)
     for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
         char yaml[256];
         snprintf(yaml, sizeof yaml, "default_model: m\nrate_limits: {redis_url: \"%s\"}\n", good[i].url);
-        lx_config *c = parse_ok(yaml);
+        lx_config *c = lx_test_config(yaml);
         assert_string_equal(c->rate_limits.redis_url, good[i].url);
-        if (good[i].host) assert_string_equal(c->rate_limits.redis.host, good[i].host);
-        else assert_null(c->rate_limits.redis.host);
-        if (good[i].socket_path) assert_string_equal(c->rate_limits.redis.socket_path, good[i].socket_path);
-        else assert_null(c->rate_limits.redis.socket_path);
+        if (good[i].host)
+            assert_string_equal(c->rate_limits.redis.host, good[i].host);
+        else
+            assert_null(c->rate_limits.redis.host);
+        if (good[i].socket_path)
+            assert_string_equal(c->rate_limits.redis.socket_path, good[i].socket_path);
+        else
+            assert_null(c->rate_limits.redis.socket_path);
         assert_int_equal(c->rate_limits.redis.port, good[i].port);
         assert_int_equal(c->rate_limits.redis.db, good[i].db);
         lx_config_unref(c);
@@ -960,16 +961,16 @@ static void test_redis_url(void **state)
 static void test_auth_keys(void **state)
 {
     (void)state;
-    lx_config *c = parse_ok("default_model: m\n"
-                            "auth:\n"
-                            "  enabled: true\n"
-                            "  keys:\n"
-                            "    - key_sha256: " SHA_OTHER "\n"
-                            "      user: alice\n"
-                            "    - {key: secret, user: bob}\n"
-                            "    - {user: alice, key_sha256: \""
-                            "2BB80D537B1DA3E38BD30361AA855686BDE0EACD7162FEF6A25FE97BF527A25A"
-                            "\"}\n");
+    lx_config *c = lx_test_config("default_model: m\n"
+                                  "auth:\n"
+                                  "  enabled: true\n"
+                                  "  keys:\n"
+                                  "    - key_sha256: " SHA_OTHER "\n"
+                                  "      user: alice\n"
+                                  "    - {key: secret, user: bob}\n"
+                                  "    - {user: alice, key_sha256: \""
+                                  "2BB80D537B1DA3E38BD30361AA855686BDE0EACD7162FEF6A25FE97BF527A25A"
+                                  "\"}\n");
     assert_true(c->auth.enabled);
     assert_int_equal(c->auth.n_keys, 3);
     assert_string_equal(c->auth.keys[0].user, "alice");
@@ -982,11 +983,11 @@ static void test_auth_keys(void **state)
                   "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25a");
     lx_config_unref(c);
     /* keys may be listed with auth off; an empty list is no keys */
-    c = parse_ok("default_model: m\nauth: {keys: [{key: k1, user: u}]}\n");
+    c = lx_test_config("default_model: m\nauth: {keys: [{key: k1, user: u}]}\n");
     assert_false(c->auth.enabled);
     assert_int_equal(c->auth.n_keys, 1);
     lx_config_unref(c);
-    c = parse_ok("default_model: m\nauth: {enabled: false, keys: []}\n");
+    c = lx_test_config("default_model: m\nauth: {enabled: false, keys: []}\n");
     assert_int_equal(c->auth.n_keys, 0);
     lx_config_unref(c);
 }
@@ -1050,7 +1051,7 @@ static void write_file(const char *path, const char *text) { write_bytes(path, t
 static void test_admin_token(void **state)
 {
     (void)state;
-    lx_config *c = parse_ok("default_model: m\nadmin: {token: \"s3cr3t-Token\"}\n");
+    lx_config *c = lx_test_config("default_model: m\nadmin: {token: \"s3cr3t-Token\"}\n");
     assert_string_equal(c->admin.token, "s3cr3t-Token");
     assert_null(c->admin.token_file);
     lx_config_unref(c);
@@ -1061,7 +1062,7 @@ static void test_admin_token(void **state)
     snprintf(file, sizeof file, "%s/token", dir);
     write_file(file, "tok-from-file \t\r\n\n");
     snprintf(yaml, sizeof yaml, "default_model: m\nadmin:\n  token_file: \"%s\"\n", file);
-    c = parse_ok(yaml);
+    c = lx_test_config(yaml);
     assert_string_equal(c->admin.token, "tok-from-file"); /* trailing whitespace dropped */
     assert_string_equal(c->admin.token_file, file);
     lx_config_unref(c);
@@ -1112,10 +1113,10 @@ static void test_admin_token(void **state)
 static void test_other_new_keys(void **state)
 {
     (void)state;
-    lx_config *c = parse_ok("default_model: m\n"
-                            "metrics: {per_user: true}\n"
-                            "usage: {enabled: false, db_path: /var/lib/lexora/usage.db}\n"
-                            "logging: {file: /var/log/lexora.log}\n");
+    lx_config *c = lx_test_config("default_model: m\n"
+                                  "metrics: {per_user: true}\n"
+                                  "usage: {enabled: false, db_path: /var/lib/lexora/usage.db}\n"
+                                  "logging: {file: /var/log/lexora.log}\n");
     assert_true(c->metrics.per_user);
     assert_false(c->usage.enabled);
     assert_string_equal(c->usage.db_path, "/var/lib/lexora/usage.db");
@@ -1134,10 +1135,10 @@ static void test_other_new_keys(void **state)
 static void test_backend_for(void **state)
 {
     (void)state;
-    lx_config *c = parse_ok("backends:\n"
-                            "  ollama: {enabled: false, url: \"http://o\", models: [shared, only-off]}\n"
-                            "  vllm: {models: [qwen3-32b, shared]}\n"
-                            "  second: {type: openai, url: \"http://s\", models: [shared, other]}\n");
+    lx_config *c = lx_test_config("backends:\n"
+                                  "  ollama: {enabled: false, url: \"http://o\", models: [shared, only-off]}\n"
+                                  "  vllm: {models: [qwen3-32b, shared]}\n"
+                                  "  second: {type: openai, url: \"http://s\", models: [shared, other]}\n");
     assert_string_equal(c->default_model, "qwen3-32b"); /* the first *enabled* backend's first model */
     const lx_backend_conf *b = lx_config_backend_for(c, "shared", 6);
     assert_non_null(b);
@@ -1156,7 +1157,7 @@ static void test_backend_for(void **state)
 static void test_refcount(void **state)
 {
     (void)state;
-    lx_config *c = parse_ok("default_model: m\n");
+    lx_config *c = lx_test_config("default_model: m\n");
     assert_int_equal(c->refs, 1);
     assert_ptr_equal(lx_config_ref(c), c);
     lx_config_ref(c);

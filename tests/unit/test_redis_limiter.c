@@ -140,28 +140,6 @@ static int group_teardown(void **state)
 
 static uv_loop_t loop;
 
-static void tick(uv_timer_t *t) { (void)t; }
-
-/* Runs the loop until *cond is true or ms pass. */
-static bool run_until(const bool *cond, int ms)
-{
-    uv_timer_t t;
-    uv_timer_init(&loop, &t);
-    uv_timer_start(&t, tick, 5, 5);
-    uint64_t end = uv_hrtime() + (uint64_t)ms * 1000000u;
-    while (!*cond && uv_hrtime() < end)
-        uv_run(&loop, UV_RUN_ONCE);
-    uv_close((uv_handle_t *)&t, NULL);
-    uv_run(&loop, UV_RUN_NOWAIT);
-    return *cond;
-}
-
-static void run_for(int ms)
-{
-    bool never = false;
-    run_until(&never, ms);
-}
-
 static lx_config *config(const char *extra, const char *url)
 {
     char yaml[1024];
@@ -203,7 +181,7 @@ static void close_limiter(lx_rate_limiter *rl)
     for (size_t i = 0; i < 8; i++)
         if (open_limiters[i] == rl) open_limiters[i] = NULL;
     lx_rate_limiter_close(rl);
-    run_for(20);
+    lx_test_run_for(&loop, 20);
 }
 
 /* One check, waited for. */
@@ -227,7 +205,7 @@ static lx_rate_verdict check_tokens(lx_rate_limiter *rl, waiter *w, const char *
     w->done = false;
     lx_rate_ask ask = {.user = user, .prompt_tokens = tokens / 2, .tokens = tokens};
     lx_rate_check(rl, &w->req, &ask, on_done, w);
-    assert_true(run_until(&w->done, 2000));
+    assert_true(lx_test_run_until(&loop, lx_test_flag, &w->done, 2000));
     return w->res.verdict;
 }
 
@@ -309,18 +287,18 @@ static void test_tpm_across_instances(void **state)
     assert_int_equal(w2.res.kind, LX_RATE_TOKENS);
     assert_true(w2.res.used >= 599 && w2.res.used <= 600);
     lx_rate_finish(&w1.req, 100); /* real usage: 100 */
-    run_for(30);
+    lx_test_run_for(&loop, 30);
     assert_int_equal(check_tokens(b, &w2, "tok", 850), LX_RATE_ALLOWED);
     lx_rate_finish(&w2.req, 850);
-    run_for(30);
+    lx_test_run_for(&loop, 30);
     assert_int_equal(check_tokens(a, &w1, "tok", 100), LX_RATE_LIMITED);
     /* a refund of everything deletes the key */
     redis_do("FLUSHALL");
     assert_int_equal(check_tokens(a, &w1, "gone", 10), LX_RATE_ALLOWED);
-    run_for(10);
+    lx_test_run_for(&loop, 10);
     assert_int_equal(redis_int("EXISTS %s", "lexora:rl:gone"), 1);
     lx_rate_cancel(&w1.req);
-    run_for(30);
+    lx_test_run_for(&loop, 30);
     assert_int_equal(redis_int("EXISTS %s", "lexora:rl:gone"), 0);
     close_limiter(a);
     close_limiter(b);
@@ -337,7 +315,7 @@ static void test_cancel_while_deciding(void **state)
     lx_rate_check(a, &w.req, &ask, on_done, &w);
     assert_false(w.done); /* Redis answers later */
     lx_rate_cancel(&w.req);
-    run_for(50);
+    lx_test_run_for(&loop, 50);
     assert_int_equal(w.calls, 0); /* never called back */
     /* and what Redis charged for it was given back: both requests are still there */
     assert_int_equal(hit(a, "cx", NULL), LX_RATE_ALLOWED);
@@ -377,7 +355,7 @@ static void test_db_and_host_name(void **state)
     bool shared = false;
     for (int i = 0; i < 3 && !shared; i++) { /* the first may be local while the name resolves */
         hit(a, "dbuser", &shared);
-        if (!shared) run_for(50);
+        if (!shared) lx_test_run_for(&loop, 50);
     }
     assert_true(shared);
     assert_int_equal(redis_int("EXISTS %s", "lexora:rl:dbuser"), 0);
@@ -475,14 +453,14 @@ static void test_fallback_and_recovery(void **state)
     assert_int_equal(st.redis_down_events, 1);
     assert_int_equal(lx_rate_limiter_fallbacks(a), st.fallbacks);
     /* each instance started its local limit from its own share (5 of 20), so each admits 15 more at most */
-    run_for(300);                                      /* reconnection attempts fail quietly */
+    lx_test_run_for(&loop, 300);                       /* reconnection attempts fail quietly */
     assert_int_equal(capture_count("is unusable"), 2); /* once per instance */
 
     /* Redis is back (empty): within the backoff both use it again, and share one limit again */
     redis_start();
     bool back = false;
     for (int i = 0; i < 60 && !back; i++) { /* up to 3 s */
-        run_for(50);
+        lx_test_run_for(&loop, 50);
         lx_rate_limiter_stats(a, &st);
         lx_rate_stats sb;
         lx_rate_limiter_stats(b, &sb);
@@ -527,7 +505,7 @@ static void test_redis_stops_answering(void **state)
     kill(redis_pid, SIGCONT);
     bool up = false;
     for (int i = 0; i < 60 && !up; i++) {
-        run_for(50);
+        lx_test_run_for(&loop, 50);
         hit(a, "st", &shared);
         up = shared;
     }
@@ -572,11 +550,8 @@ static void test_reconfigure_store(void **state)
     assert_int_equal(hit(a, "rc", &shared), LX_RATE_ALLOWED);
     assert_true(shared);
     /* to memory: the shadow kept this instance's use */
-    lx_buf err;
-    lx_buf_init(&err, 0);
-    const char *yaml = "default_model: m\nrate_limits:\n  default: {requests_per_minute: 4, tokens_per_minute: 0}\n";
-    lx_config *c = lx_config_parse("t.yaml", yaml, strlen(yaml), &err);
-    lx_buf_free(&err);
+    lx_config *c =
+        lx_test_config("default_model: m\nrate_limits:\n  default: {requests_per_minute: 4, tokens_per_minute: 0}\n");
     lx_rate_limiter_reconfigure(a, c);
     lx_config_unref(c);
     int ok = 0;
@@ -607,7 +582,7 @@ int main(void)
         cmocka_unit_test_teardown(test_reconfigure_store, test_teardown),
     };
     int rc = cmocka_run_group_tests(tests, group_setup, group_teardown);
-    run_for(50); /* close callbacks; a handle left open is ASan's to report, not a reason to hang */
+    lx_test_run_for(&loop, 50); /* close callbacks; a handle left open is ASan's to report, not a reason to hang */
     uv_loop_close(&loop);
     return rc;
 }

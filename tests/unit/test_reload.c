@@ -14,17 +14,7 @@
 
 #include "config.h"
 #include "reload.h"
-
-static lx_config *parse_ok(const char *yaml)
-{
-    lx_buf errs;
-    lx_buf_init(&errs, 0);
-    lx_config *c = lx_config_parse("cfg.yaml", yaml, strlen(yaml), &errs);
-    if (c == NULL) print_error("unexpected errors:\n%s\nin:\n%s", errs.p, yaml);
-    lx_buf_free(&errs);
-    assert_non_null(c);
-    return c;
-}
+#include "support.h"
 
 /* "a, b" of a key list ("none" when empty). */
 static char *joined(const lx_keylist *l)
@@ -37,7 +27,7 @@ static char *joined(const lx_keylist *l)
 
 static void expect_diff(const char *yaml_a, const char *yaml_b, const char *changed, const char *restart)
 {
-    lx_config *a = parse_ok(yaml_a), *b = parse_ok(yaml_b);
+    lx_config *a = lx_test_config(yaml_a), *b = lx_test_config(yaml_b);
     lx_reload_diff d = {0};
     lx_reload_diff_compute(a, b, &d);
     char *c = joined(&d.changed), *r = joined(&d.restart_required);
@@ -93,6 +83,9 @@ static const struct {
     {"auth:\n  keys: [{key_sha256: \"0000000000000000000000000000000000000000000000000000000000000000\", user: u}]\n",
      "auth:\n  keys: [{key_sha256: \"0000000000000000000000000000000000000000000000000000000000000001\", user: u}]\n",
      "auth.keys", 0},
+    /* the same key, given in plain text instead of as its digest: the gateway warns about plain keys */
+    {"auth:\n  keys: [{key_sha256: \"6ab9f1eb8f7d3388f4f9d586f66e99fd54080df2c446f0e58668b09c08a16dd0\", user: u}]\n",
+     "auth:\n  keys: [{key: \"k1\", user: u}]\n", "auth.keys", 0},
     {"retry:\n  max_attempts: 1\n", "retry:\n  max_attempts: 2\n", "retry.max_attempts", 0},
     {"retry:\n  delay_seconds: 1\n", "retry:\n  delay_seconds: 2\n", "retry.delay_seconds", 0},
     {"retry:\n  backoff_multiplier: 1\n", "retry:\n  backoff_multiplier: 2\n", "retry.backoff_multiplier", 0},
@@ -206,12 +199,12 @@ static void test_users(void **state)
 static void test_pin(void **state)
 {
     (void)state;
-    lx_config *a = parse_ok(BASE "server:\n  host: \"127.0.0.1\"\n  port: 8001\n  max_body_bytes: 4KiB\n"
-                                 "rate_limits:\n  redis_url: \"redis://a:1/2\"\n"
-                                 "usage:\n  db_path: \"a.db\"\nmetrics:\n  port: 9000\n");
-    lx_config *b = parse_ok(BASE "server:\n  host: \"0.0.0.0\"\n  port: 8002\n  max_body_bytes: 8KiB\n"
-                                 "rate_limits:\n  redis_url: \"unix:///tmp/r.sock\"\n"
-                                 "usage:\n  db_path: \"b.db\"\nmetrics:\n  port: 9001\n");
+    lx_config *a = lx_test_config(BASE "server:\n  host: \"127.0.0.1\"\n  port: 8001\n  max_body_bytes: 4KiB\n"
+                                       "rate_limits:\n  redis_url: \"redis://a:1/2\"\n"
+                                       "usage:\n  db_path: \"a.db\"\nmetrics:\n  port: 9000\n");
+    lx_config *b = lx_test_config(BASE "server:\n  host: \"0.0.0.0\"\n  port: 8002\n  max_body_bytes: 8KiB\n"
+                                       "rate_limits:\n  redis_url: \"unix:///tmp/r.sock\"\n"
+                                       "usage:\n  db_path: \"b.db\"\nmetrics:\n  port: 9001\n");
     lx_reload_diff d = {0};
     lx_reload_diff_compute(a, b, &d);
     char *r = joined(&d.restart_required);
@@ -244,8 +237,9 @@ static void test_pin(void **state)
 static void test_json(void **state)
 {
     (void)state;
-    lx_config *a = parse_ok(BASE "rate_limits:\n  users:\n    alice: {requests_per_minute: 5}\n");
-    lx_config *b = parse_ok(BASE "server:\n  port: 9\nrate_limits:\n  users:\n    alice: {requests_per_minute: 6}\n");
+    lx_config *a = lx_test_config(BASE "rate_limits:\n  users:\n    alice: {requests_per_minute: 5}\n");
+    lx_config *b =
+        lx_test_config(BASE "server:\n  port: 9\nrate_limits:\n  users:\n    alice: {requests_per_minute: 6}\n");
     lx_reload_diff d = {0};
     lx_buf out;
     lx_buf_init(&out, 0);

@@ -1,0 +1,236 @@
+/*
+ * Config checks: what depends on several keys, checked and settled once the keys it reads are read.
+ * See config_parse.h.
+ *
+ * Two moments: a section's check (queue.priorities, auth, admin) runs when its section was read without
+ * an error; lx_cfg_resolve runs once the whole document is walked, and settles the backends (kind, url,
+ * timeout), default_model, the vllm: shorthand's implicit backend, the per-user limits a user inherits
+ * from rate_limits.default, and rate_limits.redis_url's parts.
+ * Invariants: a check reports through lx_cfg_err and never stops the load; admin.token_file is read
+ * here (at most MAX_TOKEN_FILE bytes, a regular file) and its buffer wiped whatever happens.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+
+#include "config_parse.h"
+#include "utils/common.h"
+
+#define MAX_TOKEN_FILE 4096 /* admin.token_file larger than this is refused */
+
+/* ---- sections ---- */
+
+void lx_cfg_check_priorities(lx_cfg_parser *p, yaml_node_t *v, int line, const char *path, void *base)
+{
+    (void)v;
+    const lx_config *c = base;
+    if (c->queue.priority_high <= c->queue.priority_normal && c->queue.priority_normal <= c->queue.priority_low) return;
+    lx_cfg_err(p, line, path,
+               "must satisfy high <= normal <= low (lower is served first), got high %ld, normal %ld, low %ld",
+               c->queue.priority_high, c->queue.priority_normal, c->queue.priority_low);
+}
+
+void lx_cfg_check_auth(lx_cfg_parser *p, yaml_node_t *v, int line, const char *path, void *base)
+{
+    (void)v;
+    (void)line;
+    const lx_config *c = base;
+    if (c->auth.enabled && c->auth.n_keys == 0)
+        lx_cfg_err(p, p->sec_lines[AU_ENABLED], path,
+                   "enabled with no keys: list them under keys: (- key_sha256: <64 hex digits>, user: <name>)");
+}
+
+/* Reads a token file: a regular file of at most MAX_TOKEN_FILE bytes; trailing whitespace is dropped. */
+static void read_token_file(lx_cfg_parser *p, int line, const char *path, lx_config *c)
+{
+    const char *file = c->admin.token_file;
+    char buf[MAX_TOKEN_FILE + 1];
+    ssize_t n = -1;
+    struct stat st;
+    int fd = open(file, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        lx_cfg_err(p, line, path, "cannot read \"%s\": %s", file, strerror(errno));
+    } else if (!S_ISREG(st.st_mode)) {
+        lx_cfg_err(p, line, path, "cannot read \"%s\": not a regular file", file);
+    } else if ((n = read(fd, buf, sizeof buf)) < 0) {
+        lx_cfg_err(p, line, path, "cannot read \"%s\": %s", file, strerror(errno));
+    } else if (n > MAX_TOKEN_FILE) {
+        lx_cfg_err(p, line, path, "\"%s\" is larger than %d bytes: it should hold one token", file, MAX_TOKEN_FILE);
+    } else {
+        while (n > 0 && (buf[n - 1] == ' ' || buf[n - 1] == '\t' || buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+            n--;
+        buf[n] = '\0';
+        if (n == 0)
+            lx_cfg_err(p, line, path, "\"%s\" is empty: it should hold the admin token", file);
+        else if (strlen(buf) != (size_t)n || !lx_cfg_is_token(buf))
+            lx_cfg_err(p, line, path,
+                       "\"%s\" must hold one token of visible ASCII characters (no spaces inside; not shown)", file);
+        else
+            lx_cfg_set_str(&c->admin.token, buf);
+    }
+    OPENSSL_cleanse(buf, sizeof buf);
+    if (fd >= 0) close(fd);
+}
+
+void lx_cfg_check_admin(lx_cfg_parser *p, yaml_node_t *v, int line, const char *path, void *base)
+{
+    (void)v;
+    (void)line;
+    lx_config *c = base;
+    int token_line = p->sec_lines[AD_TOKEN], file_line = p->sec_lines[AD_TOKEN_FILE];
+    char sub[PATH_LEN];
+    lx_cfg_join(sub, path, "token_file");
+    if (token_line && file_line)
+        lx_cfg_err(p, file_line, sub, "give admin.token or admin.token_file, not both (admin.token at line %d)",
+                   token_line);
+    else if (file_line)
+        read_token_file(p, file_line, sub, c);
+}
+
+/* ---- resolving what depends on several keys ---- */
+
+static void resolve_users(lx_config *c)
+{
+    for (size_t i = 0; i < c->rate_limits.n_users; i++) {
+        lx_user_limit *u = &c->rate_limits.users[i];
+        if (u->requests_per_minute < 0) u->requests_per_minute = c->rate_limits.default_limit.requests_per_minute;
+        if (u->tokens_per_minute < 0) u->tokens_per_minute = c->rate_limits.default_limit.tokens_per_minute;
+    }
+}
+
+static void resolve_kind(lx_cfg_parser *p, lx_backend_conf *b, const lx_cfg_backend_info *bi, const char *path)
+{
+    int by_name = lx_cfg_kind_parse(b->name);
+    if (b->kind != LX_BACKEND_KIND_NONE) {
+        if (by_name >= 0 && by_name != (int)b->kind)
+            lx_cfg_err(p, bi->lines[BK_TYPE], path,
+                       "type %s contradicts the entry's name \"%s\", which is a backend kind: "
+                       "rename the entry or drop type:",
+                       lx_backend_kind_name(b->kind), b->name);
+    } else if (by_name >= 0) {
+        b->kind = (lx_backend_kind)by_name;
+    } else if (!bi->lines[BK_TYPE]) {
+        lx_cfg_err(p, bi->line, path, "no type: add \"type: vllm|ollama|llamacpp|openai\"");
+    }
+}
+
+static void resolve_url(lx_cfg_parser *p, lx_backend_conf *b, const lx_cfg_backend_info *bi, const char *path)
+{
+    const lx_config *c = p->cfg;
+    bool vllm_entry = strcmp(b->name, "vllm") == 0;
+    if (b->url == NULL) {
+        if (bi->lines[BK_URL]) return; /* given but bad: reported */
+        if (vllm_entry)
+            b->url = lx_xstrdup(c->vllm.url);
+        else if (b->enabled)
+            lx_cfg_err(p, bi->line, path, "no url: add \"url: http://host:port\"");
+        return;
+    }
+    if (vllm_entry && p->marks[M_VLLM_URL] > 0 && strcmp(b->url, c->vllm.url) != 0)
+        lx_cfg_err(p, bi->lines[BK_URL], "backends.vllm.url",
+                   "\"%s\" contradicts vllm.url \"%s\" (line %d): "
+                   "give the url in one place, or the same in both",
+                   b->url, c->vllm.url, p->marks[M_VLLM_URL]);
+}
+
+static void resolve_backend(lx_cfg_parser *p, lx_backend_conf *b, const lx_cfg_backend_info *bi)
+{
+    char path[PATH_LEN];
+    lx_cfg_join(path, "backends", b->name);
+    resolve_kind(p, b, bi, path);
+    if (!bi->lines[BK_TIMEOUT]) b->timeout_s = p->cfg->vllm.timeout_s;
+    resolve_url(p, b, bi, path);
+    if (b->enabled && b->n_models == 0 && !bi->bad)
+        lx_cfg_err(p, bi->line, path, "lists no models: add \"models: [<model name>]\"");
+}
+
+/* Without backends:, vllm: is the one backend, serving default_model. */
+static void implicit_backend(lx_cfg_parser *p)
+{
+    lx_config *c = p->cfg;
+    if (c->default_model == NULL) {
+        if (p->marks[M_DEFAULT_MODEL] == 0)
+            lx_cfg_err(p, 0, "default_model",
+                       "missing: name the model vLLM serves (default_model: \"<model>\"), "
+                       "or list backends: with their models");
+        return;
+    }
+    c->backends = lx_xcalloc(1, sizeof *c->backends);
+    c->n_backends = 1;
+    lx_backend_conf *b = c->backends;
+    lx_cfg_set_defaults(lx_cfg_backend_keys, b); /* max_concurrency, adaptive, priority, ...: their defaults */
+    b->name = lx_xstrdup("vllm");
+    b->kind = LX_BACKEND_VLLM;
+    b->enabled = true;
+    b->url = lx_xstrdup(c->vllm.url);
+    b->timeout_s = c->vllm.timeout_s;
+    b->models = lx_xcalloc(1, sizeof *b->models);
+    b->n_models = 1;
+    b->models[0].name = lx_xstrdup(c->default_model);
+}
+
+static void served_models(const lx_config *c, lx_buf *b)
+{
+    for (size_t i = 0; i < c->n_backends; i++) {
+        if (!c->backends[i].enabled) continue;
+        for (size_t j = 0; j < c->backends[i].n_models; j++)
+            lx_buf_printf(b, "%s%s", b->len ? ", " : "", c->backends[i].models[j].name);
+    }
+    if (b->len == 0) lx_buf_append_str(b, "none");
+}
+
+static void resolve_default_model(lx_cfg_parser *p)
+{
+    lx_config *c = p->cfg;
+    const lx_backend_conf *first = NULL;
+    for (size_t i = 0; i < c->n_backends && !first; i++)
+        if (c->backends[i].enabled && c->backends[i].n_models) first = &c->backends[i];
+    if (c->default_model == NULL) {
+        if (first && p->marks[M_DEFAULT_MODEL] == 0) c->default_model = lx_xstrdup(first->models[0].name);
+        return;
+    }
+    if (p->backends_bad || lx_config_backend_for(c, c->default_model, strlen(c->default_model))) return;
+    lx_buf b;
+    lx_buf_init(&b, 1024);
+    served_models(c, &b);
+    lx_cfg_err(p, p->marks[M_DEFAULT_MODEL], "default_model",
+               "\"%s\" is not served by any enabled backend (served: %s)", c->default_model, b.p);
+    lx_buf_free(&b);
+}
+
+/* rate_limits.redis_url, already checked, into its parts. */
+static void resolve_redis(lx_config *c)
+{
+    lx_redis_parts r = {.host = &c->rate_limits.redis.host, .socket_path = &c->rate_limits.redis.socket_path};
+    if (c->rate_limits.redis_url == NULL || !lx_cfg_parse_redis_url(c->rate_limits.redis_url, &r)) return;
+    c->rate_limits.redis.port = r.port;
+    c->rate_limits.redis.db = r.db;
+}
+
+void lx_cfg_resolve(lx_cfg_parser *p)
+{
+    lx_config *c = p->cfg;
+    resolve_users(c);
+    resolve_redis(c);
+    if (p->marks[M_BACKENDS] < 0) return; /* not a mapping: reported */
+    if (p->marks[M_BACKENDS] == 0) {
+        implicit_backend(p);
+        return;
+    }
+    bool any_enabled = false;
+    for (size_t i = 0; i < c->n_backends; i++) {
+        resolve_backend(p, &c->backends[i], &p->bk[i]);
+        any_enabled |= c->backends[i].enabled;
+    }
+    if (!any_enabled)
+        lx_cfg_err(p, p->marks[M_BACKENDS], "backends",
+                   "no enabled backend: list one with enabled: true (the default)");
+    else
+        resolve_default_model(p);
+}
