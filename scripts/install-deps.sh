@@ -12,6 +12,7 @@ build_packages=(
 )
 packages=(
   "${build_packages[@]}" clang libclang-rt-14-dev libcmocka-dev
+  clang-format # CI checks that every C file is formatted as .clang-format says (make format-check)
   curl nginx wrk
   redis-server # the Redis rate-limit store's tests and benchmark start their own on loopback
   systemd # systemd-analyze verify checks deploy/systemd's units; installs without starting anything

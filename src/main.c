@@ -17,17 +17,16 @@
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "Usage: lexora [--config FILE]          run the gateway\n"
-            "       lexora --check-config [--config FILE]\n"
-            "                                       validate the config, print every problem\n"
-            "       lexora usage [--config FILE] [--since DATE] [--by user|model|day]\n"
-            "                                       print the usage ledger as a table (lexora usage --help)\n"
-            "       lexora --version | --help\n"
-            "\n"
-            "The config file is FILE, else $LEXORA_CONFIG, else " DEFAULT_CONFIG ".\n"
-            "Signals: SIGHUP reloads the config; SIGTERM or SIGINT stop gracefully (a second one at once).\n"
-            "Exit codes: 0 ok, 1 could not start, 2 bad command line or config.\n");
+    fprintf(out, "Usage: lexora [--config FILE]          run the gateway\n"
+                 "       lexora --check-config [--config FILE]\n"
+                 "                                       validate the config, print every problem\n"
+                 "       lexora usage [--config FILE] [--since DATE] [--by user|model|day]\n"
+                 "                                       print the usage ledger as a table (lexora usage --help)\n"
+                 "       lexora --version | --help\n"
+                 "\n"
+                 "The config file is FILE, else $LEXORA_CONFIG, else " DEFAULT_CONFIG ".\n"
+                 "Signals: SIGHUP reloads the config; SIGTERM or SIGINT stop gracefully (a second one at once).\n"
+                 "Exit codes: 0 ok, 1 could not start, 2 bad command line or config.\n");
 }
 
 typedef struct {

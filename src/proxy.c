@@ -78,9 +78,9 @@ typedef struct {
     char url[1024];
     char hdr_request_id[LX_REQUEST_ID_MAX + 16];
     lx_body_fields f;
-    const lx_kind *kind;   /* this attempt's backend's kind */
-    lx_kind_ctx kctx;      /* what the kind knows of this attempt */
-    lx_kind_request kreq;  /* this attempt's upstream request, as the kind built it */
+    const lx_kind *kind;    /* this attempt's backend's kind */
+    lx_kind_ctx kctx;       /* what the kind knows of this attempt */
+    lx_kind_request kreq;   /* this attempt's upstream request, as the kind built it */
     lx_kind_stream kstream; /* a translating kind's stream (kind->stream_event) */
     lx_upstream *up;
     int up_status;

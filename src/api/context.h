@@ -21,7 +21,6 @@
 #include "reload.h"
 #include "utils/buf.h"
 
-
 typedef struct lx_api_ctx {
     void *ud;                             /* the gateway's; handed back to the functions below, never read */
     const lx_config *(*config)(void *ud); /* the current snapshot */

@@ -25,14 +25,14 @@
 typedef void (*lx_sse_emit_fn)(void *ud, const char *data, size_t len);
 
 typedef struct {
-    lx_buf pending;  /* an incomplete event waiting for its end */
+    lx_buf pending; /* an incomplete event waiting for its end */
     bool strip_usage;
-    lx_usage usage;  /* -1 counts until a usage object is seen */
+    lx_usage usage; /* -1 counts until a usage object is seen */
     bool saw_usage;
     bool saw_done;
     bool saw_error;
-    size_t events;   /* complete events seen (data events, incl. [DONE]) */
-    int line_state;  /* private: how much of the current line has been seen (carried across feeds) */
+    size_t events;  /* complete events seen (data events, incl. [DONE]) */
+    int line_state; /* private: how much of the current line has been seen (carried across feeds) */
 } lx_sse;
 
 /* max_event caps one event's size (bytes held while incomplete). */

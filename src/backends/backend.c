@@ -368,8 +368,7 @@ bool lx_backend_routable(const lx_backend *b)
 
 bool lx_backend_awaiting_trial(const lx_backend *b)
 {
-    return !b->retired && b->health != LX_HEALTH_DOWN && b->trial_out &&
-           circuit(b) == LX_CIRCUIT_HALF_OPEN;
+    return !b->retired && b->health != LX_HEALTH_DOWN && b->trial_out && circuit(b) == LX_CIRCUIT_HALF_OPEN;
 }
 
 unsigned lx_backend_retry_after_s(const lx_backend *b)

@@ -5,8 +5,8 @@
  *
  * Health (active checks): every health_check.interval_seconds each enabled backend is probed through
  * the gateway's upstream client, with health_check.timeout_seconds: GET <url><its kind's health_path>
- * (backends/kind.h: vllm and llamacpp /health, ollama /, openai /v1/models); only HTTP 200 is a success (llama.cpp's 503 "Loading
- * model" is not ready). failure_threshold consecutive failures mark it down, one success marks it up;
+ * (backends/kind.h: vllm and llamacpp /health, ollama /, openai /v1/models); only HTTP 200 is a success (llama.cpp's
+ * 503 "Loading model" is not ready). failure_threshold consecutive failures mark it down, one success marks it up;
  * before its first check completes it is unknown. The first check starts at once (at start, and when a
  * reload adds a backend or changes its url or kind). Status changes are logged (WARNING down, INFO up).
  * A registry made without a client (unit tests) checks nothing: its backends stay unknown.

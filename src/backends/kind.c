@@ -28,10 +28,7 @@ int lx_kind_find(const char *name)
     return -1;
 }
 
-const lx_kind *lx_kind_get(lx_backend_kind k)
-{
-    return (unsigned)k < n_kinds ? kinds[k] : kinds[LX_BACKEND_OPENAI];
-}
+const lx_kind *lx_kind_get(lx_backend_kind k) { return (unsigned)k < n_kinds ? kinds[k] : kinds[LX_BACKEND_OPENAI]; }
 
 const char *lx_backend_kind_name(lx_backend_kind k) { return (unsigned)k < n_kinds ? kinds[k]->name : "unknown"; }
 

@@ -5,7 +5,10 @@
  */
 #include "backends/kinds.h"
 
-static int parse_tags(const char *body, size_t len, lx_buf *out) { return lx_json_names(body, len, "models", "name", out); }
+static int parse_tags(const char *body, size_t len, lx_buf *out)
+{
+    return lx_json_names(body, len, "models", "name", out);
+}
 
 const lx_kind lx_kind_ollama = {
     .name = "ollama",

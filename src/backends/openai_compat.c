@@ -58,4 +58,7 @@ int lx_json_names(const char *body, size_t len, const char *list, const char *ke
     return 0;
 }
 
-int lx_openai_parse_models(const char *body, size_t len, lx_buf *out) { return lx_json_names(body, len, "data", "id", out); }
+int lx_openai_parse_models(const char *body, size_t len, lx_buf *out)
+{
+    return lx_json_names(body, len, "data", "id", out);
+}

@@ -42,8 +42,8 @@ const char *lx_up_result_name(lx_up_result r);
 /* The slices point into the upstream: valid during on_headers only. Interim 1xx answers are skipped. */
 typedef struct {
     int status;
-    lx_slice content_type;   /* len 0 if absent */
-    lx_slice retry_after;    /* len 0 if absent */
+    lx_slice content_type; /* len 0 if absent */
+    lx_slice retry_after;  /* len 0 if absent */
 } lx_up_head;
 
 typedef struct {
@@ -56,11 +56,11 @@ typedef struct {
 } lx_upstream_cbs;
 
 typedef struct {
-    const char *method;          /* "GET" or "POST" */
-    const char *url;             /* full URL */
-    const char *const *headers;  /* "Name: value" lines, NULL-terminated; may be NULL. "Expect:" is always
-                                    suppressed; with a body and no Content-Type, application/json is sent */
-    const char *body;            /* not copied: must stay valid until on_done or cancel */
+    const char *method;         /* "GET" or "POST" */
+    const char *url;            /* full URL */
+    const char *const *headers; /* "Name: value" lines, NULL-terminated; may be NULL. "Expect:" is always
+                                   suppressed; with a body and no Content-Type, application/json is sent */
+    const char *body;           /* not copied: must stay valid until on_done or cancel */
     size_t body_len;
     uint64_t timeout_ms;         /* see LX_UP_TIMEOUT; 0 = none */
     uint64_t connect_timeout_ms; /* 0 = curl's default */
@@ -76,8 +76,7 @@ lx_http_client *lx_http_client_new(uv_loop_t *loop);
 void lx_http_client_free(lx_http_client *c);
 
 /* Starts a request. Never fails synchronously: errors arrive through on_done (on a later loop turn). */
-lx_upstream *lx_upstream_start(lx_http_client *c, const lx_upstream_req *req, const lx_upstream_cbs *cbs,
-                               void *ud);
+lx_upstream *lx_upstream_start(lx_http_client *c, const lx_upstream_req *req, const lx_upstream_cbs *cbs, void *ud);
 /* Stops delivering data (backpressure) until resume. While curl holds the transfer paused, timeout_ms
  * does not run (the slowness is ours, not the backend's). */
 void lx_upstream_pause(lx_upstream *u);

@@ -13,7 +13,8 @@ char *lx_buf_reserve(lx_buf *b, size_t n)
     size_t need = b->len + n + 1;
     if (need > b->cap) {
         size_t cap = b->cap ? b->cap : 256;
-        while (cap < need) cap *= 2;
+        while (cap < need)
+            cap *= 2;
         if (b->max && cap > b->max + 1) cap = b->max + 1;
         b->p = lx_xrealloc(b->p, cap);
         b->cap = cap;
@@ -112,11 +113,16 @@ int lx_buf_json_escape(lx_buf *b, const char *s, size_t n)
         if (lx_buf_append(b, s + start, i - start)) return -1;
         char esc[7] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15], 0};
         const char *e = esc;
-        if (c == '"') e = "\\\"";
-        else if (c == '\\') e = "\\\\";
-        else if (c == '\n') e = "\\n";
-        else if (c == '\r') e = "\\r";
-        else if (c == '\t') e = "\\t";
+        if (c == '"')
+            e = "\\\"";
+        else if (c == '\\')
+            e = "\\\\";
+        else if (c == '\n')
+            e = "\\n";
+        else if (c == '\r')
+            e = "\\r";
+        else if (c == '\t')
+            e = "\\t";
         if (lx_buf_append_str(b, e)) return -1;
         start = i + 1;
     }

@@ -34,7 +34,11 @@ size_t lx_utf8_seq(const char *s, size_t len, size_t i);
 char *lx_buf_reserve(lx_buf *b, size_t n);
 /* Drops the first n bytes. */
 void lx_buf_consume(lx_buf *b, size_t n);
-static inline void lx_buf_reset(lx_buf *b) { b->len = 0; if (b->p) b->p[0] = '\0'; }
+static inline void lx_buf_reset(lx_buf *b)
+{
+    b->len = 0;
+    if (b->p) b->p[0] = '\0';
+}
 void lx_buf_free(lx_buf *b);
 /* Hands the bytes to the caller (who frees them) and leaves the buffer empty. */
 char *lx_buf_steal(lx_buf *b, size_t *len);

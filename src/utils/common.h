@@ -15,8 +15,8 @@
 #include <string.h>
 
 #define LX_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
-#define LX_MIN(a, b) ((a) < (b) ? (a) : (b))
-#define LX_MAX(a, b) ((a) > (b) ? (a) : (b))
+#define LX_MIN(a, b)    ((a) < (b) ? (a) : (b))
+#define LX_MAX(a, b)    ((a) > (b) ? (a) : (b))
 
 /* The struct of `type` that holds *ptr as its `member` (an intrusive list node, an embedded ticket). */
 #define LX_CONTAINER_OF(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))

@@ -135,13 +135,12 @@ static void access_json(lx_buf *b, const lx_access_rec *r, const char *ts)
     lx_buf_printf(b, ",\"status\":%d", r->status);
     if (r->error_code) json_field(b, "error_code", r->error_code);
     json_field(b, "priority", or_dash(r->priority));
-    lx_buf_printf(b, ",\"latency_ms\":%.3f,\"overhead_ms\":%.3f,\"queue_wait_ms\":%.3f,\"stream\":%s",
-                  r->latency_ms, r->overhead_ms, r->queue_wait_ms, r->stream ? "true" : "false");
+    lx_buf_printf(b, ",\"latency_ms\":%.3f,\"overhead_ms\":%.3f,\"queue_wait_ms\":%.3f,\"stream\":%s", r->latency_ms,
+                  r->overhead_ms, r->queue_wait_ms, r->stream ? "true" : "false");
     if (r->attempts > 1) lx_buf_printf(b, ",\"attempts\":%d", r->attempts);
     if (r->ttft_ms >= 0) lx_buf_printf(b, ",\"ttft_ms\":%.3f", r->ttft_ms);
     if (r->prompt_tokens >= 0)
-        lx_buf_printf(b, ",\"prompt_tokens\":%ld,\"completion_tokens\":%ld", r->prompt_tokens,
-                      r->completion_tokens);
+        lx_buf_printf(b, ",\"prompt_tokens\":%ld,\"completion_tokens\":%ld", r->prompt_tokens, r->completion_tokens);
     lx_buf_append(b, "}", 1);
 }
 
@@ -150,10 +149,9 @@ static void access_text(lx_buf *b, const lx_access_rec *r, const char *ts)
     lx_buf_printf(b,
                   "%s INFO    [%s] access user=%s %s %s model=%s backend=%s priority=%s status=%d%s%s "
                   "latency_ms=%.3f overhead_ms=%.3f queue_wait_ms=%.3f stream=%d",
-                  ts, or_dash(r->request_id), or_dash(r->user), or_dash(r->method), or_dash(r->path),
-                  or_dash(r->model), or_dash(r->backend), or_dash(r->priority), r->status,
-                  r->error_code ? " error=" : "", r->error_code ? r->error_code : "", r->latency_ms, r->overhead_ms,
-                  r->queue_wait_ms, r->stream);
+                  ts, or_dash(r->request_id), or_dash(r->user), or_dash(r->method), or_dash(r->path), or_dash(r->model),
+                  or_dash(r->backend), or_dash(r->priority), r->status, r->error_code ? " error=" : "",
+                  r->error_code ? r->error_code : "", r->latency_ms, r->overhead_ms, r->queue_wait_ms, r->stream);
     if (r->attempts > 1) lx_buf_printf(b, " attempts=%d", r->attempts);
     if (r->ttft_ms >= 0) lx_buf_printf(b, " ttft_ms=%.3f", r->ttft_ms);
     if (r->prompt_tokens >= 0)
@@ -167,8 +165,10 @@ void lx_log_access(const lx_access_rec *r)
     timestamp(ts, sizeof ts);
     lx_buf b;
     lx_buf_init(&b, 0);
-    if (log_json) access_json(&b, r, ts);
-    else access_text(&b, r, ts);
+    if (log_json)
+        access_json(&b, r, ts);
+    else
+        access_text(&b, r, ts);
     emit(LX_LOG_INFO, &b);
     lx_buf_free(&b);
 }

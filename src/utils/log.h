@@ -34,16 +34,15 @@ bool lx_log_json(void);
 void lx_log_flush(void);
 
 /* reqid may be NULL. The message is printf-formatted. */
-void lx_log_write(lx_log_level level, const char *reqid, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+void lx_log_write(lx_log_level level, const char *reqid, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
-#define LX_LOG(level, reqid, ...)                                                                  \
-    do {                                                                                           \
-        if ((level) >= lx_log_min_level) lx_log_write((level), (reqid), __VA_ARGS__);             \
+#define LX_LOG(level, reqid, ...)                                                                                      \
+    do {                                                                                                               \
+        if ((level) >= lx_log_min_level) lx_log_write((level), (reqid), __VA_ARGS__);                                  \
     } while (0)
 #define LX_DEBUG(reqid, ...) LX_LOG(LX_LOG_DEBUG, reqid, __VA_ARGS__)
-#define LX_INFO(reqid, ...) LX_LOG(LX_LOG_INFO, reqid, __VA_ARGS__)
-#define LX_WARN(reqid, ...) LX_LOG(LX_LOG_WARN, reqid, __VA_ARGS__)
+#define LX_INFO(reqid, ...)  LX_LOG(LX_LOG_INFO, reqid, __VA_ARGS__)
+#define LX_WARN(reqid, ...)  LX_LOG(LX_LOG_WARN, reqid, __VA_ARGS__)
 #define LX_ERROR(reqid, ...) LX_LOG(LX_LOG_ERROR, reqid, __VA_ARGS__)
 
 /* A finished request: one access-log line, and what statistics and the usage ledger record. Strings may be NULL. */
@@ -56,12 +55,12 @@ typedef struct {
     const char *backend;
     int status;
     const char *error_code; /* the OpenAI error code when the answer is an error */
-    const char *priority; /* high, normal, low */
-    double latency_ms;    /* from the request's first byte to the end of the answer */
-    double overhead_ms;   /* the x-lexora-overhead-ms time */
-    double queue_wait_ms; /* time waiting in Lexora's queue */
-    double ttft_ms;       /* to the first byte of the backend's answer; -1 when there was none */
-    long prompt_tokens; /* -1 when unknown */
+    const char *priority;   /* high, normal, low */
+    double latency_ms;      /* from the request's first byte to the end of the answer */
+    double overhead_ms;     /* the x-lexora-overhead-ms time */
+    double queue_wait_ms;   /* time waiting in Lexora's queue */
+    double ttft_ms;         /* to the first byte of the backend's answer; -1 when there was none */
+    long prompt_tokens;     /* -1 when unknown */
     long completion_tokens;
     bool stream;
     int attempts; /* tries sent to backends (retries and failovers included); 0 when none was */

@@ -105,8 +105,10 @@ void lx_map_add(lx_map *m, lx_map_node *n, const char *key, size_t len)
 {
     uint64_t h = lx_hash(key, len);
     LX_ASSERT(find(m, key, len, h) == NULL);
-    if (m->n_slots == 0) resize(m, LX_MAP_MIN_SLOTS);
-    else if (m->n_slots > LX_MAP_MIN_SLOTS && m->count < m->n_slots / 8) resize(m, m->n_slots / 2);
+    if (m->n_slots == 0)
+        resize(m, LX_MAP_MIN_SLOTS);
+    else if (m->n_slots > LX_MAP_MIN_SLOTS && m->count < m->n_slots / 8)
+        resize(m, m->n_slots / 2);
     *n = (lx_map_node){.chain = m->slots[h & (m->n_slots - 1)], .hash = h, .key = key, .key_len = len};
     m->slots[h & (m->n_slots - 1)] = n;
     if (++m->count > m->n_slots) resize(m, m->n_slots * 2);

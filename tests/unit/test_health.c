@@ -28,10 +28,7 @@ static bool up(void *ud, const char *name)
     return strstr(down, name) == NULL;
 }
 
-static lx_config *load(const char *text)
-{
-    return lx_test_config(text);
-}
+static lx_config *load(const char *text) { return lx_test_config(text); }
 
 static void test_rule(void **state)
 {

@@ -163,8 +163,8 @@ static void ask(fx *f, int gw_port, const char *body)
     char url[64];
     snprintf(url, sizeof url, "http://127.0.0.1:%d/v1/chat/completions", gw_port);
     static const char *const headers[] = {"Content-Type: application/json", NULL};
-    lx_upstream_req r = {.method = "POST", .url = url, .headers = headers, .body = body, .body_len = strlen(body),
-                         .timeout_ms = 5000};
+    lx_upstream_req r = {
+        .method = "POST", .url = url, .headers = headers, .body = body, .body_len = strlen(body), .timeout_ms = 5000};
     f->done = false;
     f->status = 0;
     lx_buf_reset(&f->got);
@@ -184,9 +184,16 @@ static void test_registered_kind_end_to_end(void **state)
     memset(&f, 0, sizeof f);
     lx_buf_init(&f.got, 0);
     uv_loop_init(&f.loop);
-    lx_http_server_opts so = {.host = "127.0.0.1", .port = 0, .max_connections = 16, .max_header_bytes = 16384,
-                              .max_body_bytes = 1 << 20, .header_timeout_ms = 5000, .idle_timeout_ms = 5000,
-                              .on_request = backend_on_request, .on_abort = backend_on_abort, .ud = &f};
+    lx_http_server_opts so = {.host = "127.0.0.1",
+                              .port = 0,
+                              .max_connections = 16,
+                              .max_header_bytes = 16384,
+                              .max_body_bytes = 1 << 20,
+                              .header_timeout_ms = 5000,
+                              .idle_timeout_ms = 5000,
+                              .on_request = backend_on_request,
+                              .on_abort = backend_on_abort,
+                              .ud = &f};
     assert_int_equal(lx_http_server_start(&f.loop, &so, &f.backend), 0);
     int gw_port = free_port(&f.loop);
     char yaml[1024];
@@ -246,8 +253,11 @@ static void no_emit(void *ud, const char *data, size_t len) { (void)ud, (void)da
 static void test_framing(void **state)
 {
     (void)state;
-    lx_kind sse = {.name = "f-sse", .request = nd_request, .stream_framing = LX_FRAME_SSE,
-                   .stream_state_size = sizeof(echo_state), .stream_event = echo_event};
+    lx_kind sse = {.name = "f-sse",
+                   .request = nd_request,
+                   .stream_framing = LX_FRAME_SSE,
+                   .stream_state_size = sizeof(echo_state),
+                   .stream_event = echo_event};
     lx_kind_stream s;
     lx_kind_stream_init(&s, &sse, 1024);
     const char *in = "event: a\ndata: 1\n\ndata: 2\r\n\r\n\ndata: 3\n\r\ndata: 4";
@@ -285,7 +295,8 @@ static void test_builtin_kinds(void **state)
 
     lx_buf out;
     lx_buf_init(&out, 0);
-    const char *models = "{\"object\":\"list\",\"data\":[{\"id\":\"qwen3-32b\"},{\"id\":\"\"},{\"x\":1},{\"id\":\"b\"}]}";
+    const char *models =
+        "{\"object\":\"list\",\"data\":[{\"id\":\"qwen3-32b\"},{\"id\":\"\"},{\"x\":1},{\"id\":\"b\"}]}";
     assert_int_equal(lx_kind_get(LX_BACKEND_VLLM)->parse_models(models, strlen(models), &out), 0);
     assert_string_equal(out.p, "qwen3-32b\nb\n");
     lx_buf_reset(&out);
@@ -302,15 +313,16 @@ static void test_builtin_kinds(void **state)
 static void test_openai_request(void **state)
 {
     (void)state;
-    lx_config *c = lx_test_config("backends:\n"
-                                  "  a: {type: vllm, url: 'http://127.0.0.1:9', models: [m], api_key: sk-1}\n"
-                                  "  b: {type: openai, url: 'http://127.0.0.1:9', models: [m], forward_priority: true}\n");
+    lx_config *c =
+        lx_test_config("backends:\n"
+                       "  a: {type: vllm, url: 'http://127.0.0.1:9', models: [m], api_key: sk-1}\n"
+                       "  b: {type: openai, url: 'http://127.0.0.1:9', models: [m], forward_priority: true}\n");
     const char *body = "{\"model\":\"m\",\"messages\":[]}";
     lx_body_fields f;
     lx_body_error err;
     assert_int_equal(lx_body_scan(body, strlen(body), &f, &err), 0);
-    lx_kind_ctx ctx = {.ep = LX_EP_CHAT, .backend = &c->backends[0], .body = lx_slice_of(body), .fields = &f,
-                       .priority_value = 5};
+    lx_kind_ctx ctx = {
+        .ep = LX_EP_CHAT, .backend = &c->backends[0], .body = lx_slice_of(body), .fields = &f, .priority_value = 5};
     lx_kind_request r = {0};
     assert_int_equal(lx_kind_get(LX_BACKEND_VLLM)->request(&ctx, &r), 0);
     assert_string_equal(r.path, "/v1/chat/completions");
