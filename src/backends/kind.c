@@ -54,6 +54,9 @@ void lx_kind_request_reset(lx_kind_request *r)
     r->path[0] = '\0';
     lx_buf_free(&r->body_buf);
     r->body = (lx_slice){NULL, 0};
+    r->err = LX_ERR_INTERNAL; /* what a kind that fails without saying why gets */
+    r->param = NULL;
+    r->message[0] = '\0';
 }
 
 void lx_kind_request_free(lx_kind_request *r) { lx_kind_request_reset(r); }
