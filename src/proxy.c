@@ -75,13 +75,13 @@ typedef struct {
     char user[128];
     char model[256];     /* for the log */
     lx_slice model_name; /* what routing looks up: the body's model, or default_model */
-    char url[1024];
+    lx_buf url;          /* this attempt's: the backend's url and the kind's path */
     char hdr_request_id[LX_REQUEST_ID_MAX + 16];
     lx_body_fields f;
-    const lx_kind *kind;    /* this attempt's backend's kind */
-    lx_kind_ctx kctx;       /* what the kind knows of this attempt */
-    lx_kind_request kreq;   /* this attempt's upstream request, as the kind built it */
-    lx_kind_stream kstream; /* a translating kind's stream (kind->stream_event) */
+    const lx_kind *kind;     /* this attempt's backend's kind */
+    lx_kind_ctx kctx;        /* what the kind knows of this attempt */
+    lx_kind_request kreq;    /* this attempt's upstream request, as the kind built it */
+    lx_kind_stream *kstream; /* a translating kind's stream (kind->stream_event); NULL for the others */
     lx_upstream *up;
     int up_status;
     char up_content_type[128];
@@ -199,7 +199,9 @@ static void proxy_free(proxy_req *p)
     end_attempt(p, LX_ATTEMPT_NONE, NULL); /* the client left first: it says nothing about the backend */
     if (p->backoff) uv_close((uv_handle_t *)p->backoff, free_timer);
     lx_kind_request_free(&p->kreq);
-    lx_kind_stream_free(&p->kstream);
+    if (p->kstream) lx_kind_stream_free(p->kstream);
+    free(p->kstream);
+    lx_buf_free(&p->url);
     lx_buf_free(&p->up_body);
     lx_sse_free(&p->sse);
     lx_config_unref(p->cfg);
@@ -351,7 +353,10 @@ static void on_up_headers(lx_upstream *u, const lx_up_head *h, void *ud)
     a.h[a.n++] = (lx_http_header){"X-Accel-Buffering", "no"};
     lx_http_stream_begin(p->req, 200, a.h, a.n);
     lx_sse_init(&p->sse, !p->f.include_usage, MAX_SSE_EVENT);
-    if (p->kind->stream_event) lx_kind_stream_init(&p->kstream, p->kind, MAX_SSE_EVENT);
+    if (p->kind->stream_event) {
+        p->kstream = lx_xmalloc(sizeof *p->kstream);
+        lx_kind_stream_init(p->kstream, p->kind, MAX_SSE_EVENT);
+    }
 }
 
 /* A translating kind's OpenAI events go through the same SSE relay as a backend's own. A feed that fails
@@ -365,7 +370,7 @@ static void relay_translated(void *ud, const char *data, size_t len)
 static bool relay_feed(proxy_req *p, const char *data, size_t len)
 {
     if (p->kind->stream_event == NULL) return lx_sse_feed(&p->sse, data, len, relay_emit, p) == 0;
-    return lx_kind_stream_feed(&p->kstream, &p->kctx, data, len, relay_translated, p) == 0 && !p->relay_failed;
+    return lx_kind_stream_feed(p->kstream, &p->kctx, data, len, relay_translated, p) == 0 && !p->relay_failed;
 }
 
 static bool on_up_data(lx_upstream *u, const char *data, size_t len, void *ud)
@@ -396,7 +401,7 @@ static void upstream_failure_message(const proxy_req *p, lx_up_result r, const c
 /* The end of a relayed stream. Nothing is retried now: the client has had part of the answer. */
 static void finish_stream(proxy_req *p, lx_up_result r, const char *detail)
 {
-    if (p->kind->stream_event && r == LX_UP_OK && lx_kind_stream_end(&p->kstream, &p->kctx, relay_translated, p) != 0)
+    if (p->kind->stream_event && r == LX_UP_OK && lx_kind_stream_end(p->kstream, &p->kctx, relay_translated, p) != 0)
         r = LX_UP_BAD_RESPONSE;
     lx_sse_finish(&p->sse, relay_emit, p);
     p->usage = p->sse.usage;
@@ -567,17 +572,19 @@ static void forward(proxy_req *p)
         .priority_value = p->ticket.priority_value,
     };
     lx_kind_request_reset(&p->kreq);
-    if (p->kind->request(&p->kctx, &p->kreq) != 0) {
+    lx_kind_error kerr = {.err = LX_ERR_INTERNAL};
+    if (p->kind->request(&p->kctx, &p->kreq, &kerr) != 0) {
         end_attempt(p, LX_ATTEMPT_NONE, NULL);
-        fail(p, p->kreq.err, p->kreq.message[0] ? p->kreq.message : NULL, p->kreq.param);
+        fail(p, kerr.err, kerr.message[0] ? kerr.message : NULL, kerr.param);
         return;
     }
-    snprintf(p->url, sizeof p->url, "%s%s", p->backend->url, p->kreq.path);
+    lx_buf_reset(&p->url);
+    lx_buf_printf(&p->url, "%s%s", p->backend->url, p->kreq.path);
     snprintf(p->hdr_request_id, sizeof p->hdr_request_id, "X-Request-Id: %s", p->request_id);
     lx_kind_request_header(&p->kreq, p->hdr_request_id);
     lx_upstream_req ur = {
         .method = "POST",
-        .url = p->url,
+        .url = p->url.p,
         .headers = p->kreq.headers,
         .body = p->kreq.body.p,
         .body_len = p->kreq.body.len,

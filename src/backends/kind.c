@@ -51,12 +51,11 @@ void lx_kind_request_reset(lx_kind_request *r)
     }
     r->n_headers = 0;
     r->headers[0] = NULL;
-    r->path[0] = '\0';
+    free(r->path_owned);
+    r->path_owned = NULL;
+    r->path = "";
     lx_buf_free(&r->body_buf);
     r->body = (lx_slice){NULL, 0};
-    r->err = LX_ERR_INTERNAL; /* what a kind that fails without saying why gets */
-    r->param = NULL;
-    r->message[0] = '\0';
 }
 
 void lx_kind_request_free(lx_kind_request *r) { lx_kind_request_reset(r); }
@@ -75,16 +74,31 @@ static int add_header(lx_kind_request *r, const char *line, char *owned)
 
 int lx_kind_request_header(lx_kind_request *r, const char *line) { return add_header(r, line, NULL); }
 
-int lx_kind_request_headerf(lx_kind_request *r, const char *fmt, ...)
+static char *vformat(const char *fmt, va_list ap)
 {
     lx_buf b;
     lx_buf_init(&b, 0);
+    lx_buf_vprintf(&b, fmt, ap);
+    char *s = lx_buf_steal(&b, NULL);
+    return s ? s : lx_xstrdup(""); /* nothing was formatted */
+}
+
+int lx_kind_request_headerf(lx_kind_request *r, const char *fmt, ...)
+{
     va_list ap;
     va_start(ap, fmt);
-    lx_buf_vprintf(&b, fmt, ap);
+    char *line = vformat(fmt, ap);
     va_end(ap);
-    char *line = lx_buf_steal(&b, NULL);
     return add_header(r, line, line);
+}
+
+void lx_kind_request_pathf(lx_kind_request *r, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    free(r->path_owned);
+    r->path = r->path_owned = vformat(fmt, ap);
+    va_end(ap);
 }
 
 /* ---------- translated streams ---------- */

@@ -55,24 +55,30 @@ typedef struct {
 /* One attempt's upstream request, built by a kind. The pipeline owns it; lx_kind_request_reset empties it
  * between attempts and lx_kind_request_free at the end. */
 typedef struct {
-    char path[512];                               /* appended to the backend's url */
+    const char *path;                             /* appended to the backend's url: static text, or path_owned */
+    char *path_owned;                             /* a path this request formatted (lx_kind_request_pathf) */
     const char *headers[LX_KIND_MAX_HEADERS + 1]; /* "Name: value", NULL-terminated */
     char *owned[LX_KIND_MAX_HEADERS];             /* the header lines this request allocated */
     size_t n_headers;
     lx_buf body_buf; /* a rewritten body, when the client's could not go as it is */
     lx_slice body;   /* what is sent: the client's bytes or body_buf */
-    /* when request returns -1: what the client is told (e.g. 400 invalid_value naming a field the backend's
-     * API cannot express); the request is not sent */
-    lx_err err;
-    const char *param;
-    char message[200];
 } lx_kind_request;
 
 void lx_kind_request_reset(lx_kind_request *r);
 void lx_kind_request_free(lx_kind_request *r);
+/* Sets a formatted path (a copy owned by r). */
+void lx_kind_request_pathf(lx_kind_request *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Adds a header line: static text (kept as a pointer), or formatted (a copy owned by r). -1 when full. */
 int lx_kind_request_header(lx_kind_request *r, const char *line);
 int lx_kind_request_headerf(lx_kind_request *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Why a kind could not build a request: what the client is told (e.g. 400 invalid_value naming a field the
+ * backend's API cannot express). The request is not sent. */
+typedef struct {
+    lx_err err; /* LX_ERR_INTERNAL unless the kind says otherwise */
+    const char *param;
+    char message[200];
+} lx_kind_error;
 
 typedef enum {
     LX_FRAME_SSE = 0, /* events end at a blank line */
@@ -82,7 +88,8 @@ typedef enum {
 typedef struct lx_kind {
     const char *name; /* the config's `type:` */
 
-    int (*request)(const lx_kind_ctx *ctx, lx_kind_request *out);
+    /* 0, or -1 with err filled (the client gets that error, nothing is sent). */
+    int (*request)(const lx_kind_ctx *ctx, lx_kind_request *out, lx_kind_error *err);
     /* Returns 1 with the body to send the client in out (which is OpenAI JSON), or 0 to pass body through. */
     int (*answer)(const lx_kind_ctx *ctx, int status, lx_slice body, lx_buf *out);
 
@@ -143,7 +150,7 @@ void lx_kind_stream_free(lx_kind_stream *s);
  * as it came when nothing needs changing, else one copy with x_* members dropped, the model set when absent,
  * stream_options.include_usage forced on for streams (the gateway reads usage from every stream) and, with
  * forward_priority, "priority" set to the request's number. */
-int lx_openai_request(const lx_kind_ctx *ctx, lx_kind_request *out);
+int lx_openai_request(const lx_kind_ctx *ctx, lx_kind_request *out, lx_kind_error *err);
 /* Error answers brought to OpenAI's envelope (vLLM's flat errors, bodies that are not JSON); 2xx untouched. */
 int lx_openai_answer(const lx_kind_ctx *ctx, int status, lx_slice body, lx_buf *out);
 /* GET /v1/models: {"data":[{"id":...}, ...]}. */

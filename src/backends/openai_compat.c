@@ -9,10 +9,11 @@
 
 #include "backends/kind.h"
 
-int lx_openai_request(const lx_kind_ctx *ctx, lx_kind_request *out)
+int lx_openai_request(const lx_kind_ctx *ctx, lx_kind_request *out, lx_kind_error *err)
 {
+    (void)err; /* every OpenAI request can be forwarded */
     const lx_backend_conf *b = ctx->backend;
-    snprintf(out->path, sizeof out->path, "%s", lx_endpoint_path(ctx->ep));
+    out->path = lx_endpoint_path(ctx->ep);
     lx_kind_request_header(out, "Content-Type: application/json");
     if (b->api_key) lx_kind_request_headerf(out, "Authorization: Bearer %s", b->api_key);
     char priority[24];

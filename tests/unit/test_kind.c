@@ -32,9 +32,15 @@ typedef struct {
     int events;
 } ndjson_state;
 
-static int nd_request(const lx_kind_ctx *ctx, lx_kind_request *out)
+static int nd_request(const lx_kind_ctx *ctx, lx_kind_request *out, lx_kind_error *err)
 {
-    snprintf(out->path, sizeof out->path, "/test/generate/%d", (int)ctx->ep);
+    if (ctx->ep == LX_EP_EMBEDDINGS) { /* what the backend cannot do is refused, never sent */
+        err->err = LX_ERR_INVALID_FIELD;
+        err->param = "model";
+        snprintf(err->message, sizeof err->message, "backend %s has no embeddings", ctx->backend->name);
+        return -1;
+    }
+    lx_kind_request_pathf(out, "/test/generate/%d", (int)ctx->ep);
     lx_kind_request_header(out, "Content-Type: application/json");
     out->body = ctx->body;
     return 0;
@@ -158,10 +164,10 @@ static void run_until_done(fx *f)
     assert_true(f->done);
 }
 
-static void ask(fx *f, int gw_port, const char *body)
+static void ask(fx *f, int gw_port, lx_endpoint ep, const char *body)
 {
     char url[64];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d/v1/chat/completions", gw_port);
+    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", gw_port, lx_endpoint_path(ep));
     static const char *const headers[] = {"Content-Type: application/json", NULL};
     lx_upstream_req r = {
         .method = "POST", .url = url, .headers = headers, .body = body, .body_len = strlen(body), .timeout_ms = 5000};
@@ -209,7 +215,8 @@ static void test_registered_kind_end_to_end(void **state)
     f.client = lx_http_client_new(&f.loop);
 
     /* the client did not ask for usage: the usage-only chunk is read (and accounted) but not relayed */
-    ask(&f, gw_port, "{\"model\":\"m\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}");
+    ask(&f, gw_port, LX_EP_CHAT,
+        "{\"model\":\"m\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}");
     assert_int_equal(f.result, LX_UP_OK);
     assert_int_equal(f.status, 200);
     assert_string_equal(f.seen_path, "/test/generate/0"); /* the kind's path, not /v1/chat/completions */
@@ -218,11 +225,18 @@ static void test_registered_kind_end_to_end(void **state)
                                  "data: [DONE]\n\n");
 
     /* it asks for usage: the translated usage chunk reaches it */
-    ask(&f, gw_port,
+    ask(&f, gw_port, LX_EP_CHAT,
         "{\"model\":\"m\",\"stream\":true,\"stream_options\":{\"include_usage\":true},\"messages\":[{\"role\":"
         "\"user\",\"content\":\"hi\"}]}");
     assert_int_equal(f.status, 200);
     assert_non_null(strstr(f.got.p, "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":2}}"));
+    assert_int_equal(f.requests, 2);
+
+    /* what the kind cannot express is answered with its error, and nothing reaches the backend */
+    ask(&f, gw_port, LX_EP_EMBEDDINGS, "{\"model\":\"m\",\"input\":\"hi\"}");
+    assert_int_equal(f.status, 400);
+    assert_non_null(strstr(f.got.p, "\"message\":\"backend nd has no embeddings\""));
+    assert_non_null(strstr(f.got.p, "\"param\":\"model\",\"code\":\"invalid_value\""));
     assert_int_equal(f.requests, 2);
 
     lx_http_client_free(f.client);
@@ -324,7 +338,8 @@ static void test_openai_request(void **state)
     lx_kind_ctx ctx = {
         .ep = LX_EP_CHAT, .backend = &c->backends[0], .body = lx_slice_of(body), .fields = &f, .priority_value = 5};
     lx_kind_request r = {0};
-    assert_int_equal(lx_kind_get(LX_BACKEND_VLLM)->request(&ctx, &r), 0);
+    lx_kind_error err2 = {0};
+    assert_int_equal(lx_kind_get(LX_BACKEND_VLLM)->request(&ctx, &r, &err2), 0);
     assert_string_equal(r.path, "/v1/chat/completions");
     assert_ptr_equal(r.body.p, body); /* nothing to change: the client's own bytes */
     assert_int_equal(r.n_headers, 2);
@@ -335,7 +350,7 @@ static void test_openai_request(void **state)
 
     ctx.backend = &c->backends[1];
     ctx.ep = LX_EP_EMBEDDINGS;
-    assert_int_equal(lx_kind_get(LX_BACKEND_OPENAI)->request(&ctx, &r), 0);
+    assert_int_equal(lx_kind_get(LX_BACKEND_OPENAI)->request(&ctx, &r, &err2), 0);
     assert_string_equal(r.path, "/v1/embeddings");
     assert_int_equal(r.n_headers, 1);
     assert_non_null(strstr(r.body.p, "\"priority\":5"));
