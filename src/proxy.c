@@ -198,7 +198,7 @@ static void proxy_free(proxy_req *p)
     leave_admission(p);
     end_attempt(p, LX_ATTEMPT_NONE, NULL); /* the client left first: it says nothing about the backend */
     if (p->backoff) uv_close((uv_handle_t *)p->backoff, free_timer);
-    lx_kind_request_free(&p->kreq);
+    lx_kind_request_reset(&p->kreq);
     if (p->kstream) lx_kind_stream_free(p->kstream);
     free(p->kstream);
     lx_buf_free(&p->url);

@@ -561,8 +561,7 @@ static bool forces_usage(const lx_body_fields *f, const lx_body_rewrite_opts *o)
 
 bool lx_body_rewrite_is_noop(const lx_body_fields *f, const lx_body_rewrite_opts *o)
 {
-    return f->n_x == 0 && !(o->set_model && !f->has_model) && !forces_usage(f, o) && !(o->extra && o->extra[0]) &&
-           !(o->priority && o->priority[0]);
+    return f->n_x == 0 && !(o->set_model && !f->has_model) && !forces_usage(f, o) && !(o->priority && o->priority[0]);
 }
 
 typedef struct {
@@ -665,8 +664,7 @@ int lx_body_rewrite(const char *body, size_t len, const lx_body_fields *f, const
     size_t npt = plan_patches(body, f, o, pt, &append_usage, &append_priority);
 
     lx_buf_reserve(out, f->top.len + (o->set_model ? strlen(o->set_model) + 16 : 0) +
-                            (o->extra ? strlen(o->extra) + 1 : 0) + (o->priority ? strlen(o->priority) + 12 : 0) +
-                            64); /* a hint; appends check */
+                            (o->priority ? strlen(o->priority) + 12 : 0) + 64); /* a hint; appends check */
     put(&w, "{", 1);
     if (o->set_model && !f->has_model) {
         put_sep(&w);
@@ -688,10 +686,6 @@ int lx_body_rewrite(const char *body, size_t len, const lx_body_fields *f, const
         put_sep(&w);
         put_str(&w, "\"priority\":");
         put_str(&w, o->priority);
-    }
-    if (o->extra && o->extra[0]) {
-        put_sep(&w);
-        put_str(&w, o->extra);
     }
     put(&w, "}", 1);
     if (w.rc == 0) return 0;

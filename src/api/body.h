@@ -9,9 +9,8 @@
  * objects, the top-level max_completion_tokens and n), so the body is read once.
  * lx_body_rewrite then copies the body once with the edits applied: x_* members removed, the model
  * set when the client left it out, stream_options.include_usage forced on for streams, the
- * top-level "priority" set (the client's value replaced in place, or the member appended), and extra
- * members appended. Everything else is copied byte for byte.
- * Pure functions; any thread. Slices point into the caller's body.
+ * top-level "priority" set (the client's value replaced in place, or the member appended). Everything else is copied
+ * byte for byte. Pure functions; any thread. Slices point into the caller's body.
  */
 #ifndef LX_BODY_H
 #define LX_BODY_H
@@ -75,7 +74,6 @@ typedef struct {
     const char *set_model;    /* insert "model":"<this>" when the body has none; NULL: leave as is */
     bool force_include_usage; /* for streams: make stream_options.include_usage true (ignored when the body
                                  does not stream: vLLM rejects any stream_options without stream:true) */
-    const char *extra;        /* raw members to append, e.g. "\"user\":\"u\""; NULL for none */
     const char *priority;     /* a JSON value, e.g. "-1": the top-level "priority" becomes it (the client's
                                  last priority member's value is replaced, so no key is added twice; else
                                  "priority":<this> is appended); NULL: leave as is */

@@ -58,8 +58,6 @@ void lx_kind_request_reset(lx_kind_request *r)
     r->body = (lx_slice){NULL, 0};
 }
 
-void lx_kind_request_free(lx_kind_request *r) { lx_kind_request_reset(r); }
-
 static int add_header(lx_kind_request *r, const char *line, char *owned)
 {
     if (r->n_headers == LX_KIND_MAX_HEADERS) {

@@ -52,8 +52,8 @@ typedef struct {
 
 #define LX_KIND_MAX_HEADERS 6
 
-/* One attempt's upstream request, built by a kind. The pipeline owns it; lx_kind_request_reset empties it
- * between attempts and lx_kind_request_free at the end. */
+/* One attempt's upstream request, built by a kind. The pipeline owns it (zeroed at first);
+ * lx_kind_request_reset empties it, freeing what it holds: between attempts, and at the end. */
 typedef struct {
     const char *path;                             /* appended to the backend's url: static text, or path_owned */
     char *path_owned;                             /* a path this request formatted (lx_kind_request_pathf) */
@@ -65,7 +65,6 @@ typedef struct {
 } lx_kind_request;
 
 void lx_kind_request_reset(lx_kind_request *r);
-void lx_kind_request_free(lx_kind_request *r);
 /* Sets a formatted path (a copy owned by r). */
 void lx_kind_request_pathf(lx_kind_request *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Adds a header line: static text (kept as a pointer), or formatted (a copy owned by r). -1 when full. */

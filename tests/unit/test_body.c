@@ -32,10 +32,10 @@ static lx_body_error scan_fail(const char *json, size_t len)
 static bool slice_is(lx_slice s, const char *lit) { return lx_slice_eq(s, lit); }
 
 /* Rewrites json with the options; returns a malloc'd string (checked to be a JSON object). */
-static char *rewrite(const char *json, const char *set_model, bool force_usage, const char *extra)
+static char *rewrite(const char *json, const char *set_model, bool force_usage, const char *priority)
 {
     lx_body_fields f = scan_ok(json);
-    lx_body_rewrite_opts o = {.set_model = set_model, .force_include_usage = force_usage, .extra = extra};
+    lx_body_rewrite_opts o = {.set_model = set_model, .force_include_usage = force_usage, .priority = priority};
     lx_buf out;
     lx_buf_init(&out, 1 << 24);
     assert_int_equal(lx_body_rewrite(json, strlen(json), &f, &o, &out), 0);
@@ -48,10 +48,10 @@ static char *rewrite(const char *json, const char *set_model, bool force_usage, 
     return lx_buf_steal(&out, NULL);
 }
 
-static void expect_rewrite(const char *json, const char *set_model, bool force_usage, const char *extra,
+static void expect_rewrite(const char *json, const char *set_model, bool force_usage, const char *priority,
                            const char *want)
 {
-    char *got = rewrite(json, set_model, force_usage, extra);
+    char *got = rewrite(json, set_model, force_usage, priority);
     assert_string_equal(got, want);
     free(got);
 }
@@ -405,7 +405,7 @@ static void test_nested_x_kept(void **state)
                     "\"tools\":[{\"function\":{\"parameters\":{\"x_c\":{\"type\":\"string\"}}}}]}";
     lx_body_fields f = scan_ok(j);
     assert_int_equal(f.n_x, 0);
-    lx_body_rewrite_opts o = {"other", false, NULL, NULL};
+    lx_body_rewrite_opts o = {"other", false, NULL};
     assert_true(lx_body_rewrite_is_noop(&f, &o));
     expect_rewrite(j, NULL, false, NULL, j);
 }
@@ -466,14 +466,14 @@ static void test_stream_options(void **state)
                               "{\"stream_options\":{\"include_usage\":false}}"};
     for (size_t i = 0; i < sizeof nostream / sizeof nostream[0]; i++) {
         lx_body_fields nf = scan_ok(nostream[i]);
-        lx_body_rewrite_opts force = {NULL, true, NULL, NULL};
+        lx_body_rewrite_opts force = {NULL, true, NULL};
         assert_true(lx_body_rewrite_is_noop(&nf, &force));
         expect_rewrite(nostream[i], NULL, true, NULL, nostream[i]);
     }
     /* already true: untouched, and nothing to do at all */
     const char *j = "{\"stream\":true,\"stream_options\":{\"continuous_usage_stats\":false,\"include_usage\":true}}";
     lx_body_fields f = scan_ok(j);
-    lx_body_rewrite_opts o = {NULL, true, NULL, NULL};
+    lx_body_rewrite_opts o = {NULL, true, NULL};
     assert_true(lx_body_rewrite_is_noop(&f, &o));
     expect_rewrite(j, NULL, true, NULL, j);
     /* not forced: a false stays false */
@@ -481,14 +481,14 @@ static void test_stream_options(void **state)
                    "{\"stream_options\":{\"include_usage\":false}}");
 }
 
-static void test_extra(void **state)
+/* A priority for a body that has none is appended, after every other edit. */
+static void test_priority_appended(void **state)
 {
     (void)state;
-    expect_rewrite("{\"a\":1}", NULL, false, "\"priority\":-5", "{\"a\":1,\"priority\":-5}");
-    expect_rewrite("{}", NULL, false, "\"priority\":1", "{\"priority\":1}");
-    expect_rewrite("{\"x_priority\":\"high\",\"stream\":true}", "m", true, "\"priority\":1,\"user\":\"u\"",
-                   "{\"model\":\"m\",\"stream\":true,\"stream_options\":{\"include_usage\":true},\"priority\":1,"
-                   "\"user\":\"u\"}");
+    expect_rewrite("{\"a\":1}", NULL, false, "-5", "{\"a\":1,\"priority\":-5}");
+    expect_rewrite("{}", NULL, false, "1", "{\"priority\":1}");
+    expect_rewrite("{\"x_priority\":\"high\",\"stream\":true}", "m", true, "1",
+                   "{\"model\":\"m\",\"stream\":true,\"stream_options\":{\"include_usage\":true},\"priority\":1}");
     expect_rewrite("{\"a\":1}", NULL, false, "", "{\"a\":1}");
 }
 
@@ -549,14 +549,12 @@ static void test_priority(void **state)
     const char *j =
         "{\"x_priority\":\"high\",\"priority\":3,\"stream\":true,\"stream_options\":{},\"x_user_id\":\"u\"}";
     lx_body_fields f = scan_ok(j);
-    lx_body_rewrite_opts o = {
-        .set_model = "m", .force_include_usage = true, .priority = "-2", .extra = "\"user\":\"u\""};
+    lx_body_rewrite_opts o = {.set_model = "m", .force_include_usage = true, .priority = "-2"};
     lx_buf out;
     lx_buf_init(&out, 0);
     assert_int_equal(lx_body_rewrite(j, strlen(j), &f, &o, &out), 0);
-    assert_string_equal(out.p,
-                        "{\"model\":\"m\",\"priority\":-2,\"stream\":true,\"stream_options\":{\"include_usage\":true},"
-                        "\"user\":\"u\"}");
+    assert_string_equal(
+        out.p, "{\"model\":\"m\",\"priority\":-2,\"stream\":true,\"stream_options\":{\"include_usage\":true}}");
     lx_buf_free(&out);
     /* the patches in the other order: stream_options before priority */
     j = "{\"stream\":true,\"stream_options\":{\"include_usage\":false},\"priority\":null}";
@@ -566,7 +564,7 @@ static void test_priority(void **state)
     assert_int_equal(lx_body_rewrite(j, strlen(j), &f, &o, &out), 0);
     assert_string_equal(out.p, "{\"stream\":true,\"stream_options\":{\"include_usage\":true},\"priority\":1}");
     lx_buf_free(&out);
-    /* an empty value means none, as extra does */
+    /* an empty value means none */
     lx_body_fields plain = scan_ok("{\"priority\":1}");
     lx_body_rewrite_opts empty = {.priority = ""};
     assert_true(lx_body_rewrite_is_noop(&plain, &empty));
@@ -578,14 +576,13 @@ static void test_is_noop(void **state)
     lx_body_fields plain = scan_ok("{\"model\":\"m\",\"stream\":true}");
     lx_body_fields nomodel = scan_ok("{\"messages\":[]}");
     lx_body_fields withx = scan_ok("{\"model\":\"m\",\"x_user_id\":\"u\"}");
-    lx_body_rewrite_opts none = {NULL, false, NULL, NULL}, model = {"m", false, NULL, NULL},
-                         usage = {NULL, true, NULL, NULL}, extra = {NULL, false, "\"priority\":1", NULL},
-                         empty_extra = {NULL, false, "", NULL};
+    lx_body_rewrite_opts none = {NULL, false, NULL}, model = {"m", false, NULL}, usage = {NULL, true, NULL},
+                         priority = {NULL, false, "1"}, empty_priority = {NULL, false, ""};
     assert_true(lx_body_rewrite_is_noop(&plain, &none));
     assert_true(lx_body_rewrite_is_noop(&plain, &model)); /* has a model already */
-    assert_true(lx_body_rewrite_is_noop(&plain, &empty_extra));
+    assert_true(lx_body_rewrite_is_noop(&plain, &empty_priority));
     assert_false(lx_body_rewrite_is_noop(&plain, &usage));
-    assert_false(lx_body_rewrite_is_noop(&plain, &extra));
+    assert_false(lx_body_rewrite_is_noop(&plain, &priority));
     assert_true(lx_body_rewrite_is_noop(&nomodel, &none));
     assert_false(lx_body_rewrite_is_noop(&nomodel, &model));
     assert_false(lx_body_rewrite_is_noop(&withx, &none));
@@ -597,7 +594,7 @@ static void test_rewrite_cap(void **state)
     const char *j =
         "{\"model\":\"m\",\"x_a\":1,\"messages\":[{\"role\":\"user\",\"content\":\"hello\"}],\"stream\":true}";
     lx_body_fields f = scan_ok(j);
-    lx_body_rewrite_opts o = {NULL, true, "\"priority\":1", NULL};
+    lx_body_rewrite_opts o = {NULL, true, "1"};
     lx_buf out;
     lx_buf_init(&out, 48);
     assert_int_equal(lx_buf_append_str(&out, "kept"), 0);
@@ -619,7 +616,7 @@ static void test_rewrite_semantics(void **state)
         "{\"stream_options\":{\"continuous_usage_stats\":true,\"include_usage\":false},\"x_a\":{},\"stream\":true}",
     };
     for (size_t i = 0; i < sizeof bodies / sizeof bodies[0]; i++) {
-        char *got = rewrite(bodies[i], "inserted", true, "\"priority\":3");
+        char *got = rewrite(bodies[i], "inserted", true, "3");
         cJSON *want = cJSON_Parse(bodies[i]), *have = cJSON_Parse(got);
         for (cJSON *it = want->child; it;) {
             cJSON *next = it->next;
@@ -708,7 +705,7 @@ int main(void)
         cmocka_unit_test(test_pretty_body),
         cmocka_unit_test(test_model_insertion),
         cmocka_unit_test(test_stream_options),
-        cmocka_unit_test(test_extra),
+        cmocka_unit_test(test_priority_appended),
         cmocka_unit_test(test_priority),
         cmocka_unit_test(test_is_noop),
         cmocka_unit_test(test_rewrite_cap),

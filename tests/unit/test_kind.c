@@ -354,7 +354,7 @@ static void test_openai_request(void **state)
     assert_string_equal(r.path, "/v1/embeddings");
     assert_int_equal(r.n_headers, 1);
     assert_non_null(strstr(r.body.p, "\"priority\":5"));
-    lx_kind_request_free(&r);
+    lx_kind_request_reset(&r);
     lx_config_unref(c);
 }
 
