@@ -56,6 +56,7 @@ static void read_backends(lx_cfg_parser *p, yaml_node_t *v, int line, const char
 static void read_models(lx_cfg_parser *p, yaml_node_t *v, int line, const char *path, void *base);
 static void read_users(lx_cfg_parser *p, yaml_node_t *v, int line, const char *path, void *base);
 static void read_auth_keys(lx_cfg_parser *p, yaml_node_t *v, int line, const char *path, void *base);
+static void read_aliases(lx_cfg_parser *p, yaml_node_t *v, int line, const char *path, void *base);
 
 /* ---- the tables ---- */
 
@@ -233,6 +234,7 @@ static const lx_keydef admin_keys[] = {
 enum { MD_NAME };
 static const lx_keydef model_keys[] = {
     [MD_NAME] = K_STR(lx_model_conf, "name", name, NULL),
+    K_STR(lx_model_conf, "upstream_name", upstream_name, NULL),
     K_STR(lx_model_conf, "path", path, NULL),
     K_NUM(lx_model_conf, "gpu_memory_utilization", gpu_memory_utilization, 0, 0, 1, LX_KF_MIN_OPEN),
     K_END,
@@ -253,6 +255,9 @@ const lx_keydef lx_cfg_backend_keys[] = {
     [BK_URL] = K_URL(lx_backend_conf, "url", url, NULL),
     [BK_TIMEOUT] = K_NUM(lx_backend_conf, "timeout", timeout_s, 0, 0, 86400, LX_KF_MIN_OPEN),
     [BK_MODELS] = K_LIST("models", read_models, models_list),
+    /* models: auto */
+    {.name = "models_auto", .type = LX_K_BOOL, AT(lx_backend_conf, models_auto), .flags = LX_KF_DERIVED},
+    K_INT(lx_backend_conf, "weight", weight, 1, 1, 1000),
     K_INT(lx_backend_conf, "max_concurrency", max_concurrency, 32, 1, 100000),
     K_BOOL(lx_backend_conf, "adaptive", adaptive, 0),
     K_NUM(lx_backend_conf, "kv_cache_threshold", kv_cache_threshold, 0.95, 0, 1, LX_KF_MIN_OPEN),
@@ -271,11 +276,42 @@ static const lx_keylist_desc backends_list = {
     .ordered = true, /* the first enabled backend listing a model serves it */
 };
 
+static const lx_keydef alias_keys[] = {
+    {.name = "targets", .type = LX_K_STR, AT(lx_alias, targets_text), .flags = LX_KF_DERIVED},
+    K_END,
+};
+
+static const lx_keylist_desc aliases_list = {
+    .arr_off = offsetof(lx_config, routing.aliases),
+    .count_off = offsetof(lx_config, routing.n_aliases),
+    .elem_size = sizeof(lx_alias),
+    .name_off = offsetof(lx_alias, name),
+    .rows = alias_keys,
+    .report = LX_DIFF_BY_ENTRY, /* "routing.aliases.NAME" */
+};
+
+static const char *const balance_names[] = {[LX_BALANCE_LEAST_LOADED] = "least_loaded",
+                                            [LX_BALANCE_ROUND_ROBIN] = "round_robin",
+                                            [LX_BALANCE_WEIGHTED] = "weighted",
+                                            [LX_BALANCE_PEAK_EWMA] = "peak_ewma",
+                                            NULL};
+static const char *const affinity_names[] = {
+    [LX_AFFINITY_NONE] = "none", [LX_AFFINITY_USER] = "user", [LX_AFFINITY_PREFIX] = "prefix", NULL};
+_Static_assert(sizeof(lx_balance_kind) == sizeof(int) && sizeof(lx_affinity) == sizeof(int), "LX_K_ENUM stores an int");
+
+static const lx_keydef routing_keys[] = {
+    K_LIST("aliases", read_aliases, aliases_list),
+    K_ENUM(lx_config, "balance", routing.balance, LX_BALANCE_LEAST_LOADED, balance_names),
+    K_ENUM(lx_config, "affinity", routing.affinity, LX_AFFINITY_NONE, affinity_names),
+    K_END,
+};
+
 const lx_keydef lx_config_keys[] = {
     K_SECTION("server", server_keys, NULL),
     K_SECTION("vllm", vllm_keys, NULL),
     {.name = "default_model", .type = LX_K_STR, AT(lx_config, default_model), .mark = M_DEFAULT_MODEL},
     {.name = "backends", .type = LX_K_LIST, .fn = read_backends, .list = &backends_list, .mark = M_BACKENDS},
+    K_SECTION("routing", routing_keys, NULL),
     K_SECTION("queue", queue_keys, NULL),
     K_SECTION("rate_limits", rate_keys, NULL),
     K_SECTION("retry", retry_keys, NULL),
@@ -671,7 +707,7 @@ static bool read_model(lx_cfg_parser *p, yaml_node_t *item, const char *path, lx
         return true;
     }
     if (item->type != YAML_MAPPING_NODE) {
-        err_shape(p, line, path, "a model name or a mapping {name, path, gpu_memory_utilization}", item);
+        err_shape(p, line, path, "a model name or a mapping {name, upstream_name, path, gpu_memory_utilization}", item);
         return false;
     }
     int lines[MAX_KEYS];
@@ -680,7 +716,8 @@ static bool read_model(lx_cfg_parser *p, yaml_node_t *item, const char *path, lx
     if (m->name) return true;
     if (!lines[MD_NAME]) lx_cfg_err(p, line, path, "has no name: add \"name: <model>\"");
     free(m->path);
-    m->path = NULL;
+    free(m->upstream_name);
+    m->path = m->upstream_name = NULL;
     return false;
 }
 
@@ -688,8 +725,12 @@ static void read_models(lx_cfg_parser *p, yaml_node_t *v, int line, const char *
 {
     lx_backend_conf *b = base;
     if (is_null(v)) return;
+    if (is_text(v) && is_plain(v) && strcmp(scalar(v), "auto") == 0) {
+        b->models_auto = true;
+        return;
+    }
     if (v->type != YAML_SEQUENCE_NODE) {
-        err_shape(p, line, path, "a list of models (- name lines)", v);
+        err_shape(p, line, path, "a list of models (- name lines), or auto", v);
         return;
     }
     size_t n = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
@@ -733,12 +774,77 @@ static void read_users(lx_cfg_parser *p, yaml_node_t *v, int line, const char *p
     free(name_lines);
 }
 
+/* One target of an alias: a non-empty name. */
+static bool read_target(lx_cfg_parser *p, yaml_node_t *item, const char *path, lx_alias *a)
+{
+    if (!is_text(item) || !*scalar(item)) {
+        err_shape(p, node_line(item), path, "a model name", item);
+        return false;
+    }
+    a->targets[a->n_targets++] = lx_xstrdup(scalar(item));
+    return true;
+}
+
+/* An alias's value: one name, or a list of names in order of preference. */
+static void read_alias(lx_cfg_parser *p, yaml_node_t *v, int line, const char *path, lx_alias *a)
+{
+    if (v->type == YAML_SEQUENCE_NODE) {
+        size_t n = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
+        a->targets = lx_xcalloc(n ? n : 1, sizeof *a->targets);
+        for (size_t i = 0; i < n; i++) {
+            char sub[PATH_LEN];
+            snprintf(sub, sizeof sub, "%s[%zu]", path, i);
+            read_target(p, yaml_document_get_node(p->doc, v->data.sequence.items.start[i]), sub, a);
+        }
+        if (n == 0) lx_cfg_err(p, line, path, "names no model: give a model name or a list of them");
+    } else {
+        a->targets = lx_xcalloc(1, sizeof *a->targets);
+        if (is_null(v))
+            err_shape(p, line, path, "a model name or a list of them", v);
+        else
+            read_target(p, v, path, a);
+    }
+    lx_buf t;
+    lx_buf_init(&t, 0);
+    for (size_t i = 0; i < a->n_targets; i++)
+        lx_buf_printf(&t, "%s%s", i ? ", " : "", a->targets[i]);
+    a->targets_text = lx_xstrdup(t.p ? t.p : "");
+    lx_buf_free(&t);
+}
+
+static void read_aliases(lx_cfg_parser *p, yaml_node_t *v, int line, const char *path, void *base)
+{
+    lx_config *c = base;
+    size_t n;
+    if (!named_entries(p, v, line, path, "a mapping of alias to a model or a list of models", &n) || n == 0) return;
+    c->routing.aliases = lx_xcalloc(n, sizeof *c->routing.aliases);
+    p->alias_lines = lx_xcalloc(n, sizeof *p->alias_lines);
+    for (yaml_node_pair_t *pr = v->data.mapping.pairs.start; pr < v->data.mapping.pairs.top; pr++) {
+        yaml_node_t *k = yaml_document_get_node(p->doc, pr->key);
+        const char *name = key_name(p, k, path);
+        char sub[PATH_LEN];
+        if (name == NULL) continue;
+        lx_cfg_join(sub, path, name);
+        const lx_alias *dup = lx_config_alias(c, name, strlen(name));
+        if (dup) {
+            lx_cfg_err(p, node_line(k), sub, "duplicate key (first given at line %d)",
+                       p->alias_lines[dup - c->routing.aliases]);
+            continue;
+        }
+        lx_alias *a = &c->routing.aliases[c->routing.n_aliases];
+        p->alias_lines[c->routing.n_aliases++] = node_line(k);
+        a->name = lx_xstrdup(name);
+        read_alias(p, yaml_document_get_node(p->doc, pr->value), node_line(k), sub, a);
+    }
+}
+
 /* ---- the snapshot ---- */
 
 static void free_backend(lx_backend_conf *b)
 {
     for (size_t j = 0; j < b->n_models; j++) {
         free(b->models[j].name);
+        free(b->models[j].upstream_name);
         free(b->models[j].path);
     }
     free(b->models);
@@ -747,11 +853,31 @@ static void free_backend(lx_backend_conf *b)
     free_secret(b->api_key);
 }
 
+static void free_strings(char **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+static void free_aliases(lx_config *c)
+{
+    for (size_t i = 0; i < c->routing.n_aliases; i++) {
+        lx_alias *a = &c->routing.aliases[i];
+        free(a->name);
+        free_strings(a->targets, a->n_targets);
+        free_strings(a->models, a->n_models);
+        free(a->targets_text);
+    }
+    free(c->routing.aliases);
+}
+
 static void config_free(lx_config *c)
 {
     for (size_t i = 0; i < c->n_backends; i++)
         free_backend(&c->backends[i]);
     free(c->backends);
+    free_aliases(c);
     for (size_t i = 0; i < c->rate_limits.n_users; i++)
         free(c->rate_limits.users[i].name);
     free(c->rate_limits.users);
@@ -788,6 +914,29 @@ bool lx_backend_conf_serves(const lx_backend_conf *b, const char *model, size_t 
     for (size_t j = 0; j < b->n_models; j++)
         if (strlen(b->models[j].name) == len && memcmp(b->models[j].name, model, len) == 0) return true;
     return false;
+}
+
+const char *lx_backend_conf_upstream(const lx_backend_conf *b, const char *model)
+{
+    for (size_t j = 0; j < b->n_models; j++)
+        if (strcmp(b->models[j].name, model) == 0)
+            return b->models[j].upstream_name ? b->models[j].upstream_name : model;
+    return model;
+}
+
+const lx_backend_conf *lx_config_backend(const lx_config *c, const char *name)
+{
+    for (size_t i = 0; i < c->n_backends; i++)
+        if (c->backends[i].enabled && strcmp(c->backends[i].name, name) == 0) return &c->backends[i];
+    return NULL;
+}
+
+const lx_alias *lx_config_alias(const lx_config *c, const char *name, size_t len)
+{
+    for (size_t i = 0; i < c->routing.n_aliases; i++)
+        if (strlen(c->routing.aliases[i].name) == len && memcmp(c->routing.aliases[i].name, name, len) == 0)
+            return &c->routing.aliases[i];
+    return NULL;
 }
 
 const lx_backend_conf *lx_config_backend_for(const lx_config *c, const char *model, size_t len)
@@ -852,6 +1001,7 @@ lx_config *lx_config_parse(const char *name, const char *yaml, size_t len, lx_bu
         yaml_parser_delete(&yp);
     }
     free(p.bk);
+    free(p.alias_lines);
     if (n_problems(&p) == 0) return p.cfg;
     flush_errors(&p, errors);
     config_free(p.cfg);

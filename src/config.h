@@ -65,9 +65,35 @@ typedef struct {
 
 typedef struct {
     char *name;                    /* the model name clients use */
+    char *upstream_name;           /* what the backend calls it (sent as the body's model); NULL: name */
     char *path;                    /* seed: where the weights live (informational), may be NULL */
     double gpu_memory_utilization; /* seed: informational, 0 when not given */
 } lx_model_conf;
+
+/* routing.balance: how the router chooses among equally good backends (routing/balance.h). */
+typedef enum {
+    LX_BALANCE_LEAST_LOADED = 0,
+    LX_BALANCE_ROUND_ROBIN,
+    LX_BALANCE_WEIGHTED,
+    LX_BALANCE_PEAK_EWMA,
+} lx_balance_kind;
+
+/* routing.affinity: what keeps related requests on one backend (routing/router.h). */
+typedef enum {
+    LX_AFFINITY_NONE = 0,
+    LX_AFFINITY_USER,   /* a user's requests */
+    LX_AFFINITY_PREFIX, /* requests whose prompt starts the same */
+} lx_affinity;
+
+/* One entry of routing.aliases: a name clients may use for a model, or for a list in order of preference. */
+typedef struct {
+    char *name;
+    char **targets; /* as written: models or other aliases, in order of preference */
+    size_t n_targets;
+    char **models; /* resolved: the model names it stands for, in order, each once (aliases expanded) */
+    size_t n_models;
+    char *targets_text; /* "a, b": the targets as one string (what reload compares) */
+} lx_alias;
 
 typedef struct {
     char *name; /* the key under backends: */
@@ -77,6 +103,8 @@ typedef struct {
     double timeout_s; /* longest wait for the backend: until its answer starts, and between two reads */
     lx_model_conf *models;
     size_t n_models;
+    bool models_auto;          /* models: auto — what it serves is asked of it (its kind's models_path) */
+    int weight;                /* routing.balance weighted: its share relative to the others (default 1) */
     int max_concurrency;       /* requests sent to it at once; the rest wait in Lexora's queue */
     bool adaptive;             /* read its /metrics; hold dispatch while it has waiting requests or a full KV cache */
     double kv_cache_threshold; /* with adaptive: KV-cache usage (0..1] above which dispatch holds */
@@ -116,6 +144,13 @@ typedef struct lx_config {
 
     lx_backend_conf *backends; /* every entry, enabled or not, in file order */
     size_t n_backends;
+
+    struct {
+        lx_alias *aliases; /* file order */
+        size_t n_aliases;
+        lx_balance_kind balance;
+        lx_affinity affinity;
+    } routing;
 
     struct {
         long max_size;
@@ -197,8 +232,14 @@ lx_config *lx_config_parse(const char *name, const char *yaml, size_t len, lx_bu
 lx_config *lx_config_ref(lx_config *c);
 void lx_config_unref(lx_config *c);
 
-/* Does b list the model (by name)? */
+/* Does b list the model (by name)? (Models it discovers are the run-time registry's: backends/backend.h.) */
 bool lx_backend_conf_serves(const lx_backend_conf *b, const char *model, size_t len);
+/* The name b's backend knows the model by: its upstream_name, else the model itself. */
+const char *lx_backend_conf_upstream(const lx_backend_conf *b, const char *model);
+/* The enabled backend called name, or NULL. */
+const lx_backend_conf *lx_config_backend(const lx_config *c, const char *name);
+/* The alias called name (len bytes), or NULL. */
+const lx_alias *lx_config_alias(const lx_config *c, const char *name, size_t len);
 /* The first enabled backend that lists model, or NULL (which one a request goes to: lx_admission_pick). */
 const lx_backend_conf *lx_config_backend_for(const lx_config *c, const char *model, size_t len);
 

@@ -4,8 +4,11 @@
  *
  * Two moments: a section's check (queue.priorities, auth, admin) runs when its section was read without
  * an error; lx_cfg_resolve runs once the whole document is walked, and settles the backends (kind, url,
- * timeout), default_model, the vllm: shorthand's implicit backend, the per-user limits a user inherits
- * from rate_limits.default, and rate_limits.redis_url's parts.
+ * timeout), routing.aliases (each expanded to the models it stands for; loops, an alias shadowing a served
+ * model and an alias to nothing refused), default_model, the vllm: shorthand's implicit backend, the
+ * per-user limits a user inherits from rate_limits.default, and rate_limits.redis_url's parts.
+ * A backend with models: auto may serve any name once it is asked, so with one enabled, an alias target or
+ * default_model that no backend lists is accepted.
  * Invariants: a check reports through lx_cfg_err and never stops the load; admin.token_file is read
  * here (at most MAX_TOKEN_FILE bytes, a regular file) and its buffer wiped whatever happens.
  */
@@ -146,8 +149,8 @@ static void resolve_backend(lx_cfg_parser *p, lx_backend_conf *b, const lx_cfg_b
     resolve_kind(p, b, bi, path);
     if (!bi->lines[BK_TIMEOUT]) b->timeout_s = p->cfg->vllm.timeout_s;
     resolve_url(p, b, bi, path);
-    if (b->enabled && b->n_models == 0 && !bi->bad)
-        lx_cfg_err(p, bi->line, path, "lists no models: add \"models: [<model name>]\"");
+    if (b->enabled && b->n_models == 0 && !b->models_auto && !bi->bad)
+        lx_cfg_err(p, bi->line, path, "lists no models: add \"models: [<model name>]\" or \"models: auto\"");
 }
 
 /* Without backends:, vllm: is the one backend, serving default_model. */
@@ -185,6 +188,14 @@ static void served_models(const lx_config *c, lx_buf *b)
     if (b->len == 0) lx_buf_append_str(b, "none");
 }
 
+/* Does an enabled backend discover its models (models: auto)? Then any name may be served later. */
+static bool any_auto(const lx_config *c)
+{
+    for (size_t i = 0; i < c->n_backends; i++)
+        if (c->backends[i].enabled && c->backends[i].models_auto) return true;
+    return false;
+}
+
 static void resolve_default_model(lx_cfg_parser *p)
 {
     lx_config *c = p->cfg;
@@ -195,13 +206,88 @@ static void resolve_default_model(lx_cfg_parser *p)
         if (first && p->marks[M_DEFAULT_MODEL] == 0) c->default_model = lx_xstrdup(first->models[0].name);
         return;
     }
-    if (p->backends_bad || lx_config_backend_for(c, c->default_model, strlen(c->default_model))) return;
+    if (p->backends_bad || lx_config_backend_for(c, c->default_model, strlen(c->default_model)) ||
+        lx_config_alias(c, c->default_model, strlen(c->default_model)) || any_auto(c))
+        return;
     lx_buf b;
     lx_buf_init(&b, 1024);
     served_models(c, &b);
     lx_cfg_err(p, p->marks[M_DEFAULT_MODEL], "default_model",
                "\"%s\" is not served by any enabled backend (served: %s)", c->default_model, b.p);
     lx_buf_free(&b);
+}
+
+/* ---- routing.aliases ---- */
+
+typedef struct {
+    const lx_alias *stack[64]; /* the aliases being expanded, outermost first */
+    size_t depth;
+    bool bad;
+} expansion;
+
+static void add_model(lx_alias *a, const char *name)
+{
+    for (size_t i = 0; i < a->n_models; i++)
+        if (strcmp(a->models[i], name) == 0) return;
+    a->models = lx_xrealloc(a->models, (a->n_models + 1) * sizeof *a->models);
+    a->models[a->n_models++] = lx_xstrdup(name);
+}
+
+static void loop_error(lx_cfg_parser *p, const lx_alias *root, expansion *x, const char *path, const char *back)
+{
+    lx_buf b;
+    lx_buf_init(&b, 0);
+    for (size_t i = 0; i < x->depth; i++)
+        lx_buf_printf(&b, "%s -> ", x->stack[i]->name);
+    lx_buf_append_str(&b, back);
+    lx_cfg_err(p, p->alias_lines[root - p->cfg->routing.aliases], path, "alias loop: %s", b.p);
+    lx_buf_free(&b);
+    x->bad = true;
+}
+
+/* Appends to root->models the models a stands for, depth first, in order; reports loops and targets that
+ * are nothing. */
+static void expand(lx_cfg_parser *p, lx_alias *root, const lx_alias *a, expansion *x, const char *path)
+{
+    const lx_config *c = p->cfg;
+    int line = p->alias_lines[root - c->routing.aliases];
+    x->stack[x->depth++] = a;
+    for (size_t i = 0; i < a->n_targets && !x->bad; i++) {
+        const char *t = a->targets[i];
+        const lx_alias *inner = lx_config_alias(c, t, strlen(t));
+        bool looped = false;
+        for (size_t k = 0; k < x->depth && inner; k++)
+            looped |= x->stack[k] == inner;
+        if (looped || (inner && x->depth == LX_ARRAY_LEN(x->stack)))
+            loop_error(p, root, x, path, t);
+        else if (inner)
+            expand(p, root, inner, x, path);
+        else if (lx_config_backend_for(c, t, strlen(t)) || any_auto(c))
+            add_model(root, t);
+        else if (a == root)
+            lx_cfg_err(p, line, path, "\"%s\" is neither a model an enabled backend serves nor an alias", t);
+        else
+            lx_cfg_err(p, line, path, "\"%s\" (through alias %s) is neither a served model nor an alias", t, a->name);
+    }
+    x->depth--;
+}
+
+static void resolve_aliases(lx_cfg_parser *p)
+{
+    lx_config *c = p->cfg;
+    for (size_t i = 0; i < c->routing.n_aliases; i++) {
+        lx_alias *a = &c->routing.aliases[i];
+        char path[PATH_LEN];
+        lx_cfg_join(path, "routing.aliases", a->name);
+        const lx_backend_conf *b = lx_config_backend_for(c, a->name, strlen(a->name));
+        if (b) {
+            lx_cfg_err(p, p->alias_lines[i], path,
+                       "shadows the model of that name served by backend %s: rename the alias", b->name);
+            continue;
+        }
+        expansion x = {.depth = 0};
+        expand(p, a, a, &x, path);
+    }
 }
 
 /* rate_limits.redis_url, already checked, into its parts. */
@@ -221,6 +307,7 @@ void lx_cfg_resolve(lx_cfg_parser *p)
     if (p->marks[M_BACKENDS] < 0) return; /* not a mapping: reported */
     if (p->marks[M_BACKENDS] == 0) {
         implicit_backend(p);
+        if (c->n_backends) resolve_aliases(p);
         return;
     }
     bool any_enabled = false;
@@ -228,9 +315,11 @@ void lx_cfg_resolve(lx_cfg_parser *p)
         resolve_backend(p, &c->backends[i], &p->bk[i]);
         any_enabled |= c->backends[i].enabled;
     }
-    if (!any_enabled)
+    if (!any_enabled) {
         lx_cfg_err(p, p->marks[M_BACKENDS], "backends",
                    "no enabled backend: list one with enabled: true (the default)");
-    else
-        resolve_default_model(p);
+        return;
+    }
+    if (!p->backends_bad) resolve_aliases(p);
+    resolve_default_model(p);
 }

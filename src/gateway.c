@@ -222,10 +222,10 @@ static bool has_backend(const lx_config *c, const char *name)
     return false;
 }
 
-static void reconfigure_services(lx_gateway *gw, const lx_config *old, const lx_config *c)
+static void reconfigure_services(lx_gateway *gw, const lx_config *old, lx_config *c)
 {
     lx_admission_reconfigure(gw->admission, c);
-    lx_rate_limiter_reconfigure(gw->rate_limiter, (lx_config *)c); /* new limits; usage carries over */
+    lx_rate_limiter_reconfigure(gw->rate_limiter, c); /* new limits; usage carries over */
     lx_auth_warn_plain_keys(c);
     if (gw->stats) { /* counters carry over; backends added are shown, removed ones shown disabled */
         for (size_t i = 0; i < old->n_backends; i++)
@@ -236,7 +236,7 @@ static void reconfigure_services(lx_gateway *gw, const lx_config *old, const lx_
 }
 
 /* What changes live outside the snapshot itself: the HTTP front's limits, logging, the services. */
-static void apply_live(lx_gateway *gw, const lx_config *old, const lx_config *c)
+static void apply_live(lx_gateway *gw, const lx_config *old, lx_config *c)
 {
     lx_http_server_opts o;
     server_opts(c, gw, &o);

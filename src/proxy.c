@@ -62,6 +62,7 @@
 #include "utils/buf.h"
 #include "utils/id.h"
 #include "utils/log.h"
+#include "utils/map.h"
 
 #define MAX_SSE_EVENT (1 << 20)
 
@@ -70,11 +71,16 @@ typedef struct {
     lx_config *cfg;
     lx_http_req *req;
     lx_endpoint ep;
-    const lx_backend_conf *backend;
+    const lx_backend_conf *backend; /* this attempt's, from bcfg */
+    lx_config *bcfg;                /* the snapshot backend is from: the current one at dispatch */
+    lx_backend *attempt_backend;    /* this attempt's backend in the registry, until its verdict is given */
+    lx_backend *last_backend;       /* the latest attempt's backend in the registry (NULL: none yet) */
+    lx_model *model_used;           /* what the name resolved to (routing/router.h); NULL before */
     char request_id[LX_REQUEST_ID_MAX];
     char user[128];
-    char model[256];     /* for the log */
+    char model[256];     /* the name the client asked for (or default_model), for the log */
     lx_slice model_name; /* what routing looks up: the body's model, or default_model */
+    bool is_alias;       /* model_name is an alias */
     lx_buf url;          /* this attempt's: the backend's url and the kind's path */
     char hdr_request_id[LX_REQUEST_ID_MAX + 16];
     lx_body_fields f;
@@ -93,15 +99,14 @@ typedef struct {
     uint64_t up_start_ns, up_wait_ns, first_byte_ns;
     const char *priority;
     lx_priority prio;
-    double queue_timeout_s;      /* x_timeout, X-Timeout, else queue.default_timeout */
-    lx_admit_ticket ticket;      /* its place in the queue, then its backend slot (this attempt's) */
-    uint64_t deadline_ns;        /* ready + queue_timeout_s: no wait (rate limit, queue, retry) goes past it */
-    int attempt;                 /* 1 for the first try */
-    lx_backend *attempt_backend; /* the backend of this attempt in the registry (NULL: not in it) */
-    bool trial;                  /* this attempt is its backend's half-open trial */
-    double up_retry_after_s;     /* the backend's Retry-After on this attempt; -1 if none */
-    char up_retry_after[24];     /* as it came: passed on when the answer goes to the client */
-    uv_timer_t *backoff;         /* the wait before the next attempt; closed by proxy_free */
+    double queue_timeout_s;  /* x_timeout, X-Timeout, else queue.default_timeout */
+    lx_admit_ticket ticket;  /* its place in the queue, then its backend slot (this attempt's) */
+    uint64_t deadline_ns;    /* ready + queue_timeout_s: no wait (rate limit, queue, retry) goes past it */
+    int attempt;             /* 1 for the first try */
+    bool trial;              /* this attempt is its backend's half-open trial */
+    double up_retry_after_s; /* the backend's Retry-After on this attempt; -1 if none */
+    char up_retry_after[24]; /* as it came: passed on when the answer goes to the client */
+    uv_timer_t *backoff;     /* the wait before the next attempt; closed by proxy_free */
     uint64_t backoff_start_ns;
     uint64_t earlier_wait_ns;  /* earlier attempts: queue, upstream and backoff time (for the overhead) */
     uint64_t earlier_queue_ns; /* earlier attempts: queue time */
@@ -137,6 +142,8 @@ static void access_log(const proxy_req *p, int status)
         .method = "POST",
         .path = lx_endpoint_path(p->ep),
         .model = p->model,
+        .model_used = p->model_used ? lx_model_name(p->model_used) : NULL,
+        .alias = p->is_alias,
         .backend = p->backend ? p->backend->name : NULL,
         .status = status,
         .error_code = p->has_err ? lx_err_get(p->err)->code : NULL,
@@ -204,6 +211,7 @@ static void proxy_free(proxy_req *p)
     lx_buf_free(&p->url);
     lx_buf_free(&p->up_body);
     lx_sse_free(&p->sse);
+    lx_config_unref(p->bcfg);
     lx_config_unref(p->cfg);
     free(p);
 }
@@ -228,11 +236,12 @@ static void fail_h(proxy_req *p, lx_err e, const char *message, const char *para
     lx_buf body;
     lx_buf_init(&body, 0);
     lx_err_body(&body, e, message, param);
-    lx_http_header h[4 + LX_RATELIMIT_MAX_HEADERS];
+    lx_http_header h[5 + LX_RATELIMIT_MAX_HEADERS];
     size_t n = 0;
     h[n++] = (lx_http_header){"Content-Type", "application/json"};
     h[n++] = (lx_http_header){"X-Request-Id", p->request_id};
-    for (size_t i = 0; i < n_extra && n < 4; i++)
+    if (p->model_used) h[n++] = (lx_http_header){"X-Lexora-Model", lx_model_name(p->model_used)};
+    for (size_t i = 0; i < n_extra && n < 5; i++)
         h[n++] = extra[i];
     lx_ratelimit_headers rh = {0};
     if (p->rate_checked) lx_ratelimit_headers_fill(&p->rate.result, &rh);
@@ -252,7 +261,7 @@ static void fail(proxy_req *p, lx_err e, const char *message, const char *param)
 /* ---------- answering ---------- */
 
 typedef struct {
-    lx_http_header h[7 + LX_RATELIMIT_MAX_HEADERS];
+    lx_http_header h[8 + LX_RATELIMIT_MAX_HEADERS];
     size_t n;
     char overhead[32];
     char queue_wait[32];
@@ -269,6 +278,7 @@ static void answer_headers_init(answer_headers *a, const proxy_req *p, const cha
     a->h[a->n++] = (lx_http_header){"X-Lexora-Overhead-Ms", a->overhead};
     a->h[a->n++] = (lx_http_header){"X-Lexora-Queue-Wait-Ms", a->queue_wait};
     if (p->backend) a->h[a->n++] = (lx_http_header){"X-Lexora-Backend", p->backend->name};
+    if (p->model_used) a->h[a->n++] = (lx_http_header){"X-Lexora-Model", lx_model_name(p->model_used)};
     a->rate.n = 0;
     if (p->rate_checked) lx_ratelimit_headers_fill(&p->rate.result, &a->rate);
     for (size_t i = 0; i < a->rate.n; i++)
@@ -336,6 +346,7 @@ static void on_up_headers(lx_upstream *u, const lx_up_head *h, void *ud)
     (void)u;
     proxy_req *p = ud;
     p->up_status = h->status;
+    if (p->last_backend) lx_backend_note_latency(p->last_backend, (double)(lx_now_ns() - p->up_start_ns) / 1e9);
     size_t n = LX_MIN(h->content_type.len, sizeof p->up_content_type - 1);
     memcpy(p->up_content_type, h->content_type.p, n);
     p->up_content_type[n] = '\0';
@@ -537,16 +548,23 @@ static bool set_queue_timeout(proxy_req *p)
     return true;
 }
 
-/* Is the model served at all (else 404 model_not_found)? Which backend serves it is decided at admission. */
+/* Is the name a served model or an alias (else 404 model_not_found)? Which model and backend serve it is
+ * decided at admission, by the current config. */
 static bool route(proxy_req *p)
 {
+    const lx_config *c = p->gw->config;
+    if (!p->f.has_model && p->cfg->default_model == NULL) {
+        fail(p, LX_ERR_INVALID_FIELD, "'model' is required (no default_model is configured)", "model");
+        return false;
+    }
     p->model_name = p->f.has_model ? p->f.model : lx_slice_of(p->cfg->default_model);
     copy_slice(p->model, sizeof p->model, p->model_name);
-    if (lx_router_serves(p->cfg, p->model_name)) return true;
+    p->is_alias = lx_config_alias(c, p->model_name.p, p->model_name.len) != NULL;
+    if (lx_router_serves(p->gw->router, c, p->model_name)) return true;
     lx_buf served, msg;
     lx_buf_init(&served, 0);
     lx_buf_init(&msg, 0);
-    lx_router_models(p->cfg, &served);
+    lx_router_names(p->gw->router, c, &served);
     lx_buf_printf(&msg, "The model `%s` does not exist. Models served: %s", p->model, served.p ? served.p : "none");
     fail(p, LX_ERR_MODEL_NOT_FOUND, msg.p, "model");
     lx_buf_free(&served);
@@ -554,10 +572,30 @@ static bool route(proxy_req *p)
     return false;
 }
 
-/* Sends this attempt to p->backend, whose slot p holds: its kind builds the request. */
+/* The slot p holds is on backend b: its entry in the current config becomes p->backend (kept alive by
+ * bcfg). False when the config does not know it (it cannot be: the router picks from what the current
+ * config serves). */
+static bool bind_backend(proxy_req *p, lx_backend *b)
+{
+    lx_config *c = p->gw->config;
+    p->backend = lx_config_backend(c, lx_backend_name(b));
+    p->last_backend = b;
+    if (c != p->bcfg) {
+        lx_config_ref(c);
+        lx_config_unref(p->bcfg);
+        p->bcfg = c;
+    }
+    return p->backend != NULL;
+}
+
+/* Sends this attempt to the backend whose slot p holds: its kind builds the request. */
 static void forward(proxy_req *p)
 {
     p->attempt++;
+    if (!bind_backend(p, p->ticket.backend)) {
+        fail(p, LX_ERR_INTERNAL, "the backend chosen is no longer configured", NULL);
+        return;
+    }
     p->attempt_backend = p->ticket.backend;
     p->trial = p->attempt_backend && lx_backend_attempt_begin(p->attempt_backend);
     p->up_retry_after_s = -1;
@@ -568,7 +606,7 @@ static void forward(proxy_req *p)
         .backend = p->backend,
         .body = lx_http_req_body(p->req),
         .fields = &p->f,
-        .set_model = p->f.has_model ? NULL : p->cfg->default_model,
+        .set_model = lx_backend_conf_upstream(p->backend, lx_model_name(p->model_used)),
         .priority_value = p->ticket.priority_value,
     };
     lx_kind_request_reset(&p->kreq);
@@ -619,24 +657,24 @@ static void fail_queue_full(proxy_req *p, const char *message)
 static void on_dispatch(lx_admit_ticket *t)
 {
     proxy_req *p = of_ticket(t);
-    LX_DEBUG(p->request_id, "dispatched to %s after %.3f ms in the queue", p->backend->name,
+    LX_DEBUG(p->request_id, "dispatched to %s after %.3f ms in the queue", lx_backend_name(t->backend),
              (double)t->waited_ns / 1e6);
     forward(p);
 }
 
 static void leave_ticket(proxy_req *p);
-static void route_and_submit(proxy_req *p, const lx_backend_conf *from);
+static void route_and_submit(proxy_req *p, lx_backend *from);
 
 static void on_reject(lx_admit_ticket *t, lx_admit_reject why)
 {
     proxy_req *p = of_ticket(t);
-    char msg[256];
+    char msg[512];
     switch (why) {
     case LX_ADMIT_TIMEOUT:
         snprintf(msg, sizeof msg,
-                 "No slot on backend %s within %g s (x_timeout, else queue.default_timeout); "
-                 "the request was not sent",
-                 p->backend->name, p->queue_timeout_s);
+                 "No backend serving the model %s had a free slot within %g s (x_timeout, else "
+                 "queue.default_timeout); the request was not sent",
+                 p->model_used ? lx_model_name(p->model_used) : p->model, p->queue_timeout_s);
         fail(p, LX_ERR_QUEUE_TIMEOUT, msg, NULL);
         return;
     case LX_ADMIT_DISPLACED:
@@ -647,25 +685,24 @@ static void on_reject(lx_admit_ticket *t, lx_admit_reject why)
         fail(p, LX_ERR_SHUTTING_DOWN, "The gateway is shutting down; the request was not sent", NULL);
         return;
     case LX_ADMIT_BACKEND_DOWN:
-        LX_INFO(p->request_id, "backend %s went down while the request waited for it; routing it again",
-                p->backend->name);
+        LX_INFO(p->request_id, "no backend serving the model %s is left while the request waited; routing it again",
+                p->model_used ? lx_model_name(p->model_used) : p->model);
         leave_ticket(p);
-        route_and_submit(p, p->backend);
+        route_and_submit(p, NULL);
         return;
     }
 }
 
 static const lx_admit_cbs admit_cbs = {on_dispatch, on_reject};
 
-/* Into p->backend's line (or straight to it) for this attempt, waiting at most until the deadline. */
-static void submit(proxy_req *p)
+/* Into the line of model m (or straight to backend b) for this attempt, waiting at most until the deadline. */
+static void submit(proxy_req *p, lx_model *m, lx_backend *b)
 {
     char msg[160];
     uint64_t now = lx_now_ns();
     double timeout_s = p->deadline_ns > now ? (double)(p->deadline_ns - now) / 1e9 : 0;
     if (timeout_s < 0.001) timeout_s = 0.001;
-    switch (
-        lx_admission_submit(p->gw->admission, &p->ticket, &admit_cbs, p->backend->name, p->user, p->prio, timeout_s)) {
+    switch (lx_admission_submit(p->gw->admission, &p->ticket, &admit_cbs, m, b, p->user, p->prio, timeout_s)) {
     case LX_ADMIT_NOW: forward(p); return;
     case LX_ADMIT_QUEUED: return;
     case LX_ADMIT_FULL:
@@ -684,37 +721,59 @@ static void submit(proxy_req *p)
  * when no other will do), or 503 no_healthy_backend at once with Retry-After. Leaving `from` for another
  * backend counts as a failover, going back to it as a retry.
  */
-static void route_and_submit(proxy_req *p, const lx_backend_conf *from)
+static lx_route_ask route_ask(proxy_req *p, lx_backend *avoid)
 {
-    lx_route_ask ask = {.model = p->model_name, .avoid = from ? from->name : NULL};
-    lx_route route = lx_router_pick(p->gw->router, p->cfg, &ask);
-    const lx_backend_conf *next = route.backend;
-    if (next == NULL) {
-        char msg[400];
-        snprintf(msg, sizeof msg, "Every backend serving the model `%s` is down; try again in %u s", p->model,
-                 route.retry_after_s);
-        LX_WARN(p->request_id, "%s", msg);
-        fail_retry_after(p, LX_ERR_NO_HEALTHY_BACKEND, msg, route.retry_after_s);
+    lx_route_ask ask = {.name = p->model_name, .avoid = avoid};
+    lx_slice key = {0};
+    switch (p->gw->config->routing.affinity) {
+    case LX_AFFINITY_USER: key = lx_slice_of(p->user); break;
+    case LX_AFFINITY_PREFIX: key = (lx_slice){p->f.prompt.p, LX_MIN(p->f.prompt.len, LX_AFFINITY_PREFIX_BYTES)}; break;
+    case LX_AFFINITY_NONE: break;
+    }
+    if (key.len) {
+        ask.affinity_key = lx_hash(key.p, key.len);
+        ask.has_affinity_key = true;
+    }
+    return ask;
+}
+
+static void fail_no_backend(proxy_req *p, unsigned retry_after_s)
+{
+    char msg[400];
+    snprintf(msg, sizeof msg, "Every backend serving the model `%s` is down; try again in %u s", p->model,
+             retry_after_s);
+    LX_WARN(p->request_id, "%s", msg);
+    fail_retry_after(p, LX_ERR_NO_HEALTHY_BACKEND, msg, retry_after_s);
+}
+
+static void route_and_submit(proxy_req *p, lx_backend *from)
+{
+    lx_route_ask ask = route_ask(p, from);
+    lx_route route = lx_router_pick(p->gw->router, p->gw->config, &ask);
+    if (route.backend == NULL) {
+        fail_no_backend(p, route.retry_after_s);
         return;
     }
-    if (next == from)
-        lx_stats_retry(p->gw->stats, next->name);
+    if (route.affinity != LX_AFFINITY_UNUSED)
+        lx_stats_affinity(p->gw->stats, lx_backend_name(route.backend), route.affinity == LX_AFFINITY_HIT);
+    if (route.backend == from)
+        lx_stats_retry(p->gw->stats, lx_backend_name(from));
     else if (from)
-        lx_stats_failover(p->gw->stats, from->name, next->name);
-    p->backend = next;
-    submit(p);
+        lx_stats_failover(p->gw->stats, lx_backend_name(from), lx_backend_name(route.backend));
+    p->model_used = route.model;
+    submit(p, route.model, route.backend);
 }
 
 static void admit(proxy_req *p) { route_and_submit(p, NULL); }
 
 /* ---------- retries ---------- */
 
-/* The backoff is over: p->backend is still the backend of the failed try. */
+/* The backoff is over: p->last_backend is still the backend of the failed try. */
 static void on_backoff(uv_timer_t *t)
 {
     proxy_req *p = t->data;
     p->earlier_wait_ns += lx_now_ns() - p->backoff_start_ns;
-    route_and_submit(p, p->backend);
+    route_and_submit(p, p->last_backend);
 }
 
 /* The ticket left (its try ended, or it was rejected): its queue time is kept, and it is zeroed for the
@@ -749,11 +808,11 @@ static void reset_attempt(proxy_req *p)
 static bool retry_later(proxy_req *p, const char *why)
 {
     if (p->attempt >= p->cfg->retry.max_attempts) return false;
-    lx_route_ask ask = {.model = p->model_name, .avoid = p->backend->name};
-    const lx_backend_conf *next = lx_router_pick(p->gw->router, p->cfg, &ask).backend;
+    lx_route_ask ask = route_ask(p, p->last_backend);
+    lx_backend *next = lx_router_pick(p->gw->router, p->gw->config, &ask).backend;
     if (next == NULL) return false;
     double delay_s = lx_retry_delay_s(p->cfg, p->attempt, lx_random_unit());
-    if (next == p->backend && p->up_retry_after_s > delay_s) {
+    if (next == p->last_backend && p->up_retry_after_s > delay_s) {
         if (p->up_retry_after_s > p->cfg->retry.max_delay_s) return false;
         delay_s = p->up_retry_after_s;
     }
@@ -761,7 +820,7 @@ static bool retry_later(proxy_req *p, const char *why)
     p->backoff_start_ns = lx_now_ns();
     if (p->backoff_start_ns + delay_ns >= p->deadline_ns) return false;
     LX_INFO(p->request_id, "%s; try %d of %ld in %.3f s (on backend %s, if it is still the best then)", why,
-            p->attempt + 1, p->cfg->retry.max_attempts, delay_s, next->name);
+            p->attempt + 1, p->cfg->retry.max_attempts, delay_s, lx_backend_name(next));
     reset_attempt(p);
     if (p->backoff == NULL) {
         p->backoff = lx_xmalloc(sizeof *p->backoff);

@@ -382,6 +382,7 @@ enum key_kind {
     K_OTHER,
     K_MODEL,
     K_MESSAGES,
+    K_PROMPT,
     K_STREAM,
     K_STREAM_OPTIONS,
     K_MAX_TOKENS,
@@ -402,6 +403,7 @@ static enum key_kind classify(lx_slice k)
     } known[] = {
         {"model", K_MODEL},
         {"messages", K_MESSAGES},
+        {"prompt", K_PROMPT},
         {"stream", K_STREAM},
         {"stream_options", K_STREAM_OPTIONS},
         {"max_tokens", K_MAX_TOKENS},
@@ -499,12 +501,15 @@ static int take_member(const char *s, const member *m, lx_body_fields *f, lx_bod
     case K_MODEL:
         if (s[m->val] != '"') return field_error(err, "model", "a string");
         f->model = val_string(s, m);
+        f->model_value = (lx_span){m->val, m->end};
         f->has_model = true;
         return 0;
     case K_MESSAGES:
         f->has_messages = !null;
         f->messages_is_array = s[m->val] == '[';
+        f->prompt = (lx_slice){s + m->val, m->end - m->val};
         return 0;
+    case K_PROMPT: f->prompt = (lx_slice){s + m->val, m->end - m->val}; return 0;
     case K_STREAM:
         if (!null && !val_is(s, m, "true") && !val_is(s, m, "false")) return field_error(err, "stream", "a boolean");
         f->stream = val_is(s, m, "true");
@@ -559,9 +564,16 @@ static bool forces_usage(const lx_body_fields *f, const lx_body_rewrite_opts *o)
     return o->force_include_usage && f->stream && !f->include_usage;
 }
 
+/* The body names a model, and not the one it must name. */
+static bool replaces_model(const lx_body_fields *f, const lx_body_rewrite_opts *o)
+{
+    return o->set_model && f->has_model && !lx_slice_eq(f->model, o->set_model);
+}
+
 bool lx_body_rewrite_is_noop(const lx_body_fields *f, const lx_body_rewrite_opts *o)
 {
-    return f->n_x == 0 && !(o->set_model && !f->has_model) && !forces_usage(f, o) && !(o->priority && o->priority[0]);
+    return f->n_x == 0 && !(o->set_model && !f->has_model) && !replaces_model(f, o) && !forces_usage(f, o) &&
+           !(o->priority && o->priority[0]);
 }
 
 typedef struct {
@@ -569,7 +581,7 @@ typedef struct {
     const char *text;
 } patch;
 
-#define MAX_PATCHES 2 /* stream_options.include_usage and priority: inside two different members */
+#define MAX_PATCHES 3 /* model, stream_options.include_usage and priority: inside three different members */
 
 typedef struct {
     lx_buf *out;
@@ -629,13 +641,21 @@ static patch usage_patch(const char *body, const lx_body_fields *f, bool *append
     return (patch){close, close, body[k - 1] == '{' ? "\"include_usage\":true" : ",\"include_usage\":true"};
 }
 
+static int by_position(const void *a, const void *b)
+{
+    const patch *x = a, *y = b;
+    return (x->at > y->at) - (x->at < y->at);
+}
+
 /* The edits inside kept members, in body order. Sets *append_usage / *append_priority when the
- * member is absent and must be appended instead. Returns how many. */
-static size_t plan_patches(const char *body, const lx_body_fields *f, const lx_body_rewrite_opts *o, patch *pt,
-                           bool *append_usage, bool *append_priority)
+ * member is absent and must be appended instead. model_text: the model's new value, as JSON. Returns how
+ * many. */
+static size_t plan_patches(const char *body, const lx_body_fields *f, const lx_body_rewrite_opts *o,
+                           const char *model_text, patch *pt, bool *append_usage, bool *append_priority)
 {
     size_t n = 0;
     *append_usage = *append_priority = false;
+    if (model_text) pt[n++] = (patch){f->model_value.start, f->model_value.end, model_text};
     if (forces_usage(f, o)) {
         patch u = usage_patch(body, f, append_usage);
         if (u.text) pt[n++] = u;
@@ -646,11 +666,7 @@ static size_t plan_patches(const char *body, const lx_body_fields *f, const lx_b
         else
             pt[n++] = (patch){f->priority.start, f->priority.end, o->priority};
     }
-    if (n == 2 && pt[1].at < pt[0].at) {
-        patch t = pt[0];
-        pt[0] = pt[1];
-        pt[1] = t;
-    }
+    qsort(pt, n, sizeof *pt, by_position);
     return n;
 }
 
@@ -661,7 +677,14 @@ int lx_body_rewrite(const char *body, size_t len, const lx_body_fields *f, const
     writer w = {out, body, false, 0};
     bool append_usage, append_priority;
     patch pt[MAX_PATCHES];
-    size_t npt = plan_patches(body, f, o, pt, &append_usage, &append_priority);
+    lx_buf model_text;
+    lx_buf_init(&model_text, 0);
+    if (replaces_model(f, o)) {
+        lx_buf_append_str(&model_text, "\"");
+        lx_buf_json_escape(&model_text, o->set_model, strlen(o->set_model));
+        lx_buf_append_str(&model_text, "\"");
+    }
+    size_t npt = plan_patches(body, f, o, model_text.p, pt, &append_usage, &append_priority);
 
     lx_buf_reserve(out, f->top.len + (o->set_model ? strlen(o->set_model) + 16 : 0) +
                             (o->priority ? strlen(o->priority) + 12 : 0) + 64); /* a hint; appends check */
@@ -688,6 +711,7 @@ int lx_body_rewrite(const char *body, size_t len, const lx_body_fields *f, const
         put_str(&w, o->priority);
     }
     put(&w, "}", 1);
+    lx_buf_free(&model_text);
     if (w.rc == 0) return 0;
     out->len = old_len;
     if (out->p) out->p[old_len] = '\0';

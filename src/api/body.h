@@ -31,8 +31,10 @@ typedef struct {
 } lx_span;
 
 typedef struct {
-    lx_slice model; /* contents of the string, escapes left as they are; len 0 if absent */
+    lx_slice model;      /* contents of the string, escapes left as they are; len 0 if absent */
+    lx_span model_value; /* the model's value, quotes included; {0,0} if absent */
     bool has_model;
+    lx_slice prompt;   /* the value of messages (or a completion's prompt), as JSON text; len 0 if absent */
     bool has_messages; /* a messages member that is not null (its type is the endpoint's business) */
     bool messages_is_array;
     bool stream;             /* false when absent or null */
@@ -71,7 +73,8 @@ typedef struct {
 int lx_body_scan(const char *body, size_t len, lx_body_fields *f, lx_body_error *err);
 
 typedef struct {
-    const char *set_model;    /* insert "model":"<this>" when the body has none; NULL: leave as is */
+    const char *set_model;    /* the model the backend must see: "model":"<this>" inserted when the body has
+                                 none, its value replaced when it names another; NULL: leave as is */
     bool force_include_usage; /* for streams: make stream_options.include_usage true (ignored when the body
                                  does not stream: vLLM rejects any stream_options without stream:true) */
     const char *priority;     /* a JSON value, e.g. "-1": the top-level "priority" becomes it (the client's

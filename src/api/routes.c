@@ -1,7 +1,8 @@
 /*
  * Routes: the path table and Lexora's own small endpoints. The OpenAI proxy endpoints go to the
- * pipeline (proxy.c) through ctx->proxy; /v1/models is answered here from the config (every enabled
- * backend's models, merged, first backend wins on a duplicate name), without asking the backends.
+ * pipeline (proxy.c) through ctx->proxy; /v1/models is answered here from what is served now
+ * (backends/served.h: the models the enabled backends list or discovered, each once, owned by the first
+ * backend serving it) and the config's aliases, without asking the backends.
  * The /admin/ endpoints need the admin token (or, with none configured, a loopback client).
  * Handlers see the gateway only through its lx_api_ctx (api/context.h).
  */
@@ -15,6 +16,7 @@
 #include "api/errors.h"
 #include "api/health.h"
 #include "api/observe.h"
+#include "queue/admission.h"
 #include "reload.h"
 #include "utils/buf.h"
 #include "utils/log.h"
@@ -81,65 +83,81 @@ static void respond_json(lx_http_req *req, int status, const lx_buf *body)
 
 /* ---------- /v1/models ---------- */
 
-static bool listed_before(const lx_config *c, size_t bi, size_t mi)
+/* A model served now: owned by the first backend serving it. */
+static void model_object(lx_buf *out, const lx_api_ctx *ctx, const lx_model *m)
 {
-    const char *name = c->backends[bi].models[mi].name;
-    for (size_t b = 0; b <= bi; b++) {
-        const lx_backend_conf *be = &c->backends[b];
-        if (!be->enabled) continue;
-        size_t end = b == bi ? mi : be->n_models;
-        for (size_t m = 0; m < end; m++)
-            if (strcmp(be->models[m].name, name) == 0) return true;
-    }
-    return false;
-}
-
-static void model_object(lx_buf *out, const lx_api_ctx *ctx, const lx_backend_conf *b, const char *name)
-{
+    const char *owner = lx_backend_name(lx_model_server(m, 0));
     lx_buf_append_str(out, "{\"id\":\"");
-    lx_buf_json_escape(out, name, strlen(name));
+    lx_buf_json_escape(out, lx_model_name(m), strlen(lx_model_name(m)));
     lx_buf_printf(out, "\",\"object\":\"model\",\"created\":%lld,\"owned_by\":\"", (long long)ctx->started_wall_s);
-    lx_buf_json_escape(out, b->name, strlen(b->name));
+    lx_buf_json_escape(out, owner, strlen(owner));
     lx_buf_append_str(out, "\"}");
 }
 
+/* An alias: a model object too (the SDKs list it), saying what it stands for. */
+static void alias_object(lx_buf *out, const lx_api_ctx *ctx, const lx_alias *a)
+{
+    lx_buf_append_str(out, "{\"id\":\"");
+    lx_buf_json_escape(out, a->name, strlen(a->name));
+    lx_buf_printf(out, "\",\"object\":\"model\",\"created\":%lld,\"owned_by\":\"lexora\",\"lexora\":{\"alias_of\":[",
+                  (long long)ctx->started_wall_s);
+    for (size_t i = 0; i < a->n_models; i++) {
+        lx_buf_append_str(out, i ? ",\"" : "\"");
+        lx_buf_json_escape(out, a->models[i], strlen(a->models[i]));
+        lx_buf_append_str(out, "\"");
+    }
+    lx_buf_append_str(out, "]}}");
+}
+
+/* A model served now (and not hidden by an alias of the same name), or NULL. */
+static const lx_model *served(const lx_api_ctx *ctx, const lx_config *c, const char *name, size_t len)
+{
+    const lx_model *m = lx_served_find(lx_admission_served(ctx->admission), name, len);
+    return m && lx_model_servers(m) && !lx_config_alias(c, name, len) ? m : NULL;
+}
+
+/* Every model served now (listed, or discovered with models: auto), then every alias. */
 static void models_list(lx_api_ctx *ctx, lx_http_req *req)
 {
     const lx_config *c = ctx->config(ctx->ud);
+    const lx_served *s = lx_admission_served(ctx->admission);
     lx_buf out;
     lx_buf_init(&out, 0);
     lx_buf_append_str(&out, "{\"object\":\"list\",\"data\":[");
     bool first = true;
-    for (size_t b = 0; b < c->n_backends; b++) {
-        const lx_backend_conf *be = &c->backends[b];
-        if (!be->enabled) continue;
-        for (size_t m = 0; m < be->n_models; m++) {
-            if (listed_before(c, b, m)) continue;
-            if (!first) lx_buf_append(&out, ",", 1);
-            first = false;
-            model_object(&out, ctx, be, be->models[m].name);
-        }
+    for (size_t i = 0; i < lx_served_count(s); i++) {
+        const lx_model *m = lx_served_at(s, i);
+        if (!served(ctx, c, lx_model_name(m), strlen(lx_model_name(m)))) continue;
+        if (!first) lx_buf_append(&out, ",", 1);
+        first = false;
+        model_object(&out, ctx, m);
+    }
+    for (size_t i = 0; i < c->routing.n_aliases; i++) {
+        if (!first) lx_buf_append(&out, ",", 1);
+        first = false;
+        alias_object(&out, ctx, &c->routing.aliases[i]);
     }
     lx_buf_append_str(&out, "]}");
     respond_json(req, 200, &out);
     lx_buf_free(&out);
 }
 
-/* GET /v1/models/{id}: the one model, or 404 model_not_found. */
+/* GET /v1/models/{id}: the one model or alias, or 404 model_not_found. */
 static void model_get(lx_api_ctx *ctx, lx_http_req *req, lx_slice id)
 {
-    const lx_backend_conf *b = lx_config_backend_for(ctx->config(ctx->ud), id.p, id.len);
-    if (b == NULL) {
+    const lx_config *c = ctx->config(ctx->ud);
+    const lx_alias *a = lx_config_alias(c, id.p, id.len);
+    const lx_model *m = a ? NULL : served(ctx, c, id.p, id.len);
+    if (a == NULL && m == NULL) {
         lx_respond_error(req, LX_ERR_MODEL_NOT_FOUND, "The model does not exist.", "model", NULL);
         return;
     }
-    char name[256];
-    size_t n = LX_MIN(id.len, sizeof name - 1);
-    memcpy(name, id.p, n);
-    name[n] = '\0';
     lx_buf out;
     lx_buf_init(&out, 0);
-    model_object(&out, ctx, b, name);
+    if (a)
+        alias_object(&out, ctx, a);
+    else
+        model_object(&out, ctx, m);
     respond_json(req, 200, &out);
     lx_buf_free(&out);
 }

@@ -30,6 +30,10 @@ struct lx_backend {
     char *name;
     char *metrics_url;
     int in_flight, max_concurrency;
+    int priority, weight;
+    int64_t balance;  /* a balancing strategy's state for it */
+    double latency_s; /* peak EWMA of the time to an answer's head */
+    uint64_t latency_ns_at;
     bool retired, adaptive, seen;
     double kv_threshold;
     void *data;
@@ -57,6 +61,14 @@ struct lx_backend {
     int64_t last_check_wall_s;
     char last_error[160];
     uint64_t checks, check_failures;
+    /* models: auto */
+    bool models_auto;
+    char *models_url;
+    lx_upstream *disc;
+    int disc_status;
+    lx_buf disc_body;
+    char **found; /* what it said it serves, at its last good answer while up */
+    size_t n_found;
     /* the circuit breaker */
     uint64_t cooldown_ns;
     uint64_t open_until_ns; /* 0: closed; else open until then, half-open after */
@@ -71,6 +83,7 @@ struct lx_backends {
     lx_http_client *client;
     lx_backend_ready_fn on_ready;
     lx_backend_ready_fn on_down;
+    lx_backend_ready_fn on_models;
     void *ud;
     lx_backend **v;
     size_t n, cap;
@@ -86,6 +99,11 @@ static void ready(lx_backend *b)
 static void went_down(lx_backend *b)
 {
     if (b->set->on_down && !b->set->freeing) b->set->on_down(b, b->set->ud);
+}
+
+static void models_changed(lx_backend *b)
+{
+    if (b->set->on_models && !b->set->freeing) b->set->on_models(b, b->set->ud);
 }
 
 /* ---------- the /metrics reader ---------- */
@@ -193,6 +211,135 @@ static void stop_adaptive(lx_backend *b)
     set_saturated(b, false);
 }
 
+/* ---------- models: auto ---------- */
+
+static void forget_found(lx_backend *b)
+{
+    for (size_t i = 0; i < b->n_found; i++)
+        free(b->found[i]);
+    free(b->found);
+    b->found = NULL;
+    b->n_found = 0;
+}
+
+/* A name fit to serve: non-empty, no control characters, not too long. */
+static bool fit_name(const char *s, size_t len)
+{
+    if (len == 0 || len > LX_BACKEND_MODEL_NAME_MAX) return false;
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f) return false;
+    return true;
+}
+
+/* names: one per line (a kind's parse_models). Replaces b->found; true when it changed. */
+static bool set_found(lx_backend *b, const char *names, size_t len)
+{
+    char **v = NULL;
+    size_t n = 0;
+    for (const char *p = names, *end = names + len; p < end && n < LX_BACKEND_MODELS_MAX;) {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        size_t l = eol ? (size_t)(eol - p) : (size_t)(end - p);
+        if (fit_name(p, l)) {
+            v = lx_xrealloc(v, (n + 1) * sizeof *v);
+            v[n] = lx_xmalloc(l + 1);
+            memcpy(v[n], p, l);
+            v[n++][l] = '\0';
+        }
+        p += l + 1;
+    }
+    bool same = n == b->n_found;
+    for (size_t i = 0; same && i < n; i++)
+        same = strcmp(v[i], b->found[i]) == 0;
+    forget_found(b);
+    b->found = v;
+    b->n_found = n;
+    return !same;
+}
+
+static void log_found(const lx_backend *b)
+{
+    if (b->n_found == 0) {
+        LX_WARN(NULL, "backend %s: models: auto, but %s lists no model; it serves nothing until it does", b->name,
+                b->models_url);
+        return;
+    }
+    lx_buf list;
+    lx_buf_init(&list, 4096);
+    for (size_t i = 0; i < b->n_found; i++)
+        lx_buf_printf(&list, "%s%s", i ? ", " : "", b->found[i]);
+    LX_INFO(NULL, "backend %s serves (models: auto): %s", b->name, list.p ? list.p : "");
+    lx_buf_free(&list);
+}
+
+static void on_disc_headers(lx_upstream *u, const lx_up_head *h, void *ud)
+{
+    (void)u;
+    ((lx_backend *)ud)->disc_status = h->status;
+}
+
+static bool on_disc_data(lx_upstream *u, const char *data, size_t len, void *ud)
+{
+    (void)u;
+    return lx_buf_append(&((lx_backend *)ud)->disc_body, data, len) == 0;
+}
+
+/* A failed read keeps what was known (the health checks decide whether b is up). */
+static void on_disc_done(lx_upstream *u, lx_up_result r, const char *detail, void *ud)
+{
+    (void)u, (void)detail;
+    lx_backend *b = ud;
+    b->disc = NULL;
+    lx_buf names;
+    lx_buf_init(&names, 0);
+    const lx_kind *k = lx_kind_get(b->kind);
+    if (r != LX_UP_OK || b->disc_status != 200 || k->parse_models == NULL ||
+        k->parse_models(b->disc_body.p ? b->disc_body.p : "", b->disc_body.len, &names) != 0) {
+        LX_WARN(NULL, "backend %s: cannot read its models from %s (%s)", b->name, b->models_url,
+                r != LX_UP_OK           ? lx_up_result_name(r)
+                : b->disc_status != 200 ? "not HTTP 200"
+                                        : "unreadable");
+    } else if (b->health == LX_HEALTH_UP && set_found(b, names.p ? names.p : "", names.len)) {
+        log_found(b);
+        models_changed(b);
+    }
+    lx_buf_free(&names);
+    lx_buf_free(&b->disc_body);
+}
+
+static const lx_upstream_cbs disc_cbs = {on_disc_headers, on_disc_data, on_disc_done};
+
+/* After each passing check: ask b what it serves. */
+static void discover(lx_backend *b)
+{
+    static const char *const headers[] = {"Accept: application/json", NULL};
+    if (!b->models_auto || b->disc != NULL || b->models_url == NULL || b->set->client == NULL) return;
+    lx_upstream_req req = {
+        .method = "GET",
+        .url = b->models_url,
+        .headers = headers,
+        .timeout_ms = b->hc_timeout_ms,
+        .connect_timeout_ms = b->hc_timeout_ms,
+    };
+    lx_buf_init(&b->disc_body, LX_BACKEND_METRICS_MAX);
+    b->disc_status = 0;
+    b->disc = lx_upstream_start(b->set->client, &req, &disc_cbs, b);
+}
+
+static void stop_discovery(lx_backend *b)
+{
+    if (b->disc) lx_upstream_cancel(b->disc);
+    b->disc = NULL;
+    lx_buf_free(&b->disc_body);
+}
+
+/* b is down or leaves models: auto: what it said it serves no longer counts. */
+static void drop_found(lx_backend *b)
+{
+    if (b->n_found == 0) return;
+    forget_found(b);
+    models_changed(b);
+}
+
 /* ---------- the health checker ---------- */
 
 const char *lx_health_name(lx_health h)
@@ -219,6 +366,7 @@ static void check_done(lx_backend *b, const char *error)
         bool was_down = b->health == LX_HEALTH_DOWN;
         b->health = LX_HEALTH_UP;
         b->consecutive_failures = 0;
+        discover(b);
         if (was_down) ready(b);
         return;
     }
@@ -229,6 +377,7 @@ static void check_done(lx_backend *b, const char *error)
         LX_WARN(NULL, "backend %s: %ld health check(s) in a row failed (%s: %s); marked down", b->name,
                 b->consecutive_failures, b->health_url, error);
         b->health = LX_HEALTH_DOWN;
+        drop_found(b);
         went_down(b);
     }
 }
@@ -432,6 +581,8 @@ lx_backends *lx_backends_new(uv_loop_t *loop, lx_http_client *client, lx_backend
 
 void lx_backends_on_down(lx_backends *s, lx_backend_ready_fn on_down) { s->on_down = on_down; }
 
+void lx_backends_on_models(lx_backends *s, lx_backend_ready_fn on_models) { s->on_models = on_models; }
+
 static lx_backend *backend_new(lx_backends *s, const char *name)
 {
     lx_backend *b = lx_xcalloc(1, sizeof *b);
@@ -450,11 +601,33 @@ static lx_backend *backend_new(lx_backends *s, const char *name)
     return b;
 }
 
+/* models: auto, from its kind's models_path. A new address or kind forgets what the old one served. */
+static void apply_discovery(lx_backend *b, const lx_backend_conf *c)
+{
+    const char *path = lx_kind_get(c->kind)->models_path;
+    char *url = NULL;
+    if (c->models_auto && path) {
+        size_t n = strlen(c->url) + strlen(path) + 1;
+        url = lx_xmalloc(n);
+        snprintf(url, n, "%s%s", c->url, path);
+    }
+    bool changed = (url == NULL) != (b->models_url == NULL) || (url && strcmp(url, b->models_url) != 0);
+    free(b->models_url);
+    b->models_url = url;
+    b->models_auto = url != NULL;
+    if (!changed) return;
+    stop_discovery(b);
+    drop_found(b);
+    if (b->health == LX_HEALTH_UP) discover(b);
+}
+
 static void apply_conf(lx_backend *b, const lx_backend_conf *c)
 {
     bool was_adaptive = b->adaptive && !b->retired;
     b->retired = false;
     b->max_concurrency = c->max_concurrency;
+    b->priority = c->priority;
+    b->weight = c->weight;
     b->kv_threshold = c->kv_cache_threshold;
     b->adaptive = c->adaptive;
     size_t n = strlen(c->url) + sizeof "/metrics";
@@ -477,6 +650,10 @@ static void retire(lx_backend *b)
     b->retired = true;
     stop_adaptive(b);
     stop_health(b);
+    stop_discovery(b);
+    forget_found(b); /* the caller rebuilds what is served */
+    free(b->models_url);
+    b->models_url = NULL;
     b->adaptive = false;
 }
 
@@ -491,6 +668,7 @@ void lx_backends_configure(lx_backends *s, const lx_config *c)
         if (b == NULL) b = backend_new(s, bc->name);
         apply_conf(b, bc);
         apply_health(b, c, bc);
+        apply_discovery(b, bc);
         b->seen = true;
     }
     for (size_t i = 0; i < s->n; i++) {
@@ -506,6 +684,8 @@ static void on_timer_closed(uv_handle_t *h)
     if (--b->handles_open > 0) return;
     free(b->name);
     free(b->metrics_url);
+    free(b->models_url);
+    forget_found(b);
     free(b->url);
     free(b->health_url);
     free(b);
@@ -530,6 +710,7 @@ void lx_backends_free(lx_backends *s)
         uv_timer_stop(&b->timer);
         cancel_poll(b);
         stop_health(b);
+        stop_discovery(b);
         b->handles_open = 2;
         uv_close((uv_handle_t *)&b->timer, on_timer_closed);
         uv_close((uv_handle_t *)&b->hc_timer, on_timer_closed);
@@ -574,6 +755,33 @@ void lx_backend_release(lx_backend *b)
         start_poll(b);
     ready(b);
 }
+
+int lx_backend_priority(const lx_backend *b) { return b->priority; }
+
+int lx_backend_weight(const lx_backend *b) { return b->weight; }
+
+int lx_backend_max_concurrency(const lx_backend *b) { return b->max_concurrency; }
+
+double lx_backend_upstream_waiting(const lx_backend *b) { return b->metrics_ok && b->waiting > 0 ? b->waiting : 0; }
+
+int64_t *lx_backend_balance_state(lx_backend *b) { return &b->balance; }
+
+size_t lx_backend_found(const lx_backend *b, const char *const **names)
+{
+    *names = (const char *const *)b->found;
+    return b->n_found;
+}
+
+/* Finagle's peak EWMA: a slower answer counts at once, a faster one pulls the mean down with time. */
+void lx_backend_note_latency(lx_backend *b, double seconds)
+{
+    uint64_t now = lx_now_ns();
+    double w = b->latency_ns_at ? exp(-(double)(now - b->latency_ns_at) / (LX_BACKEND_EWMA_TAU_S * 1e9)) : 0;
+    b->latency_s = seconds > b->latency_s ? seconds : b->latency_s * w + seconds * (1 - w);
+    b->latency_ns_at = now;
+}
+
+double lx_backend_latency_s(const lx_backend *b) { return b->latency_s; }
 
 void lx_backend_set_data(lx_backend *b, void *data) { b->data = data; }
 

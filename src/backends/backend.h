@@ -68,6 +68,9 @@ typedef void (*lx_backend_ready_fn)(lx_backend *b, void *ud);
 #define LX_BACKEND_REPOLL_MIN_MS   200  /* adaptive: an early read comes at most this often */
 #define LX_BACKEND_POLL_TIMEOUT_MS 3000
 #define LX_BACKEND_METRICS_MAX     (8u << 20) /* a /metrics answer larger than this is a failed read */
+#define LX_BACKEND_MODELS_MAX      1024       /* models: auto — names kept of one backend's list */
+#define LX_BACKEND_MODEL_NAME_MAX  255        /* models: auto — a longer name is not served */
+#define LX_BACKEND_EWMA_TAU_S      10.0       /* the latency mean's decay time */
 
 /* An empty registry. on_ready may be NULL. */
 lx_backends *lx_backends_new(uv_loop_t *loop, lx_http_client *client, lx_backend_ready_fn on_ready, void *ud);
@@ -75,6 +78,10 @@ lx_backends *lx_backends_new(uv_loop_t *loop, lx_http_client *client, lx_backend
  * registry's ud, from inside lx_backend_attempt_end or a check's completion, so it should only schedule
  * (queue/admission.c moves b's waiting requests to the rejections answered at the next kick). */
 void lx_backends_on_down(lx_backends *s, lx_backend_ready_fn on_down);
+/* What a backend with models: auto serves changed (a new list, or it went down and serves nothing). Called
+ * with the registry's ud from a check's completion or from lx_backends_configure: it should rebuild the
+ * model index (backends/served.h) and schedule what follows. */
+void lx_backends_on_models(lx_backends *s, lx_backend_ready_fn on_models);
 /* Brings the registry in line with c: new enabled backends are added, known ones take the new limits
  * (and start or stop their adaptive reads), removed or disabled ones are retired. */
 void lx_backends_configure(lx_backends *s, const lx_config *c);
@@ -95,7 +102,24 @@ void lx_backend_acquire(lx_backend *b);
 /* Gives a slot back (on_ready follows); while saturated, may start an early /metrics read. */
 void lx_backend_release(lx_backend *b);
 
-/* One pointer for the module that queues for this backend (queue/admission.c keeps its line here). */
+/* From its config entry: priority (lower first), weight, max_concurrency. */
+int lx_backend_priority(const lx_backend *b);
+int lx_backend_weight(const lx_backend *b);
+int lx_backend_max_concurrency(const lx_backend *b);
+/* adaptive: requests waiting inside the backend at the last good /metrics read; 0 when unknown. */
+double lx_backend_upstream_waiting(const lx_backend *b);
+/* One number a balancing strategy may keep for b (routing/balance.c), zero at first. */
+int64_t *lx_backend_balance_state(lx_backend *b);
+
+/* models: auto — the names b listed at its last answer while up (none while down or never asked). */
+size_t lx_backend_found(const lx_backend *b, const char *const **names);
+
+/* The time to the head of an answer of b, measured by the proxy; kept as a peak EWMA (a slower sample
+ * counts at once, faster ones decay it with LX_BACKEND_EWMA_TAU_S), 0 before the first. */
+void lx_backend_note_latency(lx_backend *b, double seconds);
+double lx_backend_latency_s(const lx_backend *b);
+
+/* One pointer for another module's own per-backend state (backends/served.c keeps its model list here). */
 void lx_backend_set_data(lx_backend *b, void *data);
 void *lx_backend_data(const lx_backend *b);
 

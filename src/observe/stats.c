@@ -146,28 +146,29 @@ lx_stats_prio lx_stats_prio_of(const char *name)
 
 static const char *or_none(const char *s) { return s && *s ? s : NONE; }
 
-static lx_stats_user *user_find(lx_stats *s, const char *name, size_t len)
+/* A user's (or an alias's) entry in map m and list l, made when create and new; past max entries, new names
+ * share the "(other)" entry. */
+static lx_stats_user *named_get(lx_map *m, lx_list *l, size_t max, const char *name, bool create)
 {
-    lx_map_node *n = lx_map_find(&s->users, name, len);
-    return n ? LX_MAP_ENTRY(n, lx_stats_user, node) : NULL;
+    name = or_none(name);
+    size_t len = strnlen(name, NAME_MAX_BYTES);
+    lx_map_node *n = lx_map_find(m, name, len);
+    if (n || !create) return n ? LX_MAP_ENTRY(n, lx_stats_user, node) : NULL;
+    if (lx_map_count(m) >= max) {
+        name = OTHER;
+        len = strlen(OTHER);
+        if ((n = lx_map_find(m, name, len))) return LX_MAP_ENTRY(n, lx_stats_user, node);
+    }
+    lx_stats_user *u = lx_xcalloc(1, sizeof *u);
+    u->name = lx_xstrndup(name, len);
+    lx_map_add(m, &u->node, u->name, len);
+    lx_list_append(l, &u->link);
+    return u;
 }
 
 static lx_stats_user *user_get(lx_stats *s, const char *name, bool create)
 {
-    name = or_none(name);
-    size_t len = strnlen(name, NAME_MAX_BYTES);
-    lx_stats_user *u = user_find(s, name, len);
-    if (u || !create) return u;
-    if (lx_map_count(&s->users) >= s->max_users) {
-        name = OTHER;
-        len = strlen(OTHER);
-        if ((u = user_find(s, name, len))) return u;
-    }
-    u = lx_xcalloc(1, sizeof *u);
-    u->name = lx_xstrndup(name, len);
-    lx_map_add(&s->users, &u->node, u->name, len);
-    lx_list_append(&s->user_list, &u->link);
-    return u;
+    return named_get(&s->users, &s->user_list, s->max_users, name, create);
 }
 
 static lx_stats_route *route_find(lx_stats *s, const char *key, size_t len)
@@ -222,16 +223,16 @@ static lx_stats_backend *backend_get(lx_stats *s, const char *name, bool create)
     return b;
 }
 
-static void users_free(lx_stats *s)
+static void named_free(lx_map *m, lx_list *l)
 {
     lx_list *n, *tmp;
-    LX_LIST_EACH(&s->user_list, n, tmp)
+    LX_LIST_EACH(l, n, tmp)
     {
         lx_stats_user *u = LX_LIST_ENTRY(n, lx_stats_user, link);
         free(u->name);
         free(u);
     }
-    lx_map_free(&s->users);
+    lx_map_free(m);
 }
 
 static void routes_free(lx_stats *s)
@@ -273,6 +274,8 @@ lx_stats *lx_stats_new(const lx_stats_opts *opts)
     s->max_routes = opts && opts->max_routes ? opts->max_routes : 1000;
     s->start_ns = s->clock();
     lx_map_init(&s->users);
+    lx_map_init(&s->aliases);
+    lx_list_init(&s->alias_list);
     lx_map_init(&s->routes);
     lx_map_init(&s->backends);
     lx_list_init(&s->user_list);
@@ -284,7 +287,8 @@ lx_stats *lx_stats_new(const lx_stats_opts *opts)
 void lx_stats_free(lx_stats *s)
 {
     if (s == NULL) return;
-    users_free(s);
+    named_free(&s->users, &s->user_list);
+    named_free(&s->aliases, &s->alias_list);
     routes_free(s);
     backends_free(s);
     free(s);
@@ -382,7 +386,10 @@ void lx_stats_record(lx_stats *s, const lx_access_rec *rec)
     ring_add(&u->req_s, sec);
     if (err) ring_add(&u->err_m, min);
 
-    lx_stats_route *r = route_get(s, routed ? or_none(rec->model) : NONE, routed ? rec->backend : NONE);
+    if (rec->alias && routed)
+        counts_add(&named_get(&s->aliases, &s->alias_list, s->max_routes, rec->model, true)->c, err, pt, ct, lat);
+    const char *model = rec->model_used ? rec->model_used : rec->model;
+    lx_stats_route *r = route_get(s, routed ? or_none(model) : NONE, routed ? rec->backend : NONE);
     counts_add(&r->c, err, pt, ct, lat);
     route_status(r, rec->status);
     if (rec->error_code) route_code(r, rec->error_code);
@@ -421,6 +428,16 @@ void lx_stats_retry(lx_stats *s, const char *backend)
     s->retries++;
     lx_stats_backend *b = backend_get(s, backend, true);
     if (b) b->retries++;
+}
+
+void lx_stats_affinity(lx_stats *s, const char *backend, bool hit)
+{
+    lx_stats_backend *b = s ? backend_get(s, backend, true) : NULL;
+    if (b == NULL) return;
+    if (hit)
+        b->affinity_hits++;
+    else
+        b->affinity_yields++;
 }
 
 void lx_stats_failover(lx_stats *s, const char *from, const char *to)

@@ -15,6 +15,7 @@
  *    time to first token, overhead, queue wait and stream decode speed: a percentile is interpolated
  *    inside its bucket, so it is within one bucket of the truth, i.e. within 9.05 % (2^(1/8) − 1);
  *  - Prometheus histograms with fixed buckets per (model, backend), per priority and globally;
+ *  - per alias (a request for an alias counts there, and under the model it resolved to);
  *  - per user, per (model, backend) route and per backend counters in hash maps capped at
  *    max_users (10,000) and max_routes (1,000) entries; anything beyond lands in the "(other)" entry.
  *    A request not routed to a backend (bad body, unknown model) counts under model "-" and backend
@@ -102,6 +103,9 @@ void lx_stats_record(lx_stats *s, const lx_access_rec *rec);
 void lx_stats_ratelimit_refused(lx_stats *s, lx_stats_rl_kind kind, const char *user);
 /* The retry handler tries backend again (a second or later attempt on the same backend). */
 void lx_stats_retry(lx_stats *s, const char *backend);
+/* routing.affinity sent a request to backend, where its key led (hit), or elsewhere because that one was
+ * much busier (backend is then the one its key led to). */
+void lx_stats_affinity(lx_stats *s, const char *backend, bool hit);
 /* The retry handler moves a request from backend `from` to backend `to`. */
 void lx_stats_failover(lx_stats *s, const char *from, const char *to);
 /* The queue's state, read at each /stats and /metrics (all zero without a probe). Per priority class

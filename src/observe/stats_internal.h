@@ -3,7 +3,7 @@
  * collector's layout and the few reads the renderers need. Private to those two files.
  *
  * Invariants:
- *  - every user, route and backend entry is in its map and on its list (in order of first sight) from
+ *  - every user, alias, route and backend entry is in its map and on its list (in order of first sight) from
  *    its creation until lx_stats_free, so renderers walk the lists and the record path holds plain
  *    pointers;
  *  - a route's key is "model\0backend" and its model and backend point into it;
@@ -86,6 +86,7 @@ typedef struct {
     char *name;
     bool enabled;
     uint64_t retries, failovers;
+    uint64_t affinity_hits, affinity_yields; /* routing.affinity: requests sent where their key led, or not */
 } lx_stats_backend;
 
 struct lx_stats {
@@ -102,8 +103,8 @@ struct lx_stats {
     uint64_t rate_limited[LX_STATS_RL_KIND_COUNT];
     uint64_t retries, failovers;
 
-    lx_map users, routes, backends;
-    lx_list user_list, route_list, backend_list;
+    lx_map users, routes, backends, aliases; /* aliases: lx_stats_user entries, counts only */
+    lx_list user_list, route_list, backend_list, alias_list;
 
     lx_stats_queue_probe queue_probe;
     void *queue_probe_ud;

@@ -190,6 +190,7 @@ typedef enum {
     OVER_ROUTE_CODE,   /* model, backend, code */
     OVER_BACKEND,      /* backend; in /stats a key of each per_backend entry */
     OVER_USER,         /* user (only with metrics.per_user); in /stats a key of each per_user entry */
+    OVER_ALIAS,        /* alias; in /stats a key of each per_alias entry */
 } over;
 
 enum {
@@ -232,6 +233,8 @@ U64_READER(rd_rate_limited, c->s->rate_limited[c->i])
 U64_READER(rd_rl_fallbacks, c->rl.fallbacks)
 U64_READER(rd_be_retries, c->b->retries)
 U64_READER(rd_be_failovers, c->b->failovers)
+U64_READER(rd_be_aff_hits, c->b->affinity_hits)
+U64_READER(rd_be_aff_yields, c->b->affinity_yields)
 U64_READER(rd_user_rate_limited, c->u->rate_limited)
 U64_READER(rd_user_rpm, lx_stats_ring_sum(&c->u->req_s, c->sec))
 U64_READER(rd_user_errors_hour, lx_stats_ring_sum(&c->u->err_m, c->sec / 60))
@@ -309,7 +312,8 @@ enum {
     F_OVERHEAD, F_STREAM_TPS,
     F_QUEUE_DEPTH, F_QUEUE_WAIT, F_QUEUE_TIMEOUTS, F_QUEUE_REJECTED,
     F_RATE_LIMITED, F_RL_FALLBACKS, F_REDIS_UP,
-    F_RETRIES, F_FAILOVERS, F_BACKEND_UP, F_IN_FLIGHT,
+    F_RETRIES, F_FAILOVERS, F_AFFINITY_HITS, F_AFFINITY_YIELDS, F_BACKEND_UP, F_IN_FLIGHT,
+    F_ALIAS_REQUESTS, F_ALIAS_ERRORS, F_ALIAS_PROMPT, F_ALIAS_COMPLETION,
     F_REQUESTS, F_ERRORS, F_PROMPT, F_COMPLETION, F_USER_RATE_LIMITED,
     F_LED_WRITTEN, F_LED_LOST, F_LED_PENDING, F_LED_WRITABLE, F_LED_REQUESTS,
     /* /stats only */
@@ -374,6 +378,20 @@ static const family families[F_COUNT] = {
                    rd_be_retries},
     [F_FAILOVERS] = {"lexora_failovers_total", C, "Requests moved away from a backend to another one.", "failovers",
                      OVER_BACKEND, V_U64, 0, rd_be_failovers},
+    [F_AFFINITY_HITS] = {"lexora_affinity_hits_total", C,
+                         "Requests routing.affinity sent to the backend their key prefers.", "affinity_hits",
+                         OVER_BACKEND, V_U64, 0, rd_be_aff_hits},
+    [F_AFFINITY_YIELDS] = {"lexora_affinity_yields_total", C,
+                           "Requests whose preferred backend was much busier, so were balanced elsewhere.",
+                           "affinity_yields", OVER_BACKEND, V_U64, 0, rd_be_aff_yields},
+    [F_ALIAS_REQUESTS] = {"lexora_alias_requests_total", C, "Finished requests that named an alias.", "requests",
+                          OVER_ALIAS, V_U64, 0, rd_requests},
+    [F_ALIAS_ERRORS] = {"lexora_alias_errors_total", C, "Requests naming an alias that ended in an error.", "errors",
+                        OVER_ALIAS, V_U64, 0, rd_errors},
+    [F_ALIAS_PROMPT] = {"lexora_alias_prompt_tokens_total", C, "Prompt tokens of requests naming an alias.",
+                        "prompt_tokens", OVER_ALIAS, V_U64, 0, rd_prompt},
+    [F_ALIAS_COMPLETION] = {"lexora_alias_completion_tokens_total", C, "Completion tokens of requests naming an alias.",
+                            "completion_tokens", OVER_ALIAS, V_U64, 0, rd_completion},
     [F_BACKEND_UP] = {"lexora_backend_up", G, "1 if the backend is in rotation (enabled and not marked down).", "up",
                       OVER_BACKEND, V_BOOL, 0, rd_be_up},
     [F_IN_FLIGHT] = {"lexora_backend_in_flight", G, "Requests a backend is serving now.", "in_flight", OVER_BACKEND,
@@ -439,7 +457,8 @@ static const fam_id seed_keys[] = {F_SUM_REQUESTS,    F_SUM_TOKENS, F_SUM_AVG_LA
 static const fam_id top_keys[] = {F_UPTIME, F_UPTIME_TEXT, F_START, F_LATENCY, F_TTFT, F_OVERHEAD, F_STREAM_TPS};
 static const fam_id count_keys[] = {F_REQUESTS, F_PROMPT, F_COMPLETION, F_TOKENS, F_ERRORS, F_AVG_LATENCY};
 static const fam_id user_keys[] = {F_USER_RPM, F_USER_ERRORS_HOUR, F_USER_RATE_LIMITED};
-static const fam_id backend_keys[] = {F_BACKEND_UP, F_IN_FLIGHT, F_RETRIES, F_FAILOVERS};
+static const fam_id backend_keys[] = {F_BACKEND_UP, F_IN_FLIGHT,     F_RETRIES,
+                                      F_FAILOVERS,  F_AFFINITY_HITS, F_AFFINITY_YIELDS};
 static const fam_id queue_keys[] = {F_QUEUE_DEPTH, F_QUEUE_TIMEOUTS, F_QUEUE_REJECTED, F_WAIT};
 static const fam_id rl_keys[] = {F_RATE_LIMITED, F_SUM_RATE_LIMITED, F_RL_FALLBACKS, F_REDIS_UP};
 static const fam_id tail_keys[] = {F_ALL_RETRIES, F_ALL_FAILOVERS, F_CONNECTIONS};
@@ -533,18 +552,19 @@ static void counts_merge(lx_stats_counts *into, const lx_stats_counts *c)
     into->latency_ms_sum += c->latency_ms_sum;
 }
 
-static void json_users(lx_buf *b, ctx *c)
+/* per user (with their own keys), or per alias (counts only) */
+static void json_named(lx_buf *b, ctx *c, lx_list *list, bool users)
 {
     bool first = true;
     lx_list *n, *tmp;
-    LX_LIST_EACH(&c->s->user_list, n, tmp)
+    LX_LIST_EACH(list, n, tmp)
     {
         c->u = LX_LIST_ENTRY(n, lx_stats_user, link);
         c->c = &c->u->c;
         json_open(b, &first, c->u->name);
         bool in = true;
         json_keys(b, c, KEYS(count_keys), &in);
-        json_keys(b, c, KEYS(user_keys), &in);
+        if (users) json_keys(b, c, KEYS(user_keys), &in);
         lx_buf_append_str(b, "}");
     }
 }
@@ -635,10 +655,13 @@ int lx_stats_render_json(lx_stats *s, lx_buf *out, const char *user, const lx_st
     json_keys(out, &c, KEYS(seed_keys), &first);
     json_keys(out, &c, KEYS(top_keys), &first);
     json_open(out, &first, "per_user");
-    json_users(out, &c);
+    json_named(out, &c, &s->user_list, true);
     lx_buf_append_str(out, "}");
     json_open(out, &first, "per_model");
     json_models(out, &c);
+    lx_buf_append_str(out, "}");
+    json_open(out, &first, "per_alias");
+    json_named(out, &c, &s->alias_list, false);
     lx_buf_append_str(out, "}");
     json_open(out, &first, "per_backend");
     json_backends(out, &c);
@@ -793,8 +816,9 @@ static size_t prom_each(lx_buf *b, ctx *c, const family *f)
         }
         return k;
     case OVER_USER:
-        l[0] = "user";
-        LX_LIST_EACH(&c->s->user_list, n, tmp)
+    case OVER_ALIAS:
+        l[0] = f->over == OVER_USER ? "user" : "alias";
+        LX_LIST_EACH(f->over == OVER_USER ? &c->s->user_list : &c->s->alias_list, n, tmp)
         {
             c->u = LX_LIST_ENTRY(n, lx_stats_user, link);
             c->c = &c->u->c;

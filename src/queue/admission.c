@@ -1,14 +1,19 @@
 /*
- * Admission: the queue and the backends' slots, driven from the loop. See admission.h.
+ * Admission: the queue, the backends' slots and what each model is served by, driven from the loop. See
+ * admission.h.
  *
  * Invariants:
- * - A ticket is in exactly one state: IDLE, WAITING (in the queue, in its backend's line), REJECTING
+ * - A ticket is in exactly one state: IDLE, WAITING (in the queue, in its model's line), REJECTING
  *   (out of the queue, on the pending list, answered at the next kick), HOLDING (one slot of its
  *   backend counted for it). Every transition out of WAITING takes it out of the queue first.
- * - Each known backend has its line, created when the backend is first seen, kept across reloads.
- * - Between kicks, a backend that can accept has an empty line, except right after a slot frees, a
- *   saturation ends or a reload: each of those schedules a kick, which dispatches until the backend is
- *   full or its line empty. An arrival that finds a non-empty line waits its turn even if a slot is free.
+ * - Each model ever served has its line (the model's data pointer), created when the model is first seen,
+ *   kept across reloads and rebuilds.
+ * - Between kicks, a backend that can accept has an empty line in every model it may serve, except right
+ *   after a slot frees, a saturation ends, a submit found another backend free, or a reload or discovery:
+ *   each of those schedules a kick, which dispatches until every backend is full or has nothing it may
+ *   take. An arrival that finds a non-empty line waits its turn even if a slot is free.
+ * - A model whose line is not empty has a server that is routable or awaiting its trial's verdict; when the
+ *   last one goes (down, retired, no longer listing it), its waiting requests are rejected BACKEND_DOWN.
  * - Callbacks run only from the kick and the deadline timer, with the queue consistent at each call;
  *   every loop there re-reads the state after a callback, because a callback may submit or leave.
  * LX_ASSERT checks the state of a ticket at each transition (debug and test builds).
@@ -31,6 +36,8 @@ struct lx_admission {
     uv_loop_t *loop;
     lx_queue *queue;
     lx_backends *backends;
+    lx_served *served;
+    lx_config *cfg; /* the current one: what is served is rebuilt from it */
     uv_timer_t kick, deadline;
     uint64_t armed_ns; /* the deadline the timer is set for; UINT64_MAX: not set */
     bool kick_pending, closed, freeing;
@@ -63,14 +70,34 @@ static lx_queue_conf queue_conf(const lx_config *c)
     };
 }
 
-static lx_queue_line *line_of(const lx_backend *b) { return lx_backend_data(b); }
+static lx_queue_line *line_of(const lx_model *m) { return lx_model_data(m); }
 
 static void attach_lines(lx_admission *a)
 {
-    for (size_t i = 0; i < lx_backends_count(a->backends); i++) {
-        lx_backend *b = lx_backends_at(a->backends, i);
-        if (line_of(b) == NULL) lx_backend_set_data(b, lx_queue_line_get(a->queue, lx_backend_name(b)));
+    for (size_t i = 0; i < lx_served_count(a->served); i++) {
+        lx_model *m = lx_served_at(a->served, i);
+        if (line_of(m) == NULL) lx_model_set_data(m, lx_queue_line_get(a->queue, lx_model_name(m)));
     }
+}
+
+/* May b take a request of m now: nobody of a better priority serving m is routable. */
+static bool may_serve(const lx_model *m, const lx_backend *b)
+{
+    for (size_t i = 0; i < lx_model_servers(m); i++) {
+        const lx_backend *x = lx_model_server(m, i);
+        if (lx_backend_priority(x) < lx_backend_priority(b) && lx_backend_routable(x)) return false;
+    }
+    return true;
+}
+
+/* Some backend serving m may yet take its waiting requests. */
+static bool has_hope(const lx_model *m)
+{
+    for (size_t i = 0; i < lx_model_servers(m); i++) {
+        const lx_backend *x = lx_model_server(m, i);
+        if (lx_backend_routable(x) || lx_backend_awaiting_trial(x)) return true;
+    }
+    return false;
 }
 
 /* ---------- the pending rejections ---------- */
@@ -98,6 +125,7 @@ static void reject(lx_admit_ticket *t, lx_admit_reject why)
     LX_ASSERT(!t->qe.waiting && !lx_list_linked(&t->pend));
     t->state = LX_TICKET_IDLE;
     t->backend = NULL;
+    t->model = NULL;
     t->cbs->on_reject(t, why);
 }
 
@@ -136,14 +164,35 @@ static void note_wait(lx_admission *a, double wait_s)
     a->wait_ewma_s = a->wait_ewma_s == 0 ? wait_s : a->wait_ewma_s + WAIT_EWMA_ALPHA * (wait_s - a->wait_ewma_s);
 }
 
+/* The line b serves next: of the models it may serve, the one whose head is the most important. */
+static lx_queue_line *next_line(lx_admission *a, const lx_backend *b, uint64_t now)
+{
+    lx_model *const *models;
+    size_t n = lx_served_by(b, &models);
+    lx_queue_line *best = NULL;
+    lx_queue_entry *best_head = NULL;
+    for (size_t i = 0; i < n; i++) {
+        lx_queue_line *l = line_of(models[i]);
+        if (l == NULL || lx_queue_line_len(l) == 0 || !may_serve(models[i], b)) continue;
+        lx_queue_entry *head = lx_queue_peek(a->queue, l, now);
+        if (best_head == NULL || lx_queue_before(head, best_head)) {
+            best = l;
+            best_head = head;
+        }
+    }
+    return best;
+}
+
 static void dispatch_backend(lx_admission *a, lx_backend *b)
 {
     while (lx_backend_can_accept(b)) {
         uint64_t now = lx_now_ns();
-        lx_queue_entry *e = lx_queue_pop(a->queue, line_of(b), now);
-        if (e == NULL) return;
+        lx_queue_line *l = next_line(a, b, now);
+        if (l == NULL) return;
+        lx_queue_entry *e = lx_queue_pop(a->queue, l, now);
         lx_admit_ticket *t = TICKET(e);
-        LX_ASSERT(t->state == LX_TICKET_WAITING && t->backend == b);
+        LX_ASSERT(t->state == LX_TICKET_WAITING && t->backend == NULL);
+        t->backend = b;
         t->state = LX_TICKET_HOLDING;
         t->waited_ns = now - t->submitted_ns;
         t->priority_value = lx_queue_entry_number(a->queue, e);
@@ -175,6 +224,14 @@ static uint64_t deadline_of(uint64_t now, double timeout_s)
     return now + (uint64_t)(fmin(timeout_s, MAX_TIMEOUT_S) * 1e9);
 }
 
+/* Could a backend take a request of m at the next kick? */
+static bool any_free(const lx_model *m)
+{
+    for (size_t i = 0; i < lx_model_servers(m); i++)
+        if (lx_backend_can_accept(lx_model_server(m, i)) && may_serve(m, lx_model_server(m, i))) return true;
+    return false;
+}
+
 static void hold(lx_admission *a, lx_admit_ticket *t, lx_backend *b)
 {
     LX_ASSERT(t->state == LX_TICKET_IDLE);
@@ -185,16 +242,15 @@ static void hold(lx_admission *a, lx_admit_ticket *t, lx_backend *b)
     lx_queue_note_direct(a->queue, t->cls);
 }
 
-lx_admit_result lx_admission_submit(lx_admission *a, lx_admit_ticket *t, const lx_admit_cbs *cbs, const char *backend,
-                                    const char *user, lx_priority cls, double timeout_s)
+lx_admit_result lx_admission_submit(lx_admission *a, lx_admit_ticket *t, const lx_admit_cbs *cbs, lx_model *m,
+                                    lx_backend *b, const char *user, lx_priority cls, double timeout_s)
 {
     uint64_t now = lx_now_ns();
-    *t = (lx_admit_ticket){.cbs = cbs, .cls = cls, .submitted_ns = now};
+    *t = (lx_admit_ticket){.cbs = cbs, .cls = cls, .submitted_ns = now, .model = m};
     lx_list_init(&t->pend);
     t->priority_value = lx_queue_class_number(a->queue, cls);
-    lx_backend *b = lx_backends_find(a->backends, backend);
-    if (b == NULL) return LX_ADMIT_NOW; /* not a configured backend: no admission control */
-    lx_queue_line *line = line_of(b);
+    lx_queue_line *line = line_of(m);
+    LX_ASSERT(line != NULL);
     if (lx_queue_line_len(line) == 0 && lx_backend_can_accept(b)) {
         hold(a, t, b);
         return LX_ADMIT_NOW;
@@ -204,9 +260,8 @@ lx_admit_result lx_admission_submit(lx_admission *a, lx_admit_ticket *t, const l
     lx_queue_entry *victim;
     if (lx_queue_push(a->queue, line, &t->qe, user, cls, now, deadline, &victim) != LX_QUEUE_OK) return LX_ADMIT_FULL;
     t->state = LX_TICKET_WAITING;
-    t->backend = b;
     if (victim) pend_append(a, TICKET(victim), LX_ADMIT_DISPLACED, now);
-    if (lx_backend_can_accept(b)) kick(a);
+    if (any_free(m)) kick(a);
     arm_deadline(a, deadline);
     return LX_ADMIT_QUEUED;
 }
@@ -229,6 +284,7 @@ void lx_admission_leave(lx_admission *a, lx_admit_ticket *t)
     }
     t->state = LX_TICKET_IDLE;
     t->backend = NULL;
+    t->model = NULL;
 }
 
 unsigned lx_admission_retry_after_s(const lx_admission *a)
@@ -239,13 +295,13 @@ unsigned lx_admission_retry_after_s(const lx_admission *a)
 
 /* ---------- life cycle ---------- */
 
-/* b takes no more requests: every request waiting for it is answered BACKEND_DOWN at the next kick, so
- * its proxy routes it again at once instead of letting it wait out its deadline. */
-static void on_backend_down(lx_backend *b, void *ud)
+/* No backend serving m may take its requests any more: each waiting one is answered BACKEND_DOWN at the
+ * next kick, so its proxy routes it again at once (another model of its alias, or 503) instead of letting
+ * it wait out its deadline. */
+static void reject_hopeless(lx_admission *a, lx_model *m)
 {
-    lx_admission *a = ud;
-    lx_queue_line *line = line_of(b);
-    if (line == NULL) return;
+    lx_queue_line *line = line_of(m);
+    if (line == NULL || lx_queue_line_len(line) == 0 || has_hope(m)) return;
     uint64_t now = lx_now_ns();
     lx_queue_entry *e;
     while ((e = lx_queue_peek(a->queue, line, now)) != NULL) {
@@ -254,7 +310,33 @@ static void on_backend_down(lx_backend *b, void *ud)
     }
 }
 
-lx_admission *lx_admission_new(uv_loop_t *loop, lx_http_client *client, const lx_config *c)
+static void on_backend_down(lx_backend *b, void *ud)
+{
+    lx_admission *a = ud;
+    lx_model *const *models;
+    size_t n = lx_served_by(b, &models);
+    for (size_t i = 0; i < n; i++)
+        reject_hopeless(a, models[i]);
+}
+
+/* What is served changed (a reload, or a backend with models: auto): the index is rebuilt, lines attached,
+ * the requests of a model no longer served rejected, and a kick for the backends that may serve more. */
+static void rebuild(lx_admission *a)
+{
+    lx_served_build(a->served, a->cfg, a->backends);
+    attach_lines(a);
+    for (size_t i = 0; i < lx_served_count(a->served); i++)
+        reject_hopeless(a, lx_served_at(a->served, i));
+    kick(a);
+}
+
+static void on_models(lx_backend *b, void *ud)
+{
+    (void)b;
+    rebuild(ud);
+}
+
+lx_admission *lx_admission_new(uv_loop_t *loop, lx_http_client *client, lx_config *c)
 {
     lx_admission *a = lx_xcalloc(1, sizeof *a);
     a->loop = loop;
@@ -266,19 +348,25 @@ lx_admission *lx_admission_new(uv_loop_t *loop, lx_http_client *client, const lx
     uv_timer_init(loop, &a->deadline);
     a->kick.data = a->deadline.data = a;
     a->backends = lx_backends_new(loop, client, on_backend_ready, a);
+    a->served = lx_served_new();
+    a->cfg = lx_config_ref(c);
     lx_backends_on_down(a->backends, on_backend_down);
+    lx_backends_on_models(a->backends, on_models);
     lx_backends_configure(a->backends, c);
+    lx_served_build(a->served, c, a->backends);
     attach_lines(a);
     return a;
 }
 
-void lx_admission_reconfigure(lx_admission *a, const lx_config *c)
+void lx_admission_reconfigure(lx_admission *a, lx_config *c)
 {
     lx_queue_conf qc = queue_conf(c);
     lx_queue_reconfigure(a->queue, &qc, lx_now_ns());
+    lx_config_ref(c);
+    lx_config_unref(a->cfg);
+    a->cfg = c;
     lx_backends_configure(a->backends, c);
-    attach_lines(a);
-    kick(a);
+    rebuild(a);
 }
 
 void lx_admission_close(lx_admission *a)
@@ -306,6 +394,8 @@ void lx_admission_free(lx_admission *a)
     if (lx_queue_len(a->queue) || !lx_list_empty(&a->pending))
         LX_WARN(NULL, "queue: %zu request(s) still waiting at teardown", lx_queue_len(a->queue));
     a->freeing = true;
+    lx_served_free(a->served, a->backends);
+    lx_config_unref(a->cfg);
     lx_backends_free(a->backends);
     a->backends = NULL;
     a->closing = 2;
@@ -317,14 +407,10 @@ const lx_queue *lx_admission_queue(const lx_admission *a) { return a->queue; }
 
 lx_backends *lx_admission_backends(const lx_admission *a) { return a->backends; }
 
-size_t lx_admission_load(const lx_admission *a, const lx_backend *b)
+lx_served *lx_admission_served(const lx_admission *a) { return a->served; }
+
+size_t lx_admission_waiting_for(const lx_admission *a, const lx_model *m)
 {
     (void)a;
-    return (size_t)lx_backend_in_flight(b) + lx_queue_line_len(line_of(b));
-}
-
-size_t lx_admission_waiting_for(const lx_admission *a, const char *backend)
-{
-    lx_backend *b = lx_backends_find(a->backends, backend);
-    return b ? lx_queue_line_len(line_of(b)) : 0;
+    return line_of(m) ? lx_queue_line_len(line_of(m)) : 0;
 }

@@ -1,13 +1,19 @@
 /*
- * Admission: the queue (queue/queue.h) and the backends' slots (backends/backend.h) driven from the
- * loop. A request routed to a backend is submitted here; it is sent on at once when the backend has a
- * free slot, is not saturated, and nobody is waiting for it; otherwise it waits in the backend's line,
- * where priority, fairness, aging and deadlines apply, until a slot frees (on_dispatch), its deadline
- * passes (on_reject TIMEOUT), a more important arrival pushes it out of a full queue (on_reject
- * DISPLACED), its backend goes down — circuit opened, checks failed — (on_reject BACKEND_DOWN), or the
- * gateway shuts down (on_reject SHUTDOWN). Its slot is given back with
- * lx_admission_leave when its upstream request ends, whatever the outcome, and the next waiting
- * request is dispatched.
+ * Admission: the queue (queue/queue.h), the backends' slots (backends/backend.h) and what each model is
+ * served by (backends/served.h), driven from the loop. A request is submitted for a model with the backend
+ * the router chose; it is sent on at once when that backend has a free slot, is not saturated, and nobody
+ * is waiting for the model; otherwise it waits in the model's line — one line per model, whichever backend
+ * serves it — where priority, fairness, aging and deadlines apply, until a backend serving the model frees
+ * a slot (on_dispatch; t->backend says which), its deadline passes (on_reject TIMEOUT), a more important
+ * arrival pushes it out of a full queue (on_reject DISPLACED), no backend serving the model is left —
+ * circuits opened, checks failed, a reload or a discovery took them away — (on_reject BACKEND_DOWN), or the
+ * gateway shuts down (on_reject SHUTDOWN). Its slot is given back with lx_admission_leave when its upstream
+ * request ends, whatever the outcome, and the next waiting request is dispatched.
+ *
+ * Which backend takes a waiting request: a backend with a free slot serves the lines of the models it
+ * serves, the most important head first (the better level, then the earlier arrival); it may serve a model
+ * only when no routable backend of a better `priority` serves it too (failover order). A waiting request is
+ * not tied to the backend first chosen: the first one of its model to free a slot takes it.
  *
  * Dispatching happens in a "kick", a zero timer run on the next loop turn after a slot frees,
  * saturation ends or a reload changes limits; rejections of displaced requests wait for the kick too.
@@ -30,6 +36,7 @@
 #include <uv.h>
 
 #include "backends/backend.h"
+#include "backends/served.h"
 #include "config.h"
 #include "http/client.h"
 #include "queue/queue.h"
@@ -63,7 +70,8 @@ typedef enum {
 struct lx_admit_ticket {
     lx_queue_entry qe;
     const lx_admit_cbs *cbs;
-    lx_backend *backend; /* the slot it waits for or holds; NULL when not admitted */
+    lx_model *model;     /* the line it waits in; NULL when not admitted */
+    lx_backend *backend; /* the backend whose slot it holds; NULL when it holds none */
     lx_list pend;        /* REJECTING: on the list waiting for the kick to answer it */
     lx_admit_reject pend_why;
     uint64_t submitted_ns;
@@ -81,30 +89,28 @@ typedef enum {
 } lx_admit_result;
 
 /* The admission for config c (queue limits, backends); uses client for the adaptive /metrics reads. */
-lx_admission *lx_admission_new(uv_loop_t *loop, lx_http_client *client, const lx_config *c);
+lx_admission *lx_admission_new(uv_loop_t *loop, lx_http_client *client, lx_config *c);
 /*
- * A reload: new queue limits and priorities, new backend limits; every waiting request stays (a smaller
- * queue.max_size drops nobody). Backends added are known from now on; removed ones are retired (their
- * waiting requests still go to them: they were admitted under the old config). Then a kick.
+ * A reload: new queue limits and priorities, new backend limits, what is served rebuilt; every waiting
+ * request stays (a smaller queue.max_size drops nobody) unless no backend serves its model any more
+ * (BACKEND_DOWN). Backends added are known from now on; removed ones are retired (the requests they hold
+ * finish there). Then a kick. The admission keeps a reference to c (what is served follows discovery).
  */
-void lx_admission_reconfigure(lx_admission *a, const lx_config *c);
+void lx_admission_reconfigure(lx_admission *a, lx_config *c);
 /* Graceful shutdown: every waiting request is rejected with SHUTDOWN (on the next loop turn), and from
  * now on a submit that cannot be sent at once is refused with LX_ADMIT_CLOSED. */
 void lx_admission_close(lx_admission *a);
 void lx_admission_free(lx_admission *a);
 
 /*
- * Submits t (zeroed, or left) for backend `backend` (by name) on behalf of user (NULL: anonymous), class
- * cls, waiting at most timeout_s in the queue. Unknown backend names are sent at once, unlimited.
+ * Submits t (zeroed, or left) for model m, first choice backend b (a server of m), on behalf of user (NULL:
+ * anonymous), class cls, waiting at most timeout_s in the queue.
  */
-lx_admit_result lx_admission_submit(lx_admission *a, lx_admit_ticket *t, const lx_admit_cbs *cbs, const char *backend,
-                                    const char *user, lx_priority cls, double timeout_s);
+lx_admit_result lx_admission_submit(lx_admission *a, lx_admit_ticket *t, const lx_admit_cbs *cbs, lx_model *m,
+                                    lx_backend *b, const char *user, lx_priority cls, double timeout_s);
 /* t is done with the admission, whatever its state: a waiting t is removed (the client left; counted as
  * cancelled), a held slot is given back and the next request dispatched. Idempotent. */
 void lx_admission_leave(lx_admission *a, lx_admit_ticket *t);
-
-/* Requests in flight on b plus those waiting for it: the load the router (routing/router.h) compares. */
-size_t lx_admission_load(const lx_admission *a, const lx_backend *b);
 
 /* Seconds a refused client should wait before trying again (Retry-After of queue_full): the recent
  * mean queue wait of dispatched requests, rounded up, from 1 to 60. */
@@ -114,7 +120,9 @@ unsigned lx_admission_retry_after_s(const lx_admission *a);
  * (lx_backends_count / lx_backends_at / lx_backend_info_get). Read-only use. */
 const lx_queue *lx_admission_queue(const lx_admission *a);
 lx_backends *lx_admission_backends(const lx_admission *a);
-/* Requests waiting for backend (by name); 0 when unknown. */
-size_t lx_admission_waiting_for(const lx_admission *a, const char *backend);
+/* What is served now (the router resolves names in it). */
+lx_served *lx_admission_served(const lx_admission *a);
+/* Requests waiting for model m. */
+size_t lx_admission_waiting_for(const lx_admission *a, const lx_model *m);
 
 #endif

@@ -357,6 +357,12 @@ lx_queue_entry *lx_queue_peek(lx_queue *q, lx_queue_line *line, uint64_t now)
     return next_of(q, line, &L);
 }
 
+bool lx_queue_before(const lx_queue_entry *x, const lx_queue_entry *y)
+{
+    if (x->level != y->level) return x->level < y->level;
+    return x->entered_ns != y->entered_ns ? x->entered_ns < y->entered_ns : x->seq < y->seq;
+}
+
 lx_queue_entry *lx_queue_pop(lx_queue *q, lx_queue_line *line, uint64_t now)
 {
     int L;

@@ -5,7 +5,7 @@
  * unit-tested with a fake clock. queue/admission.c drives it from the loop.
  *
  * Shape. One lx_queue holds every waiting request; it is divided into lines (lx_queue_line, one per
- * backend: a request waits for a slot of the backend it was routed to). max_size, the displacement
+ * model: a request waits for a slot of any backend serving its model). max_size, the displacement
  * rule, the deadline heap and the statistics are global to the queue; the order of service is per line:
  *   1. level: the priority classes high, normal, low map to levels by their numbers (queue.priorities,
  *      lower is served first; classes with equal numbers share a level);
@@ -105,6 +105,9 @@ lx_queue_push_result lx_queue_push(lx_queue *q, lx_queue_line *line, lx_queue_en
 
 /* The entry line would serve next, left in place; NULL if the line is empty. */
 lx_queue_entry *lx_queue_peek(lx_queue *q, lx_queue_line *line, uint64_t now);
+/* Is x (waiting) served before y (waiting, maybe of another line)? The better level first, then the one
+ * that entered its level first: how a backend serving several lines chooses between their heads. */
+bool lx_queue_before(const lx_queue_entry *x, const lx_queue_entry *y);
 /* Takes the entry line serves next out of the queue and counts it as dispatched (its wait recorded). */
 lx_queue_entry *lx_queue_pop(lx_queue *q, lx_queue_line *line, uint64_t now);
 /* Takes a waiting e out (its client left); counted as cancelled. No-op if e is not waiting. */

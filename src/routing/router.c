@@ -1,7 +1,7 @@
 /*
- * The router. See router.h.
+ * The ModelRouter. See router.h.
  * Invariants: the candidates array is scratch space reused by every pick (loop thread only), grown to the
- * largest config seen; a pick reads backend state and loads only, and changes nothing but the strategy's
+ * most servers a model has had; a pick reads backend state only, and changes nothing but the strategies'
  * state.
  */
 #include "routing/router.h"
@@ -9,9 +9,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "utils/id.h"
+#include "utils/map.h"
+
 struct lx_router {
     lx_admission *admission;
-    const lx_balance *balance;
     lx_balance_state state;
     lx_candidate *cand;
     size_t cap;
@@ -21,7 +23,7 @@ lx_router *lx_router_new(lx_admission *a)
 {
     lx_router *r = lx_xcalloc(1, sizeof *r);
     r->admission = a;
-    r->balance = lx_balance_default();
+    r->state.rng = (uint64_t)(lx_random_unit() * 9007199254740992.0) | 1;
     return r;
 }
 
@@ -32,27 +34,28 @@ void lx_router_free(lx_router *r)
     free(r);
 }
 
-bool lx_router_serves(const lx_config *c, lx_slice model) { return lx_config_backend_for(c, model.p, model.len); }
-
-void lx_router_models(const lx_config *c, lx_buf *out)
+static lx_model *served_model(lx_router *r, lx_slice name)
 {
-    for (size_t i = 0; i < c->n_backends; i++) {
-        const lx_backend_conf *b = &c->backends[i];
-        if (!b->enabled) continue;
-        for (size_t m = 0; m < b->n_models; m++)
-            lx_buf_printf(out, "%s%s", out->len ? ", " : "", b->models[m].name);
-    }
+    lx_model *m = lx_served_find(lx_admission_served(r->admission), name.p, name.len);
+    return m && lx_model_servers(m) ? m : NULL;
 }
 
-/* The least loaded of the backends awaiting their trial verdict, lowest priority first. */
-static const lx_backend_conf *best_trial(const lx_candidate *c, size_t n)
+bool lx_router_serves(lx_router *r, const lx_config *c, lx_slice name)
 {
-    const lx_candidate *best = NULL;
-    for (size_t i = 0; i < n; i++)
-        if (best == NULL || c[i].conf->priority < best->conf->priority ||
-            (c[i].conf->priority == best->conf->priority && c[i].load < best->load))
-            best = &c[i];
-    return best ? best->conf : NULL;
+    return lx_config_alias(c, name.p, name.len) || served_model(r, name);
+}
+
+void lx_router_names(lx_router *r, const lx_config *c, lx_buf *out)
+{
+    const lx_served *s = lx_admission_served(r->admission);
+    for (size_t i = 0; i < lx_served_count(s); i++) {
+        const lx_model *m = lx_served_at(s, i);
+        const char *name = lx_model_name(m);
+        if (lx_model_servers(m) && !lx_config_alias(c, name, strlen(name)))
+            lx_buf_printf(out, "%s%s", out->len ? ", " : "", name);
+    }
+    for (size_t i = 0; i < c->routing.n_aliases; i++)
+        lx_buf_printf(out, "%s%s (alias)", out->len ? ", " : "", c->routing.aliases[i].name);
 }
 
 static void reserve(lx_router *r, size_t n)
@@ -62,34 +65,118 @@ static void reserve(lx_router *r, size_t n)
     r->cap = n;
 }
 
-lx_route lx_router_pick(lx_router *r, const lx_config *c, const lx_route_ask *ask)
+static lx_candidate candidate(lx_backend *b)
 {
-    reserve(r, 2 * c->n_backends + 1);
-    lx_candidate *live = r->cand, *trials = r->cand + c->n_backends;
-    size_t n_live = 0, n_trials = 0;
-    const lx_backend_conf *avoided = NULL;
-    lx_backends *bs = lx_admission_backends(r->admission);
-    unsigned soonest = 0;
-    for (size_t i = 0; i < c->n_backends; i++) {
-        const lx_backend_conf *bc = &c->backends[i];
-        if (!bc->enabled || !lx_backend_conf_serves(bc, ask->model.p, ask->model.len)) continue;
-        lx_backend *b = lx_backends_find(bs, bc->name);
-        lx_candidate cand = {bc, b, b ? lx_admission_load(r->admission, b) : 0};
-        if (b && !lx_backend_routable(b)) {
-            if (lx_backend_awaiting_trial(b)) trials[n_trials++] = cand;
-            unsigned s = lx_backend_retry_after_s(b);
-            if (soonest == 0 || s < soonest) soonest = s;
-        } else if (ask->avoid && strcmp(bc->name, ask->avoid) == 0) {
-            avoided = bc;
-        } else if (n_live == 0 || bc->priority <= live[0].conf->priority) {
-            if (n_live && bc->priority < live[0].conf->priority) n_live = 0; /* a better priority: start over */
-            live[n_live++] = cand;
+    double busy = lx_backend_in_flight(b) + lx_backend_upstream_waiting(b);
+    return (lx_candidate){b, busy, busy / lx_backend_max_concurrency(b)};
+}
+
+/* The least loaded of the backends awaiting their trial verdict, lowest priority first. */
+static lx_backend *best_trial(const lx_candidate *c, size_t n)
+{
+    const lx_candidate *best = NULL;
+    for (size_t i = 0; i < n; i++) {
+        int p = lx_backend_priority(c[i].b), bp = best ? lx_backend_priority(best->b) : 0;
+        if (best == NULL || p < bp || (p == bp && c[i].load < best->load)) best = &c[i];
+    }
+    return best ? best->b : NULL;
+}
+
+/* Rendezvous hashing: the candidate whose name scores highest with the key. */
+static size_t preferred(uint64_t key, const lx_candidate *c, size_t n)
+{
+    size_t best = 0;
+    uint64_t best_score = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *name = lx_backend_name(c[i].b);
+        uint64_t score = lx_hash(name, strlen(name)) ^ key;
+        score = (score ^ (score >> 31)) * 0x7fb5d329728ea185ULL;
+        score ^= score >> 27;
+        if (i == 0 || score > best_score) {
+            best = i;
+            best_score = score;
         }
     }
-    lx_route out = {.retry_after_s = soonest ? soonest : 1};
-    if (n_live)
-        out.backend = live[r->balance->pick(&r->state, live, n_live)].conf;
-    else
-        out.backend = avoided ? avoided : best_trial(trials, n_trials);
+    return best;
+}
+
+/* Does the preferred candidate p give way (router.h's rule)? */
+static bool yields(const lx_candidate *c, size_t n, size_t p)
+{
+    size_t least = 0;
+    bool other_free = false;
+    for (size_t i = 0; i < n; i++) {
+        if (c[i].busy < c[least].busy) least = i;
+        if (i != p && lx_backend_can_accept(c[i].b)) other_free = true;
+    }
+    if (!lx_backend_can_accept(c[p].b) && other_free) return true;
+    return c[p].busy >= c[least].busy + LX_AFFINITY_YIELD_DIFF &&
+           c[p].busy + 1 >= LX_AFFINITY_YIELD_RATIO * (c[least].busy + 1);
+}
+
+static lx_backend *choose(lx_router *r, const lx_config *c, const lx_route_ask *ask, const lx_candidate *live, size_t n,
+                          lx_route *out)
+{
+    if (c->routing.affinity != LX_AFFINITY_NONE && ask->has_affinity_key && n > 1) {
+        size_t p = preferred(ask->affinity_key, live, n);
+        if (!yields(live, n, p)) {
+            out->affinity = LX_AFFINITY_HIT;
+            return live[p].b;
+        }
+        out->affinity = LX_AFFINITY_YIELDED;
+    }
+    return live[lx_balance_get(c->routing.balance)(&r->state, live, n)].b;
+}
+
+/* The backend for model m now, or NULL (*soonest lowered to when one may be back). */
+static lx_backend *pick_server(lx_router *r, const lx_config *c, const lx_model *m, const lx_route_ask *ask,
+                               lx_route *out, lx_backend **fallback, unsigned *soonest)
+{
+    size_t n = lx_model_servers(m);
+    reserve(r, 2 * n);
+    lx_candidate *live = r->cand, *trials = r->cand + n;
+    size_t n_live = 0, n_trials = 0;
+    lx_backend *avoided = NULL;
+    for (size_t i = 0; i < n; i++) {
+        lx_backend *b = lx_model_server(m, i);
+        if (!lx_backend_routable(b)) {
+            if (lx_backend_awaiting_trial(b)) trials[n_trials++] = candidate(b);
+            unsigned s = lx_backend_retry_after_s(b);
+            if (*soonest == 0 || s < *soonest) *soonest = s;
+        } else if (b == ask->avoid) {
+            avoided = b;
+        } else if (n_live == 0 || lx_backend_priority(b) <= lx_backend_priority(live[0].b)) {
+            if (n_live && lx_backend_priority(b) < lx_backend_priority(live[0].b)) n_live = 0; /* start over */
+            live[n_live++] = candidate(b);
+        }
+    }
+    if (n_live) return choose(r, c, ask, live, n_live, out);
+    if (*fallback == NULL) *fallback = avoided ? avoided : best_trial(trials, n_trials);
+    return avoided;
+}
+
+lx_route lx_router_pick(lx_router *r, const lx_config *c, const lx_route_ask *ask)
+{
+    lx_route out = {0};
+    const lx_alias *alias = lx_config_alias(c, ask->name.p, ask->name.len);
+    size_t n = alias ? alias->n_models : 1;
+    unsigned soonest = 0;
+    lx_backend *fallback = NULL;
+    lx_model *fallback_model = NULL;
+    for (size_t i = 0; i < n; i++) {
+        lx_model *m = served_model(r, alias ? lx_slice_of(alias->models[i]) : ask->name);
+        if (m == NULL) continue;
+        lx_backend *before = fallback;
+        lx_backend *b = pick_server(r, c, m, ask, &out, &fallback, &soonest);
+        if (fallback != before) fallback_model = m;
+        if (b) {
+            out.model = m;
+            out.backend = b;
+            return out;
+        }
+    }
+    out.model = fallback ? fallback_model : NULL;
+    out.backend = fallback;
+    out.retry_after_s = soonest ? soonest : 1;
     return out;
 }

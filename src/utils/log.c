@@ -131,6 +131,7 @@ static void access_json(lx_buf *b, const lx_access_rec *r, const char *ts)
     json_field(b, "method", or_dash(r->method));
     json_field(b, "path", or_dash(r->path));
     json_field(b, "model", or_dash(r->model));
+    if (r->model_used) json_field(b, "model_used", r->model_used);
     json_field(b, "backend", or_dash(r->backend));
     lx_buf_printf(b, ",\"status\":%d", r->status);
     if (r->error_code) json_field(b, "error_code", r->error_code);
@@ -147,11 +148,12 @@ static void access_json(lx_buf *b, const lx_access_rec *r, const char *ts)
 static void access_text(lx_buf *b, const lx_access_rec *r, const char *ts)
 {
     lx_buf_printf(b,
-                  "%s INFO    [%s] access user=%s %s %s model=%s backend=%s priority=%s status=%d%s%s "
+                  "%s INFO    [%s] access user=%s %s %s model=%s%s%s backend=%s priority=%s status=%d%s%s "
                   "latency_ms=%.3f overhead_ms=%.3f queue_wait_ms=%.3f stream=%d",
                   ts, or_dash(r->request_id), or_dash(r->user), or_dash(r->method), or_dash(r->path), or_dash(r->model),
-                  or_dash(r->backend), or_dash(r->priority), r->status, r->error_code ? " error=" : "",
-                  r->error_code ? r->error_code : "", r->latency_ms, r->overhead_ms, r->queue_wait_ms, r->stream);
+                  r->model_used ? " model_used=" : "", r->model_used ? r->model_used : "", or_dash(r->backend),
+                  or_dash(r->priority), r->status, r->error_code ? " error=" : "", r->error_code ? r->error_code : "",
+                  r->latency_ms, r->overhead_ms, r->queue_wait_ms, r->stream);
     if (r->attempts > 1) lx_buf_printf(b, " attempts=%d", r->attempts);
     if (r->ttft_ms >= 0) lx_buf_printf(b, " ttft_ms=%.3f", r->ttft_ms);
     if (r->prompt_tokens >= 0)

@@ -51,7 +51,9 @@ typedef struct {
     const char *user;
     const char *method;
     const char *path;
-    const char *model;
+    const char *model;      /* the name the client asked for (a model or an alias) */
+    const char *model_used; /* the model it resolved to; NULL when it did not get that far */
+    bool alias;             /* model is an alias of routing.aliases */
     const char *backend;
     int status;
     const char *error_code; /* the OpenAI error code when the answer is an error */

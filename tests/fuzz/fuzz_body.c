@@ -51,7 +51,7 @@ static void check_rewrite(const char *body, size_t len, const lx_body_fields *f,
     LX_FUZZ_CHECK(g.n_x == 0);
     LX_FUZZ_CHECK(g.stream == f->stream);
     LX_FUZZ_CHECK(g.max_tokens == f->max_tokens);
-    if (f->has_model) {
+    if (f->has_model && (o.set_model == NULL || lx_slice_eq(f->model, o.set_model))) {
         LX_FUZZ_CHECK(g.has_model && slices_equal(g.model, f->model));
     } else if (o.set_model) {
         lx_buf want;

@@ -74,10 +74,21 @@ static void teardown(fixture *f)
     lx_config_unref(f->c);
 }
 
+static lx_model *model_m(fixture *f) { return lx_served_find(lx_admission_served(f->a), "m", 1); }
+
+static lx_backend *backend(fixture *f, const char *name) { return lx_backends_find(lx_admission_backends(f->a), name); }
+
+/* For model m, first choice backend `to`. */
+static lx_admit_result submit_to(fixture *f, req *r, int id, const char *to, lx_priority cls, double timeout_s)
+{
+    r->id = id;
+    return lx_admission_submit(f->a, &r->t, &cbs, model_m(f), backend(f, to), "u", cls, timeout_s);
+}
+
 static lx_admit_result submit(fixture *f, req *r, int id, const char *user, lx_priority cls, double timeout_s)
 {
     r->id = id;
-    return lx_admission_submit(f->a, &r->t, &cbs, "vllm", user, cls, timeout_s);
+    return lx_admission_submit(f->a, &r->t, &cbs, model_m(f), backend(f, "vllm"), user, cls, timeout_s);
 }
 
 static void turn(fixture *f) { uv_run(&f->loop, UV_RUN_NOWAIT); }
@@ -92,7 +103,7 @@ static void test_one_slot_priority_order(void **state)
     assert_int_equal(submit(&f, &low, 1, "u", LX_PRIO_LOW, 60), LX_ADMIT_QUEUED);
     assert_int_equal(submit(&f, &normal, 2, "u", LX_PRIO_NORMAL, 60), LX_ADMIT_QUEUED);
     assert_int_equal(submit(&f, &high, 3, "u", LX_PRIO_HIGH, 60), LX_ADMIT_QUEUED);
-    assert_int_equal(lx_admission_waiting_for(f.a, "vllm"), 3);
+    assert_int_equal(lx_admission_waiting_for(f.a, model_m(&f)), 3);
     turn(&f);
     assert_string_equal(events, "");
     lx_admission_leave(f.a, &busy.t);
@@ -238,7 +249,7 @@ static void test_reload_raises_the_limit(void **state)
     lx_admission_reconfigure(f.a, c3);
     turn(&f);
     assert_string_equal(events, "d1 d2 "); /* three slots, one busy */
-    assert_int_equal(lx_admission_waiting_for(f.a, "vllm"), 1);
+    assert_int_equal(lx_admission_waiting_for(f.a, model_m(&f)), 1);
     lx_admission_leave(f.a, &busy.t);
     lx_admission_leave(f.a, &w1.t);
     lx_admission_leave(f.a, &w2.t);
@@ -249,24 +260,107 @@ static void test_reload_raises_the_limit(void **state)
     teardown(&f);
 }
 
-static void test_unknown_backend_is_not_limited(void **state)
+static void setup_replicas(fixture *f, const char *yaml)
+{
+    events[0] = '\0';
+    uv_loop_init(&f->loop);
+    f->c = lx_test_config(yaml);
+    f->a = lx_admission_new(&f->loop, NULL, f->c);
+}
+
+#define TWO_REPLICAS                                                                                                   \
+    "backends:\n"                                                                                                      \
+    "  a: {type: vllm, url: 'http://127.0.0.1:9', max_concurrency: 1, models: [m]}\n"                                  \
+    "  b: {type: vllm, url: 'http://127.0.0.1:9', max_concurrency: 1, models: [m, other]}\n"                           \
+    "health_check: {failure_threshold: 1, cooldown_seconds: 60}\n"
+
+/* A request waits in its model's line, not a backend's: whichever replica frees a slot first takes it. */
+static void test_line_per_model(void **state)
 {
     (void)state;
     fixture f;
-    setup(&f, 100, 1);
-    req r;
-    r.id = 1;
-    assert_int_equal(lx_admission_submit(f.a, &r.t, &cbs, "nope", NULL, LX_PRIO_LOW, 1), LX_ADMIT_NOW);
-    lx_admission_leave(f.a, &r.t);
+    setup_replicas(&f, TWO_REPLICAS);
+    req r1, r2, r3, r4;
+    assert_int_equal(submit_to(&f, &r1, 1, "a", LX_PRIO_NORMAL, 60), LX_ADMIT_NOW);
+    assert_int_equal(submit_to(&f, &r2, 2, "b", LX_PRIO_NORMAL, 60), LX_ADMIT_NOW);
+    assert_ptr_equal(r2.t.backend, backend(&f, "b"));
+    assert_int_equal(submit_to(&f, &r3, 3, "a", LX_PRIO_NORMAL, 60), LX_ADMIT_QUEUED); /* chosen: a */
+    assert_int_equal(submit_to(&f, &r4, 4, "a", LX_PRIO_LOW, 60), LX_ADMIT_QUEUED);
+    assert_null(r3.t.backend);
+    lx_admission_leave(f.a, &r2.t); /* b frees first: it takes the head of m's line */
+    turn(&f);
+    assert_string_equal(events, "d3 ");
+    assert_ptr_equal(r3.t.backend, backend(&f, "b"));
+    lx_admission_leave(f.a, &r1.t);
+    turn(&f);
+    assert_string_equal(events, "d3 d4 ");
+    assert_ptr_equal(r4.t.backend, backend(&f, "a"));
+    lx_admission_leave(f.a, &r3.t);
+    lx_admission_leave(f.a, &r4.t);
+    teardown(&f);
+}
+
+/* A backend serving two models takes the more important head of the two lines; the one serving only m
+ * never takes the other model's requests. */
+static void test_backend_serves_its_models_lines(void **state)
+{
+    (void)state;
+    fixture f;
+    setup_replicas(&f, TWO_REPLICAS);
+    lx_model *other = lx_served_find(lx_admission_served(f.a), "other", 5);
+    req r1, r2, low_m, high_other;
+    submit_to(&f, &r1, 1, "a", LX_PRIO_NORMAL, 60);
+    submit_to(&f, &r2, 2, "b", LX_PRIO_NORMAL, 60);
+    submit_to(&f, &low_m, 3, "b", LX_PRIO_LOW, 60);
+    high_other.id = 4;
+    assert_int_equal(lx_admission_submit(f.a, &high_other.t, &cbs, other, backend(&f, "b"), "v", LX_PRIO_HIGH, 60),
+                     LX_ADMIT_QUEUED);
+    lx_admission_leave(f.a, &r1.t); /* a does not serve `other`: it takes m's request */
+    turn(&f);
+    assert_string_equal(events, "d3 ");
+    lx_admission_leave(f.a, &r2.t);
+    turn(&f);
+    assert_string_equal(events, "d3 d4 ");
+    assert_ptr_equal(high_other.t.backend, backend(&f, "b"));
+    lx_admission_leave(f.a, &low_m.t);
+    lx_admission_leave(f.a, &high_other.t);
+    teardown(&f);
+}
+
+/* One replica down: its model's requests keep waiting for the other; the last one down: BACKEND_DOWN. A
+ * backend of a worse priority takes nothing while a better one is routable. */
+static void test_replicas_down_and_priority(void **state)
+{
+    (void)state;
+    fixture f;
+    setup_replicas(&f, "backends:\n"
+                       "  a: {type: vllm, url: 'http://127.0.0.1:9', max_concurrency: 1, models: [m]}\n"
+                       "  b: {type: vllm, url: 'http://127.0.0.1:9', max_concurrency: 1, models: [m], priority: 1}\n"
+                       "health_check: {failure_threshold: 1, cooldown_seconds: 60}\n");
+    req r1, r2, r3;
+    assert_int_equal(submit_to(&f, &r1, 1, "a", LX_PRIO_NORMAL, 60), LX_ADMIT_NOW);
+    assert_int_equal(submit_to(&f, &r2, 2, "a", LX_PRIO_NORMAL, 60), LX_ADMIT_QUEUED);
+    turn(&f);
+    assert_string_equal(events, ""); /* b is free, but a (priority 0) is routable */
+    lx_admission_leave(f.a, &r1.t);
+    lx_backend_attempt_end(backend(&f, "a"), false, LX_ATTEMPT_FAILED, "reset"); /* a's circuit opens */
+    turn(&f);
+    assert_string_equal(events, "d2 ");
+    assert_ptr_equal(r2.t.backend, backend(&f, "b"));
+    assert_int_equal(submit_to(&f, &r3, 3, "b", LX_PRIO_NORMAL, 60), LX_ADMIT_QUEUED); /* b is busy */
+    lx_backend_attempt_end(backend(&f, "b"), false, LX_ATTEMPT_FAILED, "reset");       /* b's opens too */
+    turn(&f);
+    assert_string_equal(events, "d2 D3 ");
+    lx_admission_leave(f.a, &r2.t);
     teardown(&f);
 }
 
 /* The router's choice for model m (NULL: none), through a router made for the call. */
-static const lx_backend_conf *pick_m(lx_admission *a, const lx_config *c)
+static lx_backend *pick_m(lx_admission *a, const lx_config *c)
 {
     lx_router *r = lx_router_new(a);
-    lx_route_ask ask = {.model = LX_SLICE_LIT("m")};
-    const lx_backend_conf *b = lx_router_pick(r, c, &ask).backend;
+    lx_route_ask ask = {.name = LX_SLICE_LIT("m")};
+    lx_backend *b = lx_router_pick(r, c, &ask).backend;
     lx_router_free(r);
     return b;
 }
@@ -289,7 +383,7 @@ static void test_waiting_for_a_trial(void **state)
     bool trial = lx_backend_attempt_begin(b);
     assert_true(trial);
     assert_true(lx_backend_awaiting_trial(b));
-    assert_string_equal(pick_m(f.a, f.c)->name, "vllm");
+    assert_string_equal(lx_backend_name(pick_m(f.a, f.c)), "vllm");
     req r1, r2;
     assert_int_equal(submit(&f, &r1, 1, "u", LX_PRIO_NORMAL, 10), LX_ADMIT_QUEUED);
     assert_int_equal(submit(&f, &r2, 2, "u", LX_PRIO_NORMAL, 10), LX_ADMIT_QUEUED);
@@ -324,7 +418,9 @@ int main(void)
         cmocka_unit_test(test_displaced_client_leaving_first),
         cmocka_unit_test(test_close_rejects_waiting),
         cmocka_unit_test(test_reload_raises_the_limit),
-        cmocka_unit_test(test_unknown_backend_is_not_limited),
+        cmocka_unit_test(test_line_per_model),
+        cmocka_unit_test(test_backend_serves_its_models_lines),
+        cmocka_unit_test(test_replicas_down_and_priority),
         cmocka_unit_test(test_waiting_for_a_trial),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -405,7 +405,7 @@ static void test_nested_x_kept(void **state)
                     "\"tools\":[{\"function\":{\"parameters\":{\"x_c\":{\"type\":\"string\"}}}}]}";
     lx_body_fields f = scan_ok(j);
     assert_int_equal(f.n_x, 0);
-    lx_body_rewrite_opts o = {"other", false, NULL};
+    lx_body_rewrite_opts o = {"m", false, NULL}; /* the model it names already */
     assert_true(lx_body_rewrite_is_noop(&f, &o));
     expect_rewrite(j, NULL, false, NULL, j);
 }
@@ -440,7 +440,11 @@ static void test_model_insertion(void **state)
     expect_rewrite("{\"messages\":[]}", "qwen3-32b", false, NULL, "{\"model\":\"qwen3-32b\",\"messages\":[]}");
     expect_rewrite("{}", "a \"q\" \\ b\n", false, NULL, "{\"model\":\"a \\\"q\\\" \\\\ b\\n\"}");
     expect_rewrite("{\"x_a\":1}", "m", false, NULL, "{\"model\":\"m\"}");
-    expect_rewrite("{\"model\":\"client\"}", "m", false, NULL, "{\"model\":\"client\"}");
+    /* a model the backend knows by another name (an alias, upstream_name): the value is replaced in place */
+    expect_rewrite("{\"model\":\"code\",\"n\":1}", "Org/Coder \"32B\"", false, NULL,
+                   "{\"model\":\"Org/Coder \\\"32B\\\"\",\"n\":1}");
+    expect_rewrite("{\"x_a\":1, \"model\" : \"code\",\"stream\":true}", "c", true, "2",
+                   "{\"model\" : \"c\",\"stream\":true,\"stream_options\":{\"include_usage\":true},\"priority\":2}");
 }
 
 static void test_stream_options(void **state)
@@ -623,7 +627,8 @@ static void test_rewrite_semantics(void **state)
             if (strncmp(it->string, "x_", 2) == 0) cJSON_Delete(cJSON_DetachItemViaPointer(want, it));
             it = next;
         }
-        if (!cJSON_GetObjectItemCaseSensitive(want, "model")) cJSON_AddStringToObject(want, "model", "inserted");
+        cJSON_DeleteItemFromObjectCaseSensitive(want, "model");
+        cJSON_AddStringToObject(want, "model", "inserted"); /* inserted, or replacing the client's */
         bool stream = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(want, "stream"));
         cJSON *so = cJSON_GetObjectItemCaseSensitive(want, "stream_options");
         if (stream && !so) so = cJSON_AddObjectToObject(want, "stream_options");

@@ -369,7 +369,8 @@ static void test_backend_errors(void **state)
     expect_errors("backends:\n  vllm:\n    models:\n      - path: /m\n",
                   "cfg.yaml:4: backends.vllm.models[0]: has no name: add \"name: <model>\"", NULL);
     expect_errors("backends:\n  vllm:\n    models: m\n",
-                  "cfg.yaml:3: backends.vllm.models: must be a list of models (- name lines), got \"m\"", NULL);
+                  "cfg.yaml:3: backends.vllm.models: must be a list of models (- name lines), or auto, got \"m\"",
+                  NULL);
     expect_errors("backends:\n  vllm: {models: [[a]]}\n", "backends.vllm.models[0]: must be a model name or a mapping",
                   NULL);
     expect_errors("backends: [vllm]\n",
@@ -413,7 +414,7 @@ static void test_unknown_keys(void **state)
 {
     (void)state;
     expect_errors("servr: {}\n",
-                  "cfg.yaml:1: servr: unknown key (valid keys: server, vllm, default_model, backends, "
+                  "cfg.yaml:1: servr: unknown key (valid keys: server, vllm, default_model, backends, routing, "
                   "queue, rate_limits, retry, logging, metrics, auth, health_check, usage, admin)",
                   NULL);
     expect_errors("default_model: m\n"
@@ -427,11 +428,12 @@ static void test_unknown_keys(void **state)
                   "cfg.yaml:4: queue.priorities.urgent: unknown key (valid keys: high, normal, low)", NULL);
     expect_errors("backends:\n  vllm:\n    modles: [m]\n",
                   "cfg.yaml:3: backends.vllm.modles: unknown key (valid keys: type, enabled, url, timeout, models, "
-                  "max_concurrency, adaptive, kv_cache_threshold, forward_priority, priority, api_key)",
+                  "weight, max_concurrency, adaptive, kv_cache_threshold, forward_priority, priority, api_key)",
                   NULL);
-    expect_errors(
-        "backends:\n  vllm:\n    models:\n      - nmae: m\n",
-        "cfg.yaml:4: backends.vllm.models[0].nmae: unknown key (valid keys: name, path, gpu_memory_utilization)", NULL);
+    expect_errors("backends:\n  vllm:\n    models:\n      - nmae: m\n",
+                  "cfg.yaml:4: backends.vllm.models[0].nmae: unknown key (valid keys: name, upstream_name, path, "
+                  "gpu_memory_utilization)",
+                  NULL);
     expect_errors(
         "default_model: m\nrate_limits:\n  users:\n    bob:\n      rpm: 5\n",
         "cfg.yaml:5: rate_limits.users.bob.rpm: unknown key (valid keys: requests_per_minute, tokens_per_minute)",
@@ -731,9 +733,10 @@ static void test_several_errors(void **state)
     lx_buf_free(&errs);
     /* a bad model list makes "not served" a guess, so it is left out */
     assert_null(parse("default_model: m\nbackends:\n  vllm: {models: [{nam: m}]}\n", &errs));
-    assert_string_equal(errs.p, "cfg.yaml:3: backends.vllm.models[0].nam: unknown key (valid keys: name, path, "
-                                "gpu_memory_utilization)\n"
-                                "cfg.yaml:3: backends.vllm.models[0]: has no name: add \"name: <model>\"\n");
+    assert_string_equal(errs.p,
+                        "cfg.yaml:3: backends.vllm.models[0].nam: unknown key (valid keys: name, upstream_name, path, "
+                        "gpu_memory_utilization)\n"
+                        "cfg.yaml:3: backends.vllm.models[0]: has no name: add \"name: <model>\"\n");
     lx_buf_free(&errs);
 }
 
@@ -1180,6 +1183,71 @@ static void test_kind_names(void **state)
     assert_string_equal(lx_backend_kind_name(LX_BACKEND_KIND_COUNT), "unknown");
 }
 
+/* routing: aliases (a model, a list, an alias of an alias), upstream_name, weight, models: auto, the
+ * strategies by name. */
+static void test_routing(void **state)
+{
+    (void)state;
+    lx_config *c = lx_test_config("backends:\n"
+                                  "  gpu1: {type: vllm, url: 'http://10.0.0.1:8000', models: [qwen3-32b]}\n"
+                                  "  gpu2:\n"
+                                  "    type: vllm\n"
+                                  "    url: 'http://10.0.0.2:8000'\n"
+                                  "    models: [qwen3-32b, {name: qwen-coder, upstream_name: Qwen/Coder}]\n"
+                                  "    weight: 2\n"
+                                  "  laptop: {type: ollama, url: 'http://localhost:11434', models: auto}\n"
+                                  "routing:\n"
+                                  "  aliases:\n"
+                                  "    code: qwen-coder\n"
+                                  "    japanese: llama-3.1-swallow-8b\n" /* accepted: laptop may serve it */
+                                  "    reasoning: [qwen3-32b, qwen3-8b]\n"
+                                  "    think: [reasoning, code, qwen3-32b]\n"
+                                  "  balance: peak_ewma\n"
+                                  "  affinity: prefix\n");
+    assert_int_equal(c->routing.balance, LX_BALANCE_PEAK_EWMA);
+    assert_int_equal(c->routing.affinity, LX_AFFINITY_PREFIX);
+    assert_int_equal(backend(c, "gpu2")->weight, 2);
+    assert_int_equal(backend(c, "gpu1")->weight, 1);
+    assert_true(backend(c, "laptop")->models_auto);
+    assert_int_equal(backend(c, "laptop")->n_models, 0);
+    assert_string_equal(lx_backend_conf_upstream(backend(c, "gpu2"), "qwen-coder"), "Qwen/Coder");
+    assert_string_equal(c->default_model, "qwen3-32b");
+    const lx_alias *a = lx_config_alias(c, "think", 5);
+    assert_non_null(a);
+    assert_int_equal(a->n_models, 3); /* reasoning's two, then code's; qwen3-32b once */
+    assert_string_equal(a->models[0], "qwen3-32b");
+    assert_string_equal(a->models[1], "qwen3-8b");
+    assert_string_equal(a->models[2], "qwen-coder");
+    assert_string_equal(a->targets_text, "reasoning, code, qwen3-32b");
+    assert_null(lx_config_alias(c, "qwen3-32b", 9));
+    lx_config_unref(c);
+}
+
+static void test_alias_errors(void **state)
+{
+    (void)state;
+    const char *b = "backends:\n  vllm: {url: 'http://127.0.0.1:8000', models: [m, n]}\n";
+    char yaml[1024];
+    snprintf(yaml, sizeof yaml, "%srouting:\n  aliases:\n    a: b\n    b: [n, c]\n    c: a\n", b);
+    expect_errors(yaml, "cfg.yaml:5: routing.aliases.a: alias loop: a -> b -> c -> a",
+                  "cfg.yaml:7: routing.aliases.c: alias loop: c -> a -> b -> c", NULL);
+    snprintf(yaml, sizeof yaml, "%srouting:\n  aliases:\n    m: n\n", b);
+    expect_errors(yaml, "cfg.yaml:5: routing.aliases.m: shadows the model of that name served by backend vllm", NULL);
+    snprintf(yaml, sizeof yaml, "%srouting:\n  aliases:\n    x: [m, nothing]\n    y: x2\n    x2: [gone]\n", b);
+    expect_errors(
+        yaml, "cfg.yaml:5: routing.aliases.x: \"nothing\" is neither a model an enabled backend serves nor an alias",
+        "cfg.yaml:6: routing.aliases.y: \"gone\" (through alias x2) is neither a served model nor an alias", NULL);
+    snprintf(yaml, sizeof yaml, "%srouting:\n  aliases:\n    x: []\n    y: {a: 1}\n    x: m\n", b);
+    expect_errors(yaml, "cfg.yaml:5: routing.aliases.x: names no model", "cfg.yaml:6: routing.aliases.y: must be",
+                  "cfg.yaml:7: routing.aliases.x: duplicate key (first given at line 5)", NULL);
+    snprintf(yaml, sizeof yaml, "%srouting: {balance: fastest, affinity: session}\n", b);
+    expect_errors(yaml, "routing.balance: must be one of", "routing.affinity: must be one of", NULL);
+    expect_errors("backends:\n  vllm: {url: 'http://127.0.0.1:8000', models: automatic}\n",
+                  "backends.vllm.models: must be a list of models (- name lines), or auto", NULL);
+    expect_errors("backends:\n  vllm: {url: 'http://127.0.0.1:8000', models: [m], weight: 0}\n",
+                  "backends.vllm.weight: must be an integer from 1 to 1000", NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1219,6 +1287,8 @@ int main(void)
         cmocka_unit_test(test_backend_for),
         cmocka_unit_test(test_refcount),
         cmocka_unit_test(test_kind_names),
+        cmocka_unit_test(test_routing),
+        cmocka_unit_test(test_alias_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
