@@ -725,7 +725,7 @@ static void read_models(lx_cfg_parser *p, yaml_node_t *v, int line, const char *
 {
     lx_backend_conf *b = base;
     if (is_null(v)) return;
-    if (is_text(v) && is_plain(v) && strcmp(scalar(v), "auto") == 0) {
+    if (is_text(v) && strcmp(scalar(v), "auto") == 0) { /* quoted or not: a list is never a string */
         b->models_auto = true;
         return;
     }

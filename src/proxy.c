@@ -755,7 +755,7 @@ static void route_and_submit(proxy_req *p, lx_backend *from)
         return;
     }
     if (route.affinity != LX_AFFINITY_UNUSED)
-        lx_stats_affinity(p->gw->stats, lx_backend_name(route.backend), route.affinity == LX_AFFINITY_HIT);
+        lx_stats_affinity(p->gw->stats, lx_backend_name(route.preferred), route.affinity == LX_AFFINITY_HIT);
     if (route.backend == from)
         lx_stats_retry(p->gw->stats, lx_backend_name(from));
     else if (from)

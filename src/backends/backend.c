@@ -69,6 +69,7 @@ struct lx_backend {
     lx_buf disc_body;
     char **found; /* what it said it serves, at its last good answer while up */
     size_t n_found;
+    bool found_known; /* it answered since it was last up (what it serves has been logged) */
     /* the circuit breaker */
     uint64_t cooldown_ns;
     uint64_t open_until_ns; /* 0: closed; else open until then, half-open after */
@@ -298,9 +299,11 @@ static void on_disc_done(lx_upstream *u, lx_up_result r, const char *detail, voi
                 r != LX_UP_OK           ? lx_up_result_name(r)
                 : b->disc_status != 200 ? "not HTTP 200"
                                         : "unreadable");
-    } else if (b->health == LX_HEALTH_UP && set_found(b, names.p ? names.p : "", names.len)) {
-        log_found(b);
-        models_changed(b);
+    } else if (b->health == LX_HEALTH_UP) {
+        bool changed = set_found(b, names.p ? names.p : "", names.len);
+        if (changed || !b->found_known) log_found(b);
+        b->found_known = true;
+        if (changed) models_changed(b);
     }
     lx_buf_free(&names);
     lx_buf_free(&b->disc_body);
@@ -335,6 +338,7 @@ static void stop_discovery(lx_backend *b)
 /* b is down or leaves models: auto: what it said it serves no longer counts. */
 static void drop_found(lx_backend *b)
 {
+    b->found_known = false;
     if (b->n_found == 0) return;
     forget_found(b);
     models_changed(b);

@@ -119,6 +119,7 @@ static lx_backend *choose(lx_router *r, const lx_config *c, const lx_route_ask *
 {
     if (c->routing.affinity != LX_AFFINITY_NONE && ask->has_affinity_key && n > 1) {
         size_t p = preferred(ask->affinity_key, live, n);
+        out->preferred = live[p].b;
         if (!yields(live, n, p)) {
             out->affinity = LX_AFFINITY_HIT;
             return live[p].b;

@@ -65,6 +65,7 @@ typedef struct {
     lx_backend *backend;    /* NULL: no backend serving the name can take it now */
     unsigned retry_after_s; /* then: the soonest one may take requests again (at least 1) */
     lx_affinity_use affinity;
+    lx_backend *preferred; /* with affinity: the backend the key led to (the one that yielded, or backend) */
 } lx_route;
 
 lx_route lx_router_pick(lx_router *r, const lx_config *c, const lx_route_ask *ask);
