@@ -56,6 +56,7 @@ static void read_backends(lx_cfg_parser *p, yaml_node_t *v, int line, const char
 static void read_models(lx_cfg_parser *p, yaml_node_t *v, int line, const char *path, void *base);
 static void read_users(lx_cfg_parser *p, yaml_node_t *v, int line, const char *path, void *base);
 static void read_auth_keys(lx_cfg_parser *p, yaml_node_t *v, int line, const char *path, void *base);
+static void item_path(char *out, const char *path, size_t i);
 static void read_aliases(lx_cfg_parser *p, yaml_node_t *v, int line, const char *path, void *base);
 
 /* ---- the tables ---- */
@@ -562,6 +563,12 @@ static void apply(lx_cfg_parser *p, const lx_keydef *row, yaml_node_t *v, int li
     }
 }
 
+/* path[i] into out (PATH_LEN bytes; a longer one is cut). */
+static void item_path(char *out, const char *path, size_t i)
+{
+    if (snprintf(out, PATH_LEN, "%s[%zu]", path, i) >= PATH_LEN) out[PATH_LEN - 1] = '\0';
+}
+
 /* Frees a string that held a secret, wiping it first. */
 static void free_secret(char *s)
 {
@@ -640,7 +647,7 @@ static void read_auth_keys(lx_cfg_parser *p, yaml_node_t *v, int line, const cha
     int *key_lines = lx_xcalloc(n, sizeof *key_lines);
     for (size_t i = 0; i < n; i++) {
         char sub[PATH_LEN];
-        snprintf(sub, sizeof sub, "%s[%zu]", path, i);
+        item_path(sub, path, i);
         yaml_node_t *item = yaml_document_get_node(p->doc, v->data.sequence.items.start[i]);
         key_lines[c->auth.n_keys] = node_line(item);
         if (read_auth_key(p, item, sub, c, key_lines)) c->auth.n_keys++;
@@ -738,7 +745,7 @@ static void read_models(lx_cfg_parser *p, yaml_node_t *v, int line, const char *
     b->models = lx_xcalloc(n, sizeof *b->models);
     for (size_t i = 0; i < n; i++) {
         char sub[PATH_LEN];
-        snprintf(sub, sizeof sub, "%s[%zu]", path, i);
+        item_path(sub, path, i);
         yaml_node_t *item = yaml_document_get_node(p->doc, v->data.sequence.items.start[i]);
         if (read_model(p, item, sub, &b->models[b->n_models])) b->n_models++;
     }
@@ -793,7 +800,7 @@ static void read_alias(lx_cfg_parser *p, yaml_node_t *v, int line, const char *p
         a->targets = lx_xcalloc(n ? n : 1, sizeof *a->targets);
         for (size_t i = 0; i < n; i++) {
             char sub[PATH_LEN];
-            snprintf(sub, sizeof sub, "%s[%zu]", path, i);
+            item_path(sub, path, i);
             read_target(p, yaml_document_get_node(p->doc, v->data.sequence.items.start[i]), sub, a);
         }
         if (n == 0) lx_cfg_err(p, line, path, "names no model: give a model name or a list of them");
