@@ -6,16 +6,19 @@
  *     a chat completion's messages must be an array
  *   2b who: lx_auth_identify (auth on: the bearer key's user, else 401 invalid_api_key; auth off: x_user_id,
  *     X-User-Id, else "anonymous")
- *   3 route (routing/router.h): some enabled backend must list the model (else 404 model_not_found naming
- *     what is served)
+ *   3 route (routing/router.h): the name must be a model served now or an alias (else 404 model_not_found
+ *     naming what is served)
  *   3b rate limits (limits/rate_limiter.h): reserve 1 request and the token estimate; over a limit →
  *     429 (reject mode) or held until it fits (wait mode, within the same deadline as the queue)
- *   4 admission (queue/admission.h): lx_router_pick chooses the backend (routable, lowest priority, then the
- *     balancing strategy; none → 503 no_healthy_backend with Retry-After); sent on at once if it has a free slot
- *     and nobody waits, else wait in its line (priority, per-user turns, aging) until dispatched, or
- *     answered 504 queue_timeout / 503 queue_full (Retry-After) / 503 shutting_down
+ *   4 admission (queue/admission.h): lx_router_pick resolves the name to a model (an alias's first model
+ *     with a routable backend) and chooses a backend (routable, lowest priority, then affinity or the
+ *     balancing strategy; none → 503 no_healthy_backend with Retry-After); sent on at once if it has a free
+ *     slot and nobody waits for the model, else wait in the model's line (priority, per-user turns, aging)
+ *     until a backend serving it takes it, or answered 504 queue_timeout / 503 queue_full (Retry-After) /
+ *     503 shutting_down. The backend's entry is read from the current config at dispatch (bcfg).
  *   5 the backend's kind (backends/kind.h) builds the upstream request — for the OpenAI-compatible kinds the
- *     client's body spliced: x_* dropped, the model set if absent, usage asked for on every stream, vLLM's
+ *     client's body spliced: x_* dropped, the model set to the backend's name for it (upstream_name), usage
+ *     asked for on every stream, vLLM's
  *     "priority" with forward_priority — and it goes through the pooled upstream client; the slot is given
  *     back when the upstream request ends, however it ends
  *   5b retry (backends/outcome.h says which outcomes, queue/retry.h how long to wait): a retryable failure

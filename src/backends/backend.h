@@ -24,6 +24,10 @@
  * it until the verdict); when a backend goes down — its circuit opens, or its checks fail — on_down
  * tells the admission, which moves those waiting for it elsewhere.
  *
+ * models: auto: after each passing check, GET <url><its kind's models_path> asks what it serves (parsed by
+ * the kind's parse_models); a changed list — or none, when it goes down or its address changes — calls
+ * on_models, so the model index (backends/served.h) is rebuilt. A failed read keeps the last list.
+ *
  * Slots: a request is sent to a backend only while it holds one of its max_concurrency slots
  * (lx_backend_acquire / lx_backend_release); the rest wait in Lexora's queue (queue/admission.c).
  *

@@ -10,7 +10,7 @@ describe('openai SDK against lexora', () => {
   let client;
   before(async () => {
     sim = await startSim(['--model', 'qwen3-32b', '--ttft-ms', '5', '--tokens-per-sec', '1000']);
-    lx = await startLexora(configFor(sim.url));
+    lx = await startLexora(configFor(sim.url, { extra: { routing: { aliases: { reasoning: 'qwen3-32b' } } } }));
     client = new OpenAI({ baseURL: `${lx.url}/v1`, apiKey: 'unused', maxRetries: 0 });
   });
   after(async () => {
@@ -63,9 +63,20 @@ describe('openai SDK against lexora', () => {
     assert.ok(r.data[0].embedding.length > 0);
   });
 
-  test('models.list', async () => {
+  test('models.list: the models, then the aliases (an alias is a model to the SDK)', async () => {
     const page = await client.models.list();
-    assert.deepEqual(page.data.map((m) => m.id), ['qwen3-32b']);
+    assert.deepEqual(page.data.map((m) => m.id), ['qwen3-32b', 'reasoning']);
+    assert.deepEqual(page.data[1].lexora, { alias_of: ['qwen3-32b'] });
+    const one = await client.models.retrieve('reasoning');
+    assert.equal(one.owned_by, 'lexora');
+  });
+
+  test('an alias works as a model name', async () => {
+    const { data, response } = await client.chat.completions.create({
+      model: 'reasoning', messages: [{ role: 'user', content: 'Hello' }], max_tokens: 2,
+    }).withResponse();
+    assert.equal(data.object, 'chat.completion');
+    assert.equal(response.headers.get('x-lexora-model'), 'qwen3-32b');
   });
 
   test('an unknown model surfaces as an APIError with status 404 and code model_not_found', async () => {
