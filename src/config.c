@@ -274,7 +274,7 @@ static const lx_keylist_desc backends_list = {
     .name_off = offsetof(lx_backend_conf, name),
     .rows = lx_cfg_backend_keys,
     .report = LX_DIFF_BY_FIELD,
-    .ordered = true, /* the first enabled backend listing a model serves it */
+    .ordered = true, /* config order: the candidates' order, and /v1/models' */
 };
 
 static const lx_keydef alias_keys[] = {
