@@ -297,7 +297,7 @@ static void test_builtin_kinds(void **state)
 {
     (void)state;
     static const char *const names[] = {"vllm", "ollama", "llamacpp", "openai"};
-    static const char *const health[] = {"/health", "/", "/health", "/v1/models"};
+    static const char *const health[] = {"/health", "/api/version", "/health", "/v1/models"};
     for (int k = 0; k < LX_BACKEND_KIND_COUNT; k++) {
         assert_int_equal(lx_kind_find(names[k]), k);
         assert_string_equal(lx_backend_kind_name((lx_backend_kind)k), names[k]);
