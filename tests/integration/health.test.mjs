@@ -112,7 +112,7 @@ describe('/health', () => {
 
   test('the check per backend kind; without NVML the GPU fields are null and gpu says why', async () => {
     const sim = await startSim();
-    // The sim answers GET /health and GET /v1/models, but not GET / (404), so an ollama-kind entry on it fails.
+    // The sim answers GET /health and GET /v1/models, but not Ollama's GET /api/version (404), so an ollama-kind entry on it fails.
     const cfg = configFor(sim.url, {
       extra: {
         backends: {

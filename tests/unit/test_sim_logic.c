@@ -1,7 +1,7 @@
 /*
- * Unit tests for lexora-sim's pure logic: the option table (tools/sim/sim_options.c) and the
- * deterministic pieces (tools/sim/sim_text.c). The simulator is not part of lexora_core, so its two
- * pure files are compiled into this test directly.
+ * Unit tests for lexora-sim's pure logic: the option table (tools/sim/sim_options.c), the
+ * deterministic pieces (tools/sim/sim_text.c) and the prefix cache (tools/sim/sim_prefix.c). The simulator is not part
+ * of lexora_core, so its two pure files are compiled into this test directly.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "../../tools/sim/sim_options.c"
+#include "../../tools/sim/sim_prefix.c"
 #include "../../tools/sim/sim_text.c"
 
 static int parse(sim_config *c, char err[256], const char *a1, const char *a2, const char *a3)
@@ -136,6 +137,76 @@ static void test_embedding_and_base64(void **state)
     lx_buf_free(&b);
 }
 
+static void test_api_and_prefix_options(void **state)
+{
+    (void)state;
+    sim_config c;
+    char err[256];
+    assert_int_equal(parse(&c, err, "--api", "ollama", NULL), 0);
+    assert_int_equal(c.api, SIM_API_OLLAMA);
+    assert_string_equal(c.models[0], "llama3.2:latest"); /* Ollama's default name */
+    assert_int_equal(c.prefix_cache_entries, 4096);
+    assert_true(c.prefix_hit_ttft_ms == 10);
+    assert_int_equal(parse(&c, err, "--api=llamacpp", "--load-ms", "250"), 0);
+    assert_int_equal(c.api, SIM_API_LLAMACPP);
+    assert_true(c.load_ms == 250);
+    assert_int_equal(parse(&c, err, "--api", "tgi", NULL), -1);
+    assert_non_null(strstr(err, "vllm, ollama, llamacpp"));
+    assert_int_equal(parse(&c, err, "--prefix-cache-entries", "0", NULL), 0);
+    assert_int_equal(c.prefix_cache_entries, 0);
+}
+
+static void test_prefix_keys(void **state)
+{
+    (void)state;
+    char text[3000];
+    memset(text, 'a', sizeof text);
+    sim_prefix_keyset a, b;
+    assert_int_equal(sim_prefix_keys(text, 600, &a), 600); /* blocks end at 256, 512, 600 */
+    assert_int_equal(a.n, 3);
+    assert_int_equal(a.end[2], 600);
+    assert_int_equal(sim_prefix_keys(text, sizeof text, &b), SIM_PREFIX_WINDOW); /* only the window counts */
+    assert_int_equal(b.n, SIM_PREFIX_KEYS);
+    assert_true(a.key[0] == b.key[0] && a.key[1] == b.key[1]); /* a shared start, the same keys */
+    assert_true(a.key[2] != b.key[2]);                         /* 600 bytes is not 768 */
+    text[100] = 'b';
+    sim_prefix_keys(text, 600, &b);
+    assert_true(a.key[0] != b.key[0] && a.key[2] != b.key[2]); /* every key covers all before it */
+    assert_int_equal(sim_prefix_keys(text, 0, &b), 0);
+    assert_int_equal(b.n, 0);
+}
+
+static void test_prefix_cache_lru(void **state)
+{
+    (void)state;
+    char t1[1024], t2[1024];
+    memset(t1, 'x', sizeof t1);
+    memset(t2, 'y', sizeof t2);
+    sim_prefix_keyset k1, k1longer, k2;
+    sim_prefix_keys(t1, 512, &k1);
+    sim_prefix_keys(t1, 1024, &k1longer); /* the next turn of the same conversation */
+    sim_prefix_keys(t2, 512, &k2);
+    assert_null(sim_prefix_new(0));
+    assert_int_equal(sim_prefix_match(NULL, &k1), 0);
+
+    sim_prefix_cache *c = sim_prefix_new(3);
+    assert_int_equal(sim_prefix_match(c, &k1), 0);
+    sim_prefix_insert(c, &k1);
+    assert_int_equal(sim_prefix_count(c), 2);
+    assert_int_equal(sim_prefix_match(c, &k1), 512);
+    assert_int_equal(sim_prefix_match(c, &k1longer), 512); /* what it shares with the earlier turn */
+    sim_prefix_insert(c, &k1);
+    assert_int_equal(sim_prefix_count(c), 2); /* nothing twice */
+    sim_prefix_insert(c, &k2);                /* 4 keys into 3: t1's first block, the oldest, goes */
+    assert_int_equal(sim_prefix_count(c), 3);
+    assert_int_equal(sim_prefix_match(c, &k2), 512);
+    sim_prefix_keyset first;
+    sim_prefix_keys(t1, 256, &first);
+    assert_int_equal(sim_prefix_match(c, &first), 0);
+    assert_int_equal(sim_prefix_match(c, &k1), 512); /* its 512-byte key is still there */
+    sim_prefix_free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -146,6 +217,9 @@ int main(void)
         cmocka_unit_test(test_tokens_and_itl),
         cmocka_unit_test(test_rng_and_ids),
         cmocka_unit_test(test_embedding_and_base64),
+        cmocka_unit_test(test_api_and_prefix_options),
+        cmocka_unit_test(test_prefix_keys),
+        cmocka_unit_test(test_prefix_cache_lru),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,5 +1,6 @@
 /*
- * lexora-sim internals: a stand-in for vLLM's OpenAI-compatible server (see docs/SIMULATOR.md).
+ * lexora-sim internals: a stand-in for vLLM's OpenAI-compatible server, or with --api for Ollama's or
+ * llama.cpp's (see docs/SIMULATOR.md).
  * Shared by the simulator's own files only; nothing here is part of lexora_core.
  *
  *   sim_main.c     main: options, signals, start and clean stop
@@ -8,6 +9,7 @@
  *                  the request log
  *   sim_openai.c   chat / completions / embeddings: parsing, validation, answers and SSE chunks
  *   sim_engine.c   the batch: slots, the FIFO wait queue, timers for TTFT and inter-token latency
+ *   sim_prefix.c   the per-instance prefix cache (an LRU of prompt-prefix keys) behind a shorter TTFT
  *   sim_text.c     deterministic pure pieces: hashing, token counts, words, PRNG, ids, base64
  *
  * Invariants:
@@ -48,7 +50,14 @@ typedef enum {
     SIM_FAIL_HANG, /* never answered: held until the client leaves */
 } sim_fail_mode;
 
+typedef enum { SIM_API_VLLM = 0, SIM_API_OLLAMA, SIM_API_LLAMACPP } sim_api;
+
+#define SIM_PREFIX_WINDOW 2048 /* bytes of the rendered prompt the prefix cache looks at */
+#define SIM_PREFIX_BLOCK  256  /* ... cut in blocks of this many bytes */
+#define SIM_PREFIX_KEYS   (SIM_PREFIX_WINDOW / SIM_PREFIX_BLOCK)
+
 typedef struct {
+    sim_api api;
     const char *host;
     long port;
     const char *models[SIM_MAX_MODELS]; /* [0] is the name vLLM reports (served_model_name[0]) */
@@ -69,6 +78,10 @@ typedef struct {
     bool old_metrics;
     bool quiet;
     const char *vllm_version;
+    const char *ollama_version;
+    double load_ms;            /* llama.cpp: 503 "Loading model" for this long after start */
+    long prefix_cache_entries; /* 0: no prefix cache */
+    double prefix_hit_ttft_ms; /* TTFT when the whole prefix window is cached */
 } sim_config;
 
 /* --- sim_options.c --- */
@@ -76,6 +89,7 @@ void sim_config_defaults(sim_config *c);
 /* Parses argv. Returns 0, 1 when --help was asked for, or -1 with a message in err. */
 int sim_options_parse(sim_config *c, int argc, char **argv, char *err, size_t err_len);
 void sim_options_usage(FILE *out);
+const char *sim_api_name(sim_api a);
 const char *sim_fail_mode_name(sim_fail_mode m);
 int sim_fail_mode_parse(const char *s); /* -1 when unknown */
 
@@ -98,7 +112,29 @@ typedef struct {
     uint64_t generation_tokens;
     uint64_t finished_stop, finished_length, finished_abort;
     size_t max_running_seen;
+    uint64_t prefix_hits, prefix_misses;             /* requests whose prefix was / was not cached */
+    uint64_t prefix_query_tokens, prefix_hit_tokens; /* vLLM's prefix_cache_queries / _hits, in tokens */
 } sim_stats;
+
+/* --- sim_prefix.c --- */
+typedef struct sim_prefix_cache sim_prefix_cache;
+typedef struct {
+    uint64_t key[SIM_PREFIX_KEYS]; /* key i stands for the first end[i] bytes */
+    size_t end[SIM_PREFIX_KEYS];
+    size_t n;
+    size_t window; /* bytes looked at: min(rendered length, SIM_PREFIX_WINDOW) */
+} sim_prefix_keyset;
+
+/* NULL for capacity 0 (every function below takes NULL as "no cache"). */
+sim_prefix_cache *sim_prefix_new(size_t capacity);
+void sim_prefix_free(sim_prefix_cache *c);
+size_t sim_prefix_count(const sim_prefix_cache *c);
+/* The keys of a rendered prompt's prefix window (pure). Returns the window's length. */
+size_t sim_prefix_keys(const char *text, size_t len, sim_prefix_keyset *out);
+/* Bytes of the longest cached prefix of ks (0: a miss); that key becomes the newest. */
+size_t sim_prefix_match(sim_prefix_cache *c, const sim_prefix_keyset *ks);
+/* Remembers every key of ks, evicting the least recently used when full. */
+void sim_prefix_insert(sim_prefix_cache *c, const sim_prefix_keyset *ks);
 
 typedef struct sim {
     sim_config cfg;
@@ -113,6 +149,8 @@ typedef struct sim {
     sim_reqlog *log;
     uint64_t start_ns; /* /sim/requests' received_ms counts from here */
     lx_buf scratch;    /* reused for SSE chunks and /metrics */
+    sim_prefix_cache *prefix;
+    uint64_t ready_ns; /* --load-ms: llama.cpp answers 503 until then */
 } sim;
 
 typedef enum { SIM_CHAT = 0, SIM_COMPLETION, SIM_EMBEDDING } sim_kind;
@@ -141,7 +179,11 @@ struct sim_req {
     size_t answer_len;
     char *id;
     const char *model_out; /* the name answers carry (vLLM reports its first served name) */
+    char *model_copy;      /* Ollama, llama.cpp: the name the request gave, which they report */
     int64_t created;
+    sim_prefix_keyset keys;        /* chat and completions: the prompt's prefix keys (n == 0: none) */
+    size_t prefix_matched;         /* bytes of the prefix found cached when it started */
+    uint64_t started_ns, first_ns; /* running since, first token at: llama.cpp's timings */
 };
 
 /* --- sim_engine.c --- */
@@ -169,8 +211,14 @@ void sim_openai_handle(sim *s, lx_http_req *r, sim_kind kind, bool midstream);
 /* --- sim_http.c --- */
 int sim_http_start(sim *s);
 void sim_http_stop(sim *s);
-/* The error envelope (nested, or flat with --flat-errors) with that status. */
+/* The error envelope of the --api's server with that status: vLLM's (nested, or flat with --flat-errors),
+ * Ollama's OpenAI layer's ({"error":{message,type,param,code:null}}, type from the status), llama.cpp's
+ * ({"error":{code,message,type}}). type is vLLM's exception name; the other servers' types come from the
+ * status (llama.cpp: llamacpp_type when not NULL). */
 void sim_reply_error(sim *s, lx_http_req *r, int status, const char *type, const char *message);
+void sim_reply_llamacpp_error(lx_http_req *r, int status, const char *type, const char *message);
+/* Ollama's native error {"error":"..."}. */
+void sim_reply_ollama_native(lx_http_req *r, int status, const char *message);
 /* Answers r with body as JSON (consumes body). */
 struct cJSON;
 void sim_reply_json(lx_http_req *r, int status, struct cJSON *body);

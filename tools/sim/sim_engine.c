@@ -7,6 +7,9 @@
  * size at the moment a token is produced (so it follows the batch as it grows and shrinks), and
  * the due times accumulate in fractional ms so the average rate is exact despite ms timers.
  * Embeddings run like generations of zero tokens: they hold a slot for ttft_ms.
+ * Prefix cache (sim_prefix.c): when a chat or completion starts, the longest cached prefix of its prompt
+ * shortens its TTFT in proportion, down to prefix_hit_ttft_ms for the whole 2 KB window; its prefix is
+ * remembered once its first token is out (prefill done), as vLLM caches blocks it has computed.
  *
  * Invariants: a request's timer runs only while it is SIM_RUNNING; q->http becomes NULL when the
  * client leaves (sim_engine_cancel, from on_abort) or the output side made its last call, and no
@@ -66,6 +69,7 @@ static void on_closed(uv_handle_t *h)
     lx_buf_free(&q->text);
     free(q->answer);
     free(q->id);
+    free(q->model_copy);
     free(q);
 }
 
@@ -74,6 +78,23 @@ static void req_close(sim_req *q) { uv_close((uv_handle_t *)&q->timer, on_closed
 static void on_first(uv_timer_t *t);
 static void on_tick(uv_timer_t *t);
 
+/* TTFT of q: the configured one, shortened by the part of its prefix window found cached. */
+static double prefix_ttft(sim *s, sim_req *q)
+{
+    double full = s->cfg.ttft_ms, hit = LX_MIN(s->cfg.prefix_hit_ttft_ms, full);
+    if (q->keys.n == 0 || s->prefix == NULL) return full;
+    q->prefix_matched = sim_prefix_match(s->prefix, &q->keys);
+    long cached = LX_MIN(q->prompt_tokens, sim_tokens_for_bytes(q->prefix_matched));
+    s->st.prefix_query_tokens += (uint64_t)q->prompt_tokens;
+    s->st.prefix_hit_tokens += (uint64_t)cached;
+    if (q->prefix_matched == 0) {
+        s->st.prefix_misses++;
+        return full;
+    }
+    s->st.prefix_hits++;
+    return full - (full - hit) * (double)q->prefix_matched / (double)q->keys.window;
+}
+
 static void start(sim_req *q)
 {
     sim *s = q->sim;
@@ -81,8 +102,10 @@ static void start(sim_req *q)
     list_push(&s->running, q);
     s->kv_tokens += (uint64_t)q->prompt_tokens;
     if (s->running.n > s->st.max_running_seen) s->st.max_running_seen = s->running.n;
-    q->due_ms = (double)uv_now(s->loop) + s->cfg.ttft_ms;
-    uv_timer_start(&q->timer, on_first, (uint64_t)ceil(s->cfg.ttft_ms), 0);
+    double ttft = prefix_ttft(s, q);
+    q->started_ns = lx_now_ns();
+    q->due_ms = (double)uv_now(s->loop) + ttft;
+    uv_timer_start(&q->timer, on_first, (uint64_t)ceil(ttft), 0);
 }
 
 static void admit_waiting(sim *s)
@@ -198,6 +221,8 @@ static void on_first(uv_timer_t *t)
 {
     sim_req *q = t->data;
     q->sim->st.prompt_tokens += (uint64_t)q->prompt_tokens;
+    q->first_ns = lx_now_ns();
+    sim_prefix_insert(q->sim->prefix, &q->keys);
     sim_out_first(q);
     produce(q);
 }

@@ -1,7 +1,15 @@
 /*
- * lexora-sim: the HTTP face. Routes every request, answers vLLM's small endpoints (/health, /ping,
- * /version, /v1/models, /metrics) and the simulator's own (/sim/requests, /sim/stats, /sim/control),
- * decides failure injection, and keeps the log of recent /v1/ requests. See sim.h.
+ * lexora-sim: the HTTP face. Routes every request, answers the small endpoints of the server it plays
+ * (--api vllm: /health, /ping, /version, /v1/models, /metrics; ollama: /, /api/version, /api/tags,
+ * /v1/models; llamacpp: /health, /v1/models) and the simulator's own (/sim/requests, /sim/stats,
+ * /sim/control), decides failure injection, and keeps the log of recent /v1/ requests. See sim.h.
+ *
+ * Each --api has its own route table and error shapes, as the real server answers: vLLM's envelope;
+ * Ollama's OpenAI layer's {"error":{"message","type","param":null,"code":null}} on /v1 (type from the
+ * status: invalid_request_error, not_found_error, api_error), its native {"error":"..."} elsewhere, and
+ * gin's plain "404 page not found" for an unknown path or method; llama.cpp's {"error":{"code","message",
+ * "type"}}, and while --load-ms runs, 503 "Loading model" on every path (it listens before its model
+ * is loaded).
  *
  * Invariants: every request to a path under /v1/ is counted in stats.received and logged (in arrival
  * order, before anything else happens to it, so even injected failures and 4xx are there); failure
@@ -64,8 +72,57 @@ static cJSON *error_envelope(const sim *s, int status, const char *type, const c
     return o;
 }
 
+static const char *ollama_type(int status)
+{
+    return status == 400 ? "invalid_request_error" : status == 404 ? "not_found_error" : "api_error";
+}
+
+static const char *llamacpp_type(int status)
+{
+    switch (status) {
+    case 400: return "invalid_request_error";
+    case 401: return "authentication_error";
+    case 403: return "permission_error";
+    case 404: return "not_found_error";
+    case 501: return "not_supported_error";
+    case 503: return "unavailable_error";
+    default: return "server_error";
+    }
+}
+
+void sim_reply_llamacpp_error(lx_http_req *r, int status, const char *type, const char *message)
+{
+    cJSON *o = cJSON_CreateObject(), *e = cJSON_AddObjectToObject(o, "error");
+    cJSON_AddNumberToObject(e, "code", status);
+    cJSON_AddStringToObject(e, "message", message);
+    cJSON_AddStringToObject(e, "type", type ? type : llamacpp_type(status));
+    sim_reply_json(r, status, o);
+}
+
+void sim_reply_ollama_native(lx_http_req *r, int status, const char *message)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "error", message);
+    sim_reply_json(r, status, o);
+}
+
+static void reply_ollama_openai(lx_http_req *r, int status, const char *message)
+{
+    cJSON *o = cJSON_CreateObject(), *e = cJSON_AddObjectToObject(o, "error");
+    cJSON_AddStringToObject(e, "message", message);
+    cJSON_AddStringToObject(e, "type", ollama_type(status));
+    cJSON_AddNullToObject(e, "param");
+    cJSON_AddNullToObject(e, "code");
+    sim_reply_json(r, status, o);
+}
+
 void sim_reply_error(sim *s, lx_http_req *r, int status, const char *type, const char *message)
 {
+    switch (s->cfg.api) {
+    case SIM_API_OLLAMA: reply_ollama_openai(r, status, message); return;
+    case SIM_API_LLAMACPP: sim_reply_llamacpp_error(r, status, NULL, message); return;
+    case SIM_API_VLLM: break;
+    }
     sim_reply_json(r, status, error_envelope(s, status, type, message));
 }
 
@@ -73,6 +130,15 @@ void sim_reply_error(sim *s, lx_http_req *r, int status, const char *type, const
  * phrase), older vLLM left FastAPI's {"detail": ...}. allow: the Allow header of a 405. */
 static void reply_http_error(sim *s, lx_http_req *r, int status, const char *allow)
 {
+    static const lx_http_header text_ct[] = {{"content-type", "text/plain"}};
+    if (s->cfg.api == SIM_API_OLLAMA) { /* gin: no route for the path or the method */
+        lx_http_respond(r, 404, text_ct, 1, "404 page not found", 18);
+        return;
+    }
+    if (s->cfg.api == SIM_API_LLAMACPP) {
+        sim_reply_llamacpp_error(r, 404, NULL, "File Not Found");
+        return;
+    }
     const char *phrase = lx_http_reason(status);
     cJSON *o;
     if (s->cfg.flat_errors) {
@@ -301,6 +367,77 @@ static void h_models(sim *s, lx_http_req *r)
     sim_reply_json(r, 200, o);
 }
 
+/* --- Ollama's and llama.cpp's small endpoints --- */
+
+static void h_ollama_root(sim *s, lx_http_req *r)
+{
+    (void)s;
+    static const lx_http_header h[] = {{"content-type", "text/plain; charset=utf-8"}};
+    lx_http_respond(r, 200, h, 1, "Ollama is running", 17);
+}
+
+static void h_ollama_version(sim *s, lx_http_req *r)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "version", s->cfg.ollama_version);
+    sim_reply_json(r, 200, o);
+}
+
+/* GET /api/tags: every local model, with its file's details (made up, but in Ollama's shape). */
+static void h_ollama_tags(sim *s, lx_http_req *r)
+{
+    cJSON *o = cJSON_CreateObject(), *list = cJSON_AddArrayToObject(o, "models");
+    for (size_t i = 0; i < s->cfg.n_models; i++) {
+        const char *name = s->cfg.models[i];
+        char digest[65];
+        uint64_t h = sim_hash(SIM_HASH_INIT, name, strlen(name));
+        for (int k = 0; k < 4; k++)
+            snprintf(digest + 16 * k, 17, "%016" PRIx64, sim_mix(h + (uint64_t)k));
+        cJSON *m = cJSON_CreateObject();
+        cJSON_AddStringToObject(m, "name", name);
+        cJSON_AddStringToObject(m, "model", name);
+        cJSON_AddStringToObject(m, "modified_at", "2025-06-01T12:00:00.000000000Z");
+        cJSON_AddNumberToObject(m, "size", 2019393189);
+        cJSON_AddStringToObject(m, "digest", digest);
+        cJSON *d = cJSON_AddObjectToObject(m, "details");
+        cJSON_AddStringToObject(d, "parent_model", "");
+        cJSON_AddStringToObject(d, "format", "gguf");
+        cJSON_AddStringToObject(d, "family", "llama");
+        cJSON_AddItemToArray(cJSON_AddArrayToObject(d, "families"), cJSON_CreateString("llama"));
+        cJSON_AddStringToObject(d, "parameter_size", "3.2B");
+        cJSON_AddStringToObject(d, "quantization_level", "Q4_K_M");
+        cJSON_AddItemToArray(list, m);
+    }
+    sim_reply_json(r, 200, o);
+}
+
+/* GET /v1/models of Ollama ("owned_by": the name's namespace, "library" for official models) and of
+ * llama.cpp ("owned_by":"llamacpp"). */
+static void h_models_other(sim *s, lx_http_req *r)
+{
+    bool ollama = s->cfg.api == SIM_API_OLLAMA;
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "object", "list");
+    cJSON *data = cJSON_AddArrayToObject(o, "data");
+    for (size_t i = 0; i < s->cfg.n_models; i++) {
+        cJSON *m = cJSON_CreateObject();
+        cJSON_AddStringToObject(m, "id", s->cfg.models[i]);
+        cJSON_AddStringToObject(m, "object", "model");
+        cJSON_AddNumberToObject(m, "created", ollama ? 1748779200 : (double)lx_wall_s());
+        cJSON_AddStringToObject(m, "owned_by", ollama ? "library" : "llamacpp");
+        cJSON_AddItemToArray(data, m);
+    }
+    sim_reply_json(r, 200, o);
+}
+
+static void h_llamacpp_health(sim *s, lx_http_req *r)
+{
+    (void)s;
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "status", "ok");
+    sim_reply_json(r, 200, o);
+}
+
 /* --- /metrics --- */
 
 static void metric_head(lx_buf *b, const char *name, const char *type, const char *help)
@@ -356,6 +493,10 @@ static void h_metrics(sim *s, lx_http_req *r)
     metric_sample(b, s, "vllm:request_success_total", ",finished_reason=\"stop\"", (double)st->finished_stop);
     metric_sample(b, s, "vllm:request_success_total", ",finished_reason=\"length\"", (double)st->finished_length);
     metric_sample(b, s, "vllm:request_success_total", ",finished_reason=\"abort\"", (double)st->finished_abort);
+    metric(b, s, "vllm:prefix_cache_queries_total", "counter",
+           "Prefix cache queries, in terms of number of queried tokens.", (double)st->prefix_query_tokens);
+    metric(b, s, "vllm:prefix_cache_hits_total", "counter", "Prefix cache hits, in terms of number of cached tokens.",
+           (double)st->prefix_hit_tokens);
     static const lx_http_header h[] = {{"content-type", "text/plain; version=0.0.4; charset=utf-8"}};
     lx_http_respond(r, 200, h, 1, b->p, b->len);
     lx_buf_reset(b);
@@ -396,6 +537,10 @@ static void h_sim_stats(sim *s, lx_http_req *r)
     cJSON_AddNumberToObject(o, "running", (double)s->running.n);
     cJSON_AddNumberToObject(o, "waiting", (double)s->waiting.n);
     cJSON_AddNumberToObject(o, "max_running_seen", (double)st->max_running_seen);
+    cJSON_AddNumberToObject(o, "prefix_hits", (double)st->prefix_hits);
+    cJSON_AddNumberToObject(o, "prefix_misses", (double)st->prefix_misses);
+    cJSON_AddNumberToObject(o, "prefix_cache_entries", (double)sim_prefix_count(s->prefix));
+    cJSON_AddStringToObject(o, "api", sim_api_name(s->cfg.api));
     sim_reply_json(r, 200, o);
 }
 
@@ -470,7 +615,7 @@ static void h_sim_control(sim *s, lx_http_req *r)
 
 /* --- routing --- */
 
-static const route routes[] = {
+static const route vllm_routes[] = {
     {"/v1/chat/completions", "POST", h_chat},
     {"/v1/completions", "POST", h_completions},
     {"/v1/embeddings", "POST", h_embeddings},
@@ -482,7 +627,47 @@ static const route routes[] = {
     {"/sim/requests", "GET, DELETE", h_sim_requests},
     {"/sim/stats", "GET", h_sim_stats},
     {"/sim/control", "POST", h_sim_control},
+    {NULL, NULL, NULL},
 };
+
+static const route ollama_routes[] = {
+    {"/v1/chat/completions", "POST", h_chat},
+    {"/v1/completions", "POST", h_completions},
+    {"/v1/embeddings", "POST", h_embeddings},
+    {"/v1/models", "GET", h_models_other},
+    {"/", "GET, HEAD", h_ollama_root},
+    {"/api/version", "GET, HEAD", h_ollama_version},
+    {"/api/tags", "GET, HEAD", h_ollama_tags},
+    {"/sim/requests", "GET, DELETE", h_sim_requests},
+    {"/sim/stats", "GET", h_sim_stats},
+    {"/sim/control", "POST", h_sim_control},
+    {NULL, NULL, NULL},
+};
+
+static const route llamacpp_routes[] = {
+    {"/v1/chat/completions", "POST", h_chat},
+    {"/v1/completions", "POST", h_completions},
+    {"/v1/embeddings", "POST", h_embeddings},
+    {"/v1/models", "GET", h_models_other},
+    {"/health", "GET", h_llamacpp_health},
+    {"/sim/requests", "GET, DELETE", h_sim_requests},
+    {"/sim/stats", "GET", h_sim_stats},
+    {"/sim/control", "POST", h_sim_control},
+    {NULL, NULL, NULL},
+};
+
+static const route *const route_tables[] = {vllm_routes, ollama_routes, llamacpp_routes};
+
+/* llama.cpp listens before its model is loaded and answers 503 on every path meanwhile. */
+static bool still_loading(sim *s, lx_slice path)
+{
+    if (s->cfg.api != SIM_API_LLAMACPP || s->ready_ns == 0) return false;
+    if (lx_now_ns() >= s->ready_ns) {
+        s->ready_ns = 0;
+        return false;
+    }
+    return !(path.len >= 5 && memcmp(path.p, "/sim/", 5) == 0);
+}
 
 static bool method_allowed(const route *rt, const char *method)
 {
@@ -505,12 +690,16 @@ static void on_request(lx_http_req *r, void *ud)
         s->st.received++;
         log_request(s, r);
     }
-    for (size_t i = 0; i < LX_ARRAY_LEN(routes); i++) {
-        if (!lx_slice_eq(path, routes[i].path)) continue;
-        if (method_allowed(&routes[i], lx_http_req_method(r)))
-            routes[i].fn(s, r);
+    if (still_loading(s, path)) {
+        sim_reply_llamacpp_error(r, 503, "unavailable_error", "Loading model");
+        return;
+    }
+    for (const route *rt = route_tables[s->cfg.api]; rt->path; rt++) {
+        if (!lx_slice_eq(path, rt->path)) continue;
+        if (method_allowed(rt, lx_http_req_method(r)))
+            rt->fn(s, r);
         else
-            reply_http_error(s, r, 405, routes[i].methods);
+            reply_http_error(s, r, 405, rt->methods);
         return;
     }
     reply_http_error(s, r, 404, NULL);
@@ -531,6 +720,8 @@ int sim_http_start(sim *s)
     s->fail_rng = s->cfg.seed;
     s->fail_first_left = s->cfg.fail_first;
     s->id_rng = lx_now_ns() ^ (uint64_t)(uintptr_t)s;
+    s->prefix = sim_prefix_new((size_t)s->cfg.prefix_cache_entries);
+    if (s->cfg.load_ms > 0) s->ready_ns = s->start_ns + (uint64_t)(s->cfg.load_ms * 1e6);
     lx_http_server_opts o = {
         .host = s->cfg.host,
         .port = (int)s->cfg.port,
@@ -539,7 +730,7 @@ int sim_http_start(sim *s)
         .max_body_bytes = 64u * 1024 * 1024,
         .header_timeout_ms = 60000,
         .idle_timeout_ms = 5000, /* uvicorn's keep-alive timeout, as vLLM runs it */
-        .server_name = "uvicorn",
+        .server_name = s->cfg.api == SIM_API_VLLM ? "uvicorn" : NULL, /* Go's and cpp-httplib's send none */
         .on_request = on_request,
         .on_abort = on_abort,
         .ud = s,
@@ -555,4 +746,6 @@ void sim_http_stop(sim *s)
     if (s->log) log_clear(s->log);
     free(s->log);
     s->log = NULL;
+    sim_prefix_free(s->prefix);
+    s->prefix = NULL;
 }

@@ -1,6 +1,16 @@
 /*
  * lexora-sim: POST /v1/chat/completions, /v1/completions and /v1/embeddings, in vLLM 0.11's wire
- * format (reference/wire-formats.md section 1). See sim.h.
+ * format (reference/wire-formats.md section 1), or with --api in that of Ollama's OpenAI layer
+ * (ollama/openai/openai.go, middleware/openai.go) or llama.cpp's server (tools/server/server-task.cpp).
+ * See sim.h.
+ *
+ * What differs by --api: the error shapes (sim_http.c); the model check (vLLM and Ollama answer 404 for a
+ * model they do not serve, Ollama 403 {"error":"..."} for a cloud model; llama.cpp serves one model under
+ * any name); Ollama sends no role-only chunk (the role comes with the first token), ends chat streams with
+ * an empty-delta finish chunk, and with include_usage puts a zeroed usage on every completions chunk before
+ * the real one on a usage chunk; llama.cpp adds its `timings` to non-streamed answers and to the last chunk
+ * of a stream (the usage chunk when there is one), and always puts usage on a completions stream's last
+ * chunk.
  *
  * A request is parsed with cJSON, validated in vLLM's order (JSON, field types, model, context
  * length), turned into a sim_req and handed to the engine, which calls back sim_out_* as tokens are
@@ -27,6 +37,8 @@
 typedef struct {
     int status;
     const char *type;
+    const char *llamacpp_type; /* llama.cpp's own type when it has a specific one, else NULL */
+    bool native;               /* Ollama: its native {"error":"..."} (from before its OpenAI layer) */
     char msg[640];
 } rejection;
 
@@ -43,6 +55,8 @@ typedef struct {
     long longest_input; /* tokens of the longest input item */
     long dims;
     bool base64;
+    char rendered[SIM_PREFIX_WINDOW]; /* the start of the prompt as the prefix cache sees it */
+    size_t rendered_len;
 } parsed;
 
 static int reject(rejection *e, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -51,6 +65,8 @@ static int reject(rejection *e, int status, const char *fmt, ...)
 {
     e->status = status;
     e->type = status == 404 ? "NotFoundError" : "BadRequestError";
+    e->llamacpp_type = NULL;
+    e->native = false;
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(e->msg, sizeof e->msg, fmt, ap);
@@ -108,17 +124,26 @@ static int get_limit(const cJSON *o, const char *key, long *out, rejection *e)
     return 0;
 }
 
+static void render(parsed *p, const void *s, size_t n)
+{
+    n = LX_MIN(n, sizeof p->rendered - p->rendered_len);
+    memcpy(p->rendered + p->rendered_len, s, n);
+    p->rendered_len += n;
+}
+
 static void count_text(parsed *p, const char *s)
 {
     size_t n = strlen(s);
     p->text_bytes += n;
     p->seed = sim_hash(p->seed, s, n);
+    render(p, s, n);
 }
 
 static void count_token(parsed *p, double id)
 {
     p->explicit_tokens++;
     p->seed = sim_hash(p->seed, &id, sizeof id);
+    render(p, &id, sizeof id);
 }
 
 static int parse_model(const cJSON *root, parsed *p, rejection *e)
@@ -170,9 +195,12 @@ static int parse_messages(const cJSON *root, parsed *p, rejection *e)
     cJSON_ArrayForEach(m, ms)
     {
         if (!cJSON_IsObject(m)) return bad_field(e, "messages", "model_type", "Input should be a valid dictionary");
-        if (!cJSON_IsString(cJSON_GetObjectItemCaseSensitive(m, "role")))
-            return bad_field(e, "messages", "missing", "role: Field required");
+        const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
+        if (!cJSON_IsString(role)) return bad_field(e, "messages", "missing", "role: Field required");
+        render(p, role->valuestring, strlen(role->valuestring));
+        render(p, "\n", 1);
         if (parse_content(cJSON_GetObjectItemCaseSensitive(m, "content"), p, e)) return -1;
+        render(p, "\n", 1);
     }
     long chat_limit = -1;
     if (get_limit(root, "max_tokens", &chat_limit, e)) return -1;
@@ -268,15 +296,56 @@ static int parse_input(sim *s, const cJSON *root, parsed *p, rejection *e)
     return parse_embedding_options(s, root, p, e);
 }
 
+/* Ollama takes a name without a tag for its ":latest". */
 static bool model_served(const sim *s, const char *name)
 {
-    for (size_t i = 0; i < s->cfg.n_models; i++)
-        if (strcmp(s->cfg.models[i], name) == 0) return true;
+    size_t n = strlen(name);
+    for (size_t i = 0; i < s->cfg.n_models; i++) {
+        const char *m = s->cfg.models[i];
+        if (strcmp(m, name) == 0) return true;
+        if (s->cfg.api == SIM_API_OLLAMA && strncmp(m, name, n) == 0 && strcmp(m + n, ":latest") == 0) return true;
+    }
     return false;
+}
+
+static bool ends_with(const char *s, const char *tail)
+{
+    size_t n = strlen(s), k = strlen(tail);
+    return n >= k && strcmp(s + n - k, tail) == 0;
+}
+
+static int check_model(const sim *s, const parsed *p, rejection *e)
+{
+    switch (s->cfg.api) {
+    case SIM_API_LLAMACPP: return 0; /* one model, whatever the request calls it */
+    case SIM_API_OLLAMA:
+        if (p->model && (ends_with(p->model, ":cloud") || ends_with(p->model, "-cloud"))) {
+            reject(e, 403, "ollama cloud is disabled: remote model is unavailable");
+            e->native = true; /* answered before Ollama's OpenAI layer sees the request */
+            return -1;
+        }
+        if (p->model == NULL || p->model[0] == '\0') return reject(e, 400, "model is required");
+        if (!model_served(s, p->model)) return reject(e, 404, "model '%s' not found", p->model);
+        return 0;
+    case SIM_API_VLLM: break;
+    }
+    if (p->model && !model_served(s, p->model)) return reject(e, 404, "The model `%s` does not exist.", p->model);
+    return 0;
+}
+
+/* llama.cpp refuses a prompt that does not fit its context (a generation stops at the end of it). */
+static int check_context_llamacpp(const sim *s, const parsed *p, rejection *e)
+{
+    long len = s->cfg.max_model_len, in = p->kind == SIM_EMBEDDING ? p->longest_input : p->prompt_tokens;
+    if (in < len) return 0;
+    reject(e, 400, "request (%ld tokens) exceeds the available context size (%ld tokens), try increasing it", in, len);
+    e->llamacpp_type = "exceed_context_size_error";
+    return -1;
 }
 
 static int check_context(sim *s, parsed *p, rejection *e)
 {
+    if (s->cfg.api == SIM_API_LLAMACPP) return check_context_llamacpp(s, p, e);
     long len = s->cfg.max_model_len, in = p->prompt_tokens;
     if (p->kind == SIM_EMBEDDING && p->longest_input > len)
         return reject(e, 400,
@@ -315,7 +384,7 @@ static int parse_kind(sim *s, const cJSON *root, parsed *p, rejection *e)
 static int parse_request(sim *s, lx_http_req *r, parsed *p, cJSON **root, rejection *e)
 {
     if (parse_json(r, root, e) || parse_model(*root, p, e) || parse_kind(s, *root, p, e)) return -1;
-    if (p->model && !model_served(s, p->model)) return reject(e, 404, "The model `%s` does not exist.", p->model);
+    if (check_model(s, p, e)) return -1;
     return check_context(s, p, e);
 }
 
@@ -337,6 +406,12 @@ static char *make_id(sim *s, lx_http_req *r, const char *prefix)
     return lx_buf_steal(&b, NULL);
 }
 
+/* Ollama's and llama.cpp's answers carry a system_fingerprint; vLLM's chunks none. */
+static const char *fingerprint(const sim *s)
+{
+    return s->cfg.api == SIM_API_OLLAMA ? "fp_ollama" : s->cfg.api == SIM_API_LLAMACPP ? "b6700-lexora-sim" : NULL;
+}
+
 /* '{"id":..,"object":..,"created":..,"model":..' printed by cJSON, the closing brace left off. */
 static void make_prefix(sim_req *q, const char *object)
 {
@@ -345,6 +420,8 @@ static void make_prefix(sim_req *q, const char *object)
     cJSON_AddStringToObject(o, "object", object);
     cJSON_AddNumberToObject(o, "created", (double)q->created);
     cJSON_AddStringToObject(o, "model", q->model_out);
+    const char *fp = fingerprint(q->sim);
+    if (fp) cJSON_AddStringToObject(o, "system_fingerprint", fp);
     char *txt = cJSON_PrintUnformatted(o);
     lx_buf_append(&q->prefix, txt, strlen(txt) - 1);
     cJSON_free(txt);
@@ -386,17 +463,20 @@ static void add_embedding(cJSON *data, const cJSON *item, long index, const pars
 
 static void make_embedding_answer(sim_req *q, const parsed *p)
 {
+    bool vllm = q->sim->cfg.api == SIM_API_VLLM;
     cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "id", q->id);
+    if (vllm) cJSON_AddStringToObject(o, "id", q->id);
     cJSON_AddStringToObject(o, "object", "list");
-    cJSON_AddNumberToObject(o, "created", (double)q->created);
+    if (vllm) cJSON_AddNumberToObject(o, "created", (double)q->created);
     cJSON_AddStringToObject(o, "model", q->model_out);
     cJSON *data = cJSON_AddArrayToObject(o, "data");
     bool batch = input_is_batch(p->input);
     long i = 0;
     for (const cJSON *it = batch ? p->input->child : p->input; it; it = batch ? it->next : NULL)
         add_embedding(data, it, i++, p);
-    cJSON_AddItemToObject(o, "usage", usage_json(p->prompt_tokens, 0, true));
+    cJSON *u = usage_json(p->prompt_tokens, 0, vllm);
+    if (!vllm) cJSON_DeleteItemFromObject(u, "completion_tokens"); /* {prompt_tokens, total_tokens} */
+    cJSON_AddItemToObject(o, "usage", u);
     q->answer = cJSON_PrintUnformatted(o);
     q->answer_len = strlen(q->answer);
     cJSON_Delete(o);
@@ -428,6 +508,9 @@ static sim_req *make_req(sim *s, lx_http_req *r, const parsed *p, bool midstream
     q->text_seed = sim_mix(p->seed);
     q->created = lx_wall_s();
     q->model_out = s->cfg.models[0];
+    if (s->cfg.api != SIM_API_VLLM && p->model && p->model[0]) /* they answer with the name asked for */
+        q->model_out = q->model_copy = lx_xstrdup(p->model);
+    if (p->kind != SIM_EMBEDDING) sim_prefix_keys(p->rendered, p->rendered_len, &q->keys);
     q->id = make_id(s, r, id_prefix[p->kind]);
     if (p->kind == SIM_EMBEDDING) make_embedding_answer(q, p);
     if (p->stream) make_prefix(q, object_name[p->kind]);
@@ -445,7 +528,12 @@ void sim_openai_handle(sim *s, lx_http_req *r, sim_kind kind, bool midstream)
         lx_http_req_drop(r);
     } else if (rc != 0) {
         s->st.rejected++;
-        sim_reply_error(s, r, e.status, e.type, e.msg);
+        if (e.native)
+            sim_reply_ollama_native(r, e.status, e.msg);
+        else if (e.llamacpp_type && s->cfg.api == SIM_API_LLAMACPP)
+            sim_reply_llamacpp_error(r, e.status, e.llamacpp_type, e.msg);
+        else
+            sim_reply_error(s, r, e.status, e.type, e.msg);
     } else {
         sim_req *q = make_req(s, r, &p, midstream);
         static const lx_http_header sse[] = {{"content-type", "text/event-stream; charset=utf-8"}};
@@ -457,6 +545,8 @@ void sim_openai_handle(sim *s, lx_http_req *r, sim_kind kind, bool midstream)
 
 /* --- output, as the engine produces --- */
 
+static bool is_api(const sim_req *q, sim_api a) { return q->sim->cfg.api == a; }
+
 /* ,"usage":{...} with `completion` tokens generated so far */
 static void chunk_usage(const sim_req *q, lx_buf *b, long completion)
 {
@@ -464,15 +554,63 @@ static void chunk_usage(const sim_req *q, lx_buf *b, long completion)
                   q->prompt_tokens, q->prompt_tokens + completion, completion);
 }
 
-/* Appends one whole event: data: <prefix>,"choices":[<choice>]<usage when continuous>} */
-static void chunk(const sim_req *q, lx_buf *b, const char *choice, size_t choice_len, long completion)
+static double ms_between(uint64_t from, uint64_t to) { return to > from ? (double)(to - from) / 1e6 : 0; }
+
+static double per_second(long n, double ms) { return ms > 0 ? (double)n * 1e3 / ms : 0; }
+
+/* llama.cpp's timings: cache_n is what the prefix cache held, prompt_n the rest of the prompt. */
+static cJSON *timings_json(const sim_req *q)
+{
+    long cache_n = LX_MIN(q->prompt_tokens, sim_tokens_for_bytes(q->prefix_matched));
+    long prompt_n = q->prompt_tokens - cache_n;
+    double prompt_ms = ms_between(q->started_ns, q->first_ns), predicted_ms = ms_between(q->first_ns, lx_now_ns());
+    cJSON *t = cJSON_CreateObject();
+    cJSON_AddNumberToObject(t, "cache_n", (double)cache_n);
+    cJSON_AddNumberToObject(t, "prompt_n", (double)prompt_n);
+    cJSON_AddNumberToObject(t, "prompt_ms", prompt_ms);
+    cJSON_AddNumberToObject(t, "prompt_per_token_ms", prompt_n > 0 ? prompt_ms / (double)prompt_n : 0);
+    cJSON_AddNumberToObject(t, "prompt_per_second", per_second(prompt_n, prompt_ms));
+    cJSON_AddNumberToObject(t, "predicted_n", (double)q->generated);
+    cJSON_AddNumberToObject(t, "predicted_ms", predicted_ms);
+    cJSON_AddNumberToObject(t, "predicted_per_token_ms", q->generated > 0 ? predicted_ms / (double)q->generated : 0);
+    cJSON_AddNumberToObject(t, "predicted_per_second", per_second(q->generated, predicted_ms));
+    return t;
+}
+
+/* ,"timings":{...} */
+static void chunk_timings(const sim_req *q, lx_buf *b)
+{
+    cJSON *t = timings_json(q);
+    char *txt = cJSON_PrintUnformatted(t);
+    lx_buf_printf(b, ",\"timings\":%s", txt);
+    cJSON_free(txt);
+    cJSON_Delete(t);
+}
+
+/* What ends a chunk before its closing brace: vLLM's continuous usage; Ollama's zeroed usage on every
+ * completions chunk when usage was asked for. */
+static void chunk_extras(const sim_req *q, lx_buf *b, long completion)
+{
+    if (q->continuous_usage && is_api(q, SIM_API_VLLM)) chunk_usage(q, b, completion);
+    if (q->include_usage && q->kind == SIM_COMPLETION && is_api(q, SIM_API_OLLAMA))
+        lx_buf_append_str(b, ",\"usage\":{\"prompt_tokens\":0,\"completion_tokens\":0,\"total_tokens\":0}");
+}
+
+/* Appends data: <prefix>,"choices":[<choice>] without the closing brace. */
+static void chunk_open(const sim_req *q, lx_buf *b, const char *choice, size_t choice_len)
 {
     lx_buf_append(b, "data: ", 6);
     lx_buf_append(b, q->prefix.p, q->prefix.len);
     lx_buf_append(b, ",\"choices\":[", 12);
     lx_buf_append(b, choice, choice_len);
     lx_buf_append(b, "]", 1);
-    if (q->continuous_usage) chunk_usage(q, b, completion);
+}
+
+/* Appends one whole event: data: <prefix>,"choices":[<choice>]<extras>} */
+static void chunk(const sim_req *q, lx_buf *b, const char *choice, size_t choice_len, long completion)
+{
+    chunk_open(q, b, choice, choice_len);
+    chunk_extras(q, b, completion);
     lx_buf_append(b, "}\n\n", 3);
 }
 
@@ -483,13 +621,43 @@ static void send_scratch(sim_req *q)
     lx_buf_reset(b);
 }
 
+/* vLLM opens a chat stream with a role chunk of empty content, llama.cpp with null content; Ollama sends
+ * the role with the first token. */
 void sim_out_first(sim_req *q)
 {
-    static const char role[] =
+    static const char vllm_role[] =
         "{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"logprobs\":null,\"finish_reason\":null}";
-    if (!q->stream || q->kind != SIM_CHAT || q->http == NULL) return;
-    chunk(q, &q->sim->scratch, role, sizeof role - 1, 0);
+    static const char llamacpp_role[] =
+        "{\"finish_reason\":null,\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":null}}";
+    if (!q->stream || q->kind != SIM_CHAT || q->http == NULL || is_api(q, SIM_API_OLLAMA)) return;
+    if (is_api(q, SIM_API_LLAMACPP))
+        chunk(q, &q->sim->scratch, llamacpp_role, sizeof llamacpp_role - 1, 0);
+    else
+        chunk(q, &q->sim->scratch, vllm_role, sizeof vllm_role - 1, 0);
     send_scratch(q);
+}
+
+static int token_choice(const sim_req *q, long i, const char *w, size_t n, char *out, size_t cap)
+{
+    int len = (int)n;
+    if (q->kind == SIM_CHAT) {
+        const char *role = i == 0 && is_api(q, SIM_API_OLLAMA) ? "\"role\":\"assistant\"," : "";
+        if (is_api(q, SIM_API_LLAMACPP))
+            return snprintf(out, cap, "{\"finish_reason\":null,\"index\":0,\"delta\":{\"content\":\"%.*s\"}}", len, w);
+        if (is_api(q, SIM_API_OLLAMA))
+            return snprintf(out, cap, "{\"index\":0,\"delta\":{%s\"content\":\"%.*s\"},\"finish_reason\":null}", role,
+                            len, w);
+        return snprintf(out, cap,
+                        "{\"index\":0,\"delta\":{\"content\":\"%.*s\"},\"logprobs\":null,\"finish_reason\":null}", len,
+                        w);
+    }
+    if (is_api(q, SIM_API_OLLAMA))
+        return snprintf(out, cap, "{\"text\":\"%.*s\",\"index\":0,\"finish_reason\":null}", len, w);
+    if (is_api(q, SIM_API_LLAMACPP))
+        return snprintf(out, cap, "{\"text\":\"%.*s\",\"index\":0,\"logprobs\":null,\"finish_reason\":null}", len, w);
+    return snprintf(out, cap,
+                    "{\"index\":0,\"text\":\"%.*s\",\"logprobs\":null,\"finish_reason\":null,\"stop_reason\":null}",
+                    len, w);
 }
 
 void sim_out_token(sim_req *q, long i)
@@ -502,41 +670,60 @@ void sim_out_token(sim_req *q, long i)
     }
     if (q->http == NULL) return;
     char choice[192];
-    int k =
-        q->kind == SIM_CHAT
-            ? snprintf(choice, sizeof choice,
-                       "{\"index\":0,\"delta\":{\"content\":\"%.*s\"},\"logprobs\":null,\"finish_reason\":null}",
-                       (int)n, w)
-            : snprintf(choice, sizeof choice,
-                       "{\"index\":0,\"text\":\"%.*s\",\"logprobs\":null,\"finish_reason\":null,\"stop_reason\":null}",
-                       (int)n, w);
+    int k = token_choice(q, i, w, n, choice, sizeof choice);
     chunk(q, &q->sim->scratch, choice, (size_t)k, i + 1);
     send_scratch(q);
 }
 
 static const char *finish_reason(const sim_req *q) { return q->ends_by_length ? "length" : "stop"; }
 
+static int finish_choice(const sim_req *q, char *out, size_t cap)
+{
+    const char *fr = finish_reason(q);
+    if (q->kind == SIM_CHAT) {
+        if (is_api(q, SIM_API_LLAMACPP))
+            return snprintf(out, cap, "{\"finish_reason\":\"%s\",\"index\":0,\"delta\":{}}", fr);
+        if (is_api(q, SIM_API_OLLAMA))
+            return snprintf(out, cap, "{\"index\":0,\"delta\":{},\"finish_reason\":\"%s\"}", fr);
+        return snprintf(out, cap,
+                        "{\"index\":0,\"delta\":{\"content\":\"\"},\"logprobs\":null,\"finish_reason\":\"%s\",\"stop_"
+                        "reason\":null}",
+                        fr);
+    }
+    if (is_api(q, SIM_API_OLLAMA))
+        return snprintf(out, cap, "{\"text\":\"\",\"index\":0,\"finish_reason\":\"%s\"}", fr);
+    if (is_api(q, SIM_API_LLAMACPP))
+        return snprintf(out, cap, "{\"text\":\"\",\"index\":0,\"logprobs\":null,\"finish_reason\":\"%s\"}", fr);
+    return snprintf(out, cap,
+                    "{\"index\":0,\"text\":\"\",\"logprobs\":null,\"finish_reason\":\"%s\",\"stop_reason\":null}", fr);
+}
+
+/* The finish chunk, then the usage chunk ("choices":[]) when asked for; llama.cpp's timings go on the last
+ * of them, and its completions put usage on the finish chunk itself. */
+static void finish_events(sim_req *q, lx_buf *b)
+{
+    char choice[160];
+    int k = finish_choice(q, choice, sizeof choice);
+    bool llamacpp = is_api(q, SIM_API_LLAMACPP);
+    bool usage_chunk = q->include_usage && !(llamacpp && q->kind == SIM_COMPLETION);
+    chunk_open(q, b, choice, (size_t)k);
+    chunk_extras(q, b, q->generated);
+    if (llamacpp && q->kind == SIM_COMPLETION) chunk_usage(q, b, q->generated);
+    if (llamacpp && !usage_chunk) chunk_timings(q, b);
+    lx_buf_append(b, "}\n\n", 3);
+    if (!usage_chunk) return;
+    lx_buf_append(b, "data: ", 6);
+    lx_buf_append(b, q->prefix.p, q->prefix.len);
+    lx_buf_append_str(b, ",\"choices\":[]");
+    chunk_usage(q, b, q->generated);
+    if (llamacpp) chunk_timings(q, b);
+    lx_buf_append(b, "}\n\n", 3);
+}
+
 static void finish_stream(sim_req *q, lx_http_req *http)
 {
     lx_buf *b = &q->sim->scratch;
-    char choice[160];
-    int k =
-        q->kind == SIM_CHAT
-            ? snprintf(choice, sizeof choice,
-                       "{\"index\":0,\"delta\":{\"content\":\"\"},\"logprobs\":null,\"finish_reason\":\"%s\",\"stop_"
-                       "reason\":null}",
-                       finish_reason(q))
-            : snprintf(choice, sizeof choice,
-                       "{\"index\":0,\"text\":\"\",\"logprobs\":null,\"finish_reason\":\"%s\",\"stop_reason\":null}",
-                       finish_reason(q));
-    chunk(q, b, choice, (size_t)k, q->generated);
-    if (q->include_usage) {
-        lx_buf_append(b, "data: ", 6);
-        lx_buf_append(b, q->prefix.p, q->prefix.len);
-        lx_buf_append_str(b, ",\"choices\":[]");
-        chunk_usage(q, b, q->generated);
-        lx_buf_append(b, "}\n\n", 3);
-    }
+    finish_events(q, b);
     lx_buf_append_str(b, "data: [DONE]\n\n");
     lx_http_stream_write(http, b->p, b->len);
     lx_buf_reset(b);
@@ -551,57 +738,78 @@ static cJSON *answer_head(const sim_req *q, const char *object)
     cJSON_AddStringToObject(o, "object", object);
     cJSON_AddNumberToObject(o, "created", (double)q->created);
     cJSON_AddStringToObject(o, "model", q->model_out);
+    const char *fp = fingerprint(q->sim);
+    if (fp) cJSON_AddStringToObject(o, "system_fingerprint", fp);
     return o;
 }
 
 static void add_tail(cJSON *o, const sim_req *q)
 {
-    cJSON_AddNullToObject(o, "service_tier");
-    cJSON_AddNullToObject(o, "system_fingerprint");
-    cJSON_AddItemToObject(o, "usage", usage_json(q->prompt_tokens, q->generated, true));
+    if (is_api(q, SIM_API_VLLM)) {
+        cJSON_AddNullToObject(o, "service_tier");
+        cJSON_AddNullToObject(o, "system_fingerprint");
+    }
+    cJSON_AddItemToObject(o, "usage", usage_json(q->prompt_tokens, q->generated, is_api(q, SIM_API_VLLM)));
+    if (is_api(q, SIM_API_LLAMACPP)) cJSON_AddItemToObject(o, "timings", timings_json(q));
 }
 
-static cJSON *chat_answer(const sim_req *q)
+/* vLLM's message and choice carry every optional field as null; Ollama's and llama.cpp's only the basics. */
+static cJSON *chat_choice(const sim_req *q)
 {
-    cJSON *o = answer_head(q, "chat.completion");
+    bool vllm = is_api(q, SIM_API_VLLM);
     cJSON *c = cJSON_CreateObject();
     cJSON_AddNumberToObject(c, "index", 0);
     cJSON *m = cJSON_AddObjectToObject(c, "message");
     cJSON_AddStringToObject(m, "role", "assistant");
     cJSON_AddStringToObject(m, "content", q->text.p ? q->text.p : "");
-    cJSON_AddNullToObject(m, "refusal");
-    cJSON_AddNullToObject(m, "annotations");
-    cJSON_AddNullToObject(m, "audio");
-    cJSON_AddNullToObject(m, "function_call");
-    cJSON_AddArrayToObject(m, "tool_calls");
-    cJSON_AddNullToObject(m, "reasoning_content");
-    cJSON_AddNullToObject(c, "logprobs");
+    if (vllm) {
+        cJSON_AddNullToObject(m, "refusal");
+        cJSON_AddNullToObject(m, "annotations");
+        cJSON_AddNullToObject(m, "audio");
+        cJSON_AddNullToObject(m, "function_call");
+        cJSON_AddArrayToObject(m, "tool_calls");
+        cJSON_AddNullToObject(m, "reasoning_content");
+        cJSON_AddNullToObject(c, "logprobs");
+    }
     cJSON_AddStringToObject(c, "finish_reason", finish_reason(q));
-    cJSON_AddNullToObject(c, "stop_reason");
-    cJSON_AddNullToObject(c, "token_ids");
-    cJSON_AddItemToArray(cJSON_AddArrayToObject(o, "choices"), c);
+    if (vllm) {
+        cJSON_AddNullToObject(c, "stop_reason");
+        cJSON_AddNullToObject(c, "token_ids");
+    }
+    return c;
+}
+
+static cJSON *chat_answer(const sim_req *q)
+{
+    cJSON *o = answer_head(q, "chat.completion");
+    cJSON_AddItemToArray(cJSON_AddArrayToObject(o, "choices"), chat_choice(q));
     add_tail(o, q);
-    cJSON_AddNullToObject(o, "prompt_logprobs");
-    cJSON_AddNullToObject(o, "prompt_token_ids");
-    cJSON_AddNullToObject(o, "kv_transfer_params");
+    if (is_api(q, SIM_API_VLLM)) {
+        cJSON_AddNullToObject(o, "prompt_logprobs");
+        cJSON_AddNullToObject(o, "prompt_token_ids");
+        cJSON_AddNullToObject(o, "kv_transfer_params");
+    }
     return o;
 }
 
 static cJSON *completion_answer(const sim_req *q)
 {
+    bool vllm = is_api(q, SIM_API_VLLM);
     cJSON *o = answer_head(q, "text_completion");
     cJSON *c = cJSON_CreateObject();
     cJSON_AddNumberToObject(c, "index", 0);
     cJSON_AddStringToObject(c, "text", q->text.p ? q->text.p : "");
-    cJSON_AddNullToObject(c, "logprobs");
+    if (!is_api(q, SIM_API_OLLAMA)) cJSON_AddNullToObject(c, "logprobs");
     cJSON_AddStringToObject(c, "finish_reason", finish_reason(q));
-    cJSON_AddNullToObject(c, "stop_reason");
-    cJSON_AddNullToObject(c, "token_ids");
-    cJSON_AddNullToObject(c, "prompt_logprobs");
-    cJSON_AddNullToObject(c, "prompt_token_ids");
+    if (vllm) {
+        cJSON_AddNullToObject(c, "stop_reason");
+        cJSON_AddNullToObject(c, "token_ids");
+        cJSON_AddNullToObject(c, "prompt_logprobs");
+        cJSON_AddNullToObject(c, "prompt_token_ids");
+    }
     cJSON_AddItemToArray(cJSON_AddArrayToObject(o, "choices"), c);
     add_tail(o, q);
-    cJSON_AddNullToObject(o, "kv_transfer_params");
+    if (vllm) cJSON_AddNullToObject(o, "kv_transfer_params");
     return o;
 }
 

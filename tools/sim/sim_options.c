@@ -14,7 +14,7 @@
 
 #include "sim.h"
 
-typedef enum { OPT_STR, OPT_LONG, OPT_DOUBLE, OPT_FLAG, OPT_MODEL, OPT_FAIL_MODE, OPT_U64 } opt_type;
+typedef enum { OPT_STR, OPT_LONG, OPT_DOUBLE, OPT_FLAG, OPT_MODEL, OPT_FAIL_MODE, OPT_U64, OPT_API } opt_type;
 
 typedef struct {
     const char *name; /* without the leading "--" */
@@ -28,6 +28,8 @@ typedef struct {
 #define AT(field) offsetof(sim_config, field)
 
 static const opt_row rows[] = {
+    {"api", OPT_API, 0, 0, AT(api), "KIND",
+     "vllm | ollama | llamacpp: whose wire format and endpoints to speak (default vllm)"},
     {"host", OPT_STR, 0, 0, AT(host), "ADDR", "address to listen on (default 127.0.0.1)"},
     {"port", OPT_LONG, 0, 65535, AT(port), "N", "port to listen on, 0 for any free one (default 8000)"},
     {"model", OPT_MODEL, 0, 0, AT(models), "NAME",
@@ -54,11 +56,29 @@ static const opt_row rows[] = {
     {"old-metrics", OPT_FLAG, 0, 0, AT(old_metrics), NULL,
      "report vllm:gpu_cache_usage_perc instead of vllm:kv_cache_usage_perc"},
     {"vllm-version", OPT_STR, 0, 0, AT(vllm_version), "V", "what GET /version reports (default 0.11.0)"},
+    {"ollama-version", OPT_STR, 0, 0, AT(ollama_version), "V",
+     "--api ollama: what GET /api/version reports (default 0.12.6)"},
+    {"load-ms", OPT_DOUBLE, 0, 3.6e6, AT(load_ms), "MS",
+     "--api llamacpp: answer 503 \"Loading model\" for the first MS ms (default 0)"},
+    {"prefix-cache-entries", OPT_LONG, 0, 1e7, AT(prefix_cache_entries), "N",
+     "prefix blocks the cache remembers (LRU), 0 for no prefix cache (default 4096)"},
+    {"prefix-hit-ttft-ms", OPT_DOUBLE, 0, 3.6e6, AT(prefix_hit_ttft_ms), "MS",
+     "TTFT when the prompt's first 2 KB are cached; partial hits in proportion (default 10)"},
     {"quiet", OPT_FLAG, 0, 0, AT(quiet), NULL, "log nothing but errors"},
     {"help", OPT_FLAG, 0, 0, 0, NULL, "show this help and exit"},
 };
 
 static const char *const fail_mode_names[] = {"503", "500", "drop", "midstream", "429", "400", "hang"};
+static const char *const api_names[] = {"vllm", "ollama", "llamacpp"};
+
+const char *sim_api_name(sim_api a) { return api_names[a]; }
+
+static int api_parse(const char *s)
+{
+    for (size_t i = 0; i < LX_ARRAY_LEN(api_names); i++)
+        if (strcmp(s, api_names[i]) == 0) return (int)i;
+    return -1;
+}
 
 const char *sim_fail_mode_name(sim_fail_mode m) { return fail_mode_names[m]; }
 
@@ -85,6 +105,9 @@ void sim_config_defaults(sim_config *c)
         .fail_mode = SIM_FAIL_503,
         .seed = 1,
         .vllm_version = "0.11.0",
+        .ollama_version = "0.12.6",
+        .prefix_cache_entries = 4096,
+        .prefix_hit_ttft_ms = 10,
     };
 }
 
@@ -145,6 +168,10 @@ static int set_value(sim_config *c, const opt_row *o, const char *v)
         if (*v == '\0' || c->n_models == SIM_MAX_MODELS) return -1;
         c->models[c->n_models++] = v;
         return 0;
+    case OPT_API:
+        if ((m = api_parse(v)) < 0) return -1;
+        c->api = (sim_api)m;
+        return 0;
     case OPT_FLAG: break;
     }
     return -1;
@@ -156,7 +183,8 @@ static const char *expected(const opt_row *o)
     case OPT_LONG: return "an integer";
     case OPT_DOUBLE: return "a number";
     case OPT_U64: return "a non-negative integer";
-    case OPT_FAIL_MODE: return "one of 503, 500, drop, midstream";
+    case OPT_FAIL_MODE: return "one of 503, 500, 429, 400, drop, midstream, hang";
+    case OPT_API: return "one of vllm, ollama, llamacpp";
     case OPT_MODEL: return "a non-empty name (at most 32 of them)";
     default: return "a non-empty value";
     }
@@ -211,14 +239,15 @@ int sim_options_parse(sim_config *c, int argc, char **argv, char *err, size_t er
         int rc = parse_one(c, argc, argv, &i, err, err_len);
         if (rc != 0) return rc;
     }
-    if (c->n_models == 0) c->models[c->n_models++] = "qwen3-32b";
+    if (c->n_models == 0) c->models[c->n_models++] = c->api == SIM_API_OLLAMA ? "llama3.2:latest" : "qwen3-32b";
     return 0;
 }
 
 void sim_options_usage(FILE *out)
 {
     fprintf(out, "Usage: lexora-sim [OPTION]...\n"
-                 "A stand-in for vLLM's OpenAI-compatible server (no GPU needed). See docs/SIMULATOR.md.\n\n");
+                 "A stand-in for vLLM's OpenAI-compatible server, or Ollama's or llama.cpp's with --api (no GPU\n"
+                 "needed). See docs/SIMULATOR.md.\n\n");
     for (size_t i = 0; i < LX_ARRAY_LEN(rows); i++) {
         char left[48];
         snprintf(left, sizeof left, "--%s%s%s", rows[i].name, rows[i].arg ? " " : "", rows[i].arg ? rows[i].arg : "");
