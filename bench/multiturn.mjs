@@ -117,17 +117,28 @@ async function conversation(port, id, ttfts) {
   return ok;
 }
 
+function getText(port, path) {
+  return new Promise((resolve) => {
+    http.get({ port, host: '127.0.0.1', path }, (res) => {
+      let b = '';
+      res.on('data', (d) => { b += d; });
+      res.on('end', () => resolve(b));
+    }).on('error', () => resolve(''));
+  });
+}
+
+/** Lexora's affinity counters, summed over the replicas: { hits, yields }. */
+async function affinityCounters(port) {
+  const s = JSON.parse((await getText(port, '/stats')) || '{}');
+  const per = Object.values(s.per_backend || {});
+  return { hits: per.reduce((a, b) => a + (b.affinity_hits || 0), 0), yields: per.reduce((a, b) => a + (b.affinity_yields || 0), 0) };
+}
+
 async function prefixCounters(sims) {
   let hits = 0;
   let queries = 0;
   for (const s of sims) {
-    const text = await new Promise((resolve) => {
-      http.get({ port: s.port, host: '127.0.0.1', path: '/metrics' }, (res) => {
-        let b = '';
-        res.on('data', (d) => { b += d; });
-        res.on('end', () => resolve(b));
-      }).on('error', () => resolve(''));
-    });
+    const text = await getText(s.port, '/metrics');
     const sum = (name) => [...text.matchAll(new RegExp(`^${name}(?:\\{[^}]*\\})? ([0-9.e+]+)$`, 'gm'))]
       .reduce((a, m) => a + Number(m[1]), 0);
     hits += sum('vllm:prefix_cache_hits_total') || sum('vllm:prefix_cache_hits');
@@ -148,7 +159,9 @@ async function run(balance, affinity) {
     const done = await Promise.all(Array.from({ length: CONVERSATIONS }, (_, i) => conversation(lx.port, i, ttfts)));
     const secs = (Date.now() - t0) / 1000;
     const { hits, queries } = await prefixCounters(sims);
+    const aff = await affinityCounters(lx.port);
     return {
+      affinity_hits: aff.hits, affinity_yields: aff.yields,
       balance, affinity, requests: done.reduce((a, b) => a + b, 0), failed: CONVERSATIONS * TURNS - done.reduce((a, b) => a + b, 0),
       ttft_mean_ms: mean(ttfts), ttft_p95_ms: p95(ttfts), req_per_s: ttfts.length / secs,
       prefix_hit_rate: queries ? hits / queries : null,
@@ -165,10 +178,11 @@ for (const balance of STRATEGIES) {
 }
 console.log(`multiturn: ${CONVERSATIONS} conversations x ${TURNS} turns over 3 replicas ` +
   `(ttft ${TTFT_MS} ms, ${HIT_TTFT_MS} ms on a prefix-cache hit)`);
-console.log('strategy       affinity  ttft mean ms  ttft p95 ms   req/s  prefix hits  failed');
+console.log('strategy       affinity  ttft mean ms  ttft p95 ms   req/s  prefix hits  failed  affinity hits/yields');
 for (const r of rows) {
   console.log(`${r.balance.padEnd(14)} ${r.affinity.padEnd(8)} ${r.ttft_mean_ms.toFixed(1).padStart(13)} ` +
     `${r.ttft_p95_ms.toFixed(1).padStart(12)} ${r.req_per_s.toFixed(1).padStart(7)} ` +
-    `${r.prefix_hit_rate === null ? '   n/a' : `${(100 * r.prefix_hit_rate).toFixed(0).padStart(10)} %`} ${String(r.failed).padStart(7)}`);
+    `${r.prefix_hit_rate === null ? '   n/a' : `${(100 * r.prefix_hit_rate).toFixed(0).padStart(10)} %`} ${String(r.failed).padStart(7)}` +
+    `  ${r.affinity === 'none' ? '' : `${r.affinity_hits}/${r.affinity_yields}`}`);
 }
 writeFileSync(arg('json', '/dev/null'), JSON.stringify(rows, null, 2));

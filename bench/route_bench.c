@@ -2,9 +2,10 @@
  * route-bench: what the router's decision costs per request (routing/router.c), with 16 backends serving
  * one model behind an alias.
  *
- * For each strategy (least_loaded, round_robin, weighted, peak_ewma), without and with affinity, it times
- * N calls of lx_router_pick for the alias (the name resolved, the candidates gathered, the strategy or the
- * affinity key applied) with the backends carrying different loads, and reports the median ns per
+ * For each strategy (least_loaded, round_robin, weighted, peak_ewma), without and with prefix affinity, it
+ * times N calls of lx_router_pick for the alias (the name resolved, the candidates gathered, the strategy
+ * or the prefix table applied — 1,000 known 2 KB conversations, their blocks named beforehand as the proxy
+ * does once per request) with the backends carrying different loads, and reports the median ns per
  * decision over RUNS rounds. The goal (issue: ModelRouter) is at most 1 µs.
  *
  * Usage: route-bench [N, default 1000000] [backends, default 16]
@@ -48,6 +49,23 @@ static lx_config *config(size_t n_backends, const char *balance, const char *aff
     return c;
 }
 
+#define PROMPTS 1000
+
+static lx_prefix_key keys[PROMPTS];
+
+/* PROMPTS conversations of 2 KB, each already sent once (the router knows where). */
+static void learn_prompts(lx_router *r, lx_backends *bs)
+{
+    char prompt[LX_PREFIX_WINDOW];
+    for (size_t i = 0; i < PROMPTS; i++) {
+        for (size_t k = 0; k < sizeof prompt; k++)
+            prompt[k] = (char)('a' + (i * 7 + k * 13) % 26);
+        snprintf(prompt, 32, "conversation %zu", i);
+        lx_prefix_key_of((lx_slice){prompt, sizeof prompt}, &keys[i]);
+        lx_router_learn(r, &keys[i], lx_backends_at(bs, i % lx_backends_count(bs)));
+    }
+}
+
 /* Median ns per decision over RUNS rounds of n picks. */
 static double time_picks(lx_router *r, const lx_config *c, size_t n, bool keyed)
 {
@@ -57,11 +75,30 @@ static double time_picks(lx_router *r, const lx_config *c, size_t n, bool keyed)
         uint64_t t0 = lx_now_ns();
         for (size_t i = 0; i < n; i++) {
             lx_route_ask ask = {.name = LX_SLICE_LIT("reasoning")};
-            if (keyed) {
-                ask.affinity_key = (uint64_t)(i % 1000) * 0x9E3779B97F4A7C15ULL;
-                ask.has_affinity_key = true;
-            }
+            if (keyed) ask.prefix = &keys[i % PROMPTS];
             sink ^= (uintptr_t)lx_router_pick(r, c, &ask).backend;
+        }
+        ns[run] = (double)(lx_now_ns() - t0) / (double)n;
+    }
+    (void)sink;
+    qsort(ns, RUNS, sizeof ns[0], cmp_double);
+    return ns[RUNS / 2];
+}
+
+/* Median ns to name the blocks of a 2 KB prompt (lx_prefix_key_of, once per request with prefix affinity). */
+static double time_naming(size_t n)
+{
+    char prompt[LX_PREFIX_WINDOW];
+    memset(prompt, 'x', sizeof prompt);
+    double ns[RUNS];
+    volatile uint64_t sink = 0;
+    for (int run = 0; run < RUNS; run++) {
+        uint64_t t0 = lx_now_ns();
+        for (size_t i = 0; i < n; i++) {
+            prompt[i % sizeof prompt] = (char)i;
+            lx_prefix_key k;
+            lx_prefix_key_of((lx_slice){prompt, sizeof prompt}, &k);
+            sink ^= k.h[k.n - 1];
         }
         ns[run] = (double)(lx_now_ns() - t0) / (double)n;
     }
@@ -79,9 +116,9 @@ int main(int argc, char **argv)
         return 2;
     }
     static const char *const strategies[] = {"least_loaded", "round_robin", "weighted", "peak_ewma"};
-    printf("route-bench: %zu decisions per round, %d rounds, %zu backends serving the model behind an alias\n", n,
-           RUNS, n_backends);
-    printf("%-14s %16s %16s\n", "strategy", "ns/decision", "with affinity");
+    printf("route-bench: %zu decisions per round, %d rounds, %zu backends serving the model behind an alias\n", n, RUNS,
+           n_backends);
+    printf("%-14s %16s %16s\n", "strategy", "ns/decision", "prefix affinity");
     for (size_t s = 0; s < LX_ARRAY_LEN(strategies); s++) {
         double result[2];
         for (int keyed = 0; keyed < 2; keyed++) {
@@ -91,6 +128,7 @@ int main(int argc, char **argv)
             lx_admission *a = lx_admission_new(&loop, NULL, c);
             lx_router *r = lx_router_new(a);
             lx_backends *bs = lx_admission_backends(a);
+            if (keyed) learn_prompts(r, bs);
             for (size_t i = 0; i < lx_backends_count(bs); i++) { /* uneven loads and latencies */
                 lx_backend *b = lx_backends_at(bs, i);
                 for (size_t k = 0; k < i % 5; k++)
@@ -109,5 +147,6 @@ int main(int argc, char **argv)
         }
         printf("%-14s %16.1f %16.1f\n", strategies[s], result[0], result[1]);
     }
+    printf("naming the blocks of a 2 KB prompt (once per request, prefix affinity): %.1f ns\n", time_naming(n / 10));
     return 0;
 }

@@ -81,10 +81,11 @@ typedef struct {
     lx_model *model_used;           /* what the name resolved to (routing/router.h); NULL before */
     char request_id[LX_REQUEST_ID_MAX];
     char user[128];
-    char model[256];     /* the name the client asked for (or default_model), for the log */
-    lx_slice model_name; /* what routing looks up: the body's model, or default_model */
-    bool is_alias;       /* model_name is an alias */
-    lx_buf url;          /* this attempt's: the backend's url and the kind's path */
+    char model[256];      /* the name the client asked for (or default_model), for the log */
+    lx_slice model_name;  /* what routing looks up: the body's model, or default_model */
+    bool is_alias;        /* model_name is an alias */
+    lx_prefix_key prefix; /* routing.affinity prefix: the prompt's blocks (n 0 otherwise) */
+    lx_buf url;           /* this attempt's: the backend's url and the kind's path */
     char hdr_request_id[LX_REQUEST_ID_MAX + 16];
     lx_body_fields f;
     const lx_kind *kind;     /* this attempt's backend's kind */
@@ -600,6 +601,7 @@ static void forward(proxy_req *p)
         return;
     }
     p->attempt_backend = p->ticket.backend;
+    if (p->prefix.n) lx_router_learn(p->gw->router, &p->prefix, p->ticket.backend);
     p->trial = p->attempt_backend && lx_backend_attempt_begin(p->attempt_backend);
     p->up_retry_after_s = -1;
     p->up_retry_after[0] = '\0';
@@ -724,18 +726,20 @@ static void submit(proxy_req *p, lx_model *m, lx_backend *b)
  * when no other will do), or 503 no_healthy_backend at once with Retry-After. Leaving `from` for another
  * backend counts as a failover, going back to it as a retry.
  */
+/* The prompt's prefix blocks are named once, at the first try (prefix.n stays 0 without affinity: prefix). */
 static lx_route_ask route_ask(proxy_req *p, lx_backend *avoid)
 {
     lx_route_ask ask = {.name = p->model_name, .avoid = avoid};
-    lx_slice key = {0};
     switch (p->gw->config->routing.affinity) {
-    case LX_AFFINITY_USER: key = lx_slice_of(p->user); break;
-    case LX_AFFINITY_PREFIX: key = (lx_slice){p->f.prompt.p, LX_MIN(p->f.prompt.len, LX_AFFINITY_PREFIX_BYTES)}; break;
+    case LX_AFFINITY_USER:
+        ask.user_key = lx_hash(p->user, strlen(p->user));
+        ask.has_user_key = true;
+        break;
+    case LX_AFFINITY_PREFIX:
+        if (p->attempt == 0) lx_prefix_key_of(p->f.prompt, &p->prefix);
+        ask.prefix = &p->prefix;
+        break;
     case LX_AFFINITY_NONE: break;
-    }
-    if (key.len) {
-        ask.affinity_key = lx_hash(key.p, key.len);
-        ask.has_affinity_key = true;
     }
     return ask;
 }

@@ -12,11 +12,17 @@
 #include "utils/id.h"
 #include "utils/map.h"
 
+typedef struct {
+    uint64_t h;
+    lx_backend *b; /* registry backends live as long as the registry: the pointer stays valid */
+} prefix_slot;
+
 struct lx_router {
     lx_admission *admission;
     lx_balance_state state;
     lx_candidate *cand;
     size_t cap;
+    prefix_slot *prefixes; /* LX_PREFIX_TABLE_SLOTS, direct-mapped by hash; allocated at first use */
 };
 
 lx_router *lx_router_new(lx_admission *a)
@@ -31,6 +37,7 @@ void lx_router_free(lx_router *r)
 {
     if (r == NULL) return;
     free(r->cand);
+    free(r->prefixes);
     free(r);
 }
 
@@ -82,6 +89,47 @@ static lx_backend *best_trial(const lx_candidate *c, size_t n)
     return best ? best->b : NULL;
 }
 
+/* ---------- affinity ---------- */
+
+void lx_prefix_key_of(lx_slice prompt, lx_prefix_key *out)
+{
+    out->n = LX_MIN(prompt.len, (size_t)LX_PREFIX_WINDOW) / LX_PREFIX_BLOCK;
+    uint64_t chain = 0;
+    for (size_t i = 0; i < out->n; i++) {
+        struct {
+            uint64_t prev;
+            char block[LX_PREFIX_BLOCK];
+        } in;
+        in.prev = chain;
+        memcpy(in.block, prompt.p + i * LX_PREFIX_BLOCK, LX_PREFIX_BLOCK);
+        out->h[i] = chain = lx_hash(&in, sizeof in);
+    }
+}
+
+static prefix_slot *slot_of(lx_router *r, uint64_t h)
+{
+    if (r->prefixes == NULL) r->prefixes = lx_xcalloc(LX_PREFIX_TABLE_SLOTS, sizeof *r->prefixes);
+    return &r->prefixes[h & (LX_PREFIX_TABLE_SLOTS - 1)];
+}
+
+void lx_router_learn(lx_router *r, const lx_prefix_key *k, lx_backend *b)
+{
+    for (size_t i = 0; i < k->n; i++)
+        *slot_of(r, k->h[i]) = (prefix_slot){k->h[i], b};
+}
+
+/* The candidate that was last sent the longest prefix of k, or n when none was. */
+static size_t prefix_home(lx_router *r, const lx_prefix_key *k, const lx_candidate *c, size_t n)
+{
+    for (size_t i = k->n; i-- > 0;) {
+        const prefix_slot *s = slot_of(r, k->h[i]);
+        if (s->h != k->h[i]) continue;
+        for (size_t j = 0; j < n; j++)
+            if (c[j].b == s->b) return j;
+    }
+    return n;
+}
+
 /* Rendezvous hashing: the candidate whose name scores highest with the key. */
 static size_t preferred(uint64_t key, const lx_candidate *c, size_t n)
 {
@@ -114,11 +162,21 @@ static bool yields(const lx_candidate *c, size_t n, size_t p)
            c[p].busy + 1 >= LX_AFFINITY_YIELD_RATIO * (c[least].busy + 1);
 }
 
+/* The candidate affinity prefers, or n for none. */
+static size_t affinity_choice(lx_router *r, const lx_config *c, const lx_route_ask *ask, const lx_candidate *live,
+                              size_t n)
+{
+    if (c->routing.affinity == LX_AFFINITY_USER && ask->has_user_key) return preferred(ask->user_key, live, n);
+    if (c->routing.affinity == LX_AFFINITY_PREFIX && ask->prefix && ask->prefix->n)
+        return prefix_home(r, ask->prefix, live, n);
+    return n;
+}
+
 static lx_backend *choose(lx_router *r, const lx_config *c, const lx_route_ask *ask, const lx_candidate *live, size_t n,
                           lx_route *out)
 {
-    if (c->routing.affinity != LX_AFFINITY_NONE && ask->has_affinity_key && n > 1) {
-        size_t p = preferred(ask->affinity_key, live, n);
+    size_t p = n > 1 ? affinity_choice(r, c, ask, live, n) : n;
+    if (p < n) {
         out->preferred = live[p].b;
         if (!yields(live, n, p)) {
             out->affinity = LX_AFFINITY_HIT;

@@ -195,17 +195,17 @@ static void test_strategies(void **state)
 
 static lx_route keyed(fixture *f, uint64_t key)
 {
-    lx_route_ask ask = {.name = LX_SLICE_LIT("big"), .affinity_key = key, .has_affinity_key = true};
+    lx_route_ask ask = {.name = LX_SLICE_LIT("big"), .user_key = key, .has_user_key = true};
     return lx_router_pick(f->r, f->c, &ask);
 }
 
-/* Affinity: a key keeps to one backend, keys spread over both, and the preferred one yields when it is much
- * busier than the least busy (diff >= 4 and ratio >= 2). */
-static void test_affinity(void **state)
+/* User affinity: a key keeps to one backend, keys spread over both, and the preferred one yields when it
+ * is much busier than the least busy (diff >= 4 and ratio >= 2). */
+static void test_user_affinity(void **state)
 {
     (void)state;
     fixture f;
-    setup(&f, "backends:\n" THREE "routing: {affinity: prefix}\n");
+    setup(&f, "backends:\n" THREE "routing: {affinity: user}\n");
     int to_a = 0;
     for (uint64_t k = 1; k <= 200; k++) {
         lx_route r = keyed(&f, k * 0x9E3779B97F4A7C15ULL);
@@ -222,6 +222,7 @@ static void test_affinity(void **state)
     busy(&f, lx_backend_name(home), 1); /* 4 vs 0: yields */
     lx_route r = keyed(&f, key);
     assert_int_equal(r.affinity, LX_AFFINITY_YIELDED);
+    assert_ptr_equal(r.preferred, home);
     assert_string_equal(lx_backend_name(r.backend), other);
     busy(&f, other, 1); /* 4 vs 1: ratio 5/2 >= 2, diff 3 < 4: kept */
     assert_ptr_equal(keyed(&f, key).backend, home);
@@ -232,13 +233,68 @@ static void test_affinity(void **state)
     teardown(&f);
 }
 
+/* A conversation of n turns: its prompt is a fixed 1 KB system prompt, then one 300-byte turn per message. */
+static lx_prefix_key turn_key(int conversation, int turns)
+{
+    char text[4096];
+    size_t len = 0;
+    for (int i = 0; i < 1024; i++)
+        text[len++] = (char)('a' + (i * 7 + conversation) % 26);
+    for (int t = 0; t < turns && len + 300 <= sizeof text; t++)
+        for (int i = 0; i < 300; i++)
+            text[len++] = (char)('A' + (i + t) % 26);
+    lx_prefix_key k;
+    lx_prefix_key_of((lx_slice){text, len}, &k);
+    return k;
+}
+
+static lx_route prefixed(fixture *f, const lx_prefix_key *k)
+{
+    lx_route_ask ask = {.name = LX_SLICE_LIT("big"), .prefix = k};
+    return lx_router_pick(f->r, f->c, &ask);
+}
+
+/* Prefix affinity: a new conversation is balanced; each later turn goes where the turn before went (the
+ * longest known prefix), and yields when that backend is much busier. */
+static void test_prefix_affinity(void **state)
+{
+    (void)state;
+    fixture f;
+    setup(&f, "backends:\n" THREE "routing: {affinity: prefix, balance: round_robin}\n");
+    lx_prefix_key k1 = turn_key(1, 1), k2 = turn_key(1, 2), k5 = turn_key(1, 5), other = turn_key(2, 1);
+    assert_int_equal(k1.n, 5);                /* 1324 bytes: 5 full blocks */
+    assert_int_equal(k5.n, LX_PREFIX_BLOCKS); /* the window is full */
+    assert_int_equal(k2.n, 6);
+    assert_int_equal(k1.h[4], k2.h[4]); /* the blocks they share have the same names */
+    assert_int_not_equal(k1.h[0], other.h[0]);
+    lx_route r = prefixed(&f, &k1);
+    assert_int_equal(r.affinity, LX_AFFINITY_UNUSED); /* nothing known yet: balanced */
+    lx_router_learn(f.r, &k1, r.backend);
+    lx_backend *home = r.backend;
+    for (int i = 0; i < 6; i++) { /* round robin would alternate; the conversation stays */
+        lx_route t = prefixed(&f, &k2);
+        assert_int_equal(t.affinity, LX_AFFINITY_HIT);
+        assert_ptr_equal(t.backend, home);
+    }
+    lx_router_learn(f.r, &k2, home);
+    assert_ptr_equal(prefixed(&f, &k5).backend, home);
+    busy(&f, lx_backend_name(home), 4);
+    r = prefixed(&f, &k5);
+    assert_int_equal(r.affinity, LX_AFFINITY_YIELDED);
+    assert_ptr_not_equal(r.backend, home);
+    idle(&f, lx_backend_name(home), 4);
+    lx_prefix_key short_prompt;
+    lx_prefix_key_of(LX_SLICE_LIT("hi"), &short_prompt);
+    assert_int_equal(short_prompt.n, 0);
+    assert_int_equal(prefixed(&f, &short_prompt).affinity, LX_AFFINITY_UNUSED);
+    teardown(&f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_pick),
-        cmocka_unit_test(test_aliases),
-        cmocka_unit_test(test_strategies),
-        cmocka_unit_test(test_affinity),
+        cmocka_unit_test(test_pick),          cmocka_unit_test(test_aliases),         cmocka_unit_test(test_strategies),
+        cmocka_unit_test(test_user_affinity), cmocka_unit_test(test_prefix_affinity),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
