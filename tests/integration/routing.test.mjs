@@ -180,7 +180,7 @@ describe('models, aliases and replicas', () => {
       });
   });
 
-  test('affinity: a prompt prefix keeps to one replica, and yields when that one is much busier', async () => {
+  test('affinity: a conversation keeps to one replica, and yields when that one is much busier', async () => {
     await withSims([['--ttft-ms', '400', '--tokens-per-sec', '0', '--model', 'm'],
       ['--ttft-ms', '400', '--tokens-per-sec', '0', '--model', 'm']], async ([a, b]) => {
       const config = gatewayConfig({
@@ -188,26 +188,30 @@ describe('models, aliases and replicas', () => {
         b: { type: 'vllm', url: b.url, models: ['m'] },
       }, { routing: { affinity: 'prefix' } });
       await withGateway(config, async (lx) => {
-        const conv = (i) => ask('m', { messages: [{ role: 'system', content: `conversation ${i}` }, { role: 'user', content: 'hi' }] });
-        // one at a time: each conversation always on the same replica, conversations spread over both
+        // a conversation: a long system prompt (several 256-byte prefix blocks), then its turns
+        const system = (i) => `You are the assistant of conversation ${i}. ${'Keep answers short and exact. '.repeat(30)}`;
+        const conv = (i, turns = 1) => ask('m', { messages: [{ role: 'system', content: system(i) },
+          ...Array.from({ length: turns }, (_, t) => ({ role: 'user', content: `question ${t}` }))] });
+        // one at a time: every later turn goes where the conversation's first went; conversations spread
         const home = {};
-        for (let round = 0; round < 2; round++) {
+        for (let turns = 1; turns <= 3; turns++) {
           for (let i = 0; i < 8; i++) {
-            const r = await chatAt(lx, conv(i));
+            const r = await chatAt(lx, conv(i, turns));
             const be = r.headers.get('x-lexora-backend');
-            if (round === 0) home[i] = be;
-            else assert.equal(be, home[i], `conversation ${i}`);
+            if (turns === 1) home[i] = be;
+            else assert.equal(be, home[i], `conversation ${i}, turn ${turns}`);
           }
         }
         assert.equal(new Set(Object.values(home)).size, 2, JSON.stringify(home));
         // 10 at once of one conversation: its replica takes them until it is 4 ahead, then the rest yield
-        const burst = await Promise.all(Array.from({ length: 10 }, () => chatAt(lx, conv(0))));
+        const burst = await Promise.all(Array.from({ length: 10 }, () => chatAt(lx, conv(0, 4))));
         const to = burst.map((r) => r.headers.get('x-lexora-backend'));
         const atHome = to.filter((x) => x === home[0]).length;
         assert.ok(atHome >= 4 && atHome < 10, to.join(' '));
         const s = await stats(lx);
+        const hits = Object.values(s.per_backend).reduce((n, b) => n + b.affinity_hits, 0);
+        assert.ok(hits >= 16 + 4, JSON.stringify(s.per_backend));
         assert.ok(s.per_backend[home[0]].affinity_yields >= 1, JSON.stringify(s.per_backend));
-        assert.ok(s.per_backend[home[0]].affinity_hits >= 2 + 4, JSON.stringify(s.per_backend));
       });
     });
   });
