@@ -4,7 +4,7 @@
 #   PREFIX/bin/lexora, PREFIX/bin/lexora-sim   the gateway, and the vLLM simulator (for a smoke test)
 #   PREFIX/config.yaml                         the config (LEXORA_CONFIG); never overwritten once there
 #   PREFIX/config.example.yaml                 every key explained; refreshed on every install
-#   PREFIX/share/systemd/*.service             the units, with PREFIX written in (scripts/setup_systemd.sh)
+#   PREFIX/share/systemd/*.service             the units (vllm@.service: one per GPU set), with PREFIX written in
 #
 # The default prefix needs root; it also creates the service user (spirrow) when missing and gives it
 # PREFIX (where the usage ledger is written) and config.yaml. `--prefix DIR` installs anywhere, as any
@@ -97,7 +97,7 @@ else
 fi
 
 sed_escape() { printf '%s' "$1" | sed -e 's/[|&\\]/\\&/g'; }
-for unit in spirrow-lexora.service vllm.service; do
+for unit in spirrow-lexora.service vllm.service vllm@.service; do
     sed -e "s|/opt/spirrow/lexora|$(sed_escape "$prefix")|g" \
         -e "s|$DEFAULT_VLLM_PYTHON|$(sed_escape "$vllm_python")|g" \
         -e "s|^User=spirrow\$|User=$user|" -e "s|^Group=spirrow\$|Group=$user|" \

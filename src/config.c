@@ -58,6 +58,7 @@ static void read_users(lx_cfg_parser *p, yaml_node_t *v, int line, const char *p
 static void read_auth_keys(lx_cfg_parser *p, yaml_node_t *v, int line, const char *path, void *base);
 static void item_path(char *out, const char *path, size_t i);
 static void read_aliases(lx_cfg_parser *p, yaml_node_t *v, int line, const char *path, void *base);
+static void read_gpus(lx_cfg_parser *p, yaml_node_t *v, int line, const char *path, void *base);
 
 /* ---- the tables ---- */
 
@@ -250,6 +251,21 @@ static const lx_keylist_desc models_list = {
     .report = LX_DIFF_WHOLE, /* "backends.NAME.models" */
 };
 
+/* backends.NAME.gpus: a list of GPU indexes, each entry an int (compared whole by reload). */
+static const lx_keydef gpu_keys[] = {
+    {.name = "index", .type = LX_K_INT, .off = 0, .flags = LX_KF_DERIVED},
+    K_END,
+};
+
+static const lx_keylist_desc gpus_list = {
+    .arr_off = offsetof(lx_backend_conf, gpus),
+    .count_off = offsetof(lx_backend_conf, n_gpus),
+    .elem_size = sizeof(int),
+    .name_off = -1,
+    .rows = gpu_keys,
+    .report = LX_DIFF_WHOLE, /* "backends.NAME.gpus" */
+};
+
 const lx_keydef lx_cfg_backend_keys[] = {
     [BK_TYPE] = {.name = "type", .type = LX_K_KIND, AT(lx_backend_conf, kind)},
     [BK_ENABLED] = K_BOOL(lx_backend_conf, "enabled", enabled, 1),
@@ -265,6 +281,7 @@ const lx_keydef lx_cfg_backend_keys[] = {
     K_BOOL(lx_backend_conf, "forward_priority", forward_priority, 0),
     K_INT(lx_backend_conf, "priority", priority, 0, 0, 1000),
     K_SECRET(lx_backend_conf, "api_key", api_key),
+    K_LIST("gpus", read_gpus, gpus_list),
     K_END,
 };
 static const lx_keylist_desc backends_list = {
@@ -751,6 +768,41 @@ static void read_models(lx_cfg_parser *p, yaml_node_t *v, int line, const char *
     }
 }
 
+#define MAX_GPU_INDEX 1023
+
+/* backends.NAME.gpus: [0, 1] — GPU indexes, each once. */
+static void read_gpus(lx_cfg_parser *p, yaml_node_t *v, int line, const char *path, void *base)
+{
+    static const lx_keydef index_row = {.name = "gpus", .type = LX_K_INT, .min = 0, .max = MAX_GPU_INDEX};
+    lx_backend_conf *b = base;
+    if (is_null(v)) return;
+    if (v->type != YAML_SEQUENCE_NODE) {
+        err_shape(p, line, path, "a list of GPU indexes, e.g. [0, 1]", v);
+        return;
+    }
+    size_t n = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
+    if (n == 0) return;
+    b->gpus = lx_xcalloc(n, sizeof *b->gpus);
+    for (size_t i = 0; i < n; i++) {
+        char sub[PATH_LEN];
+        item_path(sub, path, i);
+        yaml_node_t *item = yaml_document_get_node(p->doc, v->data.sequence.items.start[i]);
+        int idx;
+        if (!is_text(item) || !lx_cfg_set_scalar(&index_row, scalar(item), is_plain(item), &idx)) {
+            err_want(p, node_line(item), sub, &index_row, item);
+            continue;
+        }
+        size_t j = 0;
+        while (j < b->n_gpus && b->gpus[j] != idx)
+            j++;
+        if (j < b->n_gpus) {
+            lx_cfg_err(p, node_line(item), sub, "GPU %d is listed twice", idx);
+            continue;
+        }
+        b->gpus[b->n_gpus++] = idx;
+    }
+}
+
 static void read_users(lx_cfg_parser *p, yaml_node_t *v, int line, const char *path, void *base)
 {
     lx_config *c = base;
@@ -855,6 +907,7 @@ static void free_backend(lx_backend_conf *b)
         free(b->models[j].path);
     }
     free(b->models);
+    free(b->gpus);
     free(b->name);
     free(b->url);
     free_secret(b->api_key);

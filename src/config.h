@@ -111,6 +111,8 @@ typedef struct {
     bool forward_priority;     /* send the request's priority number as vLLM's "priority" field */
     int priority;              /* failover order among backends serving a model: lower first, equal share load */
     char *api_key;             /* sent as "Authorization: Bearer <key>"; NULL when none */
+    int *gpus;                 /* informational: the GPUs (NVML indexes) it runs on, as listed, for /health */
+    size_t n_gpus;
 } lx_backend_conf;
 
 typedef struct {

@@ -2,6 +2,9 @@
  * /health, /health/live, /health/ready. See health.h.
  * A backend not yet checked counts as up (it is listed "unknown"), so a gateway that just started is
  * healthy until a check says otherwise, and /health/ready does not hold a fresh start back.
+ * GPUs: the seed's gpu_memory_used / gpu_memory_total are the sums over the GPUs NVML read; gpus[] lists
+ * every GPU NVML counted, each with the enabled backends whose backends.NAME.gpus names it, and each
+ * backend lists its own gpus (informational config, so a GPU and the models on it are seen together).
  */
 #include "api/health.h"
 
@@ -93,7 +96,83 @@ static void backend_json(lx_buf *out, lx_api_ctx *ctx, const lx_backend_conf *bc
         lx_buf_append_str(out, "null");
     lx_buf_append_str(out, ",\"last_error\":");
     json_str(out, info.last_error && *info.last_error ? info.last_error : NULL);
+    lx_buf_append_str(out, ",\"gpus\":[");
+    for (size_t i = 0; i < bc->n_gpus; i++)
+        lx_buf_printf(out, "%s%d", i ? "," : "", bc->gpus[i]);
+    lx_buf_append_str(out, "]}");
+}
+
+static bool runs_on(const lx_backend_conf *bc, unsigned index)
+{
+    for (size_t i = 0; i < bc->n_gpus; i++)
+        if (bc->gpus[i] >= 0 && (unsigned)bc->gpus[i] == index) return true;
+    return false;
+}
+
+/* "key":"24GB","key_bytes":N, or both null. */
+static void bytes_json(lx_buf *out, const char *key, bool have, uint64_t bytes)
+{
+    char s[32];
+    lx_buf_printf(out, ",\"%s\":", key);
+    if (!have) {
+        lx_buf_printf(out, "null,\"%s_bytes\":null", key);
+        return;
+    }
+    lx_gpu_format_bytes(bytes, s, sizeof s);
+    json_str(out, s);
+    lx_buf_printf(out, ",\"%s_bytes\":%llu", key, (unsigned long long)bytes);
+}
+
+/* One GPU: its figures (null where NVML gave none), the enabled backends configured on it, its error. */
+static void gpu_json(lx_buf *out, const lx_config *c, const lx_gpu_device *d)
+{
+    lx_buf_printf(out, "{\"index\":%u,\"name\":", d->index);
+    json_str(out, d->name[0] ? d->name : NULL);
+    lx_buf_append_str(out, ",\"uuid\":");
+    json_str(out, d->uuid[0] ? d->uuid : NULL);
+    bytes_json(out, "memory_used", d->ok, d->used_bytes);
+    bytes_json(out, "memory_total", d->ok, d->total_bytes);
+    if (d->ok && d->has_utilization)
+        lx_buf_printf(out, ",\"utilization_percent\":%u", d->utilization_percent);
+    else
+        lx_buf_append_str(out, ",\"utilization_percent\":null");
+    if (d->ok && d->has_temperature)
+        lx_buf_printf(out, ",\"temperature_celsius\":%u", d->temperature_c);
+    else
+        lx_buf_append_str(out, ",\"temperature_celsius\":null");
+    lx_buf_append_str(out, ",\"backends\":[");
+    bool first = true;
+    for (size_t i = 0; i < c->n_backends; i++) {
+        const lx_backend_conf *bc = &c->backends[i];
+        if (!bc->enabled || bc->url == NULL || !runs_on(bc, d->index)) continue;
+        if (!first) lx_buf_append(out, ",", 1);
+        first = false;
+        json_str(out, bc->name);
+    }
+    lx_buf_append_str(out, "],\"error\":");
+    json_str(out, d->ok ? NULL : d->why);
     lx_buf_append(out, "}", 1);
+}
+
+/* The seed's gpu_memory_used / gpu_memory_total (sums), gpu (why not every GPU was read) and gpus[]. */
+static void gpus_json(lx_buf *out, const lx_config *c, const lx_gpu_info *gpu)
+{
+    if (gpu->available) {
+        char used[32], total[32];
+        lx_gpu_format_bytes(gpu->used_bytes, used, sizeof used);
+        lx_gpu_format_bytes(gpu->total_bytes, total, sizeof total);
+        lx_buf_printf(out, ",\"gpu_memory_used\":\"%s\",\"gpu_memory_total\":\"%s\"", used, total);
+    } else {
+        lx_buf_append_str(out, ",\"gpu_memory_used\":null,\"gpu_memory_total\":null");
+    }
+    lx_buf_append_str(out, ",\"gpu\":");
+    json_str(out, gpu->why);
+    lx_buf_append_str(out, ",\"gpus\":[");
+    for (size_t i = 0; i < gpu->n_devices; i++) {
+        if (i) lx_buf_append(out, ",", 1);
+        gpu_json(out, c, &gpu->devices[i]);
+    }
+    lx_buf_append(out, "]", 1);
 }
 
 void lx_health_full(lx_api_ctx *ctx, lx_http_req *req)
@@ -117,15 +196,7 @@ void lx_health_full(lx_api_ctx *ctx, lx_http_req *req)
     json_str(&out, lx_gw_health_name(st));
     lx_buf_append_str(&out, ",\"model\":");
     json_str(&out, c->default_model);
-    if (gpu.available) {
-        char used[32], total[32];
-        lx_gpu_format_bytes(gpu.used_bytes, used, sizeof used);
-        lx_gpu_format_bytes(gpu.total_bytes, total, sizeof total);
-        lx_buf_printf(&out, ",\"gpu_memory_used\":\"%s\",\"gpu_memory_total\":\"%s\",\"gpu\":null", used, total);
-    } else {
-        lx_buf_append_str(&out, ",\"gpu_memory_used\":null,\"gpu_memory_total\":null,\"gpu\":");
-        json_str(&out, gpu.why);
-    }
+    gpus_json(&out, c, &gpu);
     lx_buf_append_str(&out, ",\"uptime\":");
     json_str(&out, uptime);
     lx_buf_printf(&out, ",\"uptime_seconds\":%lld,\"vllm_status\":\"%s\",\"backends\":[", (long long)up_s,

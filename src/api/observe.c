@@ -31,6 +31,7 @@ static lx_stats_render_opts render_opts(lx_api_ctx *ctx)
     return (lx_stats_render_opts){
         .connections = ctx->connections(ctx->ud),
         .per_user = c && c->metrics.per_user,
+        .gpu = ctx->gpu,
     };
 }
 

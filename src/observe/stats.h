@@ -160,8 +160,9 @@ void lx_stats_summary_get(lx_stats *s, const char *user, lx_stats_summary *out);
 
 /* Extra gauges owned elsewhere that the renderers show. */
 typedef struct {
-    long connections; /* client connections open now; -1 when unknown */
-    bool per_user;    /* metrics.per_user: per-user series in /metrics */
+    long connections;         /* client connections open now; -1 when unknown */
+    bool per_user;            /* metrics.per_user: per-user series in /metrics */
+    const struct lx_gpu *gpu; /* the GPUs' lexora_gpu_* series in /metrics (observe/gpu.h); NULL: none */
 } lx_stats_render_opts;
 
 /* GET /stats: the JSON object (user non-NULL narrows it to that user). Returns 0 or -1 (out's cap). */

@@ -17,6 +17,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "observe/gpu.h"
 #include "observe/stats_internal.h"
 #include "observe/usage_store.h"
 #include "utils/common.h"
@@ -162,6 +163,8 @@ typedef struct {
     const lx_stats_backend *b; /* with up and in_flight probed */
     bool up;
     long in_flight;
+    lx_gpu_info gpu;        /* NVML's last reading (none without o->gpu) */
+    const lx_gpu_device *d; /* the GPU of the series */
 } ctx;
 
 typedef enum { V_U64, V_I64, V_F64, V_BOOL, V_TIME, V_STR, V_HIST } vkind;
@@ -191,6 +194,8 @@ typedef enum {
     OVER_BACKEND,      /* backend; in /stats a key of each per_backend entry */
     OVER_USER,         /* user (only with metrics.per_user); in /stats a key of each per_user entry */
     OVER_ALIAS,        /* alias; in /stats a key of each per_alias entry */
+    OVER_GPU,          /* gpu (NVML's index), uuid; /metrics only */
+    OVER_GPU_INFO,     /* gpu, uuid, name; /metrics only */
 } over;
 
 enum {
@@ -272,6 +277,11 @@ READER(rd_be_in_flight, i, c->in_flight, c->in_flight >= 0)
 READER(rd_led_writable, b, c->led.writable, true)
 READER(rd_led_path, str, c->led.path, true)
 READER(rd_led_began, str, c->led.began, c->led.began[0] != '\0')
+READER(rd_gpu_up, b, c->d->ok, true)
+READER(rd_gpu_used, u, c->d->used_bytes, c->d->ok)
+READER(rd_gpu_total, u, c->d->total_bytes, c->d->ok)
+READER(rd_gpu_util, f, c->d->utilization_percent / 100.0, c->d->ok && c->d->has_utilization)
+READER(rd_gpu_temp, u, c->d->temperature_c, c->d->ok && c->d->has_temperature)
 /* clang-format on */
 
 static bool hist(val *v, const lx_stats_phist *h, const lx_stats_buckets *bk, const lx_lhist *lh)
@@ -316,6 +326,7 @@ enum {
     F_ALIAS_REQUESTS, F_ALIAS_ERRORS, F_ALIAS_PROMPT, F_ALIAS_COMPLETION,
     F_REQUESTS, F_ERRORS, F_PROMPT, F_COMPLETION, F_USER_RATE_LIMITED,
     F_LED_WRITTEN, F_LED_LOST, F_LED_PENDING, F_LED_WRITABLE, F_LED_REQUESTS,
+    F_GPU_INFO, F_GPU_UP, F_GPU_USED, F_GPU_TOTAL, F_GPU_UTIL, F_GPU_TEMP,
     /* /stats only */
     F_SUM_REQUESTS, F_SUM_TOKENS, F_SUM_AVG_LATENCY, F_SUM_RPM, F_SUM_ERRORS_HOUR, F_SUM_PROMPT, F_SUM_COMPLETION,
     F_SUM_ERRORS, F_SUM_RATE_LIMITED, F_USER_SUM_RATE_LIMITED, F_KNOWN,
@@ -416,6 +427,19 @@ static const family families[F_COUNT] = {
                         "writable", OVER_ONE, V_BOOL, LEDGER, rd_led_writable},
     [F_LED_REQUESTS] = {"lexora_usage_ledger_requests_total", C, "Requests in the usage ledger since it began.",
                         "total_requests", OVER_ONE, V_U64, LEDGER, rd_led_requests},
+    [F_GPU_INFO] = {"lexora_gpu_info", G, "A GPU NVML reports, with its name; always 1.", NULL, OVER_GPU_INFO, V_U64,
+                    HIDE_EMPTY, rd_one},
+    [F_GPU_UP] = {"lexora_gpu_up", G, "1 if NVML read the GPU's memory at the last reading (every 5 s).", NULL,
+                  OVER_GPU, V_BOOL, HIDE_EMPTY, rd_gpu_up},
+    [F_GPU_USED] = {"lexora_gpu_memory_used_bytes", G, "GPU memory in use, from NVML.", NULL, OVER_GPU, V_U64,
+                    HIDE_EMPTY, rd_gpu_used},
+    [F_GPU_TOTAL] = {"lexora_gpu_memory_total_bytes", G, "GPU memory in all, from NVML.", NULL, OVER_GPU, V_U64,
+                     HIDE_EMPTY, rd_gpu_total},
+    [F_GPU_UTIL] = {"lexora_gpu_utilization_ratio", G,
+                    "Share of NVML's last sample period in which the GPU ran a kernel (0 to 1).", NULL, OVER_GPU, V_F64,
+                    HIDE_EMPTY, rd_gpu_util},
+    [F_GPU_TEMP] = {"lexora_gpu_temperature_celsius", G, "GPU core temperature, from NVML.", NULL, OVER_GPU, V_U64,
+                    HIDE_EMPTY, rd_gpu_temp},
 
     [F_SUM_REQUESTS] = {.json = "total_requests", .kind = V_U64, .read = rd_sum_requests},
     [F_SUM_TOKENS] = {.json = "total_tokens", .kind = V_U64, .read = rd_sum_tokens},
@@ -627,6 +651,7 @@ static void ctx_init(ctx *c, lx_stats *s, const lx_stats_render_opts *o, bool js
     lx_stats_probe_ratelimit(s, &c->rl);
     c->has_ledger = s->ledger != NULL;
     if (c->has_ledger) lx_usage_store_snapshot(s->ledger, &c->led);
+    if (o && o->gpu) lx_gpu_get(o->gpu, &c->gpu);
     c->sec = s->clock() / 1000000000u;
     c->uptime = lx_stats_uptime_s(s);
     uptime_text(c->uptime_text, sizeof c->uptime_text, (uint64_t)c->uptime);
@@ -779,6 +804,19 @@ static size_t prom_routes(lx_buf *b, ctx *c, const family *f)
     return k;
 }
 
+static size_t prom_gpus(lx_buf *b, ctx *c, const family *f)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < c->gpu.n_devices; i++) {
+        c->d = &c->gpu.devices[i];
+        char idx[16];
+        snprintf(idx, sizeof idx, "%u", c->d->index);
+        const char *l[] = {"gpu", idx, "uuid", c->d->uuid, "name", c->d->name};
+        k += prom_sample(b, c, f, l, f->over == OVER_GPU_INFO ? 3 : 2);
+    }
+    return k;
+}
+
 /* Every series of f that has a value; returns how many. b NULL: only counts. */
 static size_t prom_each(lx_buf *b, ctx *c, const family *f)
 {
@@ -815,6 +853,8 @@ static size_t prom_each(lx_buf *b, ctx *c, const family *f)
             k += prom_sample(b, c, f, l, 1);
         }
         return k;
+    case OVER_GPU:
+    case OVER_GPU_INFO: return prom_gpus(b, c, f);
     case OVER_USER:
     case OVER_ALIAS:
         l[0] = f->over == OVER_USER ? "user" : "alias";

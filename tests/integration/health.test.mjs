@@ -1,15 +1,26 @@
 // Active health checks and /health: backends going down and coming back, the status rule and its HTTP
-// codes, the per-kind checks, GPU memory without NVML, /health/live and /health/ready.
+// codes, the per-kind checks, GPU memory without NVML, every GPU of a fake NVML (tests/fake_nvml: four
+// GPUs, GPU 2 failing, variants lacking a symbol) in /health and /metrics with backends.NAME.gpus,
+// /health/live and /health/ready.
 // Checks every 0.2 s, two failures mark a backend down; every wait is bounded.
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
 import { describe, test } from 'node:test';
 import {
-  configFor, freePort, health, post, startLexora, startSim, toYaml, waitFor,
+  LEXORA_BIN, configFor, freePort, health, post, startLexora, startSim, toYaml, waitFor,
 } from '../lib/harness.mjs';
+import { parseMetrics } from '../lib/metrics.mjs';
 
 const HC = { interval_seconds: 0.2, failure_threshold: 2, timeout_seconds: 1 };
 const NO_NVML = { LEXORA_NVML_LIBRARY: '/nonexistent/libnvidia-ml.so.1' };
+// The fake NVML libraries the build makes next to the binaries (CMakeLists.txt, tests/fake_nvml).
+const fakeNvml = (variant = '') => {
+  const file = path.join(path.dirname(LEXORA_BIN), `libfake_nvml${variant}.so`);
+  assert.ok(existsSync(file), `${file} is built with the binaries`);
+  return { LEXORA_NVML_LIBRARY: file };
+};
+const GIB = 1024 ** 3;
 
 const backend = (h, name) => h.json.backends.find((b) => b.name === name);
 
@@ -51,8 +62,9 @@ describe('/health', () => {
       assert.ok(Number.isInteger(h.json.uptime_seconds) && h.json.uptime_seconds >= 0);
       const bb = backend(h, 'b');
       assert.deepEqual(Object.keys(bb).sort(),
-        ['circuit', 'consecutive_failures', 'in_flight', 'kind', 'last_check', 'last_error', 'last_request_error',
-          'name', 'request_failures', 'status', 'url'].sort());
+        ['circuit', 'consecutive_failures', 'gpus', 'in_flight', 'kind', 'last_check', 'last_error',
+          'last_request_error', 'name', 'request_failures', 'status', 'url'].sort());
+      assert.deepEqual(bb.gpus, []);
       assert.equal(bb.circuit, 'closed');
       assert.equal(bb.request_failures, 0);
       assert.equal(bb.last_request_error, null);
@@ -135,6 +147,8 @@ describe('/health', () => {
       assert.equal(h.json.gpu_memory_used, null);
       assert.equal(h.json.gpu_memory_total, null);
       assert.match(h.json.gpu, /^NVML not available: .*libnvidia-ml\.so\.1/);
+      assert.deepEqual(h.json.gpus, []);
+      assert.doesNotMatch(await (await fetch(`${lx.url}/metrics`)).text(), /lexora_gpu_/);
     } finally {
       await lx.stop();
       await sim.stop();
@@ -191,6 +205,104 @@ describe('/health', () => {
       const after = await health(lx);
       assert.equal(after.status, 200);
       assert.equal(backend(after, 'extra'), undefined);
+    } finally {
+      await lx.stop();
+      await sim.stop();
+    }
+  });
+
+  test('every GPU of a fake NVML: figures, a GPU that fails, backends.NAME.gpus; /metrics; a reload moves them', async () => {
+    const sim = await startSim();
+    const cfg = configFor(sim.url, {
+      extra: {
+        backends: {
+          'vllm-0': { type: 'vllm', url: sim.url, models: ['qwen3-32b'], gpus: [0] },
+          'vllm-1': { type: 'vllm', url: sim.url, models: ['qwen3-32b'], gpus: [1, 2] },
+          spare: { type: 'vllm', url: sim.url, models: ['qwen3-32b'], gpus: [3], enabled: false },
+        },
+        health_check: HC,
+      },
+    });
+    const lx = await startLexora(cfg, { env: fakeNvml() });
+    const rewrite = (c) => writeFileSync(lx.file, `${toYaml({ ...c, server: { ...c.server, port: lx.port } })}\n`);
+    try {
+      const h = await healthUntil(lx, (x) => x.json.gpus.length === 4, 'the four GPUs read');
+      assert.equal(h.status, 200);
+      assert.equal(h.json.gpu_memory_used, '95GB'); // 24 + 70 + 1: GPU 2 is not in the sums
+      assert.equal(h.json.gpu_memory_total, '184GB');
+      assert.equal(h.json.gpu, 'NVML: GPU 2: nvmlDeviceGetMemoryInfo: GPU is lost');
+      const uuid = (i) => `GPU-6a1f0c52-0000-4000-8000-00000000000${i}`;
+      const h100 = 'NVIDIA H100 80GB HBM3';
+      const fig = (used, total) => ({
+        memory_used: `${used}GB`, memory_used_bytes: used * GIB, memory_total: `${total}GB`, memory_total_bytes: total * GIB,
+      });
+      const none = { memory_used: null, memory_used_bytes: null, memory_total: null, memory_total_bytes: null };
+      assert.deepEqual(h.json.gpus, [
+        { index: 0, name: h100, uuid: uuid(0), ...fig(24, 80), utilization_percent: 37, temperature_celsius: 61, backends: ['vllm-0'], error: null },
+        { index: 1, name: h100, uuid: uuid(1), ...fig(70, 80), utilization_percent: 81, temperature_celsius: 74, backends: ['vllm-1'], error: null },
+        { index: 2, name: h100, uuid: uuid(2), ...none, utilization_percent: null, temperature_celsius: null, backends: ['vllm-1'], error: 'nvmlDeviceGetMemoryInfo: GPU is lost' },
+        { index: 3, name: 'NVIDIA L4', uuid: uuid(3), ...fig(1, 24), utilization_percent: null, temperature_celsius: null, backends: [], error: null },
+      ]);
+      assert.deepEqual(backend(h, 'vllm-0').gpus, [0]);
+      assert.deepEqual(backend(h, 'vllm-1').gpus, [1, 2]);
+      assert.equal(backend(h, 'spare'), undefined); // disabled: neither listed nor named by GPU 3
+
+      const m = parseMetrics(await (await fetch(`${lx.url}/metrics`)).text());
+      const at = (name, i) => m.get(`${name}{gpu="${i}",uuid="${uuid(i)}"}`);
+      assert.equal(m.get(`lexora_gpu_info{gpu="3",uuid="${uuid(3)}",name="NVIDIA L4"}`), 1);
+      assert.deepEqual([0, 1, 2, 3].map((i) => at('lexora_gpu_up', i)), [1, 1, 0, 1]);
+      assert.deepEqual([0, 1, 2, 3].map((i) => at('lexora_gpu_memory_used_bytes', i)), [24 * GIB, 70 * GIB, undefined, GIB]);
+      assert.deepEqual([0, 1, 2, 3].map((i) => at('lexora_gpu_memory_total_bytes', i)), [80 * GIB, 80 * GIB, undefined, 24 * GIB]);
+      assert.deepEqual([0, 1, 2, 3].map((i) => at('lexora_gpu_utilization_ratio', i)), [0.37, 0.81, undefined, undefined]);
+      assert.deepEqual([0, 1, 2, 3].map((i) => at('lexora_gpu_temperature_celsius', i)), [61, 74, undefined, undefined]);
+      assert.match(lx.logs(), /GPU 2 not read: nvmlDeviceGetMemoryInfo: GPU is lost/);
+
+      // The spare takes GPU 3 and vllm-1 gives up GPU 2: a reload shows it at once.
+      rewrite({
+        ...cfg,
+        backends: {
+          ...cfg.backends,
+          'vllm-1': { ...cfg.backends['vllm-1'], gpus: [1] },
+          spare: { ...cfg.backends.spare, enabled: true },
+        },
+      });
+      const r = await post(`${lx.url}/admin/reload`, '');
+      assert.equal(r.status, 200, r.text);
+      assert.ok(r.json.changed.includes('backends.vllm-1.gpus'), r.text);
+      const after = await health(lx);
+      assert.deepEqual(after.json.gpus.map((g) => g.backends), [['vllm-0'], ['vllm-1'], [], ['spare']]);
+      assert.deepEqual(backend(after, 'spare').gpus, [3]);
+    } finally {
+      await lx.stop();
+      await sim.stop();
+    }
+  });
+
+  test('a fake NVML lacking a symbol: one Lexora needs gives no figures and says why; one it can do without only drops its figure', async () => {
+    const sim = await startSim();
+    const cfg = configFor(sim.url, { extra: { health_check: HC } });
+    const noCount = fakeNvml('_no_count');
+    let lx = await startLexora(cfg, { env: noCount });
+    try {
+      const h = await healthUntil(lx, (x) => x.json.gpu !== 'GPU memory not read yet', 'the first reading');
+      assert.equal(h.status, 200);
+      assert.equal(h.json.gpu_memory_used, null);
+      assert.equal(h.json.gpu_memory_total, null);
+      assert.equal(h.json.gpu, `NVML not available: ${noCount.LEXORA_NVML_LIBRARY} lacks nvmlDeviceGetCount_v2`);
+      assert.deepEqual(h.json.gpus, []);
+      assert.doesNotMatch(await (await fetch(`${lx.url}/metrics`)).text(), /lexora_gpu_/);
+    } finally {
+      await lx.stop();
+    }
+    lx = await startLexora(cfg, { env: fakeNvml('_no_temperature') });
+    try {
+      const h = await healthUntil(lx, (x) => x.json.gpus.length === 4, 'the four GPUs read');
+      assert.equal(h.json.gpu_memory_used, '95GB');
+      assert.deepEqual(h.json.gpus.map((g) => g.temperature_celsius), [null, null, null, null]);
+      assert.deepEqual(h.json.gpus.map((g) => g.utilization_percent), [37, 81, null, null]);
+      const text = await (await fetch(`${lx.url}/metrics`)).text();
+      assert.doesNotMatch(text, /lexora_gpu_temperature_celsius/); // no series: no HELP/TYPE either
+      assert.match(text, /^lexora_gpu_memory_used_bytes\{gpu="0",uuid="GPU-[^"]+"\} 25769803776$/m);
     } finally {
       await lx.stop();
       await sim.stop();

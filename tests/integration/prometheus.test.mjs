@@ -1,18 +1,24 @@
 // A real Prometheus server, started on loopback with the shipped scrape config (deploy/prometheus/
 // prometheus.yml, its targets pointed at this test's Lexora metrics port and lexora-sim, scraping every
 // second), scrapes Lexora; its HTTP API must return lexora_requests_total with the expected value, and
-// every query of the Grafana dashboard must be valid PromQL there.
+// every query of the Grafana dashboard must be valid PromQL there. Lexora reads the fake NVML the build
+// makes (tests/fake_nvml: four GPUs, GPU 2 failing): its lexora_gpu_* series pass `promtool check metrics`
+// and reach Prometheus with their values.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { ROOT, configFor, freePort, needs, post, sleep, startLexora, startSim } from '../lib/harness.mjs';
-import { hasCommand } from '../lib/metrics.mjs';
+import {
+  LEXORA_BIN, ROOT, configFor, freePort, needs, post, sleep, startLexora, startSim,
+} from '../lib/harness.mjs';
+import { hasCommand, promtoolCheck } from '../lib/metrics.mjs';
 
 const MODEL = 'qwen3-32b';
 const available = hasCommand('prometheus');
+const FAKE_NVML = path.join(path.dirname(LEXORA_BIN), 'libfake_nvml.so');
+const GIB = 1024 ** 3;
 
 async function query(base, expr) {
   const res = await fetch(`${base}/api/v1/query?query=${encodeURIComponent(expr)}`);
@@ -41,7 +47,7 @@ describe('a real Prometheus scrapes Lexora', { skip: needs(available, 'prometheu
         metrics: { enabled: true, port: metricsPort },
         rate_limits: { default: { requests_per_minute: 0, tokens_per_minute: 0 } },
       },
-    }));
+    }), { env: { LEXORA_NVML_LIBRARY: FAKE_NVML } });
     dir = mkdtempSync(path.join(os.tmpdir(), 'lexora-prom-'));
     const shipped = readFileSync(path.join(ROOT, 'deploy/prometheus/prometheus.yml'), 'utf8');
     assert.match(shipped, /"localhost:9090"/);
@@ -109,6 +115,35 @@ describe('a real Prometheus scrapes Lexora', { skip: needs(available, 'prometheu
     assert.equal(await scalar(promBase, 'up{job="lexora"}'), 1);
     assert.equal(await scalar(promBase, 'up{job="vllm"}'), 1, 'the vllm job of the shipped config scrapes the backend');
     assert.equal(await scalar(promBase, 'sum(lexora_completion_tokens_total{job="lexora"})'), 6);
+  });
+
+  test('the GPU series pass promtool check metrics and reach Prometheus', {
+    skip: needs(hasCommand('promtool'), 'promtool', 'Debian package prometheus; make deps installs it'),
+  }, async () => {
+    assert.ok(existsSync(FAKE_NVML), `${FAKE_NVML} is built with the binaries`);
+    const text = await (await fetch(`${lx.url}/metrics`)).text();
+    for (const f of ['info', 'up', 'memory_used_bytes', 'memory_total_bytes', 'utilization_ratio', 'temperature_celsius']) {
+      assert.match(text, new RegExp(`^# TYPE lexora_gpu_${f} gauge$`, 'm'), f);
+    }
+    const r = promtoolCheck(text);
+    assert.ok(r.ok, `promtool:\n${r.out}`);
+    const want = [
+      ['lexora_gpu_memory_used_bytes{job="lexora",gpu="0"}', 24 * GIB],
+      ['lexora_gpu_memory_total_bytes{job="lexora",gpu="1"}', 80 * GIB],
+      ['lexora_gpu_utilization_ratio{job="lexora",gpu="1"}', 0.81],
+      ['lexora_gpu_temperature_celsius{job="lexora",gpu="0"}', 61],
+      ['lexora_gpu_up{job="lexora",gpu="2"}', 0],
+      ['count(lexora_gpu_memory_used_bytes{job="lexora"})', 3], // GPU 2's memory cannot be read
+      ['sum(lexora_gpu_memory_used_bytes{job="lexora"})', 95 * GIB],
+    ];
+    const got = new Map();
+    const deadline = Date.now() + 15000;
+    while (Date.now() < deadline) {
+      for (const [expr] of want) got.set(expr, await scalar(promBase, expr));
+      if (want.every(([expr, v]) => got.get(expr) === v)) break;
+      await sleep(250);
+    }
+    for (const [expr, v] of want) assert.equal(got.get(expr), v, `${expr}\n${promOut}`);
   });
 
   test('every query of the Grafana dashboard is valid PromQL', async () => {

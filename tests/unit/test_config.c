@@ -428,7 +428,7 @@ static void test_unknown_keys(void **state)
                   "cfg.yaml:4: queue.priorities.urgent: unknown key (valid keys: high, normal, low)", NULL);
     expect_errors("backends:\n  vllm:\n    modles: [m]\n",
                   "cfg.yaml:3: backends.vllm.modles: unknown key (valid keys: type, enabled, url, timeout, models, "
-                  "weight, max_concurrency, adaptive, kv_cache_threshold, forward_priority, priority, api_key)",
+                  "weight, max_concurrency, adaptive, kv_cache_threshold, forward_priority, priority, api_key, gpus)",
                   NULL);
     expect_errors("backends:\n  vllm:\n    models:\n      - nmae: m\n",
                   "cfg.yaml:4: backends.vllm.models[0].nmae: unknown key (valid keys: name, upstream_name, path, "
@@ -1223,6 +1223,32 @@ static void test_routing(void **state)
     lx_config_unref(c);
 }
 
+/* backends.NAME.gpus: GPU indexes, informational; each once, 0..1023. */
+static void test_gpus(void **state)
+{
+    (void)state;
+    lx_config *c = lx_test_config("backends:\n"
+                                  "  a: {type: vllm, url: 'http://127.0.0.1:1', models: [m], gpus: [1, 0]}\n"
+                                  "  b: {type: vllm, url: 'http://127.0.0.1:2', models: [m]}\n");
+    assert_non_null(c);
+    const lx_backend_conf *a = backend(c, "a");
+    assert_int_equal(a->n_gpus, 2);
+    assert_int_equal(a->gpus[0], 1); /* as listed */
+    assert_int_equal(a->gpus[1], 0);
+    assert_int_equal(backend(c, "b")->n_gpus, 0);
+    assert_null(backend(c, "b")->gpus);
+    lx_config_unref(c);
+    expect_errors("backends:\n  vllm: {models: [m], gpus: 0}\n",
+                  "cfg.yaml:2: backends.vllm.gpus: must be a list of GPU indexes, e.g. [0, 1], got \"0\"", NULL);
+    expect_errors("backends:\n  vllm: {models: [m], gpus: [0, -1, x, \"2\", 1024]}\n",
+                  "backends.vllm.gpus[1]: must be an integer from 0 to 1023, got \"-1\"",
+                  "backends.vllm.gpus[2]: must be an integer from 0 to 1023, got \"x\"",
+                  "backends.vllm.gpus[3]: must be an integer from 0 to 1023, got \"2\" (quoted",
+                  "backends.vllm.gpus[4]: must be an integer from 0 to 1023, got \"1024\"", NULL);
+    expect_errors("backends:\n  vllm: {models: [m], gpus: [0, 1, 0]}\n", "backends.vllm.gpus[2]: GPU 0 is listed twice",
+                  NULL);
+}
+
 static void test_alias_errors(void **state)
 {
     (void)state;
@@ -1289,6 +1315,7 @@ int main(void)
         cmocka_unit_test(test_kind_names),
         cmocka_unit_test(test_routing),
         cmocka_unit_test(test_alias_errors),
+        cmocka_unit_test(test_gpus),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

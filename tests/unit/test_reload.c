@@ -158,6 +158,12 @@ static void test_backends(void **state)
                 "backends.a.timeout, backends.a.max_concurrency, backends.a.adaptive, backends.a.kv_cache_threshold, "
                 "backends.a.forward_priority, backends.a.priority, backends.a.api_key",
                 "none");
+    /* the GPUs it runs on, as a whole (informational: /health) */
+    expect_diff(TWO_BACKENDS("[\"m\"]", "    gpus: [0]\n", "b", "http://127.0.0.1:2"),
+                TWO_BACKENDS("[\"m\"]", "    gpus: [0, 1]\n", "b", "http://127.0.0.1:2"), "backends.a.gpus", "none");
+    expect_diff(TWO_BACKENDS("[\"m\"]", "    gpus: [0, 1]\n", "b", "http://127.0.0.1:2"),
+                TWO_BACKENDS("[\"m\"]", "    gpus: [1, 0]\n", "b", "http://127.0.0.1:2"), "backends.a.gpus", "none");
+    expect_diff(base, TWO_BACKENDS("[\"m\"]", "    gpus: [3]\n", "b", "http://127.0.0.1:2"), "backends.a.gpus", "none");
     /* renamed: one removed, one added */
     expect_diff(base, TWO_BACKENDS("[\"m\"]", "", "c", "http://127.0.0.1:2"), "backends.c, backends.b", "none");
     /* reordered: routing order changed */
