@@ -60,11 +60,11 @@ static void say_signal(out_text *o, const lx_signals *sg, lx_signal s)
     }
 }
 
-/* The n-gram's bytes, white space as one space, at most NGRAM_SHOW bytes, cut at a character. */
-static void say_ngram(out_text *o, const scratch *s, const lx_cls_feature *f)
+/* The n-gram's bytes into g, white space as one space and trimmed, at most NGRAM_SHOW bytes, cut at a
+ * character. */
+static void ngram_text(const scratch *s, const lx_cls_feature *f, char g[NGRAM_SHOW + 1])
 {
     const char *base = f->context ? s->text.context : s->text.text;
-    char g[NGRAM_SHOW + 1];
     size_t n = 0, len = LX_MIN((size_t)f->len, (size_t)NGRAM_SHOW);
     while (len > 0 && len < f->len && ((unsigned char)base[f->off + len] & 0xC0) == 0x80)
         len--;
@@ -74,8 +74,9 @@ static void say_ngram(out_text *o, const scratch *s, const lx_cls_feature *f)
         if (space && n > 0 && g[n - 1] == ' ') continue;
         g[n++] = space ? ' ' : c;
     }
+    while (n > 0 && g[n - 1] == ' ')
+        n--;
     g[n] = '\0';
-    say(o, "\"%s\"", g);
 }
 
 static void reason_model(out_text *o, const lx_cls_model *m, const lx_cls_result *r)
@@ -89,9 +90,18 @@ static void reason_model(out_text *o, const lx_cls_model *m, const lx_cls_result
         say(o, i ? ", " : "; signals ");
         say_signal(o, &S.sig, (lx_signal)r->top_signals[i]);
     }
-    for (int i = 0; i < LX_CLS_TOP && r->top_features[i] >= 0; i++) {
-        say(o, i ? ", " : "; n-grams ");
-        say_ngram(o, &S, &S.feats.f[r->top_features[i]]);
+    char shown[LX_CLS_TOP][NGRAM_SHOW + 1];
+    int n = 0;
+    for (int i = 0; i < LX_CLS_TOP_FEATURES && r->top_features[i] >= 0 && n < LX_CLS_TOP; i++) {
+        char g[NGRAM_SHOW + 1];
+        ngram_text(&S, &S.feats.f[r->top_features[i]], g);
+        const char *t = g + strspn(g, " ");
+        bool again = strlen(t) < 2;
+        for (int k = 0; k < n && !again; k++)
+            again = strcmp(shown[k], t) == 0;
+        if (again) continue;
+        snprintf(shown[n], sizeof shown[n], "%s", t);
+        say(o, n++ ? ", \"%s\"" : "; n-grams \"%s\"", t);
     }
 }
 

@@ -80,8 +80,9 @@ static void word_close(feat_state *st, uint32_t end)
     st->word_len = 0;
 }
 
-static void reset(feat_state *st)
+static void reset(feat_state *st, size_t at)
 {
+    st->o1 = st->o2 = (uint32_t)at;
     st->c1 = ' ';
     st->c2 = 0;
     st->word_len = 0;
@@ -90,7 +91,7 @@ static void reset(feat_state *st)
 /* The features of s[a, b). */
 static void featurize_range(feat_state *st, const char *s, size_t a, size_t b)
 {
-    reset(st);
+    reset(st, a);
     for (size_t i = a; i < b;) {
         uint32_t off = (uint32_t)i;
         unsigned c = fold((unsigned char)s[i] < 0x80 ? (unsigned char)s[i++] : lx_utf8_next(s, b, &i));
@@ -331,15 +332,15 @@ static void softmax(const double *score, size_t k, double *p)
         p[c] /= sum;
 }
 
-/* Keeps the LX_CLS_TOP largest positive values' indices in top (by val), distinct by key. */
-static void top_insert(int *top, double *val, uint32_t *key, int idx, double v, uint32_t k)
+/* Keeps the n largest positive values' indices in top (by val), distinct by key. */
+static void top_insert(int *top, double *val, uint32_t *key, int n, int idx, double v, uint32_t k)
 {
     if (v <= 0) return;
-    for (int i = 0; i < LX_CLS_TOP; i++)
+    for (int i = 0; i < n; i++)
         if (top[i] >= 0 && key[i] == k) return;
-    for (int i = 0; i < LX_CLS_TOP; i++) {
+    for (int i = 0; i < n; i++) {
         if (top[i] >= 0 && v <= val[i]) continue;
-        for (int j = LX_CLS_TOP - 1; j > i; j--) {
+        for (int j = n - 1; j > i; j--) {
             top[j] = top[j - 1];
             val[j] = val[j - 1];
             key[j] = key[j - 1];
@@ -353,20 +354,22 @@ static void top_insert(int *top, double *val, uint32_t *key, int idx, double v, 
 
 static void explain(const lx_cls_model *m, const lx_cls_features *fs, const lx_signals *sg, lx_cls_result *out)
 {
-    double val[LX_CLS_TOP], sval[LX_CLS_TOP];
-    uint32_t key[LX_CLS_TOP], skey[LX_CLS_TOP];
+    double val[LX_CLS_TOP_FEATURES], sval[LX_CLS_TOP];
+    uint32_t key[LX_CLS_TOP_FEATURES], skey[LX_CLS_TOP];
+    for (int i = 0; i < LX_CLS_TOP_FEATURES; i++)
+        out->top_features[i] = -1;
     for (int i = 0; i < LX_CLS_TOP; i++)
-        out->top_features[i] = out->top_signals[i] = -1;
+        out->top_signals[i] = -1;
     if (out->runner_up < 0) return;
     size_t k = m->k, w = (size_t)out->cls, r = (size_t)out->runner_up;
     for (size_t i = 0; i < fs->n; i++) {
         const int16_t *q = m->q + (size_t)fs->f[i].bucket * k;
         double d = (double)(q[w] - q[r]) * (fs->f[i].context ? LX_CLS_CONTEXT_WEIGHT : 1.0);
-        top_insert(out->top_features, val, key, (int)i, d, fs->f[i].bucket);
+        top_insert(out->top_features, val, key, LX_CLS_TOP_FEATURES, (int)i, d, fs->f[i].bucket);
     }
     for (int s = 0; s < LX_SIG_COUNT; s++) {
         double d = (m->sig[(size_t)s * k + w] - m->sig[(size_t)s * k + r]) * sg->v[s];
-        top_insert(out->top_signals, sval, skey, s, d > 0.05 ? d : 0, (uint32_t)s);
+        top_insert(out->top_signals, sval, skey, LX_CLS_TOP, s, d > 0.05 ? d : 0, (uint32_t)s);
     }
 }
 

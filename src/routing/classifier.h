@@ -72,15 +72,16 @@ void lx_cls_featurize(const char *text, size_t len, const char *context, size_t 
                       lx_cls_features *out);
 unsigned lx_cls_bits(const lx_cls_model *m);
 
-#define LX_CLS_TOP 3 /* n-grams and signals named in an explanation */
+#define LX_CLS_TOP          3 /* signals named in an explanation */
+#define LX_CLS_TOP_FEATURES 8 /* n-grams offered to it (the analyzer shows the first distinct ones) */
 
 typedef struct {
     int cls;           /* the best class */
     int runner_up;     /* the second (-1 with one class) */
     double confidence; /* its softmax probability */
     double prob[LX_CLS_MAX_CLASSES];
-    int top_features[LX_CLS_TOP]; /* indices into the features that most favour cls over runner_up; -1 */
-    int top_signals[LX_CLS_TOP];  /* lx_signal values that most favour it; -1 */
+    int top_features[LX_CLS_TOP_FEATURES]; /* indices into the features that most favour cls over runner_up; -1 */
+    int top_signals[LX_CLS_TOP];           /* lx_signal values that most favour it; -1 */
 } lx_cls_result;
 
 void lx_cls_predict(const lx_cls_model *m, const lx_cls_features *fs, const lx_signals *sg, lx_cls_result *out);
