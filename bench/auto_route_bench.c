@@ -25,7 +25,8 @@ static const char *const pieces[] = {
     "We are planning to move our order service to a new database and want to understand the trade-offs "
     "between keeping a single primary with read replicas and sharding by customer. ",
     "取引先に新製品の発売を知らせる丁寧なお知らせメールを書いてください。発売日は来月1日で、価格は据え置きです。",
-    "Why does this fail?\n```python\ndef load(path):\n    with open(path) as f:\n        return json.load(f)[\"items\"]\n```\n",
+    "Why does this fail?\n```python\ndef load(path):\n    with open(path) as f:\n        return "
+    "json.load(f)[\"items\"]\n```\n",
 };
 static const char *const names[] = {"english prose", "japanese prose", "code pasted in"};
 

@@ -48,9 +48,10 @@ static size_t skip_value(const src *r, size_t i)
     char c = r->s[i];
     if (c == '"') return skip_string(r, i);
     if (c != '{' && c != '[') {
-        while (i < r->len && !strchr(",}] \t\r\n", r->s[i]))
+        size_t start = i;
+        while (i < r->len && r->s[i] != '\0' && !strchr(",}] \t\r\n", r->s[i]))
             i++;
-        return i;
+        return i > start ? i : END; /* no progress: not a value */
     }
     size_t depth = 0;
     for (; i < r->len; i++) {
@@ -313,10 +314,11 @@ void lx_prompt_text_read(lx_slice value, lx_prompt_text *out)
         if (pl.last_user != END) read_content(&r, pl.last_user, &text);
         sink sys = {out->context, 0, LX_PROMPT_SYSTEM_MAX, false};
         if (pl.system != END && pl.system != pl.before_user) read_content(&r, pl.system, &sys);
-        sink turn = {out->context + sys.len, 0, LX_PROMPT_TURN_MAX + 1, false};
-        if (sys.len) put_bytes(&turn, "\n", 1);
+        size_t gap = sys.len ? 1 : 0; /* a newline between the two */
+        sink turn = {out->context + sys.len + gap, 0, LX_PROMPT_TURN_MAX, false};
         if (pl.before_user != END) read_content(&r, pl.before_user, &turn);
-        out->context_len = sys.len + (turn.len > 1 || !sys.len ? turn.len : 0);
+        if (turn.len && gap) out->context[sys.len] = '\n';
+        out->context_len = sys.len + (turn.len ? gap + turn.len : 0);
     } else {
         read_content(&r, i, &text);
     }
