@@ -37,11 +37,10 @@ struct lx_cls_model {
 
 enum { KIND_UNI = 1, KIND_BI, KIND_TRI, KIND_WORD };
 
+/* Multiply-shift: the top bits of key (its kind mixed into the high bits) times an odd constant. */
 static uint32_t bucket_of(uint64_t key, unsigned kind, unsigned bits)
 {
-    uint64_t h = (key + kind * 0x9E3779B97F4A7C15ULL) * 0xD6E8FEB86659FD93ULL;
-    h ^= h >> 32;
-    h *= 0xD6E8FEB86659FD93ULL;
+    uint64_t h = (key ^ ((uint64_t)kind << 59)) * 0x9E3779B97F4A7C15ULL;
     return (uint32_t)(h >> (64 - bits));
 }
 
@@ -335,7 +334,7 @@ static void softmax(const double *score, size_t k, double *p)
 /* Keeps the n largest positive values' indices in top (by val), distinct by key. */
 static void top_insert(int *top, double *val, uint32_t *key, int n, int idx, double v, uint32_t k)
 {
-    if (v <= 0) return;
+    if (v <= 0 || (top[n - 1] >= 0 && v <= val[n - 1])) return; /* the common case: not among the best */
     for (int i = 0; i < n; i++)
         if (top[i] >= 0 && key[i] == k) return;
     for (int i = 0; i < n; i++) {
@@ -377,11 +376,22 @@ void lx_cls_predict(const lx_cls_model *m, const lx_cls_features *fs, const lx_s
 {
     size_t k = m->k;
     int32_t prim[LX_CLS_MAX_CLASSES] = {0}, ctx[LX_CLS_MAX_CLASSES] = {0};
-    for (size_t i = 0; i < fs->n; i++) {
-        const int16_t *q = m->q + (size_t)fs->f[i].bucket * k;
-        int32_t *acc = fs->f[i].context ? ctx : prim;
-        for (size_t c = 0; c < k; c++)
-            acc[c] += q[c];
+    if (k == 4) { /* the shipped model's shape: unrolled */
+        for (size_t i = 0; i < fs->n; i++) {
+            const int16_t *q = m->q + (size_t)fs->f[i].bucket * 4;
+            int32_t *acc = fs->f[i].context ? ctx : prim;
+            acc[0] += q[0];
+            acc[1] += q[1];
+            acc[2] += q[2];
+            acc[3] += q[3];
+        }
+    } else {
+        for (size_t i = 0; i < fs->n; i++) {
+            const int16_t *q = m->q + (size_t)fs->f[i].bucket * k;
+            int32_t *acc = fs->f[i].context ? ctx : prim;
+            for (size_t c = 0; c < k; c++)
+                acc[c] += q[c];
+        }
     }
     double norm = m->scale / sqrt(1.0 + feature_weight(fs)), score[LX_CLS_MAX_CLASSES];
     for (size_t c = 0; c < k; c++) {

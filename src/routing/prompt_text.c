@@ -28,14 +28,17 @@ static size_t ws(const src *r, size_t i)
     return i;
 }
 
-/* i at a quote: past the closing quote, or END. */
+/* i at a quote: past the closing quote, or END. A quote preceded by an odd run of backslashes is escaped. */
 static size_t skip_string(const src *r, size_t i)
 {
-    for (i++; i < r->len; i++) {
-        if (r->s[i] == '\\')
-            i++;
-        else if (r->s[i] == '"')
-            return i + 1;
+    for (i++; i < r->len;) {
+        const char *q = memchr(r->s + i, '"', r->len - i);
+        if (q == NULL) return END;
+        size_t at = (size_t)(q - r->s), k = at;
+        while (k > i && r->s[k - 1] == '\\')
+            k--;
+        if ((at - k) % 2 == 0) return at + 1;
+        i = at + 1;
     }
     return END;
 }
@@ -162,24 +165,35 @@ static size_t unescape(const src *r, size_t i, sink *o)
 /* The byte length of the UTF-8 sequence a lead byte starts (1 for anything else). */
 static size_t seq_len(unsigned char c) { return c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1; }
 
+/* Appends a run of raw string bytes; when it does not fit, as much as fits up to a character boundary. */
+static void put_run(sink *o, const char *b, size_t n)
+{
+    if (o->full || n == 0) return;
+    if (o->cap - o->len >= n) {
+        memcpy(o->p + o->len, b, n);
+        o->len += n;
+        return;
+    }
+    size_t fit = o->cap - o->len, k = 0, next;
+    while (k < fit && (next = k + seq_len((unsigned char)b[k])) <= fit)
+        k = next;
+    memcpy(o->p + o->len, b, k);
+    o->len += k;
+    o->full = true;
+}
+
 /* i at a quote: the string's text appended to o; past the closing quote, or END. */
 static size_t read_string(const src *r, size_t i, sink *o)
 {
     for (i++; i < r->len;) {
         size_t run = i;
-        while (i < r->len && r->s[i] != '"' && r->s[i] != '\\' && (unsigned char)r->s[i] < 0x80)
+        while (i < r->len && r->s[i] != '"' && r->s[i] != '\\')
             i++;
-        put_bytes(o, r->s + run, i - run);
+        put_run(o, r->s + run, i - run);
         if (i >= r->len) return END;
         if (r->s[i] == '"') return i + 1;
-        if (r->s[i] == '\\') {
-            i = unescape(r, i + 1, o);
-            if (i == END) return END;
-            continue;
-        }
-        size_t n = LX_MIN(seq_len((unsigned char)r->s[i]), r->len - i);
-        put_bytes(o, r->s + i, n);
-        i += n;
+        i = unescape(r, i + 1, o);
+        if (i == END) return END;
     }
     return END;
 }

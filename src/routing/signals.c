@@ -85,6 +85,8 @@ static const char *const prog_words[] = {
 #define WORD_MAX     16
 
 static const char *wordset[WORDSET_SIZE];
+static unsigned char wordlen[WORDSET_SIZE];
+static uint32_t first_by_len[WORD_MAX + 1]; /* bit (first letter - 'a'): some word of that length starts so */
 static pthread_once_t wordset_once = PTHREAD_ONCE_INIT;
 
 static uint32_t word_hash(const char *w, size_t n)
@@ -95,21 +97,27 @@ static uint32_t word_hash(const char *w, size_t n)
     return h;
 }
 
+static void starts_build(void);
+
 static void wordset_build(void)
 {
+    starts_build();
     for (size_t i = 0; i < LX_ARRAY_LEN(prog_words); i++) {
         const char *w = prog_words[i];
         uint32_t k = word_hash(w, strlen(w)) & (WORDSET_SIZE - 1);
         while (wordset[k] && strcmp(wordset[k], w) != 0)
             k = (k + 1) & (WORDSET_SIZE - 1);
         wordset[k] = w;
+        wordlen[k] = (unsigned char)strlen(w);
+        if (w[0] >= 'a' && w[0] <= 'z' && wordlen[k] <= WORD_MAX) first_by_len[wordlen[k]] |= 1u << (w[0] - 'a');
     }
 }
 
 static bool is_prog_word(const char *w, size_t n)
 {
+    if (n > WORD_MAX || (w[0] >= 'a' && w[0] <= 'z' && !(first_by_len[n] >> (w[0] - 'a') & 1))) return false;
     for (uint32_t k = word_hash(w, n) & (WORDSET_SIZE - 1); wordset[k]; k = (k + 1) & (WORDSET_SIZE - 1))
-        if (strlen(wordset[k]) == n && memcmp(wordset[k], w, n) == 0) return true;
+        if (wordlen[k] == n && memcmp(wordset[k], w, n) == 0) return true;
     return false;
 }
 
@@ -117,6 +125,7 @@ static bool is_prog_word(const char *w, size_t n)
 
 static bool starts(const char *t, size_t m, const char *lit)
 {
+    if (t[0] != lit[0]) return false;
     size_t n = strlen(lit);
     return m >= n && memcmp(t, lit, n) == 0;
 }
@@ -137,11 +146,40 @@ static const char *const code_starts[] = {
     "console.", "async ",   "export ", "@",       "#define",   "int ",    "void ",  "for i in", "echo ",
 };
 
-static const char *const code_ops[] = {"=>", "==", "!=", "->", "::", "&&", "||", "+=", "</", "/>", "();", "()", "[]"};
+/* Bytes that are brackets or operators, for the density test. */
+static const unsigned char sym_byte[256] = {
+    ['{'] = 1, ['}'] = 1, ['['] = 1, [']'] = 1, ['('] = 1, [')'] = 1, [';'] = 1, ['='] = 1, ['<'] = 1, ['>'] = 1};
 
-static bool is_sym(char c) { return strchr("{}[]();=<>", c) != NULL && c != '\0'; }
+/* The first bytes of code_starts (filled once, with the word set). */
+static bool start_byte[256];
 
-/* Is the line (no newline) shaped like code? */
+static void starts_build(void)
+{
+    for (size_t i = 0; i < LX_ARRAY_LEN(code_starts); i++)
+        start_byte[(unsigned char)code_starts[i][0]] = true;
+    start_byte['f'] = true; /* from ... import */
+}
+
+/* An operator prose does not use, as two bytes: => == != -> :: && || += </ /> () []. */
+static bool code_op(char a, char b)
+{
+    switch (a) {
+    case '=': return b == '>' || b == '=';
+    case '!': return b == '=';
+    case '-': return b == '>';
+    case ':': return b == ':';
+    case '&': return b == '&';
+    case '|': return b == '|';
+    case '+': return b == '=';
+    case '<': return b == '/';
+    case '/': return b == '>';
+    case '(': return b == ')';
+    case '[': return b == ']';
+    default: return false;
+    }
+}
+
+/* Is the line (no newline) shaped like code? One pass over it, whatever its length. */
 static bool code_line(const char *s, size_t n)
 {
     size_t a = 0, b = n;
@@ -154,15 +192,17 @@ static bool code_line(const char *s, size_t n)
     if (m == 0) return false;
     char last = t[m - 1];
     if (last == ';' || last == '{' || last == '}') return true;
-    for (size_t i = 0; i < LX_ARRAY_LEN(code_starts); i++)
-        if (starts(t, m, code_starts[i])) return true;
-    if (starts(t, m, "from ") && has(t, m, " import ")) return true;
-    for (size_t i = 0; i < LX_ARRAY_LEN(code_ops); i++)
-        if (has(t, m, code_ops[i])) return true;
+    if (start_byte[(unsigned char)t[0]]) {
+        for (size_t i = 0; i < LX_ARRAY_LEN(code_starts); i++)
+            if (starts(t, m, code_starts[i])) return true;
+        if (starts(t, m, "from ") && has(t, m, " import ")) return true;
+    }
     size_t sym = 0, high = 0;
     for (size_t i = 0; i < m; i++) {
-        sym += is_sym(t[i]);
-        high += (unsigned char)t[i] >= 0x80;
+        unsigned char c = (unsigned char)t[i];
+        if (i + 1 < m && code_op(t[i], t[i + 1])) return true;
+        sym += sym_byte[c];
+        high += c >= 0x80;
     }
     if (m >= 8 && sym * 6 >= m) return true;
     return a >= 4 && sym > 0 && high == 0;
@@ -211,6 +251,9 @@ static void word_end(tally *t, const char *w, size_t n, unsigned *prog)
     if (n >= 2 && is_prog_word(w, n)) (*prog)++;
 }
 
+static const unsigned char math_byte[128] = {
+    ['+'] = 1, ['-'] = 1, ['*'] = 1, ['/'] = 1, ['^'] = 1, ['='] = 1, ['<'] = 1, ['>'] = 1, ['('] = 1, [')'] = 1};
+
 static bool math_cp(unsigned cp)
 {
     return cp == 0xD7 || cp == 0xF7 || cp == 0x221A || cp == 0x3C0 || cp == 0x2211 || cp == 0x222B || cp == 0x2264 ||
@@ -242,7 +285,7 @@ static void scan(const char *s, size_t len, tally *t, unsigned *chars, unsigned 
         t->nonspace++;
         if (cp < 0x80) {
             t->letters += is_alpha((char)cp);
-            t->mathy += is_digit((char)cp) || (cp && strchr("+-*/^=<>()", (int)cp));
+            t->mathy += is_digit((char)cp) || math_byte[cp];
         } else if (lx_is_japanese_cp(cp)) {
             t->letters++;
             t->ja++;
