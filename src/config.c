@@ -35,6 +35,7 @@
 
 #include "config_keys.h"
 #include "config_parse.h"
+#include "routing/classifier.h"
 #include "utils/common.h"
 #include "utils/log.h"
 
@@ -59,6 +60,9 @@ static void read_auth_keys(lx_cfg_parser *p, yaml_node_t *v, int line, const cha
 static void item_path(char *out, const char *path, size_t i);
 static void read_aliases(lx_cfg_parser *p, yaml_node_t *v, int line, const char *path, void *base);
 static void read_gpus(lx_cfg_parser *p, yaml_node_t *v, int line, const char *path, void *base);
+static void read_auto_routes(lx_cfg_parser *p, yaml_node_t *v, int line, const char *path, void *base);
+static void read_auto_rules(lx_cfg_parser *p, yaml_node_t *v, int line, const char *path, void *base);
+static void read_keywords(lx_cfg_parser *p, yaml_node_t *v, int line, const char *path, void *base);
 
 /* ---- the tables ---- */
 
@@ -317,10 +321,75 @@ static const char *const affinity_names[] = {
     [LX_AFFINITY_NONE] = "none", [LX_AFFINITY_USER] = "user", [LX_AFFINITY_PREFIX] = "prefix", NULL};
 _Static_assert(sizeof(lx_balance_kind) == sizeof(int) && sizeof(lx_affinity) == sizeof(int), "LX_K_ENUM stores an int");
 
+static const lx_keydef auto_route_keys[] = {
+    {.name = "target", .type = LX_K_STR, AT(lx_auto_route, target), .flags = LX_KF_DERIVED},
+    K_END,
+};
+
+static const lx_keylist_desc auto_routes_list = {
+    .arr_off = offsetof(lx_config, routing.automatic.routes),
+    .count_off = offsetof(lx_config, routing.automatic.n_routes),
+    .elem_size = sizeof(lx_auto_route),
+    .name_off = offsetof(lx_auto_route, name),
+    .rows = auto_route_keys,
+    .report = LX_DIFF_BY_ENTRY, /* "routing.auto.routes.CLASS" */
+};
+
+/* A keyword is the char * element itself. */
+static const lx_keydef keyword_keys[] = {
+    {.name = "keyword", .type = LX_K_STR, .off = 0, .flags = LX_KF_DERIVED},
+    K_END,
+};
+
+static const lx_keylist_desc keywords_list = {
+    .arr_off = offsetof(lx_auto_rule, keywords),
+    .count_off = offsetof(lx_auto_rule, n_keywords),
+    .elem_size = sizeof(char *),
+    .name_off = -1,
+    .rows = keyword_keys,
+    .report = LX_DIFF_WHOLE,
+};
+
+enum { AR_CLASS, AR_ROUTE, AR_KEYWORDS };
+static const lx_keydef auto_rule_keys[] = {
+    [AR_CLASS] = K_STR(lx_auto_rule, "class", class_name, NULL),
+    [AR_ROUTE] = K_STR(lx_auto_rule, "route", route, NULL),
+    [AR_KEYWORDS] = K_LIST("keywords", read_keywords, keywords_list),
+    K_END,
+};
+
+static const lx_keylist_desc auto_rules_list = {
+    .arr_off = offsetof(lx_config, routing.automatic.rules),
+    .count_off = offsetof(lx_config, routing.automatic.n_rules),
+    .elem_size = sizeof(lx_auto_rule),
+    .name_off = -1,
+    .rows = auto_rule_keys,
+    .report = LX_DIFF_WHOLE, /* "routing.auto.rules": their order decides */
+};
+
+static const lx_keydef auto_keys[] = {
+    [RA_NAME] = K_STR(lx_config, "name", routing.automatic.name, "auto"),
+    [RA_ROUTES] = K_LIST("routes", read_auto_routes, auto_routes_list),
+    [RA_DEFAULT] = K_STR(lx_config, "default", routing.automatic.default_route, NULL),
+    [RA_MIN_CONFIDENCE] = K_NUM(lx_config, "min_confidence", routing.automatic.min_confidence, 0.6, 0, 1, 0),
+    [RA_MODEL_FILE] = {.name = "model_file",
+                       .type = LX_K_STR,
+                       AT(lx_config, routing.automatic.model_file),
+                       .sdef = "",
+                       .flags = LX_KF_EMPTY_OK},
+    [RA_RULES] = K_LIST("rules", read_auto_rules, auto_rules_list),
+    /* the section is given */
+    {.name = "enabled", .type = LX_K_BOOL, AT(lx_config, routing.automatic.enabled), .flags = LX_KF_DERIVED},
+    /* the model file's content (its digest): a reload notices a file replaced under the same name */
+    {.name = "model", .type = LX_K_STR, AT(lx_config, routing.automatic.model_digest), .flags = LX_KF_DERIVED},
+    K_END,
+};
+
 static const lx_keydef routing_keys[] = {
     K_LIST("aliases", read_aliases, aliases_list),
     K_ENUM(lx_config, "balance", routing.balance, LX_BALANCE_LEAST_LOADED, balance_names),
     K_ENUM(lx_config, "affinity", routing.affinity, LX_AFFINITY_NONE, affinity_names),
+    K_SECTION("auto", auto_keys, lx_cfg_check_auto),
     K_END,
 };
 
@@ -897,6 +966,109 @@ static void read_aliases(lx_cfg_parser *p, yaml_node_t *v, int line, const char 
     }
 }
 
+/* routing.auto.routes: a mapping of class to a model or alias. */
+static void read_auto_routes(lx_cfg_parser *p, yaml_node_t *v, int line, const char *path, void *base)
+{
+    lx_config *c = base;
+    size_t n;
+    if (!named_entries(p, v, line, path, "a mapping of class to a model or alias", &n) || n == 0) return;
+    c->routing.automatic.routes = lx_xcalloc(n, sizeof *c->routing.automatic.routes);
+    for (yaml_node_pair_t *pr = v->data.mapping.pairs.start; pr < v->data.mapping.pairs.top; pr++) {
+        yaml_node_t *k = yaml_document_get_node(p->doc, pr->key), *t = yaml_document_get_node(p->doc, pr->value);
+        const char *name = key_name(p, k, path);
+        char sub[PATH_LEN];
+        if (name == NULL) continue;
+        lx_cfg_join(sub, path, name);
+        const char *dup = lx_config_auto_route(c, name, strlen(name));
+        if (dup) {
+            lx_cfg_err(p, node_line(k), sub, "duplicate key");
+            continue;
+        }
+        if (!is_text(t) || !*scalar(t)) {
+            err_shape(p, node_line(k), sub, "a model or alias name", t);
+            continue;
+        }
+        lx_auto_route *r = &c->routing.automatic.routes[c->routing.automatic.n_routes++];
+        r->name = lx_xstrdup(name);
+        r->target = lx_xstrdup(scalar(t));
+        r->line = node_line(k);
+    }
+}
+
+/* A rule's keywords: a list of non-empty strings, lower-cased. */
+static void read_keywords(lx_cfg_parser *p, yaml_node_t *v, int line, const char *path, void *base)
+{
+    lx_auto_rule *r = base;
+    if (v->type != YAML_SEQUENCE_NODE) {
+        err_shape(p, line, path, "a list of keywords", v);
+        return;
+    }
+    size_t n = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
+    r->keywords = lx_xcalloc(n ? n : 1, sizeof *r->keywords);
+    for (size_t i = 0; i < n; i++) {
+        char sub[PATH_LEN];
+        item_path(sub, path, i);
+        yaml_node_t *item = yaml_document_get_node(p->doc, v->data.sequence.items.start[i]);
+        if (!is_text(item) || !*scalar(item)) {
+            err_shape(p, node_line(item), sub, "a non-empty keyword", item);
+            continue;
+        }
+        char *kw = lx_xstrdup(scalar(item));
+        for (char *ch = kw; *ch; ch++)
+            if (*ch >= 'A' && *ch <= 'Z') *ch = (char)(*ch | 0x20);
+        r->keywords[r->n_keywords++] = kw;
+    }
+    if (n == 0) lx_cfg_err(p, line, path, "is empty: list the keywords that select the class");
+}
+
+static void free_strings(char **v, size_t n);
+
+static void free_rule(lx_auto_rule *r)
+{
+    free(r->class_name);
+    free(r->route);
+    free_strings(r->keywords, r->n_keywords);
+}
+
+static void read_auto_rule(lx_cfg_parser *p, yaml_node_t *item, const char *path, lx_config *c)
+{
+    int line = node_line(item), lines[MAX_KEYS];
+    if (item->type != YAML_MAPPING_NODE) {
+        err_shape(p, line, path, "a mapping {class, route, keywords}", item);
+        return;
+    }
+    lx_auto_rule r = {.line = line};
+    lx_cfg_set_defaults(auto_rule_keys, &r);
+    size_t before = n_problems(p);
+    walk_map(p, item, line, path, auto_rule_keys, &r, lines);
+    if (n_problems(p) == before && !lines[AR_CLASS]) lx_cfg_err(p, line, path, "has no class: add \"class: <name>\"");
+    if (n_problems(p) == before && !lines[AR_KEYWORDS])
+        lx_cfg_err(p, line, path, "has no keywords: add \"keywords: [...]\"");
+    if (n_problems(p) != before) {
+        free_rule(&r);
+        return;
+    }
+    c->routing.automatic.rules[c->routing.automatic.n_rules++] = r;
+}
+
+static void read_auto_rules(lx_cfg_parser *p, yaml_node_t *v, int line, const char *path, void *base)
+{
+    lx_config *c = base;
+    if (is_null(v)) return;
+    if (v->type != YAML_SEQUENCE_NODE) {
+        err_shape(p, line, path, "a list of rules (- class: ... / keywords: [...] lines)", v);
+        return;
+    }
+    size_t n = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
+    if (n == 0) return;
+    c->routing.automatic.rules = lx_xcalloc(n, sizeof *c->routing.automatic.rules);
+    for (size_t i = 0; i < n; i++) {
+        char sub[PATH_LEN];
+        item_path(sub, path, i);
+        read_auto_rule(p, yaml_document_get_node(p->doc, v->data.sequence.items.start[i]), sub, c);
+    }
+}
+
 /* ---- the snapshot ---- */
 
 static void free_backend(lx_backend_conf *b)
@@ -920,6 +1092,23 @@ static void free_strings(char **v, size_t n)
     free(v);
 }
 
+static void free_auto(lx_config *c)
+{
+    for (size_t i = 0; i < c->routing.automatic.n_routes; i++) {
+        free(c->routing.automatic.routes[i].name);
+        free(c->routing.automatic.routes[i].target);
+    }
+    free(c->routing.automatic.routes);
+    for (size_t i = 0; i < c->routing.automatic.n_rules; i++)
+        free_rule(&c->routing.automatic.rules[i]);
+    free(c->routing.automatic.rules);
+    free(c->routing.automatic.name);
+    free(c->routing.automatic.default_route);
+    free(c->routing.automatic.model_file);
+    free(c->routing.automatic.model_digest);
+    lx_cls_free(c->routing.automatic.model);
+}
+
 static void free_aliases(lx_config *c)
 {
     for (size_t i = 0; i < c->routing.n_aliases; i++) {
@@ -938,6 +1127,7 @@ static void config_free(lx_config *c)
         free_backend(&c->backends[i]);
     free(c->backends);
     free_aliases(c);
+    free_auto(c);
     for (size_t i = 0; i < c->rate_limits.n_users; i++)
         free(c->rate_limits.users[i].name);
     free(c->rate_limits.users);
@@ -996,6 +1186,15 @@ const lx_alias *lx_config_alias(const lx_config *c, const char *name, size_t len
     for (size_t i = 0; i < c->routing.n_aliases; i++)
         if (strlen(c->routing.aliases[i].name) == len && memcmp(c->routing.aliases[i].name, name, len) == 0)
             return &c->routing.aliases[i];
+    return NULL;
+}
+
+const char *lx_config_auto_route(const lx_config *c, const char *class_name, size_t len)
+{
+    for (size_t i = 0; i < c->routing.automatic.n_routes; i++) {
+        const lx_auto_route *r = &c->routing.automatic.routes[i];
+        if (strlen(r->name) == len && memcmp(r->name, class_name, len) == 0) return r->target;
+    }
     return NULL;
 }
 

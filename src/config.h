@@ -95,6 +95,24 @@ typedef struct {
     char *targets_text; /* "a, b": the targets as one string (what reload compares) */
 } lx_alias;
 
+/* routing.auto.routes: a class of the automatic router and the model or alias that serves it. */
+typedef struct {
+    char *name;   /* the class */
+    char *target; /* a model or an alias */
+    int line;     /* where it is given (for the checks once every key is read) */
+} lx_auto_route;
+
+/* routing.auto.rules[]: a class decided by keywords, before the analyzer. */
+typedef struct {
+    char *class_name;
+    char *route;     /* the model or alias; NULL: routing.auto.routes' entry for the class, else the default */
+    char **keywords; /* lower-cased (ASCII) once read; matched case-insensitively inside the prompt */
+    size_t n_keywords;
+    int line;
+} lx_auto_rule;
+
+struct lx_cls_model;
+
 typedef struct {
     char *name; /* the key under backends: */
     lx_backend_kind kind;
@@ -152,6 +170,21 @@ typedef struct lx_config {
         size_t n_aliases;
         lx_balance_kind balance;
         lx_affinity affinity;
+        /* routing.auto: model "auto" (its name) is routed by what the prompt asks (routing/analyzer.h) */
+        struct {
+            bool enabled;          /* the section is given */
+            char *name;            /* the model name that asks for it ("auto") */
+            lx_auto_route *routes; /* file order */
+            size_t n_routes;
+            char *default_route; /* below min_confidence, or a class without a route; NULL: default_model */
+            double min_confidence;
+            char *model_file;    /* as given; "" the shipped model (a relative path: from the config file's folder) */
+            lx_auto_rule *rules; /* file order: the first that matches decides */
+            size_t n_rules;
+            struct lx_cls_model *model; /* loaded with the snapshot, freed with it (routing/classifier.h) */
+            char *model_digest;         /* the model's (lx_cls_digest): a reload notices a new model file */
+            int name_line, default_line;
+        } automatic;
     } routing;
 
     struct {
@@ -242,6 +275,8 @@ const char *lx_backend_conf_upstream(const lx_backend_conf *b, const char *model
 const lx_backend_conf *lx_config_backend(const lx_config *c, const char *name);
 /* The alias called name (len bytes), or NULL. */
 const lx_alias *lx_config_alias(const lx_config *c, const char *name, size_t len);
+/* routing.auto's route for class (len bytes): its routes entry, or NULL. */
+const char *lx_config_auto_route(const lx_config *c, const char *class_name, size_t len);
 /* The first enabled backend that lists model, or NULL (which one a request goes to: lx_admission_pick). */
 const lx_backend_conf *lx_config_backend_for(const lx_config *c, const char *model, size_t len);
 

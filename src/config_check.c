@@ -23,6 +23,7 @@
 #include <openssl/crypto.h>
 
 #include "config_parse.h"
+#include "routing/classifier.h"
 #include "utils/common.h"
 
 #define MAX_TOKEN_FILE 4096 /* admin.token_file larger than this is refused */
@@ -94,6 +95,83 @@ void lx_cfg_check_admin(lx_cfg_parser *p, yaml_node_t *v, int line, const char *
                    token_line);
     else if (file_line)
         read_token_file(p, file_line, sub, c);
+}
+
+/* ---- routing.auto: the classes and the model, once the section is read ---- */
+
+/* model_file as opened: a relative path is relative to the config file's folder. */
+static void model_path(const lx_cfg_parser *p, const char *file, lx_buf *out)
+{
+    const char *slash = strrchr(p->name, '/');
+    if (file[0] != '/' && slash) lx_buf_printf(out, "%.*s/", (int)(slash - p->name), p->name);
+    lx_buf_append_str(out, file);
+}
+
+static void load_model(lx_cfg_parser *p, lx_config *c, const char *path)
+{
+    const char *file = c->routing.automatic.model_file;
+    if (file == NULL || *file == '\0') {
+        c->routing.automatic.model = lx_cls_builtin();
+    } else {
+        char err[256], sub[PATH_LEN];
+        lx_buf full;
+        lx_buf_init(&full, 0);
+        model_path(p, file, &full);
+        c->routing.automatic.model = lx_cls_load(full.p, err, sizeof err);
+        lx_cfg_join(sub, path, "model_file");
+        if (c->routing.automatic.model == NULL)
+            lx_cfg_err(p, p->sec_lines[RA_MODEL_FILE], sub, "\"%s\": %s", full.p, err);
+        lx_buf_free(&full);
+    }
+    if (c->routing.automatic.model)
+        lx_cfg_set_str(&c->routing.automatic.model_digest, lx_cls_digest(c->routing.automatic.model));
+}
+
+static bool rule_class(const lx_config *c, const char *name)
+{
+    for (size_t i = 0; i < c->routing.automatic.n_rules; i++)
+        if (strcmp(c->routing.automatic.rules[i].class_name, name) == 0) return true;
+    return false;
+}
+
+/* "code, reasoning, ..., and the rules' legal": the classes a route may name. */
+static void class_names(const lx_config *c, lx_buf *b)
+{
+    const lx_cls_model *m = c->routing.automatic.model;
+    for (size_t i = 0; m && i < lx_cls_n_classes(m); i++)
+        lx_buf_printf(b, "%s%s", i ? ", " : "", lx_cls_class(m, i));
+    for (size_t i = 0; i < c->routing.automatic.n_rules; i++)
+        lx_buf_printf(b, "%s%s", b->len ? ", " : "", c->routing.automatic.rules[i].class_name);
+}
+
+void lx_cfg_check_auto(lx_cfg_parser *p, yaml_node_t *v, int line, const char *path, void *base)
+{
+    (void)v;
+    (void)line;
+    lx_config *c = base;
+    c->routing.automatic.enabled = true;
+    c->routing.automatic.name_line = p->sec_lines[RA_NAME];
+    c->routing.automatic.default_line = p->sec_lines[RA_DEFAULT];
+    load_model(p, c, path);
+    for (size_t i = 0; i < c->routing.automatic.n_rules; i++) {
+        const lx_auto_rule *r = &c->routing.automatic.rules[i];
+        if (!lx_cfg_is_token(r->class_name) || strcmp(r->class_name, "default") == 0)
+            lx_cfg_err(p, r->line, "routing.auto.rules",
+                       "class \"%s\": must be a name of visible ASCII characters without spaces, not \"default\"",
+                       r->class_name);
+    }
+    if (c->routing.automatic.model == NULL) return;
+    for (size_t i = 0; i < c->routing.automatic.n_routes; i++) {
+        const lx_auto_route *r = &c->routing.automatic.routes[i];
+        if (lx_cls_find(c->routing.automatic.model, r->name, strlen(r->name)) >= 0 || rule_class(c, r->name)) continue;
+        char sub[PATH_LEN];
+        lx_buf b;
+        lx_buf_init(&b, 0);
+        class_names(c, &b);
+        snprintf(sub, sizeof sub, "%s.routes.%s", path, r->name);
+        lx_cfg_err(p, r->line, sub, "no such class (the classes: %s)", b.p ? b.p : "none");
+        lx_buf_free(&b);
+    }
 }
 
 /* ---- resolving what depends on several keys ---- */
@@ -290,6 +368,45 @@ static void resolve_aliases(lx_cfg_parser *p)
     }
 }
 
+/* ---- routing.auto: its name and where its routes go ---- */
+
+static void check_auto_target(lx_cfg_parser *p, int line, const char *path, const char *t)
+{
+    const lx_config *c = p->cfg;
+    if (strcmp(t, c->routing.automatic.name) == 0)
+        lx_cfg_err(p, line, path, "\"%s\" is routing.auto.name itself: name a model or an alias", t);
+    else if (!lx_config_backend_for(c, t, strlen(t)) && !lx_config_alias(c, t, strlen(t)) && !any_auto(c))
+        lx_cfg_err(p, line, path,
+                   "\"%s\" is neither a model an enabled backend serves nor an alias (a route to nothing)", t);
+}
+
+static void resolve_auto(lx_cfg_parser *p)
+{
+    const lx_config *c = p->cfg;
+    const char *name = c->routing.automatic.name;
+    if (!c->routing.automatic.enabled) return;
+    const lx_backend_conf *b = lx_config_backend_for(c, name, strlen(name));
+    if (lx_config_alias(c, name, strlen(name)))
+        lx_cfg_err(p, c->routing.automatic.name_line, "routing.auto.name", "\"%s\" is also an alias: rename one", name);
+    else if (b)
+        lx_cfg_err(p, c->routing.automatic.name_line, "routing.auto.name",
+                   "\"%s\" is a model backend %s serves: choose another name", name, b->name);
+    for (size_t i = 0; i < c->routing.automatic.n_routes; i++) {
+        char path[PATH_LEN];
+        snprintf(path, sizeof path, "routing.auto.routes.%s", c->routing.automatic.routes[i].name);
+        check_auto_target(p, c->routing.automatic.routes[i].line, path, c->routing.automatic.routes[i].target);
+    }
+    for (size_t i = 0; i < c->routing.automatic.n_rules; i++) {
+        char path[PATH_LEN];
+        snprintf(path, sizeof path, "routing.auto.rules[%zu].route", i);
+        if (c->routing.automatic.rules[i].route)
+            check_auto_target(p, c->routing.automatic.rules[i].line, path, c->routing.automatic.rules[i].route);
+    }
+    if (c->routing.automatic.default_route)
+        check_auto_target(p, c->routing.automatic.default_line, "routing.auto.default",
+                          c->routing.automatic.default_route);
+}
+
 /* rate_limits.redis_url, already checked, into its parts. */
 static void resolve_redis(lx_config *c)
 {
@@ -308,6 +425,7 @@ void lx_cfg_resolve(lx_cfg_parser *p)
     if (p->marks[M_BACKENDS] == 0) {
         implicit_backend(p);
         if (c->n_backends) resolve_aliases(p);
+        if (c->n_backends) resolve_auto(p);
         return;
     }
     bool any_enabled = false;
@@ -322,4 +440,5 @@ void lx_cfg_resolve(lx_cfg_parser *p)
     }
     if (!p->backends_bad) resolve_aliases(p);
     resolve_default_model(p);
+    if (!p->backends_bad) resolve_auto(p);
 }

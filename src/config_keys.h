@@ -58,6 +58,7 @@ enum {
     LX_KF_NOT_KEPT = 1 << 3, /* read into the entry being built, not kept as given (an auth key's text is
                                 hashed); reload compares what it became instead */
     LX_KF_DERIVED = 1 << 4,  /* not a key of the file: a field the loader sets; the walk never matches it */
+    LX_KF_EMPTY_OK = 1 << 5, /* LX_K_STR: "" is a value (it means "the default"), not an error */
 };
 
 /* How reload reports the differences of a list. */

@@ -222,7 +222,7 @@ bool lx_cfg_set_scalar(const lx_keydef *row, const char *s, bool plain, void *ds
     int k;
     switch (row->type) {
     case LX_K_STR:
-        if (!*s) return false;
+        if (!*s && !(row->flags & LX_KF_EMPTY_OK)) return false;
         lx_cfg_set_str(dst, s);
         return true;
     case LX_K_URL: return set_url(dst, s);

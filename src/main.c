@@ -10,6 +10,7 @@
 
 #include "config.h"
 #include "gateway.h"
+#include "route_cmd.h"
 #include "usage_cmd.h"
 #include "utils/log.h"
 
@@ -17,16 +18,19 @@
 
 static void usage(FILE *out)
 {
-    fprintf(out, "Usage: lexora [--config FILE]          run the gateway\n"
-                 "       lexora --check-config [--config FILE]\n"
-                 "                                       validate the config, print every problem\n"
-                 "       lexora usage [--config FILE] [--since DATE] [--by user|model|day]\n"
-                 "                                       print the usage ledger as a table (lexora usage --help)\n"
-                 "       lexora --version | --help\n"
-                 "\n"
-                 "The config file is FILE, else $LEXORA_CONFIG, else " DEFAULT_CONFIG ".\n"
-                 "Signals: SIGHUP reloads the config; SIGTERM or SIGINT stop gracefully (a second one at once).\n"
-                 "Exit codes: 0 ok, 1 could not start, 2 bad command line or config.\n");
+    fprintf(out,
+            "Usage: lexora [--config FILE]          run the gateway\n"
+            "       lexora --check-config [--config FILE]\n"
+            "                                       validate the config, print every problem\n"
+            "       lexora usage [--config FILE] [--since DATE] [--by user|model|day]\n"
+            "                                       print the usage ledger as a table (lexora usage --help)\n"
+            "       lexora route [--config FILE] [--explain] | --eval FILE | --train FILE --out FILE\n"
+            "                                       automatic routing from the command line (lexora route --help)\n"
+            "       lexora --version | --help\n"
+            "\n"
+            "The config file is FILE, else $LEXORA_CONFIG, else " DEFAULT_CONFIG ".\n"
+            "Signals: SIGHUP reloads the config; SIGTERM or SIGINT stop gracefully (a second one at once).\n"
+            "Exit codes: 0 ok, 1 could not start, 2 bad command line or config.\n");
 }
 
 typedef struct {
@@ -108,6 +112,7 @@ static int run(lx_config *cfg)
 int main(int argc, char **argv)
 {
     if (argc > 1 && strcmp(argv[1], "usage") == 0) return lx_usage_command(argc - 1, argv + 1, DEFAULT_CONFIG);
+    if (argc > 1 && strcmp(argv[1], "route") == 0) return lx_route_command(argc - 1, argv + 1);
     options o = {0};
     int rc = parse_args(argc, argv, &o);
     if (rc != 0) return rc < 0 ? 0 : rc;

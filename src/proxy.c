@@ -7,7 +7,9 @@
  *   2b who: lx_auth_identify (auth on: the bearer key's user, else 401 invalid_api_key; auth off: x_user_id,
  *     X-User-Id, else "anonymous")
  *   3 route (routing/router.h): the name must be a model served now or an alias (else 404 model_not_found
- *     naming what is served)
+ *     naming what is served); routing.auto.name ("auto") is first replaced by the route of the class the
+ *     analyzer gives the prompt (routing/analyzer.h; 400 for an x_route naming no class), and the answer
+ *     carries X-Lexora-Route and X-Lexora-Route-Reason
  *   3b rate limits (limits/rate_limiter.h): reserve 1 request and the token estimate; over a limit →
  *     429 (reject mode) or held until it fits (wait mode, within the same deadline as the queue)
  *   4 admission (queue/admission.h): lx_router_pick resolves the name to a model (an alias's first model
@@ -56,6 +58,7 @@
 #include "api/sse.h"
 #include "backends/kind.h"
 #include "queue/admission.h"
+#include "routing/analyzer.h"
 #include "routing/router.h"
 #include "limits/auth.h"
 #include "limits/rate_limiter.h"
@@ -85,7 +88,10 @@ typedef struct {
     lx_slice model_name;  /* what routing looks up: the body's model, or default_model */
     bool is_alias;        /* model_name is an alias */
     lx_prefix_key prefix; /* routing.affinity prefix: the prompt's blocks (n 0 otherwise) */
-    lx_buf url;           /* this attempt's: the backend's url and the kind's path */
+    bool auto_routed;     /* the client asked for routing.auto.name: route is the analyzer's verdict */
+    lx_auto_verdict route;
+    char route_header[LX_AUTO_REASON_MAX * 2]; /* route.reason fit for a header (lx_auto_header_text) */
+    lx_buf url;                                /* this attempt's: the backend's url and the kind's path */
     char hdr_request_id[LX_REQUEST_ID_MAX + 16];
     lx_body_fields f;
     const lx_kind *kind;     /* this attempt's backend's kind */
@@ -147,7 +153,9 @@ static void access_log(const proxy_req *p, int status)
         .path = lx_endpoint_path(p->ep),
         .model = p->model,
         .model_used = p->model_used ? lx_model_name(p->model_used) : NULL,
-        .alias = p->is_alias,
+        .alias = p->is_alias && !p->auto_routed,
+        .route = p->auto_routed ? p->route.class_name : NULL,
+        .route_reason = p->auto_routed ? p->route.reason : NULL,
         .backend = p->backend ? p->backend->name : NULL,
         .status = status,
         .error_code = p->has_err ? lx_err_get(p->err)->code : NULL,
@@ -240,13 +248,17 @@ static void fail_h(proxy_req *p, lx_err e, const char *message, const char *para
     lx_buf body;
     lx_buf_init(&body, 0);
     lx_err_body(&body, e, message, param);
-    lx_http_header h[5 + LX_RATELIMIT_MAX_HEADERS];
+    lx_http_header h[7 + LX_RATELIMIT_MAX_HEADERS];
     size_t n = 0;
     h[n++] = (lx_http_header){"Content-Type", "application/json"};
     h[n++] = (lx_http_header){"X-Request-Id", p->request_id};
     if (p->model_used) h[n++] = (lx_http_header){"X-Lexora-Model", lx_model_name(p->model_used)};
     for (size_t i = 0; i < n_extra && n < 5; i++)
         h[n++] = extra[i];
+    if (p->auto_routed) {
+        h[n++] = (lx_http_header){"X-Lexora-Route", p->route.class_name};
+        h[n++] = (lx_http_header){"X-Lexora-Route-Reason", p->route_header};
+    }
     lx_ratelimit_headers rh = {0};
     if (p->rate_checked) lx_ratelimit_headers_fill(&p->rate.result, &rh);
     for (size_t i = 0; i < rh.n; i++)
@@ -265,7 +277,7 @@ static void fail(proxy_req *p, lx_err e, const char *message, const char *param)
 /* ---------- answering ---------- */
 
 typedef struct {
-    lx_http_header h[8 + LX_RATELIMIT_MAX_HEADERS];
+    lx_http_header h[10 + LX_RATELIMIT_MAX_HEADERS];
     size_t n;
     char overhead[32];
     char queue_wait[32];
@@ -283,6 +295,10 @@ static void answer_headers_init(answer_headers *a, const proxy_req *p, const cha
     a->h[a->n++] = (lx_http_header){"X-Lexora-Queue-Wait-Ms", a->queue_wait};
     if (p->backend) a->h[a->n++] = (lx_http_header){"X-Lexora-Backend", p->backend->name};
     if (p->model_used) a->h[a->n++] = (lx_http_header){"X-Lexora-Model", lx_model_name(p->model_used)};
+    if (p->auto_routed) {
+        a->h[a->n++] = (lx_http_header){"X-Lexora-Route", p->route.class_name};
+        a->h[a->n++] = (lx_http_header){"X-Lexora-Route-Reason", p->route_header};
+    }
     a->rate.n = 0;
     if (p->rate_checked) lx_ratelimit_headers_fill(&p->rate.result, &a->rate);
     for (size_t i = 0; i < a->rate.n; i++)
@@ -552,6 +568,22 @@ static bool set_queue_timeout(proxy_req *p)
     return true;
 }
 
+/* routing.auto.name: the analyzer (routing/analyzer.h) gives the class, whose route becomes the name routed
+ * (it lives in p->cfg). False after answering 400 for an x_route that names no class. */
+static bool route_auto(proxy_req *p)
+{
+    if (lx_auto_decide(p->cfg, p->f.prompt, p->f.x_route, p->f.has_x_route, &p->route) != 0) {
+        fail(p, LX_ERR_INVALID_FIELD, p->route.reason, "x_route");
+        return false;
+    }
+    p->auto_routed = true;
+    lx_auto_header_text(p->route.reason, p->route_header, sizeof p->route_header);
+    p->model_name = lx_slice_of(p->route.route);
+    LX_DEBUG(p->request_id, "auto-routed: class %s, route %s (%s)", p->route.class_name, p->route.route,
+             p->route.reason);
+    return true;
+}
+
 /* Is the name a served model or an alias (else 404 model_not_found)? Which model and backend serve it is
  * decided at admission, by the current config. */
 static bool route(proxy_req *p)
@@ -563,13 +595,18 @@ static bool route(proxy_req *p)
     }
     p->model_name = p->f.has_model ? p->f.model : lx_slice_of(p->cfg->default_model);
     copy_slice(p->model, sizeof p->model, p->model_name);
+    if (lx_auto_is_name(p->cfg, p->model_name) && !route_auto(p)) return false;
     p->is_alias = lx_config_alias(c, p->model_name.p, p->model_name.len) != NULL;
     if (lx_router_serves(p->gw->router, c, p->model_name)) return true;
     lx_buf served, msg;
     lx_buf_init(&served, 0);
     lx_buf_init(&msg, 0);
     lx_router_names(p->gw->router, c, &served);
-    lx_buf_printf(&msg, "The model `%s` does not exist. Models served: %s", p->model, served.p ? served.p : "none");
+    if (p->auto_routed)
+        lx_buf_printf(&msg, "Automatic routing chose `%.*s` (class %s), which is not served now. Models served: %s",
+                      (int)p->model_name.len, p->model_name.p, p->route.class_name, served.p ? served.p : "none");
+    else
+        lx_buf_printf(&msg, "The model `%s` does not exist. Models served: %s", p->model, served.p ? served.p : "none");
     fail(p, LX_ERR_MODEL_NOT_FOUND, msg.p, "model");
     lx_buf_free(&served);
     lx_buf_free(&msg);

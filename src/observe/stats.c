@@ -235,6 +235,36 @@ static void named_free(lx_map *m, lx_list *l)
     lx_map_free(m);
 }
 
+static void classes_free(lx_stats *s)
+{
+    lx_list *n, *tmp;
+    LX_LIST_EACH(&s->class_list, n, tmp)
+    {
+        lx_stats_class *k = LX_LIST_ENTRY(n, lx_stats_class, link);
+        free(k->name);
+        free(k);
+    }
+    lx_map_free(&s->classes);
+}
+
+/* An automatic-routing class's entry, made at first sight; past LX_STATS_MAX_CLASSES, "(other)". */
+static lx_stats_class *class_get(lx_stats *s, const char *name)
+{
+    size_t len = strnlen(name, NAME_MAX_BYTES);
+    lx_map_node *n = lx_map_find(&s->classes, name, len);
+    if (n) return LX_MAP_ENTRY(n, lx_stats_class, node);
+    if (lx_map_count(&s->classes) >= LX_STATS_MAX_CLASSES) {
+        name = OTHER;
+        len = strlen(OTHER);
+        if ((n = lx_map_find(&s->classes, name, len))) return LX_MAP_ENTRY(n, lx_stats_class, node);
+    }
+    lx_stats_class *k = lx_xcalloc(1, sizeof *k);
+    k->name = lx_xstrndup(name, len);
+    lx_map_add(&s->classes, &k->node, k->name, len);
+    lx_list_append(&s->class_list, &k->link);
+    return k;
+}
+
 static void routes_free(lx_stats *s)
 {
     lx_list *n, *tmp;
@@ -276,6 +306,8 @@ lx_stats *lx_stats_new(const lx_stats_opts *opts)
     lx_map_init(&s->users);
     lx_map_init(&s->aliases);
     lx_list_init(&s->alias_list);
+    lx_map_init(&s->classes);
+    lx_list_init(&s->class_list);
     lx_map_init(&s->routes);
     lx_map_init(&s->backends);
     lx_list_init(&s->user_list);
@@ -289,6 +321,7 @@ void lx_stats_free(lx_stats *s)
     if (s == NULL) return;
     named_free(&s->users, &s->user_list);
     named_free(&s->aliases, &s->alias_list);
+    classes_free(s);
     routes_free(s);
     backends_free(s);
     free(s);
@@ -388,6 +421,11 @@ void lx_stats_record(lx_stats *s, const lx_access_rec *rec)
 
     if (rec->alias && routed)
         counts_add(&named_get(&s->aliases, &s->alias_list, s->max_routes, rec->model, true)->c, err, pt, ct, lat);
+    if (rec->route && *rec->route) {
+        lx_stats_class *k = class_get(s, rec->route);
+        counts_add(&k->c, err, pt, ct, lat);
+        phist_add(&k->duration, &lx_stats_dur_buckets, lat / 1000.0);
+    }
     const char *model = rec->model_used ? rec->model_used : rec->model;
     lx_stats_route *r = route_get(s, routed ? or_none(model) : NONE, routed ? rec->backend : NONE);
     counts_add(&r->c, err, pt, ct, lat);

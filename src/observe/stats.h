@@ -16,6 +16,7 @@
  *    inside its bucket, so it is within one bucket of the truth, i.e. within 9.05 % (2^(1/8) − 1);
  *  - Prometheus histograms with fixed buckets per (model, backend), per priority and globally;
  *  - per alias (a request for an alias counts there, and under the model it resolved to);
+ *  - per automatic-routing class (routing/analyzer.h: the access record's route), with a duration histogram;
  *  - per user, per (model, backend) route and per backend counters in hash maps capped at
  *    max_users (10,000) and max_routes (1,000) entries; anything beyond lands in the "(other)" entry.
  *    A request not routed to a backend (bad body, unknown model) counts under model "-" and backend

@@ -3,7 +3,7 @@
  * collector's layout and the few reads the renderers need. Private to those two files.
  *
  * Invariants:
- *  - every user, alias, route and backend entry is in its map and on its list (in order of first sight) from
+ *  - every user, alias, class, route and backend entry is in its map and on its list (in order of first sight) from
  *    its creation until lx_stats_free, so renderers walk the lists and the record path holds plain
  *    pointers;
  *  - a route's key is "model\0backend" and its model and backend point into it;
@@ -57,6 +57,17 @@ typedef struct {
     uint64_t rate_limited;
 } lx_stats_user;
 
+/* An automatic-routing class (routing/analyzer.h): its requests and their duration. */
+typedef struct {
+    lx_map_node node; /* key: name */
+    lx_list link;     /* on lx_stats.class_list */
+    char *name;
+    lx_stats_counts c;
+    lx_stats_phist duration;
+} lx_stats_class;
+
+#define LX_STATS_MAX_CLASSES 64 /* beyond: "(other)" */
+
 typedef struct {
     int status;
     uint64_t n;
@@ -105,6 +116,8 @@ struct lx_stats {
 
     lx_map users, routes, backends, aliases; /* aliases: lx_stats_user entries, counts only */
     lx_list user_list, route_list, backend_list, alias_list;
+    lx_map classes; /* automatic routing: lx_stats_class entries */
+    lx_list class_list;
 
     lx_stats_queue_probe queue_probe;
     void *queue_probe_ud;

@@ -159,6 +159,7 @@ typedef struct {
     size_t i;                 /* priority, limit kind or loss reason; status or code of route r */
     const lx_stats_counts *c; /* of user u, of route r, or summed over the routes of a model or backend */
     lx_stats_user *u;
+    const lx_stats_class *k;
     const lx_stats_route *r;
     const lx_stats_backend *b; /* with up and in_flight probed */
     bool up;
@@ -196,6 +197,7 @@ typedef enum {
     OVER_ALIAS,        /* alias; in /stats a key of each per_alias entry */
     OVER_GPU,          /* gpu (NVML's index), uuid; /metrics only */
     OVER_GPU_INFO,     /* gpu, uuid, name; /metrics only */
+    OVER_CLASS,        /* class (automatic routing); in /stats a key of each per_class entry */
 } over;
 
 enum {
@@ -309,6 +311,7 @@ static bool rd_prio_wait(const ctx *c, val *v)
 {
     return hist(v, &c->s->queue_wait_p[c->i], &lx_stats_wait_buckets, NULL);
 }
+static bool rd_class_duration(const ctx *c, val *v) { return hist(v, &c->k->duration, &lx_stats_dur_buckets, NULL); }
 static bool rd_latency(const ctx *c, val *v) { return hist(v, NULL, NULL, &c->s->latency); }
 static bool rd_ttft(const ctx *c, val *v) { return hist(v, NULL, NULL, &c->s->ttft); }
 static bool rd_wait(const ctx *c, val *v) { return hist(v, NULL, NULL, &c->s->queue_wait); }
@@ -324,6 +327,7 @@ enum {
     F_RATE_LIMITED, F_RL_FALLBACKS, F_REDIS_UP,
     F_RETRIES, F_FAILOVERS, F_AFFINITY_HITS, F_AFFINITY_YIELDS, F_BACKEND_UP, F_IN_FLIGHT,
     F_ALIAS_REQUESTS, F_ALIAS_ERRORS, F_ALIAS_PROMPT, F_ALIAS_COMPLETION,
+    F_CLASS_REQUESTS, F_CLASS_ERRORS, F_CLASS_DURATION,
     F_REQUESTS, F_ERRORS, F_PROMPT, F_COMPLETION, F_USER_RATE_LIMITED,
     F_LED_WRITTEN, F_LED_LOST, F_LED_PENDING, F_LED_WRITABLE, F_LED_REQUESTS,
     F_GPU_INFO, F_GPU_UP, F_GPU_USED, F_GPU_TOTAL, F_GPU_UTIL, F_GPU_TEMP,
@@ -403,6 +407,15 @@ static const family families[F_COUNT] = {
                         "prompt_tokens", OVER_ALIAS, V_U64, 0, rd_prompt},
     [F_ALIAS_COMPLETION] = {"lexora_alias_completion_tokens_total", C, "Completion tokens of requests naming an alias.",
                             "completion_tokens", OVER_ALIAS, V_U64, 0, rd_completion},
+    [F_CLASS_REQUESTS] = {"lexora_route_class_requests_total", C,
+                          "Finished automatically routed requests, by the class the analyzer gave them.", "requests",
+                          OVER_CLASS, V_U64, 0, rd_requests},
+    [F_CLASS_ERRORS] = {"lexora_route_class_errors_total", C,
+                        "Automatically routed requests that ended in an error, by class.", "errors", OVER_CLASS, V_U64,
+                        0, rd_errors},
+    [F_CLASS_DURATION] = {"lexora_route_class_duration_seconds", H,
+                          "Time from an automatically routed request's first byte to the end of its answer, by class.",
+                          NULL, OVER_CLASS, V_HIST, 0, rd_class_duration},
     [F_BACKEND_UP] = {"lexora_backend_up", G, "1 if the backend is in rotation (enabled and not marked down).", "up",
                       OVER_BACKEND, V_BOOL, 0, rd_be_up},
     [F_IN_FLIGHT] = {"lexora_backend_in_flight", G, "Requests a backend is serving now.", "in_flight", OVER_BACKEND,
@@ -593,6 +606,22 @@ static void json_named(lx_buf *b, ctx *c, lx_list *list, bool users)
     }
 }
 
+/* per automatic-routing class, in order of first sight */
+static void json_classes(lx_buf *b, ctx *c)
+{
+    bool first = true;
+    lx_list *n, *tmp;
+    LX_LIST_EACH(&c->s->class_list, n, tmp)
+    {
+        c->k = LX_LIST_ENTRY(n, lx_stats_class, link);
+        c->c = &c->k->c;
+        json_open(b, &first, c->k->name);
+        bool in = true;
+        json_keys(b, c, KEYS(count_keys), &in);
+        lx_buf_append_str(b, "}");
+    }
+}
+
 /* per model: sums over its routes, in order of first sight */
 static void json_models(lx_buf *b, ctx *c)
 {
@@ -687,6 +716,9 @@ int lx_stats_render_json(lx_stats *s, lx_buf *out, const char *user, const lx_st
     lx_buf_append_str(out, "}");
     json_open(out, &first, "per_alias");
     json_named(out, &c, &s->alias_list, false);
+    lx_buf_append_str(out, "}");
+    json_open(out, &first, "per_class");
+    json_classes(out, &c);
     lx_buf_append_str(out, "}");
     json_open(out, &first, "per_backend");
     json_backends(out, &c);
@@ -863,6 +895,16 @@ static size_t prom_each(lx_buf *b, ctx *c, const family *f)
             c->u = LX_LIST_ENTRY(n, lx_stats_user, link);
             c->c = &c->u->c;
             l[1] = c->u->name;
+            k += prom_sample(b, c, f, l, 1);
+        }
+        return k;
+    case OVER_CLASS:
+        l[0] = "class";
+        LX_LIST_EACH(&c->s->class_list, n, tmp)
+        {
+            c->k = LX_LIST_ENTRY(n, lx_stats_class, link);
+            c->c = &c->k->c;
+            l[1] = c->k->name;
             k += prom_sample(b, c, f, l, 1);
         }
         return k;

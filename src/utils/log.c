@@ -132,6 +132,8 @@ static void access_json(lx_buf *b, const lx_access_rec *r, const char *ts)
     json_field(b, "path", or_dash(r->path));
     json_field(b, "model", or_dash(r->model));
     if (r->model_used) json_field(b, "model_used", r->model_used);
+    if (r->route) json_field(b, "route", r->route);
+    if (r->route && r->route_reason) json_field(b, "route_reason", r->route_reason);
     json_field(b, "backend", or_dash(r->backend));
     lx_buf_printf(b, ",\"status\":%d", r->status);
     if (r->error_code) json_field(b, "error_code", r->error_code);
@@ -158,6 +160,12 @@ static void access_text(lx_buf *b, const lx_access_rec *r, const char *ts)
     if (r->ttft_ms >= 0) lx_buf_printf(b, " ttft_ms=%.3f", r->ttft_ms);
     if (r->prompt_tokens >= 0)
         lx_buf_printf(b, " tokens_in=%ld tokens_out=%ld", r->prompt_tokens, r->completion_tokens);
+    if (r->route) lx_buf_printf(b, " route=%s", r->route);
+    if (r->route && r->route_reason) {
+        lx_buf_append_str(b, " route_reason=\"");
+        lx_buf_json_escape(b, r->route_reason, strlen(r->route_reason));
+        lx_buf_append_str(b, "\"");
+    }
 }
 
 void lx_log_access(const lx_access_rec *r)

@@ -51,9 +51,11 @@ typedef struct {
     const char *user;
     const char *method;
     const char *path;
-    const char *model;      /* the name the client asked for (a model or an alias) */
-    const char *model_used; /* the model it resolved to; NULL when it did not get that far */
-    bool alias;             /* model is an alias of routing.aliases */
+    const char *model;        /* the name the client asked for (a model or an alias) */
+    const char *model_used;   /* the model it resolved to; NULL when it did not get that far */
+    bool alias;               /* model is an alias of routing.aliases */
+    const char *route;        /* automatic routing (routing/analyzer.h): the class given; NULL when not routed so */
+    const char *route_reason; /* and why (UTF-8) */
     const char *backend;
     int status;
     const char *error_code; /* the OpenAI error code when the answer is an error */

@@ -122,6 +122,27 @@ static void test_every_key(void **state)
     }
 }
 
+/* routing.auto: each key, and the section appearing */
+static void test_auto_routing(void **state)
+{
+    (void)state;
+#define AUTO(body) BASE "routing:\n  auto:\n" body
+    const char *a = AUTO("    min_confidence: 0.5\n");
+    expect_diff(a, a, "none", "none");
+    expect_diff(BASE, a, "routing.auto.min_confidence, routing.auto.enabled, routing.auto.model", "none");
+    expect_diff(a, AUTO("    min_confidence: 0.7\n"), "routing.auto.min_confidence", "none");
+    expect_diff(AUTO("    name: a1\n"), AUTO("    name: a2\n"), "routing.auto.name", "none");
+    expect_diff(AUTO("    default: m\n"), AUTO("    min_confidence: 0.6\n"), "routing.auto.default", "none");
+    expect_diff(AUTO("    routes: {code: m}\n"), AUTO("    routes: {code: m, simple: m}\n"),
+                "routing.auto.routes.simple", "none");
+    expect_diff(AUTO("    rules: [{class: x, keywords: [a]}]\n"), AUTO("    rules: [{class: x, keywords: [b]}]\n"),
+                "routing.auto.rules", "none");
+    expect_diff(AUTO("    rules: [{class: x, keywords: [a]}]\n"),
+                AUTO("    rules: [{class: x, route: m, keywords: [a]}]\n"), "routing.auto.rules", "none");
+    /* (a model file replaced under the same name, routing.auto.model alone: tests/integration/auto_routing) */
+#undef AUTO
+}
+
 static void test_top_level_and_shorthand(void **state)
 {
     (void)state;
@@ -284,10 +305,10 @@ static void test_shipped(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_every_key), cmocka_unit_test(test_top_level_and_shorthand),
-        cmocka_unit_test(test_backends),  cmocka_unit_test(test_users),
-        cmocka_unit_test(test_pin),       cmocka_unit_test(test_json),
-        cmocka_unit_test(test_shipped),
+        cmocka_unit_test(test_every_key),    cmocka_unit_test(test_top_level_and_shorthand),
+        cmocka_unit_test(test_auto_routing), cmocka_unit_test(test_backends),
+        cmocka_unit_test(test_users),        cmocka_unit_test(test_pin),
+        cmocka_unit_test(test_json),         cmocka_unit_test(test_shipped),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
