@@ -613,6 +613,22 @@ static void write_cb(uv_write_t *w, int status)
     conn_lost(k, k->u, status);
 }
 
+/* Writing failed before the answer began: the keep-alive race again when the connection was a pooled one,
+ * else a reset. May run inside lx_h1_start: nothing reaches the caller from here (fail_later). */
+static void send_failed(h1_conn *k, h1_up *u, int err)
+{
+    conn_close(k);
+    if (k->reused && !u->retried) {
+        u->retried = true;
+        conn_open(u);
+        return;
+    }
+    snprintf(u->detail, sizeof u->detail, "could not send the request: %s", uv_strerror(err));
+    fail_later(u, LX_UP_RESET, u->detail);
+}
+
+/* Sends u's request on k: head and body in one writev (uv_try_write: no write request and no epoll_ctl
+ * when the socket takes it all, the usual case); what the socket did not take goes through uv_write. */
 static void conn_send(h1_conn *k, h1_up *u)
 {
     k->u = u;
@@ -626,13 +642,23 @@ static void conn_send(h1_conn *k, h1_up *u)
     k->parser.data = k;
     uv_buf_t bufs[2] = {uv_buf_init(u->head, (unsigned)u->head_len),
                         uv_buf_init((char *)u->body, (unsigned)u->body_len)};
-    int err = uv_write(&k->req.write, (uv_stream_t *)&k->tcp, bufs, u->body_len ? 2 : 1, write_cb);
-    k->writing = err == 0;
-    if (err) {
-        snprintf(u->detail, sizeof u->detail, "could not send the request: %s", uv_strerror(err));
-        conn_release(u, false);
-        fail_later(u, LX_UP_RESET, u->detail);
+    unsigned nbufs = u->body_len ? 2 : 1;
+    int n = uv_try_write((uv_stream_t *)&k->tcp, bufs, nbufs);
+    if (n == UV_EAGAIN) n = 0;
+    if (n < 0) {
+        send_failed(k, u, n);
+        return;
     }
+    size_t done = (size_t)n;
+    unsigned i = 0;
+    while (i < nbufs && done >= bufs[i].len) /* skip what went out */
+        done -= bufs[i++].len;
+    if (i == nbufs) return;
+    bufs[i].base += done;
+    bufs[i].len -= done;
+    int err = uv_write(&k->req.write, (uv_stream_t *)&k->tcp, bufs + i, nbufs - i, write_cb);
+    k->writing = err == 0;
+    if (err) send_failed(k, u, err);
 }
 
 /* ---- connecting ----------------------------------------------------------------------------- */
