@@ -871,7 +871,8 @@ static void kick_fired(uv_timer_t *t)
 
 /* ---- the request: URL, pool, head ----------------------------------------------------------- */
 
-/* "http://authority/path?query": the authority and the path ("/" when empty). -1 if malformed. */
+/* "http://authority/path?query#fragment": the authority, and where the path begins (maybe at the '?', '#' or
+ * the end: build_head sends "/" then). -1 if malformed. */
 static int split_url(const char *url, lx_slice *authority, const char **path)
 {
     const char *a = url + 7, *e = a;
@@ -879,7 +880,7 @@ static int split_url(const char *url, lx_slice *authority, const char **path)
         e++;
     if (e == a) return -1;
     *authority = (lx_slice){a, (size_t)(e - a)};
-    *path = *e == '/' ? e : NULL;
+    *path = e;
     return 0;
 }
 
@@ -964,7 +965,7 @@ static bool header_removes(const char *h, size_t n) { return n > 0 && h[n - 1] =
 static void build_head(h1_up *u, const lx_upstream_req *req, const char *method, const char *path, bool with_body)
 {
     static const char json[] = "Content-Type: application/json\r\n";
-    size_t mlen = strlen(method), plen = path ? strlen(path) : 1;
+    size_t mlen = strlen(method), plen = strcspn(path, "#"); /* the fragment is not sent */
     size_t need = mlen + plen + 64 + u->pool->authority_len + sizeof json + 48;
     bool has_ctype = false, has_host = false, has_accept = false;
     for (const char *const *h = req->headers; h && *h; h++) {
@@ -981,7 +982,8 @@ static void build_head(h1_up *u, const lx_upstream_req *req, const char *method,
     head_out o = {u->head, 0};
     put(&o, method, mlen);
     PUT_LIT(&o, " ");
-    put(&o, path ? path : "/", plen);
+    if (path[0] != '/') PUT_LIT(&o, "/");
+    put(&o, path, plen);
     PUT_LIT(&o, " HTTP/1.1\r\n");
     if (!has_host) {
         PUT_LIT(&o, "Host: ");

@@ -1494,6 +1494,31 @@ static void test_keepalive_race_once(void **state)
     assert_int_equal(f->s.requests, 3);
 }
 
+/* The request line's target for URLs without a path, with only a query, with a fragment (not sent). */
+static void test_url_forms(void **state)
+{
+    fx *f = *state;
+    static const struct {
+        const char *suffix, *line;
+    } cases[] = {
+        {"", "GET / HTTP/1.1\r\n"},
+        {"?a=1", "GET /?a=1 HTTP/1.1\r\n"},
+        {"/v1/models?b=2#frag", "GET /v1/models?b=2 HTTP/1.1\r\n"},
+        {"#frag", "GET / HTTP/1.1\r\n"},
+    };
+    for (size_t i = 0; i < LX_ARRAY_LEN(cases); i++) {
+        char url[160];
+        snprintf(url, sizeof url, "http://127.0.0.1:%d%s", f->s.port, cases[i].suffix);
+        rec *r = rec_new(f);
+        lx_upstream_req req = {.method = "GET", .url = url, .timeout_ms = 2000};
+        rec_start_req(r, &req);
+        assert_true(wait_done(f, r, 3000));
+        assert_int_equal(r->result, LX_UP_OK);
+        if (strncmp(f->s.last_req, cases[i].line, strlen(cases[i].line)) != 0)
+            fail_msg("%s: sent %.40s", url, f->s.last_req);
+    }
+}
+
 /* An answer without Content-Length or chunking ends at EOF: complete, and its connection is not reused. */
 static void test_body_until_eof(void **state)
 {
@@ -1555,6 +1580,7 @@ int main(void)
         T(test_keepalive_race_retried),
         T(test_keepalive_race_once),
         T(test_body_until_eof),
+        T(test_url_forms),
     };
     int failed = cmocka_run_group_tests_name("native", tests, group_native, NULL);
     failed += cmocka_run_group_tests_name("curl", tests, group_curl, NULL);
