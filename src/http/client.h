@@ -3,7 +3,7 @@
  *
  * Two transports behind this one interface (http/client_impl.h):
  *   - http:// URLs go over Lexora's own HTTP/1.1 client on libuv TCP + http-parser (http/upstream.c):
- *     a keep-alive pool per host:port, the request written with one uv_write (head + body, no copy).
+ *     a keep-alive pool per host:port, the request written with one writev (head + body, no copy).
  *   - https:// URLs go through libcurl's multi interface on the same loop (http/client_curl.c).
  * lx_http_client_set_transport (or LEXORA_UPSTREAM_TRANSPORT=curl in the environment) sends http:// through
  * libcurl too; both keep every promise below, and tests/unit/test_client.c runs against each.

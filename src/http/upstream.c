@@ -15,12 +15,14 @@
  * and the connection is not read until the caller resumed and had them.
  *
  * A request (h1_up): its head is formatted once into the upstream's own buffer (kept across the
- * upstream's reuse from the free list), then written with the body in one uv_write of two buffers (the
- * body is the caller's, not copied). The keep-alive race: a request on a reused connection that ends
- * (EOF, reset, write error) before any byte of the answer is sent again once on a new connection
- * (u->retried), invisibly to the caller, as libcurl does. A connection goes back to the pool only after
- * a complete answer that allows keep-alive and with no bytes after it; anything else closes it, so a
- * cancelled, timed-out or failed request is seen by the backend as a closed socket.
+ * upstream's reuse from the free list), then written with the body in one writev of two buffers (the
+ * body is the caller's, not copied): uv_try_write, and uv_write only for what the socket did not take
+ * (a uv_write's completion costs an epoll_ctl in libuv 1.44). The keep-alive race: a request on a
+ * reused connection that ends (EOF, reset, write error) before any byte of the answer is sent again
+ * once on a new connection (u->retried), invisibly to the caller, as libcurl does. A connection goes
+ * back to the pool only after a complete answer that allows keep-alive, with no bytes after it and no
+ * write pending; anything else closes it, so a cancelled, timed-out or failed request is seen by the
+ * backend as a closed socket.
  *
  * Timing. One uv_timer_t per upstream, re-armed lazily: reads store uv_now() in last_io, and the timer,
  * when it fires, re-arms for what is left of the window. It bounds the connect (connect_timeout_ms,
@@ -57,7 +59,7 @@
 #define LX_H1_CONNECT_DEFAULT_MS 300000 /* connect_timeout_ms 0 (curl's default) */
 #define LX_H1_RBUF               65536  /* the shared read buffer */
 #define LX_H1_HELD_PIECE         16384  /* held bytes reach on_data in pieces of at most this */
-#define LX_H1_FREE_MAX           4096   /* ended upstreams kept for reuse */
+#define LX_H1_FREE_MAX           1024   /* ended upstreams kept for reuse */
 #define LX_H1_HEAD_KEEP          4096   /* a reused upstream keeps a head buffer up to this size */
 #define LX_H1_MAX_ADDRS          2
 
