@@ -1494,6 +1494,27 @@ static void test_keepalive_race_once(void **state)
     assert_int_equal(f->s.requests, 3);
 }
 
+/* "localhost" resolves to ::1 and 127.0.0.1; the server listens on 127.0.0.1 only: requests get there, on
+ * one reused connection, with "localhost:PORT" as the Host. */
+static void test_localhost(void **state)
+{
+    fx *f = *state;
+    char url[128], host[64];
+    snprintf(url, sizeof url, "http://localhost:%d/v1/chat/completions", f->s.port);
+    snprintf(host, sizeof host, "\r\nHost: localhost:%d\r\n", f->s.port);
+    for (int i = 0; i < 3; i++) {
+        rec *r = rec_new(f);
+        r->req_url = url;
+        rec_start(r);
+        assert_true(wait_done(f, r, 3000));
+        assert_clean(r);
+        assert_int_equal(r->result, LX_UP_OK);
+        assert_non_null(strstr(f->s.last_req, host));
+    }
+    assert_int_equal(f->s.accepted, 1);
+    assert_int_equal(f->s.requests, 3);
+}
+
 /* The request line's target for URLs without a path, with only a query, with a fragment (not sent). */
 static void test_url_forms(void **state)
 {
@@ -1581,6 +1602,7 @@ int main(void)
         T(test_keepalive_race_once),
         T(test_body_until_eof),
         T(test_url_forms),
+        T(test_localhost),
     };
     int failed = cmocka_run_group_tests_name("native", tests, group_native, NULL);
     failed += cmocka_run_group_tests_name("curl", tests, group_curl, NULL);
