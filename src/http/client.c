@@ -1,7 +1,8 @@
 /*
  * Upstream HTTP: the one client interface (client.h) over two transports (client_impl.h). This file only
- * picks the transport of each request by its URL's scheme: http:// goes to the native HTTP/1.1 client
- * (http/upstream.c) unless the client is set to libcurl, anything else to libcurl (http/client_curl.c).
+ * picks the transport of each request by its URL: http:// goes to the native HTTP/1.1 client
+ * (http/upstream.c) unless the client is set to libcurl or the URL carries credentials (user:password@,
+ * which libcurl sends as Basic auth); anything else goes to libcurl (http/client_curl.c).
  * An lx_upstream carries its transport's tag, so pause/resume/cancel need no client.
  * Both transports live as long as the client; lx_http_client_free frees them (each finishes closing its
  * handles on later loop turns) and this struct at once. Loop thread only.
@@ -55,10 +56,19 @@ void lx_http_client_free(lx_http_client *c)
     free(c);
 }
 
+/* An http:// URL without credentials in it (user:password@ is libcurl's business: it sends them as Basic). */
+static bool native_url(const char *url)
+{
+    if (!url || strncasecmp(url, "http://", 7) != 0) return false;
+    for (const char *p = url + 7; *p && *p != '/' && *p != '?' && *p != '#'; p++) {
+        if (*p == '@') return false;
+    }
+    return true;
+}
+
 lx_upstream *lx_upstream_start(lx_http_client *c, const lx_upstream_req *req, const lx_upstream_cbs *cbs, void *ud)
 {
-    bool plain = req->url && strncasecmp(req->url, "http://", 7) == 0;
-    if (plain && c->plain == LX_HTTP_NATIVE) return lx_h1_start(c->h1, req, cbs, ud);
+    if (c->plain == LX_HTTP_NATIVE && native_url(req->url)) return lx_h1_start(c->h1, req, cbs, ud);
     return lx_curl_start(c->curl, req, cbs, ud);
 }
 

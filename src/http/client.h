@@ -2,11 +2,12 @@
  * Upstream HTTP for the loop: the gateway's requests to backends, health checks and /metrics reads.
  *
  * Two transports behind this one interface (http/client_impl.h):
- *   - http:// URLs go over Lexora's own HTTP/1.1 client on libuv TCP + http-parser (http/upstream.c):
- *     a keep-alive pool per host:port, the request written with one writev (head + body, no copy).
- *   - https:// URLs go through libcurl's multi interface on the same loop (http/client_curl.c).
- * lx_http_client_set_transport (or LEXORA_UPSTREAM_TRANSPORT=curl in the environment) sends http:// through
- * libcurl too; both keep every promise below, and tests/unit/test_client.c runs against each.
+ *   - http:// URLs (without user:password@) go over Lexora's own HTTP/1.1 client on libuv TCP + http-parser
+ *     (http/upstream.c): a keep-alive pool per host:port, the request written with one writev (head +
+ *     body, no copy).
+ *   - https:// URLs, and http:// ones with credentials, go through libcurl's multi interface on the same loop
+ * (http/client_curl.c). lx_http_client_set_transport (or LEXORA_UPSTREAM_TRANSPORT=curl in the environment) sends
+ * http:// through libcurl too; both keep every promise below, and tests/unit/test_client.c runs against each.
  *
  * Each upstream request is an lx_upstream: the caller gets its status and headers (on_headers), its body
  * bytes as they arrive (on_data), and one on_done with the outcome. After on_done, or after

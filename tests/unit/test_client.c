@@ -1515,6 +1515,20 @@ static void test_localhost(void **state)
     assert_int_equal(f->s.requests, 3);
 }
 
+/* Credentials in an http:// URL: sent as Basic auth (libcurl carries such a URL whatever the transport). */
+static void test_url_credentials(void **state)
+{
+    fx *f = *state;
+    char url[160];
+    snprintf(url, sizeof url, "http://user:pw@127.0.0.1:%d/v1/models", f->s.port);
+    rec *r = rec_new(f);
+    lx_upstream_req req = {.method = "GET", .url = url, .timeout_ms = 2000};
+    rec_start_req(r, &req);
+    assert_true(wait_done(f, r, 3000));
+    assert_int_equal(r->result, LX_UP_OK);
+    assert_non_null(strstr(f->s.last_req, "\r\nAuthorization: Basic dXNlcjpwdw==\r\n"));
+}
+
 /* The request line's target for URLs without a path, with only a query, with a fragment (not sent). */
 static void test_url_forms(void **state)
 {
@@ -1603,6 +1617,7 @@ int main(void)
         T(test_body_until_eof),
         T(test_url_forms),
         T(test_localhost),
+        T(test_url_credentials),
     };
     int failed = cmocka_run_group_tests_name("native", tests, group_native, NULL);
     failed += cmocka_run_group_tests_name("curl", tests, group_curl, NULL);
