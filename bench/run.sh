@@ -2,15 +2,20 @@
 # Lexora benchmarks, side by side on this machine, in one run (`make bench`; see bench/README.md):
 #   1. non-streaming: wrk against nginx (the upstream, directly), nginx proxy_pass in front of it,
 #      and Lexora in front of it; rounds interleaved, medians reported;
-#   2. streaming: N concurrent SSE streams through Lexora to lexora-sim, Lexora's RSS sampled;
-#   3. the request-body micro-benchmark (build/body-bench), when it is built.
+#   2. streaming memory: N concurrent SSE streams through Lexora to lexora-sim, then the same through nginx
+#      proxy_pass (proxy_buffering off) to the same simulator; each proxy's RSS sampled;
+#   3. the request-body micro-benchmark (build/body-bench), when it is built;
+#   4. stream relay CPU: M streams at T tokens/s through nginx and through Lexora, both in front of the same
+#      lexora-sim, rounds interleaved; the CPU each proxy spent, medians.
 # Results go to bench/results/ (git-ignored); a summary table is printed at the end.
 #
 # Every process it starts is stopped on success, failure or Ctrl-C. Only 127.0.0.1 is used.
 # Knobs (environment): LEXORA_BUILD_DIR (default build), BENCH_DURATION (s per wrk run, 10),
 # BENCH_CONNS ("32 128"), BENCH_ROUNDS (3), BENCH_WARMUP (s, 2), BENCH_SSE_STREAMS (2000),
 # BENCH_SSE_MAX_TOKENS (40), BENCH_SSE_TOKENS_PER_SEC (2), BENCH_PORT_BASE (18100),
-# BENCH_ONLY ("http sse body": which parts to run), BENCH_KEEP (1: keep the temp dir and its logs).
+# BENCH_RELAY_STREAMS (1000), BENCH_RELAY_TOKENS_PER_SEC (20), BENCH_RELAY_TOKENS (100: max_tokens, so
+# 5 s per stream), BENCH_ONLY ("http sse body relay": which parts to run), BENCH_KEEP (1: keep the temp dir
+# and its logs).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -26,7 +31,10 @@ SSE_STREAMS=${BENCH_SSE_STREAMS:-2000}
 SSE_MAX_TOKENS=${BENCH_SSE_MAX_TOKENS:-40}
 SSE_TPS=${BENCH_SSE_TOKENS_PER_SEC:-2}
 PORT_BASE=${BENCH_PORT_BASE:-18100}
-ONLY=${BENCH_ONLY:-"http sse body"}
+RELAY_STREAMS=${BENCH_RELAY_STREAMS:-1000}
+RELAY_TPS=${BENCH_RELAY_TOKENS_PER_SEC:-20}
+RELAY_TOKENS=${BENCH_RELAY_TOKENS:-100}
+ONLY=${BENCH_ONLY:-"http sse body relay"}
 KEEP=${BENCH_KEEP:-0}
 
 RSS_TARGET_MIB=64
@@ -160,7 +168,10 @@ if wants http; then
     command -v wrk >/dev/null || die "wrk is needed (apt-get install wrk)"
     command -v nginx >/dev/null || die "nginx is needed (apt-get install nginx-light or nginx)"
 fi
-if wants sse; then command -v node >/dev/null || die "node is needed for the SSE client"; fi
+if wants sse || wants relay; then
+    command -v node >/dev/null || die "node is needed for the SSE client"
+    command -v nginx >/dev/null || die "nginx is needed (apt-get install nginx-light or nginx)"
+fi
 
 LEXORA=$BUILD_DIR/lexora
 SIM=$BUILD_DIR/lexora-sim
@@ -373,6 +384,7 @@ fi
 SSE_NOTE=""
 SSE_JSON=$RESULTS/sse.json
 SSE_DIRECT_JSON=$RESULTS/sse-direct.json
+SSE_NGINX_JSON=$RESULTS/sse-nginx.json
 if wants sse; then
     if [[ ! -x $LEXORA ]]; then
         SSE_NOTE="skipped: $LEXORA not built"
@@ -431,8 +443,21 @@ if wants sse; then
             LXS_LOG_PROBLEMS=$(grep -ciE '"level":"(warn|warning|error)"|\b(WARN|WARNING|ERROR)\b' "$LXS_DIR/access.log" || true)
             grep -iE '"level":"(warn|warning|error)"|\b(WARN|WARNING|ERROR)\b' "$LXS_DIR/access.log" | head -n 20 \
                 >"$RESULTS/lexora-sse-problems.log" || true
+            stop_pid "$LXS_PID" # the cores are the next run's
+            forget_pid "$LXS_PID"
+            # The same burst through nginx proxy_pass (proxy_buffering off) to the same simulator.
+            alloc_port NGS_PORT
+            start_nginx nginx-sse "$ROOT/bench/nginx/proxy-sse.conf.in" "$NGS_PORT" "$SIM_PORT"
+            NGS_PID=$NGX_PID
+            say "part 2: $SSE_STREAMS SSE streams through nginx (port $NGS_PORT, worker $NGX_WORKER) to the same lexora-sim"
+            run_fg "$RESULTS/sse-nginx-client.log" $((SSE_SECS + 90)) node "$ROOT/bench/sse_client.js" \
+                --port "$NGS_PORT" --model "$MODEL" --streams "$SSE_STREAMS" --max-tokens "$SSE_MAX_TOKENS" \
+                --pid "$NGX_WORKER" --samples 5 --interval-ms 1000 --open-timeout-s 20 \
+                --total-timeout-s $((SSE_SECS + 40)) --out "$SSE_NGINX_JSON" || true
+            sed -n '/^sse_client:/p' "$RESULTS/sse-nginx-client.log" >&2 || true
+            [[ -s $SSE_NGINX_JSON ]] || SSE_NOTE="${SSE_NOTE:+$SSE_NOTE; }the SSE client gave no result for nginx"
         fi
-        for p in ${LXS_PID:-} ${SIM_PID:-}; do
+        for p in ${LXS_PID:-} ${NGS_PID:-} ${SIM_PID:-}; do
             stop_pid "$p"
             forget_pid "$p"
         done
@@ -450,6 +475,71 @@ if wants body; then
         cat "$BODY_OUT" >&2
     else
         BODY_NOTE="skipped: $BODY_BENCH not built"
+    fi
+fi
+
+# ---------- 4. stream relay CPU ----------
+
+RELAY_NOTE=""
+RELAY_CSV=$RESULTS/relay.csv
+RELAY_DONE=0
+if wants relay; then
+    if [[ ! -x $LEXORA || ! -x $SIM ]]; then
+        RELAY_NOTE="skipped: $LEXORA or $SIM not built"
+    else
+        alloc_port RSIM_PORT
+        alloc_port RLX_PORT
+        alloc_port RLX_METRICS_PORT
+        alloc_port RNG_PORT
+        RSIM_DIR=$WORK/relay-sim
+        RLX_DIR=$WORK/lexora-relay
+        mkdir -p "$RSIM_DIR" "$RLX_DIR"
+        start_bg lexora-sim-relay "$RSIM_DIR/sim.log" "$SIM" --host 127.0.0.1 --port "$RSIM_PORT" --model "$MODEL" \
+            --max-batch 4096 --tokens-per-sec "$RELAY_TPS" --ttft-ms 100 --batch-slowdown 0 --quiet
+        RSIM_PID=$BG_PID
+        wait_http lexora-sim "$RSIM_PID" "http://127.0.0.1:$RSIM_PORT/health" "$RSIM_DIR/sim.log" ||
+            die "lexora-sim (relay) did not start"
+        gen_lexora_config "$RLX_DIR/lexora.yaml" "$RLX_PORT" "$RLX_METRICS_PORT" "http://127.0.0.1:$RSIM_PORT" \
+            $((RELAY_STREAMS * 2 + 1024))
+        start_bg lexora-relay "$RLX_DIR/access.log" "$LEXORA" --config "$RLX_DIR/lexora.yaml"
+        RLX_PID=$BG_PID
+        wait_http lexora "$RLX_PID" "http://127.0.0.1:$RLX_PORT/v1/models" "$RLX_DIR/access.log" ||
+            die "lexora (relay) did not start"
+        start_nginx nginx-relay "$ROOT/bench/nginx/proxy-sse.conf.in" "$RNG_PORT" "$RSIM_PORT"
+        RNG_PID=$NGX_PID
+        RNG_WORKER=$NGX_WORKER
+        RELAY_SECS=$(awk -v t="$RELAY_TOKENS" -v r="$RELAY_TPS" 'BEGIN { printf "%d", t / r + 0.999 }')
+        say "part 4: $RELAY_STREAMS streams x $RELAY_TOKENS tokens at $RELAY_TPS tokens/s through nginx and Lexora, $ROUNDS rounds"
+        echo "round,target,cpu_ms,events,completed,streams,us_per_event" >"$RELAY_CSV"
+        relay_one() { # TARGET PORT PID ROUND
+            local out=$RESULTS/relay-$1-r$4.json t0 t1
+            t0=$(cpu_ticks "$3")
+            run_fg "$RESULTS/relay-$1-r$4.log" $((RELAY_SECS + 90)) node "$ROOT/bench/sse_client.js" \
+                --port "$2" --model "$MODEL" --streams "$RELAY_STREAMS" --max-tokens "$RELAY_TOKENS" \
+                --samples 1 --open-timeout-s 30 --total-timeout-s $((RELAY_SECS + 60)) --out "$out" || true
+            t1=$(cpu_ticks "$3")
+            [[ -s $out ]] || { RELAY_NOTE="the SSE client gave no result for $1 round $4"; return 0; }
+            node -e '
+                const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
+                const ms = (+process.argv[2]) / (+process.argv[3]) * 1000;
+                console.log([process.argv[4], process.argv[5], ms.toFixed(0), r.events, r.completed, r.streams,
+                    (r.events ? ms * 1000 / r.events : 0).toFixed(2)].join(","));
+            ' "$out" $((t1 - t0)) "$CLK_TCK" "$4" "$1" >>"$RELAY_CSV"
+            say "relay $1 round $4: $(tail -n 1 "$RELAY_CSV")"
+        }
+        # Warm-up: connection pools on both.
+        relay_one nginx "$RNG_PORT" "$RNG_WORKER" 0
+        relay_one lexora "$RLX_PORT" "$RLX_PID" 0
+        for ((r = 1; r <= ROUNDS; r++)); do
+            relay_one nginx "$RNG_PORT" "$RNG_WORKER" "$r"
+            relay_one lexora "$RLX_PORT" "$RLX_PID" "$r"
+        done
+        kill -0 "$RLX_PID" 2>/dev/null || RELAY_NOTE="lexora DIED during the relay run"
+        RELAY_DONE=1
+        for p in "$RLX_PID" "$RNG_PID" "$RSIM_PID"; do
+            stop_pid "$p"
+            forget_pid "$p"
+        done
     fi
 fi
 
@@ -490,11 +580,13 @@ col() { # CONNS TARGET COLUMN-NAME → the values over the rounds, one a line
                 lr=$(col "$c" lexora rps | median)
                 np=$(col "$c" nginx p99_us | median)
                 lp=$(col "$c" lexora p99_us | median)
+                nc=$(col "$c" nginx cpu_us_per_req | median)
+                lc=$(col "$c" lexora cpu_us_per_req | median)
                 if [[ -n $nr && -n $lr && -n $np && -n $lp ]]; then
-                    awk -v c="$c" -v nr="$nr" -v lr="$lr" -v np="$np" -v lp="$lp" 'BEGIN {
-                        t = lr / nr; p = lp / np
-                        printf "   %-5s lexora/nginx: throughput %.2fx (target >= 1.00: %s), p99 %.2fx (target <= 1.00: %s)\n",
-                            c, t, (t >= 1 ? "PASS" : "FAIL"), p, (p <= 1 ? "PASS" : "FAIL") }'
+                    awk -v c="$c" -v nr="$nr" -v lr="$lr" -v np="$np" -v lp="$lp" -v nc="$nc" -v lc="$lc" 'BEGIN {
+                        t = lr / nr; p = lp / np; u = (nc > 0 ? lc / nc : 0)
+                        printf "   %-5s lexora/nginx: throughput %.2fx (target >= 1.00: %s), p99 %.2fx (target <= 1.00: %s), CPU/req %.2fx\n",
+                            c, t, (t >= 1 ? "PASS" : "FAIL"), p, (p <= 1 ? "PASS" : "FAIL"), u }'
                 fi
             fi
         done
@@ -537,7 +629,20 @@ col() { # CONNS TARGET COLUMN-NAME → the values over the rounds, one a line
             console.log(`   first event, from the start of the burst: through Lexora ${fe(r)}`);
             if (d) console.log(`   (control, same burst straight to lexora-sim: ${fe(d)}, completed ${d.completed}/${d.streams};` +
               ` the node client needs ~0.5 ms per stream to open the burst)`);
-        ' "$SSE_JSON" "$RSS_TARGET_MIB" "$SSE_DIRECT_JSON"
+            let n = null;
+            try { n = JSON.parse(require("fs").readFileSync(process.argv[4], "utf8")); } catch (e) { }
+            const per = (x) => x && x.mem_baseline && x.mem_baseline.rss_kib && x.peak_rss_mib !== null
+              ? (x.peak_rss_mib * 1024 - x.mem_baseline.rss_kib) / x.streams : null;
+            if (n) {
+              const lp = per(r), np = per(n);
+              console.log(`   nginx proxy_pass (proxy_buffering off, 1 worker), same burst to the same simulator: worker RSS idle` +
+                ` ${(n.mem_baseline.rss_kib / 1024).toFixed(1)} MiB, peak ${n.peak_rss_mib} MiB; completed ${n.completed}/${n.streams},` +
+                ` ${n.receiving_at_once} receiving at once`);
+              if (lp !== null && np !== null)
+                console.log(`   memory per open stream: lexora ${lp.toFixed(1)} KiB, nginx ${np.toFixed(1)} KiB:` +
+                  ` lexora/nginx ${(lp / np).toFixed(2)}x (target <= 1.00: ${lp <= np ? "PASS" : "FAIL"})`);
+            }
+        ' "$SSE_JSON" "$RSS_TARGET_MIB" "$SSE_DIRECT_JSON" "$SSE_NGINX_JSON"
         echo "   lexora log: ${LXS_LOG_PROBLEMS:-?} warning/error lines"
         [[ -z $SSE_NOTE ]] || echo "   NOTE: $SSE_NOTE"
     else
@@ -556,12 +661,34 @@ col() { # CONNS TARGET COLUMN-NAME → the values over the rounds, one a line
         echo "3. Request-body handling: ${BODY_NOTE:-not run}"
     fi
     echo
+    if ((RELAY_DONE)) && [[ -s $RELAY_CSV ]]; then
+        rcol() { awk -F, -v t="$1" -v k="$2" 'NR == 1 { for (i = 1; i <= NF; i++) c[$i] = i; next }
+            $1 > 0 && $2 == t { print $c[k] }' "$RELAY_CSV"; }
+        echo "4. Stream relay CPU: $RELAY_STREAMS streams x $RELAY_TOKENS tokens at $RELAY_TPS tokens/s (one SSE event per token)," \
+            "through each proxy to the same lexora-sim, $ROUNDS rounds interleaved, medians"
+        printf '   %-7s %12s %14s %12s\n' target "CPU ms/run" "us per event" "completed"
+        for t in nginx lexora; do
+            printf '   %-7s %12s %14s %12s\n' "$t" "$(rcol "$t" cpu_ms | median)" "$(rcol "$t" us_per_event | median)" \
+                "$(rcol "$t" completed | median)/$RELAY_STREAMS"
+        done
+        nc=$(rcol nginx cpu_ms | median)
+        lc=$(rcol lexora cpu_ms | median)
+        if [[ -n $nc && -n $lc ]]; then
+            awk -v n="$nc" -v l="$lc" 'BEGIN { x = (n > 0 ? l / n : 0)
+                printf "   lexora/nginx CPU: %.2fx (target <= 1.00: %s)\n", x, (x <= 1 ? "PASS" : "FAIL") }'
+        fi
+        echo "   CPU: user+system time of the proxy process (nginx: its one worker; lexora: the process) during each run."
+        [[ -z $RELAY_NOTE ]] || echo "   NOTE: $RELAY_NOTE"
+    else
+        echo "4. Stream relay CPU: ${RELAY_NOTE:-not run}"
+    fi
+    echo
     echo "Raw results: $RESULTS"
 } | tee "$SUMMARY"
 cp "$SUMMARY" "$RESULTS/summary.txt"
 say "summary saved as $SUMMARY"
 # A part that could not run is a failure of the run (the targets missed are not: they are results).
-if ((WRK_FAILURES)) || [[ -n $LEXORA_HTTP_NOTE || -n $SSE_NOTE || -n $BODY_NOTE ]]; then
+if ((WRK_FAILURES)) || [[ -n $LEXORA_HTTP_NOTE || -n $SSE_NOTE || -n $BODY_NOTE || -n $RELAY_NOTE ]]; then
     say "some measurements could not be made (${WRK_FAILURES} wrk runs failed; notes above)"
     exit 1
 fi

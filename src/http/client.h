@@ -1,18 +1,27 @@
 /*
- * Upstream HTTP: libcurl's multi interface driven by the libuv loop (curl_multi_socket_action).
+ * Upstream HTTP for the loop: the gateway's requests to backends, health checks and /metrics reads.
  *
- * One lx_http_client per loop holds one CURLM (so connections to a backend are pooled and reused),
- * one uv_timer_t for curl's timeouts and one uv_poll_t per socket curl hands over, kept for the
- * connection's whole life (a request on a pooled connection costs no epoll_ctl). Each upstream
- * request is an lx_upstream: the caller gets its status and headers (on_headers), its body bytes as
- * they arrive (on_data), and one on_done with the outcome. After on_done, or after
- * lx_upstream_cancel, no callback comes again and the handle is freed by this module.
+ * Two transports behind this one interface (http/client_impl.h):
+ *   - http:// URLs (without user:password@) go over Lexora's own HTTP/1.1 client on libuv TCP + http-parser
+ *     (http/upstream.c): a keep-alive pool per host:port, the request written with one writev (head +
+ *     body, no copy).
+ *   - https:// URLs, and http:// ones with credentials, go through libcurl's multi interface on the same loop
+ * (http/client_curl.c). lx_http_client_set_transport (or LEXORA_UPSTREAM_TRANSPORT=curl in the environment) sends
+ * http:// through libcurl too; both keep every promise below, and tests/unit/test_client.c runs against each.
+ *
+ * Each upstream request is an lx_upstream: the caller gets its status and headers (on_headers), its body
+ * bytes as they arrive (on_data), and one on_done with the outcome. After on_done, or after
+ * lx_upstream_cancel, no callback comes again and the handle is freed by this module (not before the
+ * callback or call that ended it returned: a second cancel from the same callback is harmless).
+ *
+ * Connection reuse: a request on a pooled connection that the backend closed before sending a byte of
+ * the answer (the keep-alive race) is sent once more on a new connection, as libcurl does; that retry is
+ * invisible to the caller. A cancelled, timed-out or caller-stopped request closes its connection, so the
+ * backend sees the client leave.
  *
  * Callbacks run on the loop thread from inside this module; from them the caller may call
- * lx_upstream_pause/resume/cancel on any upstream, and start new ones: curl_multi_* calls are
- * never made from inside curl's own callbacks (they are deferred to after curl returns). No callback
- * ever runs synchronously inside an lx_upstream_* call (http/client.c's top comment has the design).
- * Loop thread only.
+ * lx_upstream_pause/resume/cancel on any upstream, start new ones, or free the client. No callback ever
+ * runs synchronously inside an lx_upstream_* call. Loop thread only.
  */
 #ifndef LX_HTTP_CLIENT_H
 #define LX_HTTP_CLIENT_H
@@ -51,7 +60,7 @@ typedef struct {
     void (*on_headers)(lx_upstream *u, const lx_up_head *head, void *ud);
     /* Body bytes (after de-chunking). Return false to abort the transfer (on_done gets LX_UP_CALLER). */
     bool (*on_data)(lx_upstream *u, const char *data, size_t len, void *ud);
-    /* Exactly once, unless cancelled. detail is curl's message for failures ("" for OK). */
+    /* Exactly once, unless cancelled. detail says what failed, for logs ("" for OK). */
     void (*on_done)(lx_upstream *u, lx_up_result result, const char *detail, void *ud);
 } lx_upstream_cbs;
 
@@ -63,13 +72,22 @@ typedef struct {
     const char *body;           /* not copied: must stay valid until on_done or cancel */
     size_t body_len;
     uint64_t timeout_ms;         /* see LX_UP_TIMEOUT; 0 = none */
-    uint64_t connect_timeout_ms; /* 0 = curl's default */
-    bool small_buffer;           /* a stream of small events: use a small receive buffer (memory per stream) */
+    uint64_t connect_timeout_ms; /* 0 = 300 s (curl's default); a connect that takes longer is LX_UP_CONNECT */
+    bool small_buffer;           /* a stream of small events: libcurl uses a small receive buffer (memory per
+                                    stream); the native transport reads into one buffer shared by all */
     bool own_connection;         /* a new connection, closed after (health checks): the pool is not touched */
 } lx_upstream_req;
 
-/* NULL if libcurl cannot be initialised. */
+typedef enum {
+    LX_HTTP_NATIVE = 0, /* http:// over http/upstream.c (the default) */
+    LX_HTTP_CURL,       /* http:// through libcurl, like https:// */
+} lx_http_transport;
+
+/* NULL if libcurl cannot be initialised. The transport for http:// is LX_HTTP_NATIVE unless the environment
+ * says LEXORA_UPSTREAM_TRANSPORT=curl. */
 lx_http_client *lx_http_client_new(uv_loop_t *loop);
+/* Which transport carries the http:// requests started from now on (https:// always goes through libcurl). */
+void lx_http_client_set_transport(lx_http_client *c, lx_http_transport t);
 /* Cancels every upstream still running (no callbacks) and frees the client once its handles closed.
  * May be called from inside an upstream callback: then the teardown happens when curl returned, and
  * no callback of this client comes after the call. The loop must run afterwards so the handles close. */
@@ -77,8 +95,8 @@ void lx_http_client_free(lx_http_client *c);
 
 /* Starts a request. Never fails synchronously: errors arrive through on_done (on a later loop turn). */
 lx_upstream *lx_upstream_start(lx_http_client *c, const lx_upstream_req *req, const lx_upstream_cbs *cbs, void *ud);
-/* Stops delivering data (backpressure) until resume. While curl holds the transfer paused, timeout_ms
- * does not run (the slowness is ours, not the backend's). */
+/* Stops delivering data (backpressure) until resume. While data is held back, timeout_ms does not run (the
+ * slowness is ours, not the backend's), and the connection is not read. */
 void lx_upstream_pause(lx_upstream *u);
 /* Data held while paused arrives later on the loop, never from inside this call. */
 void lx_upstream_resume(lx_upstream *u);

@@ -2,9 +2,12 @@
  * Unit tests for http/client: a real libuv loop, the real client, and a tiny HTTP server written here
  * with libuv TCP on 127.0.0.1 (ephemeral port) that answers with canned behaviours: a plain 200, a
  * chunked SSE stream written in pieces with timers in between, an endless stream, silence, a close
- * mid-body, garbage, 1xx + 429, a redirect, a large body. The server counts accepted connections,
- * requests and the EOFs it sees, so connection reuse and "cancel closes the connection" are checked
- * from the server's side. Every wait is bounded.
+ * mid-body, garbage, 1xx + 429, a redirect, a large body, a body that ends at EOF, a connection dropped
+ * when reused. The server counts accepted connections, requests and the EOFs it sees, so connection
+ * reuse and "cancel closes the connection" are checked from the server's side. Every wait is bounded.
+ *
+ * The whole suite runs twice, once per transport that can carry http:// (the native one of
+ * http/upstream.c, and libcurl): the same assertions for both, except where a test says otherwise.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -33,17 +36,20 @@
 /* ---- the test server ------------------------------------------------------------------------ */
 
 typedef enum {
-    SRV_NORMAL,    /* 200, Content-Length, JSON body; keep-alive */
-    SRV_SSE,       /* 200, chunked text/event-stream, sse_events events sse_interval_ms apart */
-    SRV_ENDLESS,   /* like SSE, never ends */
-    SRV_SILENT,    /* reads the request, never answers */
-    SRV_STALL_MID, /* headers + 10 of 100 bytes, then nothing */
-    SRV_CLOSE_MID, /* headers + 10 of 100 bytes, then close */
-    SRV_NOTHING,   /* reads the request, closes */
-    SRV_GARBAGE,   /* not HTTP */
-    SRV_INTERIM,   /* 100 Continue, then 429 with Retry-After and no body */
-    SRV_REDIRECT,  /* 302 with Location */
-    SRV_BIG,       /* 200 with big_size patterned bytes */
+    SRV_NORMAL,      /* 200, Content-Length, JSON body; keep-alive */
+    SRV_SSE,         /* 200, chunked text/event-stream, sse_events events sse_interval_ms apart */
+    SRV_ENDLESS,     /* like SSE, never ends */
+    SRV_SILENT,      /* reads the request, never answers */
+    SRV_STALL_MID,   /* headers + 10 of 100 bytes, then nothing */
+    SRV_CLOSE_MID,   /* headers + 10 of 100 bytes, then close */
+    SRV_NOTHING,     /* reads the request, closes */
+    SRV_GARBAGE,     /* not HTTP */
+    SRV_INTERIM,     /* 100 Continue, then 429 with Retry-After and no body */
+    SRV_REDIRECT,    /* 302 with Location */
+    SRV_BIG,         /* 200 with big_size patterned bytes */
+    SRV_EOF_BODY,    /* 200 without Content-Length or chunking: the body ends when the server closes */
+    SRV_DROP_REUSED, /* like NORMAL for a connection's first request; closes on any later one, unanswered */
+    SRV_DROP_LATER,  /* like NORMAL for the server's first request; closes on every later one, unanswered */
 } srv_mode;
 
 typedef struct srv srv;
@@ -54,6 +60,7 @@ typedef struct sconn {
     srv *s;
     lx_buf in;
     int events_sent;
+    int served; /* requests on this connection */
     bool eof;
     bool closing;
     int open; /* handles not yet closed */
@@ -185,6 +192,23 @@ static void respond(sconn *k)
     case SRV_REDIRECT:
         swrite_str(k, "HTTP/1.1 302 Found\r\nLocation: /elsewhere\r\nContent-Length: 0\r\n\r\n", false);
         break;
+    case SRV_EOF_BODY:
+        swrite_str(k, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nhello, until EOF", true);
+        break;
+    case SRV_DROP_REUSED:
+    case SRV_DROP_LATER: {
+        bool drop = s->mode == SRV_DROP_REUSED ? k->served > 1 : s->requests > 1;
+        if (drop) {
+            sconn_close(k);
+            break;
+        }
+        char body[64];
+        int n = snprintf(body, sizeof body, "{\"ok\":true,\"n\":%d}", s->requests);
+        snprintf(hdr, sizeof hdr, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s",
+                 n, body);
+        swrite_str(k, hdr, false);
+        break;
+    }
     case SRV_BIG: {
         snprintf(hdr, sizeof hdr,
                  "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: %zu\r\n\r\n",
@@ -215,6 +239,7 @@ static void try_requests(sconn *k)
         memcpy(k->s->last_req, k->in.p, n);
         k->s->last_req[n] = '\0';
         k->s->requests++;
+        k->served++;
         lx_buf_consume(&k->in, head + cl);
         respond(k);
         if (k->closing) return;
@@ -307,6 +332,7 @@ typedef struct {
     uv_timer_t tick; /* keeps UV_RUN_ONCE returning so waits stay bounded */
     srv s;
     lx_http_client *c;
+    lx_http_transport transport;
     char url[128];
     rec *recs[80]; /* owned by the fixture, so a failed assertion still tears down cleanly */
     size_t nrecs;
@@ -315,6 +341,23 @@ typedef struct {
 static void recs_free(fx *f);
 
 static void tick_cb(uv_timer_t *t) { (void)t; }
+
+/* The transport of the group running (main runs every test once per transport). */
+static lx_http_transport g_transport;
+
+static int group_native(void **state)
+{
+    (void)state;
+    g_transport = LX_HTTP_NATIVE;
+    return 0;
+}
+
+static int group_curl(void **state)
+{
+    (void)state;
+    g_transport = LX_HTTP_CURL;
+    return 0;
+}
 
 static int setup(void **state)
 {
@@ -326,6 +369,8 @@ static int setup(void **state)
     snprintf(f->url, sizeof f->url, "http://127.0.0.1:%d/v1/chat/completions", f->s.port);
     f->c = lx_http_client_new(&f->loop);
     assert_non_null(f->c);
+    f->transport = g_transport;
+    lx_http_client_set_transport(f->c, g_transport);
     *state = f;
     return 0;
 }
@@ -579,6 +624,9 @@ static void test_normal_200(void **state)
     /* What the backend received: the method, our headers, the body, no Expect, a JSON content type. */
     const char *q = f->s.last_req;
     assert_true(strncmp(q, "POST /v1/chat/completions HTTP/1.1\r\n", 36) == 0);
+    char host[64];
+    snprintf(host, sizeof host, "\r\nHost: 127.0.0.1:%d\r\n", f->s.port);
+    assert_non_null(strstr(q, host));
     assert_non_null(strstr(q, "\r\nX-Test: 1\r\n"));
     assert_non_null(strstr(q, "\r\nAuthorization: Bearer k\r\n"));
     assert_non_null(strstr(q, "\r\nContent-Type: application/json\r\n"));
@@ -1117,10 +1165,12 @@ static void test_free_from_inside_callback(void **state)
     assert_int_equal(b->datas, b_datas);
 }
 
-/* ---- sockets: one uv_poll_t per connection for its whole life ------------------------------- */
+/* ---- sockets: one handle per connection for its whole life --------------------------------- */
 
-/* The client's uv_poll_t handles, seen from the loop (the test server uses uv_tcp_t, not uv_poll_t). */
+/* The client's connection handles, seen from the loop: libcurl's sockets are uv_poll_t (the test server
+ * has none); the native transport's are uv_tcp_t, told from the test server's own by elimination. */
 typedef struct {
+    const fx *f;
     int n;       /* not closing */
     int active;  /* of those, started */
     int closing; /* uv_close called, close callback pending */
@@ -1128,10 +1178,25 @@ typedef struct {
     const uv_handle_t *h;
 } poll_census;
 
+static bool server_handle(const srv *s, const uv_handle_t *h)
+{
+    if (h == (const uv_handle_t *)&s->listener) return true;
+    for (const sconn *k = s->conns; k; k = k->next) {
+        if (h == (const uv_handle_t *)&k->tcp) return true;
+    }
+    return false;
+}
+
+static bool client_conn_handle(const fx *f, const uv_handle_t *h)
+{
+    if (f->transport == LX_HTTP_CURL) return h->type == UV_POLL;
+    return h->type == UV_TCP && !server_handle(&f->s, h);
+}
+
 static void census_cb(uv_handle_t *h, void *arg)
 {
     poll_census *pc = arg;
-    if (h->type != UV_POLL) return;
+    if (!client_conn_handle(pc->f, h)) return;
     if (uv_is_closing(h)) {
         pc->closing++;
         return;
@@ -1145,7 +1210,7 @@ static void census_cb(uv_handle_t *h, void *arg)
 
 static poll_census census(fx *f)
 {
-    poll_census pc = {0, 0, 0, -1, NULL};
+    poll_census pc = {f, 0, 0, 0, -1, NULL};
     uv_walk(&f->loop, census_cb, &pc);
     return pc;
 }
@@ -1177,20 +1242,25 @@ static void test_idle_pooled_closed_by_server(void **state)
     const uv_handle_t *old = pc.h;
     int old_fd = pc.fd;
 
-    /* the backend closes the idle connection: the client sees EOF once, stops watching, and the loop
-     * goes idle (curl is not asked: it is not watching the socket) */
+    /* the backend closes the idle connection: the client sees EOF once and the loop goes idle. libcurl's
+     * poll stops watching (curl is not asked: it is not watching the socket) and the connection stays
+     * until curl's check before reuse; the native transport closes it at once. */
     for (sconn *k = f->s.conns; k; k = k->next)
         sconn_close(k);
     lx_test_run_for(&f->loop, 50);
     int turns = turns_in(f, 200);
     if (turns >= 100) fail_msg("the loop spins: %d turns in 200 ms", turns);
     pc = census(f);
-    assert_int_equal(pc.n, 1);
-    assert_int_equal(pc.active, 0);
-    assert_ptr_equal(pc.h, old);
+    if (f->transport == LX_HTTP_CURL) {
+        assert_int_equal(pc.n, 1);
+        assert_int_equal(pc.active, 0);
+        assert_ptr_equal(pc.h, old);
+    } else {
+        assert_int_equal(pc.n + pc.closing, 0);
+    }
 
-    /* the next request: curl finds the connection dead, closes it (its poll's close is still pending
-     * while the new socket, which gets the same fd number, is handed over) and connects again */
+    /* the next request: the dead connection is not used (curl closes it now: its poll's close is still
+     * pending while the new socket, which gets the same fd number, is handed over); a new one is made */
     rec *b = rec_new(f);
     rec_start(b);
     assert_true(wait_done(f, b, 3000));
@@ -1277,7 +1347,8 @@ static void test_many_sequential_one_connection(void **state)
     assert_int_equal(lx_http_client_active(f->c), 0);
 }
 
-/* Cancelling closes the connection (closesocket_cb closes the poll, then the fd); the next request, started
+/* Cancelling closes the connection (curl: closesocket_cb closes the poll, then the fd; native: uv_close); the
+ * next request, started
  * at once, opens its socket on the next loop turn's timer phase, before that turn closes handles: the
  * new socket gets the same fd number while the old uv_poll_t's close is still pending. */
 static void test_fd_reuse_after_close(void **state)
@@ -1381,6 +1452,129 @@ static void test_refused_then_same_fd(void **state)
     assert_int_equal(f->s.requests, 5);
 }
 
+/* ---- connection reuse: the keep-alive race, answers that end at EOF ---------------------------- */
+
+/* A pooled connection the backend closes as the next request arrives, before answering: the request goes
+ * again on a new connection, and the caller sees only the answer. */
+static void test_keepalive_race_retried(void **state)
+{
+    fx *f = *state;
+    f->s.mode = SRV_DROP_REUSED;
+    rec *a = rec_new(f), *b = rec_new(f);
+    rec_start(a);
+    assert_true(wait_done(f, a, 3000));
+    assert_int_equal(a->result, LX_UP_OK);
+    rec_start(b);
+    assert_true(wait_done(f, b, 3000));
+    assert_clean(b);
+    assert_int_equal(b->result, LX_UP_OK);
+    assert_int_equal(b->heads, 1);
+    assert_int_equal(b->status, 200);
+    assert_memory_equal(b->body.p, "{\"ok\":true,\"n\":3}", b->body.len);
+    assert_int_equal(f->s.accepted, 2);
+    assert_int_equal(f->s.requests, 3); /* the dropped one, then the same request again */
+    assert_int_equal(lx_http_client_active(f->c), 0);
+}
+
+/* ... once: when the new connection fails the same way, the request fails (reset before any answer). */
+static void test_keepalive_race_once(void **state)
+{
+    fx *f = *state;
+    f->s.mode = SRV_DROP_LATER;
+    rec *a = rec_new(f), *b = rec_new(f);
+    rec_start(a);
+    assert_true(wait_done(f, a, 3000));
+    assert_int_equal(a->result, LX_UP_OK);
+    rec_start(b);
+    assert_true(wait_done(f, b, 3000));
+    assert_clean(b);
+    assert_int_equal(b->result, LX_UP_RESET);
+    assert_int_equal(b->heads, 0);
+    assert_int_equal(f->s.accepted, 2);
+    assert_int_equal(f->s.requests, 3);
+}
+
+/* "localhost" resolves to ::1 and 127.0.0.1; the server listens on 127.0.0.1 only: requests get there, on
+ * one reused connection, with "localhost:PORT" as the Host. */
+static void test_localhost(void **state)
+{
+    fx *f = *state;
+    char url[128], host[64];
+    snprintf(url, sizeof url, "http://localhost:%d/v1/chat/completions", f->s.port);
+    snprintf(host, sizeof host, "\r\nHost: localhost:%d\r\n", f->s.port);
+    for (int i = 0; i < 3; i++) {
+        rec *r = rec_new(f);
+        r->req_url = url;
+        rec_start(r);
+        assert_true(wait_done(f, r, 3000));
+        assert_clean(r);
+        assert_int_equal(r->result, LX_UP_OK);
+        assert_non_null(strstr(f->s.last_req, host));
+    }
+    assert_int_equal(f->s.accepted, 1);
+    assert_int_equal(f->s.requests, 3);
+}
+
+/* Credentials in an http:// URL: sent as Basic auth (libcurl carries such a URL whatever the transport). */
+static void test_url_credentials(void **state)
+{
+    fx *f = *state;
+    char url[160];
+    snprintf(url, sizeof url, "http://user:pw@127.0.0.1:%d/v1/models", f->s.port);
+    rec *r = rec_new(f);
+    lx_upstream_req req = {.method = "GET", .url = url, .timeout_ms = 2000};
+    rec_start_req(r, &req);
+    assert_true(wait_done(f, r, 3000));
+    assert_int_equal(r->result, LX_UP_OK);
+    assert_non_null(strstr(f->s.last_req, "\r\nAuthorization: Basic dXNlcjpwdw==\r\n"));
+}
+
+/* The request line's target for URLs without a path, with only a query, with a fragment (not sent). */
+static void test_url_forms(void **state)
+{
+    fx *f = *state;
+    static const struct {
+        const char *suffix, *line;
+    } cases[] = {
+        {"", "GET / HTTP/1.1\r\n"},
+        {"?a=1", "GET /?a=1 HTTP/1.1\r\n"},
+        {"/v1/models?b=2#frag", "GET /v1/models?b=2 HTTP/1.1\r\n"},
+        {"#frag", "GET / HTTP/1.1\r\n"},
+    };
+    for (size_t i = 0; i < LX_ARRAY_LEN(cases); i++) {
+        char url[160];
+        snprintf(url, sizeof url, "http://127.0.0.1:%d%s", f->s.port, cases[i].suffix);
+        rec *r = rec_new(f);
+        lx_upstream_req req = {.method = "GET", .url = url, .timeout_ms = 2000};
+        rec_start_req(r, &req);
+        assert_true(wait_done(f, r, 3000));
+        assert_int_equal(r->result, LX_UP_OK);
+        if (strncmp(f->s.last_req, cases[i].line, strlen(cases[i].line)) != 0)
+            fail_msg("%s: sent %.40s", url, f->s.last_req);
+    }
+}
+
+/* An answer without Content-Length or chunking ends at EOF: complete, and its connection is not reused. */
+static void test_body_until_eof(void **state)
+{
+    fx *f = *state;
+    f->s.mode = SRV_EOF_BODY;
+    rec *a = rec_new(f), *b = rec_new(f);
+    rec_start(a);
+    assert_true(wait_done(f, a, 3000));
+    assert_clean(a);
+    assert_int_equal(a->result, LX_UP_OK);
+    assert_int_equal(a->status, 200);
+    assert_string_equal(a->ctype, "text/plain");
+    assert_int_equal(a->body.len, strlen("hello, until EOF"));
+    assert_memory_equal(a->body.p, "hello, until EOF", a->body.len);
+    f->s.mode = SRV_NORMAL;
+    rec_start(b);
+    assert_true(wait_done(f, b, 3000));
+    assert_int_equal(b->result, LX_UP_OK);
+    assert_int_equal(f->s.accepted, 2);
+}
+
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
 
 int main(void)
@@ -1418,6 +1612,14 @@ int main(void)
         T(test_fd_reuse_after_close),
         T(test_resolver_socket),
         T(test_refused_then_same_fd),
+        T(test_keepalive_race_retried),
+        T(test_keepalive_race_once),
+        T(test_body_until_eof),
+        T(test_url_forms),
+        T(test_localhost),
+        T(test_url_credentials),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    int failed = cmocka_run_group_tests_name("native", tests, group_native, NULL);
+    failed += cmocka_run_group_tests_name("curl", tests, group_curl, NULL);
+    return failed;
 }
