@@ -70,14 +70,27 @@ bool lx_log_json(void) { return log_json; }
 
 void lx_log_flush(void) { fflush(stderr); }
 
+/* "2026-11-28T10:00:00.123Z" into out (at least 32 bytes); the date and time part is formatted once per
+ * second (per thread). */
 static void timestamp(char *out, size_t n)
 {
+    static _Thread_local time_t cached_s = -1;
+    static _Thread_local char cached[24];
+    static _Thread_local size_t cached_len;
     struct timeval tv;
     gettimeofday(&tv, NULL);
-    struct tm tm;
-    gmtime_r(&tv.tv_sec, &tm);
-    size_t k = strftime(out, n, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(out + k, n - k, ".%03dZ", (int)(tv.tv_usec / 1000));
+    if (tv.tv_sec != cached_s) {
+        struct tm tm;
+        gmtime_r(&tv.tv_sec, &tm);
+        cached_len = strftime(cached, sizeof cached, "%Y-%m-%dT%H:%M:%S", &tm);
+        cached_s = tv.tv_sec;
+    }
+    unsigned ms = (unsigned)(tv.tv_usec / 1000);
+    if (n < cached_len + 6) return;
+    memcpy(out, cached, cached_len);
+    char *p = out + cached_len;
+    p[0] = '.', p[1] = (char)('0' + ms / 100), p[2] = (char)('0' + ms / 10 % 10), p[3] = (char)('0' + ms % 10);
+    p[4] = 'Z', p[5] = '\0';
 }
 
 static void emit(lx_log_level level, lx_buf *line)
@@ -89,9 +102,44 @@ static void emit(lx_log_level level, lx_buf *line)
 
 static void json_field(lx_buf *b, const char *key, const char *val)
 {
-    lx_buf_printf(b, ",\"%s\":\"", key);
+    lx_buf_append_str(b, ",\"");
+    lx_buf_append_str(b, key);
+    lx_buf_append_str(b, "\":\"");
     lx_buf_json_escape(b, val, strlen(val));
     lx_buf_append(b, "\"", 1);
+}
+
+/* An integer, without printf. */
+static void put_long(lx_buf *b, long v)
+{
+    char t[24], *p = t + sizeof t;
+    unsigned long u = v < 0 ? 0UL - (unsigned long)v : (unsigned long)v;
+    do
+        *--p = (char)('0' + u % 10);
+    while (u /= 10);
+    if (v < 0) *--p = '-';
+    lx_buf_append(b, p, (size_t)(t + sizeof t - p));
+}
+
+/* Milliseconds with 3 decimals, rounded to the nearest thousandth, without printf. */
+static void put_ms(lx_buf *b, double ms)
+{
+    if (!(ms >= 0 && ms < 9e15)) {
+        lx_buf_printf(b, "%.3f", ms);
+        return;
+    }
+    long long us = (long long)(ms * 1000.0 + 0.5);
+    put_long(b, (long)(us / 1000));
+    char frac[4] = {'.', (char)('0' + us / 100 % 10), (char)('0' + us / 10 % 10), (char)('0' + us % 10)};
+    lx_buf_append(b, frac, sizeof frac);
+}
+
+/* ,"key":<number> */
+static void json_key(lx_buf *b, const char *key)
+{
+    lx_buf_append_str(b, ",\"");
+    lx_buf_append_str(b, key);
+    lx_buf_append_str(b, "\":");
 }
 
 void lx_log_write(lx_log_level level, const char *reqid, const char *fmt, ...)
@@ -125,7 +173,9 @@ static const char *or_dash(const char *s) { return s && *s ? s : "-"; }
 
 static void access_json(lx_buf *b, const lx_access_rec *r, const char *ts)
 {
-    lx_buf_printf(b, "{\"ts\":\"%s\",\"level\":\"INFO\",\"msg\":\"access\"", ts);
+    lx_buf_append_str(b, "{\"ts\":\"");
+    lx_buf_append_str(b, ts);
+    lx_buf_append_str(b, "\",\"level\":\"INFO\",\"msg\":\"access\"");
     json_field(b, "request_id", or_dash(r->request_id));
     json_field(b, "user", or_dash(r->user));
     json_field(b, "method", or_dash(r->method));
@@ -135,15 +185,31 @@ static void access_json(lx_buf *b, const lx_access_rec *r, const char *ts)
     if (r->route) json_field(b, "route", r->route);
     if (r->route && r->route_reason) json_field(b, "route_reason", r->route_reason);
     json_field(b, "backend", or_dash(r->backend));
-    lx_buf_printf(b, ",\"status\":%d", r->status);
+    json_key(b, "status");
+    put_long(b, r->status);
     if (r->error_code) json_field(b, "error_code", r->error_code);
     json_field(b, "priority", or_dash(r->priority));
-    lx_buf_printf(b, ",\"latency_ms\":%.3f,\"overhead_ms\":%.3f,\"queue_wait_ms\":%.3f,\"stream\":%s", r->latency_ms,
-                  r->overhead_ms, r->queue_wait_ms, r->stream ? "true" : "false");
-    if (r->attempts > 1) lx_buf_printf(b, ",\"attempts\":%d", r->attempts);
-    if (r->ttft_ms >= 0) lx_buf_printf(b, ",\"ttft_ms\":%.3f", r->ttft_ms);
-    if (r->prompt_tokens >= 0)
-        lx_buf_printf(b, ",\"prompt_tokens\":%ld,\"completion_tokens\":%ld", r->prompt_tokens, r->completion_tokens);
+    json_key(b, "latency_ms");
+    put_ms(b, r->latency_ms);
+    json_key(b, "overhead_ms");
+    put_ms(b, r->overhead_ms);
+    json_key(b, "queue_wait_ms");
+    put_ms(b, r->queue_wait_ms);
+    lx_buf_append_str(b, r->stream ? ",\"stream\":true" : ",\"stream\":false");
+    if (r->attempts > 1) {
+        json_key(b, "attempts");
+        put_long(b, r->attempts);
+    }
+    if (r->ttft_ms >= 0) {
+        json_key(b, "ttft_ms");
+        put_ms(b, r->ttft_ms);
+    }
+    if (r->prompt_tokens >= 0) {
+        json_key(b, "prompt_tokens");
+        put_long(b, r->prompt_tokens);
+        json_key(b, "completion_tokens");
+        put_long(b, r->completion_tokens);
+    }
     lx_buf_append(b, "}", 1);
 }
 
@@ -168,17 +234,19 @@ static void access_text(lx_buf *b, const lx_access_rec *r, const char *ts)
     }
 }
 
+/* One line per finished request, from the loop thread only: built in a buffer kept for the next line (no
+ * allocation once it has grown to the longest line), numbers written without printf. */
 void lx_log_access(const lx_access_rec *r)
 {
     if (LX_LOG_INFO < lx_log_min_level) return;
+    static lx_buf b;
     char ts[40];
     timestamp(ts, sizeof ts);
-    lx_buf b;
-    lx_buf_init(&b, 0);
+    lx_buf_reset(&b);
     if (log_json)
         access_json(&b, r, ts);
     else
         access_text(&b, r, ts);
     emit(LX_LOG_INFO, &b);
-    lx_buf_free(&b);
+    if (b.cap > 65536) lx_buf_free(&b); /* an unusually long line is not kept */
 }

@@ -70,6 +70,7 @@ typedef struct {
     int attempts; /* tries sent to backends (retries and failovers included); 0 when none was */
 } lx_access_rec;
 
+/* The access-log line of rec (loop thread only: it reuses one buffer). */
 void lx_log_access(const lx_access_rec *rec);
 
 #endif
