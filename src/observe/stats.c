@@ -146,29 +146,44 @@ lx_stats_prio lx_stats_prio_of(const char *name)
 
 static const char *or_none(const char *s) { return s && *s ? s : NONE; }
 
-/* A user's (or an alias's) entry in map m and list l, made when create and new; past max entries, new names
- * share the "(other)" entry. */
-static lx_stats_user *named_get(lx_map *m, lx_list *l, size_t max, const char *name, bool create)
+/* The entry called name in map m and list l, made (size bytes, an lx_stats_named first) when create and new;
+ * past max entries, new names share the "(other)" entry. */
+static lx_stats_named *named_get(lx_map *m, lx_list *l, size_t max, const char *name, bool create, size_t size)
 {
     name = or_none(name);
     size_t len = strnlen(name, NAME_MAX_BYTES);
     lx_map_node *n = lx_map_find(m, name, len);
-    if (n || !create) return n ? LX_MAP_ENTRY(n, lx_stats_user, node) : NULL;
+    if (n || !create) return n ? LX_MAP_ENTRY(n, lx_stats_named, node) : NULL;
     if (lx_map_count(m) >= max) {
         name = OTHER;
         len = strlen(OTHER);
-        if ((n = lx_map_find(m, name, len))) return LX_MAP_ENTRY(n, lx_stats_user, node);
+        if ((n = lx_map_find(m, name, len))) return LX_MAP_ENTRY(n, lx_stats_named, node);
     }
-    lx_stats_user *u = lx_xcalloc(1, sizeof *u);
-    u->name = lx_xstrndup(name, len);
-    lx_map_add(m, &u->node, u->name, len);
-    lx_list_append(l, &u->link);
-    return u;
+    lx_stats_named *e = lx_xcalloc(1, size);
+    e->name = lx_xstrndup(name, len);
+    lx_map_add(m, &e->node, e->name, len);
+    lx_list_append(l, &e->link);
+    return e;
 }
 
 static lx_stats_user *user_get(lx_stats *s, const char *name, bool create)
 {
-    return named_get(&s->users, &s->user_list, s->max_users, name, create);
+    lx_stats_named *e = named_get(&s->users, &s->user_list, s->max_users, name, create, sizeof(lx_stats_user));
+    return e ? LX_CONTAINER_OF(e, lx_stats_user, n) : NULL;
+}
+
+static lx_stats_user *alias_get(lx_stats *s, const char *name)
+{
+    return LX_CONTAINER_OF(named_get(&s->aliases, &s->alias_list, s->max_routes, name, true, sizeof(lx_stats_user)),
+                           lx_stats_user, n);
+}
+
+/* An automatic-routing class's entry, made at first sight; past LX_STATS_MAX_CLASSES, "(other)". */
+static lx_stats_class *class_get(lx_stats *s, const char *name)
+{
+    return LX_CONTAINER_OF(
+        named_get(&s->classes, &s->class_list, LX_STATS_MAX_CLASSES, name, true, sizeof(lx_stats_class)),
+        lx_stats_class, n);
 }
 
 static lx_stats_route *route_find(lx_stats *s, const char *key, size_t len)
@@ -228,41 +243,11 @@ static void named_free(lx_map *m, lx_list *l)
     lx_list *n, *tmp;
     LX_LIST_EACH(l, n, tmp)
     {
-        lx_stats_user *u = LX_LIST_ENTRY(n, lx_stats_user, link);
-        free(u->name);
-        free(u);
+        lx_stats_named *e = LX_LIST_ENTRY(n, lx_stats_named, link);
+        free(e->name);
+        free(e);
     }
     lx_map_free(m);
-}
-
-static void classes_free(lx_stats *s)
-{
-    lx_list *n, *tmp;
-    LX_LIST_EACH(&s->class_list, n, tmp)
-    {
-        lx_stats_class *k = LX_LIST_ENTRY(n, lx_stats_class, link);
-        free(k->name);
-        free(k);
-    }
-    lx_map_free(&s->classes);
-}
-
-/* An automatic-routing class's entry, made at first sight; past LX_STATS_MAX_CLASSES, "(other)". */
-static lx_stats_class *class_get(lx_stats *s, const char *name)
-{
-    size_t len = strnlen(name, NAME_MAX_BYTES);
-    lx_map_node *n = lx_map_find(&s->classes, name, len);
-    if (n) return LX_MAP_ENTRY(n, lx_stats_class, node);
-    if (lx_map_count(&s->classes) >= LX_STATS_MAX_CLASSES) {
-        name = OTHER;
-        len = strlen(OTHER);
-        if ((n = lx_map_find(&s->classes, name, len))) return LX_MAP_ENTRY(n, lx_stats_class, node);
-    }
-    lx_stats_class *k = lx_xcalloc(1, sizeof *k);
-    k->name = lx_xstrndup(name, len);
-    lx_map_add(&s->classes, &k->node, k->name, len);
-    lx_list_append(&s->class_list, &k->link);
-    return k;
 }
 
 static void routes_free(lx_stats *s)
@@ -321,7 +306,7 @@ void lx_stats_free(lx_stats *s)
     if (s == NULL) return;
     named_free(&s->users, &s->user_list);
     named_free(&s->aliases, &s->alias_list);
-    classes_free(s);
+    named_free(&s->classes, &s->class_list);
     routes_free(s);
     backends_free(s);
     free(s);
@@ -415,15 +400,14 @@ void lx_stats_record(lx_stats *s, const lx_access_rec *rec)
     phist_add(&s->overhead_p, &lx_stats_ovh_buckets, rec->overhead_ms / 1000.0);
 
     lx_stats_user *u = user_get(s, rec->user, true);
-    counts_add(&u->c, err, pt, ct, lat);
+    counts_add(&u->n.c, err, pt, ct, lat);
     ring_add(&u->req_s, sec);
     if (err) ring_add(&u->err_m, min);
 
-    if (rec->alias && routed)
-        counts_add(&named_get(&s->aliases, &s->alias_list, s->max_routes, rec->model, true)->c, err, pt, ct, lat);
+    if (rec->alias && routed) counts_add(&alias_get(s, rec->model)->n.c, err, pt, ct, lat);
     if (rec->route && *rec->route) {
         lx_stats_class *k = class_get(s, rec->route);
-        counts_add(&k->c, err, pt, ct, lat);
+        counts_add(&k->n.c, err, pt, ct, lat);
         phist_add(&k->duration, &lx_stats_dur_buckets, lat / 1000.0);
     }
     const char *model = rec->model_used ? rec->model_used : rec->model;
@@ -502,7 +486,7 @@ void lx_stats_summary_get(lx_stats *s, const char *user, lx_stats_summary *out)
         if (u == NULL) return;
         out->known = true;
         out->rate_limited = u->rate_limited;
-        c = &u->c;
+        c = &u->n.c;
         rs = &u->req_s;
         em = &u->err_m;
     } else {

@@ -47,11 +47,17 @@ typedef struct {
     double latency_ms_sum;
 } lx_stats_counts;
 
+/* The head of every entry found by name — a user, an alias, a class: its first member, so freeing the head
+ * frees the entry — with the counts all three keep. */
 typedef struct {
     lx_map_node node; /* key: name */
-    lx_list link;     /* on lx_stats.user_list */
+    lx_list link;     /* on its list (user_list, alias_list, class_list) */
     char *name;
     lx_stats_counts c;
+} lx_stats_named;
+
+typedef struct {
+    lx_stats_named n;
     lx_stats_ring req_s; /* requests per second */
     lx_stats_ring err_m; /* errors per minute */
     uint64_t rate_limited;
@@ -59,10 +65,7 @@ typedef struct {
 
 /* An automatic-routing class (routing/analyzer.h): its requests and their duration. */
 typedef struct {
-    lx_map_node node; /* key: name */
-    lx_list link;     /* on lx_stats.class_list */
-    char *name;
-    lx_stats_counts c;
+    lx_stats_named n;
     lx_stats_phist duration;
 } lx_stats_class;
 

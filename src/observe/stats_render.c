@@ -589,35 +589,22 @@ static void counts_merge(lx_stats_counts *into, const lx_stats_counts *c)
     into->latency_ms_sum += c->latency_ms_sum;
 }
 
-/* per user (with their own keys), or per alias (counts only) */
+/* per user (with their own keys), per alias or per class (counts only), in order of first sight */
 static void json_named(lx_buf *b, ctx *c, lx_list *list, bool users)
 {
     bool first = true;
     lx_list *n, *tmp;
     LX_LIST_EACH(list, n, tmp)
     {
-        c->u = LX_LIST_ENTRY(n, lx_stats_user, link);
-        c->c = &c->u->c;
-        json_open(b, &first, c->u->name);
+        lx_stats_named *e = LX_LIST_ENTRY(n, lx_stats_named, link);
+        c->c = &e->c;
+        json_open(b, &first, e->name);
         bool in = true;
         json_keys(b, c, KEYS(count_keys), &in);
-        if (users) json_keys(b, c, KEYS(user_keys), &in);
-        lx_buf_append_str(b, "}");
-    }
-}
-
-/* per automatic-routing class, in order of first sight */
-static void json_classes(lx_buf *b, ctx *c)
-{
-    bool first = true;
-    lx_list *n, *tmp;
-    LX_LIST_EACH(&c->s->class_list, n, tmp)
-    {
-        c->k = LX_LIST_ENTRY(n, lx_stats_class, link);
-        c->c = &c->k->c;
-        json_open(b, &first, c->k->name);
-        bool in = true;
-        json_keys(b, c, KEYS(count_keys), &in);
+        if (users) {
+            c->u = LX_CONTAINER_OF(e, lx_stats_user, n);
+            json_keys(b, c, KEYS(user_keys), &in);
+        }
         lx_buf_append_str(b, "}");
     }
 }
@@ -718,7 +705,7 @@ int lx_stats_render_json(lx_stats *s, lx_buf *out, const char *user, const lx_st
     json_named(out, &c, &s->alias_list, false);
     lx_buf_append_str(out, "}");
     json_open(out, &first, "per_class");
-    json_classes(out, &c);
+    json_named(out, &c, &s->class_list, false);
     lx_buf_append_str(out, "}");
     json_open(out, &first, "per_backend");
     json_backends(out, &c);
@@ -853,7 +840,7 @@ static size_t prom_gpus(lx_buf *b, ctx *c, const family *f)
 static size_t prom_each(lx_buf *b, ctx *c, const family *f)
 {
     size_t k = 0;
-    lx_list *n, *tmp;
+    lx_list *n, *tmp, *list;
     const char *l[2];
     switch (f->over) {
     case OVER_ONE: return prom_sample(b, c, f, NULL, 0);
@@ -889,22 +876,18 @@ static size_t prom_each(lx_buf *b, ctx *c, const family *f)
     case OVER_GPU_INFO: return prom_gpus(b, c, f);
     case OVER_USER:
     case OVER_ALIAS:
-        l[0] = f->over == OVER_USER ? "user" : "alias";
-        LX_LIST_EACH(f->over == OVER_USER ? &c->s->user_list : &c->s->alias_list, n, tmp)
-        {
-            c->u = LX_LIST_ENTRY(n, lx_stats_user, link);
-            c->c = &c->u->c;
-            l[1] = c->u->name;
-            k += prom_sample(b, c, f, l, 1);
-        }
-        return k;
     case OVER_CLASS:
-        l[0] = "class";
-        LX_LIST_EACH(&c->s->class_list, n, tmp)
+        l[0] = f->over == OVER_USER ? "user" : f->over == OVER_ALIAS ? "alias" : "class";
+        list = f->over == OVER_USER ? &c->s->user_list : f->over == OVER_ALIAS ? &c->s->alias_list : &c->s->class_list;
+        LX_LIST_EACH(list, n, tmp)
         {
-            c->k = LX_LIST_ENTRY(n, lx_stats_class, link);
-            c->c = &c->k->c;
-            l[1] = c->k->name;
+            lx_stats_named *e = LX_LIST_ENTRY(n, lx_stats_named, link);
+            c->c = &e->c;
+            if (f->over == OVER_CLASS)
+                c->k = LX_CONTAINER_OF(e, lx_stats_class, n);
+            else
+                c->u = LX_CONTAINER_OF(e, lx_stats_user, n);
+            l[1] = e->name;
             k += prom_sample(b, c, f, l, 1);
         }
         return k;
