@@ -23,6 +23,7 @@
 #include <openssl/crypto.h>
 
 #include "config_parse.h"
+#include "routing/analyzer.h"
 #include "routing/classifier.h"
 #include "utils/common.h"
 
@@ -134,16 +135,6 @@ static bool rule_class(const lx_config *c, const char *name)
     return false;
 }
 
-/* "code, reasoning, ..., and the rules' legal": the classes a route may name. */
-static void class_names(const lx_config *c, lx_buf *b)
-{
-    const lx_cls_model *m = c->routing.automatic.model;
-    for (size_t i = 0; m && i < lx_cls_n_classes(m); i++)
-        lx_buf_printf(b, "%s%s", i ? ", " : "", lx_cls_class(m, i));
-    for (size_t i = 0; i < c->routing.automatic.n_rules; i++)
-        lx_buf_printf(b, "%s%s", b->len ? ", " : "", c->routing.automatic.rules[i].class_name);
-}
-
 void lx_cfg_check_auto(lx_cfg_parser *p, yaml_node_t *v, int line, const char *path, void *base)
 {
     (void)v;
@@ -167,7 +158,7 @@ void lx_cfg_check_auto(lx_cfg_parser *p, yaml_node_t *v, int line, const char *p
         char sub[PATH_LEN];
         lx_buf b;
         lx_buf_init(&b, 0);
-        class_names(c, &b);
+        lx_auto_class_names(c, &b);
         snprintf(sub, sizeof sub, "%s.routes.%s", path, r->name);
         lx_cfg_err(p, r->line, sub, "no such class (the classes: %s)", b.p ? b.p : "none");
         lx_buf_free(&b);

@@ -202,14 +202,13 @@ static const lx_auto_rule *match_rule(const lx_config *c, const char **kw)
     return NULL;
 }
 
-static void class_list(const lx_config *c, out_text *o)
+void lx_auto_class_names(const lx_config *c, lx_buf *b)
 {
     const lx_cls_model *m = c->routing.automatic.model;
     for (size_t i = 0; m && i < lx_cls_n_classes(m); i++)
-        say(o, "%s%s", i ? ", " : "", lx_cls_class(m, i));
+        lx_buf_printf(b, "%s%s", i ? ", " : "", lx_cls_class(m, i));
     for (size_t i = 0; i < c->routing.automatic.n_rules; i++)
-        say(o, ", %s", c->routing.automatic.rules[i].class_name);
-    say(o, ", default");
+        lx_buf_printf(b, "%s%s", b->len ? ", " : "", c->routing.automatic.rules[i].class_name);
 }
 
 static int forced(const lx_config *c, lx_slice cls, lx_auto_verdict *out)
@@ -219,8 +218,11 @@ static int forced(const lx_config *c, lx_slice cls, lx_auto_verdict *out)
     const lx_auto_rule *rule = rule_of_class(c, cls);
     bool known = rule || (m && lx_cls_find(m, cls.p, cls.len) >= 0) || lx_slice_eq(cls, "default");
     if (!known || cls.len >= sizeof out->class_name) {
-        say(&o, "x_route must be one of: ");
-        class_list(c, &o);
+        lx_buf names;
+        lx_buf_init(&names, 0);
+        lx_auto_class_names(c, &names);
+        say(&o, "x_route must be one of: %s%sdefault", names.p ? names.p : "", names.len ? ", " : "");
+        lx_buf_free(&names);
         return -1;
     }
     set_class(out, cls.p, cls.len);

@@ -66,6 +66,8 @@ void lx_auto_example(lx_slice prompt, unsigned bits, lx_cls_example *out);
 
 /* The reason made fit for an HTTP header: every character above ASCII written as \uXXXX (JSON's escape),
  * control characters as spaces. */
+/* Appends "code, reasoning, ..., legal": the model's classes, then the rules' (what a route or x_route may name). */
+void lx_auto_class_names(const lx_config *c, lx_buf *b);
 void lx_auto_header_text(const char *reason, char *out, size_t cap);
 
 #endif
