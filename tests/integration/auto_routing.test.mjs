@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { describe, test } from 'node:test';
 import {
-  ROOT, accessRecord, post, runLexora, sleep, startLexora, startSim, stats,
+  ROOT, accessRecord, chat, post, runLexora, sleep, startSim, stats, withLexora,
 } from '../lib/harness.mjs';
 
 const FAST = ['--ttft-ms', '2', '--tokens-per-sec', '0'];
@@ -62,26 +62,16 @@ async function withSims(fn) {
   }
 }
 
-async function withGateway(config, fn) {
-  const lx = await startLexora(config);
-  try {
-    await fn(lx);
-  } finally {
-    await lx.stop();
-  }
-}
-
-const chatAt = (lx, body, headers) => post(`${lx.url}/v1/chat/completions`, body, headers);
 const inference = async (sim) => (await sim.requests()).filter((r) => r.path === '/v1/chat/completions');
 
 describe('automatic routing', () => {
   test('each class goes to its route; the answer and the access log say which class, model and why', async () => {
     await withSims(async (sims) => {
-      await withGateway(autoConfig(sims), async (lx) => {
+      await withLexora(autoConfig(sims), async (lx) => {
         const want = { code: 'coder', reasoning: 'big', japanese: 'swallow', simple: 'small' };
         for (const [cls, backend] of Object.entries(want)) {
           const id = `auto-${cls}`;
-          const r = await chatAt(lx, ask(PROMPTS[cls]), { 'x-request-id': id });
+          const r = await chat(lx, ask(PROMPTS[cls]), { 'x-request-id': id });
           assert.equal(r.status, 200, r.text);
           assert.equal(r.headers.get('x-lexora-route'), cls, r.headers.get('x-lexora-route-reason'));
           assert.equal(r.headers.get('x-lexora-backend'), backend);
@@ -100,7 +90,7 @@ describe('automatic routing', () => {
           assert.match(rec.route_reason, /confidence/);
         }
         // the Japanese reason reads as Japanese in the log, and as \u escapes in the header
-        const r = await chatAt(lx, ask(PROMPTS.japanese), { 'x-request-id': 'auto-ja-2' });
+        const r = await chat(lx, ask(PROMPTS.japanese), { 'x-request-id': 'auto-ja-2' });
         const rec = await accessRecord(lx, 'auto-ja-2');
         assert.match(rec.route_reason, /[\u3040-\u30ff\u4e00-\u9fff]/);
         assert.match(r.headers.get('x-lexora-route-reason'), /\\u[0-9a-f]{4}/);
@@ -110,14 +100,14 @@ describe('automatic routing', () => {
 
   test('rules first, x_route forces a class and is not forwarded, an explicit model is never overridden', async () => {
     await withSims(async (sims) => {
-      await withGateway(autoConfig(sims), async (lx) => {
-        let r = await chatAt(lx, ask('Please check this NDA draft for anything unusual, then write a python script.'));
+      await withLexora(autoConfig(sims), async (lx) => {
+        let r = await chat(lx, ask('Please check this NDA draft for anything unusual, then write a python script.'));
         assert.equal(r.status, 200, r.text);
         assert.equal(r.headers.get('x-lexora-route'), 'legal');
         assert.equal(r.headers.get('x-lexora-backend'), 'big');
         assert.equal(r.headers.get('x-lexora-route-reason'), 'rule legal: keyword "nda"');
 
-        r = await chatAt(lx, ask(PROMPTS.code, { x_route: 'simple' }), { 'x-request-id': 'forced' });
+        r = await chat(lx, ask(PROMPTS.code, { x_route: 'simple' }), { 'x-request-id': 'forced' });
         assert.equal(r.status, 200, r.text);
         assert.equal(r.headers.get('x-lexora-route'), 'simple');
         assert.equal(r.headers.get('x-lexora-route-reason'), 'x_route');
@@ -125,21 +115,21 @@ describe('automatic routing', () => {
         const [seen] = (await inference(sims.small)).filter((q) => q.request_id === 'forced');
         assert.equal(JSON.parse(seen.body).x_route, undefined);
 
-        r = await chatAt(lx, ask(PROMPTS.code, { x_route: 'poetry' }));
+        r = await chat(lx, ask(PROMPTS.code, { x_route: 'poetry' }));
         assert.equal(r.status, 400);
         assert.equal(r.json.error.param, 'x_route');
         assert.match(r.json.error.message, /code, reasoning, japanese, simple, legal, default/);
-        r = await chatAt(lx, ask(PROMPTS.code, { x_route: 7 }));
+        r = await chat(lx, ask(PROMPTS.code, { x_route: 7 }));
         assert.equal(r.status, 400);
 
         // an explicit model: no analysis, no route headers; x_route is only stripped
-        r = await chatAt(lx, { ...ask(PROMPTS.code, { x_route: 'code' }), model: MODELS.small });
+        r = await chat(lx, { ...ask(PROMPTS.code, { x_route: 'code' }), model: MODELS.small });
         assert.equal(r.status, 200, r.text);
         assert.equal(r.headers.get('x-lexora-backend'), 'small');
         assert.equal(r.headers.get('x-lexora-route'), null);
         assert.equal(r.headers.get('x-lexora-route-reason'), null);
         // an alias too
-        r = await chatAt(lx, { ...ask(PROMPTS.simple), model: 'code' });
+        r = await chat(lx, { ...ask(PROMPTS.simple), model: 'code' });
         assert.equal(r.headers.get('x-lexora-backend'), 'coder');
         assert.equal(r.headers.get('x-lexora-route'), null);
       });
@@ -149,14 +139,14 @@ describe('automatic routing', () => {
   test('below min_confidence the default serves; streams carry the headers; /stats and /metrics count per class',
     async () => {
       await withSims(async (sims) => {
-        await withGateway(autoConfig(sims, { min_confidence: 1 }), async (lx) => {
-          const r = await chatAt(lx, ask(PROMPTS.code, { stream: true }));
+        await withLexora(autoConfig(sims, { min_confidence: 1 }), async (lx) => {
+          const r = await chat(lx, ask(PROMPTS.code, { stream: true }));
           assert.equal(r.status, 200, r.text);
           assert.equal(r.headers.get('x-lexora-route'), 'default');
           assert.equal(r.headers.get('x-lexora-backend'), 'big');
           assert.match(r.headers.get('x-lexora-route-reason'), /^best guess code below min_confidence 1\.00; /);
-          await chatAt(lx, ask('Please review the NDA.'));
-          await chatAt(lx, ask('Please review the NDA again.'));
+          await chat(lx, ask('Please review the NDA.'));
+          await chat(lx, ask('Please review the NDA again.'));
           const s = await stats(lx);
           assert.equal(s.per_class.default.requests, 1);
           assert.equal(s.per_class.legal.requests, 2);
@@ -180,8 +170,8 @@ describe('automatic routing', () => {
     assert.equal(trained.code, 0, trained.stderr);
     await withSims(async (sims) => {
       const config = autoConfig(sims);
-      await withGateway(config, async (lx) => {
-        let r = await chatAt(lx, ask(PROMPTS.code));
+      await withLexora(config, async (lx) => {
+        let r = await chat(lx, ask(PROMPTS.code));
         assert.equal(r.headers.get('x-lexora-route'), 'code');
         const { toYaml } = await import('../lib/harness.mjs');
         const next = { ...config, server: { host: '127.0.0.1', port: lx.port } };
@@ -191,21 +181,21 @@ describe('automatic routing', () => {
         assert.equal(rl.status, 200, rl.text);
         assert.ok(rl.json.changed.includes('routing.auto.model_file'), rl.text);
         assert.ok(rl.json.changed.includes('routing.auto.model'), rl.text);
-        r = await chatAt(lx, ask(PROMPTS.code));
+        r = await chat(lx, ask(PROMPTS.code));
         assert.equal(r.headers.get('x-lexora-route'), 'simple');
         assert.equal(r.headers.get('x-lexora-backend'), 'small');
         // the same file name with a new content is noticed too
         writeFileSync(path.join(dir, 'swapped.lxrm'), readFileSync(path.join(ROOT, 'data/routing/model.lxrm')));
         const again = await post(`${lx.url}/admin/reload`, '');
         assert.deepEqual(again.json.changed, ['routing.auto.model']);
-        r = await chatAt(lx, ask(PROMPTS.code));
+        r = await chat(lx, ask(PROMPTS.code));
         assert.equal(r.headers.get('x-lexora-route'), 'code');
         // a damaged file is refused and the running model stays
         writeFileSync(path.join(dir, 'swapped.lxrm'), 'not a model');
         const bad = await post(`${lx.url}/admin/reload`, '');
         assert.notEqual(bad.status, 200);
         assert.match(bad.text, /routing\.auto\.model_file/);
-        r = await chatAt(lx, ask(PROMPTS.code));
+        r = await chat(lx, ask(PROMPTS.code));
         assert.equal(r.headers.get('x-lexora-route'), 'code');
       });
     });

@@ -7,7 +7,7 @@ import { createServer } from 'node:http';
 import { writeFileSync } from 'node:fs';
 import { describe, test } from 'node:test';
 import {
-  accessRecord, freePort, post, sleep, startLexora, startSim, stats, toYaml, waitFor,
+  accessRecord, chat, freePort, post, sleep, startSim, stats, toYaml, waitFor, withLexora,
 } from '../lib/harness.mjs';
 
 const FAST = ['--ttft-ms', '2', '--tokens-per-sec', '0'];
@@ -38,16 +38,6 @@ async function withSims(argsList, fn) {
   }
 }
 
-async function withGateway(config, fn) {
-  const lx = await startLexora(config);
-  try {
-    await fn(lx);
-  } finally {
-    await lx.stop();
-  }
-}
-
-const chatAt = (lx, body, headers) => post(`${lx.url}/v1/chat/completions`, body, headers);
 
 // Sends n requests, `width` at a time; returns how many each backend answered.
 async function spread(lx, n, width, body) {
@@ -56,7 +46,7 @@ async function spread(lx, n, width, body) {
   const worker = async () => {
     while (next < n) {
       next++;
-      const r = await chatAt(lx, body);
+      const r = await chat(lx, body);
       assert.equal(r.status, 200, r.text);
       const b = r.headers.get('x-lexora-backend');
       count[b] = (count[b] || 0) + 1;
@@ -73,8 +63,8 @@ describe('models, aliases and replicas', () => {
         gpu1: { type: 'vllm', url: coder.url, models: [{ name: 'qwen-coder', upstream_name: 'Org/Coder-32B' }] },
         gpu2: { type: 'vllm', url: big.url, models: ['qwen3-32b'] },
       }, { routing: { aliases: { code: 'qwen-coder', reasoning: ['qwen3-32b', 'qwen-coder'] } } });
-      await withGateway(config, async (lx) => {
-        const r = await chatAt(lx, ask('code'), { 'x-request-id': 'alias-1' });
+      await withLexora(config, async (lx) => {
+        const r = await chat(lx, ask('code'), { 'x-request-id': 'alias-1' });
         assert.equal(r.status, 200, r.text);
         assert.equal(r.headers.get('x-lexora-model'), 'qwen-coder');
         assert.equal(r.headers.get('x-lexora-backend'), 'gpu1');
@@ -85,7 +75,7 @@ describe('models, aliases and replicas', () => {
         assert.equal(rec.model, 'code');
         assert.equal(rec.model_used, 'qwen-coder');
 
-        const direct = await chatAt(lx, ask('qwen-coder', { stream: true }));
+        const direct = await chat(lx, ask('qwen-coder', { stream: true }));
         assert.equal(direct.status, 200);
         assert.equal(direct.headers.get('x-lexora-model'), 'qwen-coder');
 
@@ -95,7 +85,7 @@ describe('models, aliases and replicas', () => {
         const one = await (await fetch(`${lx.url}/v1/models/code`)).json();
         assert.deepEqual(one.lexora.alias_of, ['qwen-coder']);
 
-        const unknown = await chatAt(lx, ask('Org/Coder-32B'));
+        const unknown = await chat(lx, ask('Org/Coder-32B'));
         assert.equal(unknown.status, 404);
         assert.equal(unknown.json.error.code, 'model_not_found');
         assert.match(unknown.json.error.message, /qwen-coder, qwen3-32b, code \(alias\), reasoning \(alias\)/);
@@ -113,14 +103,14 @@ describe('models, aliases and replicas', () => {
         big: { type: 'vllm', url: `http://127.0.0.1:${await freePort()}`, models: ['big'] }, // nobody listens
         small: { type: 'vllm', url: small.url, models: ['small'] },
       }, { routing: { aliases: { reasoning: ['big', 'small'] } }, health_check: { ...QUIET_HC, interval_seconds: 0.2 } });
-      await withGateway(config, async (lx) => {
+      await withLexora(config, async (lx) => {
         const bigDown = async () => (await (await fetch(`${lx.url}/health`)).json()).backends
           .find((b) => b.name === 'big').status === 'down';
         await waitFor(bigDown, 'big marked down');
-        const r = await chatAt(lx, ask('reasoning'));
+        const r = await chat(lx, ask('reasoning'));
         assert.equal(r.status, 200, r.text);
         assert.equal(r.headers.get('x-lexora-model'), 'small');
-        const none = await chatAt(lx, ask('big'));
+        const none = await chat(lx, ask('big'));
         assert.equal(none.status, 503);
         assert.equal(none.json.error.code, 'no_healthy_backend');
       });
@@ -135,10 +125,10 @@ describe('models, aliases and replicas', () => {
         slow: { type: 'vllm', url: slow.url, max_concurrency: 1, models: ['m'] },
         quick: { type: 'vllm', url: quick.url, max_concurrency: 1, models: ['m'] },
       });
-      await withGateway(config, async (lx) => {
-        const first = [chatAt(lx, ask('m')), chatAt(lx, ask('m'))];
+      await withLexora(config, async (lx) => {
+        const first = [chat(lx, ask('m')), chat(lx, ask('m'))];
         await sleep(100); // both slots taken
-        const waiting = await chatAt(lx, ask('m'));
+        const waiting = await chat(lx, ask('m'));
         assert.equal(waiting.status, 200);
         assert.equal(waiting.headers.get('x-lexora-backend'), 'quick'); // not the slot it might have been tied to
         assert.ok(Number(waiting.headers.get('x-lexora-queue-wait-ms')) > 50);
@@ -153,11 +143,11 @@ describe('models, aliases and replicas', () => {
         a: { type: 'vllm', url: a.url, weight: 2, models: ['m'] },
         b: { type: 'vllm', url: b.url, models: ['m'] },
       };
-      await withGateway(gatewayConfig(backends, { routing: { balance: 'weighted' } }), async (lx) => {
+      await withLexora(gatewayConfig(backends, { routing: { balance: 'weighted' } }), async (lx) => {
         const count = await spread(lx, 300, 4, ask('m'));
         assert.ok(Math.abs(count.a - 200) <= 20 && Math.abs(count.b - 100) <= 10, JSON.stringify(count));
       });
-      await withGateway(gatewayConfig(backends, { routing: { balance: 'round_robin' } }), async (lx) => {
+      await withLexora(gatewayConfig(backends, { routing: { balance: 'round_robin' } }), async (lx) => {
         const count = await spread(lx, 20, 1, ask('m'));
         assert.deepEqual(count, { a: 10, b: 10 });
       });
@@ -172,7 +162,7 @@ describe('models, aliases and replicas', () => {
           fast: { type: 'vllm', url: fast.url, models: ['m'] },
         };
         for (const balance of ['least_loaded', 'peak_ewma']) {
-          await withGateway(gatewayConfig(backends, { routing: { balance } }), async (lx) => {
+          await withLexora(gatewayConfig(backends, { routing: { balance } }), async (lx) => {
             const count = await spread(lx, 60, 6, ask('m'));
             assert.ok((count.fast || 0) > 2 * (count.slow || 0), `${balance}: ${JSON.stringify(count)}`);
           });
@@ -187,7 +177,7 @@ describe('models, aliases and replicas', () => {
         a: { type: 'vllm', url: a.url, models: ['m'] },
         b: { type: 'vllm', url: b.url, models: ['m'] },
       }, { routing: { affinity: 'prefix' } });
-      await withGateway(config, async (lx) => {
+      await withLexora(config, async (lx) => {
         // a conversation: a long system prompt (several 256-byte prefix blocks), then its turns
         const system = (i) => `You are the assistant of conversation ${i}. ${'Keep answers short and exact. '.repeat(30)}`;
         const conv = (i, turns = 1) => ask('m', { messages: [{ role: 'system', content: system(i) },
@@ -196,7 +186,7 @@ describe('models, aliases and replicas', () => {
         const home = {};
         for (let turns = 1; turns <= 3; turns++) {
           for (let i = 0; i < 8; i++) {
-            const r = await chatAt(lx, conv(i, turns));
+            const r = await chat(lx, conv(i, turns));
             const be = r.headers.get('x-lexora-backend');
             if (turns === 1) home[i] = be;
             else assert.equal(be, home[i], `conversation ${i}, turn ${turns}`);
@@ -204,7 +194,7 @@ describe('models, aliases and replicas', () => {
         }
         assert.equal(new Set(Object.values(home)).size, 2, JSON.stringify(home));
         // 10 at once of one conversation: its replica takes them until it is 4 ahead, then the rest yield
-        const burst = await Promise.all(Array.from({ length: 10 }, () => chatAt(lx, conv(0, 4))));
+        const burst = await Promise.all(Array.from({ length: 10 }, () => chat(lx, conv(0, 4))));
         const to = burst.map((r) => r.headers.get('x-lexora-backend'));
         const atHome = to.filter((x) => x === home[0]).length;
         assert.ok(atHome >= 4 && atHome < 10, to.join(' '));
@@ -229,15 +219,15 @@ describe('models, aliases and replicas', () => {
           disc: { type: 'vllm', url: sim.url, models: 'auto' },
           empty: { type: 'vllm', url: `http://127.0.0.1:${emptyPort}`, models: 'auto' },
         }, { routing: { aliases: { fav: 'found-2' } } });
-        await withGateway(config, async (lx) => {
+        await withLexora(config, async (lx) => {
           await waitFor(async () => (await (await fetch(`${lx.url}/v1/models`)).json()).data.length === 3, 'discovery');
           const models = await (await fetch(`${lx.url}/v1/models`)).json();
           assert.deepEqual(models.data.map((m) => m.id), ['found-1', 'found-2', 'fav']);
           assert.equal(models.data[0].owned_by, 'disc');
-          const r = await chatAt(lx, ask('fav'));
+          const r = await chat(lx, ask('fav'));
           assert.equal(r.status, 200, r.text);
           assert.equal(r.headers.get('x-lexora-model'), 'found-2');
-          assert.equal((await chatAt(lx, ask('found-3'))).status, 404);
+          assert.equal((await chat(lx, ask('found-3'))).status, 404);
           await waitFor(() => /backend empty: models: auto, but .* lists no model/.test(lx.logs()), 'the warning');
         });
       });
@@ -252,11 +242,11 @@ describe('models, aliases and replicas', () => {
         a: { type: 'vllm', url: a.url, models: ['m'] },
         b: { type: 'vllm', url: b.url, models: ['m'] },
       }, { routing: { balance: 'round_robin' } });
-      await withGateway(config, async (lx) => {
+      await withLexora(config, async (lx) => {
         const results = [];
         for (let i = 0; i < 40; i++) {
           if (i === 10) await a.stop();
-          results.push((await chatAt(lx, ask('m'))).status);
+          results.push((await chat(lx, ask('m'))).status);
         }
         assert.deepEqual([...new Set(results)], [200]);
         const s = await stats(lx);
@@ -270,10 +260,10 @@ describe('models, aliases and replicas', () => {
       const config = gatewayConfig({
         gpu: { type: 'vllm', url: sim.url, max_concurrency: 1, models: ['one', 'two'] },
       }, { routing: { aliases: { pick: 'one' } } });
-      await withGateway(config, async (lx) => {
-        const busy = chatAt(lx, ask('one'));
+      await withLexora(config, async (lx) => {
+        const busy = chat(lx, ask('one'));
         await sleep(100);
-        const waiting = [chatAt(lx, ask('pick')), chatAt(lx, ask('pick'))];
+        const waiting = [chat(lx, ask('pick')), chat(lx, ask('pick'))];
         await sleep(100);
         writeFileSync(lx.file, `${toYaml({ ...config, server: { host: '127.0.0.1', port: lx.port }, routing: { aliases: { pick: 'two', other: 'one' } } })}\n`);
         const rl = await post(`${lx.url}/admin/reload`, '');
@@ -283,9 +273,9 @@ describe('models, aliases and replicas', () => {
           assert.equal(r.headers.get('x-lexora-model'), 'one'); // resolved when they arrived
         }
         assert.equal((await busy).status, 200);
-        const after = await chatAt(lx, ask('pick'));
+        const after = await chat(lx, ask('pick'));
         assert.equal(after.headers.get('x-lexora-model'), 'two');
-        assert.equal((await chatAt(lx, ask('other'))).headers.get('x-lexora-model'), 'one');
+        assert.equal((await chat(lx, ask('other'))).headers.get('x-lexora-model'), 'one');
       });
     });
   });

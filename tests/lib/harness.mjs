@@ -152,6 +152,16 @@ export async function startLexora(config, { env = {} } = {}) {
   };
 }
 
+/** Starts lexora with config, runs fn(lx), and stops it however fn ends. */
+export async function withLexora(config, fn) {
+  const lx = await startLexora(config);
+  try {
+    return await fn(lx);
+  } finally {
+    await lx.stop();
+  }
+}
+
 /** Runs lexora with arguments to completion: { code, stdout, stderr }. */
 export function runLexora(args, env = {}) {
   return new Promise((resolve) => {
