@@ -6,7 +6,10 @@
 #      proxy_pass (proxy_buffering off) to the same simulator; each proxy's RSS sampled;
 #   3. the request-body micro-benchmark (build/body-bench), when it is built;
 #   4. stream relay CPU: M streams at T tokens/s through nginx and through Lexora, both in front of the same
-#      lexora-sim, rounds interleaved; the CPU each proxy spent, medians.
+#      lexora-sim, rounds interleaved; the CPU each proxy spent, medians;
+#   5. routing: the router's decision cost with 16 backends (build/route-bench), and a multi-turn chat
+#      workload over 3 lexora-sim replicas per balancing strategy, with and without prefix affinity
+#      (bench/multiturn.mjs).
 # Results go to bench/results/ (git-ignored); a summary table is printed at the end.
 #
 # Every process it starts is stopped on success, failure or Ctrl-C. Only 127.0.0.1 is used.
@@ -14,7 +17,7 @@
 # BENCH_CONNS ("32 128"), BENCH_ROUNDS (3), BENCH_WARMUP (s, 2), BENCH_SSE_STREAMS (2000),
 # BENCH_SSE_MAX_TOKENS (40), BENCH_SSE_TOKENS_PER_SEC (2), BENCH_PORT_BASE (18100),
 # BENCH_RELAY_STREAMS (1000), BENCH_RELAY_TOKENS_PER_SEC (20), BENCH_RELAY_TOKENS (100: max_tokens, so
-# 5 s per stream), BENCH_ONLY ("http sse body relay": which parts to run), BENCH_KEEP (1: keep the temp dir
+# 5 s per stream), BENCH_ONLY ("http sse body relay route": which parts to run), BENCH_KEEP (1: keep the temp dir
 # and its logs).
 set -euo pipefail
 
@@ -34,7 +37,7 @@ PORT_BASE=${BENCH_PORT_BASE:-18100}
 RELAY_STREAMS=${BENCH_RELAY_STREAMS:-1000}
 RELAY_TPS=${BENCH_RELAY_TOKENS_PER_SEC:-20}
 RELAY_TOKENS=${BENCH_RELAY_TOKENS:-100}
-ONLY=${BENCH_ONLY:-"http sse body relay"}
+ONLY=${BENCH_ONLY:-"http sse body relay route"}
 KEEP=${BENCH_KEEP:-0}
 
 RSS_TARGET_MIB=64
@@ -168,6 +171,7 @@ if wants http; then
     command -v wrk >/dev/null || die "wrk is needed (apt-get install wrk)"
     command -v nginx >/dev/null || die "nginx is needed (apt-get install nginx-light or nginx)"
 fi
+if wants route; then command -v node >/dev/null || die "node is needed for the multi-turn workload"; fi
 if wants sse || wants relay; then
     command -v node >/dev/null || die "node is needed for the SSE client"
     command -v nginx >/dev/null || die "nginx is needed (apt-get install nginx-light or nginx)"
@@ -176,6 +180,7 @@ fi
 LEXORA=$BUILD_DIR/lexora
 SIM=$BUILD_DIR/lexora-sim
 BODY_BENCH=$BUILD_DIR/body-bench
+ROUTE_BENCH=$BUILD_DIR/route-bench
 [[ -x $LEXORA ]] || say "WARNING: $LEXORA is missing: the Lexora measurements are skipped"
 
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -543,6 +548,23 @@ if wants relay; then
     fi
 fi
 
+# ---------- 5. routing ----------
+
+ROUTE_NOTE=""
+ROUTE_OUT=$RESULTS/route.txt
+if wants route; then
+    say "part 5: $ROUTE_BENCH, then bench/multiturn.mjs"
+    if [[ -x $ROUTE_BENCH ]]; then
+        run_fg "$ROUTE_OUT" 300 "$ROUTE_BENCH" 300000 || ROUTE_NOTE="route-bench exited with $?"
+    else
+        ROUTE_NOTE="skipped: $ROUTE_BENCH not built"
+    fi
+    run_fg "$RESULTS/multiturn.txt" 600 node "$ROOT/bench/multiturn.mjs" --lexora "$LEXORA" --sim "$SIM" ||
+        ROUTE_NOTE="${ROUTE_NOTE:+$ROUTE_NOTE; }multiturn.mjs exited with $?"
+    cat "$RESULTS/multiturn.txt" >>"$ROUTE_OUT"
+    cat "$ROUTE_OUT" >&2
+fi
+
 # ---------- summary ----------
 
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print ""; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
@@ -683,12 +705,20 @@ col() { # CONNS TARGET COLUMN-NAME → the values over the rounds, one a line
         echo "4. Stream relay CPU: ${RELAY_NOTE:-not run}"
     fi
     echo
+    if [[ -s $ROUTE_OUT ]]; then
+        echo "5. Routing (route-bench: goal <= 1 us per decision; multiturn: TTFT with and without prefix affinity)"
+        sed 's/^/   /' "$ROUTE_OUT"
+        [[ -z $ROUTE_NOTE ]] || echo "   NOTE: $ROUTE_NOTE"
+    else
+        echo "5. Routing: ${ROUTE_NOTE:-not run}"
+    fi
+    echo
     echo "Raw results: $RESULTS"
 } | tee "$SUMMARY"
 cp "$SUMMARY" "$RESULTS/summary.txt"
 say "summary saved as $SUMMARY"
 # A part that could not run is a failure of the run (the targets missed are not: they are results).
-if ((WRK_FAILURES)) || [[ -n $LEXORA_HTTP_NOTE || -n $SSE_NOTE || -n $BODY_NOTE || -n $RELAY_NOTE ]]; then
+if ((WRK_FAILURES)) || [[ -n $LEXORA_HTTP_NOTE || -n $SSE_NOTE || -n $BODY_NOTE || -n $RELAY_NOTE || -n $ROUTE_NOTE ]]; then
     say "some measurements could not be made (${WRK_FAILURES} wrk runs failed; notes above)"
     exit 1
 fi
