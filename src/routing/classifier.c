@@ -376,15 +376,19 @@ void lx_cls_predict(const lx_cls_model *m, const lx_cls_features *fs, const lx_s
 {
     size_t k = m->k;
     int32_t prim[LX_CLS_MAX_CLASSES] = {0}, ctx[LX_CLS_MAX_CLASSES] = {0};
-    if (k == 4) { /* the shipped model's shape: unrolled */
+    if (k == 4) { /* the shipped model's shape: unrolled, the sums kept in registers (not behind a pointer that
+                     makes every add wait for the store before it) */
+        int32_t p0 = 0, p1 = 0, p2 = 0, p3 = 0, c0 = 0, c1 = 0, c2 = 0, c3 = 0;
         for (size_t i = 0; i < fs->n; i++) {
             const int16_t *q = m->q + (size_t)fs->f[i].bucket * 4;
-            int32_t *acc = fs->f[i].context ? ctx : prim;
-            acc[0] += q[0];
-            acc[1] += q[1];
-            acc[2] += q[2];
-            acc[3] += q[3];
+            if (fs->f[i].context) {
+                c0 += q[0], c1 += q[1], c2 += q[2], c3 += q[3];
+            } else {
+                p0 += q[0], p1 += q[1], p2 += q[2], p3 += q[3];
+            }
         }
+        prim[0] = p0, prim[1] = p1, prim[2] = p2, prim[3] = p3;
+        ctx[0] = c0, ctx[1] = c1, ctx[2] = c2, ctx[3] = c3;
     } else {
         for (size_t i = 0; i < fs->n; i++) {
             const int16_t *q = m->q + (size_t)fs->f[i].bucket * k;

@@ -99,9 +99,12 @@ static uint32_t word_hash(const char *w, size_t n)
 
 static void starts_build(void);
 
+static void ascii_build(void);
+
 static void wordset_build(void)
 {
     starts_build();
+    ascii_build();
     for (size_t i = 0; i < LX_ARRAY_LEN(prog_words); i++) {
         const char *w = prog_words[i];
         uint32_t k = word_hash(w, strlen(w)) & (WORDSET_SIZE - 1);
@@ -160,6 +163,10 @@ static void starts_build(void)
     start_byte['f'] = true; /* from ... import */
 }
 
+/* The first bytes of code_op's operators: most bytes are not, and skip its switch. */
+static const unsigned char op_first[256] = {['='] = 1, ['!'] = 1, ['-'] = 1, [':'] = 1, ['&'] = 1, ['|'] = 1,
+                                            ['+'] = 1, ['<'] = 1, ['/'] = 1, ['('] = 1, ['['] = 1};
+
 /* An operator prose does not use, as two bytes: => == != -> :: && || += </ /> () []. */
 static bool code_op(char a, char b)
 {
@@ -200,7 +207,7 @@ static bool code_line(const char *s, size_t n)
     size_t sym = 0, high = 0;
     for (size_t i = 0; i < m; i++) {
         unsigned char c = (unsigned char)t[i];
-        if (i + 1 < m && code_op(t[i], t[i + 1])) return true;
+        if (op_first[c] && i + 1 < m && code_op(t[i], t[i + 1])) return true;
         sym += sym_byte[c];
         high += c >= 0x80;
     }
@@ -260,19 +267,39 @@ static bool math_cp(unsigned cp)
            cp == 0x2265 || cp == 0x2260 || cp == 0xB2;
 }
 
+/* What an ASCII byte is to the pass, in one lookup. */
+enum { A_ALPHA = 1, A_DIGIT = 2, A_WORD = 4, A_SPACE = 8, A_MATH = 16 };
+static unsigned char ascii_class[128];
+
+static void ascii_build(void)
+{
+    for (unsigned c = 0; c < 128; c++) {
+        unsigned char k = 0;
+        if (is_alpha((char)c)) k |= A_ALPHA | A_WORD;
+        if (is_digit((char)c)) k |= A_DIGIT | A_WORD | A_MATH;
+        if (c == '_' || c == '+') k |= A_WORD;
+        if (c == ' ' || c == '\n' || c == '\t' || c == '\r') k |= A_SPACE;
+        if (math_byte[c]) k |= A_MATH;
+        ascii_class[c] = k;
+    }
+}
+
+/* One pass over the text. The counts are kept in locals and stored once at the end: behind the pointers they
+ * would be reloaded after every byte written to the word buffer (a char store may alias anything). */
 static void scan(const char *s, size_t len, tally *t, unsigned *chars, unsigned *prog)
 {
     char w[WORD_MAX];
     size_t wn = 0;
     bool long_word = false;
+    unsigned n_chars = 0, letters = 0, ja = 0, nonspace = 0, mathy = 0;
     for (size_t i = 0; i < len;) {
         unsigned char c = (unsigned char)s[i];
         unsigned cp = c < 0x80 ? (i++, c) : lx_utf8_next(s, len, &i);
-        (*chars)++;
-        bool word_char = cp < 0x80 && (is_alpha((char)cp) || is_digit((char)cp) || cp == '_' || cp == '+');
-        if (word_char) {
+        unsigned k = cp < 0x80 ? ascii_class[cp] : 0;
+        n_chars++;
+        if (k & A_WORD) {
             if (wn < WORD_MAX)
-                w[wn++] = (char)(cp >= 'A' && cp <= 'Z' ? cp | 0x20 : cp);
+                w[wn++] = (char)(k & A_ALPHA ? cp | 0x20 : cp);
             else
                 long_word = true;
         } else if (wn) {
@@ -281,22 +308,31 @@ static void scan(const char *s, size_t len, tally *t, unsigned *chars, unsigned 
             wn = 0;
             long_word = false;
         }
-        if (cp == ' ' || cp == '\n' || cp == '\t' || cp == '\r' || cp == 0x3000) continue;
-        t->nonspace++;
         if (cp < 0x80) {
-            t->letters += is_alpha((char)cp);
-            t->mathy += is_digit((char)cp) || math_byte[cp];
-        } else if (lx_is_japanese_cp(cp)) {
-            t->letters++;
-            t->ja++;
-        } else if (math_cp(cp)) {
-            t->mathy++;
-        } else if (!(cp >= 0x3000 && cp <= 0x303F) && !(cp >= 0xFF00 && cp <= 0xFF65)) {
-            t->letters++;
+            if (k & A_SPACE) continue;
+            nonspace++;
+            letters += (k & A_ALPHA) != 0;
+            mathy += (k & A_MATH) != 0;
+            continue;
         }
-        if (!t->first_done && !word_char && cp >= 0x80) t->first_done = true;
+        if (cp == 0x3000) continue;
+        nonspace++;
+        if (lx_is_japanese_cp(cp)) {
+            letters++;
+            ja++;
+        } else if (math_cp(cp)) {
+            mathy++;
+        } else if (!(cp >= 0x3000 && cp <= 0x303F) && !(cp >= 0xFF00 && cp <= 0xFF65)) {
+            letters++;
+        }
+        if (!t->first_done) t->first_done = true;
     }
     if (wn && !long_word) word_end(t, w, wn, prog);
+    *chars += n_chars;
+    t->letters += letters;
+    t->ja += ja;
+    t->nonspace += nonspace;
+    t->mathy += mathy;
 }
 
 /* The text ends as a question: ? or ？, or か, かな, かね, ですか (with a 。 after). */
