@@ -3,7 +3,8 @@
 
 #include "utils/common.h"
 
-size_t lx_balance_draw(lx_balance_state *st, size_t n)
+/* A uniform draw from [0, n), n >= 1 (xorshift64*). */
+static size_t draw(lx_balance_state *st, size_t n)
 {
     uint64_t x = st->rng;
     x ^= x >> 12;
@@ -20,7 +21,7 @@ static size_t least_loaded(lx_balance_state *st, const lx_candidate *c, size_t n
         if (c[i].load < c[best].load) {
             best = i;
             ties = 1;
-        } else if (c[i].load == c[best].load && lx_balance_draw(st, ++ties) == 0) {
+        } else if (c[i].load == c[best].load && draw(st, ++ties) == 0) {
             best = i; /* each of the tied keeps the choice with probability 1/ties */
         }
     }
@@ -53,7 +54,7 @@ static double ewma_cost(const lx_candidate *c) { return lx_backend_latency_s(c->
 static size_t peak_ewma(lx_balance_state *st, const lx_candidate *c, size_t n)
 {
     if (n == 1) return 0;
-    size_t i = lx_balance_draw(st, n), j = lx_balance_draw(st, n - 1);
+    size_t i = draw(st, n), j = draw(st, n - 1);
     if (j >= i) j++;
     double ci = ewma_cost(&c[i]), cj = ewma_cost(&c[j]);
     if (ci == cj) return c[i].busy <= c[j].busy ? i : j;

@@ -37,7 +37,5 @@ typedef size_t (*lx_balance_fn)(lx_balance_state *st, const lx_candidate *c, siz
 
 /* The strategy routing.balance names. */
 lx_balance_fn lx_balance_get(lx_balance_kind kind);
-/* A uniform draw from [0, n), n >= 1. */
-size_t lx_balance_draw(lx_balance_state *st, size_t n);
 
 #endif
