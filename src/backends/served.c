@@ -78,9 +78,8 @@ static lx_model *model_get(lx_served *s, const char *name)
 static void serve(lx_served *s, lx_backend *b, const char *name)
 {
     lx_model *m = model_get(s, name);
-    if (m->n && m->servers[m->n - 1] == b) return; /* listed and discovered: once */
     for (size_t i = 0; i < m->n; i++)
-        if (m->servers[i] == b) return;
+        if (m->servers[i] == b) return; /* listed and discovered: once */
     if (m->n == m->cap) {
         m->cap = m->cap ? 2 * m->cap : 4;
         m->servers = lx_xrealloc(m->servers, m->cap * sizeof *m->servers);
