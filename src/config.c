@@ -59,6 +59,7 @@ static void read_users(lx_cfg_parser *p, yaml_node_t *v, int line, const char *p
 static void read_auth_keys(lx_cfg_parser *p, yaml_node_t *v, int line, const char *path, void *base);
 static void item_path(char *out, const char *path, size_t i);
 static void read_aliases(lx_cfg_parser *p, yaml_node_t *v, int line, const char *path, void *base);
+static void read_fallbacks(lx_cfg_parser *p, yaml_node_t *v, int line, const char *path, void *base);
 static void read_gpus(lx_cfg_parser *p, yaml_node_t *v, int line, const char *path, void *base);
 static void read_auto_routes(lx_cfg_parser *p, yaml_node_t *v, int line, const char *path, void *base);
 static void read_auto_rules(lx_cfg_parser *p, yaml_node_t *v, int line, const char *path, void *base);
@@ -130,6 +131,7 @@ static const lx_keydef rate_default_keys[] = {
 static const lx_keydef user_keys[] = {
     K_LONG(lx_user_limit, "requests_per_minute", requests_per_minute, -1, 0, 0, LX_KF_NO_MAX),
     K_LONG(lx_user_limit, "tokens_per_minute", tokens_per_minute, -1, 0, 0, LX_KF_NO_MAX),
+    K_BOOL(lx_user_limit, "fallback", fallback, 1),
     K_END,
 };
 
@@ -312,6 +314,15 @@ static const lx_keylist_desc aliases_list = {
     .report = LX_DIFF_BY_ENTRY, /* "routing.aliases.NAME" */
 };
 
+static const lx_keylist_desc fallbacks_list = {
+    .arr_off = offsetof(lx_config, routing.fallbacks),
+    .count_off = offsetof(lx_config, routing.n_fallbacks),
+    .elem_size = sizeof(lx_fallback),
+    .name_off = offsetof(lx_fallback, name),
+    .rows = alias_keys,
+    .report = LX_DIFF_BY_ENTRY, /* "routing.fallbacks.NAME" */
+};
+
 static const char *const balance_names[] = {[LX_BALANCE_LEAST_LOADED] = "least_loaded",
                                             [LX_BALANCE_ROUND_ROBIN] = "round_robin",
                                             [LX_BALANCE_WEIGHTED] = "weighted",
@@ -387,6 +398,8 @@ static const lx_keydef auto_keys[] = {
 
 static const lx_keydef routing_keys[] = {
     K_LIST("aliases", read_aliases, aliases_list),
+    K_LIST("fallbacks", read_fallbacks, fallbacks_list),
+    K_NUM(lx_config, "fallback_after_queue_seconds", routing.fallback_after_queue_s, 0, 0, 0, LX_KF_NO_MAX),
     K_ENUM(lx_config, "balance", routing.balance, LX_BALANCE_LEAST_LOADED, balance_names),
     K_ENUM(lx_config, "affinity", routing.affinity, LX_AFFINITY_NONE, affinity_names),
     K_SECTION("auto", auto_keys, lx_cfg_check_auto),
@@ -940,30 +953,52 @@ static void read_alias(lx_cfg_parser *p, yaml_node_t *v, int line, const char *p
     lx_buf_free(&t);
 }
 
-static void read_aliases(lx_cfg_parser *p, yaml_node_t *v, int line, const char *path, void *base)
+static const lx_alias *find_named(const lx_alias *arr, size_t n, const char *name, size_t len)
 {
-    lx_config *c = base;
+    for (size_t i = 0; i < n; i++)
+        if (strlen(arr[i].name) == len && memcmp(arr[i].name, name, len) == 0) return &arr[i];
+    return NULL;
+}
+
+/* A mapping of name to a name or a list of names (routing.aliases, routing.fallbacks), into *arr, with the
+ * line of each entry's name in *lines. */
+static void read_name_lists(lx_cfg_parser *p, yaml_node_t *v, int line, const char *path, lx_alias **arr, size_t *count,
+                            int **lines, const char *what)
+{
     size_t n;
-    if (!named_entries(p, v, line, path, "a mapping of alias to a model or a list of models", &n) || n == 0) return;
-    c->routing.aliases = lx_xcalloc(n, sizeof *c->routing.aliases);
-    p->alias_lines = lx_xcalloc(n, sizeof *p->alias_lines);
+    if (!named_entries(p, v, line, path, what, &n) || n == 0) return;
+    *arr = lx_xcalloc(n, sizeof **arr);
+    *lines = lx_xcalloc(n, sizeof **lines);
     for (yaml_node_pair_t *pr = v->data.mapping.pairs.start; pr < v->data.mapping.pairs.top; pr++) {
         yaml_node_t *k = yaml_document_get_node(p->doc, pr->key);
         const char *name = key_name(p, k, path);
         char sub[PATH_LEN];
         if (name == NULL) continue;
         lx_cfg_join(sub, path, name);
-        const lx_alias *dup = lx_config_alias(c, name, strlen(name));
+        const lx_alias *dup = find_named(*arr, *count, name, strlen(name));
         if (dup) {
-            lx_cfg_err(p, node_line(k), sub, "duplicate key (first given at line %d)",
-                       p->alias_lines[dup - c->routing.aliases]);
+            lx_cfg_err(p, node_line(k), sub, "duplicate key (first given at line %d)", (*lines)[dup - *arr]);
             continue;
         }
-        lx_alias *a = &c->routing.aliases[c->routing.n_aliases];
-        p->alias_lines[c->routing.n_aliases++] = node_line(k);
+        lx_alias *a = &(*arr)[*count];
+        (*lines)[(*count)++] = node_line(k);
         a->name = lx_xstrdup(name);
         read_alias(p, yaml_document_get_node(p->doc, pr->value), node_line(k), sub, a);
     }
+}
+
+static void read_aliases(lx_cfg_parser *p, yaml_node_t *v, int line, const char *path, void *base)
+{
+    lx_config *c = base;
+    read_name_lists(p, v, line, path, &c->routing.aliases, &c->routing.n_aliases, &p->alias_lines,
+                    "a mapping of alias to a model or a list of models");
+}
+
+static void read_fallbacks(lx_cfg_parser *p, yaml_node_t *v, int line, const char *path, void *base)
+{
+    lx_config *c = base;
+    read_name_lists(p, v, line, path, &c->routing.fallbacks, &c->routing.n_fallbacks, &p->fallback_lines,
+                    "a mapping of model to the model or list of models it falls back to");
 }
 
 /* routing.auto.routes: a mapping of class to a model or alias. */
@@ -1109,16 +1144,16 @@ static void free_auto(lx_config *c)
     lx_cls_free(c->routing.automatic.model);
 }
 
-static void free_aliases(lx_config *c)
+static void free_name_lists(lx_alias *arr, size_t n)
 {
-    for (size_t i = 0; i < c->routing.n_aliases; i++) {
-        lx_alias *a = &c->routing.aliases[i];
+    for (size_t i = 0; i < n; i++) {
+        lx_alias *a = &arr[i];
         free(a->name);
         free_strings(a->targets, a->n_targets);
         free_strings(a->models, a->n_models);
         free(a->targets_text);
     }
-    free(c->routing.aliases);
+    free(arr);
 }
 
 static void config_free(lx_config *c)
@@ -1126,7 +1161,8 @@ static void config_free(lx_config *c)
     for (size_t i = 0; i < c->n_backends; i++)
         free_backend(&c->backends[i]);
     free(c->backends);
-    free_aliases(c);
+    free_name_lists(c->routing.aliases, c->routing.n_aliases);
+    free_name_lists(c->routing.fallbacks, c->routing.n_fallbacks);
     free_auto(c);
     for (size_t i = 0; i < c->rate_limits.n_users; i++)
         free(c->rate_limits.users[i].name);
@@ -1183,10 +1219,19 @@ const lx_backend_conf *lx_config_backend(const lx_config *c, const char *name)
 
 const lx_alias *lx_config_alias(const lx_config *c, const char *name, size_t len)
 {
-    for (size_t i = 0; i < c->routing.n_aliases; i++)
-        if (strlen(c->routing.aliases[i].name) == len && memcmp(c->routing.aliases[i].name, name, len) == 0)
-            return &c->routing.aliases[i];
-    return NULL;
+    return find_named(c->routing.aliases, c->routing.n_aliases, name, len);
+}
+
+const lx_fallback *lx_config_fallback(const lx_config *c, const char *name, size_t len)
+{
+    return find_named(c->routing.fallbacks, c->routing.n_fallbacks, name, len);
+}
+
+bool lx_config_user_fallback(const lx_config *c, const char *user)
+{
+    for (size_t i = 0; i < c->rate_limits.n_users; i++)
+        if (strcmp(c->rate_limits.users[i].name, user) == 0) return c->rate_limits.users[i].fallback;
+    return true;
 }
 
 const char *lx_config_auto_route(const lx_config *c, const char *class_name, size_t len)
@@ -1261,6 +1306,7 @@ lx_config *lx_config_parse(const char *name, const char *yaml, size_t len, lx_bu
     }
     free(p.bk);
     free(p.alias_lines);
+    free(p.fallback_lines);
     if (n_problems(&p) == 0) return p.cfg;
     flush_errors(&p, errors);
     config_free(p.cfg);

@@ -95,6 +95,10 @@ typedef struct {
     char *targets_text; /* "a, b": the targets as one string (what reload compares) */
 } lx_alias;
 
+/* routing.fallbacks entries share lx_alias's shape: name is the model or alias that falls back, targets the
+ * models or aliases it falls back to, in order (models stays empty: the router resolves aliases itself). */
+typedef lx_alias lx_fallback;
+
 /* routing.auto.routes: a class of the automatic router and the model or alias that serves it. */
 typedef struct {
     char *name;   /* the class */
@@ -137,6 +141,7 @@ typedef struct {
     char *name;
     long requests_per_minute;
     long tokens_per_minute;
+    bool fallback; /* routing.fallbacks may send this user's requests elsewhere (default true) */
 } lx_user_limit;
 
 typedef struct lx_config {
@@ -168,6 +173,9 @@ typedef struct lx_config {
     struct {
         lx_alias *aliases; /* file order */
         size_t n_aliases;
+        lx_fallback *fallbacks; /* file order */
+        size_t n_fallbacks;
+        double fallback_after_queue_s; /* > 0: a request that waited this long in the line goes to its fallback */
         lx_balance_kind balance;
         lx_affinity affinity;
         /* routing.auto: model "auto" (its name) is routed by what the prompt asks (routing/analyzer.h) */
@@ -275,6 +283,10 @@ const char *lx_backend_conf_upstream(const lx_backend_conf *b, const char *model
 const lx_backend_conf *lx_config_backend(const lx_config *c, const char *name);
 /* The alias called name (len bytes), or NULL. */
 const lx_alias *lx_config_alias(const lx_config *c, const char *name, size_t len);
+/* The routing.fallbacks entry of name (len bytes), or NULL. */
+const lx_fallback *lx_config_fallback(const lx_config *c, const char *name, size_t len);
+/* Does rate_limits.users.USER.fallback allow user's requests to go to a fallback (true for a user not listed)? */
+bool lx_config_user_fallback(const lx_config *c, const char *user);
 /* routing.auto's route for class (len bytes): its routes entry, or NULL. */
 const char *lx_config_auto_route(const lx_config *c, const char *class_name, size_t len);
 /* The first enabled backend that lists model, or NULL (which one a request goes to: lx_admission_pick). */

@@ -5,12 +5,12 @@
  * Two moments: a section's check (queue.priorities, auth, admin) runs when its section was read without
  * an error; lx_cfg_resolve runs once the whole document is walked, and settles the backends (kind, url,
  * timeout), routing.aliases (each expanded to the models it stands for; loops, an alias shadowing a served
- * model and an alias to nothing refused), default_model, the vllm: shorthand's implicit backend, the
- * per-user limits a user inherits from rate_limits.default, and rate_limits.redis_url's parts.
- * A backend with models: auto may serve any name once it is asked, so with one enabled, an alias target or
- * default_model that no backend lists is accepted.
- * Invariants: a check reports through lx_cfg_err and never stops the load; admin.token_file is read
- * here (at most MAX_TOKEN_FILE bytes, a regular file) and its buffer wiped whatever happens.
+ * model and an alias to nothing refused), routing.fallbacks (from and to something, never to itself), default_model,
+ * the vllm: shorthand's implicit backend, the per-user limits a user inherits from rate_limits.default, and
+ * rate_limits.redis_url's parts. A backend with models: auto may serve any name once it is asked, so with one enabled,
+ * an alias target or default_model that no backend lists is accepted. Invariants: a check reports through lx_cfg_err
+ * and never stops the load; admin.token_file is read here (at most MAX_TOKEN_FILE bytes, a regular file) and its buffer
+ * wiped whatever happens.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -359,6 +359,36 @@ static void resolve_aliases(lx_cfg_parser *p)
     }
 }
 
+/* ---- routing.fallbacks ---- */
+
+/* Is name a model an enabled backend serves, an alias, or (with models: auto) possibly served later? */
+static bool names_something(const lx_config *c, const char *name)
+{
+    return lx_config_backend_for(c, name, strlen(name)) || lx_config_alias(c, name, strlen(name)) || any_auto(c);
+}
+
+static void resolve_fallbacks(lx_cfg_parser *p)
+{
+    const lx_config *c = p->cfg;
+    for (size_t i = 0; i < c->routing.n_fallbacks; i++) {
+        const lx_fallback *f = &c->routing.fallbacks[i];
+        char path[PATH_LEN];
+        lx_cfg_join(path, "routing.fallbacks", f->name);
+        if (!names_something(c, f->name))
+            lx_cfg_err(p, p->fallback_lines[i], path,
+                       "\"%s\" is neither a model an enabled backend serves nor an alias", f->name);
+        for (size_t k = 0; k < f->n_targets; k++) {
+            const char *t = f->targets[k];
+            if (strcmp(t, f->name) == 0)
+                lx_cfg_err(p, p->fallback_lines[i], path, "falls back to itself: name another model");
+            else if (!names_something(c, t))
+                lx_cfg_err(p, p->fallback_lines[i], path,
+                           "\"%s\" is neither a model an enabled backend serves nor an alias (a fallback to nothing)",
+                           t);
+        }
+    }
+}
+
 /* ---- routing.auto: its name and where its routes go ---- */
 
 static void check_auto_target(lx_cfg_parser *p, int line, const char *path, const char *t)
@@ -366,7 +396,7 @@ static void check_auto_target(lx_cfg_parser *p, int line, const char *path, cons
     const lx_config *c = p->cfg;
     if (strcmp(t, c->routing.automatic.name) == 0)
         lx_cfg_err(p, line, path, "\"%s\" is routing.auto.name itself: name a model or an alias", t);
-    else if (!lx_config_backend_for(c, t, strlen(t)) && !lx_config_alias(c, t, strlen(t)) && !any_auto(c))
+    else if (!names_something(c, t))
         lx_cfg_err(p, line, path,
                    "\"%s\" is neither a model an enabled backend serves nor an alias (a route to nothing)", t);
 }
@@ -417,6 +447,7 @@ void lx_cfg_resolve(lx_cfg_parser *p)
         implicit_backend(p);
         if (c->n_backends) resolve_aliases(p);
         if (c->n_backends) resolve_auto(p);
+        if (c->n_backends) resolve_fallbacks(p);
         return;
     }
     bool any_enabled = false;
@@ -432,4 +463,5 @@ void lx_cfg_resolve(lx_cfg_parser *p)
     if (!p->backends_bad) resolve_aliases(p);
     resolve_default_model(p);
     if (!p->backends_bad) resolve_auto(p);
+    if (!p->backends_bad) resolve_fallbacks(p);
 }

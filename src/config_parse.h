@@ -45,6 +45,7 @@ typedef struct lx_cfg_parser {
     int marks[M_COUNT];
     lx_cfg_backend_info *bk; /* parallel to cfg->backends */
     int *alias_lines;        /* parallel to cfg->routing.aliases: the line of each alias's name */
+    int *fallback_lines;     /* parallel to cfg->routing.fallbacks: the line of each entry's name */
     bool backends_bad;
     const int *sec_lines; /* while an LX_K_MAP's check runs: the line of each of its rows' keys, or 0 */
 } lx_cfg_parser;

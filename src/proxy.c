@@ -27,6 +27,12 @@
  *     before any byte reached the client gives the slot
  *     back, records its verdict on the backend (the circuit breaker), waits the backoff on a timer and goes
  *     back to 4 avoiding that backend — while tries remain and the wait ends before the deadline
+ *   5c fallback (routing.fallbacks): when no backend of the name can take the request (4 finds none, or the
+ *     ones it waited for went down), when its tries are used up on retryable failures before any byte
+ *     reached the client, or after routing.fallback_after_queue_seconds in the line, the request goes back
+ *     to 4 for the name's fallback (its first target with a routable backend), with its tries counted
+ *     afresh; never once an answer has begun. x_fallback: false, X-Lexora-Fallback: off and
+ *     rate_limits.users.USER.fallback: false refuse it. The answer carries X-Lexora-Fallback: <the name>
  *   6 relay, through the kind's filters: SSE chunk by chunk as it arrives (a translating kind's events
  *     translated one by one; usage-only chunk removed if the client did not ask), or the whole answer
  *     (errors normalised to the OpenAI envelope)
@@ -84,11 +90,15 @@ typedef struct {
     lx_model *model_used;           /* what the name resolved to (routing/router.h); NULL before */
     char request_id[LX_REQUEST_ID_MAX];
     char user[128];
-    char model[256];      /* the name the client asked for (or default_model), for the log */
-    lx_slice model_name;  /* what routing looks up: the body's model, or default_model */
-    bool is_alias;        /* model_name is an alias */
-    lx_prefix_key prefix; /* routing.affinity prefix: the prompt's blocks (n 0 otherwise) */
-    bool auto_routed;     /* the client asked for routing.auto.name: route is the analyzer's verdict */
+    char model[256];           /* the name the client asked for (or default_model), for the log */
+    lx_slice model_name;       /* what routing looks up: the body's model, or default_model */
+    bool is_alias;             /* the name the client asked for is an alias */
+    bool no_fallback;          /* the client or its user's config refuses routing.fallbacks */
+    const char *fallback_from; /* the name it fell back from (p->cfg's routing.fallbacks entry); NULL: none */
+    size_t fallback_tried;     /* the entry's targets tried so far */
+    int attempt0;              /* attempts made before the latest fallback (its tries are counted afresh) */
+    lx_prefix_key prefix;      /* routing.affinity prefix: the prompt's blocks (n 0 otherwise) */
+    bool auto_routed;          /* the client asked for routing.auto.name: route is the analyzer's verdict */
     lx_auto_verdict route;
     char route_header[LX_AUTO_REASON_MAX * 2]; /* route.reason fit for a header (lx_auto_header_text) */
     lx_buf url;                                /* this attempt's: the backend's url and the kind's path */
@@ -116,7 +126,7 @@ typedef struct {
     bool trial;              /* this attempt is its backend's half-open trial */
     double up_retry_after_s; /* the backend's Retry-After on this attempt; -1 if none */
     char up_retry_after[24]; /* as it came: passed on when the answer goes to the client */
-    uv_timer_t *backoff;     /* the wait before the next attempt; closed by proxy_free */
+    uv_timer_t *timer; /* the wait before the next attempt, or for the fallback in the line; closed by proxy_free */
     uint64_t backoff_start_ns;
     uint64_t earlier_wait_ns;  /* earlier attempts: queue, upstream and backoff time (for the overhead) */
     uint64_t earlier_queue_ns; /* earlier attempts: queue time */
@@ -156,6 +166,7 @@ static void access_log(const proxy_req *p, int status)
         .alias = p->is_alias && !p->auto_routed,
         .route = p->auto_routed ? p->route.class_name : NULL,
         .route_reason = p->auto_routed ? p->route.reason : NULL,
+        .fallback_from = p->fallback_from,
         .backend = p->backend ? p->backend->name : NULL,
         .status = status,
         .error_code = p->has_err ? lx_err_get(p->err)->code : NULL,
@@ -216,7 +227,7 @@ static void proxy_free(proxy_req *p)
     rate_end(p);
     leave_admission(p);
     end_attempt(p, LX_ATTEMPT_NONE, NULL); /* the client left first: it says nothing about the backend */
-    if (p->backoff) uv_close((uv_handle_t *)p->backoff, free_timer);
+    if (p->timer) uv_close((uv_handle_t *)p->timer, free_timer);
     lx_kind_request_reset(&p->kreq);
     if (p->kstream) lx_kind_stream_free(p->kstream);
     free(p->kstream);
@@ -248,12 +259,13 @@ static void fail_h(proxy_req *p, lx_err e, const char *message, const char *para
     lx_buf body;
     lx_buf_init(&body, 0);
     lx_err_body(&body, e, message, param);
-    lx_http_header h[7 + LX_RATELIMIT_MAX_HEADERS];
+    lx_http_header h[8 + LX_RATELIMIT_MAX_HEADERS];
     size_t n = 0;
     h[n++] = (lx_http_header){"Content-Type", "application/json"};
     h[n++] = (lx_http_header){"X-Request-Id", p->request_id};
     if (p->model_used) h[n++] = (lx_http_header){"X-Lexora-Model", lx_model_name(p->model_used)};
-    for (size_t i = 0; i < n_extra && n < 5; i++)
+    if (p->fallback_from) h[n++] = (lx_http_header){"X-Lexora-Fallback", p->fallback_from};
+    for (size_t i = 0; i < n_extra && i < 2; i++)
         h[n++] = extra[i];
     if (p->auto_routed) {
         h[n++] = (lx_http_header){"X-Lexora-Route", p->route.class_name};
@@ -277,7 +289,7 @@ static void fail(proxy_req *p, lx_err e, const char *message, const char *param)
 /* ---------- answering ---------- */
 
 typedef struct {
-    lx_http_header h[10 + LX_RATELIMIT_MAX_HEADERS];
+    lx_http_header h[11 + LX_RATELIMIT_MAX_HEADERS];
     size_t n;
     char overhead[32];
     char queue_wait[32];
@@ -295,6 +307,7 @@ static void answer_headers_init(answer_headers *a, const proxy_req *p, const cha
     a->h[a->n++] = (lx_http_header){"X-Lexora-Queue-Wait-Ms", a->queue_wait};
     if (p->backend) a->h[a->n++] = (lx_http_header){"X-Lexora-Backend", p->backend->name};
     if (p->model_used) a->h[a->n++] = (lx_http_header){"X-Lexora-Model", lx_model_name(p->model_used)};
+    if (p->fallback_from) a->h[a->n++] = (lx_http_header){"X-Lexora-Fallback", p->fallback_from};
     if (p->auto_routed) {
         a->h[a->n++] = (lx_http_header){"X-Lexora-Route", p->route.class_name};
         a->h[a->n++] = (lx_http_header){"X-Lexora-Route-Reason", p->route_header};
@@ -457,6 +470,7 @@ static void finish_stream(proxy_req *p, lx_up_result r, const char *detail)
 }
 
 static bool retry_later(proxy_req *p, const char *why);
+static bool fall_back(proxy_req *p, const char *why);
 
 static void on_up_done(lx_upstream *u, lx_up_result r, const char *detail, void *ud)
 {
@@ -477,7 +491,7 @@ static void on_up_done(lx_upstream *u, lx_up_result r, const char *detail, void 
     lx_outcome oc = outcome_of(p, r);
     const lx_outcome_info *o = lx_outcome_get(oc);
     end_attempt(p, o->verdict, msg);
-    if (o->retryable && retry_later(p, msg)) return;
+    if (o->retryable && (retry_later(p, msg) || fall_back(p, msg))) return;
     if (o->answered) {
         respond_buffered(p);
         return;
@@ -545,6 +559,24 @@ static bool set_priority(proxy_req *p)
     p->prio = (lx_priority)cls;
     p->priority = lx_priority_name(p->prio);
     return true;
+}
+
+/* May the request go to a fallback? Not with x_fallback: false, X-Lexora-Fallback: off (or false, 0), nor for
+ * a user with rate_limits.users.USER.fallback: false. False for a header that says neither on nor off. */
+static bool set_fallback_policy(proxy_req *p)
+{
+    lx_slice v;
+    p->no_fallback = p->f.no_fallback || !lx_config_user_fallback(p->cfg, p->user);
+    if (!lx_http_req_header(p->req, "x-lexora-fallback", &v)) return true;
+    static const char *const off[] = {"off", "false", "0"}, *const on[] = {"on", "true", "1"};
+    for (size_t i = 0; i < LX_ARRAY_LEN(off); i++) {
+        if (lx_slice_eq_nocase(v, off[i])) {
+            p->no_fallback = true;
+            return true;
+        }
+        if (lx_slice_eq_nocase(v, on[i])) return true;
+    }
+    return false;
 }
 
 /* x_timeout from the body, else the X-Timeout header (a positive number of seconds), else
@@ -696,20 +728,28 @@ static void fail_queue_full(proxy_req *p, const char *message)
     fail_retry_after(p, LX_ERR_QUEUE_FULL, message, lx_admission_retry_after_s(p->gw->admission));
 }
 
+static void stop_timer(proxy_req *p)
+{
+    if (p->timer) uv_timer_stop(p->timer);
+}
+
 static void on_dispatch(lx_admit_ticket *t)
 {
     proxy_req *p = of_ticket(t);
+    stop_timer(p);
     LX_DEBUG(p->request_id, "dispatched to %s after %.3f ms in the queue", lx_backend_name(t->backend),
              (double)t->waited_ns / 1e6);
     forward(p);
 }
 
 static void leave_ticket(proxy_req *p);
+static void reset_attempt(proxy_req *p);
 static void route_and_submit(proxy_req *p, lx_backend *from);
 
 static void on_reject(lx_admit_ticket *t, lx_admit_reject why)
 {
     proxy_req *p = of_ticket(t);
+    stop_timer(p);
     char msg[512];
     switch (why) {
     case LX_ADMIT_TIMEOUT:
@@ -737,6 +777,8 @@ static void on_reject(lx_admit_ticket *t, lx_admit_reject why)
 
 static const lx_admit_cbs admit_cbs = {on_dispatch, on_reject};
 
+static void arm_queue_fallback(proxy_req *p);
+
 /* Into the line of model m (or straight to backend b) for this attempt, waiting at most until the deadline. */
 static void submit(proxy_req *p, lx_model *m, lx_backend *b)
 {
@@ -746,7 +788,7 @@ static void submit(proxy_req *p, lx_model *m, lx_backend *b)
     if (timeout_s < 0.001) timeout_s = 0.001;
     switch (lx_admission_submit(p->gw->admission, &p->ticket, &admit_cbs, m, b, p->user, p->prio, timeout_s)) {
     case LX_ADMIT_NOW: forward(p); return;
-    case LX_ADMIT_QUEUED: return;
+    case LX_ADMIT_QUEUED: arm_queue_fallback(p); return;
     case LX_ADMIT_FULL:
         snprintf(msg, sizeof msg, "The request queue is full (queue.max_size %ld); try again later",
                  p->cfg->queue.max_size);
@@ -790,12 +832,83 @@ static void fail_no_backend(proxy_req *p, unsigned retry_after_s)
     fail_retry_after(p, LX_ERR_NO_HEALTHY_BACKEND, msg, retry_after_s);
 }
 
+/* ---------- fallback (routing.fallbacks) ---------- */
+
+/* The routing.fallbacks entry that applies: the one it already fell back through, else the name asked's, else
+ * the model it resolved to's; NULL when there is none or the request may not fall back. */
+static const lx_fallback *fallback_entry(const proxy_req *p)
+{
+    if (p->no_fallback) return NULL;
+    if (p->fallback_from) return lx_config_fallback(p->cfg, p->fallback_from, strlen(p->fallback_from));
+    const lx_fallback *f = lx_config_fallback(p->cfg, p->model_name.p, p->model_name.len);
+    if (f == NULL && p->model_used) {
+        const char *m = lx_model_name(p->model_used);
+        f = lx_config_fallback(p->cfg, m, strlen(m));
+    }
+    return f;
+}
+
+/*
+ * To the entry's next target that has a routable backend now: the request leaves its line or its failed try
+ * and is submitted for that target, its tries counted afresh. False, and nothing done, when no target is left.
+ */
+static bool fall_back(proxy_req *p, const char *why)
+{
+    const lx_fallback *f = fallback_entry(p);
+    for (; f && p->fallback_tried < f->n_targets; p->fallback_tried++) {
+        lx_route_ask ask = route_ask(p, NULL);
+        ask.name = lx_slice_of(f->targets[p->fallback_tried]);
+        lx_route route = lx_router_pick(p->gw->router, p->gw->config, &ask);
+        if (route.backend == NULL) continue;
+        LX_WARN(p->request_id, "%s; falling back from %s to %s (backend %s)", why, f->name,
+                f->targets[p->fallback_tried], lx_backend_name(route.backend));
+        leave_admission(p);
+        reset_attempt(p);
+        p->fallback_from = f->name;
+        p->model_name = ask.name;
+        p->fallback_tried++;
+        p->attempt0 = p->attempt;
+        p->model_used = route.model;
+        submit(p, route.model, route.backend);
+        return true;
+    }
+    return false;
+}
+
+static void on_queue_fallback(uv_timer_t *t)
+{
+    proxy_req *p = t->data;
+    if (p->ticket.state != LX_TICKET_WAITING) return;
+    char why[96];
+    snprintf(why, sizeof why, "waited %g s in the line (routing.fallback_after_queue_seconds)",
+             p->cfg->routing.fallback_after_queue_s);
+    fall_back(p, why);
+}
+
+static uv_timer_t *timer_of(proxy_req *p)
+{
+    if (p->timer == NULL) {
+        p->timer = lx_xmalloc(sizeof *p->timer);
+        uv_timer_init(p->gw->loop, p->timer);
+        p->timer->data = p;
+    }
+    return p->timer;
+}
+
+/* Waiting in the line: with routing.fallback_after_queue_seconds, the request moves to its fallback then. */
+static void arm_queue_fallback(proxy_req *p)
+{
+    double s = p->cfg->routing.fallback_after_queue_s;
+    if (s <= 0 || fallback_entry(p) == NULL) return;
+    uv_timer_start(timer_of(p), on_queue_fallback, (uint64_t)(s * 1000.0 + 0.5), 0);
+}
+
 static void route_and_submit(proxy_req *p, lx_backend *from)
 {
     lx_route_ask ask = route_ask(p, from);
     lx_route route = lx_router_pick(p->gw->router, p->gw->config, &ask);
     if (route.backend == NULL) {
-        fail_no_backend(p, route.retry_after_s);
+        if (!fall_back(p, "no backend serving it can take the request")) fail_no_backend(p, route.retry_after_s);
         return;
     }
     if (route.affinity != LX_AFFINITY_UNUSED)
@@ -851,7 +964,7 @@ static void reset_attempt(proxy_req *p)
  */
 static bool retry_later(proxy_req *p, const char *why)
 {
-    if (p->attempt >= p->cfg->retry.max_attempts) return false;
+    if (p->attempt - p->attempt0 >= p->cfg->retry.max_attempts) return false;
     lx_route_ask ask = route_ask(p, p->last_backend);
     lx_backend *next = lx_router_pick(p->gw->router, p->gw->config, &ask).backend;
     if (next == NULL) return false;
@@ -866,12 +979,7 @@ static bool retry_later(proxy_req *p, const char *why)
     LX_INFO(p->request_id, "%s; try %d of %ld in %.3f s (on backend %s, if it is still the best then)", why,
             p->attempt + 1, p->cfg->retry.max_attempts, delay_s, lx_backend_name(next));
     reset_attempt(p);
-    if (p->backoff == NULL) {
-        p->backoff = lx_xmalloc(sizeof *p->backoff);
-        uv_timer_init(p->gw->loop, p->backoff);
-        p->backoff->data = p;
-    }
-    uv_timer_start(p->backoff, on_backoff, (delay_ns + 999999) / 1000000, 0);
+    uv_timer_start(timer_of(p), on_backoff, (delay_ns + 999999) / 1000000, 0);
     return true;
 }
 
@@ -973,6 +1081,10 @@ void lx_proxy_handle(lx_gateway *gw, lx_http_req *req, lx_endpoint ep)
         fail(p, LX_ERR_INVALID_FIELD, "X-Timeout must be a positive number of seconds", "x_timeout");
         return;
     }
+    if (!set_fallback_policy(p)) {
+        fail(p, LX_ERR_INVALID_FIELD, "X-Lexora-Fallback must be on or off", "x_fallback");
+        return;
+    }
     double deadline_ns = (double)lx_http_req_ready_ns(req) + p->queue_timeout_s * 1e9;
     p->deadline_ns = deadline_ns < 1.8e19 ? (uint64_t)deadline_ns : UINT64_MAX;
     if (!route(p)) return;
@@ -983,7 +1095,7 @@ void lx_proxy_abort(lx_http_req *req)
 {
     proxy_req *p = lx_http_req_data(req);
     if (p == NULL) return;
-    if (p->backoff && uv_is_active((uv_handle_t *)p->backoff))
+    if (p->timer && uv_is_active((uv_handle_t *)p->timer) && p->ticket.state != LX_TICKET_WAITING)
         LX_INFO(p->request_id, "client went away while waiting to retry");
     else if (!p->sent && p->ticket.state == LX_TICKET_IDLE)
         LX_INFO(p->request_id, "client went away during its rate-limit check or wait; never sent");

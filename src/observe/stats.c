@@ -178,6 +178,13 @@ static lx_stats_user *alias_get(lx_stats *s, const char *name)
                            lx_stats_user, n);
 }
 
+static lx_stats_user *fallback_get(lx_stats *s, const char *name)
+{
+    return LX_CONTAINER_OF(
+        named_get(&s->fallbacks, &s->fallback_list, s->max_routes, name, true, sizeof(lx_stats_user)), lx_stats_user,
+        n);
+}
+
 /* An automatic-routing class's entry, made at first sight; past LX_STATS_MAX_CLASSES, "(other)". */
 static lx_stats_class *class_get(lx_stats *s, const char *name)
 {
@@ -293,6 +300,8 @@ lx_stats *lx_stats_new(const lx_stats_opts *opts)
     lx_list_init(&s->alias_list);
     lx_map_init(&s->classes);
     lx_list_init(&s->class_list);
+    lx_map_init(&s->fallbacks);
+    lx_list_init(&s->fallback_list);
     lx_map_init(&s->routes);
     lx_map_init(&s->backends);
     lx_list_init(&s->user_list);
@@ -307,6 +316,7 @@ void lx_stats_free(lx_stats *s)
     named_free(&s->users, &s->user_list);
     named_free(&s->aliases, &s->alias_list);
     named_free(&s->classes, &s->class_list);
+    named_free(&s->fallbacks, &s->fallback_list);
     routes_free(s);
     backends_free(s);
     free(s);
@@ -405,6 +415,7 @@ void lx_stats_record(lx_stats *s, const lx_access_rec *rec)
     if (err) ring_add(&u->err_m, min);
 
     if (rec->alias && routed) counts_add(&alias_get(s, rec->model)->n.c, err, pt, ct, lat);
+    if (rec->fallback_from) counts_add(&fallback_get(s, rec->fallback_from)->n.c, err, pt, ct, lat);
     if (rec->route && *rec->route) {
         lx_stats_class *k = class_get(s, rec->route);
         counts_add(&k->n.c, err, pt, ct, lat);

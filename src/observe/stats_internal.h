@@ -51,7 +51,7 @@ typedef struct {
  * frees the entry — with the counts all three keep. */
 typedef struct {
     lx_map_node node; /* key: name */
-    lx_list link;     /* on its list (user_list, alias_list, class_list) */
+    lx_list link;     /* on its list (user_list, alias_list, class_list, fallback_list) */
     char *name;
     lx_stats_counts c;
 } lx_stats_named;
@@ -121,6 +121,8 @@ struct lx_stats {
     lx_list user_list, route_list, backend_list, alias_list;
     lx_map classes; /* automatic routing: lx_stats_class entries */
     lx_list class_list;
+    lx_map fallbacks; /* routing.fallbacks, by the name fallen back from: lx_stats_user entries, counts only */
+    lx_list fallback_list;
 
     lx_stats_queue_probe queue_probe;
     void *queue_probe_ud;

@@ -198,6 +198,7 @@ typedef enum {
     OVER_GPU,          /* gpu (NVML's index), uuid; /metrics only */
     OVER_GPU_INFO,     /* gpu, uuid, name; /metrics only */
     OVER_CLASS,        /* class (automatic routing); in /stats a key of each per_class entry */
+    OVER_FALLBACK,     /* model (fallen back from); in /stats a key of each per_fallback entry */
 } over;
 
 enum {
@@ -328,6 +329,7 @@ enum {
     F_RETRIES, F_FAILOVERS, F_AFFINITY_HITS, F_AFFINITY_YIELDS, F_BACKEND_UP, F_IN_FLIGHT,
     F_ALIAS_REQUESTS, F_ALIAS_ERRORS, F_ALIAS_PROMPT, F_ALIAS_COMPLETION,
     F_CLASS_REQUESTS, F_CLASS_ERRORS, F_CLASS_DURATION,
+    F_FALLBACK_REQUESTS, F_FALLBACK_ERRORS,
     F_REQUESTS, F_ERRORS, F_PROMPT, F_COMPLETION, F_USER_RATE_LIMITED,
     F_LED_WRITTEN, F_LED_LOST, F_LED_PENDING, F_LED_WRITABLE, F_LED_REQUESTS,
     F_GPU_INFO, F_GPU_UP, F_GPU_USED, F_GPU_TOTAL, F_GPU_UTIL, F_GPU_TEMP,
@@ -407,6 +409,12 @@ static const family families[F_COUNT] = {
                         "prompt_tokens", OVER_ALIAS, V_U64, 0, rd_prompt},
     [F_ALIAS_COMPLETION] = {"lexora_alias_completion_tokens_total", C, "Completion tokens of requests naming an alias.",
                             "completion_tokens", OVER_ALIAS, V_U64, 0, rd_completion},
+    [F_FALLBACK_REQUESTS] =
+        {"lexora_fallback_requests_total", C,
+         "Finished requests sent to a fallback (routing.fallbacks), by the model they fell back from.", "requests",
+         OVER_FALLBACK, V_U64, 0, rd_requests},
+    [F_FALLBACK_ERRORS] = {"lexora_fallback_errors_total", C, "Requests sent to a fallback that ended in an error.",
+                           "errors", OVER_FALLBACK, V_U64, 0, rd_errors},
     [F_CLASS_REQUESTS] = {"lexora_route_class_requests_total", C,
                           "Finished automatically routed requests, by the class the analyzer gave them.", "requests",
                           OVER_CLASS, V_U64, 0, rd_requests},
@@ -707,6 +715,9 @@ int lx_stats_render_json(lx_stats *s, lx_buf *out, const char *user, const lx_st
     json_open(out, &first, "per_class");
     json_named(out, &c, &s->class_list, false);
     lx_buf_append_str(out, "}");
+    json_open(out, &first, "per_fallback");
+    json_named(out, &c, &s->fallback_list, false);
+    lx_buf_append_str(out, "}");
     json_open(out, &first, "per_backend");
     json_backends(out, &c);
     lx_buf_append_str(out, "}");
@@ -877,8 +888,15 @@ static size_t prom_each(lx_buf *b, ctx *c, const family *f)
     case OVER_USER:
     case OVER_ALIAS:
     case OVER_CLASS:
-        l[0] = f->over == OVER_USER ? "user" : f->over == OVER_ALIAS ? "alias" : "class";
-        list = f->over == OVER_USER ? &c->s->user_list : f->over == OVER_ALIAS ? &c->s->alias_list : &c->s->class_list;
+    case OVER_FALLBACK:
+        l[0] = f->over == OVER_USER    ? "user"
+               : f->over == OVER_ALIAS ? "alias"
+               : f->over == OVER_CLASS ? "class"
+                                       : "model";
+        list = f->over == OVER_USER    ? &c->s->user_list
+               : f->over == OVER_ALIAS ? &c->s->alias_list
+               : f->over == OVER_CLASS ? &c->s->class_list
+                                       : &c->s->fallback_list;
         LX_LIST_EACH(list, n, tmp)
         {
             lx_stats_named *e = LX_LIST_ENTRY(n, lx_stats_named, link);

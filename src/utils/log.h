@@ -56,6 +56,8 @@ typedef struct {
     bool alias;               /* model is an alias of routing.aliases */
     const char *route;        /* automatic routing (routing/analyzer.h): the class given; NULL when not routed so */
     const char *route_reason; /* and why (UTF-8) */
+    const char
+        *fallback_from; /* routing.fallbacks: the model or alias the request fell back from; NULL when it did not */
     const char *backend;
     int status;
     const char *error_code; /* the OpenAI error code when the answer is an error */

@@ -126,6 +126,12 @@ static void test_other_values(void **state)
     assert_true(f.x_timeout == 0.25);
     assert_true(f.has_stream_options);
     assert_false(f.include_usage);
+    assert_false(f.no_fallback);
+    f = scan_ok("{\"x_fallback\":false}");
+    assert_true(f.no_fallback);
+    assert_int_equal(f.n_x, 1); /* removed before the body goes on */
+    assert_false(scan_ok("{\"x_fallback\":true}").no_fallback);
+    assert_false(scan_ok("{\"x_fallback\":null}").no_fallback);
     f = scan_ok("{\"max_tokens\":9223372036854775000,\"x_timeout\":1e2}");
     assert_int_equal(f.max_tokens, 9223372036854775000L);
     assert_true(f.x_timeout == 100.0);
@@ -155,6 +161,8 @@ static void test_wrong_types(void **state)
         {"{\"x_timeout\":1e999}", "x_timeout"},
         {"{\"x_priority\":1}", "x_priority"},
         {"{\"x_user_id\":{}}", "x_user_id"},
+        {"{\"x_fallback\":\"no\"}", "x_fallback"},
+        {"{\"x_fallback\":0}", "x_fallback"},
         {"{\"stream_options\":\"x\"}", "stream_options"},
         {"{\"stream_options\":[]}", "stream_options"},
         {"{\"stream_options\":true}", "stream_options"},

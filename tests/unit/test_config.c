@@ -434,10 +434,10 @@ static void test_unknown_keys(void **state)
                   "cfg.yaml:4: backends.vllm.models[0].nmae: unknown key (valid keys: name, upstream_name, path, "
                   "gpu_memory_utilization)",
                   NULL);
-    expect_errors(
-        "default_model: m\nrate_limits:\n  users:\n    bob:\n      rpm: 5\n",
-        "cfg.yaml:5: rate_limits.users.bob.rpm: unknown key (valid keys: requests_per_minute, tokens_per_minute)",
-        NULL);
+    expect_errors("default_model: m\nrate_limits:\n  users:\n    bob:\n      rpm: 5\n",
+                  "cfg.yaml:5: rate_limits.users.bob.rpm: unknown key (valid keys: requests_per_minute, "
+                  "tokens_per_minute, fallback)",
+                  NULL);
     expect_errors("default_model: m\nrate_limits:\n  modes: wait\n",
                   "cfg.yaml:3: rate_limits.modes: unknown key (valid keys: default, users, mode, store, redis_url, "
                   "default_max_tokens)",
@@ -1249,6 +1249,45 @@ static void test_gpus(void **state)
                   NULL);
 }
 
+/* routing.fallbacks: a name to a model or a list; fallback_after_queue_seconds; users' fallback: false. */
+static void test_fallbacks(void **state)
+{
+    (void)state;
+    lx_config *c = lx_test_config("backends:\n"
+                                  "  gpu: {type: vllm, url: 'http://10.0.0.1:8000', models: [qwen3-32b, qwen3-8b]}\n"
+                                  "  cloud: {type: vllm, url: 'http://10.0.0.2:8000', models: [claude-sonnet-4-5]}\n"
+                                  "routing:\n"
+                                  "  aliases: {fast: qwen3-8b}\n"
+                                  "  fallbacks:\n"
+                                  "    qwen3-32b: [fast, claude-sonnet-4-5]\n"
+                                  "    fast: claude-sonnet-4-5\n"
+                                  "  fallback_after_queue_seconds: 2.5\n"
+                                  "rate_limits:\n"
+                                  "  users: {alice: {fallback: false}, bob: {requests_per_minute: 5}}\n");
+    const lx_fallback *f = lx_config_fallback(c, "qwen3-32b", 9);
+    assert_non_null(f);
+    assert_int_equal(f->n_targets, 2);
+    assert_string_equal(f->targets[0], "fast");
+    assert_string_equal(f->targets[1], "claude-sonnet-4-5");
+    assert_int_equal(lx_config_fallback(c, "fast", 4)->n_targets, 1);
+    assert_null(lx_config_fallback(c, "claude-sonnet-4-5", 17));
+    assert_true(c->routing.fallback_after_queue_s == 2.5);
+    assert_false(lx_config_user_fallback(c, "alice"));
+    assert_true(lx_config_user_fallback(c, "bob"));
+    assert_true(lx_config_user_fallback(c, "carol")); /* not listed */
+    lx_config_unref(c);
+    const char *b = "backends:\n  vllm: {url: 'http://127.0.0.1:8000', models: [m, n]}\n";
+    char yaml[1024];
+    snprintf(yaml, sizeof yaml, "%srouting:\n  fallbacks:\n    m: [m, gone]\n    x: n\n    n: []\n", b);
+    expect_errors(yaml, "cfg.yaml:5: routing.fallbacks.m: falls back to itself",
+                  "cfg.yaml:5: routing.fallbacks.m: \"gone\" is neither a model an enabled backend serves nor an alias "
+                  "(a fallback to nothing)",
+                  "cfg.yaml:6: routing.fallbacks.x: \"x\" is neither",
+                  "cfg.yaml:7: routing.fallbacks.n: names no model", NULL);
+    snprintf(yaml, sizeof yaml, "%srouting: {fallback_after_queue_seconds: -1}\n", b);
+    expect_errors(yaml, "routing.fallback_after_queue_seconds: must be", NULL);
+}
+
 static void test_alias_errors(void **state)
 {
     (void)state;
@@ -1315,6 +1354,7 @@ int main(void)
         cmocka_unit_test(test_kind_names),
         cmocka_unit_test(test_routing),
         cmocka_unit_test(test_alias_errors),
+        cmocka_unit_test(test_fallbacks),
         cmocka_unit_test(test_gpus),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
