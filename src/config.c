@@ -64,6 +64,8 @@ static void read_gpus(lx_cfg_parser *p, yaml_node_t *v, int line, const char *pa
 static void read_auto_routes(lx_cfg_parser *p, yaml_node_t *v, int line, const char *path, void *base);
 static void read_auto_rules(lx_cfg_parser *p, yaml_node_t *v, int line, const char *path, void *base);
 static void read_keywords(lx_cfg_parser *p, yaml_node_t *v, int line, const char *path, void *base);
+static void read_experiments(lx_cfg_parser *p, yaml_node_t *v, int line, const char *path, void *base);
+static void read_variants(lx_cfg_parser *p, yaml_node_t *v, int line, const char *path, void *base);
 
 /* ---- the tables ---- */
 
@@ -231,6 +233,49 @@ static const lx_keydef usage_keys[] = {
     {.name = "enabled", .type = LX_K_BOOL, AT(lx_config, usage.enabled), .def = 1, K_RESTART},
     {.name = "db_path", .type = LX_K_STR, AT(lx_config, usage.db_path), .sdef = "lexora_usage.db", K_RESTART},
     K_END,
+};
+
+static const lx_keydef variant_keys[] = {
+    {.name = "weight", .type = LX_K_NUM, AT(lx_variant, weight), .flags = LX_KF_DERIVED},
+    K_END,
+};
+
+static const lx_keylist_desc variants_list = {
+    .arr_off = offsetof(lx_experiment, variants),
+    .count_off = offsetof(lx_experiment, n_variants),
+    .elem_size = sizeof(lx_variant),
+    .name_off = offsetof(lx_variant, name),
+    .rows = variant_keys,
+    .report = LX_DIFF_WHOLE, /* "experiments.NAME.variants" */
+    .ordered = true,         /* the order lays out the shares, so it decides who gets which variant */
+};
+
+static const char *const sticky_names[] = {[LX_STICKY_USER] = "user", [LX_STICKY_REQUEST] = "request", NULL};
+static const char *const metric_names[] = {
+    [LX_METRIC_FEEDBACK] = "feedback", [LX_METRIC_LATENCY] = "latency", [LX_METRIC_ERRORS] = "errors", NULL};
+static const char *const exp_mode_names[] = {[LX_EXP_STATIC] = "static", [LX_EXP_ADAPTIVE] = "adaptive", NULL};
+_Static_assert(sizeof(lx_sticky) == sizeof(int) && sizeof(lx_exp_metric) == sizeof(int) &&
+                   sizeof(lx_exp_mode) == sizeof(int),
+               "LX_K_ENUM stores an int");
+
+static const lx_keydef experiment_keys[] = {
+    K_STR(lx_experiment, "model", model, NULL),
+    K_LIST("variants", read_variants, variants_list),
+    K_ENUM(lx_experiment, "sticky", sticky, LX_STICKY_USER, sticky_names),
+    K_ENUM(lx_experiment, "metric", metric, LX_METRIC_FEEDBACK, metric_names),
+    K_ENUM(lx_experiment, "mode", mode, LX_EXP_STATIC, exp_mode_names),
+    K_NUM(lx_experiment, "min_weight", min_weight, 5, 0, 50, 0),
+    K_BOOL(lx_experiment, "enabled", enabled, 1),
+    K_END,
+};
+
+static const lx_keylist_desc experiments_list = {
+    .arr_off = offsetof(lx_config, experiments),
+    .count_off = offsetof(lx_config, n_experiments),
+    .elem_size = sizeof(lx_experiment),
+    .name_off = offsetof(lx_experiment, name),
+    .rows = experiment_keys,
+    .report = LX_DIFF_BY_FIELD, /* "experiments.NAME.variants" */
 };
 
 static const lx_keydef admin_keys[] = {
@@ -412,6 +457,7 @@ const lx_keydef lx_config_keys[] = {
     {.name = "default_model", .type = LX_K_STR, AT(lx_config, default_model), .mark = M_DEFAULT_MODEL},
     {.name = "backends", .type = LX_K_LIST, .fn = read_backends, .list = &backends_list, .mark = M_BACKENDS},
     K_SECTION("routing", routing_keys, NULL),
+    K_LIST("experiments", read_experiments, experiments_list),
     K_SECTION("queue", queue_keys, NULL),
     K_SECTION("rate_limits", rate_keys, NULL),
     K_SECTION("retry", retry_keys, NULL),
@@ -915,6 +961,64 @@ static void read_users(lx_cfg_parser *p, yaml_node_t *v, int line, const char *p
     free(name_lines);
 }
 
+/* experiments: a mapping of experiment name to its settings. */
+static void read_experiments(lx_cfg_parser *p, yaml_node_t *v, int line, const char *path, void *base)
+{
+    lx_config *c = base;
+    size_t n;
+    if (!named_entries(p, v, line, path, "a mapping of experiment name to its settings", &n) || n == 0) return;
+    c->experiments = lx_xcalloc(n, sizeof *c->experiments);
+    for (yaml_node_pair_t *pr = v->data.mapping.pairs.start; pr < v->data.mapping.pairs.top; pr++) {
+        yaml_node_t *k = yaml_document_get_node(p->doc, pr->key);
+        const char *name = key_name(p, k, path);
+        char sub[PATH_LEN];
+        if (name == NULL) continue;
+        lx_cfg_join(sub, path, name);
+        size_t j = 0;
+        while (j < c->n_experiments && strcmp(c->experiments[j].name, name))
+            j++;
+        if (j < c->n_experiments) {
+            lx_cfg_err(p, node_line(k), sub, "duplicate key (first given at line %d)", c->experiments[j].line);
+            continue;
+        }
+        lx_experiment *e = &c->experiments[c->n_experiments++];
+        e->name = lx_xstrdup(name);
+        e->line = node_line(k);
+        lx_cfg_set_defaults(experiment_keys, e);
+        walk_map(p, yaml_document_get_node(p->doc, pr->value), e->line, sub, experiment_keys, e, NULL);
+    }
+}
+
+/* An experiment's variants: a mapping of model or alias to a weight (a number >= 0), in order. */
+static void read_variants(lx_cfg_parser *p, yaml_node_t *v, int line, const char *path, void *base)
+{
+    static const lx_keydef weight_row = {.name = "weight", .type = LX_K_NUM, .min = 0, .max = 1e6};
+    lx_experiment *e = base;
+    size_t n;
+    if (!named_entries(p, v, line, path, "a mapping of model or alias to its weight", &n) || n == 0) return;
+    e->variants = lx_xcalloc(n, sizeof *e->variants);
+    for (yaml_node_pair_t *pr = v->data.mapping.pairs.start; pr < v->data.mapping.pairs.top; pr++) {
+        yaml_node_t *k = yaml_document_get_node(p->doc, pr->key), *w = yaml_document_get_node(p->doc, pr->value);
+        const char *name = key_name(p, k, path);
+        char sub[PATH_LEN];
+        if (name == NULL) continue;
+        lx_cfg_join(sub, path, name);
+        double weight;
+        if (!is_text(w) || !lx_cfg_set_scalar(&weight_row, scalar(w), is_plain(w), &weight)) {
+            err_want(p, node_line(w), sub, &weight_row, w);
+            continue;
+        }
+        size_t j = 0;
+        while (j < e->n_variants && strcmp(e->variants[j].name, name))
+            j++;
+        if (j < e->n_variants) {
+            lx_cfg_err(p, node_line(k), sub, "duplicate key");
+            continue;
+        }
+        e->variants[e->n_variants++] = (lx_variant){lx_xstrdup(name), weight};
+    }
+}
+
 /* One target of an alias: a non-empty name. */
 static bool read_target(lx_cfg_parser *p, yaml_node_t *item, const char *path, lx_alias *a)
 {
@@ -1144,6 +1248,19 @@ static void free_auto(lx_config *c)
     lx_cls_free(c->routing.automatic.model);
 }
 
+static void free_experiments(lx_config *c)
+{
+    for (size_t i = 0; i < c->n_experiments; i++) {
+        lx_experiment *e = &c->experiments[i];
+        free(e->name);
+        free(e->model);
+        for (size_t k = 0; k < e->n_variants; k++)
+            free(e->variants[k].name);
+        free(e->variants);
+    }
+    free(c->experiments);
+}
+
 static void free_name_lists(lx_alias *arr, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
@@ -1163,6 +1280,7 @@ static void config_free(lx_config *c)
     free(c->backends);
     free_name_lists(c->routing.aliases, c->routing.n_aliases);
     free_name_lists(c->routing.fallbacks, c->routing.n_fallbacks);
+    free_experiments(c);
     free_auto(c);
     for (size_t i = 0; i < c->rate_limits.n_users; i++)
         free(c->rate_limits.users[i].name);
@@ -1220,6 +1338,15 @@ const lx_backend_conf *lx_config_backend(const lx_config *c, const char *name)
 const lx_alias *lx_config_alias(const lx_config *c, const char *name, size_t len)
 {
     return find_named(c->routing.aliases, c->routing.n_aliases, name, len);
+}
+
+const lx_experiment *lx_config_experiment_for(const lx_config *c, const char *name, size_t len)
+{
+    for (size_t i = 0; i < c->n_experiments; i++) {
+        const lx_experiment *e = &c->experiments[i];
+        if (e->enabled && e->model && strlen(e->model) == len && memcmp(e->model, name, len) == 0) return e;
+    }
+    return NULL;
 }
 
 const lx_fallback *lx_config_fallback(const lx_config *c, const char *name, size_t len)

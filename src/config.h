@@ -117,6 +117,29 @@ typedef struct {
 
 struct lx_cls_model;
 
+/* experiments.NAME: an A/B experiment between models (routing/experiment.h). */
+typedef enum { LX_STICKY_USER = 0, LX_STICKY_REQUEST } lx_sticky;
+typedef enum { LX_METRIC_FEEDBACK = 0, LX_METRIC_LATENCY, LX_METRIC_ERRORS } lx_exp_metric;
+typedef enum { LX_EXP_STATIC = 0, LX_EXP_ADAPTIVE } lx_exp_mode;
+
+typedef struct {
+    char *name;    /* a model or an alias */
+    double weight; /* as given (>= 0); shares are weight / the sum */
+} lx_variant;
+
+typedef struct {
+    char *name;
+    char *model; /* requests for this model or alias take part */
+    lx_variant *variants;
+    size_t n_variants;
+    lx_sticky sticky;
+    lx_exp_metric metric;
+    lx_exp_mode mode;
+    double min_weight; /* adaptive: the least share of any variant, in percent of the sum */
+    bool enabled;
+    int line; /* where its name is given (for the checks once every key is read) */
+} lx_experiment;
+
 typedef struct {
     char *name; /* the key under backends: */
     lx_backend_kind kind;
@@ -194,6 +217,9 @@ typedef struct lx_config {
             int name_line, default_line;
         } automatic;
     } routing;
+
+    lx_experiment *experiments; /* file order */
+    size_t n_experiments;
 
     struct {
         long max_size;
@@ -283,6 +309,8 @@ const char *lx_backend_conf_upstream(const lx_backend_conf *b, const char *model
 const lx_backend_conf *lx_config_backend(const lx_config *c, const char *name);
 /* The alias called name (len bytes), or NULL. */
 const lx_alias *lx_config_alias(const lx_config *c, const char *name, size_t len);
+/* The enabled experiment whose model is name (len bytes), or NULL. */
+const lx_experiment *lx_config_experiment_for(const lx_config *c, const char *name, size_t len);
 /* The routing.fallbacks entry of name (len bytes), or NULL. */
 const lx_fallback *lx_config_fallback(const lx_config *c, const char *name, size_t len);
 /* Does rate_limits.users.USER.fallback allow user's requests to go to a fallback (true for a user not listed)? */

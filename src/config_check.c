@@ -389,6 +389,45 @@ static void resolve_fallbacks(lx_cfg_parser *p)
     }
 }
 
+/* ---- experiments ---- */
+
+static void check_experiment(lx_cfg_parser *p, const lx_experiment *e, const char *path)
+{
+    const lx_config *c = p->cfg;
+    if (e->model == NULL)
+        lx_cfg_err(p, e->line, path, "needs model: the model or alias whose requests take part");
+    else if (!names_something(c, e->model))
+        lx_cfg_err(p, e->line, path, "model \"%s\" is neither a model an enabled backend serves nor an alias",
+                   e->model);
+    if (e->n_variants < 2) lx_cfg_err(p, e->line, path, "needs at least two variants (model or alias: weight)");
+    double sum = 0;
+    for (size_t k = 0; k < e->n_variants; k++) {
+        sum += e->variants[k].weight;
+        if (!names_something(c, e->variants[k].name))
+            lx_cfg_err(p, e->line, path, "variant \"%s\" is neither a model an enabled backend serves nor an alias",
+                       e->variants[k].name);
+    }
+    if (e->n_variants >= 2 && sum <= 0) lx_cfg_err(p, e->line, path, "the variants' weights add up to 0");
+    if (e->mode == LX_EXP_ADAPTIVE && e->min_weight * (double)e->n_variants > 100)
+        lx_cfg_err(p, e->line, path, "min_weight %g %% for %zu variants is more than 100 %%", e->min_weight,
+                   e->n_variants);
+}
+
+static void resolve_experiments(lx_cfg_parser *p)
+{
+    const lx_config *c = p->cfg;
+    for (size_t i = 0; i < c->n_experiments; i++) {
+        const lx_experiment *e = &c->experiments[i];
+        char path[PATH_LEN];
+        lx_cfg_join(path, "experiments", e->name);
+        check_experiment(p, e, path);
+        for (size_t j = 0; j < i && e->enabled && e->model; j++)
+            if (c->experiments[j].enabled && c->experiments[j].model && strcmp(c->experiments[j].model, e->model) == 0)
+                lx_cfg_err(p, e->line, path, "model \"%s\" already takes part in experiment %s: one at a time",
+                           e->model, c->experiments[j].name);
+    }
+}
+
 /* ---- routing.auto: its name and where its routes go ---- */
 
 static void check_auto_target(lx_cfg_parser *p, int line, const char *path, const char *t)
@@ -448,6 +487,7 @@ void lx_cfg_resolve(lx_cfg_parser *p)
         if (c->n_backends) resolve_aliases(p);
         if (c->n_backends) resolve_auto(p);
         if (c->n_backends) resolve_fallbacks(p);
+        if (c->n_backends) resolve_experiments(p);
         return;
     }
     bool any_enabled = false;
@@ -464,4 +504,5 @@ void lx_cfg_resolve(lx_cfg_parser *p)
     resolve_default_model(p);
     if (!p->backends_bad) resolve_auto(p);
     if (!p->backends_bad) resolve_fallbacks(p);
+    if (!p->backends_bad) resolve_experiments(p);
 }

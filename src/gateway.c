@@ -18,6 +18,7 @@
 #include "gateway_observe.h"
 #include "proxy.h"
 #include "queue/admission.h"
+#include "routing/experiment.h"
 #include "routing/router.h"
 #include "limits/auth.h"
 #include "observe/gpu.h"
@@ -134,6 +135,9 @@ static void server_opts(const lx_config *c, lx_gateway *gw, lx_http_server_opts 
     };
 }
 
+static void experiments_json(void *ud, lx_buf *out) { lx_experiments_render_json(ud, out); }
+static void experiments_prom(void *ud, lx_buf *out) { lx_experiments_render_prometheus(ud, out); }
+
 int lx_gateway_start(lx_gateway *gw, uv_loop_t *loop, lx_config *config)
 {
     *gw = (lx_gateway){.loop = loop, .config = config};
@@ -157,6 +161,8 @@ int lx_gateway_start(lx_gateway *gw, uv_loop_t *loop, lx_config *config)
     }
     gw->admission = lx_admission_new(loop, gw->client, config);
     gw->router = lx_router_new(gw->admission);
+    gw->experiments = lx_experiments_new();
+    lx_experiments_apply(gw->experiments, config);
     gw->rate_limiter = lx_rate_limiter_new(loop, config);
     lx_auth_warn_plain_keys(config);
     uv_check_init(loop, &gw->log_flush);
@@ -177,6 +183,7 @@ int lx_gateway_start(lx_gateway *gw, uv_loop_t *loop, lx_config *config)
     gw->api.gpu = gw->gpu;
     lx_gateway_observe_start(gw); /* stats, the usage ledger, the metrics port */
     if (gw->stats) lx_stats_set_ratelimit_probe(gw->stats, ratelimit_probe, gw->rate_limiter);
+    lx_stats_set_experiments(gw->stats, experiments_json, experiments_prom, gw->experiments);
     return 0;
 }
 
@@ -191,6 +198,9 @@ void lx_gateway_stop(lx_gateway *gw)
     lx_admission_free(gw->admission); /* before the client: it cancels its /metrics reads */
     gw->admission = NULL;
     if (gw->stats) lx_stats_set_ratelimit_probe(gw->stats, NULL, NULL);
+    lx_stats_set_experiments(gw->stats, NULL, NULL, NULL);
+    lx_experiments_free(gw->experiments);
+    gw->experiments = NULL;
     lx_rate_limiter_close(gw->rate_limiter); /* every request was aborted above: none holds a reservation */
     gw->rate_limiter = NULL;
     lx_http_client_free(gw->client);
@@ -226,6 +236,7 @@ static void reconfigure_services(lx_gateway *gw, const lx_config *old, lx_config
 {
     lx_admission_reconfigure(gw->admission, c);
     lx_rate_limiter_reconfigure(gw->rate_limiter, c); /* new limits; usage carries over */
+    lx_experiments_apply(gw->experiments, c);         /* new weights; counters carry over */
     lx_auth_warn_plain_keys(c);
     if (gw->stats) { /* counters carry over; backends added are shown, removed ones shown disabled */
         for (size_t i = 0; i < old->n_backends; i++)

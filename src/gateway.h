@@ -26,6 +26,7 @@ typedef struct lx_gateway {
     lx_http_client *client;
     struct lx_admission *admission;       /* the queue and the backends' slots (queue/admission.h) */
     struct lx_router *router;             /* which backend a request may go to (routing/router.h) */
+    struct lx_experiments *experiments;   /* A/B experiments' assignments and counters (routing/experiment.h) */
     struct lx_rate_limiter *rate_limiter; /* per-user RPM/TPM, local or shared in Redis (limits/rate_limiter.h) */
     int64_t started_wall_s;
     uint64_t started_ns;

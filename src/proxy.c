@@ -10,6 +10,9 @@
  *     naming what is served); routing.auto.name ("auto") is first replaced by the route of the class the
  *     analyzer gives the prompt (routing/analyzer.h; 400 for an x_route naming no class), and the answer
  *     carries X-Lexora-Route and X-Lexora-Route-Reason
+ *   3a experiments (routing/experiment.h): a request for an experiment's model takes a variant (sticky by user,
+ *     or forced by x_variant / X-Lexora-Variant: 400 for one the experiment does not have), which becomes the
+ *     name routed; the answer carries X-Lexora-Experiment and X-Lexora-Variant
  *   3b rate limits (limits/rate_limiter.h): reserve 1 request and the token estimate; over a limit →
  *     429 (reject mode) or held until it fits (wait mode, within the same deadline as the queue)
  *   4 admission (queue/admission.h): lx_router_pick resolves the name to a model (an alias's first model
@@ -65,6 +68,7 @@
 #include "backends/kind.h"
 #include "queue/admission.h"
 #include "routing/analyzer.h"
+#include "routing/experiment.h"
 #include "routing/router.h"
 #include "limits/auth.h"
 #include "limits/rate_limiter.h"
@@ -94,6 +98,8 @@ typedef struct {
     lx_slice model_name;       /* what routing looks up: the body's model, or default_model */
     bool is_alias;             /* the name the client asked for is an alias */
     bool no_fallback;          /* the client or its user's config refuses routing.fallbacks */
+    char experiment[128];      /* the experiment it takes part in ("": none) */
+    char variant[256];         /* and its variant: the name routed */
     const char *fallback_from; /* the name it fell back from (p->cfg's routing.fallbacks entry); NULL: none */
     size_t fallback_tried;     /* the entry's targets tried so far */
     int attempt0;              /* attempts made before the latest fallback (its tries are counted afresh) */
@@ -167,6 +173,8 @@ static void access_log(const proxy_req *p, int status)
         .route = p->auto_routed ? p->route.class_name : NULL,
         .route_reason = p->auto_routed ? p->route.reason : NULL,
         .fallback_from = p->fallback_from,
+        .experiment = p->experiment[0] ? p->experiment : NULL,
+        .variant = p->experiment[0] ? p->variant : NULL,
         .backend = p->backend ? p->backend->name : NULL,
         .status = status,
         .error_code = p->has_err ? lx_err_get(p->err)->code : NULL,
@@ -182,6 +190,7 @@ static void access_log(const proxy_req *p, int status)
     };
     lx_log_access(&rec);
     lx_stats_record(p->gw->stats, &rec);
+    if (p->experiment[0]) lx_experiments_record(p->gw->experiments, &rec);
 }
 
 /* Gives back its place in the queue or its backend slot (the next waiting request is dispatched). */
@@ -259,12 +268,16 @@ static void fail_h(proxy_req *p, lx_err e, const char *message, const char *para
     lx_buf body;
     lx_buf_init(&body, 0);
     lx_err_body(&body, e, message, param);
-    lx_http_header h[8 + LX_RATELIMIT_MAX_HEADERS];
+    lx_http_header h[10 + LX_RATELIMIT_MAX_HEADERS];
     size_t n = 0;
     h[n++] = (lx_http_header){"Content-Type", "application/json"};
     h[n++] = (lx_http_header){"X-Request-Id", p->request_id};
     if (p->model_used) h[n++] = (lx_http_header){"X-Lexora-Model", lx_model_name(p->model_used)};
     if (p->fallback_from) h[n++] = (lx_http_header){"X-Lexora-Fallback", p->fallback_from};
+    if (p->experiment[0]) {
+        h[n++] = (lx_http_header){"X-Lexora-Experiment", p->experiment};
+        h[n++] = (lx_http_header){"X-Lexora-Variant", p->variant};
+    }
     for (size_t i = 0; i < n_extra && i < 2; i++)
         h[n++] = extra[i];
     if (p->auto_routed) {
@@ -289,7 +302,7 @@ static void fail(proxy_req *p, lx_err e, const char *message, const char *param)
 /* ---------- answering ---------- */
 
 typedef struct {
-    lx_http_header h[11 + LX_RATELIMIT_MAX_HEADERS];
+    lx_http_header h[13 + LX_RATELIMIT_MAX_HEADERS];
     size_t n;
     char overhead[32];
     char queue_wait[32];
@@ -308,6 +321,10 @@ static void answer_headers_init(answer_headers *a, const proxy_req *p, const cha
     if (p->backend) a->h[a->n++] = (lx_http_header){"X-Lexora-Backend", p->backend->name};
     if (p->model_used) a->h[a->n++] = (lx_http_header){"X-Lexora-Model", lx_model_name(p->model_used)};
     if (p->fallback_from) a->h[a->n++] = (lx_http_header){"X-Lexora-Fallback", p->fallback_from};
+    if (p->experiment[0]) {
+        a->h[a->n++] = (lx_http_header){"X-Lexora-Experiment", p->experiment};
+        a->h[a->n++] = (lx_http_header){"X-Lexora-Variant", p->variant};
+    }
     if (p->auto_routed) {
         a->h[a->n++] = (lx_http_header){"X-Lexora-Route", p->route.class_name};
         a->h[a->n++] = (lx_http_header){"X-Lexora-Route-Reason", p->route_header};
@@ -616,6 +633,30 @@ static bool route_auto(proxy_req *p)
     return true;
 }
 
+/* An experiment's model: the variant it takes becomes the name routed. False after answering 400 for a forced
+ * variant the experiment does not have. */
+static bool set_experiment(proxy_req *p)
+{
+    lx_slice forced = p->f.x_variant;
+    if (!p->f.has_x_variant && !lx_http_req_header(p->req, "x-lexora-variant", &forced)) forced = (lx_slice){NULL, 0};
+    lx_exp_choice ch;
+    switch (lx_experiments_assign(p->gw->experiments, p->model_name, p->user, p->request_id, forced, &ch)) {
+    case LX_EXP_OUT: return true;
+    case LX_EXP_BAD_VARIANT: {
+        char msg[400];
+        snprintf(msg, sizeof msg, "x_variant `%.*s` is not a variant of experiment %s", (int)LX_MIN(forced.len, 200),
+                 forced.p, ch.experiment);
+        fail(p, LX_ERR_INVALID_FIELD, msg, "x_variant");
+        return false;
+    }
+    case LX_EXP_IN: break;
+    }
+    snprintf(p->experiment, sizeof p->experiment, "%s", ch.experiment);
+    snprintf(p->variant, sizeof p->variant, "%s", ch.variant);
+    p->model_name = lx_slice_of(p->variant);
+    return true;
+}
+
 /* Is the name a served model or an alias (else 404 model_not_found)? Which model and backend serve it is
  * decided at admission, by the current config. */
 static bool route(proxy_req *p)
@@ -629,6 +670,7 @@ static bool route(proxy_req *p)
     copy_slice(p->model, sizeof p->model, p->model_name);
     if (lx_auto_is_name(p->cfg, p->model_name) && !route_auto(p)) return false;
     p->is_alias = lx_config_alias(c, p->model_name.p, p->model_name.len) != NULL;
+    if (!set_experiment(p)) return false;
     if (lx_router_serves(p->gw->router, c, p->model_name)) return true;
     lx_buf served, msg;
     lx_buf_init(&served, 0);

@@ -394,6 +394,7 @@ enum key_kind {
     K_X_TIMEOUT,
     K_X_ROUTE,
     K_X_FALLBACK,
+    K_X_VARIANT,
     K_X_OTHER
 };
 
@@ -417,6 +418,7 @@ static enum key_kind classify(lx_slice k)
         {"x_timeout", K_X_TIMEOUT},
         {"x_route", K_X_ROUTE},
         {"x_fallback", K_X_FALLBACK},
+        {"x_variant", K_X_VARIANT},
     };
     if (k.len == 0 || (k.p[0] != 'm' && k.p[0] != 'n' && k.p[0] != 'p' && k.p[0] != 's' && k.p[0] != 'x'))
         return K_OTHER;
@@ -487,6 +489,10 @@ static int take_x(const char *s, const member *m, enum key_kind kind, lx_body_fi
         if (!null && !str) return field_error(err, "x_route", "a string");
         f->has_x_route = str;
         f->x_route = str ? val_string(s, m) : (lx_slice){NULL, 0};
+    } else if (kind == K_X_VARIANT) {
+        if (!null && !str) return field_error(err, "x_variant", "a string");
+        f->has_x_variant = str;
+        f->x_variant = str ? val_string(s, m) : (lx_slice){NULL, 0};
     } else if (kind == K_X_FALLBACK) {
         if (!null && !val_is(s, m, "true") && !val_is(s, m, "false"))
             return field_error(err, "x_fallback", "a boolean");

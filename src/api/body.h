@@ -4,7 +4,8 @@
  * The body is scanned once by a strict, linear JSON checker (body.c says why not jsmn); no DOM is
  * built. lx_body_scan finds the top-level members model, messages (whether it is an array),
  * stream, stream_options.include_usage, max_tokens, and every member whose key starts with "x_"
- * (the Lexora extensions x_priority, x_user_id, x_timeout, x_route, x_fallback among them), and checks their types.
+ * (the Lexora extensions x_priority, x_user_id, x_timeout, x_route, x_fallback, x_variant among
+ * them), and checks their types.
  * The same pass gathers what the token estimate needs (limits/tokens.h: characters inside strings,
  * objects, the top-level max_completion_tokens and n), so the body is read once.
  * lx_body_rewrite then copies the body once with the edits applied: x_* members removed, the model
@@ -53,6 +54,8 @@ typedef struct {
     bool has_x_timeout;
     lx_slice x_route; /* the class automatic routing must take (routing/analyzer.h); string contents */
     bool has_x_route;
+    lx_slice x_variant; /* experiments: the variant the client forces; string contents */
+    bool has_x_variant;
     bool no_fallback; /* x_fallback: false — the client refuses routing.fallbacks for this request */
     lx_span members_x[LX_BODY_MAX_XFIELDS]; /* every x_* member, to be removed */
     size_t n_x;
@@ -71,7 +74,7 @@ typedef struct {
  * Scans body (len bytes). Returns 0 and fills f, or -1 and fills err: not a JSON object
  * (invalid_json), or a known field of the wrong type (invalid_value with param):
  * model must be a string, stream a boolean, stream_options an object, max_tokens a
- * non-negative integer, x_priority, x_user_id and x_route strings, x_timeout a positive number, x_fallback a
+ * non-negative integer, x_priority, x_user_id, x_route and x_variant strings, x_timeout a positive number, x_fallback a
  * boolean.
  */
 int lx_body_scan(const char *body, size_t len, lx_body_fields *f, lx_body_error *err);

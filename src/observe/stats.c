@@ -348,6 +348,14 @@ void lx_stats_set_ledger(lx_stats *s, lx_usage_store *ledger)
     if (s) s->ledger = ledger;
 }
 
+void lx_stats_set_experiments(lx_stats *s, lx_stats_render_fn json, lx_stats_render_fn prom, void *ud)
+{
+    if (s == NULL) return;
+    s->exp_json = json;
+    s->exp_prom = prom;
+    s->exp_ud = ud;
+}
+
 void lx_stats_add_backend(lx_stats *s, const char *backend, bool enabled)
 {
     lx_stats_backend *b = s ? backend_get(s, backend, true) : NULL;

@@ -138,6 +138,13 @@ void lx_stats_set_backend_probe(lx_stats *s, lx_stats_backend_probe fn, void *ud
 /* Makes backend known (so it is shown before its first request), enabled or not. */
 void lx_stats_add_backend(lx_stats *s, const char *backend, bool enabled);
 
+/* The experiments' part of /stats ("experiments": {json's members}) and of /metrics (prom's families), each
+ * called at render time with ud; NULL functions leave "experiments" empty. */
+typedef void (*lx_stats_render_fn)(void *ud, lx_buf *out);
+void lx_stats_set_experiments(lx_stats *s, lx_stats_render_fn json, lx_stats_render_fn prom, void *ud);
+/* A Prometheus label value, escaped (\\, \", \n; invalid UTF-8 as U+FFFD). */
+void lx_stats_prom_label(lx_buf *b, const char *s);
+
 /* Every recorded request is also added to this ledger (NULL detaches). The ledger outlives s's use of it. */
 void lx_stats_set_ledger(lx_stats *s, struct lx_usage_store *ledger);
 

@@ -131,6 +131,8 @@ struct lx_stats {
     lx_stats_backend_probe backend_probe;
     void *backend_probe_ud;
     struct lx_usage_store *ledger;
+    lx_stats_render_fn exp_json, exp_prom; /* the experiments' section (lx_stats_set_experiments) */
+    void *exp_ud;
 };
 
 extern const char *const lx_stats_prio_names[LX_STATS_PRIO_COUNT];

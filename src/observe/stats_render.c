@@ -69,7 +69,7 @@ static void json_str(lx_buf *b, const char *s)
 }
 
 /* A Prometheus label value's inside: \ " and newline escaped, invalid UTF-8 replaced by U+FFFD. */
-static void prom_label_value(lx_buf *b, const char *s)
+void lx_stats_prom_label(lx_buf *b, const char *s)
 {
     size_t n = strlen(s);
     for (size_t i = 0; i < n;) {
@@ -718,6 +718,9 @@ int lx_stats_render_json(lx_stats *s, lx_buf *out, const char *user, const lx_st
     json_open(out, &first, "per_fallback");
     json_named(out, &c, &s->fallback_list, false);
     lx_buf_append_str(out, "}");
+    json_open(out, &first, "experiments");
+    if (s->exp_json) s->exp_json(s->exp_ud, out);
+    lx_buf_append_str(out, "}");
     json_open(out, &first, "per_backend");
     json_backends(out, &c);
     lx_buf_append_str(out, "}");
@@ -754,7 +757,7 @@ static void prom_series(lx_buf *b, const char *name, const char *suffix, const c
         lx_buf_append_str(b, "{");
         for (size_t i = 0; i < n; i++) {
             lx_buf_printf(b, "%s%s=\"", i ? "," : "", labels[2 * i]);
-            prom_label_value(b, labels[2 * i + 1]);
+            lx_stats_prom_label(b, labels[2 * i + 1]);
             lx_buf_append_str(b, "\"");
         }
         lx_buf_append_str(b, "}");
@@ -927,5 +930,6 @@ int lx_stats_render_prometheus(lx_stats *s, lx_buf *b, const lx_stats_render_opt
         lx_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", f->name, f->help, f->name, f->type);
         prom_each(b, &c, f);
     }
+    if (s->exp_prom) s->exp_prom(s->exp_ud, b);
     return b->max && b->len >= b->max ? -1 : 0;
 }

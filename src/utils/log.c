@@ -185,6 +185,8 @@ static void access_json(lx_buf *b, const lx_access_rec *r, const char *ts)
     if (r->route) json_field(b, "route", r->route);
     if (r->route && r->route_reason) json_field(b, "route_reason", r->route_reason);
     if (r->fallback_from) json_field(b, "fallback_from", r->fallback_from);
+    if (r->experiment) json_field(b, "experiment", r->experiment);
+    if (r->experiment && r->variant) json_field(b, "variant", r->variant);
     json_field(b, "backend", or_dash(r->backend));
     json_key(b, "status");
     put_long(b, r->status);
@@ -229,6 +231,7 @@ static void access_text(lx_buf *b, const lx_access_rec *r, const char *ts)
         lx_buf_printf(b, " tokens_in=%ld tokens_out=%ld", r->prompt_tokens, r->completion_tokens);
     if (r->route) lx_buf_printf(b, " route=%s", r->route);
     if (r->fallback_from) lx_buf_printf(b, " fallback_from=%s", r->fallback_from);
+    if (r->experiment) lx_buf_printf(b, " experiment=%s variant=%s", r->experiment, or_dash(r->variant));
     if (r->route && r->route_reason) {
         lx_buf_append_str(b, " route_reason=\"");
         lx_buf_json_escape(b, r->route_reason, strlen(r->route_reason));

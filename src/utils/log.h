@@ -51,13 +51,14 @@ typedef struct {
     const char *user;
     const char *method;
     const char *path;
-    const char *model;        /* the name the client asked for (a model or an alias) */
-    const char *model_used;   /* the model it resolved to; NULL when it did not get that far */
-    bool alias;               /* model is an alias of routing.aliases */
-    const char *route;        /* automatic routing (routing/analyzer.h): the class given; NULL when not routed so */
-    const char *route_reason; /* and why (UTF-8) */
-    const char
-        *fallback_from; /* routing.fallbacks: the model or alias the request fell back from; NULL when it did not */
+    const char *model;         /* the name the client asked for (a model or an alias) */
+    const char *model_used;    /* the model it resolved to; NULL when it did not get that far */
+    bool alias;                /* model is an alias of routing.aliases */
+    const char *route;         /* automatic routing (routing/analyzer.h): the class given; NULL when not routed so */
+    const char *route_reason;  /* and why (UTF-8) */
+    const char *experiment;    /* experiments: the one the request took part in; NULL when none */
+    const char *variant;       /* and the variant it was given (a model or alias) */
+    const char *fallback_from; /* routing.fallbacks: the name the request fell back from; NULL when it did not */
     const char *backend;
     int status;
     const char *error_code; /* the OpenAI error code when the answer is an error */

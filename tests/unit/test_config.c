@@ -413,10 +413,11 @@ static void test_vllm_url_conflict(void **state)
 static void test_unknown_keys(void **state)
 {
     (void)state;
-    expect_errors("servr: {}\n",
-                  "cfg.yaml:1: servr: unknown key (valid keys: server, vllm, default_model, backends, routing, "
-                  "queue, rate_limits, retry, logging, metrics, auth, health_check, usage, admin)",
-                  NULL);
+    expect_errors(
+        "servr: {}\n",
+        "cfg.yaml:1: servr: unknown key (valid keys: server, vllm, default_model, backends, routing, experiments, "
+        "queue, rate_limits, retry, logging, metrics, auth, health_check, usage, admin)",
+        NULL);
     expect_errors("default_model: m\n"
                   "server:\n"
                   "  host: 127.0.0.1\n"
