@@ -135,8 +135,13 @@ static void test_who_takes_part(void **state)
 
 static void record(lx_experiments *x, const char *variant, int status, double latency_ms)
 {
-    lx_access_rec rec = {.experiment = "coder", .variant = variant, .status = status, .latency_ms = latency_ms,
-                         .ttft_ms = -1, .prompt_tokens = 3, .completion_tokens = 5};
+    lx_access_rec rec = {.experiment = "coder",
+                         .variant = variant,
+                         .status = status,
+                         .latency_ms = latency_ms,
+                         .ttft_ms = -1,
+                         .prompt_tokens = 3,
+                         .completion_tokens = 5};
     lx_experiments_record(x, &rec);
 }
 
@@ -181,7 +186,8 @@ static void test_adaptive_moves_toward_the_better(void **state)
     assert_non_null(strstr(b.p, "\"qwen-coder\":{\"requests\":400,\"errors\":120,\"error_rate\":0.3000"));
     lx_buf_reset(&b);
     lx_experiments_render_prometheus(x, &b);
-    assert_non_null(strstr(b.p, "lexora_experiment_errors_total{experiment=\"coder\",variant=\"deepseek-coder\"} 20\n"));
+    assert_non_null(
+        strstr(b.p, "lexora_experiment_errors_total{experiment=\"coder\",variant=\"deepseek-coder\"} 20\n"));
     lx_buf_free(&b);
     lx_experiments_free(x);
 }
