@@ -288,12 +288,29 @@ static int read_password(const char *file, char out[PASSWORD_MAX + 1], char *err
     return 0;
 }
 
+/* "what: msg" on one line (libpq's messages span lines, with tabs). */
 static void copy_error(char *err, size_t errn, const char *what, const char *msg)
 {
-    size_t k = msg ? strlen(msg) : 0;
-    while (k && (msg[k - 1] == '\n' || msg[k - 1] == ' '))
-        k--;
-    snprintf(err, errn, "%s: %.*s", what, (int)k, msg ? msg : "out of memory");
+    int k = snprintf(err, errn, "%s: ", what);
+    size_t o = k > 0 && (size_t)k < errn ? (size_t)k : 0;
+    bool space = false;
+    for (const char *p = msg ? msg : "out of memory"; *p && o + 1 < errn; p++) {
+        bool ws = *p == '\n' || *p == '\t' || *p == '\r' || *p == ' ';
+        if (ws) {
+            space = true;
+            continue;
+        }
+        if (space && o + 2 < errn) err[o++] = ' ';
+        space = false;
+        err[o++] = *p;
+    }
+    err[o] = '\0';
+}
+
+static void no_notices(void *arg, const char *message)
+{
+    (void)arg;
+    (void)message; /* NOTICE and WARNING lines of the server (a table that exists, a shutdown): not ours to print */
 }
 
 /* Opens a connection with the defaults described at the top; NULL with err set. */
@@ -312,6 +329,7 @@ static PGconn *open_conn(const char *url, const char *password_file, char *err, 
     const char *vals[] = {"5", "10000", "-c statement_timeout=30000", "lexora", url, password, NULL};
     PGconn *c = PQconnectdbParams(keys, vals, 1);
     explicit_bzero(password, sizeof password);
+    if (c) PQsetNoticeProcessor(c, no_notices, NULL);
     if (c && PQstatus(c) == CONNECTION_OK) return c;
     copy_error(err, errn, "cannot connect", c ? PQerrorMessage(c) : NULL);
     PQfinish(c);
