@@ -58,6 +58,7 @@ typedef void (*lx_usage_line_fn)(void *ud, const lx_usage_line *l);
 typedef struct {
     const char *name;       /* "sqlite", "postgres" */
     bool connect_in_writer; /* false: connected at start, on the loop thread (a local file: quick) */
+    size_t queue_rows;      /* rows that may wait (twice this while a batch is held for a retry) */
     void *(*create)(const lx_usage_store_opts *o);
     /* Connects (if not connected) and creates or migrates the schema. Fills totals (this gateway's) when
      * it can read them. Returns LX_USAGE_WRITE_OK or a failure class, with err set. */

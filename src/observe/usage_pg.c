@@ -506,6 +506,7 @@ static int pg_report(const lx_usage_store_opts *o, const lx_usage_query *q, lx_u
 const lx_usage_backend lx_usage_postgres = {
     .name = "postgres",
     .connect_in_writer = true,
+    .queue_rows = LX_USAGE_PG_QUEUE_ROWS,
     .create = pg_create,
     .connect = pg_connect,
     .write = pg_write,

@@ -339,6 +339,7 @@ done:
 
 const lx_usage_backend lx_usage_sqlite = {
     .name = "sqlite",
+    .queue_rows = LX_USAGE_QUEUE_ROWS,
     .create = sq_create,
     .connect = sq_connect,
     .write = sq_write,

@@ -1,7 +1,7 @@
 /*
  * The usage ledger (see usage_store.h for what it promises; usage_backend.h for the stores).
  *
- * Two row arrays of LX_USAGE_QUEUE_ROWS: the loop thread fills `active` under the mutex; the writer
+ * Two row arrays of the store's queue_rows: the loop thread fills `active` under the mutex; the writer
  * swaps it with `spare` (also under the mutex) and writes the taken rows without holding it, so the
  * loop never waits for a store. A batch the store could not take for now (LX_USAGE_WRITE_RETRY) stays
  * in `spare` (held_n rows) and is sent again after a pause; `active` is not swapped meanwhile, so it
@@ -36,7 +36,8 @@ struct lx_usage_store {
     uv_mutex_t mu;
     uv_cond_t cv;
     const lx_usage_backend *be;
-    void *db; /* the backend's; the writer thread's once it runs */
+    void *db;   /* the backend's; the writer thread's once it runs */
+    size_t cap; /* rows in each array: the backend's queue_rows */
     uint64_t run_id;
 
     /* under mu */
@@ -208,9 +209,9 @@ static void report(lx_usage_store *st)
     if (failing && !st->logged_failing) {
         if (waiting)
             LX_ERROR(NULL,
-                     "usage ledger %s: %s; Lexora keeps serving, rows wait in memory (up to %d, then they are "
+                     "usage ledger %s: %s; Lexora keeps serving, rows wait in memory (up to %zu, then they are "
                      "lost: lexora_usage_rows_lost_total) and are written when it is back",
-                     st->path, msg, 2 * LX_USAGE_QUEUE_ROWS);
+                     st->path, msg, 2 * st->cap);
         else
             LX_ERROR(NULL,
                      "usage ledger %s: %s; Lexora keeps serving, rows are lost (lexora_usage_rows_lost_total) "
@@ -248,8 +249,9 @@ lx_usage_store *lx_usage_store_start(uv_loop_t *loop, const lx_usage_store_opts 
     st->path = o->store == LX_USAGE_STORE_POSTGRES ? lx_usage_pg_url_redacted(o->postgres_url) : lx_xstrdup(o->db_path);
     st->loop = loop;
     st->run_id = draw_run_id();
-    st->active = lx_xcalloc(LX_USAGE_QUEUE_ROWS, sizeof(lx_usage_row));
-    st->spare = lx_xcalloc(LX_USAGE_QUEUE_ROWS, sizeof(lx_usage_row));
+    st->cap = st->be->queue_rows;
+    st->active = lx_xcalloc(st->cap, sizeof(lx_usage_row));
+    st->spare = lx_xcalloc(st->cap, sizeof(lx_usage_row));
     uv_mutex_init(&st->mu);
     uv_cond_init(&st->cv);
     uv_async_init(loop, &st->async, on_async);
@@ -329,15 +331,15 @@ void lx_usage_store_add(lx_usage_store *st, const lx_access_rec *rec)
     if (st == NULL) return;
     int64_t now = wall_ms();
     uv_mutex_lock(&st->mu);
-    if (st->n_active == LX_USAGE_QUEUE_ROWS || st->stop) {
+    if (st->n_active == st->cap || st->stop) {
         st->lost_queue_full++;
         uv_mutex_unlock(&st->mu);
         uint64_t now_ns = lx_now_ns();
         if (st->queue_full_logged_ns == 0 || now_ns - st->queue_full_logged_ns >= QUEUE_FULL_LOG_NS)
             LX_ERROR(rec->request_id,
-                     "usage ledger %s: %d rows are waiting to be written; rows are lost until "
+                     "usage ledger %s: %zu rows are waiting to be written; rows are lost until "
                      "the writer catches up (lexora_usage_rows_lost_total)",
-                     st->path, LX_USAGE_QUEUE_ROWS);
+                     st->path, st->cap);
         st->queue_full_logged_ns = now_ns;
         return;
     }

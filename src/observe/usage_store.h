@@ -18,11 +18,12 @@
  * ("write_failed"). A batch PostgreSQL could not take because it is away (down, restarting, the
  * connection lost or timed out) is kept and sent again, with a growing pause (LX_USAGE_RETRY_MIN_MS ..
  * LX_USAGE_RETRY_MAX_MS), until it is written; meanwhile new rows wait in the queue. Rows that find the
- * queue full (LX_USAGE_QUEUE_ROWS waiting) are lost as "queue_full" (a batch a quarter full is
- * written at once, without waiting for the interval, so that takes a store far slower than the
- * traffic). So at most 2 x LX_USAGE_QUEUE_ROWS rows wait in memory. At stop, what cannot be written
- * is counted as lost. The first failure of a streak is logged (ERROR) and so is the recovery
- * (WARNING), from the loop thread; a full queue is logged at most once a minute.
+ * queue full (LX_USAGE_QUEUE_ROWS waiting, LX_USAGE_PG_QUEUE_ROWS for PostgreSQL) are lost as
+ * "queue_full" (LX_USAGE_QUEUE_ROWS / 4 waiting are written at once, without waiting for the interval,
+ * so that takes a store far slower than the traffic). So at most twice the queue waits in memory (a row
+ * is under 800 bytes: 6 MB for SQLite, 25 MB for PostgreSQL, pages touched only as rows wait). At stop, what cannot be
+ * written is counted as lost. The first failure of a streak is logged (ERROR) and so is the recovery (WARNING), from
+ * the loop thread; a full queue is logged at most once a minute.
  *
  * Exactly once: every row carries a key of its writer (a random run id drawn at start and a sequence
  * number), unique per gateway in the store (UNIQUE (gateway_id, row_key), ON CONFLICT DO NOTHING in
@@ -59,7 +60,8 @@
 #include "utils/log.h"
 
 #define LX_USAGE_BATCH_MS       250
-#define LX_USAGE_QUEUE_ROWS     4096
+#define LX_USAGE_QUEUE_ROWS     4096  /* SQLite: rows that may wait for the writer */
+#define LX_USAGE_PG_QUEUE_ROWS  16384 /* PostgreSQL: more, for a server's pauses and restarts */
 #define LX_USAGE_RETRY_MIN_MS   100
 #define LX_USAGE_RETRY_MAX_MS   2000
 #define LX_USAGE_GATEWAY_ID_MAX 64
