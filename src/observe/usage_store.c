@@ -261,8 +261,8 @@ lx_usage_store *lx_usage_store_start(uv_loop_t *loop, const lx_usage_store_opts 
 
     char err[256] = "";
     int rc = st->be->connect_in_writer ? LX_USAGE_WRITE_OK : st->be->connect(st->db, &st->totals, err, sizeof err);
-    st->writable = rc == LX_USAGE_WRITE_OK;
-    st->failing = !st->writable;
+    st->writable = rc == LX_USAGE_WRITE_OK && !st->be->connect_in_writer; /* not before it is connected */
+    st->failing = rc != LX_USAGE_WRITE_OK;
     st->waiting = rc == LX_USAGE_WRITE_RETRY;
     if (rc != LX_USAGE_WRITE_OK) snprintf(st->last_error, sizeof st->last_error, "%s", err);
     report(st);
