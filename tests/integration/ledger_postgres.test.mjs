@@ -12,7 +12,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import {
-  MODEL, chatBody, configFor, freePort, launch, needs, post, runLexora, sleep, startLexora, startSim, toYaml,
+  IN_CI, LEXORA_BIN, MODEL, chatBody, configFor, freePort, launch, needs, post, runLexora, sleep, startLexora, startSim, toYaml,
   waitFor, waitForPort,
 } from '../lib/harness.mjs';
 
@@ -32,6 +32,8 @@ const PG_BIN = findPgBin();
 const AS_ROOT = process.getuid() === 0;
 const NOBODY = { uid: 65534, gid: 65534 };
 const PASSWORD = 'ledger-secret';
+// the unit tests' binary, built beside lexora: its PostgreSQL test runs against the server started here
+const UNIT_BIN = path.join(path.dirname(LEXORA_BIN), 'test_usage_backends');
 
 /** [command, args] that runs bin as nobody when we are root (initdb and postgres refuse root). */
 function asPgUser(bin, args) {
@@ -232,6 +234,18 @@ describe('usage ledger in PostgreSQL', { skip: needs(PG_BIN, 'PostgreSQL (initdb
     const out = await runLexora(['usage', '--config', file]);
     assert.equal(out.code, 1);
     assert.match(out.stderr, /lexora usage: cannot read the usage ledger postgresql:\/\/lexora@127\.0\.0\.1:\d+\/lexora: cannot connect/);
+  });
+
+  test('the store itself: a batch written twice counts once (test_usage_backends against this server)', {
+    skip: !IN_CI && !existsSync(UNIT_BIN) && `${UNIT_BIN} is not built (a build with LEXORA_TESTS=ON builds it)`,
+  }, () => {
+    const r = spawnSync(UNIT_BIN, [], {
+      encoding: 'utf8',
+      env: { ...process.env, LEXORA_TEST_PG_URL: url(), PGPASSWORD: PASSWORD },
+    });
+    const out = r.stdout + r.stderr;
+    assert.equal(r.status, 0, out);
+    assert.match(out, /\[ {7}OK \] test_pg_written_once/, `the PostgreSQL test ran, not skipped:\n${out}`);
   });
 
   test('the config checker: postgres needs postgres_url', async () => {

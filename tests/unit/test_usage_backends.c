@@ -1,6 +1,8 @@
 /* Unit tests for the usage ledger's stores: the PostgreSQL store's pure parts (the batch statement and
  * its parameters, the URL check and its redaction, gateway ids) and the SQLite store's schema
- * migration and its exactly-once write (a batch written again adds nothing). */
+ * migration and its exactly-once write (a batch written again adds nothing). The PostgreSQL store's
+ * write runs against a real server only when LEXORA_TEST_PG_URL is set (the PostgreSQL integration
+ * test runs this binary so); otherwise that one test is skipped. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -305,13 +307,84 @@ static void test_sqlite_migrates_v1(void **state)
     lx_usage_sqlite.destroy(db);
 }
 
+/* ---------- PostgreSQL: against a real server, when LEXORA_TEST_PG_URL names one ---------- */
+
+/* tests/integration/ledger_postgres.test.mjs runs this binary with its own server's URL. */
+static void test_pg_written_once(void **state)
+{
+    (void)state;
+    const char *url = getenv("LEXORA_TEST_PG_URL");
+    if (url == NULL || *url == '\0') skip();
+    char gw[32], err[256];
+    snprintf(gw, sizeof gw, "unit-%d", (int)getpid());
+    lx_usage_store_opts o = {.store = LX_USAGE_STORE_POSTGRES, .postgres_url = url, .gateway_id = gw};
+    void *db = lx_usage_postgres.create(&o);
+    lx_usage_totals t = {0};
+    if (lx_usage_postgres.connect(db, &t, err, sizeof err) != LX_USAGE_WRITE_OK) fail_msg("%s", err);
+    assert_int_equal(t.requests, 0);
+    assert_true(strlen(t.began) == 24 && t.began[23] == 'Z');
+    /* more than one INSERT's worth: 2,500 rows, the third repeating a request id */
+    size_t n = 2500, written = 0;
+    lx_usage_row *rows = calloc(n, sizeof *rows);
+    for (size_t i = 0; i < n; i++)
+        rows[i] = row(i, i == 2 ? "pg-0" : "pg-x", i % 10 == 0 ? 404 : 200, i % 10 == 0 ? -1 : 3, i % 10 == 0 ? -1 : 2);
+    snprintf(rows[0].request_id, sizeof rows[0].request_id, "pg-0");
+    int rc = lx_usage_postgres.write(db, rows, n, &t, &written, err, sizeof err);
+    if (rc != LX_USAGE_WRITE_OK) fail_msg("%s", err);
+    assert_int_equal(written, n);
+    assert_int_equal(t.requests, n);
+    assert_int_equal(t.errors, n / 10);
+    assert_int_equal(t.prompt_tokens, 3 * (n - n / 10));
+    /* the same batch again, as after a commit whose answer was lost: nothing new, totals unchanged */
+    assert_int_equal(lx_usage_postgres.write(db, rows, n, &t, &written, err, sizeof err), LX_USAGE_WRITE_OK);
+    assert_int_equal(written, 0);
+    assert_int_equal(t.requests, n);
+    /* half old, half new */
+    for (size_t i = 0; i < n; i++)
+        rows[i].seq += n / 2;
+    assert_int_equal(lx_usage_postgres.write(db, rows, n, &t, &written, err, sizeof err), LX_USAGE_WRITE_OK);
+    assert_int_equal(written, n / 2);
+    assert_int_equal(t.requests, n + n / 2);
+    lx_usage_postgres.destroy(db);
+    free(rows);
+
+    /* a second connection reads the totals back; lexora usage --gateway counts these rows */
+    db = lx_usage_postgres.create(&o);
+    assert_int_equal(lx_usage_postgres.connect(db, &t, err, sizeof err), LX_USAGE_WRITE_OK);
+    assert_int_equal(t.requests, n + n / 2);
+    lx_usage_postgres.destroy(db);
+    char buf[2048], want[48];
+    FILE *out = tmpfile();
+    assert_int_equal(
+        lx_usage_report_store(&o, &(lx_usage_query){.gateway = gw, .by = LX_USAGE_BY_GATEWAY}, out, stderr), 0);
+    rewind(out);
+    size_t k = fread(buf, 1, sizeof buf - 1, out);
+    buf[k] = '\0';
+    fclose(out);
+    snprintf(want, sizeof want, "\n%s ", gw);
+    const char *line = strstr(buf, want);
+    unsigned long got = 0;
+    if (line == NULL || sscanf(line + strlen(want), "%lu", &got) != 1 || got != n + n / 2)
+        fail_msg("no line \"%s %zu\" in:\n%s", gw, n + n / 2, buf);
+
+    /* a server that is not there: a failure to retry, not to drop */
+    lx_usage_store_opts dead = {.store = LX_USAGE_STORE_POSTGRES,
+                                .postgres_url = "postgresql://lexora@127.0.0.1:1/lexora?connect_timeout=2",
+                                .gateway_id = gw};
+    db = lx_usage_postgres.create(&dead);
+    assert_int_equal(lx_usage_postgres.connect(db, &t, err, sizeof err), LX_USAGE_WRITE_RETRY);
+    assert_non_null(strstr(err, "cannot connect"));
+    assert_null(strchr(err, '\n'));
+    lx_usage_postgres.destroy(db);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_batch_sql),          cmocka_unit_test(test_batch_params),
         cmocka_unit_test(test_url_check),          cmocka_unit_test(test_url_redacted),
         cmocka_unit_test(test_gateway_ids),        cmocka_unit_test(test_sqlite_written_once),
-        cmocka_unit_test(test_sqlite_migrates_v1),
+        cmocka_unit_test(test_sqlite_migrates_v1), cmocka_unit_test(test_pg_written_once),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
