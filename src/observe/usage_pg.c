@@ -16,11 +16,12 @@
  * failure therefore adds nothing twice.
  *
  * Failure classes: a connection that cannot be made, is lost, or a server that is shutting down,
- * overloaded or times out (SQLSTATE classes 08, 53, 57, 58, 40, 55) → LX_USAGE_WRITE_RETRY (the rows
- * are kept); any other refusal (a permission, a constraint) → LX_USAGE_WRITE_DROP. After any failure
- * the connection is closed and made again for the next attempt.
+ * overloaded or times out (SQLSTATE classes 08, 53, 57, 58, 40, 55, and 25006: a read-only standby, as
+ * during a failover) → LX_USAGE_WRITE_RETRY (the rows are kept); any other refusal (a permission, a
+ * constraint) → LX_USAGE_WRITE_DROP. After any failure the connection is closed and made again for the
+ * next attempt.
  *
- * The password: usage.password_file when given (read at each connect, trailing whitespace dropped, so it
+ * The password: usage.password_file when given (read at each connect, its first line, so it
  * may be rotated), else libpq's own (a password in the URL, PGPASSWORD, ~/.pgpass). Unless the URL says
  * otherwise: connect_timeout 5 s, tcp_user_timeout 10 s, statement_timeout 30 s, so a server that
  * stops answering is a failure, not a writer stuck forever.
@@ -343,7 +344,8 @@ static int classify(pg *s, PGresult *r, const char *what, char *err, size_t errn
     const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
     bool away = PQstatus(s->conn) != CONNECTION_OK || state == NULL || strncmp(state, "08", 2) == 0 ||
                 strncmp(state, "53", 2) == 0 || strncmp(state, "57", 2) == 0 || strncmp(state, "58", 2) == 0 ||
-                strncmp(state, "40", 2) == 0 || strncmp(state, "55", 2) == 0;
+                strncmp(state, "40", 2) == 0 || strncmp(state, "55", 2) == 0 ||
+                strcmp(state, "25006") == 0; /* a standby, read-only: a failover under way */
     PQclear(r);
     PQclear(PQexec(s->conn, "ROLLBACK")); /* no-op outside a transaction or on a dead connection */
     pg_disconnect(s);
