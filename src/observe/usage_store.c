@@ -113,11 +113,12 @@ static void set_state(lx_usage_store *st, int rc, const char *err)
     if (changed) uv_async_send(&st->async);
 }
 
-/* The writer's counters after a write of n rows that returned rc; under mu. */
-static void account(lx_usage_store *st, int rc, size_t n, size_t written, const lx_usage_totals *t)
+/* The writer's counters after a write of n rows that returned rc; under mu. All n count as written: those
+ * the store already had came from an earlier attempt whose success we could not see. */
+static void account(lx_usage_store *st, int rc, size_t n, const lx_usage_totals *t)
 {
     if (rc == LX_USAGE_WRITE_OK) {
-        st->rows_written += written;
+        st->rows_written += n;
         st->totals = *t;
     } else if (rc == LX_USAGE_WRITE_DROP || st->stop) {
         st->lost_write_failed += n; /* at stop, a store still away will not get them */
@@ -179,7 +180,7 @@ static void writer_main(void *arg)
         lx_usage_totals t = {0};
         int rc = st->be->write(st->db, rows, n, &t, &written, err, sizeof err);
         uv_mutex_lock(&st->mu);
-        account(st, rc, n, written, &t);
+        account(st, rc, n, &t);
         bool keep = rc == LX_USAGE_WRITE_RETRY && !st->stop;
         st->held = keep ? n : 0;
         uv_mutex_unlock(&st->mu);

@@ -21,9 +21,9 @@
  * queue full (LX_USAGE_QUEUE_ROWS waiting, LX_USAGE_PG_QUEUE_ROWS for PostgreSQL) are lost as
  * "queue_full" (LX_USAGE_QUEUE_ROWS / 4 waiting are written at once, without waiting for the interval,
  * so that takes a store far slower than the traffic). So at most twice the queue waits in memory (a row
- * is under 800 bytes: 6 MB for SQLite, 25 MB for PostgreSQL, pages touched only as rows wait). At stop, what cannot be
- * written is counted as lost. The first failure of a streak is logged (ERROR) and so is the recovery (WARNING), from
- * the loop thread; a full queue is logged at most once a minute.
+ * is under 800 bytes: 6 MB for SQLite, 25 MB for PostgreSQL, pages touched only as rows wait). At stop,
+ * what cannot be written is counted as lost. The first failure of a streak is logged (ERROR) and so is
+ * the recovery (WARNING), from the loop thread; a full queue is logged at most once a minute.
  *
  * Exactly once: every row carries a key of its writer (a random run id drawn at start and a sequence
  * number), unique per gateway in the store (UNIQUE (gateway_id, row_key), ON CONFLICT DO NOTHING in
