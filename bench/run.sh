@@ -9,7 +9,9 @@
 #      lexora-sim, rounds interleaved; the CPU each proxy spent, medians;
 #   5. routing: the router's decision cost with 16 backends (build/route-bench), and a multi-turn chat
 #      workload over 3 lexora-sim replicas per balancing strategy, with and without prefix affinity
-#      (bench/multiturn.mjs).
+#      (bench/multiturn.mjs);
+#   6. the usage ledger in PostgreSQL (bench/ledger.sh): rows/s its writer sustains, and request latency
+#      with usage.store sqlite vs postgres under the same wrk load against lexora-sim.
 # Results go to bench/results/ (git-ignored); a summary table is printed at the end.
 #
 # Every process it starts is stopped on success, failure or Ctrl-C. Only 127.0.0.1 is used.
@@ -17,7 +19,7 @@
 # BENCH_CONNS ("32 128"), BENCH_ROUNDS (3), BENCH_WARMUP (s, 2), BENCH_SSE_STREAMS (2000),
 # BENCH_SSE_MAX_TOKENS (40), BENCH_SSE_TOKENS_PER_SEC (2), BENCH_PORT_BASE (18100),
 # BENCH_RELAY_STREAMS (1000), BENCH_RELAY_TOKENS_PER_SEC (20), BENCH_RELAY_TOKENS (100: max_tokens, so
-# 5 s per stream), BENCH_ONLY ("http sse body relay route": which parts to run), BENCH_KEEP (1: keep the temp dir
+# 5 s per stream), BENCH_ONLY ("http sse body relay route ledger": which parts to run), BENCH_KEEP (1: keep the temp dir
 # and its logs).
 set -euo pipefail
 
@@ -37,7 +39,7 @@ PORT_BASE=${BENCH_PORT_BASE:-18100}
 RELAY_STREAMS=${BENCH_RELAY_STREAMS:-1000}
 RELAY_TPS=${BENCH_RELAY_TOKENS_PER_SEC:-20}
 RELAY_TOKENS=${BENCH_RELAY_TOKENS:-100}
-ONLY=${BENCH_ONLY:-"http sse body relay route"}
+ONLY=${BENCH_ONLY:-"http sse body relay route ledger"}
 KEEP=${BENCH_KEEP:-0}
 
 RSS_TARGET_MIB=64
@@ -565,6 +567,18 @@ if wants route; then
     cat "$ROUTE_OUT" >&2
 fi
 
+# ---------- 6. the usage ledger in PostgreSQL ----------
+
+LEDGER_NOTE=""
+LEDGER_OUT=$RESULTS/ledger.txt
+if wants ledger; then
+    say "part 6: bench/ledger.sh (PostgreSQL on loopback; ledger-bench, then wrk: sqlite vs postgres store)"
+    LEXORA_BUILD_DIR=$BUILD_DIR BENCH_DURATION=$DURATION BENCH_ROUNDS=$ROUNDS BENCH_PORT_BASE=$NEXT_PORT \
+        run_fg "$LEDGER_OUT" $((120 + 2 * ROUNDS * (DURATION + 5))) "$ROOT/bench/ledger.sh" ||
+        LEDGER_NOTE="bench/ledger.sh exited with $? (see $LEDGER_OUT)"
+    grep -v '^\[ledger ' "$LEDGER_OUT" >&2 || true
+fi
+
 # ---------- summary ----------
 
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print ""; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
@@ -713,12 +727,19 @@ col() { # CONNS TARGET COLUMN-NAME → the values over the rounds, one a line
         echo "5. Routing: ${ROUTE_NOTE:-not run}"
     fi
     echo
+    if [[ -z $LEDGER_NOTE && -s $LEDGER_OUT ]]; then
+        grep -v '^\[ledger ' "$LEDGER_OUT"
+    else
+        echo "6. Usage ledger in PostgreSQL: ${LEDGER_NOTE:-not run}"
+    fi
+    echo
     echo "Raw results: $RESULTS"
 } | tee "$SUMMARY"
 cp "$SUMMARY" "$RESULTS/summary.txt"
 say "summary saved as $SUMMARY"
 # A part that could not run is a failure of the run (the targets missed are not: they are results).
-if ((WRK_FAILURES)) || [[ -n $LEXORA_HTTP_NOTE || -n $SSE_NOTE || -n $BODY_NOTE || -n $RELAY_NOTE || -n $ROUTE_NOTE ]]; then
+if ((WRK_FAILURES)) || [[ -n $LEXORA_HTTP_NOTE || -n $SSE_NOTE || -n $BODY_NOTE || -n $RELAY_NOTE || -n $ROUTE_NOTE ||
+    -n $LEDGER_NOTE ]]; then
     say "some measurements could not be made (${WRK_FAILURES} wrk runs failed; notes above)"
     exit 1
 fi

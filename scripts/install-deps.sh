@@ -9,6 +9,7 @@ build_packages=(
   build-essential cmake pkg-config
   libuv1-dev libhttp-parser-dev libcurl4-openssl-dev libyaml-dev libcjson-dev
   libsqlite3-dev libhiredis-dev libssl-dev
+  libpq-dev # the usage ledger in PostgreSQL
 )
 packages=(
   "${build_packages[@]}" clang libclang-rt-14-dev libcmocka-dev
@@ -18,6 +19,7 @@ packages=(
   systemd # systemd-analyze verify checks deploy/systemd's units; installs without starting anything
   prometheus # promtool checks /metrics; the metrics test starts its own server on loopback (none left running)
   sqlite3 # the usage-ledger tests read the ledger
+  postgresql # the PostgreSQL ledger's tests and benchmark start their own server on loopback (initdb)
 )
 
 if [ "${1:-}" = build ]; then

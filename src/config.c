@@ -228,10 +228,29 @@ static const lx_keydef metrics_keys[] = {
     K_END,
 };
 
+static const char *const usage_store_names[] = {
+    [LX_USAGE_STORE_SQLITE] = "sqlite", [LX_USAGE_STORE_POSTGRES] = "postgres", NULL};
+_Static_assert(sizeof(lx_usage_store_kind) == sizeof(int), "LX_K_ENUM stores an int");
+
 static const lx_keydef usage_keys[] = {
     /* the ledger is opened once, at start */
-    {.name = "enabled", .type = LX_K_BOOL, AT(lx_config, usage.enabled), .def = 1, K_RESTART},
-    {.name = "db_path", .type = LX_K_STR, AT(lx_config, usage.db_path), .sdef = "lexora_usage.db", K_RESTART},
+    [US_ENABLED] = {.name = "enabled", .type = LX_K_BOOL, AT(lx_config, usage.enabled), .def = 1, K_RESTART},
+    [US_DB_PATH] =
+        {.name = "db_path", .type = LX_K_STR, AT(lx_config, usage.db_path), .sdef = "lexora_usage.db", K_RESTART},
+    /* the PostgreSQL store (lx_cfg_check_usage settles them together) */
+    [US_STORE] = {.name = "store",
+                  .type = LX_K_ENUM,
+                  AT(lx_config, usage.store),
+                  .def = LX_USAGE_STORE_SQLITE,
+                  .names = usage_store_names,
+                  K_RESTART},
+    [US_POSTGRES_URL] = {.name = "postgres_url", .type = LX_K_STR, AT(lx_config, usage.postgres_url), K_RESTART},
+    [US_PASSWORD_FILE] = {.name = "password_file", .type = LX_K_STR, AT(lx_config, usage.password_file), K_RESTART},
+    [US_GATEWAY_ID] = {.name = "gateway_id",
+                       .type = LX_K_STR,
+                       AT(lx_config, usage.gateway_id),
+                       .sdef = "",
+                       .flags = LX_KF_RESTART | LX_KF_EMPTY_OK},
     K_END,
 };
 
@@ -465,7 +484,7 @@ const lx_keydef lx_config_keys[] = {
     K_SECTION("metrics", metrics_keys, NULL),
     K_SECTION("auth", auth_keys, lx_cfg_check_auth),
     K_SECTION("health_check", health_keys, NULL),
-    K_SECTION("usage", usage_keys, NULL),
+    K_SECTION("usage", usage_keys, lx_cfg_check_usage),
     K_SECTION("admin", admin_keys, lx_cfg_check_admin),
     K_END,
 };
@@ -1293,6 +1312,9 @@ static void config_free(lx_config *c)
     free(c->auth.keys);
     free(c->logging.file);
     free(c->usage.db_path);
+    free(c->usage.postgres_url);
+    free(c->usage.password_file);
+    free(c->usage.gateway_id);
     free_secret(c->admin.token);
     free(c->admin.token_file);
     free(c->server.host);

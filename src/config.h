@@ -54,6 +54,12 @@ typedef enum {
     LX_RATE_STORE_REDIS,      /* shared by every gateway using the same Redis (rate_limits.redis_url) */
 } lx_rate_store;
 
+/* usage.store: where the usage ledger is written. */
+typedef enum {
+    LX_USAGE_STORE_SQLITE = 0, /* usage.db_path, this gateway's own file */
+    LX_USAGE_STORE_POSTGRES,   /* usage.postgres_url, shared by every gateway writing to it */
+} lx_usage_store_kind;
+
 #define LX_SHA256_LEN 32
 
 /* One entry of auth.keys: a client's bearer key, known only by its SHA-256. */
@@ -280,6 +286,11 @@ typedef struct lx_config {
     struct {
         bool enabled;  /* record per-request usage */
         char *db_path; /* the SQLite file it is recorded in */
+        /* PostgreSQL: several gateways, one ledger (all restart-only) */
+        int store;           /* lx_usage_store_kind */
+        char *postgres_url;  /* libpq URL (or key=value string); NULL when not given */
+        char *password_file; /* read at each connect; NULL: libpq's own (PGPASSWORD, ~/.pgpass) */
+        char *gateway_id;    /* how this gateway's rows are named; the host name when not given */
     } usage;
 
     struct {

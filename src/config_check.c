@@ -2,7 +2,7 @@
  * Config checks: what depends on several keys, checked and settled once the keys it reads are read.
  * See config_parse.h.
  *
- * Two moments: a section's check (queue.priorities, auth, admin) runs when its section was read without
+ * Two moments: a section's check (queue.priorities, auth, admin, usage) runs when its section was read without
  * an error; lx_cfg_resolve runs once the whole document is walked, and settles the backends (kind, url,
  * timeout), routing.aliases (each expanded to the models it stands for; loops, an alias shadowing a served
  * model and an alias to nothing refused), routing.fallbacks (from and to something, never to itself), default_model,
@@ -23,6 +23,7 @@
 #include <openssl/crypto.h>
 
 #include "config_parse.h"
+#include "observe/usage_store.h"
 #include "routing/analyzer.h"
 #include "routing/classifier.h"
 #include "utils/common.h"
@@ -96,6 +97,34 @@ void lx_cfg_check_admin(lx_cfg_parser *p, yaml_node_t *v, int line, const char *
                    token_line);
     else if (file_line)
         read_token_file(p, file_line, sub, c);
+}
+
+/* usage: the store's keys together ("" gateway_id: the ledger takes the host name). password_file is only
+ * checked here (a readable regular file): the ledger reads it at each connect, so it may be rotated. */
+void lx_cfg_check_usage(lx_cfg_parser *p, yaml_node_t *v, int line, const char *path, void *base)
+{
+    (void)v;
+    lx_config *c = base;
+    char sub[PATH_LEN], why[256];
+    const int *at = p->sec_lines;
+    const char *url = c->usage.postgres_url;
+    lx_cfg_join(sub, path, "postgres_url");
+    if (url && !lx_usage_pg_url_ok(url, why, sizeof why))
+        lx_cfg_err(p, at[US_POSTGRES_URL], sub, "%s", why);
+    else if (c->usage.store == LX_USAGE_STORE_POSTGRES && url == NULL)
+        lx_cfg_err(p, at[US_STORE] ? at[US_STORE] : line, sub,
+                   "needed when usage.store is postgres (e.g. postgresql://lexora@127.0.0.1:5432/lexora)");
+    const char *pwf = c->usage.password_file;
+    struct stat st;
+    lx_cfg_join(sub, path, "password_file");
+    if (pwf && (stat(pwf, &st) != 0 || access(pwf, R_OK) != 0))
+        lx_cfg_err(p, at[US_PASSWORD_FILE], sub, "cannot read \"%s\": %s", pwf, strerror(errno));
+    else if (pwf && !S_ISREG(st.st_mode))
+        lx_cfg_err(p, at[US_PASSWORD_FILE], sub, "cannot read \"%s\": not a regular file", pwf);
+    lx_cfg_join(sub, path, "gateway_id");
+    if (c->usage.gateway_id && c->usage.gateway_id[0] && !lx_usage_gateway_id_ok(c->usage.gateway_id))
+        lx_cfg_err(p, at[US_GATEWAY_ID], sub, "must be 1 to %d letters, digits, '.', '_', '-' or ':', got \"%s\"",
+                   LX_USAGE_GATEWAY_ID_MAX - 1, c->usage.gateway_id);
 }
 
 /* ---- routing.auto: the classes and the model, once the section is read ---- */

@@ -88,7 +88,12 @@ void lx_gateway_observe_start(lx_gateway *gw)
         lx_stats_add_backend(gw->stats, c->backends[i].name, c->backends[i].enabled);
     if (c->usage.enabled) {
         char *path = lx_usage_db_path(c->path, c->usage.db_path);
-        gw->ledger = lx_usage_store_open(gw->loop, path);
+        lx_usage_store_opts o = {.store = c->usage.store,
+                                 .db_path = path,
+                                 .postgres_url = c->usage.postgres_url,
+                                 .password_file = c->usage.password_file,
+                                 .gateway_id = c->usage.gateway_id};
+        gw->ledger = lx_usage_store_start(gw->loop, &o);
         free(path);
         lx_stats_set_ledger(gw->stats, gw->ledger);
     }

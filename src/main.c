@@ -22,7 +22,7 @@ static void usage(FILE *out)
             "Usage: lexora [--config FILE]          run the gateway\n"
             "       lexora --check-config [--config FILE]\n"
             "                                       validate the config, print every problem\n"
-            "       lexora usage [--config FILE] [--since DATE] [--by user|model|day]\n"
+            "       lexora usage [--config FILE] [--since DATE] [--by user|model|day|gateway] [--gateway ID]\n"
             "                                       print the usage ledger as a table (lexora usage --help)\n"
             "       lexora route [--config FILE] [--explain] | --eval FILE | --train FILE --out FILE\n"
             "                                       automatic routing from the command line (lexora route --help)\n"

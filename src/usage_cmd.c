@@ -10,11 +10,14 @@
 
 static void usage_help(FILE *out)
 {
-    fprintf(out, "Usage: lexora usage [--config FILE] [--since DATE] [--by user|model|day]\n"
+    fprintf(out, "Usage: lexora usage [--config FILE] [--since DATE] [--by user|model|day|gateway] [--gateway ID]\n"
                  "  Prints requests, prompt and completion tokens, errors and average latency from the usage\n"
-                 "  ledger (usage.db_path of the config), one line per user (default), model or day (UTC).\n"
+                 "  ledger of the config (usage.db_path, or the PostgreSQL database of usage.postgres_url when\n"
+                 "  usage.store is postgres), every gateway's rows, one line per user (default), model, day (UTC)\n"
+                 "  or gateway.\n"
                  "  --since DATE   only requests from then on: YYYY-MM-DD (midnight UTC) or an ISO 8601 time\n"
                  "                 such as 2025-06-01T09:00:00+09:00 (UTC when no offset is given)\n"
+                 "  --gateway ID   only the rows this gateway wrote (its usage.gateway_id)\n"
                  "Exit codes: 0 ok, 1 the ledger cannot be opened or read, 2 bad command line or config.\n");
 }
 
@@ -39,7 +42,7 @@ static bool is_opt(const char *a, const char *name)
 
 int lx_usage_command(int argc, char **argv, const char *default_config)
 {
-    const char *config = NULL, *since_text = NULL;
+    const char *config = NULL, *since_text = NULL, *gateway = NULL;
     lx_usage_by by = LX_USAGE_BY_USER;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -50,6 +53,13 @@ int lx_usage_command(int argc, char **argv, const char *default_config)
             if ((config = value_of(argc, argv, &i, strcmp(a, "-c") == 0 ? "-c" : "--config")) == NULL) return 2;
         } else if (is_opt(a, "--since")) {
             if ((since_text = value_of(argc, argv, &i, "--since")) == NULL) return 2;
+        } else if (is_opt(a, "--gateway")) {
+            if ((gateway = value_of(argc, argv, &i, "--gateway")) == NULL) return 2;
+            if (!lx_usage_gateway_id_ok(gateway)) {
+                fprintf(stderr, "lexora usage: --gateway must be a gateway id (letters, digits, . _ - :), got '%s'\n",
+                        gateway);
+                return 2;
+            }
         } else if (is_opt(a, "--by")) {
             const char *v = value_of(argc, argv, &i, "--by");
             if (v == NULL) return 2;
@@ -59,8 +69,10 @@ int lx_usage_command(int argc, char **argv, const char *default_config)
                 by = LX_USAGE_BY_MODEL;
             else if (strcmp(v, "day") == 0)
                 by = LX_USAGE_BY_DAY;
+            else if (strcmp(v, "gateway") == 0)
+                by = LX_USAGE_BY_GATEWAY;
             else {
-                fprintf(stderr, "lexora usage: --by must be user, model or day, got '%s'\n", v);
+                fprintf(stderr, "lexora usage: --by must be user, model, day or gateway, got '%s'\n", v);
                 return 2;
             }
         } else {
@@ -87,8 +99,13 @@ int lx_usage_command(int argc, char **argv, const char *default_config)
     }
     lx_buf_free(&errors);
     char *path = lx_usage_db_path(cfg->path, cfg->usage.db_path);
+    lx_usage_store_opts o = {.store = cfg->usage.store,
+                             .db_path = path,
+                             .postgres_url = cfg->usage.postgres_url,
+                             .password_file = cfg->usage.password_file};
+    lx_usage_query q = {.since = since_text ? since : NULL, .gateway = gateway, .by = by};
+    int rc = lx_usage_report_store(&o, &q, stdout, stderr);
     lx_config_unref(cfg);
-    int rc = lx_usage_report(path, since_text ? since : NULL, by, stdout, stderr);
     free(path);
     return rc;
 }

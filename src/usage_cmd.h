@@ -1,6 +1,7 @@
 /*
- * `lexora usage [--config FILE] [--since DATE] [--by user|model|day]`: a table of the usage ledger
- * named by the config (usage.db_path), opened read-only, so it may run beside the gateway.
+ * `lexora usage [--config FILE] [--since DATE] [--by user|model|day|gateway] [--gateway ID]`: a table of
+ * the usage ledger named by the config (usage.db_path opened read-only, or the PostgreSQL database of
+ * usage.postgres_url), every gateway's rows or one gateway's, so it may run beside the gateways.
  * Exit codes as the rest of the command line: 0 ok, 1 the ledger cannot be opened or read,
  * 2 a bad command line or config.
  */

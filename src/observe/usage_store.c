@@ -1,189 +1,63 @@
 /*
- * The usage ledger (see usage_store.h for the schema and the durability argument).
+ * The usage ledger (see usage_store.h for what it promises; usage_backend.h for the stores).
  *
- * Two row arrays of LX_USAGE_QUEUE_ROWS: the loop thread fills `active` under the mutex; the writer
+ * Two row arrays of the store's queue_rows: the loop thread fills `active` under the mutex; the writer
  * swaps it with `spare` (also under the mutex) and writes the taken rows without holding it, so the
- * loop never waits for SQLite. Everything shared (the arrays' fill level, the counters, the totals,
- * the failure state) is under the mutex; the sqlite3 handle and its statements belong to the writer
- * thread once it runs (before that, to lx_usage_store_open on the loop thread).
+ * loop never waits for a store. A batch the store could not take for now (LX_USAGE_WRITE_RETRY) stays
+ * in `spare` (held_n rows) and is sent again after a pause; `active` is not swapped meanwhile, so it
+ * fills up to its bound and further rows are lost as queue_full. Everything shared (the arrays' fill
+ * level, the counters, the totals, the failure state) is under the mutex; the store's handle belongs
+ * to the writer thread once it runs (before that, to lx_usage_store_start on the loop thread).
  * The writer tells the loop about a change of failure state through a uv_async_t, and the loop logs it.
  */
 #include "observe/usage_store.h"
 
 #include <inttypes.h>
-#include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
 #include <time.h>
+#include <unistd.h>
 
+#include "config.h"
+#include "observe/usage_backend.h"
 #include "utils/common.h"
 #include "utils/id.h"
 
 #define FLUSH_ROWS        (LX_USAGE_QUEUE_ROWS / 4) /* this many waiting: written without waiting for the interval */
 #define QUEUE_FULL_LOG_NS (60 * 1000000000ull)      /* "rows lost, queue full" at most once a minute */
 
-typedef struct {
-    int64_t time_ms; /* wall clock, when the answer ended */
-    char request_id[LX_REQUEST_ID_MAX];
-    char user[128];
-    char model[256];
-    char backend[128]; /* "" = NULL */
-    char priority[8];  /* "" = NULL */
-    char error_code[48];
-    int status;
-    long prompt_tokens, completion_tokens; /* -1 = NULL */
-    double queue_wait_ms, ttft_ms, latency_ms;
-    bool stream;
-} row;
-
 struct lx_usage_store {
-    char *path;
+    char *path; /* what the logs and /stats call it: the file, or the URL without its password */
     uv_loop_t *loop;
     uv_async_t async;
     uv_thread_t thread;
     bool thread_started;
     uv_mutex_t mu;
     uv_cond_t cv;
+    const lx_usage_backend *be;
+    void *db;   /* the backend's; the writer thread's once it runs */
+    size_t cap; /* rows in each array: the backend's queue_rows */
+    uint64_t run_id;
 
     /* under mu */
-    row *active, *spare;
+    lx_usage_row *active, *spare;
     size_t n_active;
+    uint64_t next_seq;
     uint64_t first_row_ns; /* when the active batch got its first row */
     bool stop;
-    bool writable, failing;
+    bool writable, failing, waiting; /* waiting: the failing store is away and the rows wait for it */
     char last_error[256];
-    bool totals_loaded;
-    char began[32];
-    uint64_t requests, prompt_tokens, completion_tokens, errors;
-    uint64_t rows_written, lost_write_failed, lost_queue_full;
+    lx_usage_totals totals;
+    uint64_t rows_written, lost_write_failed, lost_queue_full, held;
 
     /* loop thread only */
     bool logged_failing;
     uint64_t queue_full_logged_ns; /* 0: not logged yet */
     uint64_t lost_at_failure;
-
-    /* writer thread only (the loop's before the thread starts) */
-    sqlite3 *db;
-    sqlite3_stmt *ins, *upd;
 };
 
-static const char schema_sql[] =
-    "CREATE TABLE IF NOT EXISTS usage ("
-    " id INTEGER PRIMARY KEY,"
-    " time TEXT NOT NULL,"
-    " request_id TEXT NOT NULL,"
-    " user TEXT NOT NULL,"
-    " model TEXT NOT NULL,"
-    " backend TEXT,"
-    " priority TEXT,"
-    " status INTEGER NOT NULL,"
-    " error_code TEXT,"
-    " prompt_tokens INTEGER,"
-    " completion_tokens INTEGER,"
-    " queue_wait_ms REAL NOT NULL,"
-    " ttft_ms REAL,"
-    " latency_ms REAL NOT NULL,"
-    " stream INTEGER NOT NULL);"
-    "CREATE INDEX IF NOT EXISTS usage_time ON usage(time);"
-    "CREATE TABLE IF NOT EXISTS ledger_totals ("
-    " id INTEGER PRIMARY KEY CHECK (id = 1),"
-    " began TEXT NOT NULL,"
-    " requests INTEGER NOT NULL,"
-    " prompt_tokens INTEGER NOT NULL,"
-    " completion_tokens INTEGER NOT NULL,"
-    " errors INTEGER NOT NULL);"
-    "INSERT OR IGNORE INTO ledger_totals VALUES (1, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), 0, 0, 0, 0);"
-    "PRAGMA user_version = 1;";
-
-static const char insert_sql[] =
-    "INSERT INTO usage (time, request_id, user, model, backend, priority, status, error_code, prompt_tokens,"
-    " completion_tokens, queue_wait_ms, ttft_ms, latency_ms, stream)"
-    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
-
-static const char update_sql[] =
-    "UPDATE ledger_totals SET requests = requests + ?1, prompt_tokens = prompt_tokens + ?2,"
-    " completion_tokens = completion_tokens + ?3, errors = errors + ?4 WHERE id = 1";
-
-/* ---------- database (writer side) ---------- */
-
-static void db_close(lx_usage_store *st)
-{
-    sqlite3_finalize(st->ins);
-    sqlite3_finalize(st->upd);
-    sqlite3_close(st->db);
-    st->ins = st->upd = NULL;
-    st->db = NULL;
-}
-
-static void set_error(char *out, size_t n, const char *what, sqlite3 *db, int rc)
-{
-    snprintf(out, n, "%s: %s", what, db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
-}
-
-/* Reads the totals into st if they were never read. */
-static void load_totals(lx_usage_store *st)
-{
-    uv_mutex_lock(&st->mu);
-    bool loaded = st->totals_loaded;
-    uv_mutex_unlock(&st->mu);
-    if (loaded) return;
-    sqlite3_stmt *q = NULL;
-    if (sqlite3_prepare_v2(st->db,
-                           "SELECT began, requests, prompt_tokens, completion_tokens, errors FROM ledger_totals"
-                           " WHERE id = 1",
-                           -1, &q, NULL) != SQLITE_OK) {
-        sqlite3_finalize(q);
-        return;
-    }
-    if (sqlite3_step(q) == SQLITE_ROW) {
-        uv_mutex_lock(&st->mu);
-        const unsigned char *b = sqlite3_column_text(q, 0);
-        snprintf(st->began, sizeof st->began, "%s", b ? (const char *)b : "");
-        st->requests = (uint64_t)sqlite3_column_int64(q, 1);
-        st->prompt_tokens = (uint64_t)sqlite3_column_int64(q, 2);
-        st->completion_tokens = (uint64_t)sqlite3_column_int64(q, 3);
-        st->errors = (uint64_t)sqlite3_column_int64(q, 4);
-        st->totals_loaded = true;
-        uv_mutex_unlock(&st->mu);
-    }
-    sqlite3_finalize(q);
-}
-
-/* Opens the database, sets WAL and the schema, prepares the statements. 0, or -1 with err set. */
-static int db_open(lx_usage_store *st, char *err, size_t errn)
-{
-    int rc = sqlite3_open_v2(st->path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
-    if (rc != SQLITE_OK) {
-        set_error(err, errn, "cannot open", st->db, rc);
-        goto fail;
-    }
-    sqlite3_busy_timeout(st->db, 5000);
-    char *msg = NULL;
-    /* journal_mode=WAL may be refused (a read-only file): the schema step then reports the real error */
-    sqlite3_exec(st->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", NULL, NULL, NULL);
-    if (sqlite3_exec(st->db, "BEGIN IMMEDIATE", NULL, NULL, &msg) != SQLITE_OK ||
-        sqlite3_exec(st->db, schema_sql, NULL, NULL, &msg) != SQLITE_OK ||
-        sqlite3_exec(st->db, "COMMIT", NULL, NULL, &msg) != SQLITE_OK) {
-        snprintf(err, errn, "cannot write: %s", msg ? msg : sqlite3_errmsg(st->db));
-        sqlite3_free(msg);
-        sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
-        load_totals(st); /* an existing ledger we cannot write: its totals are still worth showing */
-        goto fail;
-    }
-    if (sqlite3_prepare_v2(st->db, insert_sql, -1, &st->ins, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(st->db, update_sql, -1, &st->upd, NULL) != SQLITE_OK) {
-        set_error(err, errn, "cannot prepare", st->db, 0);
-        goto fail;
-    }
-    load_totals(st);
-    return 0;
-fail:
-    db_close(st);
-    return -1;
-}
-
-static void iso_ms(char out[32], int64_t ms)
+void lx_usage_iso_ms(char out[32], int64_t ms)
 {
     time_t t = (time_t)(ms / 1000);
     struct tm tm;
@@ -192,140 +66,135 @@ static void iso_ms(char out[32], int64_t ms)
     snprintf(out + k, 32 - k, ".%03dZ", (int)(ms % 1000));
 }
 
-static void bind_text_or_null(sqlite3_stmt *s, int i, const char *v)
+void lx_usage_row_key(char out[40], const lx_usage_row *r)
 {
-    if (v[0])
-        sqlite3_bind_text(s, i, v, -1, SQLITE_STATIC);
-    else
-        sqlite3_bind_null(s, i);
+    snprintf(out, 40, "%016" PRIx64 "-%" PRIu64, r->run_id, r->seq);
 }
 
-static bool row_is_error(const row *r) { return r->status >= 400 || r->error_code[0]; }
-
-/* Inserts rows in one transaction with the totals. 0, or -1 with err set (nothing written). */
-static int db_write(lx_usage_store *st, const row *rows, size_t n, char *err, size_t errn)
+void lx_usage_default_gateway_id(char out[LX_USAGE_GATEWAY_ID_MAX])
 {
-    if (st->db == NULL && db_open(st, err, errn) != 0) return -1;
-    char *msg = NULL;
-    if (sqlite3_exec(st->db, "BEGIN IMMEDIATE", NULL, NULL, &msg) != SQLITE_OK) {
-        snprintf(err, errn, "cannot begin: %s", msg ? msg : sqlite3_errmsg(st->db));
-        sqlite3_free(msg);
-        goto fail;
+    char host[256];
+    size_t n = 0;
+    if (gethostname(host, sizeof host) == 0) {
+        host[sizeof host - 1] = '\0';
+        for (; host[n] && n < LX_USAGE_GATEWAY_ID_MAX - 1; n++)
+            out[n] = host[n];
     }
-    int64_t pt = 0, ct = 0, errors = 0;
-    for (size_t i = 0; i < n; i++) {
-        const row *r = &rows[i];
-        char ts[32];
-        iso_ms(ts, r->time_ms);
-        sqlite3_stmt *s = st->ins;
-        sqlite3_bind_text(s, 1, ts, -1, SQLITE_TRANSIENT);
-        sqlite3_bind_text(s, 2, r->request_id, -1, SQLITE_STATIC);
-        sqlite3_bind_text(s, 3, r->user, -1, SQLITE_STATIC);
-        sqlite3_bind_text(s, 4, r->model, -1, SQLITE_STATIC);
-        bind_text_or_null(s, 5, r->backend);
-        bind_text_or_null(s, 6, r->priority);
-        sqlite3_bind_int(s, 7, r->status);
-        bind_text_or_null(s, 8, r->error_code);
-        if (r->prompt_tokens >= 0)
-            sqlite3_bind_int64(s, 9, r->prompt_tokens);
-        else
-            sqlite3_bind_null(s, 9);
-        if (r->completion_tokens >= 0)
-            sqlite3_bind_int64(s, 10, r->completion_tokens);
-        else
-            sqlite3_bind_null(s, 10);
-        sqlite3_bind_double(s, 11, r->queue_wait_ms);
-        if (r->ttft_ms >= 0)
-            sqlite3_bind_double(s, 12, r->ttft_ms);
-        else
-            sqlite3_bind_null(s, 12);
-        sqlite3_bind_double(s, 13, r->latency_ms);
-        sqlite3_bind_int(s, 14, r->stream);
-        int rc = sqlite3_step(s);
-        sqlite3_reset(s);
-        sqlite3_clear_bindings(s);
-        if (rc != SQLITE_DONE) {
-            set_error(err, errn, "cannot insert", st->db, rc);
-            goto rollback;
-        }
-        pt += r->prompt_tokens > 0 ? r->prompt_tokens : 0;
-        ct += r->completion_tokens > 0 ? r->completion_tokens : 0;
-        errors += row_is_error(r);
+    out[n] = '\0';
+    if (!lx_usage_gateway_id_ok(out)) snprintf(out, LX_USAGE_GATEWAY_ID_MAX, "lexora");
+}
+
+bool lx_usage_gateway_id_ok(const char *id)
+{
+    size_t n = 0;
+    for (; id[n]; n++) {
+        char c = id[n];
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+                  c == '-' || c == ':';
+        if (!ok || n >= LX_USAGE_GATEWAY_ID_MAX - 1) return false;
     }
-    sqlite3_bind_int64(st->upd, 1, (int64_t)n);
-    sqlite3_bind_int64(st->upd, 2, pt);
-    sqlite3_bind_int64(st->upd, 3, ct);
-    sqlite3_bind_int64(st->upd, 4, errors);
-    int rc = sqlite3_step(st->upd);
-    sqlite3_reset(st->upd);
-    if (rc != SQLITE_DONE) {
-        set_error(err, errn, "cannot update totals", st->db, rc);
-        goto rollback;
-    }
-    if (sqlite3_exec(st->db, "COMMIT", NULL, NULL, &msg) != SQLITE_OK) {
-        snprintf(err, errn, "cannot commit: %s", msg ? msg : sqlite3_errmsg(st->db));
-        sqlite3_free(msg);
-        goto rollback;
-    }
-    uv_mutex_lock(&st->mu);
-    st->requests += n;
-    st->prompt_tokens += (uint64_t)pt;
-    st->completion_tokens += (uint64_t)ct;
-    st->errors += (uint64_t)errors;
-    st->rows_written += n;
-    uv_mutex_unlock(&st->mu);
-    return 0;
-rollback:
-    sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
-fail:
-    db_close(st); /* open afresh next time: the file may have been fixed or replaced */
-    return -1;
+    return n > 0;
 }
 
 /* ---------- the writer thread ---------- */
 
-static void set_state(lx_usage_store *st, bool ok, const char *err)
+static void set_state(lx_usage_store *st, int rc, const char *err)
 {
-    bool changed;
+    bool ok = rc == LX_USAGE_WRITE_OK, changed;
     uv_mutex_lock(&st->mu);
     changed = st->failing == ok; /* failing → ok, or ok → failing */
     st->writable = ok;
     st->failing = !ok;
-    if (!ok) snprintf(st->last_error, sizeof st->last_error, "%s", err);
+    if (!ok) {
+        snprintf(st->last_error, sizeof st->last_error, "%s", err);
+        st->waiting = rc == LX_USAGE_WRITE_RETRY;
+    }
     uv_mutex_unlock(&st->mu);
     if (changed) uv_async_send(&st->async);
+}
+
+/* The writer's counters after a write of n rows that returned rc; under mu. All n count as written: those
+ * the store already had came from an earlier attempt whose success we could not see. */
+static void account(lx_usage_store *st, int rc, size_t n, const lx_usage_totals *t)
+{
+    if (rc == LX_USAGE_WRITE_OK) {
+        st->rows_written += n;
+        st->totals = *t;
+    } else if (rc == LX_USAGE_WRITE_DROP || st->stop) {
+        st->lost_write_failed += n; /* at stop, a store still away will not get them */
+    }
+}
+
+/* Takes the next batch (under mu): the held one after its pause, else the active rows once the batch
+ * interval passed or enough are waiting. Returns the rows, n 0 when stopping with nothing left. */
+static lx_usage_row *next_batch(lx_usage_store *st, size_t *n, uint64_t retry_at)
+{
+    if (st->held) {
+        for (uint64_t now = lx_now_ns(); !st->stop && now < retry_at; now = lx_now_ns())
+            if (uv_cond_timedwait(&st->cv, &st->mu, retry_at - now) != 0) break;
+        *n = st->held;
+        return st->spare;
+    }
+    while (st->n_active == 0 && !st->stop)
+        uv_cond_wait(&st->cv, &st->mu);
+    *n = st->n_active;
+    if (*n == 0) return NULL; /* stopping, nothing left */
+    uint64_t deadline = st->first_row_ns + (uint64_t)LX_USAGE_BATCH_MS * 1000000u;
+    for (uint64_t now = lx_now_ns(); !st->stop && now < deadline && st->n_active < FLUSH_ROWS; now = lx_now_ns())
+        if (uv_cond_timedwait(&st->cv, &st->mu, deadline - now) != 0) break;
+    lx_usage_row *rows = st->active;
+    *n = st->n_active;
+    st->active = st->spare;
+    st->spare = rows;
+    st->n_active = 0;
+    return rows;
+}
+
+/* A store reached over the network is connected to here, not at start: the gateway does not wait for it. */
+static void first_connect(lx_usage_store *st)
+{
+    char err[256];
+    lx_usage_totals t = {0};
+    int rc = st->be->connect(st->db, &t, err, sizeof err);
+    if (rc == LX_USAGE_WRITE_OK) {
+        uv_mutex_lock(&st->mu);
+        st->totals = t;
+        uv_mutex_unlock(&st->mu);
+    }
+    set_state(st, rc, err);
 }
 
 static void writer_main(void *arg)
 {
     lx_usage_store *st = arg;
     char err[256];
+    uint64_t pause_ms = LX_USAGE_RETRY_MIN_MS, retry_at = 0;
+    if (st->be->connect_in_writer) first_connect(st);
     uv_mutex_lock(&st->mu);
     for (;;) {
-        while (st->n_active == 0 && !st->stop)
-            uv_cond_wait(&st->cv, &st->mu);
-        if (st->n_active == 0) break; /* stopping, nothing left */
-        uint64_t deadline = st->first_row_ns + (uint64_t)LX_USAGE_BATCH_MS * 1000000u;
-        for (uint64_t now = lx_now_ns(); !st->stop && now < deadline && st->n_active < FLUSH_ROWS; now = lx_now_ns())
-            if (uv_cond_timedwait(&st->cv, &st->mu, deadline - now) != 0) break;
-        row *rows = st->active;
-        size_t n = st->n_active;
-        st->active = st->spare;
-        st->spare = rows;
-        st->n_active = 0;
+        size_t n, written = 0;
+        lx_usage_row *rows = next_batch(st, &n, retry_at);
+        if (rows == NULL) break;
         uv_mutex_unlock(&st->mu);
 
-        int rc = db_write(st, rows, n, err, sizeof err);
-        if (rc != 0) {
-            uv_mutex_lock(&st->mu);
-            st->lost_write_failed += n;
-            uv_mutex_unlock(&st->mu);
+        lx_usage_totals t = {0};
+        int rc = st->be->write(st->db, rows, n, &t, &written, err, sizeof err);
+        uv_mutex_lock(&st->mu);
+        account(st, rc, n, &t);
+        bool keep = rc == LX_USAGE_WRITE_RETRY && !st->stop;
+        st->held = keep ? n : 0;
+        uv_mutex_unlock(&st->mu);
+        set_state(st, rc, err);
+        if (keep) {
+            retry_at = lx_now_ns() + pause_ms * 1000000u;
+            pause_ms = LX_MIN(pause_ms * 2, (uint64_t)LX_USAGE_RETRY_MAX_MS);
+        } else {
+            pause_ms = LX_USAGE_RETRY_MIN_MS;
         }
-        set_state(st, rc == 0, err);
         uv_mutex_lock(&st->mu);
     }
     uv_mutex_unlock(&st->mu);
-    db_close(st);
+    st->be->disconnect(st->db);
 }
 
 /* ---------- loop side ---------- */
@@ -333,16 +202,22 @@ static void writer_main(void *arg)
 static void report(lx_usage_store *st)
 {
     uv_mutex_lock(&st->mu);
-    bool failing = st->failing;
+    bool failing = st->failing, waiting = st->waiting;
     char msg[256];
     snprintf(msg, sizeof msg, "%s", st->last_error);
-    uint64_t lost = st->lost_write_failed;
+    uint64_t lost = st->lost_write_failed + st->lost_queue_full;
     uv_mutex_unlock(&st->mu);
     if (failing && !st->logged_failing) {
-        LX_ERROR(NULL,
-                 "usage ledger %s: %s; Lexora keeps serving, rows are lost (lexora_usage_rows_lost_total) "
-                 "and the ledger is opened again for the next batch",
-                 st->path, msg);
+        if (waiting)
+            LX_ERROR(NULL,
+                     "usage ledger %s: %s; Lexora keeps serving, rows wait in memory (up to %zu, then they are "
+                     "lost: lexora_usage_rows_lost_total) and are written when it is back",
+                     st->path, msg, 2 * st->cap);
+        else
+            LX_ERROR(NULL,
+                     "usage ledger %s: %s; Lexora keeps serving, rows are lost (lexora_usage_rows_lost_total) "
+                     "and the ledger is opened again for the next batch",
+                     st->path, msg);
         st->logged_failing = true;
         st->lost_at_failure = lost;
     } else if (!failing && st->logged_failing) {
@@ -354,29 +229,51 @@ static void report(lx_usage_store *st)
 
 static void on_async(uv_async_t *h) { report(h->data); }
 
-lx_usage_store *lx_usage_store_open(uv_loop_t *loop, const char *path)
+static uint64_t draw_run_id(void)
 {
+    uint64_t id = 0;
+    for (int i = 0; i < 4; i++)
+        id = (id << 16) | (uint64_t)(lx_random_unit() * 65536.0);
+    return id ^ lx_now_ns();
+}
+
+lx_usage_store *lx_usage_store_start(uv_loop_t *loop, const lx_usage_store_opts *o)
+{
+    lx_usage_store_opts opts = *o;
+    char gw[LX_USAGE_GATEWAY_ID_MAX];
+    if (opts.gateway_id == NULL || opts.gateway_id[0] == '\0') {
+        lx_usage_default_gateway_id(gw);
+        opts.gateway_id = gw;
+    }
     lx_usage_store *st = lx_xcalloc(1, sizeof *st);
-    st->path = lx_xstrdup(path);
+    st->be = o->store == LX_USAGE_STORE_POSTGRES ? &lx_usage_postgres : &lx_usage_sqlite;
+    st->path = o->store == LX_USAGE_STORE_POSTGRES ? lx_usage_pg_url_redacted(o->postgres_url) : lx_xstrdup(o->db_path);
     st->loop = loop;
-    st->active = lx_xcalloc(LX_USAGE_QUEUE_ROWS, sizeof(row));
-    st->spare = lx_xcalloc(LX_USAGE_QUEUE_ROWS, sizeof(row));
+    st->run_id = draw_run_id();
+    st->cap = st->be->queue_rows;
+    st->active = lx_xcalloc(st->cap, sizeof(lx_usage_row));
+    st->spare = lx_xcalloc(st->cap, sizeof(lx_usage_row));
     uv_mutex_init(&st->mu);
     uv_cond_init(&st->cv);
     uv_async_init(loop, &st->async, on_async);
     st->async.data = st;
     uv_unref((uv_handle_t *)&st->async);
+    st->db = st->be->create(&opts);
 
-    char err[256];
-    bool ok = db_open(st, err, sizeof err) == 0;
-    st->writable = ok;
-    st->failing = !ok;
-    if (!ok) snprintf(st->last_error, sizeof st->last_error, "%s", err);
+    char err[256] = "";
+    int rc = st->be->connect_in_writer ? LX_USAGE_WRITE_OK : st->be->connect(st->db, &st->totals, err, sizeof err);
+    st->writable = rc == LX_USAGE_WRITE_OK && !st->be->connect_in_writer; /* not before it is connected */
+    st->failing = rc != LX_USAGE_WRITE_OK;
+    st->waiting = rc == LX_USAGE_WRITE_RETRY;
+    if (rc != LX_USAGE_WRITE_OK) snprintf(st->last_error, sizeof st->last_error, "%s", err);
     report(st);
-    if (ok) LX_INFO(NULL, "usage ledger %s: %" PRIu64 " requests since %s", path, st->requests, st->began);
+    if (rc == LX_USAGE_WRITE_OK && !st->be->connect_in_writer)
+        LX_INFO(NULL, "usage ledger %s: %" PRIu64 " requests since %s", st->path, st->totals.requests,
+                st->totals.began);
+    else if (st->be->connect_in_writer)
+        LX_INFO(NULL, "usage ledger %s (%s): gateway %s", st->path, st->be->name, opts.gateway_id);
     if (uv_thread_create(&st->thread, writer_main, st) != 0) {
-        LX_ERROR(NULL, "usage ledger %s: cannot start its writer thread", path);
-        db_close(st);
+        LX_ERROR(NULL, "usage ledger %s: cannot start its writer thread", st->path);
         lx_usage_store_close(st);
         return NULL;
     }
@@ -384,9 +281,15 @@ lx_usage_store *lx_usage_store_open(uv_loop_t *loop, const char *path)
     return st;
 }
 
+lx_usage_store *lx_usage_store_open(uv_loop_t *loop, const char *path)
+{
+    return lx_usage_store_start(loop, &(lx_usage_store_opts){.store = LX_USAGE_STORE_SQLITE, .db_path = path});
+}
+
 static void on_closed(uv_handle_t *h)
 {
     lx_usage_store *st = h->data;
+    st->be->destroy(st->db);
     uv_mutex_destroy(&st->mu);
     uv_cond_destroy(&st->cv);
     free(st->active);
@@ -429,20 +332,22 @@ void lx_usage_store_add(lx_usage_store *st, const lx_access_rec *rec)
     if (st == NULL) return;
     int64_t now = wall_ms();
     uv_mutex_lock(&st->mu);
-    if (st->n_active == LX_USAGE_QUEUE_ROWS || st->stop) {
+    if (st->n_active == st->cap || st->stop) {
         st->lost_queue_full++;
         uv_mutex_unlock(&st->mu);
         uint64_t now_ns = lx_now_ns();
         if (st->queue_full_logged_ns == 0 || now_ns - st->queue_full_logged_ns >= QUEUE_FULL_LOG_NS)
             LX_ERROR(rec->request_id,
-                     "usage ledger %s: %d rows are waiting to be written; rows are lost until "
+                     "usage ledger %s: %zu rows are waiting to be written; rows are lost until "
                      "the writer catches up (lexora_usage_rows_lost_total)",
-                     st->path, LX_USAGE_QUEUE_ROWS);
+                     st->path, st->cap);
         st->queue_full_logged_ns = now_ns;
         return;
     }
-    row *r = &st->active[st->n_active];
+    lx_usage_row *r = &st->active[st->n_active];
     r->time_ms = now;
+    r->run_id = st->run_id;
+    r->seq = st->next_seq++;
     copy_str(r->request_id, sizeof r->request_id, rec->request_id);
     copy_str(r->user, sizeof r->user, rec->user && rec->user[0] ? rec->user : "-");
     copy_str(r->model, sizeof r->model, rec->model && rec->model[0] ? rec->model : "-");
@@ -470,15 +375,15 @@ void lx_usage_store_snapshot(lx_usage_store *st, lx_usage_snapshot *out)
     *out = (lx_usage_snapshot){.path = st->path};
     uv_mutex_lock(&st->mu);
     out->writable = st->writable;
-    snprintf(out->began, sizeof out->began, "%s", st->began);
-    out->requests = st->requests;
-    out->prompt_tokens = st->prompt_tokens;
-    out->completion_tokens = st->completion_tokens;
-    out->errors = st->errors;
+    snprintf(out->began, sizeof out->began, "%s", st->totals.began);
+    out->requests = st->totals.requests;
+    out->prompt_tokens = st->totals.prompt_tokens;
+    out->completion_tokens = st->totals.completion_tokens;
+    out->errors = st->totals.errors;
     out->rows_written = st->rows_written;
     out->lost_write_failed = st->lost_write_failed;
     out->lost_queue_full = st->lost_queue_full;
-    out->pending = st->n_active;
+    out->pending = st->n_active + st->held;
     uv_mutex_unlock(&st->mu);
 }
 
@@ -563,6 +468,12 @@ typedef struct {
     char cols[5][32];
 } report_line;
 
+typedef struct {
+    report_line *lines;
+    size_t n, cap;
+    lx_usage_line total;
+} report_acc;
+
 static void print_table(FILE *out, const char *head0, report_line *lines, size_t n)
 {
     static const char *const heads[5] = {"requests", "prompt_tokens", "completion_tokens", "errors", "avg_latency_ms"};
@@ -586,76 +497,53 @@ static void print_table(FILE *out, const char *head0, report_line *lines, size_t
     }
 }
 
-static void fill_cols(report_line *l, int64_t req, int64_t pt, int64_t ct, int64_t errs, double avg)
+static void add_line(report_acc *a, const char *key, const lx_usage_line *l)
 {
-    snprintf(l->cols[0], sizeof l->cols[0], "%" PRId64, req);
-    snprintf(l->cols[1], sizeof l->cols[1], "%" PRId64, pt);
-    snprintf(l->cols[2], sizeof l->cols[2], "%" PRId64, ct);
-    snprintf(l->cols[3], sizeof l->cols[3], "%" PRId64, errs);
-    snprintf(l->cols[4], sizeof l->cols[4], "%.1f", avg);
+    if (a->n == a->cap) {
+        a->cap = a->cap ? a->cap * 2 : 16;
+        a->lines = lx_xrealloc(a->lines, a->cap * sizeof *a->lines);
+    }
+    report_line *r = &a->lines[a->n++];
+    r->key = lx_xstrdup(key);
+    snprintf(r->cols[0], sizeof r->cols[0], "%" PRId64, l->requests);
+    snprintf(r->cols[1], sizeof r->cols[1], "%" PRId64, l->prompt_tokens);
+    snprintf(r->cols[2], sizeof r->cols[2], "%" PRId64, l->completion_tokens);
+    snprintf(r->cols[3], sizeof r->cols[3], "%" PRId64, l->errors);
+    snprintf(r->cols[4], sizeof r->cols[4], "%.1f", l->requests ? l->latency_ms_sum / (double)l->requests : 0);
+}
+
+static void on_line(void *ud, const lx_usage_line *l)
+{
+    report_acc *a = ud;
+    add_line(a, l->key[0] ? l->key : "-", l);
+    a->total.requests += l->requests;
+    a->total.prompt_tokens += l->prompt_tokens;
+    a->total.completion_tokens += l->completion_tokens;
+    a->total.errors += l->errors;
+    a->total.latency_ms_sum += l->latency_ms_sum;
+}
+
+int lx_usage_report_store(const lx_usage_store_opts *o, const lx_usage_query *q, FILE *out, FILE *err)
+{
+    static const char *const heads[] = {"user", "model", "day", "gateway"};
+    const lx_usage_backend *be = o->store == LX_USAGE_STORE_POSTGRES ? &lx_usage_postgres : &lx_usage_sqlite;
+    report_acc a = {0};
+    char msg[512];
+    int rc = be->report(o, q, on_line, &a, msg, sizeof msg);
+    if (rc == 0) {
+        add_line(&a, "total", &a.total);
+        print_table(out, heads[q->by], a.lines, a.n);
+    } else {
+        fprintf(err, "lexora usage: %s\n", msg);
+    }
+    for (size_t i = 0; i < a.n; i++)
+        free(a.lines[i].key);
+    free(a.lines);
+    return rc == 0 ? 0 : 1;
 }
 
 int lx_usage_report(const char *path, const char *since, lx_usage_by by, FILE *out, FILE *err)
 {
-    static const char *const keys[] = {"user", "model", "substr(time, 1, 10)"};
-    static const char *const heads[] = {"user", "model", "day"};
-    char sql[512];
-    snprintf(sql, sizeof sql,
-             "SELECT %s AS k, COUNT(*), COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0),"
-             " SUM(status >= 400 OR error_code IS NOT NULL), COALESCE(SUM(latency_ms), 0)"
-             " FROM usage WHERE ?1 IS NULL OR time >= ?1 GROUP BY k ORDER BY %s",
-             keys[by], by == LX_USAGE_BY_DAY ? "k" : "COUNT(*) DESC, k");
-    sqlite3 *db = NULL;
-    sqlite3_stmt *q = NULL;
-    report_line *lines = NULL;
-    size_t n = 0, cap = 0;
-    int rc = 1;
-    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
-        fprintf(err, "lexora usage: cannot open the usage ledger %s: %s\n", path, sqlite3_errmsg(db));
-        goto done;
-    }
-    sqlite3_busy_timeout(db, 5000);
-    if (sqlite3_prepare_v2(db, sql, -1, &q, NULL) != SQLITE_OK) {
-        fprintf(err, "lexora usage: cannot read the usage ledger %s: %s\n", path, sqlite3_errmsg(db));
-        goto done;
-    }
-    if (since) sqlite3_bind_text(q, 1, since, -1, SQLITE_STATIC);
-    int64_t t_req = 0, t_pt = 0, t_ct = 0, t_err = 0;
-    double t_lat = 0;
-    int step;
-    while ((step = sqlite3_step(q)) == SQLITE_ROW) {
-        if (n == cap) {
-            cap = cap ? cap * 2 : 16;
-            lines = lx_xrealloc(lines, cap * sizeof *lines);
-        }
-        report_line *l = &lines[n++];
-        const unsigned char *k = sqlite3_column_text(q, 0);
-        l->key = lx_xstrdup(k ? (const char *)k : "-");
-        int64_t req = sqlite3_column_int64(q, 1);
-        double lat = sqlite3_column_double(q, 5);
-        fill_cols(l, req, sqlite3_column_int64(q, 2), sqlite3_column_int64(q, 3), sqlite3_column_int64(q, 4),
-                  req ? lat / (double)req : 0);
-        t_req += req;
-        t_pt += sqlite3_column_int64(q, 2);
-        t_ct += sqlite3_column_int64(q, 3);
-        t_err += sqlite3_column_int64(q, 4);
-        t_lat += lat;
-    }
-    if (step != SQLITE_DONE) {
-        fprintf(err, "lexora usage: cannot read the usage ledger %s: %s\n", path, sqlite3_errmsg(db));
-        goto done;
-    }
-    if (n == cap) lines = lx_xrealloc(lines, (cap + 1) * sizeof *lines);
-    report_line *total = &lines[n++];
-    total->key = lx_xstrdup("total");
-    fill_cols(total, t_req, t_pt, t_ct, t_err, t_req ? t_lat / (double)t_req : 0);
-    print_table(out, heads[by], lines, n);
-    rc = 0;
-done:
-    for (size_t i = 0; i < n; i++)
-        free(lines[i].key);
-    free(lines);
-    sqlite3_finalize(q);
-    sqlite3_close(db);
-    return rc;
+    lx_usage_store_opts o = {.store = LX_USAGE_STORE_SQLITE, .db_path = path};
+    return lx_usage_report_store(&o, &(lx_usage_query){.since = since, .by = by}, out, err);
 }

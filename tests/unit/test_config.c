@@ -454,8 +454,9 @@ static void test_unknown_keys(void **state)
                   "health_check.interval: unknown key (valid keys: interval_seconds, failure_threshold, "
                   "cooldown_seconds, timeout_seconds)",
                   NULL);
-    expect_errors("default_model: m\nusage: {path: x}\n", "usage.path: unknown key (valid keys: enabled, db_path)",
-                  NULL);
+    expect_errors(
+        "default_model: m\nusage: {path: x}\n",
+        "usage.path: unknown key (valid keys: enabled, db_path, store, postgres_url, password_file, gateway_id)", NULL);
     expect_errors("default_model: m\nadmin: {password: x}\n",
                   "admin.password: unknown key (valid keys: token, token_file)", NULL);
     expect_errors("default_model: m\nlogging: {path: x}\n",
@@ -1129,6 +1130,49 @@ static void test_other_new_keys(void **state)
     expect_errors("default_model: m\nmetrics: {per_user: \"yes\"}\n", "metrics.per_user: must be true or false", NULL);
     expect_errors("default_model: m\nusage: {enabled: on}\n", "usage.enabled: must be true or false, got \"on\"", NULL);
     expect_errors("default_model: m\nusage: {db_path: \"\"}\n", "usage.db_path: must be a non-empty string", NULL);
+}
+
+/* usage.store: postgres and its keys, checked together */
+static void test_usage_postgres_keys(void **state)
+{
+    (void)state;
+    lx_config *c = lx_test_config("default_model: m\n");
+    assert_int_equal(c->usage.store, LX_USAGE_STORE_SQLITE);
+    assert_null(c->usage.postgres_url);
+    assert_null(c->usage.password_file);
+    assert_string_equal(c->usage.gateway_id, ""); /* the ledger takes the host name */
+    lx_config_unref(c);
+    c = lx_test_config("default_model: m\n"
+                       "usage:\n  store: postgres\n"
+                       "  postgres_url: \"postgresql://lexora@127.0.0.1:5432/lexora?sslmode=disable\"\n"
+                       "  password_file: /etc/passwd\n  gateway_id: \"gw-1.eu:a\"\n");
+    assert_int_equal(c->usage.store, LX_USAGE_STORE_POSTGRES);
+    assert_string_equal(c->usage.postgres_url, "postgresql://lexora@127.0.0.1:5432/lexora?sslmode=disable");
+    assert_string_equal(c->usage.password_file, "/etc/passwd");
+    assert_string_equal(c->usage.gateway_id, "gw-1.eu:a");
+    lx_config_unref(c);
+    c = lx_test_config("default_model: m\nusage: {store: POSTGRES, postgres_url: \"host=db dbname=lexora\"}\n");
+    assert_int_equal(c->usage.store, LX_USAGE_STORE_POSTGRES);
+    lx_config_unref(c);
+    expect_errors("default_model: m\nusage:\n  store: postgres\n",
+                  "cfg.yaml:3: usage.postgres_url: needed when usage.store is postgres", NULL);
+    expect_errors("default_model: m\nusage: {store: mysql}\n", "usage.store: must be sqlite or postgres, got \"mysql\"",
+                  NULL);
+    expect_errors("default_model: m\nusage:\n  store: postgres\n  postgres_url: \"http://db/x\"\n",
+                  "cfg.yaml:4: usage.postgres_url: must be a URL postgresql://", NULL);
+    expect_errors("default_model: m\nusage: {postgres_url: \"postgresql://h/db?bogus=1\"}\n",
+                  "usage.postgres_url: not a connection string libpq accepts", NULL);
+    expect_errors("default_model: m\nusage: {postgres_url: \"host=db bogus=1\"}\n",
+                  "usage.postgres_url: not a connection string libpq accepts: invalid connection option \"bogus\"",
+                  NULL);
+    expect_errors("default_model: m\nusage: {postgres_url: \"\"}\n", "usage.postgres_url: must be a non-empty string",
+                  NULL);
+    expect_errors("default_model: m\nusage: {password_file: /nonexistent/pw}\n",
+                  "usage.password_file: cannot read \"/nonexistent/pw\": No such file or directory", NULL);
+    expect_errors("default_model: m\nusage: {password_file: /tmp}\n",
+                  "usage.password_file: cannot read \"/tmp\": not a regular file", NULL);
+    expect_errors("default_model: m\nusage: {gateway_id: \"gw one\"}\n",
+                  "usage.gateway_id: must be 1 to 63 letters, digits", NULL);
     expect_errors("default_model: m\nlogging: {file: [a]}\n", "logging.file: must be a non-empty string, got a list",
                   NULL);
     expect_errors("default_model: m\nhealth_check: 5\n", "cfg.yaml:2: health_check: must be a mapping", NULL);
@@ -1350,6 +1394,7 @@ int main(void)
         cmocka_unit_test(test_auth_errors),
         cmocka_unit_test(test_admin_token),
         cmocka_unit_test(test_other_new_keys),
+        cmocka_unit_test(test_usage_postgres_keys),
         cmocka_unit_test(test_backend_for),
         cmocka_unit_test(test_refcount),
         cmocka_unit_test(test_kind_names),

@@ -106,6 +106,13 @@ static const struct {
     {"metrics:\n  per_user: false\n", "metrics:\n  per_user: true\n", "metrics.per_user", 0},
     {"usage:\n  enabled: true\n", "usage:\n  enabled: false\n", "usage.enabled", 1},
     {"usage:\n  db_path: \"a.db\"\n", "usage:\n  db_path: \"b.db\"\n", "usage.db_path", 1},
+    {"usage:\n  store: sqlite\n  postgres_url: \"postgresql://h/db\"\n",
+     "usage:\n  store: postgres\n  postgres_url: \"postgresql://h/db\"\n", "usage.store", 1},
+    {"usage:\n  postgres_url: \"postgresql://a/db\"\n", "usage:\n  postgres_url: \"postgresql://b/db\"\n",
+     "usage.postgres_url", 1},
+    {"usage:\n  password_file: \"/etc/passwd\"\n", "usage:\n  password_file: \"/etc/group\"\n", "usage.password_file",
+     1},
+    {"usage:\n  gateway_id: \"gw-a\"\n", "usage:\n  gateway_id: \"gw-b\"\n", "usage.gateway_id", 1},
     {"admin:\n  token: \"secret-1\"\n", "admin:\n  token: \"secret-2\"\n", "admin.token", 0},
 };
 

@@ -1,0 +1,86 @@
+/*
+ * The usage ledger's stores: what the ledger (usage_store.c: the queue, the writer thread, the counters
+ * and the logging) asks of a database. Two implementations: SQLite (usage_sqlite.c, one file per
+ * gateway) and PostgreSQL (usage_pg.c, one database shared by several gateways). Private to
+ * src/observe/usage_*.c and their unit tests.
+ *
+ * Threads: create and destroy on the loop thread; connect, write and disconnect on the writer thread
+ * once it runs (on the loop thread before it starts). report is for `lexora usage` (no gateway running).
+ */
+#ifndef LX_USAGE_BACKEND_H
+#define LX_USAGE_BACKEND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "observe/usage_store.h"
+#include "utils/id.h"
+
+/* One row of the ledger: fixed size, copied by value from the loop thread to the writer. */
+typedef struct {
+    int64_t time_ms;      /* wall clock, when the answer ended */
+    uint64_t run_id, seq; /* the row's key (lx_usage_row_key): unique per gateway */
+    char request_id[LX_REQUEST_ID_MAX];
+    char user[128];
+    char model[256];
+    char backend[128]; /* "" = NULL */
+    char priority[8];  /* "" = NULL */
+    char error_code[48];
+    int status;
+    long prompt_tokens, completion_tokens; /* -1 = NULL */
+    double queue_wait_ms, ttft_ms, latency_ms;
+    bool stream;
+} lx_usage_row;
+
+/* The running totals of one gateway in the ledger. */
+typedef struct {
+    char began[32]; /* ISO 8601 UTC, "" while unknown */
+    uint64_t requests, prompt_tokens, completion_tokens, errors;
+} lx_usage_totals;
+
+/* What a failed write means for its rows. */
+enum {
+    LX_USAGE_WRITE_OK = 0,
+    LX_USAGE_WRITE_DROP = -1,  /* the rows cannot be written (a bad file, a refused statement): lost */
+    LX_USAGE_WRITE_RETRY = -2, /* the database is away: keep the rows and send them again */
+};
+
+/* One report line: key and sums. */
+typedef struct {
+    const char *key;
+    int64_t requests, prompt_tokens, completion_tokens, errors;
+    double latency_ms_sum;
+} lx_usage_line;
+
+typedef void (*lx_usage_line_fn)(void *ud, const lx_usage_line *l);
+
+typedef struct {
+    const char *name;       /* "sqlite", "postgres" */
+    bool connect_in_writer; /* false: connected at start, on the loop thread (a local file: quick) */
+    size_t queue_rows;      /* rows that may wait (twice this while a batch is held for a retry) */
+    void *(*create)(const lx_usage_store_opts *o);
+    /* Connects (if not connected) and creates or migrates the schema. Fills totals (this gateway's) when
+     * it can read them. Returns LX_USAGE_WRITE_OK or a failure class, with err set. */
+    int (*connect)(void *db, lx_usage_totals *totals, char *err, size_t errn);
+    /* Writes rows in one transaction with this gateway's totals, which it fills after the write; a row
+     * whose key is already in the ledger is not written again (nor counted). *written: rows new to it. */
+    int (*write)(void *db, const lx_usage_row *rows, size_t n, lx_usage_totals *totals, size_t *written, char *err,
+                 size_t errn);
+    void (*disconnect)(void *db);
+    void (*destroy)(void *db);
+    /* `lexora usage`: calls fn once per line (sorted as q->by asks). 0, or -1 with err set. */
+    int (*report)(const lx_usage_store_opts *o, const lx_usage_query *q, lx_usage_line_fn fn, void *ud, char *err,
+                  size_t errn);
+} lx_usage_backend;
+
+extern const lx_usage_backend lx_usage_sqlite;
+extern const lx_usage_backend lx_usage_postgres;
+
+/* "YYYY-MM-DDTHH:MM:SS.mmmZ" of a wall-clock time in ms. */
+void lx_usage_iso_ms(char out[32], int64_t ms);
+/* A row's key in the ledger: the writer's run id (random, 16 hex digits) and the row's sequence number. */
+void lx_usage_row_key(char out[40], const lx_usage_row *r);
+static inline bool lx_usage_row_is_error(const lx_usage_row *r) { return r->status >= 400 || r->error_code[0]; }
+
+#endif

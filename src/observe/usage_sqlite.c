@@ -1,0 +1,349 @@
+/*
+ * The usage ledger's SQLite store (usage_backend.h): one file per gateway, WAL mode, the schema in
+ * usage_store.h. A version 1 file (before gateway_id) is migrated in the transaction that opens it.
+ *
+ * Invariants: the handle and its statements belong to the thread that calls connect/write (the writer);
+ * any failure closes the handle, so the next batch opens the file afresh (it may have been fixed or
+ * replaced); a failed write is never retried here (LX_USAGE_WRITE_DROP): what made it fail (a
+ * read-only file, a full disk) would most likely make the retry fail too.
+ */
+#include <inttypes.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "observe/usage_backend.h"
+#include "utils/common.h"
+
+typedef struct {
+    char *path;
+    char gateway_id[LX_USAGE_GATEWAY_ID_MAX];
+    sqlite3 *db;
+    sqlite3_stmt *ins, *upd, *tot;
+} sq;
+
+#define SCHEMA_VERSION 2
+
+static const char create_sql[] = "CREATE TABLE usage ("
+                                 " id INTEGER PRIMARY KEY,"
+                                 " time TEXT NOT NULL,"
+                                 " request_id TEXT NOT NULL,"
+                                 " user TEXT NOT NULL,"
+                                 " model TEXT NOT NULL,"
+                                 " backend TEXT,"
+                                 " priority TEXT,"
+                                 " status INTEGER NOT NULL,"
+                                 " error_code TEXT,"
+                                 " prompt_tokens INTEGER,"
+                                 " completion_tokens INTEGER,"
+                                 " queue_wait_ms REAL NOT NULL,"
+                                 " ttft_ms REAL,"
+                                 " latency_ms REAL NOT NULL,"
+                                 " stream INTEGER NOT NULL,"
+                                 " gateway_id TEXT NOT NULL DEFAULT '',"
+                                 " row_key TEXT);"
+                                 "CREATE INDEX usage_time ON usage(time);";
+
+/* version 1 → 2: each row names its gateway; ?1 is this gateway's id (the file was only ever its own). */
+static const char migrate_v1_sql[] = "ALTER TABLE usage ADD COLUMN gateway_id TEXT NOT NULL DEFAULT '';"
+                                     "ALTER TABLE usage ADD COLUMN row_key TEXT;";
+
+static const char common_sql[] =
+    "CREATE UNIQUE INDEX IF NOT EXISTS usage_key ON usage(gateway_id, row_key);"
+    "CREATE TABLE IF NOT EXISTS ledger_totals ("
+    " id INTEGER PRIMARY KEY CHECK (id = 1),"
+    " began TEXT NOT NULL,"
+    " requests INTEGER NOT NULL,"
+    " prompt_tokens INTEGER NOT NULL,"
+    " completion_tokens INTEGER NOT NULL,"
+    " errors INTEGER NOT NULL);"
+    "INSERT OR IGNORE INTO ledger_totals VALUES (1, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), 0, 0, 0, 0);"
+    "PRAGMA user_version = 2;";
+
+static const char insert_sql[] =
+    "INSERT INTO usage (time, request_id, user, model, backend, priority, status, error_code, prompt_tokens,"
+    " completion_tokens, queue_wait_ms, ttft_ms, latency_ms, stream, gateway_id, row_key)"
+    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+    " ON CONFLICT (gateway_id, row_key) DO NOTHING";
+
+static const char update_sql[] =
+    "UPDATE ledger_totals SET requests = requests + ?1, prompt_tokens = prompt_tokens + ?2,"
+    " completion_tokens = completion_tokens + ?3, errors = errors + ?4 WHERE id = 1";
+
+static const char totals_sql[] =
+    "SELECT began, requests, prompt_tokens, completion_tokens, errors FROM ledger_totals WHERE id = 1";
+
+static void *sq_create(const lx_usage_store_opts *o)
+{
+    sq *s = lx_xcalloc(1, sizeof *s);
+    s->path = lx_xstrdup(o->db_path);
+    snprintf(s->gateway_id, sizeof s->gateway_id, "%s", o->gateway_id);
+    return s;
+}
+
+static void sq_disconnect(void *db)
+{
+    sq *s = db;
+    sqlite3_finalize(s->ins);
+    sqlite3_finalize(s->upd);
+    sqlite3_finalize(s->tot);
+    sqlite3_close(s->db);
+    s->ins = s->upd = s->tot = NULL;
+    s->db = NULL;
+}
+
+static void sq_destroy(void *db)
+{
+    sq *s = db;
+    sq_disconnect(s);
+    free(s->path);
+    free(s);
+}
+
+static int fail(sq *s, char *err, size_t errn, const char *what, const char *msg)
+{
+    snprintf(err, errn, "%s: %s", what, msg ? msg : (s->db ? sqlite3_errmsg(s->db) : "out of memory"));
+    return LX_USAGE_WRITE_DROP;
+}
+
+static int read_totals(sq *s, lx_usage_totals *t)
+{
+    if (s->tot == NULL && sqlite3_prepare_v2(s->db, totals_sql, -1, &s->tot, NULL) != SQLITE_OK) return -1;
+    int rc = sqlite3_step(s->tot);
+    if (rc == SQLITE_ROW) {
+        const unsigned char *b = sqlite3_column_text(s->tot, 0);
+        snprintf(t->began, sizeof t->began, "%s", b ? (const char *)b : "");
+        t->requests = (uint64_t)sqlite3_column_int64(s->tot, 1);
+        t->prompt_tokens = (uint64_t)sqlite3_column_int64(s->tot, 2);
+        t->completion_tokens = (uint64_t)sqlite3_column_int64(s->tot, 3);
+        t->errors = (uint64_t)sqlite3_column_int64(s->tot, 4);
+    }
+    sqlite3_reset(s->tot);
+    return rc == SQLITE_ROW ? 0 : -1;
+}
+
+static int user_version(sqlite3 *db)
+{
+    sqlite3_stmt *q = NULL;
+    int v = -1;
+    if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &q, NULL) == SQLITE_OK && sqlite3_step(q) == SQLITE_ROW)
+        v = sqlite3_column_int(q, 0);
+    sqlite3_finalize(q);
+    return v;
+}
+
+/* Creates the schema or migrates it to SCHEMA_VERSION, inside the open transaction. */
+static int migrate(sq *s, char **msg)
+{
+    int v = user_version(s->db);
+    if (v < 0 || v > SCHEMA_VERSION) {
+        *msg = sqlite3_mprintf(v < 0 ? "cannot read its version" : "schema version %d is newer than this Lexora's", v);
+        return -1;
+    }
+    if (v == SCHEMA_VERSION) return 0;
+    if (v == 0 && sqlite3_exec(s->db, create_sql, NULL, NULL, msg) != SQLITE_OK) return -1;
+    if (v == 1) {
+        if (sqlite3_exec(s->db, migrate_v1_sql, NULL, NULL, msg) != SQLITE_OK) return -1;
+        char *upd = sqlite3_mprintf("UPDATE usage SET gateway_id = %Q", s->gateway_id);
+        int rc = sqlite3_exec(s->db, upd, NULL, NULL, msg);
+        sqlite3_free(upd);
+        if (rc != SQLITE_OK) return -1;
+    }
+    return sqlite3_exec(s->db, common_sql, NULL, NULL, msg) == SQLITE_OK ? 0 : -1;
+}
+
+static int sq_connect(void *db, lx_usage_totals *totals, char *err, size_t errn)
+{
+    sq *s = db;
+    if (s->db) return LX_USAGE_WRITE_OK;
+    int rc = sqlite3_open_v2(s->path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
+    if (rc != SQLITE_OK) {
+        snprintf(err, errn, "cannot open: %s", s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
+        goto fail;
+    }
+    sqlite3_busy_timeout(s->db, 5000);
+    char *msg = NULL;
+    /* journal_mode=WAL may be refused (a read-only file): the schema step then reports the real error */
+    sqlite3_exec(s->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", NULL, NULL, NULL);
+    if (sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, &msg) != SQLITE_OK || migrate(s, &msg) != 0 ||
+        sqlite3_exec(s->db, "COMMIT", NULL, NULL, &msg) != SQLITE_OK) {
+        fail(s, err, errn, "cannot write", msg);
+        sqlite3_free(msg);
+        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+        read_totals(s, totals); /* an existing ledger we cannot write: its totals are still worth showing */
+        goto fail;
+    }
+    if (sqlite3_prepare_v2(s->db, insert_sql, -1, &s->ins, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(s->db, update_sql, -1, &s->upd, NULL) != SQLITE_OK) {
+        fail(s, err, errn, "cannot prepare", NULL);
+        goto fail;
+    }
+    read_totals(s, totals);
+    return LX_USAGE_WRITE_OK;
+fail:
+    sq_disconnect(s);
+    return LX_USAGE_WRITE_DROP;
+}
+
+static void bind_text_or_null(sqlite3_stmt *q, int i, const char *v)
+{
+    if (v[0])
+        sqlite3_bind_text(q, i, v, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(q, i);
+}
+
+static int insert_row(sq *s, const lx_usage_row *r, bool *added)
+{
+    char ts[32], key[40];
+    lx_usage_iso_ms(ts, r->time_ms);
+    lx_usage_row_key(key, r);
+    sqlite3_stmt *q = s->ins;
+    sqlite3_bind_text(q, 1, ts, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 2, r->request_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 3, r->user, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 4, r->model, -1, SQLITE_STATIC);
+    bind_text_or_null(q, 5, r->backend);
+    bind_text_or_null(q, 6, r->priority);
+    sqlite3_bind_int(q, 7, r->status);
+    bind_text_or_null(q, 8, r->error_code);
+    if (r->prompt_tokens >= 0)
+        sqlite3_bind_int64(q, 9, r->prompt_tokens);
+    else
+        sqlite3_bind_null(q, 9);
+    if (r->completion_tokens >= 0)
+        sqlite3_bind_int64(q, 10, r->completion_tokens);
+    else
+        sqlite3_bind_null(q, 10);
+    sqlite3_bind_double(q, 11, r->queue_wait_ms);
+    if (r->ttft_ms >= 0)
+        sqlite3_bind_double(q, 12, r->ttft_ms);
+    else
+        sqlite3_bind_null(q, 12);
+    sqlite3_bind_double(q, 13, r->latency_ms);
+    sqlite3_bind_int(q, 14, r->stream);
+    sqlite3_bind_text(q, 15, s->gateway_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 16, key, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(q);
+    *added = rc == SQLITE_DONE && sqlite3_changes(s->db) == 1;
+    sqlite3_reset(q);
+    sqlite3_clear_bindings(q);
+    return rc == SQLITE_DONE ? 0 : -1;
+}
+
+static int sq_write(void *db, const lx_usage_row *rows, size_t n, lx_usage_totals *totals, size_t *written, char *err,
+                    size_t errn)
+{
+    sq *s = db;
+    int rc = sq_connect(s, totals, err, errn);
+    if (rc != LX_USAGE_WRITE_OK) return rc;
+    char *msg = NULL;
+    if (sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, &msg) != SQLITE_OK) {
+        fail(s, err, errn, "cannot begin", msg);
+        sqlite3_free(msg);
+        goto fail;
+    }
+    int64_t added = 0, pt = 0, ct = 0, errors = 0;
+    for (size_t i = 0; i < n; i++) {
+        const lx_usage_row *r = &rows[i];
+        bool is_new;
+        if (insert_row(s, r, &is_new) != 0) {
+            fail(s, err, errn, "cannot insert", NULL);
+            goto rollback;
+        }
+        if (!is_new) continue;
+        added++;
+        pt += r->prompt_tokens > 0 ? r->prompt_tokens : 0;
+        ct += r->completion_tokens > 0 ? r->completion_tokens : 0;
+        errors += lx_usage_row_is_error(r);
+    }
+    sqlite3_bind_int64(s->upd, 1, added);
+    sqlite3_bind_int64(s->upd, 2, pt);
+    sqlite3_bind_int64(s->upd, 3, ct);
+    sqlite3_bind_int64(s->upd, 4, errors);
+    int step = sqlite3_step(s->upd);
+    sqlite3_reset(s->upd);
+    if (step != SQLITE_DONE) {
+        fail(s, err, errn, "cannot update totals", NULL);
+        goto rollback;
+    }
+    if (read_totals(s, totals) != 0) {
+        fail(s, err, errn, "cannot read totals", NULL);
+        goto rollback;
+    }
+    if (sqlite3_exec(s->db, "COMMIT", NULL, NULL, &msg) != SQLITE_OK) {
+        fail(s, err, errn, "cannot commit", msg);
+        sqlite3_free(msg);
+        goto rollback;
+    }
+    *written = (size_t)added;
+    return LX_USAGE_WRITE_OK;
+rollback:
+    sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+fail:
+    sq_disconnect(s); /* open afresh next time: the file may have been fixed or replaced */
+    return LX_USAGE_WRITE_DROP;
+}
+
+/* ---------- `lexora usage` ---------- */
+
+static int sq_report(const lx_usage_store_opts *o, const lx_usage_query *q, lx_usage_line_fn fn, void *ud, char *err,
+                     size_t errn)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    int rc = -1;
+    if (sqlite3_open_v2(o->db_path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
+        snprintf(err, errn, "cannot open the usage ledger %s: %s", o->db_path, sqlite3_errmsg(db));
+        goto done;
+    }
+    sqlite3_busy_timeout(db, 5000);
+    /* a version 1 file (not migrated yet, read-only here) has no gateway_id: its rows are all its own */
+    const char *gw = user_version(db) == 1 ? "''" : "gateway_id";
+    const char *keys[] = {"user", "model", "substr(time, 1, 10)", gw};
+    char sql[640];
+    snprintf(sql, sizeof sql,
+             "SELECT %s AS k, COUNT(*), COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0),"
+             " SUM(status >= 400 OR error_code IS NOT NULL), COALESCE(SUM(latency_ms), 0)"
+             " FROM usage WHERE (?1 IS NULL OR time >= ?1) AND (?2 IS NULL OR %s = ?2)"
+             " GROUP BY k ORDER BY %s",
+             keys[q->by], gw, q->by == LX_USAGE_BY_DAY ? "k" : "COUNT(*) DESC, k");
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
+        snprintf(err, errn, "cannot read the usage ledger %s: %s", o->db_path, sqlite3_errmsg(db));
+        goto done;
+    }
+    if (q->since) sqlite3_bind_text(st, 1, q->since, -1, SQLITE_STATIC);
+    if (q->gateway) sqlite3_bind_text(st, 2, q->gateway, -1, SQLITE_STATIC);
+    int step;
+    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+        const unsigned char *k = sqlite3_column_text(st, 0);
+        lx_usage_line l = {.key = k ? (const char *)k : "-",
+                           .requests = sqlite3_column_int64(st, 1),
+                           .prompt_tokens = sqlite3_column_int64(st, 2),
+                           .completion_tokens = sqlite3_column_int64(st, 3),
+                           .errors = sqlite3_column_int64(st, 4),
+                           .latency_ms_sum = sqlite3_column_double(st, 5)};
+        fn(ud, &l);
+    }
+    if (step != SQLITE_DONE) {
+        snprintf(err, errn, "cannot read the usage ledger %s: %s", o->db_path, sqlite3_errmsg(db));
+        goto done;
+    }
+    rc = 0;
+done:
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return rc;
+}
+
+const lx_usage_backend lx_usage_sqlite = {
+    .name = "sqlite",
+    .queue_rows = LX_USAGE_QUEUE_ROWS,
+    .create = sq_create,
+    .connect = sq_connect,
+    .write = sq_write,
+    .disconnect = sq_disconnect,
+    .destroy = sq_destroy,
+    .report = sq_report,
+};
