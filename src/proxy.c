@@ -670,6 +670,8 @@ static void forward(proxy_req *p)
         .body_len = p->kreq.body.len,
         .timeout_ms = (uint64_t)(p->backend->timeout_s * 1000.0),
         .small_buffer = p->f.stream,
+        .ca_file = p->backend->ca_file,
+        .tls_insecure = !p->backend->tls_verify,
     };
     lx_buf_init(&p->up_body, p->cfg->server.max_response_bytes);
     p->up_start_ns = lx_now_ns();

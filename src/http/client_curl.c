@@ -822,6 +822,11 @@ static bool easy_setup(curl_up *u, const lx_upstream_req *req)
     SET(CURLOPT_CLOSESOCKETFUNCTION, closesocket_cb);
     SET(CURLOPT_CLOSESOCKETDATA, u->c); /* kept by the connection, which outlives u */
     if (req->connect_timeout_ms) SET(CURLOPT_CONNECTTIMEOUT_MS, (long)req->connect_timeout_ms);
+    if (req->ca_file) SET(CURLOPT_CAINFO, req->ca_file);
+    if (req->tls_insecure) { /* curl keeps connections made this way apart from verified ones */
+        SET(CURLOPT_SSL_VERIFYPEER, 0L);
+        SET(CURLOPT_SSL_VERIFYHOST, 0L);
+    }
     if (req->own_connection) { /* a probe: neither warms the pool nor is fooled by a stale pooled socket */
         SET(CURLOPT_FRESH_CONNECT, 1L);
         SET(CURLOPT_FORBID_REUSE, 1L);
