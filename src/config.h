@@ -14,8 +14,8 @@
  *    `vllm.timeout`; the entry named "vllm" without `url` takes `vllm.url`, and may not give a url that
  *    contradicts an explicit `vllm.url`; `default_model`, when absent, is the first model of the first
  *    enabled backend.
- * Secrets (backends.NAME.api_key, also when read from api_key_file or api_key_env, admin.token, auth.keys[].key) are never quoted back in an error message;
- * a plain auth key is kept only as its SHA-256 (the text is wiped once hashed).
+ * Secrets (backends.NAME.api_key, also when read from api_key_file or api_key_env, admin.token, auth.keys[].key) are
+ * never quoted back in an error message; a plain auth key is kept only as its SHA-256 (the text is wiped once hashed).
  * Files named by the config: admin.token_file is read while loading (a relative path is relative to the
  * working directory); usage.db_path and logging.file are only stored here.
  * Thread-safety: a snapshot is read-only, so any thread may read it; ref/unref happen on the loop thread.
@@ -137,7 +137,7 @@ typedef struct {
     /* https:// backends: the CA bundle to verify them with (NULL: the system's), and whether to verify */
     char *ca_file;
     bool tls_verify;
-    int *gpus;                 /* informational: the GPUs (NVML indexes) it runs on, as listed, for /health */
+    int *gpus; /* informational: the GPUs (NVML indexes) it runs on, as listed, for /health */
     size_t n_gpus;
 } lx_backend_conf;
 

@@ -291,8 +291,8 @@ static int put_tools(req_build *rb, const cJSON *tools)
         const cJSON *type = member(t, "type"), *fn = member(t, "function");
         const cJSON *name = member(fn, "name"), *desc = member(fn, "description"), *params = member(fn, "parameters");
         if (!cJSON_IsString(type) || strcmp(type->valuestring, "function") != 0 || !cJSON_IsString(name))
-            return refuse(rb, "tools", "tools[%zu]: only function tools with a name can be sent to an Anthropic backend",
-                          k);
+            return refuse(rb, "tools",
+                          "tools[%zu]: only function tools with a name can be sent to an Anthropic backend", k);
         cJSON *a = cJSON_CreateObject();
         cJSON_AddStringToObject(a, "name", name->valuestring);
         if (cJSON_IsString(desc)) cJSON_AddStringToObject(a, "description", desc->valuestring);
@@ -326,8 +326,9 @@ static int put_tool_choice(req_build *rb, const cJSON *choice, const cJSON *para
         cJSON_AddStringToObject(tc, "type", "tool");
         cJSON_AddStringToObject(tc, "name", name->valuestring);
     } else {
-        return refuse(rb, "tool_choice", "tool_choice must be auto, required, none or {\"type\":\"function\","
-                                         "\"function\":{\"name\":...}}");
+        return refuse(rb, "tool_choice",
+                      "tool_choice must be auto, required, none or {\"type\":\"function\","
+                      "\"function\":{\"name\":...}}");
     }
     if (no_parallel && !(c && strcmp(c, "none") == 0)) cJSON_AddTrueToObject(tc, "disable_parallel_tool_use");
     return 0;
@@ -402,6 +403,40 @@ static bool is_default(const char *key, const cJSON *v)
     return false;
 }
 
+/* The name of a top-level member as static text (an error's param outlives the body); NULL when unknown. */
+static const char *param_name(const char *key)
+{
+    static const char *const names[] = {
+        "n",
+        "logprobs",
+        "top_logprobs",
+        "logit_bias",
+        "presence_penalty",
+        "frequency_penalty",
+        "seed",
+        "response_format",
+        "audio",
+        "modalities",
+        "functions",
+        "function_call",
+        "prediction",
+        "store",
+        "metadata",
+        "service_tier",
+        "reasoning_effort",
+        "web_search_options",
+        "temperature",
+        "top_p",
+        "stop",
+        "user",
+        "tools",
+        "verbosity",
+    };
+    for (size_t i = 0; i < LX_ARRAY_LEN(names); i++)
+        if (strcmp(names[i], key) == 0) return names[i];
+    return NULL;
+}
+
 /* One top-level member of the OpenAI body. */
 static int put_member(req_build *rb, const cJSON *root, const cJSON *v)
 {
@@ -415,15 +450,15 @@ static int put_member(req_build *rb, const cJSON *root, const cJSON *v)
         if (cJSON_IsTrue(v)) cJSON_AddTrueToObject(rb->out, "stream");
         return 0;
     }
-    if (strcmp(k, "temperature") == 0) return put_number(rb, k, v, 1);
-    if (strcmp(k, "top_p") == 0) return put_number(rb, k, v, 1);
+    if (strcmp(k, "temperature") == 0) return put_number(rb, "temperature", v, 1);
+    if (strcmp(k, "top_p") == 0) return put_number(rb, "top_p", v, 1);
     if (strcmp(k, "stop") == 0) return put_stop(rb, v);
     if (strcmp(k, "user") == 0) return put_user(rb, v);
     if (strcmp(k, "tools") == 0) return put_tools(rb, v);
     (void)root;
     if (is_default(k, v)) return 0;
-    return refuse(rb, k, "%s cannot be translated to Anthropic's Messages API (backend %s); leave it out", k,
-                  rb->ctx->backend->name);
+    return refuse(rb, param_name(k), "%s cannot be translated to Anthropic's Messages API (backend %s); leave it out",
+                  k, rb->ctx->backend->name);
 }
 
 static int build(req_build *rb, const cJSON *root)
@@ -544,10 +579,14 @@ static const char *code_of(const char *type)
     static const struct {
         const char *type, *code;
     } rows[] = {
-        {"invalid_request_error", "invalid_request"}, {"authentication_error", "invalid_api_key"},
-        {"permission_error", "permission_denied"},    {"not_found_error", "model_not_found"},
-        {"request_too_large", "request_too_large"},   {"rate_limit_error", "rate_limit_exceeded"},
-        {"api_error", "upstream_error"},              {"overloaded_error", "overloaded"},
+        {"invalid_request_error", "invalid_request"},
+        {"authentication_error", "invalid_api_key"},
+        {"permission_error", "permission_denied"},
+        {"not_found_error", "model_not_found"},
+        {"request_too_large", "request_too_large"},
+        {"rate_limit_error", "rate_limit_exceeded"},
+        {"api_error", "upstream_error"},
+        {"overloaded_error", "overloaded"},
     };
     for (size_t i = 0; type && i < LX_ARRAY_LEN(rows); i++)
         if (strcmp(rows[i].type, type) == 0) return rows[i].code;
