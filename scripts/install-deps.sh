@@ -18,6 +18,7 @@ packages=(
   systemd # systemd-analyze verify checks deploy/systemd's units; installs without starting anything
   prometheus # promtool checks /metrics; the metrics test starts its own server on loopback (none left running)
   sqlite3 # the usage-ledger tests read the ledger
+  openssl # the https:// backend test makes its CA and certificate (nginx terminates TLS in front of the sim)
 )
 
 if [ "${1:-}" = build ]; then

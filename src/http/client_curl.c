@@ -5,6 +5,8 @@
  * ("timer") for curl's timeouts and one uv_poll_t per socket curl hands over (a sock_ctx, found by fd in
  * c->socks). Connections live in the multi's cache (CURLMOPT_MAXCONNECTS 1024), so consecutive requests
  * to a backend reuse them. Easy handles are pooled (curl_easy_reset) instead of re-created per request.
+ * TLS: a request's ca_file (CURLOPT_CAINFO) and tls_insecure (VERIFYPEER/VERIFYHOST off) are set on its
+ * handle; curl reuses a connection only for a request with the same TLS settings.
  *
  * Sockets. A connection socket keeps one uv_poll_t for its whole life, not one per transfer: in libuv
  * 1.44 uv_poll_init costs an ioctl and an epoll_ctl ADD + DEL, and every uv_poll_start an epoll_ctl DEL

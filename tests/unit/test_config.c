@@ -428,7 +428,8 @@ static void test_unknown_keys(void **state)
                   "cfg.yaml:4: queue.priorities.urgent: unknown key (valid keys: high, normal, low)", NULL);
     expect_errors("backends:\n  vllm:\n    modles: [m]\n",
                   "cfg.yaml:3: backends.vllm.modles: unknown key (valid keys: type, enabled, url, timeout, models, "
-                  "weight, max_concurrency, adaptive, kv_cache_threshold, forward_priority, priority, api_key, api_key_file, api_key_env, default_max_tokens, ca_file, tls_verify, gpus)",
+                  "weight, max_concurrency, adaptive, kv_cache_threshold, forward_priority, priority, api_key, "
+                  "api_key_file, api_key_env, default_max_tokens, ca_file, tls_verify, gpus)",
                   NULL);
     expect_errors("backends:\n  vllm:\n    models:\n      - nmae: m\n",
                   "cfg.yaml:4: backends.vllm.models[0].nmae: unknown key (valid keys: name, upstream_name, path, "

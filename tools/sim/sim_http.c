@@ -1,8 +1,9 @@
 /*
  * lexora-sim: the HTTP face. Routes every request, answers the small endpoints of the server it plays
  * (--api vllm: /health, /ping, /version, /v1/models, /metrics; ollama: /, /api/version, /api/tags,
- * /v1/models; llamacpp: /health, /v1/models) and the simulator's own (/sim/requests, /sim/stats,
- * /sim/control), decides failure injection, and keeps the log of recent /v1/ requests. See sim.h.
+ * /v1/models; llamacpp: /health, /v1/models; anthropic: /v1/models, with /v1/messages, in sim_anthropic.c) and the
+ * simulator's own (/sim/requests, /sim/stats, /sim/control), decides failure injection, and keeps the log of recent
+ * /v1/ requests. See sim.h.
  *
  * Each --api has its own route table and error shapes, as the real server answers: vLLM's envelope;
  * Ollama's OpenAI layer's {"error":{"message","type","param":null,"code":null}} on /v1 (type from the
