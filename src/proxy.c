@@ -650,6 +650,7 @@ static void forward(proxy_req *p)
         .fields = &p->f,
         .set_model = lx_backend_conf_upstream(p->backend, lx_model_name(p->model_used)),
         .priority_value = p->ticket.priority_value,
+        .client = p->req,
     };
     lx_kind_request_reset(&p->kreq);
     lx_kind_error kerr = {.err = LX_ERR_INTERNAL};

@@ -3,7 +3,8 @@
  * completions, the backend Anthropic's; this file translates both ways. See kind.h.
  *
  * Request: the OpenAI body is read whole (cJSON) and a Messages body built from it, with x-api-key
- * (backends.NAME.api_key, from api_key_file or api_key_env) and anthropic-version: 2023-06-01. Every
+ * (backends.NAME.api_key, from api_key_file or api_key_env), anthropic-version: 2023-06-01, and the
+ * client's anthropic-beta header when it sent one. Every
  * member of the client's body is either translated, or, when it means something Anthropic cannot do
  * (n > 1, logprobs, penalties, seed, audio, ...), refused with a 400 naming it: nothing is silently
  * dropped, save x_* members (Lexora's own) and stream_options (the gateway always reads usage).
@@ -34,6 +35,7 @@
 #include <time.h>
 
 #include "backends/kinds.h"
+#include "http/server.h"
 
 #define ANTHROPIC_VERSION "anthropic-version: 2023-06-01"
 #define ID_MAX            128
@@ -483,6 +485,15 @@ static void put_auth(const lx_backend_conf *b, lx_kind_request *out)
     lx_kind_request_header(out, ANTHROPIC_VERSION);
 }
 
+/* The client's anthropic-beta header (beta features it asks Anthropic for), passed on as it came. */
+static void put_beta(const lx_kind_ctx *ctx, lx_kind_request *out)
+{
+    lx_slice v;
+    if (ctx->client == NULL || !lx_http_req_header(ctx->client, "anthropic-beta", &v) || v.len == 0 || v.len > 1024)
+        return;
+    lx_kind_request_headerf(out, "anthropic-beta: %.*s", (int)v.len, v.p);
+}
+
 static int anthropic_request(const lx_kind_ctx *ctx, lx_kind_request *out, lx_kind_error *err)
 {
     if (ctx->ep != LX_EP_CHAT) {
@@ -510,6 +521,7 @@ static int anthropic_request(const lx_kind_ctx *ctx, lx_kind_request *out, lx_ki
     out->path = "/v1/messages";
     lx_kind_request_header(out, "Content-Type: application/json");
     put_auth(ctx->backend, out);
+    put_beta(ctx, out);
 done:
     cJSON_Delete(rb.system);
     cJSON_Delete(rb.out);
@@ -531,10 +543,17 @@ static const char *finish_reason(const char *stop_reason)
     return "stop"; /* end_turn, stop_sequence, pause_turn */
 }
 
+/* A whole number from 0 to max, or -1 (what a backend sends is not trusted to fit a long). */
+static long whole(const cJSON *v, double max)
+{
+    if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0 && v->valuedouble <= max)) return -1;
+    return (long)v->valuedouble;
+}
+
 static long count(const cJSON *usage, const char *key)
 {
-    const cJSON *v = member(usage, key);
-    return cJSON_IsNumber(v) && v->valuedouble >= 0 ? (long)v->valuedouble : 0;
+    long n = whole(member(usage, key), 1e15);
+    return n < 0 ? 0 : n;
 }
 
 /* Anthropic's input_tokens leave out the cache's reads and writes; OpenAI's prompt_tokens count them. */
@@ -774,7 +793,7 @@ static int on_block_start(stream_state *st, const cJSON *ev, lx_buf *out)
 {
     const cJSON *blk = member(ev, "content_block");
     const cJSON *index = member(ev, "index");
-    st->block = cJSON_IsNumber(index) ? (long)index->valuedouble : -1;
+    st->block = whole(index, 1e9);
     st->block_tool = -1;
     const char *type = str_of(blk, "type", "");
     if (strcmp(type, "text") == 0) return put_delta_text(st, out, str_of(blk, "text", ""));
@@ -797,7 +816,7 @@ static int on_block_delta(stream_state *st, const cJSON *ev, lx_buf *out)
     const cJSON *delta = member(ev, "delta");
     const cJSON *index = member(ev, "index");
     const char *type = str_of(delta, "type", "");
-    if (!cJSON_IsNumber(index) || (long)index->valuedouble != st->block) return -1; /* not the open block */
+    if (whole(index, 1e9) != st->block || st->block < 0) return -1; /* not the open block */
     if (strcmp(type, "text_delta") == 0) return put_delta_text(st, out, str_of(delta, "text", ""));
     if (strcmp(type, "input_json_delta") != 0 || st->block_tool < 0) return 0; /* thinking, signatures */
     const char *part = str_of(delta, "partial_json", "");

@@ -46,10 +46,11 @@
 typedef struct {
     lx_endpoint ep;
     const lx_backend_conf *backend;
-    lx_slice body;                /* the client's body, as it came */
-    const lx_body_fields *fields; /* its scan */
-    const char *set_model;        /* the model to name when the body names none (default_model); NULL: it does */
-    long priority_value;          /* the request's queue.priorities number (for backends.NAME.forward_priority) */
+    lx_slice body;                    /* the client's body, as it came */
+    const lx_body_fields *fields;     /* its scan */
+    const char *set_model;            /* the model to name when the body names none (default_model); NULL: it does */
+    long priority_value;              /* the request's queue.priorities number (for backends.NAME.forward_priority) */
+    const struct lx_http_req *client; /* the client's request, for its headers (anthropic-beta); may be NULL */
 } lx_kind_ctx;
 
 #define LX_KIND_MAX_HEADERS 6

@@ -100,6 +100,12 @@ describe('type: anthropic', () => {
       messages: [{ role: 'user', content: [{ type: 'text', text: 'Hello there' }] }],
       temperature: 0.3, metadata: { user_id: 'alice' },
     });
+    // the client's anthropic-beta header is passed on
+    const b = await post(`${lx.url}/v1/chat/completions`, { model: MODEL, messages: [{ role: 'user', content: 'Hi' }], max_tokens: 2 },
+      { 'anthropic-beta': 'prompt-caching-2024-07-31' });
+    assert.equal(b.status, 200, b.text);
+    assert.equal((await lastInference()).headers['anthropic-beta'], 'prompt-caching-2024-07-31');
+    assert.equal(seen.headers['anthropic-beta'], undefined);
     // no max_tokens: the backend's default_max_tokens (100); the sim stops by itself (end_turn → stop)
     const d = await client.chat.completions.create({ model: MODEL, messages: [{ role: 'user', content: 'Hi' }] });
     assert.equal(d.choices[0].finish_reason, 'stop');
