@@ -328,6 +328,19 @@ describe('type: anthropic', () => {
       await lx2.stop();
       rmSync(badDir, { recursive: true, force: true });
     }
+    // a new key in the file: a reload applies it and reports the field, never the key
+    writeFileSync(path.join(dir, 'anthropic.key'), `${KEY}-2\n`);
+    const rl = await post(`${lx.url}/admin/reload`, '');
+    assert.equal(rl.status, 200, rl.text);
+    assert.ok(rl.json.changed.includes('backends.claude.api_key'), rl.text);
+    bodies.push(rl.text);
+    const refused = await post(`${lx.url}/v1/chat/completions`, { model: MODEL, messages: [{ role: 'user', content: 'Hi' }] });
+    assert.equal(refused.status, 401, 'the new key is the one sent');
+    bodies.push(refused.text);
+    writeFileSync(path.join(dir, 'anthropic.key'), `${KEY}\n`);
+    assert.equal((await post(`${lx.url}/admin/reload`, '')).status, 200);
+    const back = await post(`${lx.url}/v1/chat/completions`, { model: MODEL, messages: [{ role: 'user', content: 'Hi' }], max_tokens: 1 });
+    assert.equal(back.status, 200, back.text);
     bodies.push(lx.logs());
     assert.ok(bodies.join('').includes('claude'), 'what was searched speaks of the backend');
     for (const b of bodies) assert.ok(!b.includes(KEY), `the key shows in: ${b.slice(0, 300)}`);
