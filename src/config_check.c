@@ -232,6 +232,7 @@ static void resolve_api_key(lx_cfg_parser *p, lx_backend_conf *b, const lx_cfg_b
     int inline_line = key_line(bi, "api_key"), file_line = key_line(bi, "api_key_file");
     int env_line = key_line(bi, "api_key_env");
     char sub[PATH_LEN];
+    if (!b->enabled) return; /* read when it is enabled (every reload reads the file again) */
     if ((inline_line > 0) + (file_line > 0) + (env_line > 0) > 1) {
         lx_cfg_err(p, file_line ? file_line : env_line, path, "give one of api_key, api_key_file and api_key_env");
         return;
@@ -250,7 +251,7 @@ static void resolve_api_key(lx_cfg_parser *p, lx_backend_conf *b, const lx_cfg_b
         else
             lx_cfg_set_str(&b->api_key, v);
     }
-    if (b->kind == LX_BACKEND_ANTHROPIC && b->enabled && b->api_key == NULL && !inline_line && !file_line && !env_line)
+    if (b->kind == LX_BACKEND_ANTHROPIC && b->api_key == NULL && !inline_line && !file_line && !env_line)
         lx_cfg_err(p, bi->line, path, "type anthropic needs a key: add api_key_file, api_key_env or api_key");
 }
 

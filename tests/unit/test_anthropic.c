@@ -593,6 +593,15 @@ static void test_config_keys(void **state)
         assert_null(strstr(errs.p, KEY)); /* never quoted back */
         lx_buf_free(&errs);
     }
+    /* a disabled entry's key is not read (nor required) until it is enabled */
+    c = parse(
+        "backends:\n  c: {type: anthropic, url: 'https://x', models: [m], api_key: " KEY "}\n"
+        "  d: {type: anthropic, url: 'https://x', models: [n], enabled: false, api_key_env: LEXORA_TEST_NOT_SET_X}\n",
+        &errs);
+    assert_non_null(c);
+    assert_null(c->backends[1].api_key);
+    lx_config_unref(c);
+    lx_buf_free(&errs);
     unsetenv("LEXORA_TEST_ANTHROPIC_KEY");
     unlink(file);
 }
