@@ -20,6 +20,7 @@ packages=(
   prometheus # promtool checks /metrics; the metrics test starts its own server on loopback (none left running)
   sqlite3 # the usage-ledger tests read the ledger
   postgresql # the PostgreSQL ledger's tests and benchmark start their own server on loopback (initdb)
+  openssl # the https:// backend test makes its CA and certificate (nginx terminates TLS in front of the sim)
 )
 
 if [ "${1:-}" = build ]; then

@@ -351,6 +351,11 @@ const lx_keydef lx_cfg_backend_keys[] = {
     K_BOOL(lx_backend_conf, "forward_priority", forward_priority, 0),
     K_INT(lx_backend_conf, "priority", priority, 0, 0, 1000),
     K_SECRET(lx_backend_conf, "api_key", api_key),
+    K_STR(lx_backend_conf, "api_key_file", api_key_file, NULL),
+    K_STR(lx_backend_conf, "api_key_env", api_key_env, NULL),
+    K_LONG(lx_backend_conf, "default_max_tokens", default_max_tokens, 4096, 1, 1000000000, 0),
+    K_STR(lx_backend_conf, "ca_file", ca_file, NULL),
+    K_BOOL(lx_backend_conf, "tls_verify", tls_verify, 1),
     K_LIST("gpus", read_gpus, gpus_list),
     K_END,
 };
@@ -1241,6 +1246,9 @@ static void free_backend(lx_backend_conf *b)
     free(b->name);
     free(b->url);
     free_secret(b->api_key);
+    free(b->api_key_file);
+    free(b->api_key_env);
+    free(b->ca_file);
 }
 
 static void free_strings(char **v, size_t n)

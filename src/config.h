@@ -14,8 +14,8 @@
  *    `vllm.timeout`; the entry named "vllm" without `url` takes `vllm.url`, and may not give a url that
  *    contradicts an explicit `vllm.url`; `default_model`, when absent, is the first model of the first
  *    enabled backend.
- * Secrets (backends.NAME.api_key, admin.token, auth.keys[].key) are never quoted back in an error message;
- * a plain auth key is kept only as its SHA-256 (the text is wiped once hashed).
+ * Secrets (backends.NAME.api_key, also when read from api_key_file or api_key_env, admin.token, auth.keys[].key) are
+ * never quoted back in an error message; a plain auth key is kept only as its SHA-256 (the text is wiped once hashed).
  * Files named by the config: admin.token_file is read while loading (a relative path is relative to the
  * working directory); usage.db_path and logging.file are only stored here.
  * Thread-safety: a snapshot is read-only, so any thread may read it; ref/unref happen on the loop thread.
@@ -36,6 +36,7 @@ typedef enum {
     LX_BACKEND_OLLAMA,
     LX_BACKEND_LLAMACPP,
     LX_BACKEND_OPENAI,     /* any OpenAI-compatible server */
+    LX_BACKEND_ANTHROPIC,  /* Anthropic's Messages API (backends/anthropic.c) */
     LX_BACKEND_KIND_COUNT, /* the built-in kinds */
 } lx_backend_kind;
 
@@ -161,8 +162,15 @@ typedef struct {
     double kv_cache_threshold; /* with adaptive: KV-cache usage (0..1] above which dispatch holds */
     bool forward_priority;     /* send the request's priority number as vLLM's "priority" field */
     int priority;              /* failover order among backends serving a model: lower first, equal share load */
-    char *api_key;             /* sent as "Authorization: Bearer <key>"; NULL when none */
-    int *gpus;                 /* informational: the GPUs (NVML indexes) it runs on, as listed, for /health */
+    char *api_key;             /* sent as "Authorization: Bearer <key>" (type anthropic: x-api-key); NULL when none */
+    /* api_key from a file (read at load, trailing whitespace dropped) or an environment variable: the names */
+    char *api_key_file;
+    char *api_key_env;
+    long default_max_tokens; /* type anthropic: max_tokens when the request gives none (Anthropic requires one) */
+    /* https:// backends: the CA bundle to verify them with (NULL: the system's), and whether to verify */
+    char *ca_file;
+    bool tls_verify;
+    int *gpus; /* informational: the GPUs (NVML indexes) it runs on, as listed, for /health */
     size_t n_gpus;
 } lx_backend_conf;
 

@@ -8,9 +8,10 @@
  * model and an alias to nothing refused), routing.fallbacks (from and to something, never to itself), default_model,
  * the vllm: shorthand's implicit backend, the per-user limits a user inherits from rate_limits.default, and
  * rate_limits.redis_url's parts. A backend with models: auto may serve any name once it is asked, so with one enabled,
- * an alias target or default_model that no backend lists is accepted. Invariants: a check reports through lx_cfg_err
- * and never stops the load; admin.token_file is read here (at most MAX_TOKEN_FILE bytes, a regular file) and its buffer
- * wiped whatever happens.
+ * an alias target or default_model that no backend lists is accepted.
+ * Invariants: a check reports through lx_cfg_err and never stops the load; admin.token_file and
+ * backends.NAME.api_key_file are read here (at most MAX_TOKEN_FILE bytes, a regular file) and the buffer wiped
+ * whatever happens; a key is never quoted in a message.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -52,10 +53,11 @@ void lx_cfg_check_auth(lx_cfg_parser *p, yaml_node_t *v, int line, const char *p
                    "enabled with no keys: list them under keys: (- key_sha256: <64 hex digits>, user: <name>)");
 }
 
-/* Reads a token file: a regular file of at most MAX_TOKEN_FILE bytes; trailing whitespace is dropped. */
-static void read_token_file(lx_cfg_parser *p, int line, const char *path, lx_config *c)
+/* Reads a secret from a file: a regular file of at most MAX_TOKEN_FILE bytes; trailing whitespace is dropped.
+ * what names the secret in messages ("the admin token"); the secret itself is never quoted. */
+static void read_secret_file(lx_cfg_parser *p, int line, const char *path, const char *file, const char *what,
+                             char **dst)
 {
-    const char *file = c->admin.token_file;
     char buf[MAX_TOKEN_FILE + 1];
     ssize_t n = -1;
     struct stat st;
@@ -73,15 +75,20 @@ static void read_token_file(lx_cfg_parser *p, int line, const char *path, lx_con
             n--;
         buf[n] = '\0';
         if (n == 0)
-            lx_cfg_err(p, line, path, "\"%s\" is empty: it should hold the admin token", file);
+            lx_cfg_err(p, line, path, "\"%s\" is empty: it should hold %s", file, what);
         else if (strlen(buf) != (size_t)n || !lx_cfg_is_token(buf))
             lx_cfg_err(p, line, path,
                        "\"%s\" must hold one token of visible ASCII characters (no spaces inside; not shown)", file);
         else
-            lx_cfg_set_str(&c->admin.token, buf);
+            lx_cfg_set_str(dst, buf);
     }
     OPENSSL_cleanse(buf, sizeof buf);
     if (fd >= 0) close(fd);
+}
+
+static void read_token_file(lx_cfg_parser *p, int line, const char *path, lx_config *c)
+{
+    read_secret_file(p, line, path, c->admin.token_file, "the admin token", &c->admin.token);
 }
 
 void lx_cfg_check_admin(lx_cfg_parser *p, yaml_node_t *v, int line, const char *path, void *base)
@@ -217,7 +224,7 @@ static void resolve_kind(lx_cfg_parser *p, lx_backend_conf *b, const lx_cfg_back
     } else if (by_name >= 0) {
         b->kind = (lx_backend_kind)by_name;
     } else if (!bi->lines[BK_TYPE]) {
-        lx_cfg_err(p, bi->line, path, "no type: add \"type: vllm|ollama|llamacpp|openai\"");
+        lx_cfg_err(p, bi->line, path, "no type: add \"type: vllm|ollama|llamacpp|openai|anthropic\"");
     }
 }
 
@@ -240,11 +247,63 @@ static void resolve_url(lx_cfg_parser *p, lx_backend_conf *b, const lx_cfg_backe
                    b->url, c->vllm.url, p->marks[M_VLLM_URL]);
 }
 
+/* The line where a backend entry gave the key of that name, or 0. */
+static int key_line(const lx_cfg_backend_info *bi, const char *key)
+{
+    for (size_t i = 0; lx_cfg_backend_keys[i].name && i < MAX_KEYS; i++)
+        if (strcmp(lx_cfg_backend_keys[i].name, key) == 0) return bi->lines[i];
+    return 0;
+}
+
+/* api_key, api_key_file or api_key_env (at most one): the key lands in api_key; type anthropic needs one. */
+static void resolve_api_key(lx_cfg_parser *p, lx_backend_conf *b, const lx_cfg_backend_info *bi, const char *path)
+{
+    int inline_line = key_line(bi, "api_key"), file_line = key_line(bi, "api_key_file");
+    int env_line = key_line(bi, "api_key_env");
+    char sub[PATH_LEN];
+    if (!b->enabled) return; /* read when it is enabled (every reload reads the file again) */
+    if ((inline_line > 0) + (file_line > 0) + (env_line > 0) > 1) {
+        lx_cfg_err(p, file_line ? file_line : env_line, path, "give one of api_key, api_key_file and api_key_env");
+        return;
+    }
+    if (b->api_key_file) {
+        lx_cfg_join(sub, path, "api_key_file");
+        read_secret_file(p, file_line, sub, b->api_key_file, "the backend's API key", &b->api_key);
+    } else if (b->api_key_env) {
+        lx_cfg_join(sub, path, "api_key_env");
+        const char *v = getenv(b->api_key_env);
+        if (v == NULL || v[0] == '\0')
+            lx_cfg_err(p, env_line, sub, "the environment variable %s is not set or empty", b->api_key_env);
+        else if (!lx_cfg_is_token(v))
+            lx_cfg_err(p, env_line, sub, "the environment variable %s must hold one token of visible ASCII (not shown)",
+                       b->api_key_env);
+        else
+            lx_cfg_set_str(&b->api_key, v);
+    }
+    if (b->kind == LX_BACKEND_ANTHROPIC && b->api_key == NULL && !inline_line && !file_line && !env_line)
+        lx_cfg_err(p, bi->line, path, "type anthropic needs a key: add api_key_file, api_key_env or api_key");
+}
+
+/* ca_file must be readable now, rather than fail every request later. */
+static void resolve_tls(lx_cfg_parser *p, const lx_backend_conf *b, const lx_cfg_backend_info *bi, const char *path)
+{
+    if (b->ca_file == NULL) return;
+    char sub[PATH_LEN];
+    lx_cfg_join(sub, path, "ca_file");
+    int fd = open(b->ca_file, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        lx_cfg_err(p, key_line(bi, "ca_file"), sub, "cannot read \"%s\": %s", b->ca_file, strerror(errno));
+    else
+        close(fd);
+}
+
 static void resolve_backend(lx_cfg_parser *p, lx_backend_conf *b, const lx_cfg_backend_info *bi)
 {
     char path[PATH_LEN];
     lx_cfg_join(path, "backends", b->name);
     resolve_kind(p, b, bi, path);
+    resolve_api_key(p, b, bi, path);
+    resolve_tls(p, b, bi, path);
     if (!bi->lines[BK_TIMEOUT]) b->timeout_s = p->cfg->vllm.timeout_s;
     resolve_url(p, b, bi, path);
     if (b->enabled && b->n_models == 0 && !b->models_auto && !bi->bad)

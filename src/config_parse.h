@@ -15,7 +15,7 @@
 #include "config.h"
 #include "config_keys.h"
 
-#define MAX_KEYS 16 /* rows in the largest table */
+#define MAX_KEYS 24 /* rows in the largest table */
 #define PATH_LEN 256
 
 /* marks[]: for the few keys other keys depend on, the line where each was given: > 0 when given and

@@ -724,6 +724,7 @@ static void forward(proxy_req *p)
         .fields = &p->f,
         .set_model = lx_backend_conf_upstream(p->backend, lx_model_name(p->model_used)),
         .priority_value = p->ticket.priority_value,
+        .client = p->req,
     };
     lx_kind_request_reset(&p->kreq);
     lx_kind_error kerr = {.err = LX_ERR_INTERNAL};
@@ -744,6 +745,8 @@ static void forward(proxy_req *p)
         .body_len = p->kreq.body.len,
         .timeout_ms = (uint64_t)(p->backend->timeout_s * 1000.0),
         .small_buffer = p->f.stream,
+        .ca_file = p->backend->ca_file,
+        .tls_insecure = !p->backend->tls_verify,
     };
     lx_buf_init(&p->up_body, p->cfg->server.max_response_bytes);
     p->up_start_ns = lx_now_ns();

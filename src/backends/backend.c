@@ -51,6 +51,9 @@ struct lx_backend {
     char *url;
     lx_backend_kind kind;
     char *health_url;
+    lx_kind_request probe; /* header lines the kind's probe_headers adds to checks and discovery (its key) */
+    char *ca_file;         /* https://: backends.NAME.ca_file and tls_verify, for checks, discovery, /metrics */
+    bool tls_insecure;
     uv_timer_t hc_timer;
     lx_upstream *hc;
     int hc_status;
@@ -173,13 +176,26 @@ static void on_poll_done(lx_upstream *u, lx_up_result r, const char *detail, voi
 
 static const lx_upstream_cbs poll_cbs = {on_poll_headers, on_poll_data, on_poll_done};
 
+/* A probe's header lines: accept, then what the kind adds (out has LX_KIND_MAX_HEADERS + 2 slots). */
+static const char *const *probe_headers(const lx_backend *b, const char *accept, const char **out)
+{
+    size_t n = 0;
+    out[n++] = accept;
+    for (size_t i = 0; i < b->probe.n_headers; i++)
+        out[n++] = b->probe.headers[i];
+    out[n] = NULL;
+    return out;
+}
+
 static void start_poll(lx_backend *b)
 {
-    static const char *const headers[] = {"Accept: text/plain", NULL};
+    const char *headers[LX_KIND_MAX_HEADERS + 2];
     lx_upstream_req req = {
         .method = "GET",
         .url = b->metrics_url,
-        .headers = headers,
+        .headers = probe_headers(b, "Accept: text/plain", headers),
+        .ca_file = b->ca_file,
+        .tls_insecure = b->tls_insecure,
         .timeout_ms = LX_BACKEND_POLL_TIMEOUT_MS,
         .connect_timeout_ms = LX_BACKEND_POLL_TIMEOUT_MS,
     };
@@ -314,12 +330,14 @@ static const lx_upstream_cbs disc_cbs = {on_disc_headers, on_disc_data, on_disc_
 /* After each passing check: ask b what it serves. */
 static void discover(lx_backend *b)
 {
-    static const char *const headers[] = {"Accept: application/json", NULL};
+    const char *headers[LX_KIND_MAX_HEADERS + 2];
     if (!b->models_auto || b->disc != NULL || b->models_url == NULL || b->set->client == NULL) return;
     lx_upstream_req req = {
         .method = "GET",
         .url = b->models_url,
-        .headers = headers,
+        .headers = probe_headers(b, "Accept: application/json", headers),
+        .ca_file = b->ca_file,
+        .tls_insecure = b->tls_insecure,
         .timeout_ms = b->hc_timeout_ms,
         .connect_timeout_ms = b->hc_timeout_ms,
     };
@@ -423,13 +441,15 @@ static const lx_upstream_cbs hc_cbs = {on_hc_headers, on_hc_data, on_hc_done};
  * drops before any answer, which would hide a backend's failure from the request path). */
 static void on_hc_tick(uv_timer_t *t)
 {
-    static const char *const headers[] = {"Accept: */*", NULL};
+    const char *headers[LX_KIND_MAX_HEADERS + 2];
     lx_backend *b = t->data;
     if (b->hc != NULL || b->retired) return; /* the last check is still running: it counts when it ends */
     lx_upstream_req req = {
         .method = "GET",
         .url = b->health_url,
-        .headers = headers,
+        .headers = probe_headers(b, "Accept: */*", headers),
+        .ca_file = b->ca_file,
+        .tls_insecure = b->tls_insecure,
         .timeout_ms = b->hc_timeout_ms,
         .connect_timeout_ms = b->hc_timeout_ms,
         .own_connection = true, /* see below */
@@ -625,6 +645,17 @@ static void apply_discovery(lx_backend *b, const lx_backend_conf *c)
     if (b->health == LX_HEALTH_UP) discover(b);
 }
 
+/* What every probe of b carries: the kind's header lines (a copy: the snapshot may go first) and TLS options. */
+static void apply_probe(lx_backend *b, const lx_backend_conf *c)
+{
+    const lx_kind *k = lx_kind_get(c->kind);
+    lx_kind_request_reset(&b->probe);
+    if (k->probe_headers) k->probe_headers(c, &b->probe);
+    free(b->ca_file);
+    b->ca_file = c->ca_file ? lx_xstrdup(c->ca_file) : NULL;
+    b->tls_insecure = !c->tls_verify;
+}
+
 static void apply_conf(lx_backend *b, const lx_backend_conf *c)
 {
     bool was_adaptive = b->adaptive && !b->retired;
@@ -671,6 +702,7 @@ void lx_backends_configure(lx_backends *s, const lx_config *c)
         lx_backend *b = lx_backends_find(s, bc->name);
         if (b == NULL) b = backend_new(s, bc->name);
         apply_conf(b, bc);
+        apply_probe(b, bc);
         apply_health(b, c, bc);
         apply_discovery(b, bc);
         b->seen = true;
@@ -692,6 +724,8 @@ static void on_timer_closed(uv_handle_t *h)
     forget_found(b);
     free(b->url);
     free(b->health_url);
+    lx_kind_request_reset(&b->probe);
+    free(b->ca_file);
     free(b);
     if (--s->closing == 0) {
         free(s->v);

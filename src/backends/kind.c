@@ -14,10 +14,9 @@
 #define MAX_KINDS 16
 
 static const lx_kind *kinds[MAX_KINDS] = {
-    [LX_BACKEND_VLLM] = &lx_kind_vllm,
-    [LX_BACKEND_OLLAMA] = &lx_kind_ollama,
-    [LX_BACKEND_LLAMACPP] = &lx_kind_llamacpp,
-    [LX_BACKEND_OPENAI] = &lx_kind_openai,
+    [LX_BACKEND_VLLM] = &lx_kind_vllm,           [LX_BACKEND_OLLAMA] = &lx_kind_ollama,
+    [LX_BACKEND_LLAMACPP] = &lx_kind_llamacpp,   [LX_BACKEND_OPENAI] = &lx_kind_openai,
+    [LX_BACKEND_ANTHROPIC] = &lx_kind_anthropic,
 };
 static size_t n_kinds = LX_BACKEND_KIND_COUNT;
 

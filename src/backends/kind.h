@@ -1,6 +1,6 @@
 /*
- * Backend kinds: what differs between vLLM, a generic OpenAI-compatible server, Ollama, llama.cpp (and
- * later Anthropic), as one table of operations per kind (in the spirit of nginx's upstream module hooks
+ * Backend kinds: what differs between vLLM, a generic OpenAI-compatible server, Ollama, llama.cpp and
+ * Anthropic's Messages API, as one table of operations per kind (in the spirit of nginx's upstream module hooks
  * and redis's ConnectionType). The request pipeline (src/proxy.c), the health checker and the registry
  * (backends/backend.c) call a kind only through this table; adding a kind is one file under
  * src/backends/ that fills an lx_kind, and one line in kind.c's table of built-in kinds (or, for tests
@@ -24,6 +24,8 @@
  *   models_path + parse_models
  *                  what the backend says it serves (for `models: auto`).
  *   load, unload   optional hooks for dynamic model loading; NULL where the kind has none.
+ *   probe_headers  the header lines the health check and discovery send besides Accept (credentials the
+ *                  backend wants even there); NULL: none.
  * Pure functions over their arguments; the table is static and read-only, so any thread may read it.
  */
 #ifndef LX_KIND_H
@@ -44,10 +46,11 @@
 typedef struct {
     lx_endpoint ep;
     const lx_backend_conf *backend;
-    lx_slice body;                /* the client's body, as it came */
-    const lx_body_fields *fields; /* its scan */
-    const char *set_model;        /* the model to name when the body names none (default_model); NULL: it does */
-    long priority_value;          /* the request's queue.priorities number (for backends.NAME.forward_priority) */
+    lx_slice body;                    /* the client's body, as it came */
+    const lx_body_fields *fields;     /* its scan */
+    const char *set_model;            /* the model to name when the body names none (default_model); NULL: it does */
+    long priority_value;              /* the request's queue.priorities number (for backends.NAME.forward_priority) */
+    const struct lx_http_req *client; /* the client's request, for its headers (anthropic-beta); may be NULL */
 } lx_kind_ctx;
 
 #define LX_KIND_MAX_HEADERS 6
@@ -109,6 +112,9 @@ typedef struct lx_kind {
 
     int (*load)(const lx_kind_ctx *ctx, const char *model, lx_kind_request *out);
     int (*unload)(const lx_kind_ctx *ctx, const char *model, lx_kind_request *out);
+
+    /* Adds the backend's probe header lines to out (see probe_headers above). */
+    void (*probe_headers)(const lx_backend_conf *b, lx_kind_request *out);
 } lx_kind;
 
 /* The kind with this config `type:` name, as its index (what lx_backend_conf.kind holds); -1 if none. */

@@ -1,4 +1,5 @@
-/* The built-in backend kinds, one file each (backends/vllm.c, openai.c, ollama.c, llamacpp.c); kind.c lists
+/* The built-in backend kinds, one file each (backends/vllm.c, openai.c, ollama.c, llamacpp.c,
+ * anthropic.c); kind.c lists
  * them in its table. Nothing else should need these names: go through lx_kind_get. Below them, the pieces
  * the Ollama and llama.cpp kinds share (backends/openai_compat.c): pure functions, any thread. */
 #ifndef LX_KINDS_H
@@ -10,6 +11,7 @@ extern const lx_kind lx_kind_vllm;
 extern const lx_kind lx_kind_openai;
 extern const lx_kind lx_kind_ollama;
 extern const lx_kind lx_kind_llamacpp;
+extern const lx_kind lx_kind_anthropic;
 
 /* What an error body of Ollama or llama.cpp says: {"error":"..."} or {"error":{"message":...,"type":...}}. */
 typedef struct {

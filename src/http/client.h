@@ -76,6 +76,8 @@ typedef struct {
     bool small_buffer;           /* a stream of small events: libcurl uses a small receive buffer (memory per
                                     stream); the native transport reads into one buffer shared by all */
     bool own_connection;         /* a new connection, closed after (health checks): the pool is not touched */
+    const char *ca_file;         /* https://: verify the server with this CA bundle (NULL: the system's) */
+    bool tls_insecure;           /* https://: accept any certificate and name (backends.NAME.tls_verify: false) */
 } lx_upstream_req;
 
 typedef enum {

@@ -5,6 +5,8 @@
  * ("timer") for curl's timeouts and one uv_poll_t per socket curl hands over (a sock_ctx, found by fd in
  * c->socks). Connections live in the multi's cache (CURLMOPT_MAXCONNECTS 1024), so consecutive requests
  * to a backend reuse them. Easy handles are pooled (curl_easy_reset) instead of re-created per request.
+ * TLS: a request's ca_file (CURLOPT_CAINFO) and tls_insecure (VERIFYPEER/VERIFYHOST off) are set on its
+ * handle; curl reuses a connection only for a request with the same TLS settings.
  *
  * Sockets. A connection socket keeps one uv_poll_t for its whole life, not one per transfer: in libuv
  * 1.44 uv_poll_init costs an ioctl and an epoll_ctl ADD + DEL, and every uv_poll_start an epoll_ctl DEL
@@ -822,6 +824,11 @@ static bool easy_setup(curl_up *u, const lx_upstream_req *req)
     SET(CURLOPT_CLOSESOCKETFUNCTION, closesocket_cb);
     SET(CURLOPT_CLOSESOCKETDATA, u->c); /* kept by the connection, which outlives u */
     if (req->connect_timeout_ms) SET(CURLOPT_CONNECTTIMEOUT_MS, (long)req->connect_timeout_ms);
+    if (req->ca_file) SET(CURLOPT_CAINFO, req->ca_file);
+    if (req->tls_insecure) { /* curl keeps connections made this way apart from verified ones */
+        SET(CURLOPT_SSL_VERIFYPEER, 0L);
+        SET(CURLOPT_SSL_VERIFYHOST, 0L);
+    }
     if (req->own_connection) { /* a probe: neither warms the pool nor is fooled by a stale pooled socket */
         SET(CURLOPT_FRESH_CONNECT, 1L);
         SET(CURLOPT_FORBID_REUSE, 1L);

@@ -346,7 +346,7 @@ static void test_missing_type(void **state)
                   "  gpu2:\n"
                   "    url: http://gpu2:8000\n"
                   "    models: [m2]\n",
-                  "cfg.yaml:3: backends.gpu2: no type: add \"type: vllm|ollama|llamacpp|openai\"\n", NULL);
+                  "cfg.yaml:3: backends.gpu2: no type: add \"type: vllm|ollama|llamacpp|openai|anthropic\"\n", NULL);
     expect_errors("backends:\n  gpu2:\n", "cfg.yaml:2: backends.gpu2: no type", "cfg.yaml:2: backends.gpu2: no url",
                   "cfg.yaml:2: backends.gpu2: lists no models", NULL);
 }
@@ -429,7 +429,8 @@ static void test_unknown_keys(void **state)
                   "cfg.yaml:4: queue.priorities.urgent: unknown key (valid keys: high, normal, low)", NULL);
     expect_errors("backends:\n  vllm:\n    modles: [m]\n",
                   "cfg.yaml:3: backends.vllm.modles: unknown key (valid keys: type, enabled, url, timeout, models, "
-                  "weight, max_concurrency, adaptive, kv_cache_threshold, forward_priority, priority, api_key, gpus)",
+                  "weight, max_concurrency, adaptive, kv_cache_threshold, forward_priority, priority, api_key, "
+                  "api_key_file, api_key_env, default_max_tokens, ca_file, tls_verify, gpus)",
                   NULL);
     expect_errors("backends:\n  vllm:\n    models:\n      - nmae: m\n",
                   "cfg.yaml:4: backends.vllm.models[0].nmae: unknown key (valid keys: name, upstream_name, path, "
@@ -730,7 +731,7 @@ static void test_several_errors(void **state)
                 "cfg.yaml:4: queue.max_size: must be an integer from 1 to 1000000, got \"lots\"\n"
                 "cfg.yaml:5: default_model: \"missing-model\" is not served by any enabled backend "
                 "(served: m, n)\n"
-                "cfg.yaml:8: backends.gpu2: no type: add \"type: vllm|ollama|llamacpp|openai\"\n"
+                "cfg.yaml:8: backends.gpu2: no type: add \"type: vllm|ollama|llamacpp|openai|anthropic\"\n"
                 "cfg.yaml:9: retry.max_attempts: must be an integer from 1 to 20, got \"0\"\n");
     lx_buf_free(&errs);
     /* a bad model list makes "not served" a guess, so it is left out */

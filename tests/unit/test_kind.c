@@ -296,14 +296,16 @@ static void test_framing(void **state)
 static void test_builtin_kinds(void **state)
 {
     (void)state;
-    static const char *const names[] = {"vllm", "ollama", "llamacpp", "openai"};
-    static const char *const health[] = {"/health", "/api/version", "/health", "/v1/models"};
+    static const char *const names[] = {"vllm", "ollama", "llamacpp", "openai", "anthropic"};
+    static const char *const health[] = {"/health", "/api/version", "/health", "/v1/models", "/v1/models"};
+    _Static_assert(LX_ARRAY_LEN(names) == LX_BACKEND_KIND_COUNT, "one name per built-in kind");
     for (int k = 0; k < LX_BACKEND_KIND_COUNT; k++) {
         assert_int_equal(lx_kind_find(names[k]), k);
         assert_string_equal(lx_backend_kind_name((lx_backend_kind)k), names[k]);
         assert_string_equal(lx_kind_get((lx_backend_kind)k)->health_path, health[k]);
-        /* OpenAI's SSE passes through; Ollama and llama.cpp edit a few chunks (their usage, llama.cpp's timings) */
-        bool edits = k == LX_BACKEND_OLLAMA || k == LX_BACKEND_LLAMACPP;
+        /* OpenAI's SSE passes through; Ollama and llama.cpp edit a few chunks (their usage, llama.cpp's timings);
+         * Anthropic's events are translated */
+        bool edits = k == LX_BACKEND_OLLAMA || k == LX_BACKEND_LLAMACPP || k == LX_BACKEND_ANTHROPIC;
         assert_true((lx_kind_get((lx_backend_kind)k)->stream_event != NULL) == edits);
     }
     assert_int_equal(lx_kind_find("nope"), -1);

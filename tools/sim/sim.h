@@ -1,6 +1,6 @@
 /*
- * lexora-sim internals: a stand-in for vLLM's OpenAI-compatible server, or with --api for Ollama's or
- * llama.cpp's (see docs/SIMULATOR.md).
+ * lexora-sim internals: a stand-in for vLLM's OpenAI-compatible server, or with --api for Ollama's,
+ * llama.cpp's or Anthropic's Messages API (see docs/SIMULATOR.md).
  * Shared by the simulator's own files only; nothing here is part of lexora_core.
  *
  *   sim_main.c     main: options, signals, start and clean stop
@@ -8,6 +8,7 @@
  *   sim_http.c     routing, vLLM's small endpoints, /metrics, the /sim/ endpoints, failure injection,
  *                  the request log
  *   sim_openai.c   chat / completions / embeddings: parsing, validation, answers and SSE chunks
+ *   sim_anthropic.c --api anthropic: /v1/messages (answers, event streams, tool use), /v1/models, errors
  *   sim_engine.c   the batch: slots, the FIFO wait queue, timers for TTFT and inter-token latency
  *   sim_prefix.c   the per-instance prefix cache (an LRU of prompt-prefix keys) behind a shorter TTFT
  *   sim_text.c     deterministic pure pieces: hashing, token counts, words, PRNG, ids, base64
@@ -48,9 +49,10 @@ typedef enum {
     SIM_FAIL_429,  /* 429 with Retry-After: 1 */
     SIM_FAIL_400,  /* 400, as for a request vLLM refuses */
     SIM_FAIL_HANG, /* never answered: held until the client leaves */
+    SIM_FAIL_529,  /* 529, Anthropic's overloaded_error */
 } sim_fail_mode;
 
-typedef enum { SIM_API_VLLM = 0, SIM_API_OLLAMA, SIM_API_LLAMACPP } sim_api;
+typedef enum { SIM_API_VLLM = 0, SIM_API_OLLAMA, SIM_API_LLAMACPP, SIM_API_ANTHROPIC } sim_api;
 
 #define SIM_PREFIX_WINDOW 2048 /* bytes of the rendered prompt the prefix cache looks at */
 #define SIM_PREFIX_BLOCK  256  /* ... cut in blocks of this many bytes */
@@ -82,6 +84,7 @@ typedef struct {
     double load_ms;            /* llama.cpp: 503 "Loading model" for this long after start */
     long prefix_cache_entries; /* 0: no prefix cache */
     double prefix_hit_ttft_ms; /* TTFT when the whole prefix window is cached */
+    const char *api_key;       /* --api anthropic: the x-api-key every /v1/ request must carry; NULL: any */
 } sim_config;
 
 /* --- sim_options.c --- */
@@ -153,7 +156,7 @@ typedef struct sim {
     uint64_t ready_ns; /* --load-ms: llama.cpp answers 503 until then */
 } sim;
 
-typedef enum { SIM_CHAT = 0, SIM_COMPLETION, SIM_EMBEDDING } sim_kind;
+typedef enum { SIM_CHAT = 0, SIM_COMPLETION, SIM_EMBEDDING, SIM_MESSAGES } sim_kind;
 typedef enum { SIM_NEW = 0, SIM_WAITING, SIM_RUNNING, SIM_DONE } sim_state;
 
 struct sim_req {
@@ -184,6 +187,8 @@ struct sim_req {
     sim_prefix_keyset keys;        /* chat and completions: the prompt's prefix keys (n == 0: none) */
     size_t prefix_matched;         /* bytes of the prefix found cached when it started */
     uint64_t started_ns, first_ns; /* running since, first token at: llama.cpp's timings */
+    char *tool_name;               /* Anthropic: the tool_use it answers with (its input in answer); NULL: text */
+    long cached_tokens;            /* Anthropic: cache_read_input_tokens (what the prefix cache held) */
 };
 
 /* --- sim_engine.c --- */
@@ -207,6 +212,18 @@ void sim_out_drop(sim_req *q);          /* midstream failure: cut the connection
 /* POST /v1/chat/completions, /v1/completions, /v1/embeddings. midstream: the request was picked
  * for a midstream failure (streams drop after a few tokens, the others at once). */
 void sim_openai_handle(sim *s, lx_http_req *r, sim_kind kind, bool midstream);
+
+/* --- sim_anthropic.c: --api anthropic's POST /v1/messages and GET /v1/models, and its error shape --- */
+void sim_anthropic_handle(sim *s, lx_http_req *r, bool midstream);
+void sim_anthropic_first(sim_req *q);
+void sim_anthropic_token(sim_req *q, long i);
+void sim_anthropic_finish(sim_req *q);
+void sim_anthropic_drop(sim_req *q); /* midstream failure: an error event, then the stream ends */
+void sim_anthropic_models(sim *s, lx_http_req *r);
+/* {"type":"error","error":{"type":T,"message":M}}, T from the status; extra: one more header, or NULL. */
+void sim_anthropic_error(lx_http_req *r, int status, const char *message, const lx_http_header *extra);
+/* False (and answered 401 authentication_error) when --api-key is set and the request's x-api-key differs. */
+bool sim_anthropic_authorized(const sim *s, lx_http_req *r);
 
 /* --- sim_http.c --- */
 int sim_http_start(sim *s);

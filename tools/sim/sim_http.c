@@ -1,8 +1,9 @@
 /*
  * lexora-sim: the HTTP face. Routes every request, answers the small endpoints of the server it plays
  * (--api vllm: /health, /ping, /version, /v1/models, /metrics; ollama: /, /api/version, /api/tags,
- * /v1/models; llamacpp: /health, /v1/models) and the simulator's own (/sim/requests, /sim/stats,
- * /sim/control), decides failure injection, and keeps the log of recent /v1/ requests. See sim.h.
+ * /v1/models; llamacpp: /health, /v1/models; anthropic: /v1/models, with /v1/messages, in sim_anthropic.c) and the
+ * simulator's own (/sim/requests, /sim/stats, /sim/control), decides failure injection, and keeps the log of recent
+ * /v1/ requests. See sim.h.
  *
  * Each --api has its own route table and error shapes, as the real server answers: vLLM's envelope;
  * Ollama's OpenAI layer's {"error":{"message","type","param":null,"code":null}} on /v1 (type from the
@@ -119,6 +120,7 @@ static void reply_ollama_openai(lx_http_req *r, int status, const char *message)
 void sim_reply_error(sim *s, lx_http_req *r, int status, const char *type, const char *message)
 {
     switch (s->cfg.api) {
+    case SIM_API_ANTHROPIC: sim_anthropic_error(r, status, message, NULL); return;
     case SIM_API_OLLAMA: reply_ollama_openai(r, status, message); return;
     case SIM_API_LLAMACPP: sim_reply_llamacpp_error(r, status, NULL, message); return;
     case SIM_API_VLLM: break;
@@ -137,6 +139,11 @@ static void reply_http_error(sim *s, lx_http_req *r, int status, const char *all
     }
     if (s->cfg.api == SIM_API_LLAMACPP) {
         sim_reply_llamacpp_error(r, 404, NULL, "File Not Found");
+        return;
+    }
+    if (s->cfg.api == SIM_API_ANTHROPIC) {
+        lx_http_header h = {"allow", allow};
+        sim_anthropic_error(r, status, status == 404 ? "Not Found" : "Method Not Allowed", allow ? &h : NULL);
         return;
     }
     const char *phrase = lx_http_reason(status);
@@ -281,6 +288,10 @@ static void inject(sim *s, lx_http_req *r)
         break;
     case SIM_FAIL_429: {
         static const lx_http_header retry_after = {"retry-after", "1"};
+        if (s->cfg.api == SIM_API_ANTHROPIC) {
+            sim_anthropic_error(r, 429, "Simulated failure (lexora-sim --fail-mode 429).", &retry_after);
+            break;
+        }
         reply_json_with(r, 429,
                         error_envelope(s, 429, "RateLimitError", "Simulated failure (lexora-sim --fail-mode 429)."),
                         &retry_after);
@@ -288,6 +299,9 @@ static void inject(sim *s, lx_http_req *r)
     }
     case SIM_FAIL_400:
         sim_reply_error(s, r, 400, "BadRequestError", "Simulated failure (lexora-sim --fail-mode 400).");
+        break;
+    case SIM_FAIL_529:
+        sim_reply_error(s, r, 529, "OverloadedError", "Simulated failure (lexora-sim --fail-mode 529).");
         break;
     case SIM_FAIL_HANG: break; /* no answer: the server keeps the request until the client leaves */
     default: lx_http_req_drop(r); break;
@@ -301,10 +315,14 @@ static void infer(sim *s, lx_http_req *r, sim_kind kind)
         inject(s, r);
         return;
     }
-    sim_openai_handle(s, r, kind, fail);
+    if (kind == SIM_MESSAGES)
+        sim_anthropic_handle(s, r, fail);
+    else
+        sim_openai_handle(s, r, kind, fail);
 }
 
 static void h_chat(sim *s, lx_http_req *r) { infer(s, r, SIM_CHAT); }
+static void h_messages(sim *s, lx_http_req *r) { infer(s, r, SIM_MESSAGES); }
 static void h_completions(sim *s, lx_http_req *r) { infer(s, r, SIM_COMPLETION); }
 static void h_embeddings(sim *s, lx_http_req *r) { infer(s, r, SIM_EMBEDDING); }
 
@@ -577,7 +595,9 @@ static const char *control_one(const cJSON *v, sim_config *cfg, long *fail_first
         if (number_in(v, 500, 500, true)) mode = SIM_FAIL_500;
         if (number_in(v, 429, 429, true)) mode = SIM_FAIL_429;
         if (number_in(v, 400, 400, true)) mode = SIM_FAIL_400;
-        if (mode < 0) return "fail_mode: one of \"503\", \"500\", \"429\", \"400\", \"drop\", \"midstream\", \"hang\"";
+        if (number_in(v, 529, 529, true)) mode = SIM_FAIL_529;
+        if (mode < 0)
+            return "fail_mode: one of \"503\", \"500\", \"429\", \"529\", \"400\", \"drop\", \"midstream\", \"hang\"";
         cfg->fail_mode = (sim_fail_mode)mode;
     } else if (strcmp(k, "ttft_ms") == 0) {
         if (!number_in(v, 0, 3.6e6, false)) return "ttft_ms: a number from 0 to 3600000";
@@ -656,7 +676,16 @@ static const route llamacpp_routes[] = {
     {NULL, NULL, NULL},
 };
 
-static const route *const route_tables[] = {vllm_routes, ollama_routes, llamacpp_routes};
+static const route anthropic_routes[] = {
+    {"/v1/messages", "POST", h_messages},
+    {"/v1/models", "GET", sim_anthropic_models},
+    {"/sim/requests", "GET, DELETE", h_sim_requests},
+    {"/sim/stats", "GET", h_sim_stats},
+    {"/sim/control", "POST", h_sim_control},
+    {NULL, NULL, NULL},
+};
+
+static const route *const route_tables[] = {vllm_routes, ollama_routes, llamacpp_routes, anthropic_routes};
 
 /* llama.cpp listens before its model is loaded and answers 503 on every path meanwhile. */
 static bool still_loading(sim *s, lx_slice path)
@@ -694,6 +723,7 @@ static void on_request(lx_http_req *r, void *ud)
         sim_reply_llamacpp_error(r, 503, "unavailable_error", "Loading model");
         return;
     }
+    if (under_v1(path) && !sim_anthropic_authorized(s, r)) return;
     for (const route *rt = route_tables[s->cfg.api]; rt->path; rt++) {
         if (!lx_slice_eq(path, rt->path)) continue;
         if (method_allowed(rt, lx_http_req_method(r)))

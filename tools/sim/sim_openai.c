@@ -327,7 +327,8 @@ static int check_model(const sim *s, const parsed *p, rejection *e)
         if (p->model == NULL || p->model[0] == '\0') return reject(e, 400, "model is required");
         if (!model_served(s, p->model)) return reject(e, 404, "model '%s' not found", p->model);
         return 0;
-    case SIM_API_VLLM: break;
+    case SIM_API_VLLM:
+    case SIM_API_ANTHROPIC: break; /* Anthropic's own requests go to sim_anthropic.c */
     }
     if (p->model && !model_served(s, p->model)) return reject(e, 404, "The model `%s` does not exist.", p->model);
     return 0;
@@ -376,6 +377,7 @@ static int parse_kind(sim *s, const cJSON *root, parsed *p, rejection *e)
         if (parse_prompt(root, p, e)) return -1;
         break;
     case SIM_EMBEDDING: return parse_input(s, root, p, e);
+    case SIM_MESSAGES: return -1; /* sim_anthropic.c's */
     }
     p->prompt_tokens = LX_MAX(1, p->explicit_tokens + sim_tokens_for_bytes(p->text_bytes));
     return parse_stream(root, p, e);
@@ -625,6 +627,10 @@ static void send_scratch(sim_req *q)
  * the role with the first token. */
 void sim_out_first(sim_req *q)
 {
+    if (q->kind == SIM_MESSAGES) {
+        sim_anthropic_first(q);
+        return;
+    }
     static const char vllm_role[] =
         "{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"logprobs\":null,\"finish_reason\":null}";
     static const char llamacpp_role[] =
@@ -662,6 +668,10 @@ static int token_choice(const sim_req *q, long i, const char *w, size_t n, char 
 
 void sim_out_token(sim_req *q, long i)
 {
+    if (q->kind == SIM_MESSAGES) {
+        sim_anthropic_token(q, i);
+        return;
+    }
     size_t n;
     const char *w = sim_word(q->text_seed, i, &n);
     if (!q->stream) {
@@ -816,6 +826,10 @@ static cJSON *completion_answer(const sim_req *q)
 void sim_out_finish(sim_req *q)
 {
     static const lx_http_header json[] = {{"content-type", "application/json"}};
+    if (q->kind == SIM_MESSAGES) {
+        sim_anthropic_finish(q);
+        return;
+    }
     lx_http_req *http = q->http;
     if (http == NULL) return;
     if (q->stream) {
@@ -832,6 +846,10 @@ void sim_out_finish(sim_req *q)
 
 void sim_out_drop(sim_req *q)
 {
+    if (q->kind == SIM_MESSAGES && q->stream) {
+        sim_anthropic_drop(q);
+        return;
+    }
     lx_http_req *http = q->http;
     q->http = NULL;
     if (http) lx_http_req_drop(http);

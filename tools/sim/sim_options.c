@@ -29,7 +29,7 @@ typedef struct {
 
 static const opt_row rows[] = {
     {"api", OPT_API, 0, 0, AT(api), "KIND",
-     "vllm | ollama | llamacpp: whose wire format and endpoints to speak (default vllm)"},
+     "vllm | ollama | llamacpp | anthropic: whose wire format and endpoints to speak (default vllm)"},
     {"host", OPT_STR, 0, 0, AT(host), "ADDR", "address to listen on (default 127.0.0.1)"},
     {"port", OPT_LONG, 0, 65535, AT(port), "N", "port to listen on, 0 for any free one (default 8000)"},
     {"model", OPT_MODEL, 0, 0, AT(models), "NAME",
@@ -49,7 +49,7 @@ static const opt_row rows[] = {
     {"fail-rate", OPT_DOUBLE, 0, 1, AT(fail_rate), "R", "fraction of inference requests to fail (default 0)"},
     {"fail-first", OPT_LONG, 0, 1e12, AT(fail_first), "N", "fail the first N inference requests (default 0)"},
     {"fail-mode", OPT_FAIL_MODE, 0, 0, AT(fail_mode), "MODE",
-     "503 | 500 | 429 | 400 | drop | midstream | hang: how injected failures fail (default 503)"},
+     "503 | 500 | 429 | 529 | 400 | drop | midstream | hang: how injected failures fail (default 503)"},
     {"seed", OPT_U64, 0, 0, AT(seed), "N", "seed of the failure draws (default 1)"},
     {"flat-errors", OPT_FLAG, 0, 0, AT(flat_errors), NULL,
      "errors in the flat pre-0.10.1 shape {\"object\":\"error\",...}"},
@@ -64,12 +64,14 @@ static const opt_row rows[] = {
      "prefix blocks the cache remembers (LRU), 0 for no prefix cache (default 4096)"},
     {"prefix-hit-ttft-ms", OPT_DOUBLE, 0, 3.6e6, AT(prefix_hit_ttft_ms), "MS",
      "TTFT when the prompt's first 2 KB are cached; partial hits in proportion (default 10)"},
+    {"api-key", OPT_STR, 0, 0, AT(api_key), "KEY",
+     "--api anthropic: requests to /v1/ must carry x-api-key: KEY (401 authentication_error otherwise)"},
     {"quiet", OPT_FLAG, 0, 0, AT(quiet), NULL, "log nothing but errors"},
     {"help", OPT_FLAG, 0, 0, 0, NULL, "show this help and exit"},
 };
 
-static const char *const fail_mode_names[] = {"503", "500", "drop", "midstream", "429", "400", "hang"};
-static const char *const api_names[] = {"vllm", "ollama", "llamacpp"};
+static const char *const fail_mode_names[] = {"503", "500", "drop", "midstream", "429", "400", "hang", "529"};
+static const char *const api_names[] = {"vllm", "ollama", "llamacpp", "anthropic"};
 
 const char *sim_api_name(sim_api a) { return api_names[a]; }
 
@@ -183,8 +185,8 @@ static const char *expected(const opt_row *o)
     case OPT_LONG: return "an integer";
     case OPT_DOUBLE: return "a number";
     case OPT_U64: return "a non-negative integer";
-    case OPT_FAIL_MODE: return "one of 503, 500, 429, 400, drop, midstream, hang";
-    case OPT_API: return "one of vllm, ollama, llamacpp";
+    case OPT_FAIL_MODE: return "one of 503, 500, 429, 529, 400, drop, midstream, hang";
+    case OPT_API: return "one of vllm, ollama, llamacpp, anthropic";
     case OPT_MODEL: return "a non-empty name (at most 32 of them)";
     default: return "a non-empty value";
     }
@@ -239,15 +241,18 @@ int sim_options_parse(sim_config *c, int argc, char **argv, char *err, size_t er
         int rc = parse_one(c, argc, argv, &i, err, err_len);
         if (rc != 0) return rc;
     }
-    if (c->n_models == 0) c->models[c->n_models++] = c->api == SIM_API_OLLAMA ? "llama3.2:latest" : "qwen3-32b";
+    if (c->n_models == 0)
+        c->models[c->n_models++] = c->api == SIM_API_OLLAMA      ? "llama3.2:latest"
+                                   : c->api == SIM_API_ANTHROPIC ? "claude-sonnet-4-5"
+                                                                 : "qwen3-32b";
     return 0;
 }
 
 void sim_options_usage(FILE *out)
 {
     fprintf(out, "Usage: lexora-sim [OPTION]...\n"
-                 "A stand-in for vLLM's OpenAI-compatible server, or Ollama's or llama.cpp's with --api (no GPU\n"
-                 "needed). See docs/SIMULATOR.md.\n\n");
+                 "A stand-in for vLLM's OpenAI-compatible server, or Ollama's, llama.cpp's or Anthropic's Messages\n"
+                 "API with --api (no GPU needed). See docs/SIMULATOR.md.\n\n");
     for (size_t i = 0; i < LX_ARRAY_LEN(rows); i++) {
         char left[48];
         snprintf(left, sizeof left, "--%s%s%s", rows[i].name, rows[i].arg ? " " : "", rows[i].arg ? rows[i].arg : "");
