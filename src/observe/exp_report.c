@@ -7,7 +7,7 @@
 
 #include "utils/common.h"
 
-#define Z       1.959963984540054 /* the 97.5 % point of the normal distribution */
+#define Z       1.959963984540054  /* the 97.5 % point of the normal distribution */
 #define Z_POWER 0.8416212335729143 /* the 80 % point: 80 % power */
 
 static void push(lx_samples *s, double x)
@@ -175,8 +175,8 @@ static void verdict(lx_buf *out, lx_exp_metric metric, const lx_exp_variant_data
     double scale = metric == LX_METRIC_ERRORS ? 100 : 1; /* error rates in percentage points */
     const char *unit = metric == LX_METRIC_ERRORS ? " points" : metric == LX_METRIC_LATENCY ? " ms" : "";
     if (va.n < 2 || vb.n < 2) {
-        lx_buf_printf(out, "%s vs %s: not enough data yet (%zu and %zu requests with a %s value)\n", b->name,
-                      a->name, vb.n, va.n, metric_names[metric]);
+        lx_buf_printf(out, "%s vs %s: not enough data yet (%zu and %zu requests with a %s value)\n", b->name, a->name,
+                      vb.n, va.n, metric_names[metric]);
         return;
     }
     double d = vb.m - va.m, half = Z * sqrt(va.var / (double)va.n + vb.var / (double)vb.n);
@@ -189,8 +189,8 @@ static void verdict(lx_buf *out, lx_exp_metric metric, const lx_exp_variant_data
         return;
     }
     if (d == 0) {
-        lx_buf_printf(out, "%s vs %s: no significant difference yet (no difference on %s observed)\n", b->name,
-                      a->name, metric_names[metric]);
+        lx_buf_printf(out, "%s vs %s: no significant difference yet (no difference on %s observed)\n", b->name, a->name,
+                      metric_names[metric]);
         return;
     }
     double need = (Z + Z_POWER) * (Z + Z_POWER) * (va.var + vb.var) / (d * d);

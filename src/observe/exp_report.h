@@ -38,7 +38,7 @@ typedef struct {
     lx_samples latency, ttft, tokens, feedback; /* latency and TTFT of successes; tokens of each request */
 } lx_exp_variant_data;
 
-typedef struct {
+typedef struct lx_exp_data {
     lx_exp_metric metric;
     lx_exp_variant_data *v; /* in the order variants were named (lx_exp_data_variant) or first seen */
     size_t n;

@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "observe/exp_report.h"
 #include "observe/usage_store.h"
 #include "utils/id.h"
 
@@ -24,8 +25,11 @@ typedef struct {
     char request_id[LX_REQUEST_ID_MAX];
     char user[128];
     char model[256];
-    char backend[128]; /* "" = NULL */
-    char priority[8];  /* "" = NULL */
+    char model_used[256]; /* "" = NULL: what answered (after aliases, experiments, fallbacks) */
+    char experiment[128]; /* "" = NULL */
+    char variant[256];    /* "" = NULL */
+    char backend[128];    /* "" = NULL */
+    char priority[8];     /* "" = NULL */
     char error_code[48];
     int status;
     long prompt_tokens, completion_tokens; /* -1 = NULL */
@@ -55,6 +59,9 @@ typedef struct {
 
 typedef void (*lx_usage_line_fn)(void *ud, const lx_usage_line *l);
 
+/* One ledger row of an experiment, with its feedback (observe/exp_report.h), for the experiment report. */
+typedef void (*lx_usage_exp_fn)(void *ud, const lx_exp_row *r);
+
 typedef struct {
     const char *name;       /* "sqlite", "postgres" */
     bool connect_in_writer; /* false: connected at start, on the loop thread (a local file: quick) */
@@ -72,6 +79,13 @@ typedef struct {
     /* `lexora usage`: calls fn once per line (sorted as q->by asks). 0, or -1 with err set. */
     int (*report)(const lx_usage_store_opts *o, const lx_usage_query *q, lx_usage_line_fn fn, void *ud, char *err,
                   size_t errn);
+    /* Feedback on a request (the writer thread, after the rows before it are written): the request's latest
+     * row is looked up by id; out->verdict says what became of it. Returns LX_USAGE_WRITE_OK or a failure
+     * class (the store is away, or refused), with err set. */
+    int (*feedback)(void *db, const lx_usage_feedback *f, lx_usage_feedback_result *out, char *err, size_t errn);
+    /* The experiment report: fn once per row of the experiment since since (NULL: all), with its feedback. */
+    int (*experiment_rows)(const lx_usage_store_opts *o, const char *experiment, const char *since, lx_usage_exp_fn fn,
+                           void *ud, char *err, size_t errn);
 } lx_usage_backend;
 
 extern const lx_usage_backend lx_usage_sqlite;

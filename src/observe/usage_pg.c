@@ -9,6 +9,8 @@
  *            backend, priority, status, error_code, prompt_tokens, completion_tokens, queue_wait_ms,
  *            ttft_ms, latency_ms, stream boolean, UNIQUE (gateway_id, row_key)); index on time;
  *      ledger_totals(gateway_id PRIMARY KEY, began, requests, prompt_tokens, completion_tokens, errors).
+ *   2: usage gains model_used, experiment, variant; indexes on request_id and (experiment, time);
+ *      feedback(request_id PRIMARY KEY, time, "user", experiment, variant, score, comment, gateway_id).
  *
  * A batch is one transaction of multi-row INSERTs (up to LX_USAGE_PG_CHUNK rows each, all values as
  * text parameters) with ON CONFLICT (gateway_id, row_key) DO NOTHING; the same statement adds what was
@@ -83,6 +85,19 @@ static const char *const migrations[] = {
     " prompt_tokens bigint NOT NULL DEFAULT 0,"
     " completion_tokens bigint NOT NULL DEFAULT 0,"
     " errors bigint NOT NULL DEFAULT 0);",
+    /* 2 */
+    "ALTER TABLE usage ADD COLUMN model_used text, ADD COLUMN experiment text, ADD COLUMN variant text;"
+    "CREATE INDEX usage_request ON usage (request_id);"
+    "CREATE INDEX usage_experiment ON usage (experiment, time) WHERE experiment IS NOT NULL;"
+    "CREATE TABLE feedback ("
+    " request_id text PRIMARY KEY,"
+    " time timestamptz NOT NULL DEFAULT now(),"
+    " \"user\" text NOT NULL,"
+    " experiment text,"
+    " variant text,"
+    " score double precision NOT NULL,"
+    " comment text,"
+    " gateway_id text NOT NULL);",
 };
 #define N_MIGRATIONS (sizeof migrations / sizeof migrations[0])
 
@@ -93,7 +108,7 @@ void lx_usage_pg_batch_sql(lx_buf *out, size_t n)
     lx_buf_reset(out);
     lx_buf_append_str(out, "WITH ins AS (INSERT INTO usage (gateway_id, row_key, time, request_id, \"user\", model,"
                            " backend, priority, status, error_code, prompt_tokens, completion_tokens,"
-                           " queue_wait_ms, ttft_ms, latency_ms, stream) VALUES ");
+                           " queue_wait_ms, ttft_ms, latency_ms, stream, model_used, experiment, variant) VALUES ");
     size_t p = 2; /* $1 is the gateway id */
     for (size_t i = 0; i < n; i++) {
         lx_buf_append_str(out, i ? ",($1" : "($1");
@@ -161,6 +176,9 @@ void lx_usage_pg_batch_params(const lx_usage_row *rows, size_t n, const char *ga
         v[12] = opt_ms(t->ttft, sizeof t->ttft, r->ttft_ms);
         v[13] = t->latency;
         v[14] = r->stream ? "t" : "f";
+        v[15] = opt_str(r->model_used);
+        v[16] = opt_str(r->experiment);
+        v[17] = opt_str(r->variant);
     }
 }
 
@@ -505,6 +523,97 @@ static int pg_report(const lx_usage_store_opts *o, const lx_usage_query *q, lx_u
     return rc;
 }
 
+/* ---------- feedback ---------- */
+
+/* Looks the request up and stores the feedback, in the open transaction; 0 or a failure class. */
+static int store_feedback(pg *s, const lx_usage_feedback *f, lx_usage_feedback_result *out, char *err, size_t errn)
+{
+    const char *id[] = {f->request_id};
+    PGresult *r = PQexecParams(s->conn,
+                               "SELECT \"user\", coalesce(experiment, ''), coalesce(variant, '') FROM usage"
+                               " WHERE request_id = $1 ORDER BY id DESC LIMIT 1",
+                               1, NULL, id, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) return classify(s, r, "cannot look the request up", err, errn);
+    out->verdict = LX_FEEDBACK_UNKNOWN;
+    char owner[128] = "";
+    if (PQntuples(r) == 1) {
+        snprintf(owner, sizeof owner, "%s", PQgetvalue(r, 0, 0));
+        snprintf(out->experiment, sizeof out->experiment, "%s", PQgetvalue(r, 0, 1));
+        snprintf(out->variant, sizeof out->variant, "%s", PQgetvalue(r, 0, 2));
+        out->verdict = f->admin || strcmp(owner, f->user) == 0 ? LX_FEEDBACK_STORED : LX_FEEDBACK_NOT_YOURS;
+    }
+    PQclear(r);
+    if (out->verdict != LX_FEEDBACK_STORED) return 0;
+    char score[32];
+    snprintf(score, sizeof score, "%.17g", f->score);
+    const char *v[] = {f->request_id, owner, out->experiment, out->variant, score, f->comment, s->gateway_id};
+    r = PQexecParams(s->conn,
+                     "INSERT INTO feedback (request_id, \"user\", experiment, variant, score, comment, gateway_id)"
+                     " VALUES ($1, $2, NULLIF($3, ''), NULLIF($4, ''), $5::double precision, NULLIF($6, ''), $7)"
+                     " ON CONFLICT (request_id) DO NOTHING",
+                     7, NULL, v, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK) return classify(s, r, "cannot store feedback", err, errn);
+    if (strcmp(PQcmdTuples(r), "1") != 0) out->verdict = LX_FEEDBACK_TWICE;
+    PQclear(r);
+    return 0;
+}
+
+static int pg_feedback(void *db, const lx_usage_feedback *f, lx_usage_feedback_result *out, char *err, size_t errn)
+{
+    pg *s = db;
+    lx_usage_totals unused;
+    int rc = pg_connect(s, &unused, err, errn);
+    if (rc || (rc = exec_ok(s, "BEGIN", "cannot begin", err, errn))) return rc;
+    if ((rc = store_feedback(s, f, out, err, errn))) return rc;
+    return exec_ok(s, "COMMIT", "cannot commit", err, errn);
+}
+
+/* ---------- `lexora experiments report` ---------- */
+
+static int pg_experiment_rows(const lx_usage_store_opts *o, const char *experiment, const char *since,
+                              lx_usage_exp_fn fn, void *ud, char *err, size_t errn)
+{
+    static const char sql[] = "SELECT u.variant, u.status, (u.status >= 400 OR u.error_code IS NOT NULL), u.latency_ms,"
+                              " coalesce(u.ttft_ms, -1), CASE WHEN u.prompt_tokens IS NULL THEN -1"
+                              " ELSE u.prompt_tokens + coalesce(u.completion_tokens, 0) END, f.score"
+                              " FROM usage u LEFT JOIN feedback f ON f.request_id = u.request_id"
+                              " WHERE u.experiment = $1 AND u.variant IS NOT NULL"
+                              " AND ($2::timestamptz IS NULL OR u.time >= $2::timestamptz) ORDER BY u.id";
+    char what[300];
+    char *shown = lx_usage_pg_url_redacted(o->postgres_url ? o->postgres_url : "");
+    snprintf(what, sizeof what, "cannot read the usage ledger %s", shown);
+    free(shown);
+    PGconn *c = open_conn(o->postgres_url ? o->postgres_url : "", o->password_file, err, errn);
+    if (c == NULL) {
+        char why[256];
+        snprintf(why, sizeof why, "%s", err);
+        snprintf(err, errn, "%s: %s", what, why);
+        return -1;
+    }
+    const char *params[] = {experiment, since};
+    PGresult *r = PQexecParams(c, sql, 2, NULL, params, NULL, NULL, 0);
+    int rc = -1;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        copy_error(err, errn, what, PQresultErrorMessage(r));
+    } else {
+        for (int i = 0; i < PQntuples(r); i++) {
+            lx_exp_row row = {.variant = PQgetvalue(r, i, 0),
+                              .status = (int)strtol(PQgetvalue(r, i, 1), NULL, 10),
+                              .error = PQgetvalue(r, i, 2)[0] == 't',
+                              .latency_ms = strtod(PQgetvalue(r, i, 3), NULL),
+                              .ttft_ms = strtod(PQgetvalue(r, i, 4), NULL),
+                              .tokens = strtol(PQgetvalue(r, i, 5), NULL, 10),
+                              .has_feedback = !PQgetisnull(r, i, 6),
+                              .score = strtod(PQgetvalue(r, i, 6), NULL)};
+            fn(ud, &row);
+        }
+        rc = 0;
+    }
+    PQclear(r);
+    PQfinish(c);
+    return rc;
+}
+
 const lx_usage_backend lx_usage_postgres = {
     .name = "postgres",
     .connect_in_writer = true,
@@ -515,4 +624,6 @@ const lx_usage_backend lx_usage_postgres = {
     .disconnect = pg_disconnect,
     .destroy = pg_destroy,
     .report = pg_report,
+    .feedback = pg_feedback,
+    .experiment_rows = pg_experiment_rows,
 };

@@ -10,8 +10,8 @@
 #include "observe/usage_backend.h"
 #include "utils/buf.h"
 
-#define LX_USAGE_PG_COLS  15   /* parameters per row (the gateway id, $1, is shared) */
-#define LX_USAGE_PG_CHUNK 1000 /* rows per INSERT: 1 + 15000 parameters, under PostgreSQL's 65535 */
+#define LX_USAGE_PG_COLS  18   /* parameters per row (the gateway id, $1, is shared) */
+#define LX_USAGE_PG_CHUNK 1000 /* rows per INSERT: 1 + 18000 parameters, under PostgreSQL's 65535 */
 
 /* The texts of one row's parameters that are not in the row itself. */
 typedef struct {

@@ -1,6 +1,7 @@
 /*
  * The usage ledger's SQLite store (usage_backend.h): one file per gateway, WAL mode, the schema in
- * usage_store.h. A version 1 file (before gateway_id) is migrated in the transaction that opens it.
+ * usage_store.h. An older file (version 1: before gateway_id; 2: before model_used, experiment, variant and
+ * the feedback table) is migrated in the transaction that opens it.
  *
  * Invariants: the handle and its statements belong to the thread that calls connect/write (the writer);
  * any failure closes the handle, so the next batch opens the file afresh (it may have been fixed or
@@ -23,7 +24,7 @@ typedef struct {
     sqlite3_stmt *ins, *upd, *tot;
 } sq;
 
-#define SCHEMA_VERSION 2
+#define SCHEMA_VERSION 3
 
 static const char create_sql[] = "CREATE TABLE usage ("
                                  " id INTEGER PRIMARY KEY,"
@@ -42,8 +43,16 @@ static const char create_sql[] = "CREATE TABLE usage ("
                                  " latency_ms REAL NOT NULL,"
                                  " stream INTEGER NOT NULL,"
                                  " gateway_id TEXT NOT NULL DEFAULT '',"
-                                 " row_key TEXT);"
+                                 " row_key TEXT,"
+                                 " model_used TEXT,"
+                                 " experiment TEXT,"
+                                 " variant TEXT);"
                                  "CREATE INDEX usage_time ON usage(time);";
+
+/* version 2 → 3: what answered, the experiment and its variant; feedback. */
+static const char migrate_v2_sql[] = "ALTER TABLE usage ADD COLUMN model_used TEXT;"
+                                     "ALTER TABLE usage ADD COLUMN experiment TEXT;"
+                                     "ALTER TABLE usage ADD COLUMN variant TEXT;";
 
 /* version 1 → 2: each row names its gateway; ?1 is this gateway's id (the file was only ever its own). */
 static const char migrate_v1_sql[] = "ALTER TABLE usage ADD COLUMN gateway_id TEXT NOT NULL DEFAULT '';"
@@ -59,12 +68,23 @@ static const char common_sql[] =
     " completion_tokens INTEGER NOT NULL,"
     " errors INTEGER NOT NULL);"
     "INSERT OR IGNORE INTO ledger_totals VALUES (1, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), 0, 0, 0, 0);"
-    "PRAGMA user_version = 2;";
+    "CREATE INDEX IF NOT EXISTS usage_request ON usage(request_id);"
+    "CREATE INDEX IF NOT EXISTS usage_experiment ON usage(experiment, time) WHERE experiment IS NOT NULL;"
+    "CREATE TABLE IF NOT EXISTS feedback ("
+    " request_id TEXT PRIMARY KEY,"
+    " time TEXT NOT NULL,"
+    " user TEXT NOT NULL,"
+    " experiment TEXT,"
+    " variant TEXT,"
+    " score REAL NOT NULL,"
+    " comment TEXT,"
+    " gateway_id TEXT NOT NULL);"
+    "PRAGMA user_version = 3;";
 
 static const char insert_sql[] =
     "INSERT INTO usage (time, request_id, user, model, backend, priority, status, error_code, prompt_tokens,"
-    " completion_tokens, queue_wait_ms, ttft_ms, latency_ms, stream, gateway_id, row_key)"
-    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+    " completion_tokens, queue_wait_ms, ttft_ms, latency_ms, stream, gateway_id, row_key, model_used, experiment,"
+    " variant) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"
     " ON CONFLICT (gateway_id, row_key) DO NOTHING";
 
 static const char update_sql[] =
@@ -150,6 +170,7 @@ static int migrate(sq *s, char **msg)
         sqlite3_free(upd);
         if (rc != SQLITE_OK) return -1;
     }
+    if ((v == 1 || v == 2) && sqlite3_exec(s->db, migrate_v2_sql, NULL, NULL, msg) != SQLITE_OK) return -1;
     return sqlite3_exec(s->db, common_sql, NULL, NULL, msg) == SQLITE_OK ? 0 : -1;
 }
 
@@ -225,6 +246,9 @@ static int insert_row(sq *s, const lx_usage_row *r, bool *added)
     sqlite3_bind_int(q, 14, r->stream);
     sqlite3_bind_text(q, 15, s->gateway_id, -1, SQLITE_STATIC);
     sqlite3_bind_text(q, 16, key, -1, SQLITE_STATIC);
+    bind_text_or_null(q, 17, r->model_used);
+    bind_text_or_null(q, 18, r->experiment);
+    bind_text_or_null(q, 19, r->variant);
     int rc = sqlite3_step(q);
     *added = rc == SQLITE_DONE && sqlite3_changes(s->db) == 1;
     sqlite3_reset(q);
@@ -337,6 +361,138 @@ done:
     return rc;
 }
 
+/* ---------- feedback ---------- */
+
+static const char find_sql[] =
+    "SELECT user, COALESCE(experiment, ''), COALESCE(variant, '') FROM usage WHERE request_id = ?1"
+    " ORDER BY id DESC LIMIT 1";
+static const char feedback_sql[] =
+    "INSERT INTO feedback (request_id, time, user, experiment, variant, score, comment, gateway_id)"
+    " VALUES (?1, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), ?2, NULLIF(?3, ''), NULLIF(?4, ''), ?5, NULLIF(?6, ''), ?7)"
+    " ON CONFLICT (request_id) DO NOTHING";
+
+static void copy_col(char *dst, size_t cap, sqlite3_stmt *q, int col)
+{
+    const unsigned char *v = sqlite3_column_text(q, col);
+    snprintf(dst, cap, "%s", v ? (const char *)v : "");
+}
+
+/* Looks the request up and stores the feedback, in the open transaction. -1 on a database error. */
+static int store_feedback(sq *s, const lx_usage_feedback *f, lx_usage_feedback_result *out)
+{
+    sqlite3_stmt *q = NULL;
+    char owner[128] = "";
+    int rc = -1;
+    if (sqlite3_prepare_v2(s->db, find_sql, -1, &q, NULL) != SQLITE_OK) goto done;
+    sqlite3_bind_text(q, 1, f->request_id, -1, SQLITE_STATIC);
+    int step = sqlite3_step(q);
+    if (step != SQLITE_ROW && step != SQLITE_DONE) goto done;
+    rc = 0;
+    out->verdict = LX_FEEDBACK_UNKNOWN;
+    if (step == SQLITE_DONE) goto done;
+    copy_col(owner, sizeof owner, q, 0);
+    copy_col(out->experiment, sizeof out->experiment, q, 1);
+    copy_col(out->variant, sizeof out->variant, q, 2);
+    out->verdict = LX_FEEDBACK_NOT_YOURS;
+    if (!f->admin && strcmp(owner, f->user) != 0) goto done;
+    sqlite3_finalize(q);
+    rc = -1;
+    if (sqlite3_prepare_v2(s->db, feedback_sql, -1, &q, NULL) != SQLITE_OK) goto done;
+    sqlite3_bind_text(q, 1, f->request_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 2, owner, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 3, out->experiment, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 4, out->variant, -1, SQLITE_STATIC);
+    sqlite3_bind_double(q, 5, f->score);
+    sqlite3_bind_text(q, 6, f->comment, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 7, s->gateway_id, -1, SQLITE_STATIC);
+    if (sqlite3_step(q) != SQLITE_DONE) goto done;
+    rc = 0;
+    out->verdict = sqlite3_changes(s->db) == 1 ? LX_FEEDBACK_STORED : LX_FEEDBACK_TWICE;
+done:
+    sqlite3_finalize(q);
+    return rc;
+}
+
+static int sq_feedback(void *db, const lx_usage_feedback *f, lx_usage_feedback_result *out, char *err, size_t errn)
+{
+    sq *s = db;
+    lx_usage_totals unused;
+    int rc = sq_connect(s, &unused, err, errn);
+    if (rc != LX_USAGE_WRITE_OK) return rc;
+    char *msg = NULL;
+    if (sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, &msg) != SQLITE_OK) {
+        fail(s, err, errn, "cannot begin", msg);
+        sqlite3_free(msg);
+        sq_disconnect(s);
+        return LX_USAGE_WRITE_DROP;
+    }
+    if (store_feedback(s, f, out) != 0) {
+        fail(s, err, errn, "cannot store feedback", NULL);
+        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+        sq_disconnect(s);
+        return LX_USAGE_WRITE_DROP;
+    }
+    if (sqlite3_exec(s->db, "COMMIT", NULL, NULL, &msg) != SQLITE_OK) {
+        fail(s, err, errn, "cannot commit", msg);
+        sqlite3_free(msg);
+        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+        sq_disconnect(s);
+        return LX_USAGE_WRITE_DROP;
+    }
+    return LX_USAGE_WRITE_OK;
+}
+
+/* ---------- `lexora experiments report` ---------- */
+
+static int sq_experiment_rows(const lx_usage_store_opts *o, const char *experiment, const char *since,
+                              lx_usage_exp_fn fn, void *ud, char *err, size_t errn)
+{
+    static const char sql[] =
+        "SELECT u.variant, u.status, (u.status >= 400 OR u.error_code IS NOT NULL), u.latency_ms,"
+        " COALESCE(u.ttft_ms, -1), CASE WHEN u.prompt_tokens IS NULL THEN -1"
+        " ELSE u.prompt_tokens + COALESCE(u.completion_tokens, 0) END, f.score"
+        " FROM usage u LEFT JOIN feedback f ON f.request_id = u.request_id"
+        " WHERE u.experiment = ?1 AND u.variant IS NOT NULL AND (?2 IS NULL OR u.time >= ?2) ORDER BY u.id";
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    int rc = -1;
+    if (sqlite3_open_v2(o->db_path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
+        snprintf(err, errn, "cannot open the usage ledger %s: %s", o->db_path, sqlite3_errmsg(db));
+        goto done;
+    }
+    sqlite3_busy_timeout(db, 5000);
+    rc = 0;
+    if (user_version(db) < 3) goto done; /* written before experiments: none of its rows is in one */
+    rc = -1;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
+        snprintf(err, errn, "cannot read the usage ledger %s: %s", o->db_path, sqlite3_errmsg(db));
+        goto done;
+    }
+    sqlite3_bind_text(st, 1, experiment, -1, SQLITE_STATIC);
+    if (since) sqlite3_bind_text(st, 2, since, -1, SQLITE_STATIC);
+    int step;
+    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+        lx_exp_row r = {.variant = (const char *)sqlite3_column_text(st, 0),
+                        .status = sqlite3_column_int(st, 1),
+                        .error = sqlite3_column_int(st, 2) != 0,
+                        .latency_ms = sqlite3_column_double(st, 3),
+                        .ttft_ms = sqlite3_column_double(st, 4),
+                        .tokens = (long)sqlite3_column_int64(st, 5),
+                        .has_feedback = sqlite3_column_type(st, 6) != SQLITE_NULL,
+                        .score = sqlite3_column_double(st, 6)};
+        fn(ud, &r);
+    }
+    if (step != SQLITE_DONE) {
+        snprintf(err, errn, "cannot read the usage ledger %s: %s", o->db_path, sqlite3_errmsg(db));
+        goto done;
+    }
+    rc = 0;
+done:
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return rc;
+}
+
 const lx_usage_backend lx_usage_sqlite = {
     .name = "sqlite",
     .queue_rows = LX_USAGE_QUEUE_ROWS,
@@ -346,4 +502,6 @@ const lx_usage_backend lx_usage_sqlite = {
     .disconnect = sq_disconnect,
     .destroy = sq_destroy,
     .report = sq_report,
+    .feedback = sq_feedback,
+    .experiment_rows = sq_experiment_rows,
 };

@@ -9,6 +9,10 @@
  * level, the counters, the totals, the failure state) is under the mutex; the store's handle belongs
  * to the writer thread once it runs (before that, to lx_usage_store_start on the loop thread).
  * The writer tells the loop about a change of failure state through a uv_async_t, and the loop logs it.
+ * Feedback (lx_usage_store_feedback) is a job for the writer: queued under the mutex, it wakes the writer,
+ * which writes the rows waiting before it (so the request it names is in the store), runs it, and hands
+ * it back through the same uv_async_t; the loop calls its callback. At close the writer runs what is
+ * queued before it stops, and the callbacks run from lx_usage_store_close.
  */
 #include "observe/usage_store.h"
 
@@ -20,12 +24,21 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "observe/exp_report.h"
 #include "observe/usage_backend.h"
 #include "utils/common.h"
 #include "utils/id.h"
 
 #define FLUSH_ROWS        (LX_USAGE_QUEUE_ROWS / 4) /* this many waiting: written without waiting for the interval */
 #define QUEUE_FULL_LOG_NS (60 * 1000000000ull)      /* "rows lost, queue full" at most once a minute */
+
+typedef struct usage_job {
+    lx_usage_feedback f;
+    lx_usage_feedback_result res;
+    lx_usage_feedback_cb cb;
+    void *ud;
+    struct usage_job *next;
+} usage_job;
 
 struct lx_usage_store {
     char *path; /* what the logs and /stats call it: the file, or the URL without its password */
@@ -50,6 +63,7 @@ struct lx_usage_store {
     char last_error[256];
     lx_usage_totals totals;
     uint64_t rows_written, lost_write_failed, lost_queue_full, held;
+    usage_job *jobs, *done; /* feedback waiting for the writer; feedback run, waiting for the loop */
 
     /* loop thread only */
     bool logged_failing;
@@ -130,17 +144,18 @@ static void account(lx_usage_store *st, int rc, size_t n, const lx_usage_totals 
 static lx_usage_row *next_batch(lx_usage_store *st, size_t *n, uint64_t retry_at)
 {
     if (st->held) {
-        for (uint64_t now = lx_now_ns(); !st->stop && now < retry_at; now = lx_now_ns())
+        for (uint64_t now = lx_now_ns(); !st->stop && !st->jobs && now < retry_at; now = lx_now_ns())
             if (uv_cond_timedwait(&st->cv, &st->mu, retry_at - now) != 0) break;
         *n = st->held;
         return st->spare;
     }
-    while (st->n_active == 0 && !st->stop)
+    while (st->n_active == 0 && !st->stop && !st->jobs)
         uv_cond_wait(&st->cv, &st->mu);
     *n = st->n_active;
-    if (*n == 0) return NULL; /* stopping, nothing left */
+    if (*n == 0) return NULL; /* stopping, nothing left; or feedback to run */
     uint64_t deadline = st->first_row_ns + (uint64_t)LX_USAGE_BATCH_MS * 1000000u;
-    for (uint64_t now = lx_now_ns(); !st->stop && now < deadline && st->n_active < FLUSH_ROWS; now = lx_now_ns())
+    for (uint64_t now = lx_now_ns(); !st->stop && !st->jobs && now < deadline && st->n_active < FLUSH_ROWS;
+         now = lx_now_ns())
         if (uv_cond_timedwait(&st->cv, &st->mu, deadline - now) != 0) break;
     lx_usage_row *rows = st->active;
     *n = st->n_active;
@@ -164,6 +179,35 @@ static void first_connect(lx_usage_store *st)
     set_state(st, rc, err);
 }
 
+/* Runs the feedback queued (under mu on entry and exit; the store is used without it). */
+static void run_jobs(lx_usage_store *st)
+{
+    usage_job *list = st->jobs, *rev = NULL;
+    st->jobs = NULL;
+    uv_mutex_unlock(&st->mu);
+    for (usage_job *j = list, *next; j; j = next) { /* queued newest first: run oldest first */
+        next = j->next;
+        j->next = rev;
+        rev = j;
+    }
+    for (usage_job *j = rev; j; j = j->next) {
+        char err[256] = "";
+        int rc = st->be->feedback(st->db, &j->f, &j->res, err, sizeof err);
+        if (rc != LX_USAGE_WRITE_OK) {
+            j->res.verdict = LX_FEEDBACK_UNAVAILABLE;
+            snprintf(j->res.error, sizeof j->res.error, "%s", err);
+        }
+    }
+    uv_mutex_lock(&st->mu);
+    while (rev) {
+        usage_job *j = rev;
+        rev = j->next;
+        j->next = st->done;
+        st->done = j;
+    }
+    uv_async_send(&st->async);
+}
+
 static void writer_main(void *arg)
 {
     lx_usage_store *st = arg;
@@ -174,7 +218,9 @@ static void writer_main(void *arg)
     for (;;) {
         size_t n, written = 0;
         lx_usage_row *rows = next_batch(st, &n, retry_at);
-        if (rows == NULL) break;
+        if (rows == NULL && st->jobs) run_jobs(st);
+        if (rows == NULL && st->jobs == NULL && st->stop) break;
+        if (rows == NULL) continue;
         uv_mutex_unlock(&st->mu);
 
         lx_usage_totals t = {0};
@@ -192,6 +238,7 @@ static void writer_main(void *arg)
             pause_ms = LX_USAGE_RETRY_MIN_MS;
         }
         uv_mutex_lock(&st->mu);
+        if (st->jobs) run_jobs(st);
     }
     uv_mutex_unlock(&st->mu);
     st->be->disconnect(st->db);
@@ -227,7 +274,45 @@ static void report(lx_usage_store *st)
     }
 }
 
-static void on_async(uv_async_t *h) { report(h->data); }
+/* The feedback the writer ran: each callback, oldest first. */
+static void deliver(lx_usage_store *st)
+{
+    uv_mutex_lock(&st->mu);
+    usage_job *list = st->done, *rev = NULL;
+    st->done = NULL;
+    uv_mutex_unlock(&st->mu);
+    while (list) {
+        usage_job *j = list;
+        list = j->next;
+        j->next = rev;
+        rev = j;
+    }
+    while (rev) {
+        usage_job *j = rev;
+        rev = j->next;
+        j->cb(j->ud, &j->res);
+        free(j);
+    }
+}
+
+static void on_async(uv_async_t *h)
+{
+    report(h->data);
+    deliver(h->data);
+}
+
+void lx_usage_store_feedback(lx_usage_store *st, const lx_usage_feedback *f, lx_usage_feedback_cb cb, void *ud)
+{
+    usage_job *j = lx_xcalloc(1, sizeof *j);
+    j->f = *f;
+    j->cb = cb;
+    j->ud = ud;
+    uv_mutex_lock(&st->mu);
+    j->next = st->jobs;
+    st->jobs = j;
+    uv_cond_signal(&st->cv);
+    uv_mutex_unlock(&st->mu);
+}
 
 static uint64_t draw_run_id(void)
 {
@@ -306,8 +391,9 @@ void lx_usage_store_close(lx_usage_store *st)
         st->stop = true;
         uv_cond_signal(&st->cv);
         uv_mutex_unlock(&st->mu);
-        uv_thread_join(&st->thread); /* the writer writes what is waiting first */
+        uv_thread_join(&st->thread); /* the writer writes what is waiting, and runs the feedback, first */
         report(st);
+        deliver(st);
     }
     uv_close((uv_handle_t *)&st->async, on_closed);
 }
@@ -351,6 +437,9 @@ void lx_usage_store_add(lx_usage_store *st, const lx_access_rec *rec)
     copy_str(r->request_id, sizeof r->request_id, rec->request_id);
     copy_str(r->user, sizeof r->user, rec->user && rec->user[0] ? rec->user : "-");
     copy_str(r->model, sizeof r->model, rec->model && rec->model[0] ? rec->model : "-");
+    copy_str(r->model_used, sizeof r->model_used, rec->model_used);
+    copy_str(r->experiment, sizeof r->experiment, rec->experiment);
+    copy_str(r->variant, sizeof r->variant, rec->experiment ? rec->variant : NULL);
     copy_str(r->backend, sizeof r->backend, rec->backend);
     copy_str(r->priority, sizeof r->priority, rec->priority);
     copy_str(r->error_code, sizeof r->error_code, rec->error_code);
@@ -546,4 +635,15 @@ int lx_usage_report(const char *path, const char *since, lx_usage_by by, FILE *o
 {
     lx_usage_store_opts o = {.store = LX_USAGE_STORE_SQLITE, .db_path = path};
     return lx_usage_report_store(&o, &(lx_usage_query){.since = since, .by = by}, out, err);
+}
+
+/* ---------- `lexora experiments report` ---------- */
+
+static void on_exp_row(void *ud, const lx_exp_row *r) { lx_exp_data_add(ud, r); }
+
+int lx_usage_experiment_data(const lx_usage_store_opts *o, const char *experiment, const char *since,
+                             struct lx_exp_data *d, char *err, size_t errn)
+{
+    const lx_usage_backend *be = o->store == LX_USAGE_STORE_POSTGRES ? &lx_usage_postgres : &lx_usage_sqlite;
+    return be->experiment_rows(o, experiment, since, on_exp_row, d, err, errn);
 }

@@ -132,6 +132,44 @@ int lx_usage_report_store(const lx_usage_store_opts *o, const lx_usage_query *q,
 /* The SQLite ledger at path, all gateways. */
 int lx_usage_report(const char *path, const char *since, lx_usage_by by, FILE *out, FILE *err);
 
+/* --- feedback on a request (POST /v1/feedback), stored in the ledger --- */
+
+#define LX_USAGE_COMMENT_MAX 2000
+
+typedef struct {
+    char request_id[64];
+    char user[128];                         /* the caller */
+    bool admin;                             /* the caller has the admin token: any request */
+    double score;                           /* in [-1, 1] */
+    char comment[LX_USAGE_COMMENT_MAX + 1]; /* "" = none */
+} lx_usage_feedback;
+
+typedef enum {
+    LX_FEEDBACK_STORED = 0,
+    LX_FEEDBACK_UNKNOWN,     /* no request of that id in the ledger */
+    LX_FEEDBACK_NOT_YOURS,   /* another user's request */
+    LX_FEEDBACK_TWICE,       /* that request has its feedback already */
+    LX_FEEDBACK_UNAVAILABLE, /* the ledger cannot be read or written now */
+} lx_feedback_verdict;
+
+typedef struct {
+    lx_feedback_verdict verdict;
+    char experiment[128], variant[256]; /* the request's, "" when it was in none */
+    char error[256];                    /* with LX_FEEDBACK_UNAVAILABLE */
+} lx_usage_feedback_result;
+
+typedef void (*lx_usage_feedback_cb)(void *ud, const lx_usage_feedback_result *r);
+
+/* Hands f to the writer thread, which writes the rows queued before it, then stores it; cb runs later on the
+ * loop thread (also when the store is closed first: verdict UNAVAILABLE). f is copied. */
+void lx_usage_store_feedback(lx_usage_store *st, const lx_usage_feedback *f, lx_usage_feedback_cb cb, void *ud);
+
+/* --- `lexora experiments report`: an experiment's rows from the ledger o names --- */
+struct lx_exp_data;
+/* Adds every row of the experiment since since (NULL: all) to d. Returns 0, or -1 with a message in err. */
+int lx_usage_experiment_data(const lx_usage_store_opts *o, const char *experiment, const char *since,
+                             struct lx_exp_data *d, char *err, size_t errn);
+
 /* The host name as a gateway id (at most LX_USAGE_GATEWAY_ID_MAX - 1 bytes), "lexora" if it is unknown. */
 void lx_usage_default_gateway_id(char out[LX_USAGE_GATEWAY_ID_MAX]);
 /* A gateway id the ledger accepts: 1..63 bytes of letters, digits and . _ - : */

@@ -167,7 +167,7 @@ describe('usage ledger in PostgreSQL', { skip: needs(PG_BIN, 'PostgreSQL (initdb
       }
       assert.equal(psql('SELECT count(*) FROM (SELECT request_id FROM usage GROUP BY request_id HAVING count(*) > 1) d'),
         '0', 'no request twice');
-      assert.equal(psql('SELECT max(version) FROM lexora_migrations'), '1');
+      assert.equal(psql('SELECT max(version) FROM lexora_migrations'), '2');
       for (const lx of [a, b]) {
         const metrics = await (await fetch(`${lx.url}/metrics`)).text();
         assert.match(metrics, /lexora_usage_rows_lost_total\{reason="write_failed"\} 0/);

@@ -27,8 +27,14 @@
 
 static void add(lx_exp_data *d, const char *v, bool error, double latency, long tokens, bool fb, double score)
 {
-    lx_exp_row r = {.variant = v, .status = error ? 500 : 200, .error = error, .latency_ms = latency,
-                    .ttft_ms = -1, .tokens = tokens, .has_feedback = fb, .score = score};
+    lx_exp_row r = {.variant = v,
+                    .status = error ? 500 : 200,
+                    .error = error,
+                    .latency_ms = latency,
+                    .ttft_ms = -1,
+                    .tokens = tokens,
+                    .has_feedback = fb,
+                    .score = score};
     lx_exp_data_add(d, &r);
 }
 

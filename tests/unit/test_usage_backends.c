@@ -38,6 +38,9 @@ static lx_usage_row row(uint64_t seq, const char *id, int status, long pt, long 
     if (status < 400) snprintf(r.backend, sizeof r.backend, "vllm");
     snprintf(r.priority, sizeof r.priority, "high");
     if (status >= 400) snprintf(r.error_code, sizeof r.error_code, "model_not_found");
+    if (status < 400) snprintf(r.model_used, sizeof r.model_used, "qwen3-32b-awq");
+    if (status < 400) snprintf(r.experiment, sizeof r.experiment, "coder");
+    if (status < 400) snprintf(r.variant, sizeof r.variant, "qwen-coder");
     return r;
 }
 
@@ -47,14 +50,14 @@ static void test_batch_sql(void **state)
     lx_buf b;
     lx_buf_init(&b, 0);
     lx_usage_pg_batch_sql(&b, 2);
-    assert_non_null(strstr(b.p, "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16),"
-                                "($1,$17,$18,$19,$20,$21,$22,$23,$24,$25,$26,$27,$28,$29,$30,$31)"
+    assert_non_null(strstr(b.p, "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19),"
+                                "($1,$20,$21,$22,$23,$24,$25,$26,$27,$28,$29,$30,$31,$32,$33,$34,$35,$36,$37)"
                                 " ON CONFLICT (gateway_id, row_key) DO NOTHING"));
-    assert_null(strstr(b.p, "$32"));
+    assert_null(strstr(b.p, "$38"));
     assert_non_null(strstr(b.p, "requests = t.requests + excluded.requests"));
     /* built again for another size, not appended */
     lx_usage_pg_batch_sql(&b, 1);
-    assert_null(strstr(b.p, "$17"));
+    assert_null(strstr(b.p, "$20"));
     assert_int_equal(strstr(b.p, "WITH ins AS") - b.p, 0);
     lx_usage_pg_batch_sql(&b, LX_USAGE_PG_CHUNK);
     char last[16];
@@ -88,6 +91,9 @@ static void test_batch_params(void **state)
     assert_string_equal(a[12], "20.250");
     assert_string_equal(a[13], "100.000");
     assert_string_equal(a[14], "t"); /* odd seq: a stream */
+    assert_string_equal(a[15], "qwen3-32b-awq");
+    assert_string_equal(a[16], "coder");
+    assert_string_equal(a[17], "qwen-coder");
     /* an error: NULL backend, tokens and ttft; its own key */
     assert_string_equal(e[0], "abcdef0123456789-8");
     assert_string_equal(e[2], "req-2");
@@ -98,6 +104,9 @@ static void test_batch_params(void **state)
     assert_null(e[10]);
     assert_null(e[12]);
     assert_string_equal(e[14], "f");
+    assert_null(e[15]); /* not in an experiment, nothing answered */
+    assert_null(e[16]);
+    assert_null(e[17]);
 }
 
 static void test_url_check(void **state)
@@ -270,8 +279,9 @@ static void test_sqlite_migrates_v1(void **state)
     size_t written;
     assert_int_equal(lx_usage_sqlite.write(db, &r, 1, &t, &written, err, sizeof err), LX_USAGE_WRITE_OK);
     lx_usage_sqlite.destroy(db);
-    assert_int_equal(query_int(path, "PRAGMA user_version"), 2);
+    assert_int_equal(query_int(path, "PRAGMA user_version"), 3);
     assert_int_equal(query_int(path, "SELECT COUNT(*) FROM usage WHERE gateway_id = 'old-gw'"), 3);
+    assert_int_equal(query_int(path, "SELECT COUNT(*) FROM usage WHERE experiment = 'coder'"), 1); /* the new row */
     assert_int_equal(query_int(path, "SELECT COUNT(*) FROM usage WHERE row_key IS NULL"), 2);
     assert_int_equal(query_int(path, "SELECT requests FROM ledger_totals"), 3);
 
@@ -378,6 +388,80 @@ static void test_pg_written_once(void **state)
     lx_usage_postgres.destroy(db);
 }
 
+static lx_feedback_verdict give(const lx_usage_backend *be, void *db, const char *id, const char *user, bool admin,
+                                double score, lx_usage_feedback_result *res)
+{
+    lx_usage_feedback f = {.admin = admin, .score = score};
+    snprintf(f.request_id, sizeof f.request_id, "%s", id);
+    snprintf(f.user, sizeof f.user, "%s", user);
+    snprintf(f.comment, sizeof f.comment, "%s", score > 0 ? "good" : "");
+    char err[256];
+    *res = (lx_usage_feedback_result){0};
+    if (be->feedback(db, &f, res, err, sizeof err) != LX_USAGE_WRITE_OK) fail_msg("%s", err);
+    return res->verdict;
+}
+
+static void count_row(void *ud, const lx_exp_row *r)
+{
+    int *n = ud;
+    assert_string_equal(r->variant, "qwen-coder");
+    n[0]++;
+    n[1] += r->has_feedback;
+}
+
+/* Feedback's rules against a store (alice's requests; ids made unique with prefix): stored once with the
+ * request's experiment and variant, refused a second time, someone else's request, an unknown id; the admin
+ * may give it for anyone's; the experiment's rows come back with their feedback. */
+static void feedback_rules(const lx_usage_backend *be, const lx_usage_store_opts *o, const char *prefix)
+{
+    char err[256], id1[64], id2[64], id3[64], exp[64];
+    snprintf(id1, sizeof id1, "%s-fb-1", prefix);
+    snprintf(id2, sizeof id2, "%s-fb-2", prefix);
+    snprintf(id3, sizeof id3, "%s-fb-3", prefix);
+    snprintf(exp, sizeof exp, "coder");
+    void *db = be->create(o);
+    lx_usage_row rows[3] = {row(101, id1, 200, 3, 4), row(102, id2, 200, 3, 4), row(103, id3, 404, -1, -1)};
+    lx_usage_totals t = {0};
+    size_t written;
+    if (be->write(db, rows, 3, &t, &written, err, sizeof err) != LX_USAGE_WRITE_OK) fail_msg("%s", err);
+    lx_usage_feedback_result res;
+    assert_int_equal(give(be, db, id1, "alice", false, 0.5, &res), LX_FEEDBACK_STORED);
+    assert_string_equal(res.experiment, "coder");
+    assert_string_equal(res.variant, "qwen-coder");
+    assert_int_equal(give(be, db, id1, "alice", false, 1, &res), LX_FEEDBACK_TWICE);
+    assert_int_equal(give(be, db, id2, "mallory", false, -1, &res), LX_FEEDBACK_NOT_YOURS);
+    assert_int_equal(give(be, db, "no-such-request", "alice", false, 1, &res), LX_FEEDBACK_UNKNOWN);
+    assert_int_equal(give(be, db, id2, "admin", true, -1, &res), LX_FEEDBACK_STORED);
+    assert_int_equal(give(be, db, id3, "alice", false, 0, &res), LX_FEEDBACK_STORED); /* not in an experiment */
+    assert_string_equal(res.experiment, "");
+    be->destroy(db);
+    int n[2] = {0, 0};
+    assert_int_equal(be->experiment_rows(o, exp, NULL, count_row, n, err, sizeof err), 0);
+    assert_true(n[0] >= 2 && n[1] >= 2); /* PostgreSQL: earlier runs' rows are there too */
+}
+
+static void test_sqlite_feedback(void **state)
+{
+    (void)state;
+    char path[300];
+    snprintf(path, sizeof path, "%s/feedback.db", dir);
+    lx_usage_store_opts o = {.store = LX_USAGE_STORE_SQLITE, .db_path = path, .gateway_id = "gw-a"};
+    feedback_rules(&lx_usage_sqlite, &o, "sq");
+    assert_int_equal(query_int(path, "SELECT COUNT(*) FROM feedback"), 3);
+    assert_int_equal(query_int(path, "SELECT COUNT(*) FROM feedback WHERE comment = 'good' AND score = 0.5"), 1);
+}
+
+static void test_pg_feedback(void **state)
+{
+    (void)state;
+    const char *url = getenv("LEXORA_TEST_PG_URL");
+    if (url == NULL || *url == '\0') skip();
+    char gw[32];
+    snprintf(gw, sizeof gw, "unit-fb-%d", (int)getpid());
+    lx_usage_store_opts o = {.store = LX_USAGE_STORE_POSTGRES, .postgres_url = url, .gateway_id = gw};
+    feedback_rules(&lx_usage_postgres, &o, gw);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -385,6 +469,7 @@ int main(void)
         cmocka_unit_test(test_url_check),          cmocka_unit_test(test_url_redacted),
         cmocka_unit_test(test_gateway_ids),        cmocka_unit_test(test_sqlite_written_once),
         cmocka_unit_test(test_sqlite_migrates_v1), cmocka_unit_test(test_pg_written_once),
+        cmocka_unit_test(test_sqlite_feedback),    cmocka_unit_test(test_pg_feedback),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
