@@ -298,6 +298,7 @@ lx_stats *lx_stats_new(const lx_stats_opts *opts)
     lx_list_init(&s->user_list);
     lx_list_init(&s->route_list);
     lx_list_init(&s->backend_list);
+    s->history = lx_history_new();
     return s;
 }
 
@@ -309,6 +310,7 @@ void lx_stats_free(lx_stats *s)
     named_free(&s->classes, &s->class_list);
     routes_free(s);
     backends_free(s);
+    lx_history_free(s->history);
     free(s);
 }
 
@@ -434,6 +436,8 @@ void lx_stats_record(lx_stats *s, const lx_access_rec *rec)
         phist_add(&s->queue_wait_p[p], &lx_stats_wait_buckets, w / 1000.0);
         backend_get(s, rec->backend, true);
     }
+    int64_t wall_ms = s->started_wall_s * 1000 + (int64_t)((now - s->start_ns) / 1000000u);
+    lx_history_record(s->history, sec, wall_ms, rec);
     if (s->ledger) lx_usage_store_add(s->ledger, rec);
 }
 
@@ -502,6 +506,17 @@ void lx_stats_summary_get(lx_stats *s, const char *user, lx_stats_summary *out)
     out->avg_latency_ms = c->requests ? c->latency_ms_sum / (double)c->requests : 0;
     out->requests_last_60s = lx_stats_ring_sum(rs, sec);
     out->errors_last_hour = lx_stats_ring_sum(em, min);
+}
+
+void lx_stats_render_history(lx_stats *s, lx_history_cursor *c, lx_buf *out)
+{
+    if (s == NULL) {
+        lx_history_render(NULL, 0, 0, c, out);
+        return;
+    }
+    uint64_t sec = s->clock() / 1000000000u;
+    int64_t unix_offset_s = s->started_wall_s - (int64_t)(s->start_ns / 1000000000u);
+    lx_history_render(s->history, sec, unix_offset_s, c, out);
 }
 
 double lx_stats_uptime_s(lx_stats *s) { return (double)(s->clock() - s->start_ns) / 1e9; }

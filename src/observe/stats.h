@@ -27,6 +27,9 @@
  * An error is a request answered with status >= 400, or a stream that ended with an error event
  * (status 200 but an error code).
  *
+ * It also keeps, for the live dashboard, the last 15 minutes at 1 s resolution and the last 200 requests
+ * (history.h), fed by lx_stats_record and read by lx_stats_render_history.
+ *
  * The other services feed it through the small functions below: events are pushed (rate-limit
  * refusals, retries, failovers), state is pulled through probes at render time (the queue, the
  * backends, the rate limiter's store). Until a source is attached its values are the true zero (or,
@@ -49,6 +52,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "observe/history.h"
 #include "utils/buf.h"
 #include "utils/log.h"
 
@@ -170,6 +174,10 @@ typedef struct {
 int lx_stats_render_json(lx_stats *s, lx_buf *out, const char *user, const lx_stats_render_opts *o);
 /* GET /metrics: Prometheus text exposition format 0.0.4. Returns 0 or -1 (out's cap). */
 int lx_stats_render_prometheus(lx_stats *s, lx_buf *out, const lx_stats_render_opts *o);
+
+/* GET /stats/stream's history members for a reader at cursor c (history.h lx_history_render), on the
+ * collector's clock. NULL s renders empty series. */
+void lx_stats_render_history(lx_stats *s, lx_history_cursor *c, lx_buf *out);
 
 #define LX_STATS_CONTENT_TYPE_PROMETHEUS "text/plain; version=0.0.4; charset=utf-8"
 

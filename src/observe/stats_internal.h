@@ -129,6 +129,7 @@ struct lx_stats {
     lx_stats_backend_probe backend_probe;
     void *backend_probe_ud;
     struct lx_usage_store *ledger;
+    lx_history *history; /* the last 15 minutes and the last requests, for /stats/stream (history.h) */
 };
 
 extern const char *const lx_stats_prio_names[LX_STATS_PRIO_COUNT];
