@@ -115,11 +115,16 @@ static void ring_advance(lx_stats_ring *r, uint64_t unit)
     r->last = unit;
 }
 
-static void ring_add(lx_stats_ring *r, uint64_t unit)
+static void ring_add_n(lx_stats_ring *r, uint64_t unit, uint64_t n)
 {
     ring_advance(r, unit);
-    if (unit + 60 > r->last) r->slot[unit % 60]++; /* an older unit (clock stepped back) is dropped */
+    if (unit + 60 > r->last) { /* an older unit (clock stepped back) is dropped */
+        uint32_t *v = &r->slot[unit % 60];
+        *v = n > UINT32_MAX - *v ? UINT32_MAX : *v + (uint32_t)n;
+    }
 }
+
+static void ring_add(lx_stats_ring *r, uint64_t unit) { ring_add_n(r, unit, 1); }
 
 uint64_t lx_stats_ring_sum(lx_stats_ring *r, uint64_t unit)
 {
@@ -404,6 +409,7 @@ void lx_stats_record(lx_stats *s, const lx_access_rec *rec)
     lx_stats_user *u = user_get(s, rec->user, true);
     counts_add(&u->n.c, err, pt, ct, lat);
     ring_add(&u->req_s, sec);
+    if (pt + ct) ring_add_n(&u->tok_s, sec, pt + ct);
     if (err) ring_add(&u->err_m, min);
 
     if (rec->alias && routed) counts_add(&alias_get(s, rec->model)->n.c, err, pt, ct, lat);

@@ -8,9 +8,9 @@
  *
  * What is kept, and its bounds:
  *  - totals since start (requests, tokens, errors, latency sum);
- *  - sliding windows in integer buckets: requests per second over the last 60 s (a 60-slot ring of
- *    seconds), errors per minute over the last hour (a 60-slot ring of minutes). A window is therefore
- *    exact to its slot: "the last 60 s" is the current second and the 59 before it.
+ *  - sliding windows in integer buckets: requests (and, per user, tokens) per second over the last 60 s
+ *    (a 60-slot ring of seconds), errors per minute over the last hour (a 60-slot ring of minutes). A
+ *    window is therefore exact to its slot: "the last 60 s" is the current second and the 59 before it.
  *  - log-linear histograms (lx_lhist, 8 buckets per doubling) for the /stats percentiles of latency,
  *    time to first token, overhead, queue wait and stream decode speed: a percentile is interpolated
  *    inside its bucket, so it is within one bucket of the truth, i.e. within 9.05 % (2^(1/8) − 1);

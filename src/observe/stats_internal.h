@@ -59,6 +59,7 @@ typedef struct {
 typedef struct {
     lx_stats_named n;
     lx_stats_ring req_s; /* requests per second */
+    lx_stats_ring tok_s; /* tokens (prompt + completion) per second, where usage was reported */
     lx_stats_ring err_m; /* errors per minute */
     uint64_t rate_limited;
 } lx_stats_user;
