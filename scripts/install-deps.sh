@@ -18,6 +18,8 @@ packages=(
   systemd # systemd-analyze verify checks deploy/systemd's units; installs without starting anything
   prometheus # promtool checks /metrics; the metrics test starts its own server on loopback (none left running)
   sqlite3 # the usage-ledger tests read the ledger
+  chromium # the dashboard test drives the page in a real browser (puppeteer-core, headless, loopback)
+  fonts-ipafont-gothic # a Japanese font, so the dashboard's Japanese screenshots show their labels
 )
 
 if [ "${1:-}" = build ]; then
