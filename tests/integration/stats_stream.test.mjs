@@ -1,7 +1,7 @@
 // GET /stats/stream: the dashboard's SSE feed. The first event carries the 15-minute history and the
-// recent requests; then one event a second with only what is new; a client that leaves frees its place
-// (the 17th stream is refused until one closes); a graceful stop ends the streams instead of waiting on
-// them. Real lexora in front of real lexora-sim on loopback.
+// recent requests; then one event a second with only what is new, and a heartbeat comment every 15 s;
+// a client that leaves frees its place (the 17th stream is refused until one closes); a graceful stop
+// ends the streams instead of waiting on them. Real lexora in front of real lexora-sim on loopback.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { MODEL, chatBody, configFor, post, sleep, startLexora, startSim } from '../lib/harness.mjs';
@@ -172,6 +172,19 @@ describe('GET /stats/stream', () => {
       assert.deepEqual(reopened.map((s) => s.res.status), Array(MAX_STREAMS).fill(200));
     } finally {
       for (const s of reopened) s.close();
+    }
+  });
+
+  test('a heartbeat comment every 15 s', async () => {
+    const s = await openStream(lx.url);
+    try {
+      await s.next(1);
+      const deadline = Date.now() + 20000;
+      while (!s.comments.length && Date.now() < deadline) await sleep(200);
+      assert.deepEqual(s.comments.slice(0, 1), [': ping']);
+      assert.ok(s.events.length >= 10, `${s.events.length} events meanwhile`);
+    } finally {
+      s.close();
     }
   });
 
