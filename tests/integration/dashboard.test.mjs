@@ -11,7 +11,7 @@ import { existsSync, mkdtempSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { MODEL, ROOT, chatBody, configFor, needs, post, sleep, startLexora, startSim, waitFor } from '../lib/harness.mjs';
+import { LEXORA_BIN, MODEL, ROOT, chatBody, configFor, needs, post, sleep, startLexora, startSim, waitFor } from '../lib/harness.mjs';
 
 const CHROMIUM = ['/usr/bin/chromium', '/usr/bin/chromium-browser'].find((p) => existsSync(p));
 const TOKEN = 'dash-admin-token';
@@ -41,8 +41,8 @@ describe('dashboard in a real browser', { skip: needs(CHROMIUM && puppeteer, 'ch
     lx = await startLexora(configFor(slow.url, {
       extra: {
         backends: {
-          vllm: { url: slow.url, models: [MODEL], max_concurrency: 1 },
-          small: { type: 'vllm', url: small.url, models: [SMALL], max_concurrency: 4 },
+          vllm: { url: slow.url, models: [MODEL], max_concurrency: 1, gpus: [0, 1] },
+          small: { type: 'vllm', url: small.url, models: [SMALL], max_concurrency: 4, gpus: [3] },
         },
         routing: { aliases: { fast: [SMALL] } },
         health_check: HC,
@@ -50,7 +50,7 @@ describe('dashboard in a real browser', { skip: needs(CHROMIUM && puppeteer, 'ch
         queue: { max_size: 50, default_timeout: 30 },
         rate_limits: { default: { requests_per_minute: 600, tokens_per_minute: 200000 }, users: { alice: { requests_per_minute: 120, tokens_per_minute: 5000 } } },
       },
-    }));
+    }), { env: { LEXORA_NVML_LIBRARY: path.join(path.dirname(LEXORA_BIN), 'libfake_nvml.so') } }); // four GPUs, GPU 2 failing
     const args = ['--headless=new', '--disable-gpu', '--no-first-run', '--no-default-browser-check', '--disable-extensions'];
     if (process.getuid?.() === 0) args.push('--no-sandbox'); // chromium refuses to run its sandbox as root
     browser = await puppeteer.launch({ executablePath: CHROMIUM, args, headless: true });
@@ -123,6 +123,12 @@ describe('dashboard in a real browser', { skip: needs(CHROMIUM && puppeteer, 'ch
       // requests per second come from the 1 s history: non-zero once a complete second holds traffic
       await page.waitForFunction(() => parseFloat(document.getElementById('card-rps').textContent) > 0, { timeout: 10000 });
       // the users panel shows alice against her own limits
+      // the GPUs NVML read, with their memory (GPU 2's read fails: no figure)
+      await page.waitForFunction(() => document.querySelectorAll('#gpus tr').length === 4, { timeout: 10000 });
+      const gpus = await page.$$eval('#gpus tr', (rows) => rows.map((r) => [...r.children].slice(0, 3).map((c) => c.textContent)));
+      assert.deepEqual(gpus[0], ['GPU 0', 'NVIDIA H100 80GB HBM3', '24 GiB / 80 GiB']);
+      assert.deepEqual(gpus[2].slice(2), ['– / –']);
+      assert.equal(await text(page, '#backends-table tr[data-backend="vllm"] td:nth-of-type(6)'), '0, 1');
       await page.waitForSelector('#users-table tr[data-user="alice"]');
       assert.match(await text(page, '#users-table tr[data-user="alice"] td'), /\/ 120$/);
       assert.deepEqual(errors, []);

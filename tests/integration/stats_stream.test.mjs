@@ -3,8 +3,10 @@
 // a client that leaves frees its place (the 17th stream is refused until one closes); a graceful stop
 // ends the streams instead of waiting on them. Real lexora in front of real lexora-sim on loopback.
 import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { MODEL, chatBody, configFor, post, sleep, startLexora, startSim } from '../lib/harness.mjs';
+import { LEXORA_BIN, MODEL, chatBody, configFor, post, sleep, startLexora, startSim } from '../lib/harness.mjs';
 
 const MAX_STREAMS = 16; // LX_STATS_STREAMS_MAX (src/api/stats_stream.h)
 const HISTORY_SECONDS = 900;
@@ -205,6 +207,32 @@ test('a graceful stop ends open streams at once instead of waiting for them', as
     await lx.stop();
     assert.ok(Date.now() - t0 < 5000, `stopped in ${Date.now() - t0} ms`);
     s.close();
+  } finally {
+    await sim.stop();
+  }
+});
+
+test('the state carries each GPU and the GPUs of each backend (the fake NVML: four GPUs, GPU 2 failing)', async () => {
+  const lib = path.join(path.dirname(LEXORA_BIN), 'libfake_nvml.so');
+  assert.ok(existsSync(lib), `${lib} is built with the binaries`);
+  const sim = await startSim(['--model', MODEL]);
+  try {
+    const lx = await startLexora(configFor(sim.url, {
+      extra: { backends: { 'vllm-0': { type: 'vllm', url: sim.url, models: [MODEL], gpus: [0, 1] } } },
+    }), { env: { LEXORA_NVML_LIBRARY: lib } });
+    const s = await openStream(lx.url);
+    try {
+      const GIB = 1024 ** 3;
+      let ev = await s.next(1);
+      for (let n = 2; ev.state.gpus.length < 4 && n < 8; n++) ev = await s.next(n);
+      assert.deepEqual(ev.state.gpus.map((g) => [g.index, g.used_bytes, g.total_bytes]),
+        [[0, 24 * GIB, 80 * GIB], [1, 70 * GIB, 80 * GIB], [2, null, null], [3, GIB, 24 * GIB]]);
+      assert.equal(ev.state.gpus[3].name, 'NVIDIA L4');
+      assert.deepEqual(ev.state.backends[0].gpus, [0, 1]);
+    } finally {
+      s.close();
+      await lx.stop();
+    }
   } finally {
     await sim.stop();
   }
