@@ -1,6 +1,7 @@
 # Writes a C file holding a data file's bytes: cmake -DIN=file -DOUT=file.c -DNAME=symbol -P embed.cmake
 # defines `const unsigned char NAME_data[]` and `const size_t NAME_size`. Used to build the shipped route
-# model (data/routing/model.lxrm) into lexora_core, so an installed binary needs no data file.
+# model (data/routing/model.lxrm) and the dashboard's files (src/dashboard/, third_party/uplot/) into lexora_core,
+# so an installed binary needs no data file.
 file(READ "${IN}" hex HEX)
 string(LENGTH "${hex}" n)
 math(EXPR size "${n} / 2")

@@ -21,6 +21,8 @@ packages=(
   sqlite3 # the usage-ledger tests read the ledger
   postgresql # the PostgreSQL ledger's tests and benchmark start their own server on loopback (initdb)
   openssl # the https:// backend test makes its CA and certificate (nginx terminates TLS in front of the sim)
+  chromium # the dashboard test drives the page in a real browser (puppeteer-core, headless, loopback)
+  fonts-ipafont-gothic # a Japanese font, so the dashboard's Japanese screenshots show their labels
 )
 
 if [ "${1:-}" = build ]; then

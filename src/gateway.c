@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "api/routes.h"
+#include "api/stats_stream.h"
 #include "gateway_observe.h"
 #include "proxy.h"
 #include "queue/admission.h"
@@ -103,10 +104,12 @@ static void api_init(lx_gateway *gw)
     };
 }
 
-/* A request handed to the pipeline is the pipeline's until it ends: the client leaving, or catching up. */
+/* A request handed to the pipeline is the pipeline's until it ends: the client leaving, or catching up.
+ * A /stats/stream client is the stream module's. */
 static void on_abort(lx_http_req *req, void *ud)
 {
-    (void)ud;
+    lx_api_ctx *api = ud;
+    if (lx_stats_streams_abort(api->streams, req)) return;
     lx_proxy_abort(req);
 }
 
@@ -329,6 +332,7 @@ void lx_gateway_shutdown(lx_gateway *gw)
     gw->shutting_down = true;
     double timeout_s = gw->config->server.shutdown_timeout_s;
     lx_http_server_stop_accepting(gw->server);
+    lx_stats_streams_end_all(gw->api.streams); /* a live feed never ends by itself */
     answer_waiting(gw);
     LX_INFO(NULL, "shutdown: not accepting; waiting up to %g s for %zu connection(s)", timeout_s,
             lx_http_server_connections(gw->server));

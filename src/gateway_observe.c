@@ -12,6 +12,7 @@
 
 #include "api/observe.h"
 #include "api/routes.h"
+#include "api/stats_stream.h"
 #include "backends/backend.h"
 #include "observe/stats.h"
 #include "observe/usage_store.h"
@@ -99,6 +100,7 @@ void lx_gateway_observe_start(lx_gateway *gw)
     }
     lx_stats_set_queue_probe(gw->stats, queue_probe, gw);
     lx_stats_set_backend_probe(gw->stats, backend_probe, gw);
+    gw->api.streams = lx_stats_streams_new(gw->loop, &gw->api);
     start_metrics_server(gw);
 }
 
@@ -108,6 +110,8 @@ void lx_gateway_observe_stop(lx_gateway *gw)
     gw->metrics_server = NULL;
     lx_usage_store_close(gw->ledger); /* writes what is waiting */
     gw->ledger = NULL;
+    lx_stats_streams_free(gw->api.streams); /* none is open: the main server's close aborted them */
+    gw->api.streams = NULL;
     gw->api.stats = NULL;
     lx_stats_free(gw->stats);
     gw->stats = NULL;

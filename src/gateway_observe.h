@@ -3,8 +3,9 @@
  * its probes into the queue and the backends, the usage ledger (observe/usage_store.h), and the
  * metrics server (GET /metrics on metrics.port; its handler is api/observe.h's).
  *
- * lx_gateway_observe_start creates gw->stats, opens gw->ledger (when usage.enabled) and starts
- * gw->metrics_server (when metrics.enabled and metrics.port differs from server.port); call it once
+ * lx_gateway_observe_start creates gw->stats and gw->api.streams (GET /stats/stream's clients), opens
+ * gw->ledger (when usage.enabled) and starts gw->metrics_server (when metrics.enabled and metrics.port
+ * differs from server.port); call it once
  * gw->admission and gw->api exist. None of these failing stops the gateway: a ledger that cannot be
  * written is logged and counted, a metrics port that cannot be bound is logged (GET /metrics on the
  * main port still answers).

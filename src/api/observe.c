@@ -84,6 +84,12 @@ void lx_observe_stats(lx_api_ctx *ctx, lx_http_req *req)
     lx_buf_free(&out);
 }
 
+void lx_observe_render_stats(lx_api_ctx *ctx, lx_buf *out)
+{
+    lx_stats_render_opts o = render_opts(ctx);
+    lx_stats_render_json(ctx->stats, out, NULL, &o);
+}
+
 void lx_observe_metrics(lx_api_ctx *ctx, lx_http_req *req)
 {
     lx_stats_render_opts o = render_opts(ctx);

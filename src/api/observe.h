@@ -13,6 +13,8 @@
 
 /* GET /stats[?user=NAME] */
 void lx_observe_stats(lx_api_ctx *ctx, lx_http_req *req);
+/* The full GET /stats object (what GET /stats answers), appended to out; for GET /stats/stream. */
+void lx_observe_render_stats(lx_api_ctx *ctx, lx_buf *out);
 /* GET /metrics */
 void lx_observe_metrics(lx_api_ctx *ctx, lx_http_req *req);
 /* The metrics port's on_request (ud: the lx_api_ctx): GET /metrics, and 404 / 405 for anything else. */

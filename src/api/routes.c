@@ -13,9 +13,11 @@
 #include <stdio.h>
 #include <strings.h>
 
+#include "api/dashboard.h"
 #include "api/errors.h"
 #include "api/health.h"
 #include "api/observe.h"
+#include "api/stats_stream.h"
 #include "queue/admission.h"
 #include "reload.h"
 #include "utils/buf.h"
@@ -42,6 +44,16 @@ static const route routes[] = {
     {"/metrics", "GET", lx_observe_metrics}, {"/health", "GET", lx_health_full},
     {"/health/live", "GET", lx_health_live}, {"/health/ready", "GET", lx_health_ready},
 };
+
+/* The live dashboard: GET /dashboard and its files (api/dashboard.h), GET /stats/stream (api/stats_stream.h). */
+static route_fn dashboard_route(lx_slice path)
+{
+    static const char dir[] = "/dashboard";
+    const size_t n = sizeof dir - 1;
+    if (lx_slice_eq(path, "/stats/stream")) return lx_observe_stats_stream;
+    if (path.len >= n && memcmp(path.p, dir, n) == 0 && (path.len == n || path.p[n] == '/')) return lx_dashboard_get;
+    return NULL;
+}
 
 static void respond_error_h(lx_http_req *req, lx_err e, const char *message, const char *param,
                             const lx_http_header *extra)
@@ -261,6 +273,14 @@ void lx_routes_on_request(lx_http_req *req, void *ud)
             return;
         }
         routes[i].fn(ctx, req);
+        return;
+    }
+    route_fn dash = dashboard_route(path);
+    if (dash) {
+        if (strcmp(method, "GET") != 0)
+            method_not_allowed(req, "GET");
+        else
+            dash(ctx, req);
         return;
     }
     static const char prefix[] = "/v1/models/";

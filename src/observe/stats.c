@@ -115,11 +115,16 @@ static void ring_advance(lx_stats_ring *r, uint64_t unit)
     r->last = unit;
 }
 
-static void ring_add(lx_stats_ring *r, uint64_t unit)
+static void ring_add_n(lx_stats_ring *r, uint64_t unit, uint64_t n)
 {
     ring_advance(r, unit);
-    if (unit + 60 > r->last) r->slot[unit % 60]++; /* an older unit (clock stepped back) is dropped */
+    if (unit + 60 > r->last) { /* an older unit (clock stepped back) is dropped */
+        uint32_t *v = &r->slot[unit % 60];
+        *v = n > UINT32_MAX - *v ? UINT32_MAX : *v + (uint32_t)n;
+    }
 }
+
+static void ring_add(lx_stats_ring *r, uint64_t unit) { ring_add_n(r, unit, 1); }
 
 uint64_t lx_stats_ring_sum(lx_stats_ring *r, uint64_t unit)
 {
@@ -307,6 +312,7 @@ lx_stats *lx_stats_new(const lx_stats_opts *opts)
     lx_list_init(&s->user_list);
     lx_list_init(&s->route_list);
     lx_list_init(&s->backend_list);
+    s->history = lx_history_new();
     return s;
 }
 
@@ -319,6 +325,7 @@ void lx_stats_free(lx_stats *s)
     named_free(&s->fallbacks, &s->fallback_list);
     routes_free(s);
     backends_free(s);
+    lx_history_free(s->history);
     free(s);
 }
 
@@ -420,6 +427,7 @@ void lx_stats_record(lx_stats *s, const lx_access_rec *rec)
     lx_stats_user *u = user_get(s, rec->user, true);
     counts_add(&u->n.c, err, pt, ct, lat);
     ring_add(&u->req_s, sec);
+    if (pt + ct) ring_add_n(&u->tok_s, sec, pt + ct);
     if (err) ring_add(&u->err_m, min);
 
     if (rec->alias && routed) counts_add(&alias_get(s, rec->model)->n.c, err, pt, ct, lat);
@@ -453,6 +461,8 @@ void lx_stats_record(lx_stats *s, const lx_access_rec *rec)
         phist_add(&s->queue_wait_p[p], &lx_stats_wait_buckets, w / 1000.0);
         backend_get(s, rec->backend, true);
     }
+    int64_t wall_ms = s->started_wall_s * 1000 + (int64_t)((now - s->start_ns) / 1000000u);
+    lx_history_record(s->history, sec, wall_ms, rec);
     if (s->ledger) lx_usage_store_add(s->ledger, rec);
 }
 
@@ -521,6 +531,17 @@ void lx_stats_summary_get(lx_stats *s, const char *user, lx_stats_summary *out)
     out->avg_latency_ms = c->requests ? c->latency_ms_sum / (double)c->requests : 0;
     out->requests_last_60s = lx_stats_ring_sum(rs, sec);
     out->errors_last_hour = lx_stats_ring_sum(em, min);
+}
+
+void lx_stats_render_history(lx_stats *s, lx_history_cursor *c, lx_buf *out)
+{
+    if (s == NULL) {
+        lx_history_render(NULL, 0, 0, c, out);
+        return;
+    }
+    uint64_t sec = s->clock() / 1000000000u;
+    int64_t unix_offset_s = s->started_wall_s - (int64_t)(s->start_ns / 1000000000u);
+    lx_history_render(s->history, sec, unix_offset_s, c, out);
 }
 
 double lx_stats_uptime_s(lx_stats *s) { return (double)(s->clock() - s->start_ns) / 1e9; }

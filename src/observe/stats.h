@@ -8,9 +8,9 @@
  *
  * What is kept, and its bounds:
  *  - totals since start (requests, tokens, errors, latency sum);
- *  - sliding windows in integer buckets: requests per second over the last 60 s (a 60-slot ring of
- *    seconds), errors per minute over the last hour (a 60-slot ring of minutes). A window is therefore
- *    exact to its slot: "the last 60 s" is the current second and the 59 before it.
+ *  - sliding windows in integer buckets: requests (and, per user, tokens) per second over the last 60 s
+ *    (a 60-slot ring of seconds), errors per minute over the last hour (a 60-slot ring of minutes). A
+ *    window is therefore exact to its slot: "the last 60 s" is the current second and the 59 before it.
  *  - log-linear histograms (lx_lhist, 8 buckets per doubling) for the /stats percentiles of latency,
  *    time to first token, overhead, queue wait and stream decode speed: a percentile is interpolated
  *    inside its bucket, so it is within one bucket of the truth, i.e. within 9.05 % (2^(1/8) − 1);
@@ -26,6 +26,9 @@
  *
  * An error is a request answered with status >= 400, or a stream that ended with an error event
  * (status 200 but an error code).
+ *
+ * It also keeps, for the live dashboard, the last 15 minutes at 1 s resolution and the last 200 requests
+ * (history.h), fed by lx_stats_record and read by lx_stats_render_history.
  *
  * The other services feed it through the small functions below: events are pushed (rate-limit
  * refusals, retries, failovers), state is pulled through probes at render time (the queue, the
@@ -49,6 +52,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "observe/history.h"
 #include "utils/buf.h"
 #include "utils/log.h"
 
@@ -177,6 +181,10 @@ typedef struct {
 int lx_stats_render_json(lx_stats *s, lx_buf *out, const char *user, const lx_stats_render_opts *o);
 /* GET /metrics: Prometheus text exposition format 0.0.4. Returns 0 or -1 (out's cap). */
 int lx_stats_render_prometheus(lx_stats *s, lx_buf *out, const lx_stats_render_opts *o);
+
+/* GET /stats/stream's history members for a reader at cursor c (history.h lx_history_render), on the
+ * collector's clock. NULL s renders empty series. */
+void lx_stats_render_history(lx_stats *s, lx_history_cursor *c, lx_buf *out);
 
 #define LX_STATS_CONTENT_TYPE_PROMETHEUS "text/plain; version=0.0.4; charset=utf-8"
 

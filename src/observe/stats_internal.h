@@ -59,6 +59,7 @@ typedef struct {
 typedef struct {
     lx_stats_named n;
     lx_stats_ring req_s; /* requests per second */
+    lx_stats_ring tok_s; /* tokens (prompt + completion) per second, where usage was reported */
     lx_stats_ring err_m; /* errors per minute */
     uint64_t rate_limited;
 } lx_stats_user;
@@ -133,6 +134,7 @@ struct lx_stats {
     struct lx_usage_store *ledger;
     lx_stats_render_fn exp_json, exp_prom; /* the experiments' section (lx_stats_set_experiments) */
     void *exp_ud;
+    lx_history *history; /* the last 15 minutes and the last requests, for /stats/stream (history.h) */
 };
 
 extern const char *const lx_stats_prio_names[LX_STATS_PRIO_COUNT];

@@ -245,6 +245,7 @@ U64_READER(rd_be_aff_hits, c->b->affinity_hits)
 U64_READER(rd_be_aff_yields, c->b->affinity_yields)
 U64_READER(rd_user_rate_limited, c->u->rate_limited)
 U64_READER(rd_user_rpm, lx_stats_ring_sum(&c->u->req_s, c->sec))
+U64_READER(rd_user_tpm, lx_stats_ring_sum(&c->u->tok_s, c->sec))
 U64_READER(rd_user_errors_hour, lx_stats_ring_sum(&c->u->err_m, c->sec / 60))
 U64_READER(rd_led_written, c->led.rows_written)
 U64_READER(rd_led_lost, c->i == 0 ? c->led.lost_write_failed : c->led.lost_queue_full)
@@ -336,7 +337,7 @@ enum {
     /* /stats only */
     F_SUM_REQUESTS, F_SUM_TOKENS, F_SUM_AVG_LATENCY, F_SUM_RPM, F_SUM_ERRORS_HOUR, F_SUM_PROMPT, F_SUM_COMPLETION,
     F_SUM_ERRORS, F_SUM_RATE_LIMITED, F_USER_SUM_RATE_LIMITED, F_KNOWN,
-    F_UPTIME_TEXT, F_LATENCY, F_TTFT, F_WAIT, F_TOKENS, F_AVG_LATENCY, F_USER_RPM, F_USER_ERRORS_HOUR,
+    F_UPTIME_TEXT, F_LATENCY, F_TTFT, F_WAIT, F_TOKENS, F_AVG_LATENCY, F_USER_RPM, F_USER_TPM, F_USER_ERRORS_HOUR,
     F_ALL_RETRIES, F_ALL_FAILOVERS, F_MAX_USERS, F_MAX_ROUTES,
     F_LED_PATH, F_LED_BEGAN, F_LED_TOKENS, F_LED_PROMPT, F_LED_COMPLETION, F_LED_ERRORS,
     F_COUNT
@@ -480,6 +481,7 @@ static const family families[F_COUNT] = {
     [F_TOKENS] = {.json = "total_tokens", .kind = V_U64, .read = rd_tokens},
     [F_AVG_LATENCY] = {.json = "avg_latency_ms", .kind = V_F64, .read = rd_avg_latency},
     [F_USER_RPM] = {.json = "requests_per_minute", .kind = V_U64, .read = rd_user_rpm},
+    [F_USER_TPM] = {.json = "tokens_per_minute", .kind = V_U64, .read = rd_user_tpm},
     [F_USER_ERRORS_HOUR] = {.json = "errors_last_hour", .kind = V_U64, .read = rd_user_errors_hour},
     [F_ALL_RETRIES] = {.json = "retries", .kind = V_U64, .read = rd_all_retries},
     [F_ALL_FAILOVERS] = {.json = "failovers", .kind = V_U64, .read = rd_all_failovers},
@@ -501,7 +503,7 @@ static const fam_id seed_keys[] = {F_SUM_REQUESTS,    F_SUM_TOKENS, F_SUM_AVG_LA
                                    F_SUM_ERRORS_HOUR, F_SUM_PROMPT, F_SUM_COMPLETION,  F_SUM_ERRORS};
 static const fam_id top_keys[] = {F_UPTIME, F_UPTIME_TEXT, F_START, F_LATENCY, F_TTFT, F_OVERHEAD, F_STREAM_TPS};
 static const fam_id count_keys[] = {F_REQUESTS, F_PROMPT, F_COMPLETION, F_TOKENS, F_ERRORS, F_AVG_LATENCY};
-static const fam_id user_keys[] = {F_USER_RPM, F_USER_ERRORS_HOUR, F_USER_RATE_LIMITED};
+static const fam_id user_keys[] = {F_USER_RPM, F_USER_TPM, F_USER_ERRORS_HOUR, F_USER_RATE_LIMITED};
 static const fam_id backend_keys[] = {F_BACKEND_UP, F_IN_FLIGHT,     F_RETRIES,
                                       F_FAILOVERS,  F_AFFINITY_HITS, F_AFFINITY_YIELDS};
 static const fam_id queue_keys[] = {F_QUEUE_DEPTH, F_QUEUE_TIMEOUTS, F_QUEUE_REJECTED, F_WAIT};

@@ -67,7 +67,8 @@ describe('/stats and /metrics', () => {
 
     assert.deepEqual(s.per_user.alice, {
       requests: 3, prompt_tokens: 9, completion_tokens: 15, total_tokens: 24, errors: 0,
-      avg_latency_ms: s.per_user.alice.avg_latency_ms, requests_per_minute: 3, errors_last_hour: 0, rate_limited: 0,
+      avg_latency_ms: s.per_user.alice.avg_latency_ms, requests_per_minute: 3, tokens_per_minute: 24, errors_last_hour: 0,
+      rate_limited: 0,
     });
     assert.equal(s.per_user.bob.completion_tokens, 7);
     assert.equal(s.per_user.carol.errors, 1);

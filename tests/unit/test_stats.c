@@ -184,6 +184,27 @@ static void test_requests_per_minute_window(void **state)
     lx_stats_free(s);
 }
 
+/* per_user.NAME.tokens_per_minute: prompt + completion tokens of the last 60 s, where usage was reported */
+static void test_user_tokens_per_minute_window(void **state)
+{
+    (void)state;
+    lx_stats *s = new_stats(0, 0);
+    lx_access_rec r = ok_rec("a", "m", 100, 20, 5), unknown = ok_rec("a", "m", -1, -1, 5);
+    lx_stats_record(s, &r); /* t = 1000 s */
+    lx_stats_record(s, &unknown);
+    fake_ns += 30 * SEC;
+    lx_stats_record(s, &r); /* t = 1030 s */
+    cJSON *j = render_json(s, NULL);
+    assert_int_equal(num(j, "per_user.a.tokens_per_minute"), 240);
+    assert_int_equal(num(j, "per_user.a.requests_per_minute"), 3);
+    cJSON_Delete(j);
+    fake_ns += 30 * SEC; /* t = 1060: second 1000 has left the window */
+    j = render_json(s, NULL);
+    assert_int_equal(num(j, "per_user.a.tokens_per_minute"), 120);
+    cJSON_Delete(j);
+    lx_stats_free(s);
+}
+
 static void test_errors_last_hour_window(void **state)
 {
     (void)state;
@@ -666,6 +687,7 @@ int main(void)
         cmocka_unit_test(test_exact_counts),
         cmocka_unit_test(test_midstream_error_counts),
         cmocka_unit_test(test_requests_per_minute_window),
+        cmocka_unit_test(test_user_tokens_per_minute_window),
         cmocka_unit_test(test_errors_last_hour_window),
         cmocka_unit_test(test_percentiles_within_a_bucket),
         cmocka_unit_test(test_stats_percentiles),
