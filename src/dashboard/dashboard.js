@@ -33,6 +33,8 @@
       reloaded: 'Config reloaded.', changed: 'changed', restartRequired: 'restart required',
       refused: 'Refused', notSupported: 'This Lexora does not offer this action yet.', failed: 'Failed',
       done: 'Done', tokenSaved: 'Admin token saved for this tab.', tokenCleared: 'Admin token cleared.',
+      experiments: 'Experiments', weight: 'Weight (%)', errorRate: 'Error rate', latencyP50: 'Latency p50 (ms)',
+      feedback: 'Feedback', noExperiments: 'No experiment is running.',
     },
     ja: {
       connecting: '接続中', live: 'ライブ', reconnecting: '再接続中', tokenNeeded: '管理トークンが必要です',
@@ -58,6 +60,8 @@
       changed: '変更', restartRequired: '再起動が必要', refused: '拒否されました',
       notSupported: 'この Lexora ではまだこの操作はできません。', failed: '失敗しました', done: '完了',
       tokenSaved: '管理トークンをこのタブに保存しました。', tokenCleared: '管理トークンを消去しました。',
+      experiments: '実験', weight: '比率（%）', errorRate: 'エラー率', latencyP50: 'レイテンシ p50（ms）',
+      feedback: 'フィードバック', noExperiments: '実行中の実験はありません。',
     },
   };
   const lang = /^ja\b/i.test(navigator.language || '') ? 'ja' : 'en';
@@ -347,6 +351,20 @@
       : [el('tr', {}, el('td', { colSpan: 4, className: 'muted' }, t('noClasses')))]);
   }
 
+  // One header row per experiment, then a row per variant (/stats experiments.NAME.variants.V).
+  function drawExperiments(st) {
+    const rows = [];
+    for (const [name, e] of Object.entries(st.experiments || {})) {
+      rows.push(el('tr', { class: 'alias' }, el('th', { colSpan: 6 }, `${name} (${e.model}, ${e.mode}, ${e.metric})`)));
+      for (const [v, x] of Object.entries(e.variants)) rows.push(el('tr', {},
+        el('th', {}, v), el('td', {}, x.weight.toFixed(1)), el('td', {}, fmt(x.requests)),
+        el('td', {}, `${(100 * x.error_rate).toFixed(1)} %`), el('td', {}, ms(x.latency_p50_ms)),
+        el('td', {}, x.feedback_count ? `${x.feedback_mean.toFixed(2)} (${fmt(x.feedback_count)})` : '–')));
+    }
+    fillBody($('experiments-table'), rows.length ? rows
+      : [el('tr', {}, el('td', { colSpan: 6, className: 'muted' }, t('noExperiments')))]);
+  }
+
   function againstLimit(used, limit) {
     const cell = el('td', {}, `${fmt(used)} / ${limit > 0 ? fmt(limit) : t('unlimited')}`);
     if (limit > 0) {
@@ -411,6 +429,7 @@
     drawBackends(ev.state);
     drawModels(ev);
     drawClasses(ev.stats);
+    drawExperiments(ev.stats);
     drawUsers(ev);
     drawRecent();
     document.body.dataset.events = String(Number(document.body.dataset.events || 0) + 1);

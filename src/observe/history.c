@@ -110,7 +110,7 @@ static void keep_request(lx_history *h, int64_t wall_ms, const lx_access_rec *re
     COPY(r->model, rec->model);
     COPY(r->model_used, rec->model_used);
     COPY(r->route, rec->route);
-    COPY(r->variant, NULL); /* experiments: none yet */
+    COPY(r->variant, rec->experiment ? rec->variant : NULL);
     COPY(r->backend, rec->backend);
     COPY(r->error_code, rec->error_code);
     COPY(r->priority, rec->priority);

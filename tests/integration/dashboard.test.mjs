@@ -45,6 +45,8 @@ describe('dashboard in a real browser', { skip: needs(CHROMIUM && puppeteer, 'ch
           small: { type: 'vllm', url: small.url, models: [SMALL], max_concurrency: 4, gpus: [3] },
         },
         routing: { aliases: { fast: [SMALL] } },
+        // requests for `fast` take part (all to SMALL): the experiments panel has figures to show
+        experiments: { 'fast-ab': { model: 'fast', variants: { [SMALL]: 100, [MODEL]: 0 } } },
         health_check: HC,
         admin: { token: TOKEN },
         queue: { max_size: 50, default_timeout: 30 },
@@ -131,6 +133,9 @@ describe('dashboard in a real browser', { skip: needs(CHROMIUM && puppeteer, 'ch
       assert.equal(await text(page, '#backends-table tr[data-backend="vllm"] td:nth-of-type(6)'), '0, 1');
       await page.waitForSelector('#users-table tr[data-user="alice"]');
       assert.match(await text(page, '#users-table tr[data-user="alice"] td'), /\/ 120$/);
+      await page.waitForFunction(() => /fast-ab \(fast, static, feedback\)/.test(document.getElementById('experiments-table').textContent));
+      const variants = await page.$$eval('#experiments-table tbody tr', (rows) => rows.map((r) => r.children[0].textContent));
+      assert.ok(variants.includes(SMALL) && variants.includes(MODEL), variants.join(', '));
       assert.deepEqual(errors, []);
     } finally {
       await page.close();
