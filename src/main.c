@@ -26,6 +26,8 @@ static void usage(FILE *out)
             "                                       print the usage ledger as a table (lexora usage --help)\n"
             "       lexora route [--config FILE] [--explain] | --eval FILE | --train FILE --out FILE\n"
             "                                       automatic routing from the command line (lexora route --help)\n"
+            "       lexora experiments report NAME [--config FILE] [--since DATE]\n"
+            "                                       compare an experiment's variants (lexora experiments --help)\n"
             "       lexora --version | --help\n"
             "\n"
             "The config file is FILE, else $LEXORA_CONFIG, else " DEFAULT_CONFIG ".\n"
@@ -113,6 +115,8 @@ int main(int argc, char **argv)
 {
     if (argc > 1 && strcmp(argv[1], "usage") == 0) return lx_usage_command(argc - 1, argv + 1, DEFAULT_CONFIG);
     if (argc > 1 && strcmp(argv[1], "route") == 0) return lx_route_command(argc - 1, argv + 1);
+    if (argc > 1 && strcmp(argv[1], "experiments") == 0)
+        return lx_experiments_command(argc - 1, argv + 1, DEFAULT_CONFIG);
     options o = {0};
     int rc = parse_args(argc, argv, &o);
     if (rc != 0) return rc < 0 ? 0 : rc;

@@ -11,4 +11,8 @@
 /* argv[0] is "usage". default_config is used when neither --config nor $LEXORA_CONFIG is given. */
 int lx_usage_command(int argc, char **argv, const char *default_config);
 
+/* `lexora experiments report NAME [--config FILE] [--since DATE] [--metric M]`: the experiment report
+ * (observe/exp_report.h) from the same ledger, every gateway's rows. argv[0] is "experiments". */
+int lx_experiments_command(int argc, char **argv, const char *default_config);
+
 #endif

@@ -35,7 +35,7 @@ typedef struct {
 typedef struct {
     char *name;
     uint64_t requests, errors;
-    lx_samples latency, ttft, tokens, feedback; /* latency and TTFT of successes; tokens of each request */
+    lx_samples latency, ttft, tokens, feedback; /* latency of successes, TTFT of successful streams */
 } lx_exp_variant_data;
 
 typedef struct lx_exp_data {

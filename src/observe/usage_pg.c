@@ -573,12 +573,13 @@ static int pg_feedback(void *db, const lx_usage_feedback *f, lx_usage_feedback_r
 static int pg_experiment_rows(const lx_usage_store_opts *o, const char *experiment, const char *since,
                               lx_usage_exp_fn fn, void *ud, char *err, size_t errn)
 {
-    static const char sql[] = "SELECT u.variant, u.status, (u.status >= 400 OR u.error_code IS NOT NULL), u.latency_ms,"
-                              " coalesce(u.ttft_ms, -1), CASE WHEN u.prompt_tokens IS NULL THEN -1"
-                              " ELSE u.prompt_tokens + coalesce(u.completion_tokens, 0) END, f.score"
-                              " FROM usage u LEFT JOIN feedback f ON f.request_id = u.request_id"
-                              " WHERE u.experiment = $1 AND u.variant IS NOT NULL"
-                              " AND ($2::timestamptz IS NULL OR u.time >= $2::timestamptz) ORDER BY u.id";
+    static const char sql[] =
+        "SELECT u.variant, u.status, (u.status >= 400 OR u.error_code IS NOT NULL), u.latency_ms,"
+        " CASE WHEN u.stream THEN coalesce(u.ttft_ms, -1) ELSE -1 END, CASE WHEN u.prompt_tokens IS NULL THEN -1"
+        " ELSE u.prompt_tokens + coalesce(u.completion_tokens, 0) END, f.score"
+        " FROM usage u LEFT JOIN feedback f ON f.request_id = u.request_id"
+        " WHERE u.experiment = $1 AND u.variant IS NOT NULL"
+        " AND ($2::timestamptz IS NULL OR u.time >= $2::timestamptz) ORDER BY u.id";
     char what[300];
     char *shown = lx_usage_pg_url_redacted(o->postgres_url ? o->postgres_url : "");
     snprintf(what, sizeof what, "cannot read the usage ledger %s", shown);

@@ -449,7 +449,7 @@ static int sq_experiment_rows(const lx_usage_store_opts *o, const char *experime
 {
     static const char sql[] =
         "SELECT u.variant, u.status, (u.status >= 400 OR u.error_code IS NOT NULL), u.latency_ms,"
-        " COALESCE(u.ttft_ms, -1), CASE WHEN u.prompt_tokens IS NULL THEN -1"
+        " CASE WHEN u.stream THEN COALESCE(u.ttft_ms, -1) ELSE -1 END, CASE WHEN u.prompt_tokens IS NULL THEN -1"
         " ELSE u.prompt_tokens + COALESCE(u.completion_tokens, 0) END, f.score"
         " FROM usage u LEFT JOIN feedback f ON f.request_id = u.request_id"
         " WHERE u.experiment = ?1 AND u.variant IS NOT NULL AND (?2 IS NULL OR u.time >= ?2) ORDER BY u.id";
