@@ -32,6 +32,8 @@ typedef struct {
 static void chat(lx_api_ctx *ctx, lx_http_req *req) { ctx->proxy(ctx->ud, req, LX_EP_CHAT); }
 static void completions(lx_api_ctx *ctx, lx_http_req *req) { ctx->proxy(ctx->ud, req, LX_EP_COMPLETIONS); }
 static void embeddings(lx_api_ctx *ctx, lx_http_req *req) { ctx->proxy(ctx->ud, req, LX_EP_EMBEDDINGS); }
+static void messages(lx_api_ctx *ctx, lx_http_req *req) { ctx->proxy(ctx->ud, req, LX_EP_MESSAGES); }
+static void count_tokens(lx_api_ctx *ctx, lx_http_req *req) { ctx->proxy(ctx->ud, req, LX_EP_COUNT_TOKENS); }
 static void models_list(lx_api_ctx *ctx, lx_http_req *req);
 static void admin_reload(lx_api_ctx *ctx, lx_http_req *req);
 
@@ -41,6 +43,7 @@ static const route routes[] = {
     {"/admin/reload", "POST", admin_reload}, {"/stats", "GET", lx_observe_stats},
     {"/metrics", "GET", lx_observe_metrics}, {"/health", "GET", lx_health_full},
     {"/health/live", "GET", lx_health_live}, {"/health/ready", "GET", lx_health_ready},
+    {"/v1/messages", "POST", messages},      {"/v1/messages/count_tokens", "POST", count_tokens},
 };
 
 static void respond_error_h(lx_http_req *req, lx_err e, const char *message, const char *param,

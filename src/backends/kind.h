@@ -48,6 +48,10 @@ typedef struct {
     const lx_body_fields *fields; /* its scan */
     const char *set_model;        /* the model to name when the body names none (default_model); NULL: it does */
     long priority_value;          /* the request's queue.priorities number (for backends.NAME.forward_priority) */
+    /* The client's Anthropic request when it came to /v1/messages (api/messages.h: its body as it came and its
+     * anthropic-version / anthropic-beta headers), else NULL. body above is then its OpenAI translation; a kind
+     * that speaks the Messages API may send front->body on as it is instead. */
+    const struct lx_messages_front *front;
 } lx_kind_ctx;
 
 #define LX_KIND_MAX_HEADERS 6
