@@ -70,6 +70,7 @@ static void on_closed(uv_handle_t *h)
     free(q->answer);
     free(q->id);
     free(q->model_copy);
+    free(q->tool_call);
     free(q);
 }
 
