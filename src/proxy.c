@@ -1,5 +1,5 @@
 /*
- * The request pipeline for /v1/chat/completions, /v1/completions and /v1/embeddings, in one place:
+ * The request pipeline for /v1/chat/completions, /v1/completions, /v1/embeddings and /v1/messages, in one place:
  *
  *   1 request id (the client's X-Request-Id when sane, else a new one)
  *   2 read the body once: model, stream, max_tokens, x_priority / x_user_id / x_timeout (or headers);
@@ -33,6 +33,12 @@
  *   7 account: one access-log line with tokens, latency and Lexora's own overhead; the rate limiter's
  *     reservation is reconciled with the real usage (sent to a backend) or refunded (never sent), once,
  *     in rate_end, before the client has the end of its answer
+ *
+ * The Anthropic front (/v1/messages, api/messages.h): at intake the Messages request is translated to a chat
+ * completion body, which every step above reads (p->body; x-api-key counts as the bearer key); the usage is read
+ * from the OpenAI answer or stream as always, and only what the client receives is translated back (the whole
+ * answer, each relayed event, every error of ours or the backend's). /v1/messages/count_tokens stops after 3
+ * with the token estimate.
  *
  * A proxy_req lives from lx_proxy_handle until its answer is complete or the client leaves; it holds
  * a reference to the config snapshot it started with. Once an SSE answer has begun, nothing can be
