@@ -11,6 +11,18 @@
 #include <stdio.h>
 #include <string.h>
 
+/* snprintf where cutting a long text short is what is wanted (a field path, a message): a plain call lets the
+ * compiler's truncation warning fire on every one. */
+static void textf(char *out, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static void textf(char *out, size_t n, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(out, n, fmt, ap);
+    va_end(ap);
+}
+
 /* ---------- request ---------- */
 
 typedef struct {
@@ -21,10 +33,10 @@ typedef struct {
 static int refuse(lx_messages_error *e, const char *param, const char *fmt, const char *what)
 {
     e->err = LX_ERR_INVALID_FIELD;
-    snprintf(e->param, sizeof e->param, "%s", param);
+    textf(e->param, sizeof e->param, "%s", param);
     char text[200];
-    snprintf(text, sizeof text, fmt, what ? what : "");
-    snprintf(e->message, sizeof e->message, "%s: %s", param, text);
+    textf(text, sizeof text, fmt, what ? what : "");
+    textf(e->message, sizeof e->message, "%s: %s", param, text);
     return -1;
 }
 
@@ -50,7 +62,7 @@ static int only_keys(const cJSON *o, const char *const *keys, const char *path, 
             ok = strcmp(keys[i], m->string) == 0;
         if (!ok) {
             char p[96];
-            snprintf(p, sizeof p, "%s.%s", path, m->string);
+            textf(p, sizeof p, "%s.%s", path, m->string);
             return refuse(e, p, "the field %s is not supported by this gateway", m->string);
         }
     }
@@ -69,7 +81,7 @@ static const char *text_of(const cJSON *b, const char *path, lx_messages_error *
     static const char *const keys[] = {"type", "text", "citations", NULL};
     const cJSON *t = member(b, "text");
     char p[96];
-    snprintf(p, sizeof p, "%s.text", path);
+    textf(p, sizeof p, "%s.text", path);
     if (!cJSON_IsString(t)) {
         refuse(e, p, "Field required (a string)%s", NULL);
         return NULL;
@@ -86,7 +98,7 @@ static cJSON *image_part(const cJSON *b, const char *path, lx_messages_error *e)
     const cJSON *src = member(b, "source");
     const char *st = cJSON_IsObject(src) ? block_type(src) : NULL;
     char p[96];
-    snprintf(p, sizeof p, "%s.source", path);
+    textf(p, sizeof p, "%s.source", path);
     lx_buf url;
     lx_buf_init(&url, 0);
     if (st && strcmp(st, "base64") == 0 && cJSON_IsString(member(src, "media_type")) &&
@@ -116,10 +128,10 @@ static int joined_text(const cJSON *c, const char *path, const char *sep, lx_buf
     cJSON_ArrayForEach(b, c)
     {
         char p[96];
-        snprintf(p, sizeof p, "%s.%d", path, i);
+        textf(p, sizeof p, "%s.%d", path, i);
         const char *t = cJSON_IsObject(b) ? block_type(b) : NULL;
         if (t == NULL || strcmp(t, "text") != 0) {
-            snprintf(p, sizeof p, "%s.%d.type", path, i);
+            textf(p, sizeof p, "%s.%d.type", path, i);
             return refuse(e, p, "only text blocks can be translated here (got %s)", t ? t : "no type");
         }
         const char *text = text_of(b, p, e);
@@ -136,13 +148,13 @@ static int tool_result(req_ctx *c, const cJSON *b, const char *path)
     if (only_keys(b, keys, path, c->e)) return -1;
     const cJSON *id = member(b, "tool_use_id");
     char p[96];
-    snprintf(p, sizeof p, "%s.tool_use_id", path);
+    textf(p, sizeof p, "%s.tool_use_id", path);
     if (!cJSON_IsString(id)) return refuse(c->e, p, "Field required (a string)%s", NULL);
     lx_buf text;
     lx_buf_init(&text, 0);
     if (cJSON_IsTrue(member(b, "is_error"))) lx_buf_append_str(&text, "Error: ");
     const cJSON *content = member(b, "content");
-    snprintf(p, sizeof p, "%s.content", path);
+    textf(p, sizeof p, "%s.content", path);
     if (content && joined_text(content, p, "\n", &text, c->e)) {
         lx_buf_free(&text);
         return -1;
@@ -162,7 +174,7 @@ static cJSON *tool_call(const cJSON *b, const char *path, lx_messages_error *e)
     if (only_keys(b, keys, path, e)) return NULL;
     const cJSON *id = member(b, "id"), *name = member(b, "name"), *input = member(b, "input");
     char p[96];
-    snprintf(p, sizeof p, "%s.%s", path, !cJSON_IsString(id) ? "id" : !cJSON_IsString(name) ? "name" : "input");
+    textf(p, sizeof p, "%s.%s", path, !cJSON_IsString(id) ? "id" : !cJSON_IsString(name) ? "name" : "input");
     if (!cJSON_IsString(id) || !cJSON_IsString(name) || !cJSON_IsObject(input)) {
         refuse(e, p, "Field required%s", NULL);
         return NULL;
@@ -183,7 +195,7 @@ static int content_block(req_ctx *c, const cJSON *b, const char *path, bool user
                          cJSON *calls)
 {
     char p[96];
-    snprintf(p, sizeof p, "%s.type", path);
+    textf(p, sizeof p, "%s.type", path);
     const char *t = cJSON_IsObject(b) ? block_type(b) : NULL;
     if (t == NULL) return refuse(c->e, p, "Field required (a content block's type)%s", NULL);
     if (strcmp(t, "text") == 0) {
@@ -251,15 +263,15 @@ static int message(req_ctx *c, const cJSON *m, int i)
 {
     static const char *const keys[] = {"role", "content", NULL};
     char path[64], p[96];
-    snprintf(path, sizeof path, "messages.%d", i);
+    textf(path, sizeof path, "messages.%d", i);
     if (!cJSON_IsObject(m)) return refuse(c->e, path, "must be an object%s", NULL);
     if (only_keys(m, keys, path, c->e)) return -1;
     const cJSON *role = member(m, "role"), *content = member(m, "content");
     bool user = cJSON_IsString(role) && strcmp(role->valuestring, "user") == 0;
-    snprintf(p, sizeof p, "%s.role", path);
+    textf(p, sizeof p, "%s.role", path);
     if (!user && !(cJSON_IsString(role) && strcmp(role->valuestring, "assistant") == 0))
         return refuse(c->e, p, "must be \"user\" or \"assistant\"%s", NULL);
-    snprintf(p, sizeof p, "%s.content", path);
+    textf(p, sizeof p, "%s.content", path);
     if (cJSON_IsString(content)) {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "role", role->valuestring);
@@ -276,7 +288,7 @@ static int message(req_ctx *c, const cJSON *m, int i)
     cJSON_ArrayForEach(b, content)
     {
         char bp[96];
-        snprintf(bp, sizeof bp, "%s.content.%d", path, j++);
+        textf(bp, sizeof bp, "%s.content.%d", path, j++);
         if ((rc = content_block(c, b, bp, user, parts, &text, calls)) != 0) break;
     }
     if (rc == 0 && user) {
@@ -319,15 +331,15 @@ static int tools(cJSON *oai, const cJSON *ts, lx_messages_error *e)
     cJSON_ArrayForEach(t, ts)
     {
         char path[64], p[96];
-        snprintf(path, sizeof path, "tools.%d", i++);
+        textf(path, sizeof path, "tools.%d", i++);
         if (!cJSON_IsObject(t)) return refuse(e, path, "must be an object%s", NULL);
         const char *type = block_type(t);
-        snprintf(p, sizeof p, "%s.type", path);
+        textf(p, sizeof p, "%s.type", path);
         if (type && strcmp(type, "custom") != 0)
             return refuse(e, p, "server tools (%s) are not available on this model", type);
         if (only_keys(t, keys, path, e)) return -1;
         const cJSON *name = member(t, "name"), *desc = member(t, "description"), *schema = member(t, "input_schema");
-        snprintf(p, sizeof p, "%s.%s", path, !cJSON_IsString(name) ? "name" : "input_schema");
+        textf(p, sizeof p, "%s.%s", path, !cJSON_IsString(name) ? "name" : "input_schema");
         if (!cJSON_IsString(name) || !cJSON_IsObject(schema)) return refuse(e, p, "Field required%s", NULL);
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "type", "function");
@@ -472,7 +484,7 @@ int lx_messages_request(const char *body, size_t len, bool count_only, lx_buf *o
         cJSON_Delete(root);
         e->err = LX_ERR_INVALID_JSON;
         e->param[0] = '\0';
-        snprintf(e->message, sizeof e->message, "The request body is not a JSON object");
+        textf(e->message, sizeof e->message, "The request body is not a JSON object");
         return -1;
     }
     cJSON *oai = cJSON_CreateObject();
@@ -563,7 +575,7 @@ int lx_messages_answer(const char *body, size_t len, const char *id, const char 
         return -1;
     }
     char msg_id[128];
-    snprintf(msg_id, sizeof msg_id, "msg_%s", id);
+    textf(msg_id, sizeof msg_id, "msg_%s", id);
     cJSON *msg = cJSON_CreateObject();
     cJSON_AddStringToObject(msg, "id", msg_id);
     cJSON_AddStringToObject(msg, "type", "message");
@@ -646,8 +658,8 @@ void lx_messages_stream_init(lx_messages_stream *s, const char *id, const char *
                               .completion_tokens = -1,
                               .cached_tokens = -1};
     lx_buf_init(&s->pending, max_event);
-    snprintf(s->id, sizeof s->id, "msg_%s", id);
-    snprintf(s->model, sizeof s->model, "%s", model);
+    textf(s->id, sizeof s->id, "msg_%s", id);
+    textf(s->model, sizeof s->model, "%s", model);
 }
 
 void lx_messages_stream_free(lx_messages_stream *s) { lx_buf_free(&s->pending); }
@@ -723,7 +735,7 @@ static int tool_delta(lx_messages_stream *s, const cJSON *tc, lx_buf *out)
         close_block(s, out);
         const cJSON *name = member(fn, "name");
         char fallback[32];
-        snprintf(fallback, sizeof fallback, "toolu_%d", i);
+        textf(fallback, sizeof fallback, "toolu_%d", i);
         lx_buf_printf(out,
                       "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":%d,"
                       "\"content_block\":{\"type\":\"tool_use\",\"id\":",
@@ -771,9 +783,9 @@ static int chunk(lx_messages_stream *s, const cJSON *root, lx_buf *out)
         if (tool_delta(s, tc, out)) return -1;
     }
     const cJSON *fr = member(choice, "finish_reason"), *sr = member(choice, "stop_reason");
-    if (cJSON_IsString(fr)) snprintf(s->finish, sizeof s->finish, "%s", fr->valuestring);
+    if (cJSON_IsString(fr)) textf(s->finish, sizeof s->finish, "%s", fr->valuestring);
     if (cJSON_IsString(sr)) {
-        snprintf(s->stop_seq, sizeof s->stop_seq, "%s", sr->valuestring);
+        textf(s->stop_seq, sizeof s->stop_seq, "%s", sr->valuestring);
         s->has_stop_seq = true;
     }
     return 0;
