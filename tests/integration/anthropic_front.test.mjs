@@ -298,3 +298,35 @@ describe('Anthropic front: auth, limits, failures', () => {
     }
   });
 });
+
+describe('Anthropic front, other backend kinds behind (their streams translated to OpenAI first)', () => {
+  for (const [api, model] of [['ollama', 'llama3.2:latest'], ['llamacpp', 'qwen2.5-7b-instruct']]) {
+    test(`type: ${api}: a message and a stream through the SDK, usage as the backend reports it`, async () => {
+      const sim = await startSim(['--api', api, '--model', model, '--ttft-ms', '1', '--tokens-per-sec', '0']);
+      try {
+        await withLexora(configFor(sim.url, {
+          models: [model],
+          extra: { backends: { local: { type: api, url: sim.url, models: [model] } }, rate_limits: unlimited },
+        }), async (lx) => {
+          const c = client(lx);
+          const { data: msg, response } = await c.messages.create({ ...ask('Hello there'), model }).withResponse();
+          assert.equal(msg.content[0].type, 'text');
+          assert.equal(msg.usage.output_tokens, 5);
+          const rec = await accessRecord(lx, response.headers.get('x-request-id'));
+          assert.equal(rec.completion_tokens, 5);
+          assert.equal(rec.prompt_tokens, msg.usage.input_tokens);
+          const stream = c.messages.stream({ ...ask('Hello again', { max_tokens: 4 }), model });
+          let text = '';
+          stream.on('text', (t) => { text += t; });
+          const fin = await stream.finalMessage();
+          assert.equal(fin.content[0].text, text);
+          assert.equal(text.trim().split(/\s+/).length, 4);
+          assert.equal(fin.stop_reason, 'max_tokens');
+          assert.equal(fin.usage.output_tokens, 4);
+        });
+      } finally {
+        await sim.stop();
+      }
+    });
+  }
+});
