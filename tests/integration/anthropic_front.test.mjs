@@ -11,7 +11,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import Anthropic from '@anthropic-ai/sdk';
 import {
-  MODEL, accessRecord, configFor, needs, post, sleep, startLexora, startSim, stats, withLexora,
+  MODEL, accessRecord, configFor, needs, post, sleep, startLexora, startSim, stats, waitFor, withLexora,
 } from '../lib/harness.mjs';
 import { hasCommand } from '../lib/metrics.mjs';
 
@@ -26,6 +26,7 @@ const weather = {
   input_schema: { type: 'object', properties: { input: { type: 'string' } }, required: ['input'] },
 };
 const haveSqlite = hasCommand('sqlite3', ['-version']);
+const waitForRunning = (sim) => waitFor(async () => (await sim.stats()).running > 0, 'a request running on the sim');
 
 /** Anthropic events of an SSE body: [{event, data}] */
 function events(text) {
@@ -262,6 +263,36 @@ describe('Anthropic front: auth, limits, failures', () => {
         return true;
       });
     });
+  });
+
+  test('the queue: 504 queue_timeout and 503 queue_full in Anthropic\'s shape, Retry-After kept', async () => {
+    const slow = await startSim(['--model', MODEL, '--ttft-ms', '1', '--tokens-per-sec', '20']);
+    try {
+      await withLexora(configFor(slow.url, {
+        extra: {
+          backends: { vllm: { url: slow.url, models: [MODEL], max_concurrency: 1 } },
+          queue: { max_size: 1, default_timeout: 30 }, rate_limits: unlimited,
+        },
+      }), async (lx) => {
+        const busy = post(`${lx.url}/v1/messages`, ask('long', { max_tokens: 40 })); // about 2 s
+        await waitForRunning(slow);
+        const waiting = post(`${lx.url}/v1/messages`, ask('late', { x_timeout: 0.5 }));
+        await sleep(100);
+        const full = await post(`${lx.url}/v1/messages`, ask('no room'));
+        assert.equal(full.status, 503, full.text);
+        assert.deepEqual(Object.keys(full.json), ['type', 'error']);
+        assert.equal(full.json.error.type, 'overloaded_error');
+        assert.ok(Number(full.headers.get('retry-after')) >= 1);
+        const late = await waiting;
+        assert.equal(late.status, 504, late.text);
+        assert.equal(late.json.type, 'error');
+        assert.equal(late.json.error.type, 'api_error');
+        assert.match(late.json.error.message, /free slot/);
+        assert.equal((await busy).status, 200);
+      });
+    } finally {
+      await slow.stop();
+    }
   });
 
   test('a backend failure: api_error before the answer began, an error event after', async () => {
