@@ -323,7 +323,8 @@ static int system_message(req_ctx *c, const cJSON *sys)
 
 static int tools(cJSON *oai, const cJSON *ts, lx_messages_error *e)
 {
-    static const char *const keys[] = {"type", "name", "description", "input_schema", "strict", NULL};
+    static const char *const keys[] = {"type", "name", "description", "input_schema", "strict", "eager_input_streaming",
+                                       NULL};
     if (!cJSON_IsArray(ts)) return refuse(e, "tools", "must be an array%s", NULL);
     cJSON *out = cJSON_AddArrayToObject(oai, "tools");
     int i = 0;
@@ -413,6 +414,30 @@ static int number(cJSON *oai, const cJSON *v, const char *name, lx_messages_erro
     return 0;
 }
 
+/*
+ * Top-level members accepted and not passed on: hints and opt-ins that do not change what the model answers to
+ * the conversation sent. service_tier (scheduling), cache_control (prompt caching), betas (the opt-ins to features
+ * whose own fields are translated or refused here), context_management (Anthropic's server-side clearing of old
+ * tool results past a threshold: without it the whole conversation is sent; Claude Code sends it and cannot be
+ * told not to).
+ */
+static bool dropped_key(const char *k)
+{
+    static const char *const keys[] = {"service_tier", "cache_control", "betas", "context_management"};
+    for (size_t i = 0; i < LX_ARRAY_LEN(keys); i++)
+        if (strcmp(keys[i], k) == 0) return true;
+    return false;
+}
+
+/* output_config: its effort is a hint about how long to think (accepted, not passed on); a format (structured
+ * output) changes the answer and cannot be expressed for every backend: refused. */
+static int output_config(const cJSON *v, lx_messages_error *e)
+{
+    static const char *const keys[] = {"effort", NULL};
+    if (!cJSON_IsObject(v)) return refuse(e, "output_config", "must be an object%s", NULL);
+    return only_keys(v, keys, "output_config", e);
+}
+
 /* One top-level member other than model, messages, system, max_tokens, stream. */
 static int top_member(cJSON *oai, const cJSON *v, lx_messages_error *e)
 {
@@ -424,7 +449,8 @@ static int top_member(cJSON *oai, const cJSON *v, lx_messages_error *e)
     if (strcmp(k, "tools") == 0) return tools(oai, v, e);
     if (strcmp(k, "tool_choice") == 0) return tool_choice(oai, v, e);
     if (strcmp(k, "thinking") == 0) return thinking(v, e);
-    if (strcmp(k, "service_tier") == 0 || hint_key(k)) return 0;
+    if (strcmp(k, "output_config") == 0) return output_config(v, e);
+    if (dropped_key(k)) return 0;
     if (strncmp(k, "x_", 2) == 0) {
         cJSON_AddItemToObject(oai, k, cJSON_Duplicate(v, true));
         return 0;

@@ -15,7 +15,8 @@
  *   tools (custom: name, description, input_schema → function.parameters, strict), tool_choice (auto,
  *   any → required, none, tool → the named function; disable_parallel_tool_use → parallel_tool_calls false).
  *   Dropped as hints that do not change the answer: cache_control (anywhere), citations on text blocks,
- *   service_tier, thinking {"type":"disabled"}.
+ *   service_tier, betas, context_management (server-side context editing: the whole conversation is sent),
+ *   output_config.effort, tools' eager_input_streaming, thinking {"type":"disabled"}.
  *   Refused with 400 invalid_request_error naming the field: everything else (thinking enabled, thinking
  *   and redacted_thinking blocks, documents, server tools, images inside tool_result, unknown members).
  * Answer (lx_messages_answer): a chat.completion → a message: text and tool_use blocks (input parsed

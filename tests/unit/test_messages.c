@@ -89,6 +89,13 @@ static const req_case req_ok[] = {
      "{\"messages\":[],\"max_tokens\":3,\"tool_choice\":\"none\"}"},
     {"stream false stays a plain request", "{\"max_tokens\":3,\"messages\":[],\"stream\":false}",
      "{\"messages\":[],\"max_tokens\":3}"},
+    {"what Claude Code sends beside the conversation: betas, context_management, output_config.effort, tools' "
+     "eager_input_streaming (dropped)",
+     "{\"max_tokens\":3,\"messages\":[],\"betas\":[\"x\"],\"context_management\":{\"edits\":[{\"type\":"
+     "\"clear_tool_uses_20250919\"}]},\"output_config\":{\"effort\":\"low\"},\"tools\":[{\"name\":\"f\","
+     "\"input_schema\":{},\"eager_input_streaming\":true}]}",
+     "{\"messages\":[],\"max_tokens\":3,\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\","
+     "\"parameters\":{}}}]}"},
 };
 
 static void test_request_ok(void **state)
@@ -123,6 +130,9 @@ static const req_bad req_refused[] = {
     {"{\"max_tokens\":1,\"messages\":[],\"thinking\":{\"type\":\"enabled\",\"budget_tokens\":1024}}",
      LX_ERR_INVALID_FIELD, "thinking"},
     {"{\"max_tokens\":1,\"messages\":[],\"frobnicate\":1}", LX_ERR_INVALID_FIELD, "frobnicate"},
+    {"{\"max_tokens\":1,\"messages\":[],\"output_config\":{\"format\":{\"type\":\"json_schema\"}}}",
+     LX_ERR_INVALID_FIELD, "output_config.format"},
+    {"{\"max_tokens\":1,\"messages\":[],\"mcp_servers\":[]}", LX_ERR_INVALID_FIELD, "mcp_servers"},
     {"{\"max_tokens\":1,\"messages\":[],\"temperature\":\"hot\"}", LX_ERR_INVALID_FIELD, "temperature"},
     {"{\"max_tokens\":1,\"messages\":[],\"stop_sequences\":[1]}", LX_ERR_INVALID_FIELD, "stop_sequences"},
     {"{\"max_tokens\":1,\"messages\":[],\"metadata\":{\"user_id\":\"u\",\"x\":1}}", LX_ERR_INVALID_FIELD, "metadata.x"},
