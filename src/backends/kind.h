@@ -34,6 +34,7 @@
 
 #include "api/body.h"
 #include "api/endpoint.h"
+#include "api/messages.h"
 #include "backends/outcome.h"
 #include "config.h"
 #include "http/client.h"
@@ -51,7 +52,7 @@ typedef struct {
     /* The client's Anthropic request when it came to /v1/messages (api/messages.h: its body as it came and its
      * anthropic-version / anthropic-beta headers), else NULL. body above is then its OpenAI translation; a kind
      * that speaks the Messages API may send front->body on as it is instead. */
-    const struct lx_messages_front *front;
+    const lx_messages_front *front;
 } lx_kind_ctx;
 
 #define LX_KIND_MAX_HEADERS 6
