@@ -142,7 +142,41 @@ static int joined_text(const cJSON *c, const char *path, const char *sep, lx_buf
     return 0;
 }
 
-static int tool_result(req_ctx *c, const cJSON *b, const char *path)
+/*
+ * A tool_result's content: a string, or text and image blocks. The text goes into the tool message (blocks joined
+ * by "\n"); an OpenAI tool message carries text only, so an image goes into the user message that follows the
+ * tool messages (parts), and the tool's text says so where it stood ("[image follows]").
+ */
+static int tool_content(const cJSON *content, const char *path, lx_buf *text, cJSON *parts, lx_messages_error *e)
+{
+    if (!cJSON_IsArray(content)) return joined_text(content, path, "\n", text, e);
+    int i = 0;
+    const cJSON *b;
+    cJSON_ArrayForEach(b, content)
+    {
+        char p[96];
+        textf(p, sizeof p, "%s.%d", path, i);
+        if (i++ > 0) lx_buf_append_str(text, "\n");
+        const char *t = cJSON_IsObject(b) ? block_type(b) : NULL;
+        if (t && strcmp(t, "image") == 0) {
+            cJSON *part = image_part(b, p, e);
+            if (part == NULL) return -1;
+            cJSON_AddItemToArray(parts, part);
+            lx_buf_append_str(text, "[image follows]");
+            continue;
+        }
+        if (t == NULL || strcmp(t, "text") != 0) {
+            textf(p, sizeof p, "%s.%d.type", path, i - 1);
+            return refuse(e, p, "only text and image blocks can be translated here (got %s)", t ? t : "no type");
+        }
+        const char *s = text_of(b, p, e);
+        if (s == NULL) return -1;
+        lx_buf_append_str(text, s);
+    }
+    return 0;
+}
+
+static int tool_result(req_ctx *c, const cJSON *b, const char *path, cJSON *parts)
 {
     static const char *const keys[] = {"type", "tool_use_id", "content", "is_error", NULL};
     if (only_keys(b, keys, path, c->e)) return -1;
@@ -155,7 +189,7 @@ static int tool_result(req_ctx *c, const cJSON *b, const char *path)
     if (cJSON_IsTrue(member(b, "is_error"))) lx_buf_append_str(&text, "Error: ");
     const cJSON *content = member(b, "content");
     textf(p, sizeof p, "%s.content", path);
-    if (content && joined_text(content, p, "\n", &text, c->e)) {
+    if (content && tool_content(content, p, &text, parts, c->e)) {
         lx_buf_free(&text);
         return -1;
     }
@@ -214,7 +248,7 @@ static int content_block(req_ctx *c, const cJSON *b, const char *path, bool user
         cJSON_AddItemToArray(parts, part);
         return 0;
     }
-    if (user && strcmp(t, "tool_result") == 0) return tool_result(c, b, path);
+    if (user && strcmp(t, "tool_result") == 0) return tool_result(c, b, path, parts);
     if (!user && strcmp(t, "tool_use") == 0) {
         cJSON *tc = tool_call(b, path, c->e);
         if (tc == NULL) return -1;

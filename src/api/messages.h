@@ -11,14 +11,15 @@
  *   system (a string or text blocks) → one system message;
  *   messages: text → text parts; image (base64 source → data: URL, url source → image_url); assistant
  *   tool_use → tool_calls (input as a JSON string); user tool_result → one `tool` message each, before
- *   the user's other parts (text blocks joined by "\n"; is_error → the text starts with "Error: ");
+ *   the user's other parts (text blocks joined by "\n"; is_error → the text starts with "Error: "; its images
+ *   go into the user message after the tool messages, "[image follows]" in the tool's text);
  *   tools (custom: name, description, input_schema → function.parameters, strict), tool_choice (auto,
  *   any → required, none, tool → the named function; disable_parallel_tool_use → parallel_tool_calls false).
  *   Dropped as hints that do not change the answer: cache_control (anywhere), citations on text blocks,
  *   service_tier, betas, context_management (server-side context editing: the whole conversation is sent),
  *   output_config.effort, tools' eager_input_streaming, thinking {"type":"disabled"}.
  *   Refused with 400 invalid_request_error naming the field: everything else (thinking enabled, thinking
- *   and redacted_thinking blocks, documents, server tools, images inside tool_result, unknown members).
+ *   and redacted_thinking blocks, documents, server tools, output_config.format, unknown members).
  * Answer (lx_messages_answer): a chat.completion → a message: text and tool_use blocks (input parsed
  *   from the arguments), stop_reason (stop → end_turn, or stop_sequence when the backend names the stop
  *   string it matched (vLLM's stop_reason); length → max_tokens; tool_calls → tool_use; content_filter →

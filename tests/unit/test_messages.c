@@ -69,6 +69,14 @@ static const req_case req_ok[] = {
      "{\"messages\":[{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"a\",\"type\":\"function\","
      "\"function\":{\"name\":\"f\",\"arguments\":\"{\\\"k\\\":[1,2]}\"}}]},{\"role\":\"tool\",\"tool_call_id\":\"a\","
      "\"content\":\"\"}],\"max_tokens\":2}"},
+    {"a tool_result's image goes into the user message after the tool messages",
+     "{\"max_tokens\":2,\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"tool_result\",\"tool_use_id\":"
+     "\"r\",\"content\":[{\"type\":\"text\",\"text\":\"the screenshot:\"},{\"type\":\"image\",\"source\":{"
+     "\"type\":\"base64\",\"media_type\":\"image/png\",\"data\":\"AAAA\"}}]},{\"type\":\"text\",\"text\":"
+     "\"what is it?\"}]}]}",
+     "{\"messages\":[{\"role\":\"tool\",\"tool_call_id\":\"r\",\"content\":\"the screenshot:\\n[image follows]\"},{"
+     "\"role\":\"user\",\"content\":[{\"type\":\"image_url\",\"image_url\":{\"url\":\"data:image/png;base64,"
+     "AAAA\"}},{\"type\":\"text\",\"text\":\"what is it?\"}]}],\"max_tokens\":2}"},
     {"tools and tool_choice any; thinking disabled is accepted",
      "{\"model\":\"m\",\"max_tokens\":3,\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"name\":"
      "\"get_weather\",\"description\":\"Weather\",\"input_schema\":{\"type\":\"object\",\"properties\":{\"city\":{"
@@ -151,7 +159,10 @@ static const req_bad req_refused[] = {
      LX_ERR_INVALID_FIELD, "messages.0.content.0.foo"},
     {"{\"max_tokens\":1,\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"tool_result\",\"tool_use_id\":\"t\","
      "\"content\":[{\"type\":\"image\",\"source\":{}}]}]}]}",
-     LX_ERR_INVALID_FIELD, "messages.0.content.0.content.0.type"},
+     LX_ERR_INVALID_FIELD, "messages.0.content.0.content.0.source"},
+    {"{\"max_tokens\":1,\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"tool_result\",\"tool_use_id\":\"t\","
+     "\"content\":[{\"type\":\"text\",\"text\":\"a\"},{\"type\":\"document\"}]}]}]}",
+     LX_ERR_INVALID_FIELD, "messages.0.content.0.content.1.type"},
     {"{\"max_tokens\":1,\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image\",\"source\":{\"type\":"
      "\"file\",\"file_id\":\"f\"}}]}]}",
      LX_ERR_INVALID_FIELD, "messages.0.content.0.source"},
