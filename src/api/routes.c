@@ -15,6 +15,7 @@
 
 #include "api/errors.h"
 #include "api/health.h"
+#include "api/messages.h"
 #include "api/observe.h"
 #include "queue/admission.h"
 #include "reload.h"
@@ -249,6 +250,16 @@ static void method_not_allowed(lx_http_req *req, const char *allowed)
     char msg[128];
     snprintf(msg, sizeof msg, "Method %s is not allowed here; use %s", lx_http_req_method(req), allowed);
     lx_http_header allow = {"Allow", allowed};
+    lx_slice path = lx_http_req_path(req);
+    if (path.len >= 12 && memcmp(path.p, "/v1/messages", 12) == 0) { /* Anthropic's paths: its error shape */
+        lx_buf body;
+        lx_buf_init(&body, 0);
+        lx_messages_error_body(&body, lx_err_get(LX_ERR_METHOD_NOT_ALLOWED)->status, msg);
+        lx_http_header h[2] = {{"Content-Type", "application/json"}, allow};
+        lx_http_respond(req, lx_err_get(LX_ERR_METHOD_NOT_ALLOWED)->status, h, 2, body.p, body.len);
+        lx_buf_free(&body);
+        return;
+    }
     respond_error_h(req, LX_ERR_METHOD_NOT_ALLOWED, msg, NULL, &allow);
 }
 

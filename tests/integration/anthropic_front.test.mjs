@@ -188,6 +188,11 @@ describe('Anthropic front, vLLM behind', () => {
     const bad = await post(`${lx.url}/v1/messages`, '{"model":');
     assert.equal(bad.status, 400);
     assert.equal(bad.json.error.type, 'invalid_request_error');
+    const get = await fetch(`${lx.url}/v1/messages`);
+    assert.equal(get.status, 405);
+    assert.equal(get.headers.get('allow'), 'POST');
+    assert.deepEqual(await get.json(), { type: 'error', error: { type: 'invalid_request_error',
+      message: 'Method GET is not allowed here; use POST' } });
     const unknown = await post(`${lx.url}/v1/messages`, ask('hi', { model: 'nope' }));
     assert.equal(unknown.status, 404);
     assert.equal(unknown.json.error.type, 'not_found_error');
