@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 seconds=${FUZZ_SECONDS:-60}
-all=(http body sse config tokens errors metrics route anthropic)
+all=(http body sse config tokens errors metrics route anthropic messages)
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=("${all[@]}")
 
@@ -18,7 +18,7 @@ targets=("$@")
 # than length. Longer inputs are covered by the unit tests' limits.
 max_len() {
   case "$1" in
-    http) echo 8192 ;; body | sse | tokens | route | anthropic) echo 16384 ;; config) echo 8192 ;; *) echo 4096 ;;
+    http) echo 8192 ;; body | sse | tokens | route | anthropic | messages) echo 16384 ;; config) echo 8192 ;; *) echo 4096 ;;
   esac
 }
 

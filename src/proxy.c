@@ -1,5 +1,5 @@
 /*
- * The request pipeline for /v1/chat/completions, /v1/completions and /v1/embeddings, in one place:
+ * The request pipeline for /v1/chat/completions, /v1/completions, /v1/embeddings and /v1/messages, in one place:
  *
  *   1 request id (the client's X-Request-Id when sane, else a new one)
  *   2 read the body once: model, stream, max_tokens, x_priority / x_user_id / x_timeout (or headers);
@@ -43,6 +43,12 @@
  *     reservation is reconciled with the real usage (sent to a backend) or refunded (never sent), once,
  *     in rate_end, before the client has the end of its answer
  *
+ * The Anthropic front (/v1/messages, api/messages.h): at intake the Messages request is translated to a chat
+ * completion body, which every step above reads (p->body; x-api-key counts as the bearer key); the usage is read
+ * from the OpenAI answer or stream as always, and only what the client receives is translated back (the whole
+ * answer, each relayed event, every error of ours or the backend's). /v1/messages/count_tokens stops after 3
+ * with the token estimate.
+ *
  * A proxy_req lives from lx_proxy_handle until its answer is complete or the client leaves; it holds
  * a reference to the config snapshot it started with. Once an SSE answer has begun, nothing can be
  * retried: a failure ends the stream with an error event and [DONE].
@@ -56,12 +62,14 @@
 #include "proxy.h"
 
 #include <math.h>
+#include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <strings.h>
 
 #include "api/body.h"
 #include "api/errors.h"
+#include "api/messages.h"
 #include "api/ratelimit.h"
 #include "api/routes.h"
 #include "api/sse.h"
@@ -80,7 +88,8 @@
 #include "utils/log.h"
 #include "utils/map.h"
 
-#define MAX_SSE_EVENT (1 << 20)
+#define MAX_SSE_EVENT  (1 << 20)
+#define LX_API_KEY_MAX 512 /* the longest x-api-key read */
 
 typedef struct {
     lx_gateway *gw;
@@ -143,6 +152,15 @@ typedef struct {
     lx_err err;                /* for the access log when the answer is one of ours */
     bool has_err;
     int status;
+    lx_slice body; /* what the pipeline reads and kinds send: the client's body, or its OpenAI translation */
+    /* The Anthropic front (api/messages.h): the client spoke the Messages API; its request as it came (for a
+     * backend that speaks it too), its OpenAI translation (body points into it), and its stream's state. */
+    bool anthropic;
+    bool count_only; /* /v1/messages/count_tokens: not a request to a model (no statistics, no ledger row) */
+    lx_messages_front front;
+    lx_buf translated;
+    lx_messages_stream *astream;
+    lx_buf aout; /* one relay's Anthropic events */
 } proxy_req;
 
 /* ---------- finishing ---------- */
@@ -166,7 +184,9 @@ static void access_log(const proxy_req *p, int status)
         .request_id = p->request_id,
         .user = p->user,
         .method = "POST",
-        .path = lx_endpoint_path(p->ep),
+        .path = p->count_only  ? "/v1/messages/count_tokens"
+                : p->anthropic ? "/v1/messages"
+                               : lx_endpoint_path(p->ep),
         .model = p->model,
         .model_used = p->model_used ? lx_model_name(p->model_used) : NULL,
         .alias = p->is_alias && !p->auto_routed,
@@ -189,7 +209,7 @@ static void access_log(const proxy_req *p, int status)
         .attempts = p->attempt,
     };
     lx_log_access(&rec);
-    lx_stats_record(p->gw->stats, &rec);
+    if (!p->count_only) lx_stats_record(p->gw->stats, &rec);
     if (p->experiment[0]) lx_experiments_record(p->gw->experiments, &rec);
 }
 
@@ -243,6 +263,10 @@ static void proxy_free(proxy_req *p)
     lx_buf_free(&p->url);
     lx_buf_free(&p->up_body);
     lx_sse_free(&p->sse);
+    if (p->astream) lx_messages_stream_free(p->astream);
+    free(p->astream);
+    lx_buf_free(&p->translated);
+    lx_buf_free(&p->aout);
     lx_config_unref(p->bcfg);
     lx_config_unref(p->cfg);
     free(p);
@@ -267,7 +291,10 @@ static void fail_h(proxy_req *p, lx_err e, const char *message, const char *para
     p->has_err = true;
     lx_buf body;
     lx_buf_init(&body, 0);
-    lx_err_body(&body, e, message, param);
+    if (p->anthropic)
+        lx_messages_error_body(&body, lx_err_get(e)->status, message ? message : lx_err_get(e)->code);
+    else
+        lx_err_body(&body, e, message, param);
     lx_http_header h[10 + LX_RATELIMIT_MAX_HEADERS];
     size_t n = 0;
     h[n++] = (lx_http_header){"Content-Type", "application/json"};
@@ -302,7 +329,7 @@ static void fail(proxy_req *p, lx_err e, const char *message, const char *param)
 /* ---------- answering ---------- */
 
 typedef struct {
-    lx_http_header h[13 + LX_RATELIMIT_MAX_HEADERS];
+    lx_http_header h[14 + LX_RATELIMIT_MAX_HEADERS];
     size_t n;
     char overhead[32];
     char queue_wait[32];
@@ -335,6 +362,21 @@ static void answer_headers_init(answer_headers *a, const proxy_req *p, const cha
         a->h[a->n++] = (lx_http_header){a->rate.name[i], a->rate.value[i]};
 }
 
+/* A 2xx answer the Anthropic front cannot translate (not a chat.completion, tool arguments that are not an
+ * object): 502 api_error instead. */
+static void bad_answer(proxy_req *p, lx_buf *out)
+{
+    char msg[200];
+    snprintf(msg, sizeof msg, "backend %s answered something that is not a chat completion Lexora can translate",
+             p->backend->name);
+    LX_WARN(p->request_id, "%s", msg);
+    p->up_status = lx_err_get(LX_ERR_UPSTREAM_BAD_RESPONSE)->status;
+    p->err = LX_ERR_UPSTREAM_BAD_RESPONSE;
+    p->has_err = true;
+    lx_buf_reset(out);
+    lx_messages_error_body(out, p->up_status, msg);
+}
+
 static void respond_buffered(proxy_req *p)
 {
     const char *body = p->up_body.p ? p->up_body.p : "";
@@ -350,18 +392,37 @@ static void respond_buffered(proxy_req *p)
         lx_usage_parse(usage.p, usage.len, &p->usage);
     const char *ct = p->up_content_type[0] ? p->up_content_type : "application/json";
     if (normalized.len) ct = "application/json";
+    lx_buf answer; /* the Anthropic front's: usage was read above from the OpenAI answer */
+    lx_buf_init(&answer, 0);
+    if (p->anthropic) {
+        if (p->up_status >= 300)
+            lx_messages_error_of(&answer, p->up_status, body, len);
+        else if (lx_messages_answer(body, len, p->request_id, p->model, &answer) != 0)
+            bad_answer(p, &answer);
+        body = answer.p;
+        len = answer.len;
+        ct = "application/json";
+    }
     answer_headers a;
     answer_headers_init(&a, p, ct);
     if (p->up_retry_after[0]) a.h[a.n++] = (lx_http_header){"Retry-After", p->up_retry_after};
     detach(p, p->up_status);
     lx_http_respond(p->req, p->up_status, a.h, a.n, body, len);
     lx_buf_free(&normalized);
+    lx_buf_free(&answer);
     proxy_free(p);
 }
 
 static void relay_emit(void *ud, const char *data, size_t len)
 {
     proxy_req *p = ud;
+    if (p->astream) { /* the Anthropic front: the OpenAI events (their usage read already) become its events */
+        lx_buf_reset(&p->aout);
+        if (lx_messages_stream_feed(p->astream, data, len, &p->aout) != 0) p->relay_failed = true;
+        if (p->aout.len == 0) return;
+        data = p->aout.p;
+        len = p->aout.len;
+    }
     size_t pending = lx_http_stream_write(p->req, data, len);
     if (pending > LX_HTTP_WRITE_HIGH_WATER && p->up) lx_upstream_pause(p->up);
 }
@@ -373,9 +434,13 @@ static void end_stream_with_error(proxy_req *p, lx_err e, const char *message)
     p->has_err = true;
     lx_buf ev;
     lx_buf_init(&ev, 0);
-    lx_buf_append_str(&ev, "data: ");
-    lx_err_body(&ev, e, message, NULL);
-    lx_buf_append_str(&ev, "\n\ndata: [DONE]\n\n");
+    if (p->astream) {
+        lx_messages_stream_error(p->astream, lx_err_get(e)->status, message, &ev);
+    } else {
+        lx_buf_append_str(&ev, "data: ");
+        lx_err_body(&ev, e, message, NULL);
+        lx_buf_append_str(&ev, "\n\ndata: [DONE]\n\n");
+    }
     lx_http_stream_write(p->req, ev.p, ev.len);
     lx_buf_free(&ev);
 }
@@ -418,6 +483,15 @@ static void on_up_headers(lx_upstream *u, const lx_up_head *h, void *ud)
         p->kstream = lx_xmalloc(sizeof *p->kstream);
         lx_kind_stream_init(p->kstream, p->kind, MAX_SSE_EVENT);
     }
+    if (p->anthropic) {
+        lx_token_estimate est;
+        lx_tokens_estimate(&p->f.tokens, &est);
+        p->astream = lx_xmalloc(sizeof *p->astream);
+        lx_messages_stream_init(p->astream, p->request_id, p->model, est.prompt_tokens, MAX_SSE_EVENT);
+        lx_buf_init(&p->aout, 0);
+        lx_messages_stream_begin(p->astream, &p->aout);
+        lx_http_stream_write(p->req, p->aout.p, p->aout.len);
+    }
 }
 
 /* A translating kind's OpenAI events go through the same SSE relay as a backend's own. A feed that fails
@@ -430,7 +504,7 @@ static void relay_translated(void *ud, const char *data, size_t len)
 
 static bool relay_feed(proxy_req *p, const char *data, size_t len)
 {
-    if (p->kind->stream_event == NULL) return lx_sse_feed(&p->sse, data, len, relay_emit, p) == 0;
+    if (p->kind->stream_event == NULL) return lx_sse_feed(&p->sse, data, len, relay_emit, p) == 0 && !p->relay_failed;
     return lx_kind_stream_feed(p->kstream, &p->kctx, data, len, relay_translated, p) == 0 && !p->relay_failed;
 }
 
@@ -547,6 +621,15 @@ static bool set_user(proxy_req *p, bool scanned)
 {
     lx_auth_request ar = {0};
     ar.has_authorization = lx_http_req_header(p->req, "authorization", &ar.authorization);
+    char bearer[LX_API_KEY_MAX + 8]; /* the Anthropic front's x-api-key, read as a bearer key; wiped below */
+    lx_slice key;
+    if (!ar.has_authorization && p->anthropic && lx_http_req_header(p->req, "x-api-key", &key) &&
+        key.len <= LX_API_KEY_MAX) {
+        memcpy(bearer, "Bearer ", 7);
+        memcpy(bearer + 7, key.p, key.len);
+        ar.authorization = (lx_slice){bearer, key.len + 7};
+        ar.has_authorization = true;
+    }
     ar.has_header_user = lx_http_req_header(p->req, "x-user-id", &ar.header_user);
     if (scanned) {
         ar.body_user = p->f.x_user_id;
@@ -554,6 +637,7 @@ static bool set_user(proxy_req *p, bool scanned)
     }
     lx_slice user;
     lx_auth_status st = lx_auth_identify(p->cfg, &ar, &user);
+    if (ar.authorization.p == bearer) OPENSSL_cleanse(bearer, sizeof bearer);
     if (st == LX_AUTH_OK) {
         copy_slice(p->user, sizeof p->user, user);
         return true;
@@ -720,8 +804,9 @@ static void forward(proxy_req *p)
     p->kctx = (lx_kind_ctx){
         .ep = p->ep,
         .backend = p->backend,
-        .body = lx_http_req_body(p->req),
+        .body = p->body,
         .fields = &p->f,
+        .front = p->anthropic ? &p->front : NULL,
         .set_model = lx_backend_conf_upstream(p->backend, lx_model_name(p->model_used)),
         .priority_value = p->ticket.priority_value,
         .client = p->req,
@@ -1045,7 +1130,10 @@ static void fail_rate_limited(proxy_req *p)
     LX_INFO(p->request_id, "%s", msg);
     lx_buf body;
     lx_buf_init(&body, 0);
-    lx_ratelimit_body(&p->rate, &body);
+    if (p->anthropic)
+        lx_messages_error_body(&body, lx_err_get(e)->status, msg);
+    else
+        lx_ratelimit_body(&p->rate, &body);
     lx_ratelimit_headers rh;
     lx_ratelimit_headers_fill(&p->rate.result, &rh);
     lx_http_header h[2 + LX_RATELIMIT_MAX_HEADERS];
@@ -1093,6 +1181,43 @@ static void check_rate(proxy_req *p)
     lx_rate_check(p->gw->rate_limiter, &p->rate, &ask, on_rate, p);
 }
 
+/*
+ * The Anthropic front's intake: the client's request is kept as it came (front: body, anthropic-version,
+ * anthropic-beta) and p->body becomes its OpenAI translation, which the rest of the pipeline reads. False
+ * after answering 400 for what cannot be translated.
+ */
+static bool from_anthropic(proxy_req *p, bool count_only)
+{
+    p->front.body = p->body;
+    lx_http_req_header(p->req, "anthropic-version", &p->front.version);
+    lx_http_req_header(p->req, "anthropic-beta", &p->front.beta);
+    lx_buf_init(&p->translated, 4 * p->body.len + 65536);
+    lx_messages_error e;
+    if (lx_messages_request(p->body.p, p->body.len, count_only, &p->translated, &e) != 0) {
+        if (!p->cfg->auth.enabled) copy_slice(p->user, sizeof p->user, LX_SLICE_LIT("-"));
+        fail(p, e.err, e.message, e.param[0] ? e.param : NULL);
+        return false;
+    }
+    p->body = (lx_slice){p->translated.p, p->translated.len};
+    return true;
+}
+
+/* POST /v1/messages/count_tokens: {"input_tokens":N}, Lexora's own estimate of the prompt (limits/tokens.h) of
+ * the request's translation, for a model served now. Nothing is sent to a backend, nor counted as a request
+ * in the statistics or the ledger; the access log has its line. */
+static void count_tokens(proxy_req *p)
+{
+    if (!route(p)) return;
+    lx_token_estimate est;
+    lx_tokens_estimate(&p->f.tokens, &est);
+    char body[64];
+    int n = snprintf(body, sizeof body, "{\"input_tokens\":%ld}", est.prompt_tokens);
+    const lx_http_header h[] = {{"Content-Type", "application/json"}, {"X-Request-Id", p->request_id}};
+    detach(p, 200);
+    lx_http_respond(p->req, 200, h, LX_ARRAY_LEN(h), body, (size_t)n);
+    proxy_free(p);
+}
+
 void lx_proxy_handle(lx_gateway *gw, lx_http_req *req, lx_endpoint ep)
 {
     proxy_req *p = lx_xcalloc(1, sizeof *p);
@@ -1100,12 +1225,17 @@ void lx_proxy_handle(lx_gateway *gw, lx_http_req *req, lx_endpoint ep)
     p->cfg = lx_config_ref(gw->config);
     p->req = req;
     p->ep = ep;
+    p->anthropic = ep == LX_EP_MESSAGES || ep == LX_EP_COUNT_TOKENS;
+    p->count_only = ep == LX_EP_COUNT_TOKENS;
+    if (p->anthropic) p->ep = LX_EP_CHAT;
     p->usage = (lx_usage){-1, -1};
     lx_http_req_set_data(req, p);
     set_request_id(p);
     /* with auth on, the key is checked before the body: a caller without one learns nothing about it */
     if (p->cfg->auth.enabled && !set_user(p, false)) return;
-    lx_slice body = lx_http_req_body(req);
+    p->body = lx_http_req_body(req);
+    if (p->anthropic && !from_anthropic(p, ep == LX_EP_COUNT_TOKENS)) return;
+    lx_slice body = p->body;
     lx_body_error berr;
     if (lx_body_scan(body.p, body.len, &p->f, &berr) != 0) {
         if (!p->cfg->auth.enabled) copy_slice(p->user, sizeof p->user, LX_SLICE_LIT("-"));
@@ -1128,6 +1258,10 @@ void lx_proxy_handle(lx_gateway *gw, lx_http_req *req, lx_endpoint ep)
     }
     if (!set_fallback_policy(p)) {
         fail(p, LX_ERR_INVALID_FIELD, "X-Lexora-Fallback must be on or off", "x_fallback");
+        return;
+    }
+    if (ep == LX_EP_COUNT_TOKENS) {
+        count_tokens(p);
         return;
     }
     double deadline_ns = (double)lx_http_req_ready_ns(req) + p->queue_timeout_s * 1e9;

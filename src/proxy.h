@@ -1,5 +1,6 @@
 /*
- * The request pipeline for the OpenAI endpoints (lx_endpoint: api/endpoint.h): read the body once, route
+ * The request pipeline for the proxied endpoints (lx_endpoint: api/endpoint.h; Anthropic's /v1/messages translated
+ * to a chat completion at intake, api/messages.h): read the body once, route
  * (routing/router.h), build the upstream request through the backend's kind, forward through the upstream
  * client, relay the answer (SSE as it arrives, or whole, through the kind's filters), account.
  * Loop thread only.

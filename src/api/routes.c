@@ -16,6 +16,7 @@
 #include "api/dashboard.h"
 #include "api/errors.h"
 #include "api/health.h"
+#include "api/messages.h"
 #include "api/observe.h"
 #include "api/stats_stream.h"
 #include "queue/admission.h"
@@ -34,6 +35,8 @@ typedef struct {
 static void chat(lx_api_ctx *ctx, lx_http_req *req) { ctx->proxy(ctx->ud, req, LX_EP_CHAT); }
 static void completions(lx_api_ctx *ctx, lx_http_req *req) { ctx->proxy(ctx->ud, req, LX_EP_COMPLETIONS); }
 static void embeddings(lx_api_ctx *ctx, lx_http_req *req) { ctx->proxy(ctx->ud, req, LX_EP_EMBEDDINGS); }
+static void messages(lx_api_ctx *ctx, lx_http_req *req) { ctx->proxy(ctx->ud, req, LX_EP_MESSAGES); }
+static void count_tokens(lx_api_ctx *ctx, lx_http_req *req) { ctx->proxy(ctx->ud, req, LX_EP_COUNT_TOKENS); }
 static void models_list(lx_api_ctx *ctx, lx_http_req *req);
 static void admin_reload(lx_api_ctx *ctx, lx_http_req *req);
 
@@ -43,6 +46,7 @@ static const route routes[] = {
     {"/admin/reload", "POST", admin_reload}, {"/stats", "GET", lx_observe_stats},
     {"/metrics", "GET", lx_observe_metrics}, {"/health", "GET", lx_health_full},
     {"/health/live", "GET", lx_health_live}, {"/health/ready", "GET", lx_health_ready},
+    {"/v1/messages", "POST", messages},      {"/v1/messages/count_tokens", "POST", count_tokens},
 };
 
 /* The live dashboard: GET /dashboard and its files (api/dashboard.h), GET /stats/stream (api/stats_stream.h). */
@@ -258,6 +262,16 @@ static void method_not_allowed(lx_http_req *req, const char *allowed)
     char msg[128];
     snprintf(msg, sizeof msg, "Method %s is not allowed here; use %s", lx_http_req_method(req), allowed);
     lx_http_header allow = {"Allow", allowed};
+    lx_slice path = lx_http_req_path(req);
+    if (path.len >= 12 && memcmp(path.p, "/v1/messages", 12) == 0) { /* Anthropic's paths: its error shape */
+        lx_buf body;
+        lx_buf_init(&body, 0);
+        lx_messages_error_body(&body, lx_err_get(LX_ERR_METHOD_NOT_ALLOWED)->status, msg);
+        lx_http_header h[2] = {{"Content-Type", "application/json"}, allow};
+        lx_http_respond(req, lx_err_get(LX_ERR_METHOD_NOT_ALLOWED)->status, h, 2, body.p, body.len);
+        lx_buf_free(&body);
+        return;
+    }
     respond_error_h(req, LX_ERR_METHOD_NOT_ALLOWED, msg, NULL, &allow);
 }
 

@@ -36,6 +36,7 @@
 
 #include "api/body.h"
 #include "api/endpoint.h"
+#include "api/messages.h"
 #include "backends/outcome.h"
 #include "config.h"
 #include "http/client.h"
@@ -51,6 +52,10 @@ typedef struct {
     const char *set_model;            /* the model to name when the body names none (default_model); NULL: it does */
     long priority_value;              /* the request's queue.priorities number (for backends.NAME.forward_priority) */
     const struct lx_http_req *client; /* the client's request, for its headers (anthropic-beta); may be NULL */
+    /* The client's Anthropic request when it came to /v1/messages (api/messages.h: its body as it came and its
+     * anthropic-version / anthropic-beta headers), else NULL. body above is then its OpenAI translation; a kind
+     * that speaks the Messages API may send front->body on as it is instead. */
+    const lx_messages_front *front;
 } lx_kind_ctx;
 
 #define LX_KIND_MAX_HEADERS 6

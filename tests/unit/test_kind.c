@@ -4,8 +4,10 @@
  * is configured with a backend of that kind in front of a fake backend (the project's own HTTP server on
  * 127.0.0.1), and a client (the upstream client) asks for a stream. The fake backend sees the rewritten
  * path; the client gets OpenAI SSE translated event by event, with the usage-only chunk dropped unless it
- * asked for usage. Also here: the framing of translated streams, the kinds' table, the built-in kinds'
- * model lists and the shared OpenAI request builder. Every wait is bounded.
+ * asked for usage. A request to Anthropic's /v1/messages reaches the same kind translated, with the client's
+ * request as it came in ctx->front, and comes back as Anthropic's events. Also here: the framing of translated
+ * streams, the kinds' table, the built-in kinds' model lists and the shared OpenAI request builder. Every wait
+ * is bounded.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -32,8 +34,19 @@ typedef struct {
     int events;
 } ndjson_state;
 
+/* What the kind saw of the last request's Anthropic front (lx_kind_ctx.front), and the body it was given. */
+static char seen_front[512], seen_version[64], seen_beta[64], seen_body[512];
+static bool seen_has_front;
+
 static int nd_request(const lx_kind_ctx *ctx, lx_kind_request *out, lx_kind_error *err)
 {
+    seen_has_front = ctx->front != NULL;
+    snprintf(seen_body, sizeof seen_body, "%.*s", (int)ctx->body.len, ctx->body.p);
+    if (ctx->front) {
+        snprintf(seen_front, sizeof seen_front, "%.*s", (int)ctx->front->body.len, ctx->front->body.p);
+        snprintf(seen_version, sizeof seen_version, "%.*s", (int)ctx->front->version.len, ctx->front->version.p);
+        snprintf(seen_beta, sizeof seen_beta, "%.*s", (int)ctx->front->beta.len, ctx->front->beta.p);
+    }
     if (ctx->ep == LX_EP_EMBEDDINGS) { /* what the backend cannot do is refused, never sent */
         err->err = LX_ERR_INVALID_FIELD;
         err->param = "model";
@@ -164,11 +177,10 @@ static void run_until_done(fx *f)
     assert_true(f->done);
 }
 
-static void ask(fx *f, int gw_port, lx_endpoint ep, const char *body)
+static void ask_h(fx *f, int gw_port, lx_endpoint ep, const char *body, const char *const *headers)
 {
     char url[64];
     snprintf(url, sizeof url, "http://127.0.0.1:%d%s", gw_port, lx_endpoint_path(ep));
-    static const char *const headers[] = {"Content-Type: application/json", NULL};
     lx_upstream_req r = {
         .method = "POST", .url = url, .headers = headers, .body = body, .body_len = strlen(body), .timeout_ms = 5000};
     f->done = false;
@@ -176,6 +188,12 @@ static void ask(fx *f, int gw_port, lx_endpoint ep, const char *body)
     lx_buf_reset(&f->got);
     lx_upstream_start(f->client, &r, &client_cbs, f);
     run_until_done(f);
+}
+
+static void ask(fx *f, int gw_port, lx_endpoint ep, const char *body)
+{
+    static const char *const headers[] = {"Content-Type: application/json", NULL};
+    ask_h(f, gw_port, ep, body, headers);
 }
 
 static void test_registered_kind_end_to_end(void **state)
@@ -238,6 +256,32 @@ static void test_registered_kind_end_to_end(void **state)
     assert_non_null(strstr(f.got.p, "\"message\":\"backend nd has no embeddings\""));
     assert_non_null(strstr(f.got.p, "\"param\":\"model\",\"code\":\"invalid_value\""));
     assert_int_equal(f.requests, 2);
+    assert_false(seen_has_front);
+
+    /* Anthropic's /v1/messages through the same kind: the kind is given the OpenAI translation as its body and the
+     * client's request as it came in ctx->front (body, anthropic-version, anthropic-beta), for a kind that speaks
+     * the Messages API itself; the client gets Anthropic's events, translated from the kind's OpenAI ones */
+    static const char *const ah[] = {"Content-Type: application/json", "anthropic-version: 2023-06-01",
+                                     "anthropic-beta: fine-grained-tool-streaming-2025-05-14", NULL};
+    static const char msg[] =
+        "{\"model\":\"m\",\"max_tokens\":5,\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}";
+    ask_h(&f, gw_port, LX_EP_MESSAGES, msg, ah);
+    assert_int_equal(f.status, 200);
+    assert_true(seen_has_front);
+    assert_string_equal(seen_front, msg);
+    assert_string_equal(seen_version, "2023-06-01");
+    assert_string_equal(seen_beta, "fine-grained-tool-streaming-2025-05-14");
+    assert_string_equal(seen_body, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],"
+                                   "\"max_tokens\":5,\"stream\":true,\"stream_options\":{\"include_usage\":true}}");
+    assert_non_null(strstr(f.got.p, "event: message_start\n"));
+    assert_non_null(strstr(f.got.p, "\"delta\":{\"type\":\"text_delta\",\"text\":\"Hello\"}}\n\n"));
+    assert_non_null(strstr(f.got.p, "\"delta\":{\"type\":\"text_delta\",\"text\":\" world\"}}\n\n"));
+    assert_non_null(strstr(f.got.p, "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_"
+                                    "reason\":\"end_turn\",\"stop_sequence\":null},\"usage\":{\"input_tokens\":7,"
+                                    "\"output_tokens\":2}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}"
+                                    "\n\n"));
+    assert_null(strstr(f.got.p, "[DONE]"));
+    assert_int_equal(f.requests, 3);
 
     lx_http_client_free(f.client);
     lx_gateway_stop(&gw);

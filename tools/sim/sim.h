@@ -183,6 +183,8 @@ struct sim_req {
     char *id;
     const char *model_out; /* the name answers carry (vLLM reports its first served name) */
     char *model_copy;      /* Ollama, llama.cpp: the name the request gave, which they report */
+    char *tool_call;       /* chat with tools: the one call answered instead of text, "name\0arguments" (owned) */
+    size_t tool_name_len;
     int64_t created;
     sim_prefix_keyset keys;        /* chat and completions: the prompt's prefix keys (n == 0: none) */
     size_t prefix_matched;         /* bytes of the prefix found cached when it started */

@@ -71,6 +71,7 @@ static void on_closed(uv_handle_t *h)
     free(q->id);
     free(q->model_copy);
     free(q->tool_name);
+    free(q->tool_call);
     free(q);
 }
 

@@ -57,6 +57,8 @@ typedef struct {
     bool base64;
     char rendered[SIM_PREFIX_WINDOW]; /* the start of the prompt as the prefix cache sees it */
     size_t rendered_len;
+    const char *tool;      /* chat: the tool to call instead of answering text (in the request's JSON), or NULL */
+    const char *tool_text; /* the last user message's text, which the call's arguments carry */
 } parsed;
 
 static int reject(rejection *e, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -186,6 +188,53 @@ static int parse_content(const cJSON *c, parsed *p, rejection *e)
     return 0;
 }
 
+/* A message's text: its string content, or its first text part. */
+static const char *message_text(const cJSON *m)
+{
+    const cJSON *c = cJSON_GetObjectItemCaseSensitive(m, "content");
+    if (cJSON_IsString(c)) return c->valuestring;
+    const cJSON *part;
+    cJSON_ArrayForEach(part, c)
+    {
+        const cJSON *t = cJSON_GetObjectItemCaseSensitive(part, "text");
+        if (cJSON_IsString(t)) return t->valuestring;
+    }
+    return "";
+}
+
+/*
+ * The sim's only tool use: with tools offered and the last message a user's, it calls one: the function
+ * tool_choice names, the first tool with "required", else (auto) a tool whose name the message mentions.
+ * After a tool's result (the last message is not a user's) it answers text.
+ */
+static void parse_tools(const cJSON *root, parsed *p)
+{
+    const cJSON *tools = cJSON_GetObjectItemCaseSensitive(root, "tools");
+    const cJSON *choice = cJSON_GetObjectItemCaseSensitive(root, "tool_choice");
+    const cJSON *last = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(root, "messages"),
+                                           cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(root, "messages")) - 1);
+    const cJSON *role = cJSON_GetObjectItemCaseSensitive(last, "role");
+    if (!cJSON_IsArray(tools) || !cJSON_IsString(role) || strcmp(role->valuestring, "user") != 0) return;
+    if (cJSON_IsString(choice) && strcmp(choice->valuestring, "none") == 0) return;
+    p->tool_text = message_text(last);
+    const cJSON *named = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(choice, "function"), "name");
+    if (cJSON_IsString(named)) {
+        p->tool = named->valuestring;
+        return;
+    }
+    const cJSON *t;
+    cJSON_ArrayForEach(t, tools)
+    {
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(t, "function"), "name");
+        if (!cJSON_IsString(name)) continue;
+        if ((cJSON_IsString(choice) && strcmp(choice->valuestring, "required") == 0) ||
+            strstr(p->tool_text, name->valuestring)) {
+            p->tool = name->valuestring;
+            return;
+        }
+    }
+}
+
 static int parse_messages(const cJSON *root, parsed *p, rejection *e)
 {
     const cJSON *ms = cJSON_GetObjectItemCaseSensitive(root, "messages");
@@ -206,6 +255,7 @@ static int parse_messages(const cJSON *root, parsed *p, rejection *e)
     if (get_limit(root, "max_tokens", &chat_limit, e)) return -1;
     if (get_limit(root, "max_completion_tokens", &p->max_tokens, e)) return -1;
     if (p->max_tokens < 0) p->max_tokens = chat_limit;
+    parse_tools(root, p);
     return 0;
 }
 
@@ -497,6 +547,27 @@ static void set_length(sim_req *q, const parsed *p, long default_max, long max_m
     q->max_tokens = LX_MIN(p->max_tokens > 0 ? p->max_tokens : default_max, room);
 }
 
+#define SIM_TOOL_PIECES 3 /* a tool call's arguments come in this many pieces, one per "token" */
+
+/* The call answered instead of text: name and {"input": the user's text}, generated in SIM_TOOL_PIECES tokens. */
+static void make_tool_call(sim_req *q, const parsed *p)
+{
+    cJSON *args = cJSON_CreateObject();
+    cJSON_AddStringToObject(args, "input", p->tool_text);
+    char *a = cJSON_PrintUnformatted(args);
+    size_t n = strlen(p->tool), m = strlen(a);
+    q->tool_call = lx_xmalloc(n + m + 2);
+    memcpy(q->tool_call, p->tool, n + 1);
+    memcpy(q->tool_call + n + 1, a, m + 1);
+    q->tool_name_len = n;
+    cJSON_free(a);
+    cJSON_Delete(args);
+    q->max_tokens = LX_MIN(q->max_tokens, SIM_TOOL_PIECES);
+    q->ends_by_length = false;
+}
+
+static const char *tool_args(const sim_req *q) { return q->tool_call + q->tool_name_len + 1; }
+
 static sim_req *make_req(sim *s, lx_http_req *r, const parsed *p, bool midstream)
 {
     sim_req *q = sim_req_new(s, r);
@@ -506,6 +577,7 @@ static sim_req *make_req(sim *s, lx_http_req *r, const parsed *p, bool midstream
     q->continuous_usage = p->continuous_usage;
     q->prompt_tokens = p->prompt_tokens;
     set_length(q, p, s->cfg.default_max_tokens, s->cfg.max_model_len);
+    if (p->tool) make_tool_call(q, p);
     if (midstream) q->drop_after = LX_MIN(SIM_MIDSTREAM_TOKENS, q->max_tokens);
     q->text_seed = sim_mix(p->seed);
     q->created = lx_wall_s();
@@ -666,6 +738,30 @@ static int token_choice(const sim_req *q, long i, const char *w, size_t n, char 
                     len, w);
 }
 
+/* Piece i of a tool call's stream: the first names the call, every one carries a slice of the arguments. */
+static void tool_chunk(sim_req *q, long i)
+{
+    const char *a = tool_args(q);
+    size_t len = strlen(a), from = len * (size_t)i / (size_t)q->max_tokens;
+    size_t to = i + 1 >= q->max_tokens ? len : len * (size_t)(i + 1) / (size_t)q->max_tokens;
+    lx_buf piece;
+    lx_buf_init(&piece, 0);
+    lx_buf_append_str(&piece, "{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,");
+    if (i == 0) {
+        lx_buf_printf(&piece, "\"id\":\"chatcmpl-tool-%s\",\"type\":\"function\",\"function\":{\"name\":\"", q->id);
+        lx_buf_json_escape(&piece, q->tool_call, q->tool_name_len);
+        lx_buf_append_str(&piece, "\",");
+    } else {
+        lx_buf_append_str(&piece, "\"function\":{");
+    }
+    lx_buf_append_str(&piece, "\"arguments\":\"");
+    lx_buf_json_escape(&piece, a + from, to - from);
+    lx_buf_append_str(&piece, "\"}}]},\"logprobs\":null,\"finish_reason\":null}");
+    chunk(q, &q->sim->scratch, piece.p, piece.len, i + 1);
+    lx_buf_free(&piece);
+    send_scratch(q);
+}
+
 void sim_out_token(sim_req *q, long i)
 {
     if (q->kind == SIM_MESSAGES) {
@@ -674,6 +770,11 @@ void sim_out_token(sim_req *q, long i)
     }
     size_t n;
     const char *w = sim_word(q->text_seed, i, &n);
+    if (q->tool_call && q->stream && q->http) {
+        tool_chunk(q, i);
+        return;
+    }
+    if (q->tool_call) return;
     if (!q->stream) {
         lx_buf_append(&q->text, w, n);
         return;
@@ -685,7 +786,10 @@ void sim_out_token(sim_req *q, long i)
     send_scratch(q);
 }
 
-static const char *finish_reason(const sim_req *q) { return q->ends_by_length ? "length" : "stop"; }
+static const char *finish_reason(const sim_req *q)
+{
+    return q->tool_call ? "tool_calls" : q->ends_by_length ? "length" : "stop";
+}
 
 static int finish_choice(const sim_req *q, char *out, size_t cap)
 {
@@ -771,13 +875,27 @@ static cJSON *chat_choice(const sim_req *q)
     cJSON_AddNumberToObject(c, "index", 0);
     cJSON *m = cJSON_AddObjectToObject(c, "message");
     cJSON_AddStringToObject(m, "role", "assistant");
-    cJSON_AddStringToObject(m, "content", q->text.p ? q->text.p : "");
+    if (q->tool_call)
+        cJSON_AddNullToObject(m, "content");
+    else
+        cJSON_AddStringToObject(m, "content", q->text.p ? q->text.p : "");
+    if (q->tool_call) {
+        cJSON *tc = cJSON_CreateObject(), *fn;
+        char id[160];
+        snprintf(id, sizeof id, "chatcmpl-tool-%s", q->id);
+        cJSON_AddStringToObject(tc, "id", id);
+        cJSON_AddStringToObject(tc, "type", "function");
+        fn = cJSON_AddObjectToObject(tc, "function");
+        cJSON_AddStringToObject(fn, "name", q->tool_call);
+        cJSON_AddStringToObject(fn, "arguments", tool_args(q));
+        cJSON_AddItemToArray(cJSON_AddArrayToObject(m, "tool_calls"), tc);
+    }
     if (vllm) {
         cJSON_AddNullToObject(m, "refusal");
         cJSON_AddNullToObject(m, "annotations");
         cJSON_AddNullToObject(m, "audio");
         cJSON_AddNullToObject(m, "function_call");
-        cJSON_AddArrayToObject(m, "tool_calls");
+        if (!q->tool_call) cJSON_AddArrayToObject(m, "tool_calls");
         cJSON_AddNullToObject(m, "reasoning_content");
         cJSON_AddNullToObject(c, "logprobs");
     }
