@@ -47,7 +47,9 @@
  * completion body, which every step above reads (p->body; x-api-key counts as the bearer key); the usage is read
  * from the OpenAI answer or stream as always, and only what the client receives is translated back (the whole
  * answer, each relayed event, every error of ours or the backend's). /v1/messages/count_tokens stops after 3
- * with the token estimate.
+ * with the token estimate. A try on a backend whose kind speaks the Messages API itself (messages_native) is
+ * a pass-through: the kind sends the client's request as it came, and its answer goes back as it is, read
+ * for usage and its end by api/messages.h's pass-through readers (p->native, decided per try).
  *
  * A proxy_req lives from lx_proxy_handle until its answer is complete or the client leaves; it holds
  * a reference to the config snapshot it started with. Once an SSE answer has begun, nothing can be
@@ -161,6 +163,8 @@ typedef struct {
     lx_buf translated;
     lx_messages_stream *astream;
     lx_buf aout; /* one relay's Anthropic events */
+    bool native; /* this attempt's backend speaks the Messages API: its answer goes back as it is */
+    lx_messages_native *native_stream; /* then its stream, read for usage and its end */
 } proxy_req;
 
 /* ---------- finishing ---------- */
@@ -265,6 +269,8 @@ static void proxy_free(proxy_req *p)
     lx_sse_free(&p->sse);
     if (p->astream) lx_messages_stream_free(p->astream);
     free(p->astream);
+    if (p->native_stream) lx_messages_native_free(p->native_stream);
+    free(p->native_stream);
     lx_buf_free(&p->translated);
     lx_buf_free(&p->aout);
     lx_config_unref(p->bcfg);
@@ -388,13 +394,15 @@ static void respond_buffered(proxy_req *p)
         len = normalized.len;
     }
     lx_slice usage;
-    if (p->up_status < 300 && lx_json_find_member(body, len, "usage", &usage))
+    if (p->native && p->up_status < 300)
+        lx_messages_usage(body, len, &p->usage.prompt_tokens, &p->usage.completion_tokens);
+    else if (p->up_status < 300 && lx_json_find_member(body, len, "usage", &usage))
         lx_usage_parse(usage.p, usage.len, &p->usage);
     const char *ct = p->up_content_type[0] ? p->up_content_type : "application/json";
     if (normalized.len) ct = "application/json";
     lx_buf answer; /* the Anthropic front's: usage was read above from the OpenAI answer */
     lx_buf_init(&answer, 0);
-    if (p->anthropic) {
+    if (p->anthropic && !p->native) {
         if (p->up_status >= 300)
             lx_messages_error_of(&answer, p->up_status, body, len);
         else if (lx_messages_answer(body, len, p->request_id, p->model, &answer) != 0)
@@ -478,6 +486,11 @@ static void on_up_headers(lx_upstream *u, const lx_up_head *h, void *ud)
     a.h[a.n++] = (lx_http_header){"Cache-Control", "no-cache"};
     a.h[a.n++] = (lx_http_header){"X-Accel-Buffering", "no"};
     lx_http_stream_begin(p->req, 200, a.h, a.n);
+    if (p->native) { /* relayed as it comes; read for its usage and end */
+        p->native_stream = lx_xmalloc(sizeof *p->native_stream);
+        lx_messages_native_init(p->native_stream, MAX_SSE_EVENT);
+        return;
+    }
     lx_sse_init(&p->sse, !p->f.include_usage, MAX_SSE_EVENT);
     if (p->kind->stream_event) {
         p->kstream = lx_xmalloc(sizeof *p->kstream);
@@ -504,6 +517,10 @@ static void relay_translated(void *ud, const char *data, size_t len)
 
 static bool relay_feed(proxy_req *p, const char *data, size_t len)
 {
+    if (p->native) {
+        relay_emit(p, data, len);
+        return lx_messages_native_feed(p->native_stream, data, len) == 0;
+    }
     if (p->kind->stream_event == NULL) return lx_sse_feed(&p->sse, data, len, relay_emit, p) == 0 && !p->relay_failed;
     return lx_kind_stream_feed(p->kstream, &p->kctx, data, len, relay_translated, p) == 0 && !p->relay_failed;
 }
@@ -533,9 +550,46 @@ static void upstream_failure_message(const proxy_req *p, lx_up_result r, const c
     }
 }
 
+/* The end of a stream relayed as it came (native): complete at message_stop; else an error event. */
+static void finish_native_stream(proxy_req *p, lx_up_result r, const char *detail)
+{
+    const lx_messages_native *n = p->native_stream;
+    p->usage = (lx_usage){n->prompt_tokens, n->completion_tokens};
+    if (r != LX_UP_OK || !n->saw_stop) {
+        char msg[256];
+        const lx_outcome_info *o = lx_outcome_get(r == LX_UP_OK ? LX_OUT_GARBLED : outcome_of(p, r));
+        if (r == LX_UP_OK)
+            snprintf(msg, sizeof msg, "backend %s ended the stream without message_stop", p->backend->name);
+        else
+            upstream_failure_message(p, r, detail, msg, sizeof msg);
+        LX_WARN(p->request_id, "%s", msg);
+        end_attempt(p, o->verdict, msg);
+        p->err = o->err;
+        p->has_err = true;
+        lx_buf ev;
+        lx_buf_init(&ev, 0);
+        lx_buf_append_str(&ev, "event: error\ndata: ");
+        lx_messages_error_body(&ev, lx_err_get(o->err)->status, msg);
+        lx_buf_append_str(&ev, "\n\n");
+        lx_http_stream_write(p->req, ev.p, ev.len);
+        lx_buf_free(&ev);
+    } else if (n->saw_error) {
+        p->has_err = true;
+        p->err = LX_ERR_UPSTREAM_BAD_RESPONSE;
+    }
+    end_attempt(p, LX_ATTEMPT_OK, NULL);
+    detach(p, 200);
+    lx_http_stream_end(p->req);
+    proxy_free(p);
+}
+
 /* The end of a relayed stream. Nothing is retried now: the client has had part of the answer. */
 static void finish_stream(proxy_req *p, lx_up_result r, const char *detail)
 {
+    if (p->native) {
+        finish_native_stream(p, r, detail);
+        return;
+    }
     if (p->kind->stream_event && r == LX_UP_OK && lx_kind_stream_end(p->kstream, &p->kctx, relay_translated, p) != 0)
         r = LX_UP_BAD_RESPONSE;
     lx_sse_finish(&p->sse, relay_emit, p);
@@ -801,6 +855,7 @@ static void forward(proxy_req *p)
     p->up_retry_after_s = -1;
     p->up_retry_after[0] = '\0';
     p->kind = lx_kind_get(p->backend->kind);
+    p->native = p->anthropic && p->kind->messages_native;
     p->kctx = (lx_kind_ctx){
         .ep = p->ep,
         .backend = p->backend,
@@ -1285,7 +1340,10 @@ void lx_proxy_abort(lx_http_req *req)
     if (p->up) lx_upstream_cancel(p->up);
     p->up = NULL;
     leave_admission(p);
-    if (p->relaying) p->usage = p->sse.usage;
+    if (p->relaying && p->native_stream)
+        p->usage = (lx_usage){p->native_stream->prompt_tokens, p->native_stream->completion_tokens};
+    else if (p->relaying)
+        p->usage = p->sse.usage;
     rate_end(p); /* mid-answer: reconciled with what usage came; before dispatch: refunded */
     access_log(p, 499);
     proxy_free(p);

@@ -106,4 +106,27 @@ int lx_messages_stream_feed(lx_messages_stream *s, const char *data, size_t len,
 void lx_messages_stream_error(lx_messages_stream *s, int status, const char *message, lx_buf *out);
 void lx_messages_stream_free(lx_messages_stream *s);
 
+/*
+ * Pass-through (messages_native.c): a /v1/messages request to a backend that speaks the Messages API itself
+ * goes on as it came, and its answer comes back as it is; these read what the pipeline needs from it.
+ */
+/* A whole Messages answer's usage: prompt = input_tokens + cache reads + cache writes, completion =
+ * output_tokens. False when the body has no usage object. */
+bool lx_messages_usage(const char *body, size_t len, long *prompt_tokens, long *completion_tokens);
+
+/* A Messages event stream read as it is relayed (never rewritten): its usage and how it ended. */
+typedef struct {
+    lx_buf pending; /* an event not complete yet */
+    size_t scanned; /* pending[0..scanned) holds no event end */
+    size_t max_event;
+    long prompt_tokens, completion_tokens; /* -1 until an event gives them */
+    bool saw_stop;                         /* message_stop: the answer is complete */
+    bool saw_error;                        /* an error event */
+} lx_messages_native;
+
+void lx_messages_native_init(lx_messages_native *n, size_t max_event);
+/* 0, or -1 when an event grew past max_event. */
+int lx_messages_native_feed(lx_messages_native *n, const char *data, size_t len);
+void lx_messages_native_free(lx_messages_native *n);
+
 #endif

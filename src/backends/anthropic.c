@@ -21,6 +21,11 @@
  * event and [DONE] (the relay counts the stream failed). Blocks arrive one after another, so only the
  * current block's tool index is kept.
  *
+ * Pass-through: a client of the Anthropic front (/v1/messages, ctx->front) already speaks the Messages API:
+ * its body goes on as it came, only the model renamed (and x_* members dropped), with its own
+ * anthropic-version (else 2023-06-01) and anthropic-beta; the answer, whole or streamed, comes back as it is
+ * (messages_native: the pipeline relays it and reads its usage itself).
+ *
  * Outcome: 429 busy (Retry-After honoured by the pipeline), 529 overloaded_error and every 5xx failing:
  * retryable while no byte reached the client.
  * Readiness and discovery: GET /v1/models, which needs the key: probe_headers sends it.
@@ -494,8 +499,37 @@ static void put_beta(const lx_kind_ctx *ctx, lx_kind_request *out)
     lx_kind_request_headerf(out, "anthropic-beta: %.*s", (int)v.len, v.p);
 }
 
+/* The Anthropic front's request as it came (see the top of the file). */
+static int native_request(const lx_kind_ctx *ctx, lx_kind_request *out, lx_kind_error *err)
+{
+    const lx_messages_front *fr = ctx->front;
+    lx_body_fields f;
+    lx_body_error be;
+    if (lx_body_scan(fr->body.p, fr->body.len, &f, &be) != 0) {
+        err->err = be.err;
+        err->param = be.param;
+        snprintf(err->message, sizeof err->message, "%s", be.message);
+        return -1;
+    }
+    lx_body_rewrite_opts o = {.set_model = ctx->set_model};
+    lx_buf_init(&out->body_buf, 0);
+    if (lx_body_rewrite(fr->body.p, fr->body.len, &f, &o, &out->body_buf) != 0) return -1;
+    out->body = (lx_slice){out->body_buf.p, out->body_buf.len};
+    out->path = "/v1/messages";
+    lx_kind_request_header(out, "Content-Type: application/json");
+    if (ctx->backend->api_key) lx_kind_request_headerf(out, "x-api-key: %s", ctx->backend->api_key);
+    if (fr->version.len && fr->version.len <= 64)
+        lx_kind_request_headerf(out, "anthropic-version: %.*s", (int)fr->version.len, fr->version.p);
+    else
+        lx_kind_request_header(out, ANTHROPIC_VERSION);
+    if (fr->beta.len && fr->beta.len <= 1024)
+        lx_kind_request_headerf(out, "anthropic-beta: %.*s", (int)fr->beta.len, fr->beta.p);
+    return 0;
+}
+
 static int anthropic_request(const lx_kind_ctx *ctx, lx_kind_request *out, lx_kind_error *err)
 {
+    if (ctx->front && ctx->ep == LX_EP_CHAT) return native_request(ctx, out, err);
     if (ctx->ep != LX_EP_CHAT) {
         snprintf(err->message, sizeof err->message,
                  "backend %s is of type anthropic, which serves only /v1/chat/completions (not %s)", ctx->backend->name,
@@ -691,7 +725,7 @@ static int message_answer(lx_slice body, lx_buf *out)
 
 static int anthropic_answer(const lx_kind_ctx *ctx, int status, lx_slice body, lx_buf *out)
 {
-    (void)ctx;
+    if (ctx->front) return 0; /* the Anthropic front's: passed on as it is */
     if (status >= 400) return error_answer(status, body, out);
     if (status < 200 || status >= 300) return 0;
     return message_answer(body, out);
@@ -923,4 +957,5 @@ const lx_kind lx_kind_anthropic = {
     .models_path = "/v1/models",
     .parse_models = lx_openai_parse_models,
     .probe_headers = anthropic_probe_headers,
+    .messages_native = true,
 };

@@ -115,6 +115,10 @@ typedef struct lx_kind {
     /* Appends the name of every model in a models_path answer to out, one per line. 0, or -1 if unreadable. */
     int (*parse_models)(const char *body, size_t len, lx_buf *out);
 
+    /* Speaks Anthropic's Messages API: a request of the Anthropic front (ctx->front) is sent on as it came and
+     * its answer relayed as it is (proxy.c reads its usage with api/messages.h's pass-through readers). */
+    bool messages_native;
+
     int (*load)(const lx_kind_ctx *ctx, const char *model, lx_kind_request *out);
     int (*unload)(const lx_kind_ctx *ctx, const char *model, lx_kind_request *out);
 

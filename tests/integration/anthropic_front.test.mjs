@@ -366,3 +366,80 @@ describe('Anthropic front, other backend kinds behind (their streams translated 
     });
   }
 });
+
+describe('Anthropic front, an anthropic backend behind: passed on as it is', () => {
+  const KEY = 'sk-ant-test-passthrough';
+  let sim;
+  let lx;
+  before(async () => {
+    sim = await startSim(['--api', 'anthropic', '--model', 'claude-up', '--api-key', KEY, '--ttft-ms', '1',
+      '--tokens-per-sec', '0']);
+    lx = await startLexora(configFor(sim.url, {
+      models: ['claude-sonnet-4-5'],
+      extra: {
+        backends: {
+          claude: { type: 'anthropic', url: sim.url, api_key: KEY,
+            models: [{ name: 'claude-sonnet-4-5', upstream_name: 'claude-up' }] },
+        },
+        rate_limits: unlimited,
+      },
+    }));
+  });
+  after(async () => {
+    await lx?.stop();
+    await sim?.stop();
+  });
+
+  test('the request goes on as it came (model renamed, its headers kept); the answer comes back untranslated', async () => {
+    const body = {
+      model: 'claude-sonnet-4-5', max_tokens: 6, x_priority: 'high',
+      system: [{ type: 'text', text: 'Be terse.', cache_control: { type: 'ephemeral' } }],
+      messages: [{ role: 'user', content: [{ type: 'text', text: 'Hello', cache_control: { type: 'ephemeral' } }] }],
+    };
+    const r = await post(`${lx.url}/v1/messages`, body, { 'anthropic-version': '2023-06-01', 'anthropic-beta': 'prompt-caching-2024-07-31' });
+    assert.equal(r.status, 200, r.text);
+    const seen = (await sim.requests()).filter((q) => q.path === '/v1/messages').at(-1);
+    const sent = JSON.parse(seen.body);
+    const { x_priority, ...rest } = body;
+    assert.equal(x_priority, 'high');
+    assert.deepEqual(sent, { ...rest, model: 'claude-up' }, 'the body as it came, cache_control kept, x_* dropped');
+    assert.equal(seen.headers['anthropic-beta'], 'prompt-caching-2024-07-31');
+    assert.equal(seen.headers['x-api-key'], KEY);
+    assert.equal(r.json.type, 'message');
+    assert.ok(!r.json.id.startsWith('msg_req_'), 'the backend\'s own message, not a translation');
+    const rec = await accessRecord(lx, r.headers.get('x-request-id'));
+    assert.equal(rec.completion_tokens, r.json.usage.output_tokens);
+    assert.equal(rec.prompt_tokens, r.json.usage.input_tokens);
+  });
+
+  test('a stream is relayed event for event, its usage counted; the SDK reads it', async () => {
+    const c = client(lx);
+    const stream = c.messages.stream({ model: 'claude-sonnet-4-5', max_tokens: 4, messages: [{ role: 'user', content: 'Hi' }] });
+    let text = '';
+    stream.on('text', (t) => { text += t; });
+    const fin = await stream.finalMessage();
+    assert.equal(fin.content[0].text, text);
+    assert.equal(fin.usage.output_tokens, 4);
+    const raw = await post(`${lx.url}/v1/messages`, { model: 'claude-sonnet-4-5', max_tokens: 3, stream: true,
+      messages: [{ role: 'user', content: 'Hi' }] });
+    const evs = events(raw.text);
+    assert.equal(evs[0].event, 'message_start');
+    assert.equal(evs.at(-1).event, 'message_stop');
+    const rec = await accessRecord(lx, raw.headers.get('x-request-id'));
+    assert.equal(rec.completion_tokens, 3);
+    assert.ok(rec.prompt_tokens > 0);
+  });
+
+  test('the backend\'s errors come back in its own shape, with its status', async () => {
+    await sim.control({ fail_rate: 1, fail_mode: '400' });
+    try {
+      const r = await post(`${lx.url}/v1/messages`, { model: 'claude-sonnet-4-5', max_tokens: 3,
+        messages: [{ role: 'user', content: 'Hi' }] });
+      assert.equal(r.status, 400, r.text);
+      assert.equal(r.json.type, 'error');
+      assert.equal(r.json.error.type, 'invalid_request_error');
+    } finally {
+      await sim.control({ fail_rate: 0 });
+    }
+  });
+});
