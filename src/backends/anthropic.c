@@ -725,7 +725,7 @@ static int message_answer(lx_slice body, lx_buf *out)
 
 static int anthropic_answer(const lx_kind_ctx *ctx, int status, lx_slice body, lx_buf *out)
 {
-    if (ctx->front) return 0; /* the Anthropic front's: passed on as it is */
+    if (ctx && ctx->front) return 0; /* the Anthropic front's: passed on as it is */
     if (status >= 400) return error_answer(status, body, out);
     if (status < 200 || status >= 300) return 0;
     return message_answer(body, out);
