@@ -4,6 +4,7 @@
 // three ways to refuse it (x_fallback: false, X-Lexora-Fallback: off, rate_limits.users.USER.fallback: false).
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import OpenAI from 'openai';
 import {
   accessRecord, chat, health, runLexora, sseData, startSim, stats, waitFor, withLexora, writeConfig,
 } from '../lib/harness.mjs';
@@ -156,5 +157,44 @@ describe('fallback', () => {
     assert.match(out, /routing\.fallbacks\.qwen3-32b.*falls back to itself/);
     assert.match(out, /routing\.fallbacks\.qwen3-32b.*"nope".*a fallback to nothing/);
     assert.match(out, /routing\.fallbacks\.ghost.*"ghost" is neither/);
+  });
+
+  test('the openai SDK: the vLLM sim stopped, Claude (an anthropic backend) answers, streams and calls tools', async () => {
+    const key = 'sk-ant-fallback-test';
+    const gpu = await startSim(FAST);
+    const claude = await startSim(['--api', 'anthropic', '--model', 'claude-sonnet-4-5', '--api-key', key, ...FAST]);
+    const cfg = config(gpu, claude, {
+      health_check: { interval_seconds: 0.2, failure_threshold: 1, cooldown_seconds: 30, timeout_seconds: 1 },
+    });
+    cfg.backends.cloud = { type: 'anthropic', url: claude.url, api_key: key, models: ['claude-sonnet-4-5'] };
+    try {
+      await withLexora(cfg, async (lx) => {
+        await gpu.stop();
+        const gpuDown = async () => (await health(lx)).json.backends.find((b) => b.name === 'gpu').status === 'down';
+        await waitFor(gpuDown, 'gpu down', { ms: 5000, stepMs: 50 });
+        const sdk = new OpenAI({ baseURL: `${lx.url}/v1`, apiKey: 'unused', maxRetries: 0 });
+        const { data, response } = await sdk.chat.completions
+          .create({ model: 'qwen3-32b', messages: [{ role: 'user', content: 'hi' }], max_tokens: 3 }).withResponse();
+        assert.equal(response.headers.get('x-lexora-fallback'), 'qwen3-32b');
+        assert.equal(response.headers.get('x-lexora-model'), 'claude-sonnet-4-5');
+        assert.equal(data.object, 'chat.completion');
+        assert.equal(data.usage.completion_tokens, 3);
+        const stream = await sdk.chat.completions.create({ model: 'qwen3-32b', stream: true, max_tokens: 3,
+          messages: [{ role: 'user', content: 'hi' }] });
+        let text = '';
+        for await (const chunk of stream) text += chunk.choices[0]?.delta?.content || '';
+        assert.equal(text.trim().split(/\s+/).length, 3);
+        const tools = [{ type: 'function', function: { name: 'get_weather', description: 'the weather',
+          parameters: { type: 'object', properties: { input: { type: 'string' } }, required: ['input'] } } }];
+        const t = await sdk.chat.completions.create({ model: 'qwen3-32b', tools, tool_choice: 'required',
+          messages: [{ role: 'user', content: 'the weather in Tokyo?' }], max_tokens: 30 });
+        assert.equal(t.choices[0].finish_reason, 'tool_calls');
+        assert.equal(t.choices[0].message.tool_calls[0].function.name, 'get_weather');
+        assert.doesNotThrow(() => JSON.parse(t.choices[0].message.tool_calls[0].function.arguments));
+      });
+    } finally {
+      await gpu.stop();
+      await claude.stop();
+    }
   });
 });
