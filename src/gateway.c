@@ -19,6 +19,7 @@
 #include "gateway_observe.h"
 #include "proxy.h"
 #include "queue/admission.h"
+#include "api/feedback.h"
 #include "routing/experiment.h"
 #include "routing/router.h"
 #include "limits/auth.h"
@@ -109,7 +110,7 @@ static void api_init(lx_gateway *gw)
 static void on_abort(lx_http_req *req, void *ud)
 {
     lx_api_ctx *api = ud;
-    if (lx_stats_streams_abort(api->streams, req)) return;
+    if (lx_stats_streams_abort(api->streams, req) || lx_feedback_abort(req)) return;
     lx_proxy_abort(req);
 }
 
@@ -166,6 +167,7 @@ int lx_gateway_start(lx_gateway *gw, uv_loop_t *loop, lx_config *config)
     gw->router = lx_router_new(gw->admission);
     gw->experiments = lx_experiments_new();
     lx_experiments_apply(gw->experiments, config);
+    gw->api.experiments = gw->experiments;
     gw->rate_limiter = lx_rate_limiter_new(loop, config);
     lx_auth_warn_plain_keys(config);
     uv_check_init(loop, &gw->log_flush);
@@ -201,14 +203,14 @@ void lx_gateway_stop(lx_gateway *gw)
     lx_admission_free(gw->admission); /* before the client: it cancels its /metrics reads */
     gw->admission = NULL;
     if (gw->stats) lx_stats_set_ratelimit_probe(gw->stats, NULL, NULL);
-    lx_stats_set_experiments(gw->stats, NULL, NULL, NULL);
-    lx_experiments_free(gw->experiments);
-    gw->experiments = NULL;
     lx_rate_limiter_close(gw->rate_limiter); /* every request was aborted above: none holds a reservation */
     gw->rate_limiter = NULL;
     lx_http_client_free(gw->client);
     gw->client = NULL;
     lx_gateway_observe_stop(gw); /* after the aborts above are recorded; writes the ledger's last rows */
+    gw->api.experiments = NULL;
+    lx_experiments_free(gw->experiments); /* after the ledger: its last feedback callbacks count here */
+    gw->experiments = NULL;
     gw->api.gpu = NULL;
     lx_gpu_free(gw->gpu);
     gw->gpu = NULL;

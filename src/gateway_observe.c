@@ -95,6 +95,7 @@ void lx_gateway_observe_start(lx_gateway *gw)
                                  .password_file = c->usage.password_file,
                                  .gateway_id = c->usage.gateway_id};
         gw->ledger = lx_usage_store_start(gw->loop, &o);
+        gw->api.ledger = gw->ledger;
         free(path);
         lx_stats_set_ledger(gw->stats, gw->ledger);
     }
@@ -108,7 +109,8 @@ void lx_gateway_observe_stop(lx_gateway *gw)
 {
     if (gw->metrics_server) lx_http_server_close(gw->metrics_server);
     gw->metrics_server = NULL;
-    lx_usage_store_close(gw->ledger); /* writes what is waiting */
+    gw->api.ledger = NULL;
+    lx_usage_store_close(gw->ledger); /* writes what is waiting; feedback still waiting is answered (counted only) */
     gw->ledger = NULL;
     lx_stats_streams_free(gw->api.streams); /* none is open: the main server's close aborted them */
     gw->api.streams = NULL;

@@ -34,6 +34,8 @@ typedef struct lx_api_ctx {
     struct lx_admission *admission;   /* the queue and the backend registry (queue/admission.h) */
     struct lx_gpu *gpu;               /* GPU memory (observe/gpu.h) */
     struct lx_stats_streams *streams; /* GET /stats/stream's clients (api/stats_stream.h) */
+    struct lx_usage_store *ledger;    /* the usage ledger, NULL when off (observe/usage_store.h) */
+    struct lx_experiments *experiments; /* A/B experiments (routing/experiment.h) */
     int64_t started_wall_s;
     uint64_t started_ns;
 } lx_api_ctx;

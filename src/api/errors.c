@@ -61,6 +61,11 @@ static const err_row table[] = {
                               "The request waited in the queue longer than its timeout."},
     [LX_ERR_NO_HEALTHY_BACKEND] = {{503, SERVER, "no_healthy_backend"},
                                    "Every backend serving the model is down; try again later."},
+    [LX_ERR_REQUEST_NOT_FOUND] = {{404, BAD_REQ, "request_not_found"},
+                                  "No request with that id is in the usage ledger."},
+    [LX_ERR_FEEDBACK_EXISTS] = {{409, BAD_REQ, "feedback_exists"}, "That request has its feedback already."},
+    [LX_ERR_LEDGER_UNAVAILABLE] = {{503, SERVER, "ledger_unavailable"},
+                                   "The usage ledger cannot be read or written now; try again later."},
 };
 
 _Static_assert(LX_ARRAY_LEN(table) == LX_ERR_COUNT, "one row per lx_err");

@@ -4,11 +4,15 @@
 // variant, a reload changing the weights, and adaptive weights moving toward the variant that fails less.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import {
-  accessRecord, chat, startLexora, startSim, stats, withLexora,
+  accessRecord, chat, post, runLexora, startLexora, startSim, stats, toYaml, waitFor, withLexora,
 } from '../lib/harness.mjs';
-import { writeFileSync } from 'node:fs';
-import { toYaml } from '../lib/harness.mjs';
+import { hasCommand } from '../lib/metrics.mjs';
+
+const haveSqlite = hasCommand('sqlite3', ['-version']);
 
 const FAST = ['--ttft-ms', '1', '--tokens-per-sec', '0'];
 const ask = (extra = {}) => ({ model: 'code', messages: [{ role: 'user', content: 'write a loop' }], max_tokens: 2, ...extra });
@@ -145,4 +149,90 @@ describe('experiments', () => {
       });
     });
   });
+
+  test('feedback: stored once against the request, by its own user or the admin; every rule', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'lexora-feedback-'));
+    const db = path.join(dir, 'usage.db');
+    const ADMIN = 'admin-token-feedback';
+    try {
+      await withSims([], [], async (qwen, deepseek) => {
+        await withLexora(config(qwen, deepseek, {}, { usage: { db_path: db }, admin: { token: ADMIN } }), async (lx) => {
+          const r = await variantOf(lx, 'alice', ask({ x_variant: 'deepseek-coder' }));
+          const id = r.headers.get('x-request-id');
+          const fb = (body, headers = {}) => post(`${lx.url}/v1/feedback`, body, headers);
+          let f = await fb({ request_id: id, score: 0.5, comment: 'good loop' }, { 'X-User-Id': 'alice' });
+          assert.equal(f.status, 200, f.text);
+          assert.deepEqual(f.json, { object: 'feedback', stored: true, score: 0.5, experiment: 'coder-2026-12',
+            variant: 'deepseek-coder' });
+          f = await fb({ request_id: id, score: 1 }, { 'X-User-Id': 'alice' });
+          assert.equal(f.status, 409);
+          assert.equal(f.json.error.code, 'feedback_exists');
+          const other = (await variantOf(lx, 'bob')).headers.get('x-request-id');
+          f = await fb({ request_id: other, score: true }, { 'X-User-Id': 'alice' });
+          assert.equal(f.status, 403);
+          f = await fb({ request_id: other, score: false }, { Authorization: `Bearer ${ADMIN}` });
+          assert.equal(f.status, 200, f.text);
+          assert.equal(f.json.score, -1);
+          f = await fb({ request_id: 'req_nope', score: 1 }, { 'X-User-Id': 'alice' });
+          assert.equal(f.status, 404);
+          assert.equal(f.json.error.code, 'request_not_found');
+          for (const bad of [{ request_id: id, score: 2 }, { request_id: id, score: 'great' }, { request_id: id },
+            { score: 1 }, { request_id: id, score: 1, comment: 5 }, { request_id: id, score: 1, comment: 'x'.repeat(2001) }]) {
+            f = await fb(bad, { 'X-User-Id': 'alice' });
+            assert.equal(f.status, 400, JSON.stringify(bad));
+          }
+          const v = (await stats(lx)).experiments['coder-2026-12'].variants;
+          assert.equal(v['deepseek-coder'].feedback_count, 1);
+          assert.equal(v['deepseek-coder'].feedback_mean, 0.5);
+          if (haveSqlite) {
+            const { execFileSync } = await import('node:child_process');
+            const rows = execFileSync('sqlite3', [db, `SELECT user, experiment, variant, score, comment FROM feedback
+              WHERE request_id = '${id}'`]).toString().trim();
+            assert.equal(rows, 'alice|coder-2026-12|deepseek-coder|0.5|good loop');
+          }
+        });
+        await withLexora(config(qwen, deepseek, {}, { usage: { enabled: false } }), async (lx) => {
+          const f = await post(`${lx.url}/v1/feedback`, { request_id: 'x', score: 1 });
+          assert.equal(f.status, 503);
+          assert.equal(f.json.error.code, 'ledger_unavailable');
+        });
+      });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('lexora experiments report: figures per variant from the ledger, and a verdict', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'lexora-report-'));
+    const db = path.join(dir, 'usage.db');
+    try {
+      await withSims(['--fail-rate', '0.5', '--fail-mode', '500'], [], async (qwen, deepseek) => {
+        const cfg = config(qwen, deepseek, { variants: { 'qwen-coder': 50, 'deepseek-coder': 50 }, metric: 'errors' },
+          { usage: { db_path: db } });
+        await withLexora(cfg, async (lx) => {
+          for (let i = 0; i < 120; i++) await chat(lx, ask({ x_variant: i % 2 ? 'qwen-coder' : 'deepseek-coder' }));
+          await waitFor(async () => (await stats(lx)).ledger.requests >= 120, 'the rows written', { ms: 5000 });
+        });
+        const out = await runLexora(['experiments', 'report', 'coder-2026-12', '--config', writeConfigFile(dir, cfg)]);
+        assert.equal(out.code, 0, out.stderr);
+        assert.match(out.stdout, /^qwen-coder\n  requests       60\n/m);
+        assert.match(out.stdout, /^deepseek-coder\n  requests       60\n  errors         0, rate 0\.00 %/m);
+        assert.match(out.stdout, /deepseek-coder is better than qwen-coder on errors by \d+\.\d\d ± \d+\.\d\d points/);
+        const none = await runLexora(['experiments', 'report', 'nope', '--config', writeConfigFile(dir, cfg)]);
+        assert.equal(none.code, 0);
+        assert.match(none.stdout, /fewer than two variants have requests/);
+        const bad = await runLexora(['experiments', 'report', 'coder-2026-12', '--metric', 'vibes', '--config',
+          writeConfigFile(dir, cfg)]);
+        assert.equal(bad.code, 2);
+      });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
+
+function writeConfigFile(dir, cfg) {
+  const file = path.join(dir, 'lexora_config.yaml');
+  writeFileSync(file, toYaml(cfg));
+  return file;
+}
