@@ -51,10 +51,11 @@ void lx_cfg_check_auth(lx_cfg_parser *p, yaml_node_t *v, int line, const char *p
                    "enabled with no keys: list them under keys: (- key_sha256: <64 hex digits>, user: <name>)");
 }
 
-/* Reads a token file: a regular file of at most MAX_TOKEN_FILE bytes; trailing whitespace is dropped. */
-static void read_token_file(lx_cfg_parser *p, int line, const char *path, lx_config *c)
+/* Reads a token file into *dst: a regular file of at most MAX_TOKEN_FILE bytes; trailing whitespace is
+ * dropped. what names the token in messages ("admin", "metrics"). */
+static void read_token_file(lx_cfg_parser *p, int line, const char *path, const char *file, const char *what,
+                            char **dst)
 {
-    const char *file = c->admin.token_file;
     char buf[MAX_TOKEN_FILE + 1];
     ssize_t n = -1;
     struct stat st;
@@ -72,15 +73,28 @@ static void read_token_file(lx_cfg_parser *p, int line, const char *path, lx_con
             n--;
         buf[n] = '\0';
         if (n == 0)
-            lx_cfg_err(p, line, path, "\"%s\" is empty: it should hold the admin token", file);
+            lx_cfg_err(p, line, path, "\"%s\" is empty: it should hold the %s token", file, what);
         else if (strlen(buf) != (size_t)n || !lx_cfg_is_token(buf))
             lx_cfg_err(p, line, path,
                        "\"%s\" must hold one token of visible ASCII characters (no spaces inside; not shown)", file);
         else
-            lx_cfg_set_str(&c->admin.token, buf);
+            lx_cfg_set_str(dst, buf);
     }
     OPENSSL_cleanse(buf, sizeof buf);
     if (fd >= 0) close(fd);
+}
+
+/* section.token or section.token_file, not both; the file is read now. */
+static void check_token(lx_cfg_parser *p, const char *path, int token_line, int file_line, const char *file,
+                        const char *what, char **dst)
+{
+    char sub[PATH_LEN];
+    lx_cfg_join(sub, path, "token_file");
+    if (token_line && file_line)
+        lx_cfg_err(p, file_line, sub, "give %s.token or %s.token_file, not both (%s.token at line %d)", what, what,
+                   what, token_line);
+    else if (file_line)
+        read_token_file(p, file_line, sub, file, what, dst);
 }
 
 void lx_cfg_check_admin(lx_cfg_parser *p, yaml_node_t *v, int line, const char *path, void *base)
@@ -88,14 +102,17 @@ void lx_cfg_check_admin(lx_cfg_parser *p, yaml_node_t *v, int line, const char *
     (void)v;
     (void)line;
     lx_config *c = base;
-    int token_line = p->sec_lines[AD_TOKEN], file_line = p->sec_lines[AD_TOKEN_FILE];
-    char sub[PATH_LEN];
-    lx_cfg_join(sub, path, "token_file");
-    if (token_line && file_line)
-        lx_cfg_err(p, file_line, sub, "give admin.token or admin.token_file, not both (admin.token at line %d)",
-                   token_line);
-    else if (file_line)
-        read_token_file(p, file_line, sub, c);
+    check_token(p, path, p->sec_lines[AD_TOKEN], p->sec_lines[AD_TOKEN_FILE], c->admin.token_file, "admin",
+                &c->admin.token);
+}
+
+void lx_cfg_check_metrics(lx_cfg_parser *p, yaml_node_t *v, int line, const char *path, void *base)
+{
+    (void)v;
+    (void)line;
+    lx_config *c = base;
+    check_token(p, path, p->sec_lines[MT_TOKEN], p->sec_lines[MT_TOKEN_FILE], c->metrics.token_file, "metrics",
+                &c->metrics.token);
 }
 
 /* ---- routing.auto: the classes and the model, once the section is read ---- */

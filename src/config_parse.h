@@ -26,6 +26,7 @@ enum { M_NONE, M_VLLM_URL, M_DEFAULT_MODEL, M_BACKENDS, M_COUNT };
 enum { BK_TYPE, BK_ENABLED, BK_URL, BK_TIMEOUT, BK_MODELS };
 enum { AU_ENABLED, AU_KEYS };
 enum { AD_TOKEN, AD_TOKEN_FILE };
+enum { MT_ENABLED, MT_PORT, MT_PER_USER, MT_TOKEN, MT_TOKEN_FILE };
 enum { RA_NAME, RA_ROUTES, RA_DEFAULT, RA_MIN_CONFIDENCE, RA_MODEL_FILE, RA_RULES };
 
 typedef struct {
@@ -84,6 +85,7 @@ bool lx_cfg_parse_redis_url(const char *s, lx_redis_parts *r);
 void lx_cfg_check_priorities(lx_cfg_parser *p, yaml_node_t *v, int line, const char *path, void *base);
 void lx_cfg_check_auth(lx_cfg_parser *p, yaml_node_t *v, int line, const char *path, void *base);
 void lx_cfg_check_admin(lx_cfg_parser *p, yaml_node_t *v, int line, const char *path, void *base);
+void lx_cfg_check_metrics(lx_cfg_parser *p, yaml_node_t *v, int line, const char *path, void *base);
 void lx_cfg_check_auto(lx_cfg_parser *p, yaml_node_t *v, int line, const char *path, void *base);
 void lx_cfg_resolve(lx_cfg_parser *p);
 

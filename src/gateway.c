@@ -175,6 +175,7 @@ int lx_gateway_start(lx_gateway *gw, uv_loop_t *loop, lx_config *config)
     gw->gpu = lx_gpu_new(loop);
     gw->api.admission = gw->admission;
     gw->api.gpu = gw->gpu;
+    gw->api.rate_limiter = gw->rate_limiter;
     lx_gateway_observe_start(gw); /* stats, the usage ledger, the metrics port */
     if (gw->stats) lx_stats_set_ratelimit_probe(gw->stats, ratelimit_probe, gw->rate_limiter);
     return 0;
@@ -191,6 +192,7 @@ void lx_gateway_stop(lx_gateway *gw)
     lx_admission_free(gw->admission); /* before the client: it cancels its /metrics reads */
     gw->admission = NULL;
     if (gw->stats) lx_stats_set_ratelimit_probe(gw->stats, NULL, NULL);
+    gw->api.rate_limiter = NULL;
     lx_rate_limiter_close(gw->rate_limiter); /* every request was aborted above: none holds a reservation */
     gw->rate_limiter = NULL;
     lx_http_client_free(gw->client);

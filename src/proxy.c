@@ -784,7 +784,7 @@ static lx_route_ask route_ask(proxy_req *p, lx_backend *avoid)
 static void fail_no_backend(proxy_req *p, unsigned retry_after_s)
 {
     char msg[400];
-    snprintf(msg, sizeof msg, "Every backend serving the model `%s` is down; try again in %u s", p->model,
+    snprintf(msg, sizeof msg, "Every backend serving the model `%s` is down or drained; try again in %u s", p->model,
              retry_after_s);
     LX_WARN(p->request_id, "%s", msg);
     fail_retry_after(p, LX_ERR_NO_HEALTHY_BACKEND, msg, retry_after_s);

@@ -61,6 +61,10 @@ static const err_row table[] = {
                               "The request waited in the queue longer than its timeout."},
     [LX_ERR_NO_HEALTHY_BACKEND] = {{503, SERVER, "no_healthy_backend"},
                                    "Every backend serving the model is down; try again later."},
+    [LX_ERR_PERMISSION_DENIED] = {{403, BAD_REQ, "permission_denied"},
+                                  "A client key sees its own usage only; this needs the admin token."},
+    [LX_ERR_METRICS_UNAUTHORIZED] = {{401, BAD_REQ, "invalid_metrics_token"},
+                                     "GET /metrics needs Authorization: Bearer <metrics token>."},
 };
 
 _Static_assert(LX_ARRAY_LEN(table) == LX_ERR_COUNT, "one row per lx_err");

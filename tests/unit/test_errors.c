@@ -40,6 +40,8 @@ static const struct {
     {LX_ERR_QUEUE_FULL, 503, "server_error", "queue_full"},
     {LX_ERR_QUEUE_TIMEOUT, 504, "server_error", "queue_timeout"},
     {LX_ERR_NO_HEALTHY_BACKEND, 503, "server_error", "no_healthy_backend"},
+    {LX_ERR_PERMISSION_DENIED, 403, "invalid_request_error", "permission_denied"},
+    {LX_ERR_METRICS_UNAUTHORIZED, 401, "invalid_request_error", "invalid_metrics_token"},
 };
 
 /* Parses an envelope and returns its "error" object (root in *root, to delete). */
