@@ -194,7 +194,7 @@ void lx_access_who(lx_api_ctx *ctx, lx_http_req *req, lx_access *who)
         who->admin = who->key_sent && lx_auth_token_equal(key, c->admin.token);
     else
         who->admin = lx_http_req_peer_is_loopback(req);
-    if (c->auth.enabled && who->key_sent && !who->admin) {
+    if (c->auth.enabled && who->key_sent) { /* a client key on loopback, with no admin token: both */
         lx_slice v;
         lx_http_req_header(req, "authorization", &v);
         who->user = lx_auth_lookup(c, v, NULL);

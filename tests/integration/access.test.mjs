@@ -37,6 +37,23 @@ const ON = [
   ['POST', '/admin/backends/vllm/undrain', 401, 401, 200, 401, 401],
 ];
 
+// auth on but no admin token: loopback clients are the admin (a bearer that is no key is nobody)
+const ON_NO_ADMIN = [
+  ['GET', '/health', '200 redacted', '200 redacted', '200 redacted', '200 redacted', '200 full'],
+  ['GET', '/health/live', 200, 200, 200, 200, 200],
+  ['GET', '/health/ready', 200, 200, 200, 200, 200],
+  ['GET', '/v1/models', 401, 200, 401, 401, 200],
+  ['GET', `/v1/models/${MODEL}`, 401, 200, 401, 401, 200],
+  ['POST', '/v1/chat/completions', 401, 200, 401, 401, 401],
+  ['GET', '/v1/usage', 401, 200, 401, 401, 403],
+  ['GET', '/stats', 401, 403, 401, 401, 200],
+  ['GET', '/stats?user=alice', 401, 200, 401, 401, 200],
+  ['GET', '/stats?user=bob', 401, 403, 401, 401, 200],
+  ['GET', '/metrics', 200, 200, 200, 200, 200],
+  ['POST', '/admin/reload', 403, 403, 403, 403, 200],
+  ['POST', '/admin/backends/vllm/undrain', 403, 403, 403, 403, 200],
+];
+
 const OFF_TOKEN = [
   ['GET', '/health', '200 full', '200 full', '200 full', '200 full', '200 full'],
   ['GET', '/health/live', 200, 200, 200, 200, 200],
@@ -149,6 +166,7 @@ mode('auth on', ON, {
   admin: { token: ADMIN },
   metrics: { enabled: false, port: 9090, token: METRICS },
 });
+mode('auth on, no admin token', ON_NO_ADMIN, { auth: { enabled: true, ...KEYS } });
 mode('auth off, admin.token set', OFF_TOKEN, { admin: { token: ADMIN } });
 mode('auth off, no tokens', OFF, {});
 
@@ -195,6 +213,18 @@ describe('the caller\'s own usage, the metrics token', () => {
       // /stats?user= narrowed to the key's own user: the same counts
       const s = await (await fetch(`${lx.url}/stats?user=alice`, { headers: as(KEY) })).json();
       assert.ok(!JSON.stringify(s).includes('"bob"'), 'alice\'s /stats says nothing of bob');
+    } finally {
+      await lx.stop();
+      await sim.stop();
+    }
+  });
+
+  test('auth on, no admin token: a client key from loopback is still its user', async () => {
+    const sim = await startSim();
+    const lx = await startLexora(configFor(sim.url, { extra: { auth: { enabled: true, ...KEYS } } }));
+    try {
+      const u = await (await fetch(`${lx.url}/v1/usage`, { headers: { authorization: `Bearer ${BOB_KEY}` } })).json();
+      assert.equal(u.user, 'bob');
     } finally {
       await lx.stop();
       await sim.stop();
