@@ -159,6 +159,7 @@ int lx_gateway_start(lx_gateway *gw, uv_loop_t *loop, lx_config *config)
     gw->router = lx_router_new(gw->admission);
     gw->rate_limiter = lx_rate_limiter_new(loop, config);
     lx_auth_warn_plain_keys(config);
+    lx_auth_warn_open(config);
     uv_check_init(loop, &gw->log_flush);
     uv_check_start(&gw->log_flush, on_check);
     uv_unref((uv_handle_t *)&gw->log_flush);
@@ -229,6 +230,7 @@ static void reconfigure_services(lx_gateway *gw, const lx_config *old, lx_config
     lx_admission_reconfigure(gw->admission, c);
     lx_rate_limiter_reconfigure(gw->rate_limiter, c); /* new limits; usage carries over */
     lx_auth_warn_plain_keys(c);
+    lx_auth_warn_open(c);
     if (gw->stats) { /* counters carry over; backends added are shown, removed ones shown disabled */
         for (size_t i = 0; i < old->n_backends; i++)
             if (!has_backend(c, old->backends[i].name)) lx_stats_add_backend(gw->stats, old->backends[i].name, false);

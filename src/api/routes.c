@@ -194,6 +194,7 @@ void lx_access_who(lx_api_ctx *ctx, lx_http_req *req, lx_access *who)
         who->admin = who->key_sent && lx_auth_token_equal(key, c->admin.token);
     else
         who->admin = lx_http_req_peer_is_loopback(req);
+    who->metrics = who->key_sent && c->metrics.token && lx_auth_token_equal(key, c->metrics.token);
     if (c->auth.enabled && who->key_sent) { /* a client key on loopback, with no admin token: both */
         lx_slice v;
         lx_http_req_header(req, "authorization", &v);
@@ -202,100 +203,98 @@ void lx_access_who(lx_api_ctx *ctx, lx_http_req *req, lx_access *who)
     who->sees_details = who->admin || !c->auth.enabled;
 }
 
+lx_access_verdict lx_access_decide(const lx_config *c, const lx_access *who, lx_access_need need,
+                                   const char *query_user)
+{
+    bool auth = c->auth.enabled;
+    switch (need) {
+    case LX_ACCESS_OPEN: return LX_ACCESS_ALLOW;
+    case LX_ACCESS_CLIENT: return !auth || who->admin || who->user ? LX_ACCESS_ALLOW : LX_ACCESS_NO_KEY;
+    case LX_ACCESS_STATS:
+        if (!auth || who->admin) return LX_ACCESS_ALLOW;
+        if (who->user == NULL) return LX_ACCESS_NO_TOKEN;
+        return query_user && strcmp(query_user, who->user) == 0 ? LX_ACCESS_ALLOW : LX_ACCESS_NOT_YOURS;
+    case LX_ACCESS_STATS_ALL:
+        if (!auth || who->admin) return LX_ACCESS_ALLOW;
+        return who->user ? LX_ACCESS_NOT_YOURS : LX_ACCESS_NO_TOKEN;
+    case LX_ACCESS_ADMIN: return who->admin ? LX_ACCESS_ALLOW : LX_ACCESS_NO_ADMIN;
+    case LX_ACCESS_METRICS:
+        /* the admin token opens it too, but loopback alone does not */
+        if (c->metrics.token == NULL || who->metrics || (who->admin && c->admin.token)) return LX_ACCESS_ALLOW;
+        return LX_ACCESS_NO_METRICS;
+    }
+    return LX_ACCESS_NO_ADMIN;
+}
+
 static void refuse_log(lx_http_req *req, const char *why)
 {
     lx_slice path = lx_http_req_path(req);
     LX_WARN(NULL, "%.*s from %s refused: %s", (int)path.len, path.p, lx_http_req_peer(req), why);
 }
 
-static void refuse_admin(lx_api_ctx *ctx, lx_http_req *req)
+static void refuse_401(lx_http_req *req, lx_err e, const char *realm, const char *message)
 {
-    if (ctx->config(ctx->ud)->admin.token == NULL) {
-        refuse_log(req, "no admin token is configured, so loopback clients only");
-        lx_respond_error(req, LX_ERR_ADMIN_FORBIDDEN,
-                         "No admin token is configured (admin.token or admin.token_file): admin endpoints answer "
-                         "only to loopback clients.",
+    lx_http_header h = {"WWW-Authenticate", realm};
+    respond_error_h(req, e, message, NULL, &h);
+}
+
+/* Answers the refusal v (not ALLOW) in OpenAI's envelope, and logs it (path and peer, never a token). */
+static void refuse(const lx_config *c, lx_http_req *req, const lx_access *who, lx_access_verdict v, bool has_query_user)
+{
+    switch (v) {
+    case LX_ACCESS_NO_KEY:
+        refuse_log(req, who->key_sent ? "unknown API key" : "no API key");
+        refuse_401(req, LX_ERR_INVALID_API_KEY, "Bearer",
+                   lx_auth_message(who->key_sent ? LX_AUTH_INVALID : LX_AUTH_MISSING));
+        return;
+    case LX_ACCESS_NO_TOKEN:
+        refuse_log(req, who->key_sent ? "neither the admin token nor a client key" : "no token");
+        refuse_401(req, LX_ERR_INVALID_API_KEY, "Bearer",
+                   "This needs the admin token (or a client key, for its own usage: GET /v1/usage, "
+                   "/stats?user=<your user>): send Authorization: Bearer <token>.");
+        return;
+    case LX_ACCESS_NOT_YOURS:
+        refuse_log(req, "a client key asked for more than its own usage");
+        lx_respond_error(req, LX_ERR_PERMISSION_DENIED,
+                         has_query_user ? "A client key sees its own usage only: ?user= must name the key's own user."
+                                        : "A client key sees its own usage only: GET /v1/usage, or "
+                                          "/stats?user=<your user>. Everyone's figures need the admin token.",
                          NULL, NULL);
         return;
+    case LX_ACCESS_NO_ADMIN:
+        if (c->admin.token == NULL) {
+            refuse_log(req, "no admin token is configured, so loopback clients only");
+            lx_respond_error(req, LX_ERR_ADMIN_FORBIDDEN,
+                             "No admin token is configured (admin.token or admin.token_file): admin endpoints "
+                             "answer only to loopback clients.",
+                             NULL, NULL);
+            return;
+        }
+        refuse_log(req, "missing or wrong admin token");
+        refuse_401(req, LX_ERR_ADMIN_UNAUTHORIZED, "Bearer realm=\"lexora-admin\"",
+                   "Missing or wrong admin token: send Authorization: Bearer <admin.token>.");
+        return;
+    case LX_ACCESS_NO_METRICS:
+        refuse_log(req, "missing or wrong metrics token");
+        refuse_401(req, LX_ERR_METRICS_UNAUTHORIZED, "Bearer realm=\"lexora-metrics\"",
+                   "Missing or wrong metrics token: send Authorization: Bearer <metrics.token>.");
+        return;
+    case LX_ACCESS_ALLOW: return;
     }
-    refuse_log(req, "missing or wrong admin token");
-    lx_http_header h = {"WWW-Authenticate", "Bearer realm=\"lexora-admin\""};
-    respond_error_h(req, LX_ERR_ADMIN_UNAUTHORIZED,
-                    "Missing or wrong admin token: send Authorization: Bearer <admin.token>.", NULL, &h);
-}
-
-static void refuse_client(lx_http_req *req, const lx_access *who)
-{
-    refuse_log(req, who->key_sent ? "unknown API key" : "no API key");
-    lx_http_header h = {"WWW-Authenticate", "Bearer"};
-    respond_error_h(req, LX_ERR_INVALID_API_KEY, lx_auth_message(who->key_sent ? LX_AUTH_INVALID : LX_AUTH_MISSING),
-                    NULL, &h);
-}
-
-static void refuse_other_user(lx_http_req *req, const char *msg)
-{
-    refuse_log(req, "a client key asked for more than its own usage");
-    lx_respond_error(req, LX_ERR_PERMISSION_DENIED, msg, NULL, NULL);
-}
-
-/* STATS with auth on: the admin sees everything; a client key only ?user=<itself>. */
-static bool stats_allowed(lx_http_req *req, const lx_access *who)
-{
-    if (who->admin) return true;
-    if (who->user == NULL) {
-        refuse_log(req, who->key_sent ? "neither the admin token nor a client key" : "no token");
-        lx_http_header h = {"WWW-Authenticate", "Bearer"};
-        respond_error_h(req, LX_ERR_INVALID_API_KEY,
-                        "This needs the admin token (or a client key, for its own usage: /stats?user=<your user>): "
-                        "send Authorization: Bearer <token>.",
-                        NULL, &h);
-        return false;
-    }
-    char name[256];
-    if (!lx_observe_query_param(lx_http_req_query(req), "user", name, sizeof name) || name[0] == '\0') {
-        refuse_other_user(req, "A client key sees its own usage only: GET /v1/usage, or /stats?user=<your user>. "
-                               "The full /stats needs the admin token.");
-        return false;
-    }
-    if (strcmp(name, who->user) != 0) {
-        refuse_other_user(req, "A client key sees its own usage only: /stats?user= must name the key's own user.");
-        return false;
-    }
-    return true;
-}
-
-static bool metrics_allowed(lx_api_ctx *ctx, lx_http_req *req, const lx_access *who)
-{
-    const char *token = ctx->config(ctx->ud)->metrics.token;
-    lx_slice key;
-    if (token == NULL || (bearer(req, &key) && lx_auth_token_equal(key, token))) return true;
-    if (who->admin && ctx->config(ctx->ud)->admin.token) return true; /* the admin token, not mere loopback */
-    refuse_log(req, "missing or wrong metrics token");
-    lx_http_header h = {"WWW-Authenticate", "Bearer realm=\"lexora-metrics\""};
-    respond_error_h(req, LX_ERR_METRICS_UNAUTHORIZED,
-                    "Missing or wrong metrics token: send Authorization: Bearer <metrics.token>.", NULL, &h);
-    return false;
 }
 
 bool lx_access_check(lx_api_ctx *ctx, lx_http_req *req, lx_access_need need, lx_access *who)
 {
+    const lx_config *c = ctx->config(ctx->ud);
     lx_access w;
     if (who == NULL) who = &w;
     lx_access_who(ctx, req, who);
-    bool auth = ctx->config(ctx->ud)->auth.enabled;
-    switch (need) {
-    case LX_ACCESS_OPEN: return true;
-    case LX_ACCESS_CLIENT:
-        if (!auth || who->admin || who->user) return true;
-        refuse_client(req, who);
-        return false;
-    case LX_ACCESS_STATS: return !auth || stats_allowed(req, who);
-    case LX_ACCESS_ADMIN:
-        if (who->admin) return true;
-        refuse_admin(ctx, req);
-        return false;
-    case LX_ACCESS_METRICS: return metrics_allowed(ctx, req, who);
-    }
+    char user[256];
+    bool has_user =
+        need == LX_ACCESS_STATS && lx_observe_query_param(lx_http_req_query(req), "user", user, sizeof user) && user[0];
+    lx_access_verdict v = lx_access_decide(c, who, need, has_user ? user : NULL);
+    if (v == LX_ACCESS_ALLOW) return true;
+    refuse(c, req, who, v, has_user);
     return false;
 }
 

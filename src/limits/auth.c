@@ -119,3 +119,20 @@ size_t lx_auth_warn_plain_keys(const lx_config *c)
     }
     return n;
 }
+
+size_t lx_auth_warn_open(const lx_config *c)
+{
+    size_t n = 0;
+    if (!c->auth.enabled) return 0;
+    if (c->admin.token == NULL) {
+        n++;
+        LX_WARN(NULL, "auth.enabled without admin.token: loopback clients are the admin (everyone's /stats, "
+                      "/admin/*); set admin.token or admin.token_file");
+    }
+    if (c->metrics.per_user && c->metrics.token == NULL) {
+        n++;
+        LX_WARN(NULL, "auth.enabled with metrics.per_user and no metrics.token: /metrics lists every user to "
+                      "anyone who reaches it; set metrics.token or metrics.token_file");
+    }
+    return n;
+}

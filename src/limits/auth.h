@@ -80,4 +80,11 @@ const char *lx_auth_message(lx_auth_status s);
  */
 size_t lx_auth_warn_plain_keys(const lx_config *c);
 
+/*
+ * Logs a warning for what auth.enabled leaves open by the config: no admin.token (then loopback clients
+ * are the admin: everyone's /stats, the admin endpoints), or metrics.per_user without metrics.token (then /metrics
+ * lists the users to anyone). Call with lx_auth_warn_plain_keys. Returns how many warnings.
+ */
+size_t lx_auth_warn_open(const lx_config *c);
+
 #endif
