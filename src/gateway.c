@@ -22,6 +22,7 @@
 #include "limits/auth.h"
 #include "observe/gpu.h"
 #include "limits/rate_limiter.h"
+#include "limits/usage_today.h"
 #include "observe/stats.h"
 #include "utils/log.h"
 
@@ -158,6 +159,7 @@ int lx_gateway_start(lx_gateway *gw, uv_loop_t *loop, lx_config *config)
     gw->admission = lx_admission_new(loop, gw->client, config);
     gw->router = lx_router_new(gw->admission);
     gw->rate_limiter = lx_rate_limiter_new(loop, config);
+    gw->usage_today = lx_usage_today_new(NULL, NULL);
     lx_auth_warn_plain_keys(config);
     lx_auth_warn_open(config);
     uv_check_init(loop, &gw->log_flush);
@@ -177,6 +179,7 @@ int lx_gateway_start(lx_gateway *gw, uv_loop_t *loop, lx_config *config)
     gw->api.admission = gw->admission;
     gw->api.gpu = gw->gpu;
     gw->api.rate_limiter = gw->rate_limiter;
+    gw->api.usage_today = gw->usage_today;
     lx_gateway_observe_start(gw); /* stats, the usage ledger, the metrics port */
     if (gw->stats) lx_stats_set_ratelimit_probe(gw->stats, ratelimit_probe, gw->rate_limiter);
     return 0;
@@ -199,6 +202,9 @@ void lx_gateway_stop(lx_gateway *gw)
     lx_http_client_free(gw->client);
     gw->client = NULL;
     lx_gateway_observe_stop(gw); /* after the aborts above are recorded; writes the ledger's last rows */
+    gw->api.usage_today = NULL;
+    lx_usage_today_free(gw->usage_today); /* likewise after the aborts are recorded */
+    gw->usage_today = NULL;
     gw->api.gpu = NULL;
     lx_gpu_free(gw->gpu);
     gw->gpu = NULL;

@@ -65,6 +65,7 @@
 #include "queue/retry.h"
 #include "observe/stats.h"
 #include "limits/tokens.h"
+#include "limits/usage_today.h"
 #include "utils/buf.h"
 #include "utils/id.h"
 #include "utils/log.h"
@@ -171,6 +172,7 @@ static void access_log(const proxy_req *p, int status)
     };
     lx_log_access(&rec);
     lx_stats_record(p->gw->stats, &rec);
+    lx_usage_today_record(p->gw->usage_today, &rec);
 }
 
 /* Gives back its place in the queue or its backend slot (the next waiting request is dispatched). */

@@ -34,6 +34,7 @@ typedef struct lx_api_ctx {
     struct lx_admission *admission;       /* the queue and the backend registry (queue/admission.h) */
     struct lx_gpu *gpu;                   /* GPU memory (observe/gpu.h) */
     struct lx_rate_limiter *rate_limiter; /* what a user used of its limits (GET /v1/usage); may be NULL */
+    struct lx_usage_today *usage_today;   /* what each user used today (GET /v1/usage); may be NULL */
     int64_t started_wall_s;
     uint64_t started_ns;
 } lx_api_ctx;

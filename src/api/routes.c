@@ -19,6 +19,7 @@
 #include "backends/backend.h"
 #include "limits/auth.h"
 #include "limits/rate_limiter.h"
+#include "limits/usage_today.h"
 #include "observe/stats.h"
 #include "queue/admission.h"
 #include "reload.h"
@@ -328,6 +329,50 @@ static void window_json(lx_buf *out, const char *key, long used, const lx_rate_w
         lx_buf_append_str(out, "null,\"reset_ms\":0}");
 }
 
+/* The members of one set of counts, without braces. */
+static void counts_members(lx_buf *out, const lx_today_counts *c)
+{
+    lx_buf_printf(out,
+                  "\"requests\":%llu,\"prompt_tokens\":%llu,\"completion_tokens\":%llu,\"total_tokens\":%llu,"
+                  "\"errors\":%llu,\"rate_limited\":%llu",
+                  (unsigned long long)c->requests, (unsigned long long)c->prompt_tokens,
+                  (unsigned long long)c->completion_tokens,
+                  (unsigned long long)(c->prompt_tokens + c->completion_tokens), (unsigned long long)c->errors,
+                  (unsigned long long)c->rate_limited);
+}
+
+/* "MODEL":{counts}, comma-separated: ud is the lx_buf, which holds "{" before the first. */
+static void model_json(const char *model, const lx_today_counts *c, void *ud)
+{
+    lx_buf *out = ud;
+    lx_buf_append_str(out, out->p[out->len - 1] == '{' ? "\"" : ",\"");
+    lx_buf_json_escape(out, model, strlen(model));
+    lx_buf_append_str(out, "\":{");
+    counts_members(out, c);
+    lx_buf_append(out, "}", 1);
+}
+
+/* ,"today":{"date":"YYYY-MM-DD",<counts>,"per_model":{...}} */
+static void today_json(lx_api_ctx *ctx, lx_buf *out, const char *user)
+{
+    char day[11] = "";
+    lx_today_counts total = {0};
+    lx_buf models;
+    lx_buf_init(&models, 0);
+    lx_buf_append(&models, "{", 1);
+    if (ctx->usage_today) lx_usage_today_get(ctx->usage_today, user, day, &total, model_json, &models);
+    lx_buf_append(&models, "}", 1);
+    if (day[0])
+        lx_buf_printf(out, ",\"today\":{\"date\":\"%s\",", day);
+    else
+        lx_buf_append_str(out, ",\"today\":{\"date\":null,");
+    counts_members(out, &total);
+    lx_buf_append_str(out, ",\"per_model\":");
+    lx_buf_append(out, models.p, models.len);
+    lx_buf_append(out, "}", 1);
+    lx_buf_free(&models);
+}
+
 /* GET /v1/usage: the caller's own usage against its limits (README, "GET /v1/usage"). */
 static void usage(lx_api_ctx *ctx, lx_http_req *req)
 {
@@ -352,8 +397,10 @@ static void usage(lx_api_ctx *ctx, lx_http_req *req)
     window_json(&out, "requests", ru, &rw);
     lx_buf_append(&out, ",", 1);
     window_json(&out, "tokens", tu, &tw);
+    lx_buf_append(&out, "}", 1);
+    today_json(ctx, &out, user);
     lx_buf_printf(&out,
-                  "},\"since_start\":{\"started_at\":%lld,\"requests\":%llu,\"requests_last_60s\":%llu,"
+                  ",\"since_start\":{\"started_at\":%lld,\"requests\":%llu,\"requests_last_60s\":%llu,"
                   "\"prompt_tokens\":%llu,\"completion_tokens\":%llu,\"total_tokens\":%llu,\"errors\":%llu,"
                   "\"rate_limited\":%llu}}",
                   (long long)ctx->started_wall_s, (unsigned long long)sum.total_requests,

@@ -206,10 +206,22 @@ describe('the caller\'s own usage, the metrics token', () => {
       assert.equal(u.since_start.errors, 1);
       assert.ok(u.since_start.total_tokens > 0);
       assert.equal(u.since_start.total_tokens, u.since_start.prompt_tokens + u.since_start.completion_tokens);
+      assert.equal(u.today.date, new Date().toISOString().slice(0, 10));
+      assert.equal(u.today.requests, 3);
+      assert.equal(u.today.rate_limited, 1);
+      assert.equal(u.today.errors, 1);
+      assert.equal(u.today.total_tokens, u.since_start.total_tokens);
+      // the 429 was refused before routing: it counts under "-", as in /stats
+      assert.deepEqual(Object.keys(u.today.per_model).sort(), ['-', MODEL].sort());
+      assert.equal(u.today.per_model[MODEL].requests, 2);
+      assert.equal(u.today.per_model['-'].requests, 1);
+      assert.equal(u.today.per_model['-'].rate_limited, 1);
+      assert.equal(u.today.per_model[MODEL].total_tokens, u.today.total_tokens);
       const b = await (await fetch(`${lx.url}/v1/usage`, { headers: as(BOB_KEY) })).json();
       assert.equal(b.user, 'bob');
       assert.equal(b.since_start.requests, 1, 'bob sees his own, not alice\'s');
       assert.equal(b.minute.requests.used, 1);
+      assert.equal(b.today.requests, 1);
       // /stats?user= narrowed to the key's own user: the same counts
       const s = await (await fetch(`${lx.url}/stats?user=alice`, { headers: as(KEY) })).json();
       assert.ok(!JSON.stringify(s).includes('"bob"'), 'alice\'s /stats says nothing of bob');
