@@ -222,9 +222,13 @@ static const lx_keydef logging_keys[] = {
 
 /* enabled and port: the metrics listener is set up once, at start. */
 static const lx_keydef metrics_keys[] = {
-    {.name = "enabled", .type = LX_K_BOOL, AT(lx_config, metrics.enabled), .def = 1, K_RESTART},
-    {.name = "port", .type = LX_K_INT, AT(lx_config, metrics.port), .def = 9090, .min = 1, .max = 65535, K_RESTART},
-    K_BOOL(lx_config, "per_user", metrics.per_user, 0),
+    [MT_ENABLED] = {.name = "enabled", .type = LX_K_BOOL, AT(lx_config, metrics.enabled), .def = 1, K_RESTART},
+    [MT_PORT] =
+        {.name = "port", .type = LX_K_INT, AT(lx_config, metrics.port), .def = 9090, .min = 1, .max = 65535, K_RESTART},
+    [MT_PER_USER] = K_BOOL(lx_config, "per_user", metrics.per_user, 0),
+    /* the bearer token GET /metrics needs (api/routes.c); reloadable */
+    [MT_TOKEN] = K_SECRET(lx_config, "token", metrics.token),
+    [MT_TOKEN_FILE] = K_STR(lx_config, "token_file", metrics.token_file, NULL),
     K_END,
 };
 
@@ -486,7 +490,7 @@ const lx_keydef lx_config_keys[] = {
     K_SECTION("rate_limits", rate_keys, NULL),
     K_SECTION("retry", retry_keys, NULL),
     K_SECTION("logging", logging_keys, NULL),
-    K_SECTION("metrics", metrics_keys, NULL),
+    K_SECTION("metrics", metrics_keys, lx_cfg_check_metrics),
     K_SECTION("auth", auth_keys, lx_cfg_check_auth),
     K_SECTION("health_check", health_keys, NULL),
     K_SECTION("usage", usage_keys, lx_cfg_check_usage),
@@ -1325,6 +1329,8 @@ static void config_free(lx_config *c)
     free(c->usage.gateway_id);
     free_secret(c->admin.token);
     free(c->admin.token_file);
+    free_secret(c->metrics.token);
+    free(c->metrics.token_file);
     free(c->server.host);
     free(c->vllm.url);
     free(c->default_model);

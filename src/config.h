@@ -14,10 +14,10 @@
  *    `vllm.timeout`; the entry named "vllm" without `url` takes `vllm.url`, and may not give a url that
  *    contradicts an explicit `vllm.url`; `default_model`, when absent, is the first model of the first
  *    enabled backend.
- * Secrets (backends.NAME.api_key, also when read from api_key_file or api_key_env, admin.token, auth.keys[].key) are
- * never quoted back in an error message; a plain auth key is kept only as its SHA-256 (the text is wiped once hashed).
- * Files named by the config: admin.token_file is read while loading (a relative path is relative to the
- * working directory); usage.db_path and logging.file are only stored here.
+ * Secrets (backends.NAME.api_key, also when read from api_key_file or api_key_env, admin.token, metrics.token,
+ * auth.keys[].key) are never quoted back in an error message; a plain auth key is kept only as its SHA-256 (the text
+ * is wiped once hashed). Files named by the config: admin.token_file and metrics.token_file are read while loading (a
+ * relative path is relative to the working directory); usage.db_path and logging.file are only stored here.
  * Thread-safety: a snapshot is read-only, so any thread may read it; ref/unref happen on the loop thread.
  */
 #ifndef LX_CONFIG_H
@@ -289,6 +289,10 @@ typedef struct lx_config {
         bool enabled;
         int port;
         bool per_user; /* label request and token counters with the user */
+        /* GET /metrics needs "Authorization: Bearer <token>" when set: metrics.token, or metrics.token_file's
+           content (trailing whitespace stripped); NULL: open */
+        char *token;
+        char *token_file; /* as given, or NULL */
     } metrics;
 
     struct {

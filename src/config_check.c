@@ -86,9 +86,18 @@ static void read_secret_file(lx_cfg_parser *p, int line, const char *path, const
     if (fd >= 0) close(fd);
 }
 
-static void read_token_file(lx_cfg_parser *p, int line, const char *path, lx_config *c)
+/* section.token or section.token_file, not both; the file is read now. */
+static void check_token(lx_cfg_parser *p, const char *path, int token_line, int file_line, const char *file,
+                        const char *what, char **dst)
 {
-    read_secret_file(p, line, path, c->admin.token_file, "the admin token", &c->admin.token);
+    char sub[PATH_LEN], desc[32];
+    lx_cfg_join(sub, path, "token_file");
+    snprintf(desc, sizeof desc, "the %s token", what);
+    if (token_line && file_line)
+        lx_cfg_err(p, file_line, sub, "give %s.token or %s.token_file, not both (%s.token at line %d)", what, what,
+                   what, token_line);
+    else if (file_line)
+        read_secret_file(p, file_line, sub, file, desc, dst);
 }
 
 void lx_cfg_check_admin(lx_cfg_parser *p, yaml_node_t *v, int line, const char *path, void *base)
@@ -96,14 +105,17 @@ void lx_cfg_check_admin(lx_cfg_parser *p, yaml_node_t *v, int line, const char *
     (void)v;
     (void)line;
     lx_config *c = base;
-    int token_line = p->sec_lines[AD_TOKEN], file_line = p->sec_lines[AD_TOKEN_FILE];
-    char sub[PATH_LEN];
-    lx_cfg_join(sub, path, "token_file");
-    if (token_line && file_line)
-        lx_cfg_err(p, file_line, sub, "give admin.token or admin.token_file, not both (admin.token at line %d)",
-                   token_line);
-    else if (file_line)
-        read_token_file(p, file_line, sub, c);
+    check_token(p, path, p->sec_lines[AD_TOKEN], p->sec_lines[AD_TOKEN_FILE], c->admin.token_file, "admin",
+                &c->admin.token);
+}
+
+void lx_cfg_check_metrics(lx_cfg_parser *p, yaml_node_t *v, int line, const char *path, void *base)
+{
+    (void)v;
+    (void)line;
+    lx_config *c = base;
+    check_token(p, path, p->sec_lines[MT_TOKEN], p->sec_lines[MT_TOKEN_FILE], c->metrics.token_file, "metrics",
+                &c->metrics.token);
 }
 
 /* usage: the store's keys together ("" gateway_id: the ledger takes the host name). password_file is only

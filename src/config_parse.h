@@ -27,6 +27,7 @@ enum { BK_TYPE, BK_ENABLED, BK_URL, BK_TIMEOUT, BK_MODELS };
 enum { AU_ENABLED, AU_KEYS };
 enum { AD_TOKEN, AD_TOKEN_FILE };
 enum { US_ENABLED, US_DB_PATH, US_STORE, US_POSTGRES_URL, US_PASSWORD_FILE, US_GATEWAY_ID };
+enum { MT_ENABLED, MT_PORT, MT_PER_USER, MT_TOKEN, MT_TOKEN_FILE };
 enum { RA_NAME, RA_ROUTES, RA_DEFAULT, RA_MIN_CONFIDENCE, RA_MODEL_FILE, RA_RULES };
 
 typedef struct {
@@ -87,6 +88,7 @@ void lx_cfg_check_priorities(lx_cfg_parser *p, yaml_node_t *v, int line, const c
 void lx_cfg_check_auth(lx_cfg_parser *p, yaml_node_t *v, int line, const char *path, void *base);
 void lx_cfg_check_admin(lx_cfg_parser *p, yaml_node_t *v, int line, const char *path, void *base);
 void lx_cfg_check_usage(lx_cfg_parser *p, yaml_node_t *v, int line, const char *path, void *base);
+void lx_cfg_check_metrics(lx_cfg_parser *p, yaml_node_t *v, int line, const char *path, void *base);
 void lx_cfg_check_auto(lx_cfg_parser *p, yaml_node_t *v, int line, const char *path, void *base);
 void lx_cfg_resolve(lx_cfg_parser *p);
 

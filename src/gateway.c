@@ -25,6 +25,7 @@
 #include "limits/auth.h"
 #include "observe/gpu.h"
 #include "limits/rate_limiter.h"
+#include "limits/usage_today.h"
 #include "observe/stats.h"
 #include "utils/log.h"
 
@@ -169,7 +170,9 @@ int lx_gateway_start(lx_gateway *gw, uv_loop_t *loop, lx_config *config)
     lx_experiments_apply(gw->experiments, config);
     gw->api.experiments = gw->experiments;
     gw->rate_limiter = lx_rate_limiter_new(loop, config);
+    gw->usage_today = lx_usage_today_new(NULL, NULL);
     lx_auth_warn_plain_keys(config);
+    lx_auth_warn_open(config);
     uv_check_init(loop, &gw->log_flush);
     uv_check_start(&gw->log_flush, on_check);
     uv_unref((uv_handle_t *)&gw->log_flush);
@@ -186,6 +189,8 @@ int lx_gateway_start(lx_gateway *gw, uv_loop_t *loop, lx_config *config)
     gw->gpu = lx_gpu_new(loop);
     gw->api.admission = gw->admission;
     gw->api.gpu = gw->gpu;
+    gw->api.rate_limiter = gw->rate_limiter;
+    gw->api.usage_today = gw->usage_today;
     lx_gateway_observe_start(gw); /* stats, the usage ledger, the metrics port */
     if (gw->stats) lx_stats_set_ratelimit_probe(gw->stats, ratelimit_probe, gw->rate_limiter);
     lx_stats_set_experiments(gw->stats, experiments_json, experiments_prom, gw->experiments);
@@ -203,11 +208,15 @@ void lx_gateway_stop(lx_gateway *gw)
     lx_admission_free(gw->admission); /* before the client: it cancels its /metrics reads */
     gw->admission = NULL;
     if (gw->stats) lx_stats_set_ratelimit_probe(gw->stats, NULL, NULL);
+    gw->api.rate_limiter = NULL;
     lx_rate_limiter_close(gw->rate_limiter); /* every request was aborted above: none holds a reservation */
     gw->rate_limiter = NULL;
     lx_http_client_free(gw->client);
     gw->client = NULL;
     lx_gateway_observe_stop(gw); /* after the aborts above are recorded; writes the ledger's last rows */
+    gw->api.usage_today = NULL;
+    lx_usage_today_free(gw->usage_today); /* likewise after the aborts are recorded */
+    gw->usage_today = NULL;
     gw->api.experiments = NULL;
     lx_experiments_free(gw->experiments); /* after the ledger: its last feedback callbacks count here */
     gw->experiments = NULL;
@@ -243,6 +252,7 @@ static void reconfigure_services(lx_gateway *gw, const lx_config *old, lx_config
     lx_rate_limiter_reconfigure(gw->rate_limiter, c); /* new limits; usage carries over */
     lx_experiments_apply(gw->experiments, c);         /* new weights; counters carry over */
     lx_auth_warn_plain_keys(c);
+    lx_auth_warn_open(c);
     if (gw->stats) { /* counters carry over; backends added are shown, removed ones shown disabled */
         for (size_t i = 0; i < old->n_backends; i++)
             if (!has_backend(c, old->backends[i].name)) lx_stats_add_backend(gw->stats, old->backends[i].name, false);

@@ -28,6 +28,7 @@ typedef struct lx_gateway {
     struct lx_router *router;             /* which backend a request may go to (routing/router.h) */
     struct lx_experiments *experiments;   /* A/B experiments' assignments and counters (routing/experiment.h) */
     struct lx_rate_limiter *rate_limiter; /* per-user RPM/TPM, local or shared in Redis (limits/rate_limiter.h) */
+    struct lx_usage_today *usage_today;   /* each user's usage today, for GET /v1/usage (limits/usage_today.h) */
     int64_t started_wall_s;
     uint64_t started_ns;
     uv_check_t log_flush;

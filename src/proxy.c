@@ -85,6 +85,7 @@
 #include "queue/retry.h"
 #include "observe/stats.h"
 #include "limits/tokens.h"
+#include "limits/usage_today.h"
 #include "utils/buf.h"
 #include "utils/id.h"
 #include "utils/log.h"
@@ -214,6 +215,7 @@ static void access_log(const proxy_req *p, int status)
     };
     lx_log_access(&rec);
     if (!p->count_only) lx_stats_record(p->gw->stats, &rec);
+    if (!p->count_only) lx_usage_today_record(p->gw->usage_today, &rec);
     if (p->experiment[0]) lx_experiments_record(p->gw->experiments, &rec);
 }
 
@@ -1011,7 +1013,7 @@ static lx_route_ask route_ask(proxy_req *p, lx_backend *avoid)
 static void fail_no_backend(proxy_req *p, unsigned retry_after_s)
 {
     char msg[400];
-    snprintf(msg, sizeof msg, "Every backend serving the model `%s` is down; try again in %u s", p->model,
+    snprintf(msg, sizeof msg, "Every backend serving the model `%s` is down or drained; try again in %u s", p->model,
              retry_after_s);
     LX_WARN(p->request_id, "%s", msg);
     fail_retry_after(p, LX_ERR_NO_HEALTHY_BACKEND, msg, retry_after_s);

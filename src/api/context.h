@@ -30,12 +30,14 @@ typedef struct lx_api_ctx {
     int (*reload)(void *ud, const char *via, lx_reload_diff *diff, lx_buf *errors);
     /* Hands req to the pipeline (lx_proxy_handle), which takes charge of it. */
     void (*proxy)(void *ud, lx_http_req *req, lx_endpoint ep);
-    struct lx_stats *stats;           /* observe/stats.h */
-    struct lx_admission *admission;   /* the queue and the backend registry (queue/admission.h) */
-    struct lx_gpu *gpu;               /* GPU memory (observe/gpu.h) */
-    struct lx_stats_streams *streams; /* GET /stats/stream's clients (api/stats_stream.h) */
-    struct lx_usage_store *ledger;    /* the usage ledger, NULL when off (observe/usage_store.h) */
-    struct lx_experiments *experiments; /* A/B experiments (routing/experiment.h) */
+    struct lx_stats *stats;               /* observe/stats.h */
+    struct lx_admission *admission;       /* the queue and the backend registry (queue/admission.h) */
+    struct lx_gpu *gpu;                   /* GPU memory (observe/gpu.h) */
+    struct lx_stats_streams *streams;     /* GET /stats/stream's clients (api/stats_stream.h) */
+    struct lx_usage_store *ledger;        /* the usage ledger, NULL when off (observe/usage_store.h) */
+    struct lx_experiments *experiments;   /* A/B experiments (routing/experiment.h) */
+    struct lx_rate_limiter *rate_limiter; /* what a user used of its limits (GET /v1/usage); may be NULL */
+    struct lx_usage_today *usage_today;   /* what each user used today (GET /v1/usage); may be NULL */
     int64_t started_wall_s;
     uint64_t started_ns;
 } lx_api_ctx;

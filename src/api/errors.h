@@ -41,6 +41,8 @@ typedef enum {
     LX_ERR_QUEUE_FULL,            /* 503 queue_full: queue.max_size requests wait already (sent with Retry-After) */
     LX_ERR_QUEUE_TIMEOUT,         /* 504 queue_timeout: no backend slot within x_timeout / queue.default_timeout */
     LX_ERR_NO_HEALTHY_BACKEND,    /* 503 no_healthy_backend: every backend serving the model is down (Retry-After) */
+    LX_ERR_PERMISSION_DENIED,     /* 403 permission_denied: a client key asked for what only the admin token sees */
+    LX_ERR_METRICS_UNAUTHORIZED,  /* 401 invalid_metrics_token: metrics.token is set and was not sent */
     LX_ERR_REQUEST_NOT_FOUND,     /* 404 request_not_found: feedback for a request the ledger does not have */
     LX_ERR_FEEDBACK_EXISTS,       /* 409 feedback_exists: that request has its feedback already */
     LX_ERR_LEDGER_UNAVAILABLE,    /* 503 ledger_unavailable: the usage ledger is off or cannot be used now */

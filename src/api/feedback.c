@@ -17,6 +17,7 @@
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "api/errors.h"
@@ -28,8 +29,8 @@
 #include "utils/list.h"
 
 typedef struct {
-    lx_list link;             /* on `calls` */
-    lx_http_req *req;         /* NULL once the client left */
+    lx_list link;     /* on `calls` */
+    lx_http_req *req; /* NULL once the client left */
     lx_experiments *experiments;
     double score;
 } call;
@@ -88,18 +89,14 @@ static void on_stored(void *ud, const lx_usage_feedback_result *r)
             lx_buf_free(&b);
             break;
         }
-        case LX_FEEDBACK_UNKNOWN:
-            lx_respond_error(c->req, LX_ERR_REQUEST_NOT_FOUND, NULL, "request_id", NULL);
-            break;
+        case LX_FEEDBACK_UNKNOWN: lx_respond_error(c->req, LX_ERR_REQUEST_NOT_FOUND, NULL, "request_id", NULL); break;
         case LX_FEEDBACK_NOT_YOURS:
             lx_respond_error(c->req, LX_ERR_PERMISSION_DENIED,
                              "That request is another user's: feedback comes from its own user or the admin token.",
                              "request_id", NULL);
             break;
         case LX_FEEDBACK_TWICE: lx_respond_error(c->req, LX_ERR_FEEDBACK_EXISTS, NULL, "request_id", NULL); break;
-        case LX_FEEDBACK_UNAVAILABLE:
-            lx_respond_error(c->req, LX_ERR_LEDGER_UNAVAILABLE, NULL, NULL, NULL);
-            break;
+        case LX_FEEDBACK_UNAVAILABLE: lx_respond_error(c->req, LX_ERR_LEDGER_UNAVAILABLE, NULL, NULL, NULL); break;
         }
     }
     free(c);

@@ -5,8 +5,15 @@
  * GPUs: the seed's gpu_memory_used / gpu_memory_total are the sums over the GPUs NVML read; gpus[] lists
  * every GPU NVML counted, each with the enabled backends whose backends.NAME.gpus names it, and each
  * backend lists its own gpus (informational config, so a GPU and the models on it are seen together).
+ * /health is open (WatchDog polls it without a token), but a backend's url and the texts of its errors
+ * are shown only to a caller that may see details (api/routes.h: the admin, or anyone with auth off);
+ * the others get the same keys with null there (the GPUs' error texts too), and the statuses and counts.
+ * A drained backend (POST /admin/backends/NAME/drain) keeps its health status; "drained" and
+ * "drain_state" say it takes no new request. Draining does not make the gateway unhealthy.
  */
 #include "api/health.h"
+
+#include "api/routes.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -66,7 +73,7 @@ static void iso_time(int64_t t, char *out, size_t cap)
     strftime(out, cap, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
-static void backend_json(lx_buf *out, lx_api_ctx *ctx, const lx_backend_conf *bc)
+static void backend_json(lx_buf *out, lx_api_ctx *ctx, const lx_backend_conf *bc, bool details)
 {
     lx_backend *b = find(ctx, bc->name);
     lx_backend_info info = {0};
@@ -76,16 +83,18 @@ static void backend_json(lx_buf *out, lx_api_ctx *ctx, const lx_backend_conf *bc
     lx_buf_append_str(out, ",\"kind\":");
     json_str(out, lx_backend_kind_name(bc->kind));
     lx_buf_append_str(out, ",\"url\":");
-    json_str(out, bc->url);
+    json_str(out, details ? bc->url : NULL);
     lx_buf_append_str(out, ",\"status\":");
     if (b && lx_backend_is_down(b))
         json_str(out, "down");
     else
         json_str(out, lx_health_name(b ? info.health : LX_HEALTH_UNKNOWN));
+    lx_buf_printf(out, ",\"drained\":%s,\"drain_state\":", info.drained ? "true" : "false");
+    json_str(out, lx_backend_drain_state(&info));
     lx_buf_append_str(out, ",\"circuit\":");
     json_str(out, lx_circuit_name(info.circuit));
     lx_buf_printf(out, ",\"request_failures\":%ld,\"last_request_error\":", info.request_failures);
-    json_str(out, info.last_request_error && *info.last_request_error ? info.last_request_error : NULL);
+    json_str(out, details && info.last_request_error && *info.last_request_error ? info.last_request_error : NULL);
     lx_buf_printf(out, ",\"in_flight\":%d,\"consecutive_failures\":%ld,\"last_check\":", info.in_flight,
                   info.consecutive_failures);
     if (info.last_check_wall_s > 0) {
@@ -95,7 +104,7 @@ static void backend_json(lx_buf *out, lx_api_ctx *ctx, const lx_backend_conf *bc
     } else
         lx_buf_append_str(out, "null");
     lx_buf_append_str(out, ",\"last_error\":");
-    json_str(out, info.last_error && *info.last_error ? info.last_error : NULL);
+    json_str(out, details && info.last_error && *info.last_error ? info.last_error : NULL);
     lx_buf_append_str(out, ",\"gpus\":[");
     for (size_t i = 0; i < bc->n_gpus; i++)
         lx_buf_printf(out, "%s%d", i ? "," : "", bc->gpus[i]);
@@ -124,7 +133,7 @@ static void bytes_json(lx_buf *out, const char *key, bool have, uint64_t bytes)
 }
 
 /* One GPU: its figures (null where NVML gave none), the enabled backends configured on it, its error. */
-static void gpu_json(lx_buf *out, const lx_config *c, const lx_gpu_device *d)
+static void gpu_json(lx_buf *out, const lx_config *c, const lx_gpu_device *d, bool details)
 {
     lx_buf_printf(out, "{\"index\":%u,\"name\":", d->index);
     json_str(out, d->name[0] ? d->name : NULL);
@@ -150,12 +159,12 @@ static void gpu_json(lx_buf *out, const lx_config *c, const lx_gpu_device *d)
         json_str(out, bc->name);
     }
     lx_buf_append_str(out, "],\"error\":");
-    json_str(out, d->ok ? NULL : d->why);
+    json_str(out, d->ok || !details ? NULL : d->why);
     lx_buf_append(out, "}", 1);
 }
 
 /* The seed's gpu_memory_used / gpu_memory_total (sums), gpu (why not every GPU was read) and gpus[]. */
-static void gpus_json(lx_buf *out, const lx_config *c, const lx_gpu_info *gpu)
+static void gpus_json(lx_buf *out, const lx_config *c, const lx_gpu_info *gpu, bool details)
 {
     if (gpu->available) {
         char used[32], total[32];
@@ -166,11 +175,11 @@ static void gpus_json(lx_buf *out, const lx_config *c, const lx_gpu_info *gpu)
         lx_buf_append_str(out, ",\"gpu_memory_used\":null,\"gpu_memory_total\":null");
     }
     lx_buf_append_str(out, ",\"gpu\":");
-    json_str(out, gpu->why);
+    json_str(out, details ? gpu->why : NULL);
     lx_buf_append_str(out, ",\"gpus\":[");
     for (size_t i = 0; i < gpu->n_devices; i++) {
         if (i) lx_buf_append(out, ",", 1);
-        gpu_json(out, c, &gpu->devices[i]);
+        gpu_json(out, c, &gpu->devices[i], details);
     }
     lx_buf_append(out, "]", 1);
 }
@@ -179,6 +188,8 @@ void lx_health_full(lx_api_ctx *ctx, lx_http_req *req)
 {
     const lx_config *c = ctx->config(ctx->ud);
     lx_gw_health st = lx_gw_health_eval(c, is_up, ctx);
+    lx_access who;
+    lx_access_who(ctx, req, &who);
     bool vllm_up = false;
     for (size_t i = 0; i < c->n_backends; i++) {
         const lx_backend_conf *bc = &c->backends[i];
@@ -196,7 +207,7 @@ void lx_health_full(lx_api_ctx *ctx, lx_http_req *req)
     json_str(&out, lx_gw_health_name(st));
     lx_buf_append_str(&out, ",\"model\":");
     json_str(&out, c->default_model);
-    gpus_json(&out, c, &gpu);
+    gpus_json(&out, c, &gpu, who.sees_details);
     lx_buf_append_str(&out, ",\"uptime\":");
     json_str(&out, uptime);
     lx_buf_printf(&out, ",\"uptime_seconds\":%lld,\"vllm_status\":\"%s\",\"backends\":[", (long long)up_s,
@@ -207,7 +218,7 @@ void lx_health_full(lx_api_ctx *ctx, lx_http_req *req)
         if (!bc->enabled || bc->url == NULL) continue;
         if (!first) lx_buf_append(&out, ",", 1);
         first = false;
-        backend_json(&out, ctx, bc);
+        backend_json(&out, ctx, bc, who.sees_details);
     }
     lx_buf_append_str(&out, "]}");
     respond(req, st == LX_GW_UNHEALTHY ? 503 : 200, &out);

@@ -11,6 +11,10 @@
 #include "api/context.h"
 #include "http/server.h"
 
+/* The value of name in a query string, percent-decoded ('+' is a space) into out (cap bytes, truncated).
+ * False if absent. */
+bool lx_observe_query_param(lx_slice q, const char *name, char *out, size_t cap);
+
 /* GET /stats[?user=NAME] */
 void lx_observe_stats(lx_api_ctx *ctx, lx_http_req *req);
 /* The full GET /stats object (what GET /stats answers), appended to out; for GET /stats/stream. */

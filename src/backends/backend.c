@@ -10,6 +10,7 @@
  * - At most one health check per backend is in flight (b->hc), likewise cancelled on retire and free.
  * - The circuit is a deadline, not a timer: open until open_until_ns, half-open after it (until a verdict);
  *   at most one trial is out at a time (trial_out), cleared by the attempt_end its begin returned true for.
+ * - drained: neither routable nor accepting; set and cleared only by lx_backend_set_drained (and retire).
  * - Every uv handle is closed before the memory holding it goes (the registry counts pending closes:
  *   two timers per backend).
  */
@@ -35,6 +36,7 @@ struct lx_backend {
     double latency_s; /* peak EWMA of the time to an answer's head */
     uint64_t latency_ns_at;
     bool retired, adaptive, seen;
+    bool drained; /* no new request; kept across reloads while the backend stays */
     double kv_threshold;
     void *data;
     /* adaptive */
@@ -536,13 +538,29 @@ static bool circuit_permits(const lx_backend *b)
 
 bool lx_backend_routable(const lx_backend *b)
 {
-    return !b->retired && b->health != LX_HEALTH_DOWN && circuit_permits(b);
+    return !b->retired && !b->drained && b->health != LX_HEALTH_DOWN && circuit_permits(b);
 }
 
 bool lx_backend_awaiting_trial(const lx_backend *b)
 {
-    return !b->retired && b->health != LX_HEALTH_DOWN && b->trial_out && circuit(b) == LX_CIRCUIT_HALF_OPEN;
+    return !b->retired && !b->drained && b->health != LX_HEALTH_DOWN && b->trial_out &&
+           circuit(b) == LX_CIRCUIT_HALF_OPEN;
 }
+
+bool lx_backend_set_drained(lx_backend *b, bool on)
+{
+    if (b->drained == on) return false;
+    b->drained = on;
+    LX_LOG(on ? LX_LOG_WARN : LX_LOG_INFO, NULL, "backend %s %s (%d in flight)", b->name,
+           on ? "drained: it takes no new request" : "undrained: it takes requests again", b->in_flight);
+    if (on)
+        went_down(b);
+    else
+        ready(b);
+    return true;
+}
+
+bool lx_backend_drained(const lx_backend *b) { return b->drained; }
 
 unsigned lx_backend_retry_after_s(const lx_backend *b)
 {
@@ -683,6 +701,7 @@ static void retire(lx_backend *b)
 {
     if (b->retired) return;
     b->retired = true;
+    b->drained = false; /* a backend the config brings back later starts afresh */
     stop_adaptive(b);
     stop_health(b);
     stop_discovery(b);
@@ -770,10 +789,11 @@ lx_backend *lx_backends_at(lx_backends *s, size_t i) { return i < s->n ? s->v[i]
 
 const char *lx_backend_name(const lx_backend *b) { return b->name; }
 
-/* A retired backend still serves the requests admitted to it before; a down one takes none. */
+/* A retired backend still serves the requests admitted to it before; a down or drained one takes none. */
 bool lx_backend_can_accept(const lx_backend *b)
 {
-    return b->in_flight < b->max_concurrency && !b->saturated && b->health != LX_HEALTH_DOWN && circuit_permits(b);
+    return b->in_flight < b->max_concurrency && !b->saturated && !b->drained && b->health != LX_HEALTH_DOWN &&
+           circuit_permits(b);
 }
 
 int lx_backend_in_flight(const lx_backend *b) { return b->in_flight; }
@@ -845,6 +865,7 @@ void lx_backend_info_get(const lx_backend *b, lx_backend_info *out)
         .in_flight = b->in_flight,
         .max_concurrency = b->max_concurrency,
         .retired = b->retired,
+        .drained = b->drained,
         .adaptive = b->adaptive,
         .saturated = b->saturated,
         .metrics_ok = b->metrics_ok,
@@ -854,6 +875,12 @@ void lx_backend_info_get(const lx_backend *b, lx_backend_info *out)
         .polls = b->polls,
         .poll_failures = b->poll_failures,
     };
+}
+
+const char *lx_backend_drain_state(const lx_backend_info *info)
+{
+    if (!info->drained) return "serving";
+    return info->in_flight > 0 ? "draining" : "drained";
 }
 
 /* ---------- vLLM's /metrics ---------- */

@@ -28,6 +28,13 @@
  * the kind's parse_models); a changed list — or none, when it goes down or its address changes — calls
  * on_models, so the model index (backends/served.h) is rebuilt. A failed read keeps the last list.
  *
+ * Drain (POST /admin/backends/NAME/drain): a drained backend is neither routable nor accepts a dispatch,
+ * so it takes no new request while those in flight finish; its health checks go on. Draining it tells
+ * the admission as a backend going down does (on_down), so requests waiting for it move to the other
+ * backends of their model, or are answered as when every one is down; undraining makes it ready again.
+ * The flag belongs to the backend, not to a config snapshot: a reload that keeps the backend keeps it,
+ * and a backend a reload retires forgets it.
+ *
  * Slots: a request is sent to a backend only while it holds one of its max_concurrency slots
  * (lx_backend_acquire / lx_backend_release); the rest wait in Lexora's queue (queue/admission.c).
  *
@@ -147,13 +154,18 @@ const char *lx_circuit_name(lx_circuit c); /* "closed", "open", "half_open" */
  * yet checked counts as up. What /health reports. */
 bool lx_backend_is_down(const lx_backend *b);
 
-/* May a new request be sent to b now: not retired, not down by its checks, and its circuit closed, or
- * half-open with no trial out. */
+/* May a new request be sent to b now: not retired, not drained, not down by its checks, and its circuit
+ * closed, or half-open with no trial out. */
 bool lx_backend_routable(const lx_backend *b);
 
 /* Half-open with its trial out: a request may wait in b's line for the trial's verdict (on_ready when it
  * comes, on_down if it fails). */
 bool lx_backend_awaiting_trial(const lx_backend *b);
+
+/* Drains b (on: no new request; on_down follows when it changes) or brings it back (on_ready follows).
+ * Returns whether the flag changed (false: it was so already). */
+bool lx_backend_set_drained(lx_backend *b, bool on);
+bool lx_backend_drained(const lx_backend *b);
 
 /* Seconds until b may be routable again (its cooldown ends, or its next health check), at least 1. */
 unsigned lx_backend_retry_after_s(const lx_backend *b);
@@ -180,6 +192,7 @@ typedef struct {
     int in_flight;                  /* slots in use */
     int max_concurrency;
     bool retired; /* no longer in the config */
+    bool drained; /* takes no new request (POST /admin/backends/NAME/drain) */
     bool adaptive;
     bool saturated;        /* adaptive: holding dispatch now */
     bool metrics_ok;       /* adaptive: the last read succeeded */
@@ -190,6 +203,9 @@ typedef struct {
 } lx_backend_info;
 
 void lx_backend_info_get(const lx_backend *b, lx_backend_info *out);
+
+/* "serving" (not drained), "draining" (drained, requests still in flight) or "drained" (none left). */
+const char *lx_backend_drain_state(const lx_backend_info *info);
 
 /* ---------- vLLM's /metrics, parsed (pure; any thread) ---------- */
 

@@ -6,12 +6,15 @@
  *   CRYPTO_memcmp against every configured digest; the loop never exits early, and the match is
  *   selected without a branch on the secret, so the work done does not depend on which key matched.
  * - Nothing here logs, copies or returns the key; the digest is wiped before returning.
+ * - The admin and metrics tokens are compared the same way: both sides hashed, the digests compared with
+ *   CRYPTO_memcmp, so the time says nothing about how much of the token a guess got right.
  */
 #include "limits/auth.h"
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "utils/log.h"
 
@@ -19,8 +22,7 @@
 
 static bool is_space(char ch) { return ch == ' ' || ch == '\t'; }
 
-/* The key of "Bearer <key>", or false. */
-static bool bearer_key(lx_slice h, lx_slice *key)
+bool lx_auth_bearer(lx_slice h, lx_slice *key)
 {
     size_t i = 0, n = h.len;
     while (i < n && is_space(h.p[i]))
@@ -39,7 +41,7 @@ static bool bearer_key(lx_slice h, lx_slice *key)
 const char *lx_auth_lookup(const lx_config *c, lx_slice authorization, bool *missing)
 {
     lx_slice key;
-    bool has = authorization.p != NULL && bearer_key(authorization, &key);
+    bool has = authorization.p != NULL && lx_auth_bearer(authorization, &key);
     if (missing) *missing = !has;
     if (!has || c->auth.n_keys == 0 || key.len > MAX_KEY_BYTES) return NULL;
 
@@ -57,6 +59,19 @@ const char *lx_auth_lookup(const lx_config *c, lx_slice authorization, bool *mis
     }
     OPENSSL_cleanse(digest, sizeof digest);
     return found ? c->auth.keys[found - 1].user : NULL;
+}
+
+bool lx_auth_token_equal(lx_slice given, const char *token)
+{
+    unsigned char a[EVP_MAX_MD_SIZE], b[EVP_MAX_MD_SIZE];
+    unsigned int na = 0, nb = 0;
+    bool eq = token != NULL && given.len <= MAX_KEY_BYTES &&
+              EVP_Digest(given.p, given.len, a, &na, EVP_sha256(), NULL) == 1 &&
+              EVP_Digest(token, strlen(token), b, &nb, EVP_sha256(), NULL) == 1 && na == nb &&
+              CRYPTO_memcmp(a, b, na) == 0;
+    OPENSSL_cleanse(a, sizeof a);
+    OPENSSL_cleanse(b, sizeof b);
+    return eq;
 }
 
 lx_auth_status lx_auth_identify(const lx_config *c, const lx_auth_request *r, lx_slice *user)
@@ -101,6 +116,23 @@ size_t lx_auth_warn_plain_keys(const lx_config *c)
                 "auth.keys[%zu] (user \"%s\") is given in plain text (key:); store its SHA-256 instead "
                 "(key_sha256: printf %%s KEY | sha256sum)",
                 i, c->auth.keys[i].user);
+    }
+    return n;
+}
+
+size_t lx_auth_warn_open(const lx_config *c)
+{
+    size_t n = 0;
+    if (!c->auth.enabled) return 0;
+    if (c->admin.token == NULL) {
+        n++;
+        LX_WARN(NULL, "auth.enabled without admin.token: loopback clients are the admin (everyone's /stats, "
+                      "/admin/*); set admin.token or admin.token_file");
+    }
+    if (c->metrics.per_user && c->metrics.token == NULL) {
+        n++;
+        LX_WARN(NULL, "auth.enabled with metrics.per_user and no metrics.token: /metrics lists every user to "
+                      "anyone who reaches it; set metrics.token or metrics.token_file");
     }
     return n;
 }

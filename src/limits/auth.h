@@ -1,5 +1,7 @@
 /*
- * Who is the caller: the user a request is counted against (rate limits, statistics, the ledger).
+ * Who is the caller: the user a request is counted against (rate limits, statistics, the ledger), and
+ * the comparison of the admin and metrics tokens. What each caller may see is decided in one place on top
+ * of these, api/routes.h (lx_access_*).
  *
  * auth.enabled: true  — the user is the one whose key (auth.keys) the request's
  *                       "Authorization: Bearer <key>" carries. A missing, malformed or unknown key is
@@ -56,6 +58,18 @@ lx_auth_status lx_auth_identify(const lx_config *c, const lx_auth_request *r, lx
  */
 const char *lx_auth_lookup(const lx_config *c, lx_slice authorization, bool *missing);
 
+/*
+ * The key of an Authorization header value "Bearer <key>" (the scheme in any case, spaces around the key
+ * ignored) into *key, pointing into header. False when it is not a bearer key.
+ */
+bool lx_auth_bearer(lx_slice header, lx_slice *key);
+
+/*
+ * given == token (NUL-terminated), in time that depends on neither: both are hashed (SHA-256) and the
+ * digests compared with CRYPTO_memcmp. For the admin and metrics tokens. False when token is NULL.
+ */
+bool lx_auth_token_equal(lx_slice given, const char *token);
+
 /* The message for a 401 (no key, or a wrong one); it never contains the key. */
 const char *lx_auth_message(lx_auth_status s);
 
@@ -65,5 +79,12 @@ const char *lx_auth_message(lx_auth_status s);
  * Returns how many plain keys there are.
  */
 size_t lx_auth_warn_plain_keys(const lx_config *c);
+
+/*
+ * Logs a warning for what auth.enabled leaves open by the config: no admin.token (then loopback clients
+ * are the admin: everyone's /stats, the admin endpoints), or metrics.per_user without metrics.token (then /metrics
+ * lists the users to anyone). Call with lx_auth_warn_plain_keys. Returns how many warnings.
+ */
+size_t lx_auth_warn_open(const lx_config *c);
 
 #endif

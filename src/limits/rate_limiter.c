@@ -205,6 +205,24 @@ static lx_rate_window window(int64_t limit, int64_t level)
     return (lx_rate_window){(long)limit, left <= 0 ? 0 : (long)(left / U), ceil_div(level, limit)};
 }
 
+void lx_rate_peek(const lx_rate_limiter *rl, const char *user, lx_rate_window *requests, lx_rate_window *tokens,
+                  long *used_requests, long *used_tokens)
+{
+    int64_t rpm, tpm, r = 0, t = 0;
+    limits_of(rl, user, &rpm, &tpm);
+    lx_map_node *found = lx_map_find(&rl->mem.users, user, strlen(user));
+    if (found) {
+        const entry *e = LX_MAP_ENTRY(found, entry, node);
+        int64_t el = LX_MAX(now_ms(rl) - e->at, 0);
+        r = rpm > 0 ? drained(e->r, el, rpm) : 0;
+        t = tpm > 0 ? drained(e->t, el, tpm) : 0;
+    }
+    *requests = window(rpm, r);
+    *tokens = window(tpm, t);
+    *used_requests = (long)ceil_div(r, U);
+    *used_tokens = (long)ceil_div(t, U);
+}
+
 /* ---- the wait list ---- */
 
 static void on_wait_timer(uv_timer_t *t) { lx_rate_limiter_run_waiters(t->data); }

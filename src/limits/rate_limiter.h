@@ -205,6 +205,15 @@ void lx_rate_cancel(lx_rate_req *req);
 /* The user name the req was last checked for (NUL-terminated, as truncated to LX_RATE_USER_MAX - 1). */
 const char *lx_rate_req_user(const lx_rate_req *req);
 
+/*
+ * What user has used of its limits now, without charging anything: the x-ratelimit-* view of both
+ * buckets (limit 0: unlimited) and *used_requests / *used_tokens (the bucket levels, rounded up). Read
+ * from this instance's memory store (with store: redis, what this instance admitted: its shadow), so
+ * with several gateways on one Redis it is this instance's share. For GET /v1/usage.
+ */
+void lx_rate_peek(const lx_rate_limiter *rl, const char *user, lx_rate_window *requests, lx_rate_window *tokens,
+                  long *used_requests, long *used_tokens);
+
 /* ---- metrics ---- */
 
 typedef struct {

@@ -211,7 +211,7 @@ describe('experiments', () => {
           { usage: { db_path: db } });
         await withLexora(cfg, async (lx) => {
           for (let i = 0; i < 120; i++) await chat(lx, ask({ x_variant: i % 2 ? 'qwen-coder' : 'deepseek-coder' }));
-          await waitFor(async () => (await stats(lx)).ledger.requests >= 120, 'the rows written', { ms: 5000 });
+          await waitFor(async () => (await stats(lx)).ledger.total_requests >= 120, 'the rows written', { ms: 5000 });
         });
         const out = await runLexora(['experiments', 'report', 'coder-2026-12', '--config', writeConfigFile(dir, cfg)]);
         assert.equal(out.code, 0, out.stderr);
@@ -233,6 +233,6 @@ describe('experiments', () => {
 
 function writeConfigFile(dir, cfg) {
   const file = path.join(dir, 'lexora_config.yaml');
-  writeFileSync(file, toYaml(cfg));
+  writeFileSync(file, toYaml({ ...cfg, server: { host: '127.0.0.1', port: 8001 } })); // read only, never listened on
   return file;
 }

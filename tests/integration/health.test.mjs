@@ -62,9 +62,11 @@ describe('/health', () => {
       assert.ok(Number.isInteger(h.json.uptime_seconds) && h.json.uptime_seconds >= 0);
       const bb = backend(h, 'b');
       assert.deepEqual(Object.keys(bb).sort(),
-        ['circuit', 'consecutive_failures', 'gpus', 'in_flight', 'kind', 'last_check', 'last_error',
-          'last_request_error', 'name', 'request_failures', 'status', 'url'].sort());
+        ['circuit', 'consecutive_failures', 'drain_state', 'drained', 'gpus', 'in_flight', 'kind', 'last_check',
+          'last_error', 'last_request_error', 'name', 'request_failures', 'status', 'url'].sort());
       assert.deepEqual(bb.gpus, []);
+      assert.equal(bb.drained, false);
+      assert.equal(bb.drain_state, 'serving');
       assert.equal(bb.circuit, 'closed');
       assert.equal(bb.request_failures, 0);
       assert.equal(bb.last_request_error, null);

@@ -19,6 +19,7 @@ const MODEL = 'qwen3-32b';
 const available = hasCommand('prometheus');
 const FAKE_NVML = path.join(path.dirname(LEXORA_BIN), 'libfake_nvml.so');
 const GIB = 1024 ** 3;
+const METRICS_TOKEN = 'prom-scrape-token-0123';
 
 async function query(base, expr) {
   const res = await fetch(`${base}/api/v1/query?query=${encodeURIComponent(expr)}`);
@@ -42,17 +43,24 @@ describe('a real Prometheus scrapes Lexora', { skip: needs(available, 'prometheu
   before(async () => {
     sim = await startSim(['--model', MODEL, '--ttft-ms', '0', '--tokens-per-sec', '0']);
     const metricsPort = await freePort();
+    // /metrics needs a bearer token (metrics.token_file); Prometheus sends it from the same file, as the
+    // shipped config's commented authorization block says
+    dir = mkdtempSync(path.join(os.tmpdir(), 'lexora-prom-'));
+    const tokenFile = path.join(dir, 'lexora_metrics_token');
+    writeFileSync(tokenFile, `${METRICS_TOKEN}\n`);
     lx = await startLexora(configFor(sim.url, {
       extra: {
-        metrics: { enabled: true, port: metricsPort },
+        metrics: { enabled: true, port: metricsPort, token_file: tokenFile },
         rate_limits: { default: { requests_per_minute: 0, tokens_per_minute: 0 } },
       },
     }), { env: { LEXORA_NVML_LIBRARY: FAKE_NVML } });
-    dir = mkdtempSync(path.join(os.tmpdir(), 'lexora-prom-'));
     const shipped = readFileSync(path.join(ROOT, 'deploy/prometheus/prometheus.yml'), 'utf8');
     assert.match(shipped, /"localhost:9090"/);
     assert.match(shipped, /"localhost:8000"/);
+    const authBlock = '    # authorization:\n    #   type: Bearer\n    #   credentials_file: /etc/prometheus/lexora_metrics_token\n';
+    assert.ok(shipped.includes(authBlock), 'the shipped config shows the bearer token block');
     const conf = shipped
+      .replace(authBlock, `    authorization:\n      type: Bearer\n      credentials_file: ${tokenFile}\n`)
       .replace(/scrape_interval: \S+/, 'scrape_interval: 1s')
       .replace(/evaluation_interval: \S+/, 'evaluation_interval: 1s')
       .replace('"localhost:9090"', `"127.0.0.1:${metricsPort}"`)
@@ -121,7 +129,9 @@ describe('a real Prometheus scrapes Lexora', { skip: needs(available, 'prometheu
     skip: needs(hasCommand('promtool'), 'promtool', 'Debian package prometheus; make deps installs it'),
   }, async () => {
     assert.ok(existsSync(FAKE_NVML), `${FAKE_NVML} is built with the binaries`);
-    const text = await (await fetch(`${lx.url}/metrics`)).text();
+    assert.equal((await fetch(`${lx.url}/metrics`)).status, 401, 'no token, no metrics');
+    const text = await (await fetch(`${lx.url}/metrics`, { headers: { authorization: `Bearer ${METRICS_TOKEN}` } })).text();
+    assert.match(text, /^lexora_backend_drained\{backend="vllm"\} 0$/m);
     for (const f of ['info', 'up', 'memory_used_bytes', 'memory_total_bytes', 'utilization_ratio', 'temperature_celsius']) {
       assert.match(text, new RegExp(`^# TYPE lexora_gpu_${f} gauge$`, 'm'), f);
     }

@@ -156,6 +156,25 @@ static void test_lookup_and_plain_warning(void **state)
     lx_config_unref(c);
 }
 
+/* The admin and metrics tokens: bearer parsing and the constant-time equality. */
+static void test_tokens(void **state)
+{
+    (void)state;
+    lx_slice k;
+    assert_true(lx_auth_bearer(lx_slice_of("Bearer  tok "), &k));
+    assert_true(lx_slice_eq(k, "tok"));
+    assert_true(lx_auth_bearer(lx_slice_of("bearer tok"), &k));
+    assert_false(lx_auth_bearer(lx_slice_of("Basic dG9r"), &k));
+    assert_false(lx_auth_bearer(lx_slice_of("Bearer "), &k));
+    assert_false(lx_auth_bearer(lx_slice_of("tok"), &k));
+    assert_true(lx_auth_token_equal(lx_slice_of("s3cret"), "s3cret"));
+    assert_false(lx_auth_token_equal(lx_slice_of("s3cre"), "s3cret"));
+    assert_false(lx_auth_token_equal(lx_slice_of("s3cretX"), "s3cret"));
+    assert_false(lx_auth_token_equal(lx_slice_of("S3cret"), "s3cret"));
+    assert_false(lx_auth_token_equal(lx_slice_of(""), "s3cret"));
+    assert_false(lx_auth_token_equal(lx_slice_of("s3cret"), NULL));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -164,6 +183,7 @@ int main(void)
         cmocka_unit_test(test_user_cannot_be_changed),
         cmocka_unit_test(test_auth_off),
         cmocka_unit_test(test_lookup_and_plain_warning),
+        cmocka_unit_test(test_tokens),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

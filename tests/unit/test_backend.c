@@ -123,6 +123,74 @@ static void test_slots_and_reconfigure(void **state)
     lx_config_unref(c2);
 }
 
+static int down_calls;
+static void on_down(lx_backend *b, void *ud)
+{
+    (void)b;
+    (void)ud;
+    down_calls++;
+}
+
+/* Drain: a drained backend is neither routable nor accepts, keeps its slots in use, tells on_down once
+ * (idempotent), and keeps the flag across a reload that keeps it; undrain tells on_ready. */
+static void test_drain(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    lx_config *c = lx_test_config(yaml);
+    lx_backends *s = lx_backends_new(&loop, NULL, on_ready, NULL);
+    lx_backends_on_down(s, on_down);
+    lx_backends_configure(s, c);
+    lx_backend *a = lx_backends_find(s, "a");
+    lx_backend_acquire(a);
+    down_calls = ready_calls = 0;
+    assert_true(lx_backend_set_drained(a, true));
+    assert_false(lx_backend_set_drained(a, true));
+    assert_int_equal(down_calls, 1);
+    assert_true(lx_backend_drained(a));
+    assert_false(lx_backend_routable(a));
+    assert_false(lx_backend_can_accept(a));
+    assert_false(lx_backend_awaiting_trial(a));
+    assert_false(lx_backend_is_down(a)); /* drained is not down: /health and its status say so apart */
+    lx_backend_info info;
+    lx_backend_info_get(a, &info);
+    assert_true(info.drained);
+    assert_string_equal(lx_backend_drain_state(&info), "draining"); /* one still in flight */
+    lx_backend_release(a);
+    lx_backend_info_get(a, &info);
+    assert_string_equal(lx_backend_drain_state(&info), "drained");
+    assert_false(lx_backend_can_accept(a)); /* a freed slot does not reopen it */
+    assert_true(lx_backend_can_accept(lx_backends_find(s, "b")));
+
+    lx_backends_configure(s, c); /* a reload that keeps a */
+    assert_true(lx_backend_drained(a));
+    assert_false(lx_backend_routable(a));
+
+    ready_calls = 0;
+    assert_true(lx_backend_set_drained(a, false));
+    assert_false(lx_backend_set_drained(a, false));
+    assert_int_equal(ready_calls, 1);
+    assert_true(lx_backend_routable(a));
+    assert_true(lx_backend_can_accept(a));
+    lx_backend_info_get(a, &info);
+    assert_string_equal(lx_backend_drain_state(&info), "serving");
+
+    /* a reload that removes it forgets the drain */
+    assert_true(lx_backend_set_drained(lx_backends_find(s, "b"), true));
+    const char *only_a = "vllm:\n  url: http://127.0.0.1:9\n"
+                         "backends:\n  a:\n    type: vllm\n    url: http://127.0.0.1:9\n    models: [{name: m}]\n";
+    lx_config *c2 = lx_test_config(only_a);
+    lx_backends_configure(s, c2);
+    assert_false(lx_backend_drained(lx_backends_find(s, "b")));
+
+    lx_backends_free(s);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    lx_config_unref(c);
+    lx_config_unref(c2);
+}
+
 /* The circuit breaker: threshold failures open it; a 429-like answer (OK) resets the count; after the
  * cooldown one trial goes; its failure reopens, its success closes. */
 static void test_circuit_breaker(void **state)
@@ -193,6 +261,7 @@ int main(void)
         cmocka_unit_test(test_labels_with_braces_and_no_labels),
         cmocka_unit_test(test_not_vllm),
         cmocka_unit_test(test_slots_and_reconfigure),
+        cmocka_unit_test(test_drain),
         cmocka_unit_test(test_circuit_breaker),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1054,6 +1054,42 @@ static void write_bytes(const char *path, const char *data, size_t len)
 
 static void write_file(const char *path, const char *text) { write_bytes(path, text, strlen(text)); }
 
+/* metrics.token / metrics.token_file: the same rules as the admin token's, checked by the same code. */
+static void test_metrics_token(void **state)
+{
+    (void)state;
+    lx_config *c = lx_test_config("default_model: m\n");
+    assert_null(c->metrics.token);
+    lx_config_unref(c);
+    c = lx_test_config("default_model: m\nmetrics: {token: \"scrape-Me\"}\n");
+    assert_string_equal(c->metrics.token, "scrape-Me");
+    assert_null(c->admin.token);
+    lx_config_unref(c);
+
+    char dir[] = "/tmp/lx-test-config-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char file[128], yaml[512];
+    snprintf(file, sizeof file, "%s/token", dir);
+    write_file(file, "prom-tok\n");
+    snprintf(yaml, sizeof yaml, "default_model: m\nmetrics:\n  token_file: \"%s\"\n", file);
+    c = lx_test_config(yaml);
+    assert_string_equal(c->metrics.token, "prom-tok");
+    assert_string_equal(c->metrics.token_file, file);
+    lx_config_unref(c);
+    snprintf(yaml, sizeof yaml, "default_model: m\nmetrics:\n  token: abc\n  token_file: \"%s\"\n", file);
+    expect_errors(yaml,
+                  "cfg.yaml:4: metrics.token_file: give metrics.token or metrics.token_file, not both "
+                  "(metrics.token at line 3)",
+                  NULL);
+    write_file(file, "\n");
+    snprintf(yaml, sizeof yaml, "default_model: m\nmetrics:\n  token_file: \"%s\"\n", file);
+    expect_errors(yaml, "is empty: it should hold the metrics token", NULL);
+    assert_int_equal(unlink(file), 0);
+    assert_int_equal(rmdir(dir), 0);
+    expect_errors("default_model: m\nmetrics: {token: \"two words\"}\n",
+                  "metrics.token: must be a non-empty string of visible ASCII", NULL);
+}
+
 static void test_admin_token(void **state)
 {
     (void)state;
@@ -1394,6 +1430,7 @@ int main(void)
         cmocka_unit_test(test_auth_keys),
         cmocka_unit_test(test_auth_errors),
         cmocka_unit_test(test_admin_token),
+        cmocka_unit_test(test_metrics_token),
         cmocka_unit_test(test_other_new_keys),
         cmocka_unit_test(test_usage_postgres_keys),
         cmocka_unit_test(test_backend_for),

@@ -40,6 +40,11 @@ static const struct {
     {LX_ERR_QUEUE_FULL, 503, "server_error", "queue_full"},
     {LX_ERR_QUEUE_TIMEOUT, 504, "server_error", "queue_timeout"},
     {LX_ERR_NO_HEALTHY_BACKEND, 503, "server_error", "no_healthy_backend"},
+    {LX_ERR_PERMISSION_DENIED, 403, "invalid_request_error", "permission_denied"},
+    {LX_ERR_METRICS_UNAUTHORIZED, 401, "invalid_request_error", "invalid_metrics_token"},
+    {LX_ERR_REQUEST_NOT_FOUND, 404, "invalid_request_error", "request_not_found"},
+    {LX_ERR_FEEDBACK_EXISTS, 409, "invalid_request_error", "feedback_exists"},
+    {LX_ERR_LEDGER_UNAVAILABLE, 503, "server_error", "ledger_unavailable"},
 };
 
 /* Parses an envelope and returns its "error" object (root in *root, to delete). */
