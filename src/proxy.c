@@ -437,14 +437,18 @@ static void relay_emit(void *ud, const char *data, size_t len)
     if (pending > LX_HTTP_WRITE_HIGH_WATER && p->up) lx_upstream_pause(p->up);
 }
 
-/* A failure after the stream began: an SSE error event, then [DONE]; the status stays 200. */
+/* A failure after the stream began: an SSE error event (and [DONE] for OpenAI clients); the status stays 200. */
 static void end_stream_with_error(proxy_req *p, lx_err e, const char *message)
 {
     p->err = e;
     p->has_err = true;
     lx_buf ev;
     lx_buf_init(&ev, 0);
-    if (p->astream) {
+    if (p->native_stream) { /* relayed as it came: Anthropic's error event */
+        lx_buf_append_str(&ev, "event: error\ndata: ");
+        lx_messages_error_body(&ev, lx_err_get(e)->status, message);
+        lx_buf_append_str(&ev, "\n\n");
+    } else if (p->astream) {
         lx_messages_stream_error(p->astream, lx_err_get(e)->status, message, &ev);
     } else {
         lx_buf_append_str(&ev, "data: ");
@@ -552,61 +556,36 @@ static void upstream_failure_message(const proxy_req *p, lx_up_result r, const c
     }
 }
 
-/* The end of a stream relayed as it came (native): complete at message_stop; else an error event. */
-static void finish_native_stream(proxy_req *p, lx_up_result r, const char *detail)
+/* A stream that did not end complete: why (logged), the attempt's verdict given; the error for the client. */
+static lx_err stream_broken(proxy_req *p, lx_up_result r, const char *detail, const char *missing, char *msg, size_t n)
 {
-    const lx_messages_native *n = p->native_stream;
-    p->usage = (lx_usage){n->prompt_tokens, n->completion_tokens};
-    if (r != LX_UP_OK || !n->saw_stop) {
-        char msg[256];
-        const lx_outcome_info *o = lx_outcome_get(r == LX_UP_OK ? LX_OUT_GARBLED : outcome_of(p, r));
-        if (r == LX_UP_OK)
-            snprintf(msg, sizeof msg, "backend %s ended the stream without message_stop", p->backend->name);
-        else
-            upstream_failure_message(p, r, detail, msg, sizeof msg);
-        LX_WARN(p->request_id, "%s", msg);
-        end_attempt(p, o->verdict, msg);
-        p->err = o->err;
-        p->has_err = true;
-        lx_buf ev;
-        lx_buf_init(&ev, 0);
-        lx_buf_append_str(&ev, "event: error\ndata: ");
-        lx_messages_error_body(&ev, lx_err_get(o->err)->status, msg);
-        lx_buf_append_str(&ev, "\n\n");
-        lx_http_stream_write(p->req, ev.p, ev.len);
-        lx_buf_free(&ev);
-    } else if (n->saw_error) {
-        p->has_err = true;
-        p->err = LX_ERR_UPSTREAM_BAD_RESPONSE;
-    }
-    end_attempt(p, LX_ATTEMPT_OK, NULL);
-    detach(p, 200);
-    lx_http_stream_end(p->req);
-    proxy_free(p);
+    const lx_outcome_info *o = lx_outcome_get(r == LX_UP_OK ? LX_OUT_GARBLED : outcome_of(p, r));
+    if (r == LX_UP_OK)
+        snprintf(msg, n, "backend %s ended the stream without %s", p->backend->name, missing);
+    else
+        upstream_failure_message(p, r, detail, msg, n);
+    LX_WARN(p->request_id, "%s", msg);
+    end_attempt(p, o->verdict, msg);
+    return o->err;
 }
 
-/* The end of a relayed stream. Nothing is retried now: the client has had part of the answer. */
+/* The end of a relayed stream. Nothing is retried now: the client has had part of the answer. A stream
+ * relayed as it came (native) is complete at its message_stop, any other at its [DONE]. */
 static void finish_stream(proxy_req *p, lx_up_result r, const char *detail)
 {
-    if (p->native) {
-        finish_native_stream(p, r, detail);
-        return;
+    const lx_messages_native *n = p->native_stream;
+    if (n == NULL) {
+        if (p->kind->stream_event && r == LX_UP_OK &&
+            lx_kind_stream_end(p->kstream, &p->kctx, relay_translated, p) != 0)
+            r = LX_UP_BAD_RESPONSE;
+        lx_sse_finish(&p->sse, relay_emit, p);
     }
-    if (p->kind->stream_event && r == LX_UP_OK && lx_kind_stream_end(p->kstream, &p->kctx, relay_translated, p) != 0)
-        r = LX_UP_BAD_RESPONSE;
-    lx_sse_finish(&p->sse, relay_emit, p);
-    p->usage = p->sse.usage;
-    if (r != LX_UP_OK || !p->sse.saw_done) {
+    p->usage = n ? (lx_usage){n->prompt_tokens, n->completion_tokens} : p->sse.usage;
+    if (r != LX_UP_OK || !(n ? n->saw_stop : p->sse.saw_done)) {
         char msg[256];
-        const lx_outcome_info *o = lx_outcome_get(r == LX_UP_OK ? LX_OUT_GARBLED : outcome_of(p, r));
-        if (r == LX_UP_OK)
-            snprintf(msg, sizeof msg, "backend %s ended the stream without [DONE]", p->backend->name);
-        else
-            upstream_failure_message(p, r, detail, msg, sizeof msg);
-        LX_WARN(p->request_id, "%s", msg);
-        end_attempt(p, o->verdict, msg);
-        end_stream_with_error(p, o->err, msg);
-    } else if (p->sse.saw_error) {
+        lx_err e = stream_broken(p, r, detail, n ? "message_stop" : "[DONE]", msg, sizeof msg);
+        end_stream_with_error(p, e, msg);
+    } else if (n ? n->saw_error : p->sse.saw_error) {
         p->has_err = true;
         p->err = LX_ERR_UPSTREAM_BAD_RESPONSE;
     }

@@ -477,50 +477,58 @@ static int pg_write(void *db, const lx_usage_row *rows, size_t n, lx_usage_total
     return LX_USAGE_WRITE_OK;
 }
 
-/* ---------- `lexora usage` ---------- */
+/* ---------- `lexora usage` and `lexora experiments report` ---------- */
+
+/* A read of the ledger for a report, on a connection of its own: the result (its rows in *conn's), or NULL
+ * with err set ("cannot read the usage ledger URL: why", the URL without its password). */
+static PGresult *read_query(const lx_usage_store_opts *o, const char *sql, const char *const params[2], PGconn **conn,
+                            char *err, size_t errn)
+{
+    char what[300], why[256];
+    char *shown = lx_usage_pg_url_redacted(o->postgres_url ? o->postgres_url : "");
+    snprintf(what, sizeof what, "cannot read the usage ledger %s", shown);
+    free(shown);
+    *conn = open_conn(o->postgres_url ? o->postgres_url : "", o->password_file, why, sizeof why);
+    if (*conn == NULL) {
+        snprintf(err, errn, "%s: %s", what, why);
+        return NULL;
+    }
+    PGresult *r = PQexecParams(*conn, sql, 2, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(r) == PGRES_TUPLES_OK) return r;
+    copy_error(err, errn, what, PQresultErrorMessage(r));
+    PQclear(r);
+    PQfinish(*conn);
+    return NULL;
+}
 
 static int pg_report(const lx_usage_store_opts *o, const lx_usage_query *q, lx_usage_line_fn fn, void *ud, char *err,
                      size_t errn)
 {
     static const char *const keys[] = {"\"user\"", "model", "to_char(time AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
                                        "gateway_id"};
-    char sql[640], what[300];
+    char sql[640];
     snprintf(sql, sizeof sql,
              "SELECT %s AS k, count(*), coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0),"
              " count(*) FILTER (WHERE status >= 400 OR error_code IS NOT NULL), coalesce(sum(latency_ms), 0)"
              " FROM usage WHERE ($1::timestamptz IS NULL OR time >= $1::timestamptz)"
              " AND ($2::text IS NULL OR gateway_id = $2::text) GROUP BY 1 ORDER BY %s",
              keys[q->by], q->by == LX_USAGE_BY_DAY ? "1" : "2 DESC, 1");
-    char *shown = lx_usage_pg_url_redacted(o->postgres_url ? o->postgres_url : "");
-    snprintf(what, sizeof what, "cannot read the usage ledger %s", shown);
-    free(shown);
-    PGconn *c = open_conn(o->postgres_url ? o->postgres_url : "", o->password_file, err, errn);
-    if (c == NULL) {
-        char why[256];
-        snprintf(why, sizeof why, "%s", err);
-        snprintf(err, errn, "%s: %s", what, why);
-        return -1;
-    }
     const char *params[] = {q->since, q->gateway};
-    PGresult *r = PQexecParams(c, sql, 2, NULL, params, NULL, NULL, 0);
-    int rc = -1;
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        copy_error(err, errn, what, PQresultErrorMessage(r));
-    } else {
-        for (int i = 0; i < PQntuples(r); i++) {
-            lx_usage_line l = {.key = PQgetvalue(r, i, 0),
-                               .requests = strtoll(PQgetvalue(r, i, 1), NULL, 10),
-                               .prompt_tokens = strtoll(PQgetvalue(r, i, 2), NULL, 10),
-                               .completion_tokens = strtoll(PQgetvalue(r, i, 3), NULL, 10),
-                               .errors = strtoll(PQgetvalue(r, i, 4), NULL, 10),
-                               .latency_ms_sum = strtod(PQgetvalue(r, i, 5), NULL)};
-            fn(ud, &l);
-        }
-        rc = 0;
+    PGconn *c;
+    PGresult *r = read_query(o, sql, params, &c, err, errn);
+    if (r == NULL) return -1;
+    for (int i = 0; i < PQntuples(r); i++) {
+        lx_usage_line l = {.key = PQgetvalue(r, i, 0),
+                           .requests = strtoll(PQgetvalue(r, i, 1), NULL, 10),
+                           .prompt_tokens = strtoll(PQgetvalue(r, i, 2), NULL, 10),
+                           .completion_tokens = strtoll(PQgetvalue(r, i, 3), NULL, 10),
+                           .errors = strtoll(PQgetvalue(r, i, 4), NULL, 10),
+                           .latency_ms_sum = strtod(PQgetvalue(r, i, 5), NULL)};
+        fn(ud, &l);
     }
     PQclear(r);
     PQfinish(c);
-    return rc;
+    return 0;
 }
 
 /* ---------- feedback ---------- */
@@ -580,39 +588,24 @@ static int pg_experiment_rows(const lx_usage_store_opts *o, const char *experime
         " FROM usage u LEFT JOIN feedback f ON f.request_id = u.request_id"
         " WHERE u.experiment = $1 AND u.variant IS NOT NULL"
         " AND ($2::timestamptz IS NULL OR u.time >= $2::timestamptz) ORDER BY u.id";
-    char what[300];
-    char *shown = lx_usage_pg_url_redacted(o->postgres_url ? o->postgres_url : "");
-    snprintf(what, sizeof what, "cannot read the usage ledger %s", shown);
-    free(shown);
-    PGconn *c = open_conn(o->postgres_url ? o->postgres_url : "", o->password_file, err, errn);
-    if (c == NULL) {
-        char why[256];
-        snprintf(why, sizeof why, "%s", err);
-        snprintf(err, errn, "%s: %s", what, why);
-        return -1;
-    }
     const char *params[] = {experiment, since};
-    PGresult *r = PQexecParams(c, sql, 2, NULL, params, NULL, NULL, 0);
-    int rc = -1;
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        copy_error(err, errn, what, PQresultErrorMessage(r));
-    } else {
-        for (int i = 0; i < PQntuples(r); i++) {
-            lx_exp_row row = {.variant = PQgetvalue(r, i, 0),
-                              .status = (int)strtol(PQgetvalue(r, i, 1), NULL, 10),
-                              .error = PQgetvalue(r, i, 2)[0] == 't',
-                              .latency_ms = strtod(PQgetvalue(r, i, 3), NULL),
-                              .ttft_ms = strtod(PQgetvalue(r, i, 4), NULL),
-                              .tokens = strtol(PQgetvalue(r, i, 5), NULL, 10),
-                              .has_feedback = !PQgetisnull(r, i, 6),
-                              .score = strtod(PQgetvalue(r, i, 6), NULL)};
-            fn(ud, &row);
-        }
-        rc = 0;
+    PGconn *c;
+    PGresult *r = read_query(o, sql, params, &c, err, errn);
+    if (r == NULL) return -1;
+    for (int i = 0; i < PQntuples(r); i++) {
+        lx_exp_row row = {.variant = PQgetvalue(r, i, 0),
+                          .status = (int)strtol(PQgetvalue(r, i, 1), NULL, 10),
+                          .error = PQgetvalue(r, i, 2)[0] == 't',
+                          .latency_ms = strtod(PQgetvalue(r, i, 3), NULL),
+                          .ttft_ms = strtod(PQgetvalue(r, i, 4), NULL),
+                          .tokens = strtol(PQgetvalue(r, i, 5), NULL, 10),
+                          .has_feedback = !PQgetisnull(r, i, 6),
+                          .score = strtod(PQgetvalue(r, i, 6), NULL)};
+        fn(ud, &row);
     }
     PQclear(r);
     PQfinish(c);
-    return rc;
+    return 0;
 }
 
 const lx_usage_backend lx_usage_postgres = {

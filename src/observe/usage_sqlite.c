@@ -312,17 +312,31 @@ fail:
 
 /* ---------- `lexora usage` ---------- */
 
+/* The ledger opened read-only for a report (never created), or NULL with err set. */
+static sqlite3 *open_read(const lx_usage_store_opts *o, char *err, size_t errn)
+{
+    sqlite3 *db = NULL;
+    if (sqlite3_open_v2(o->db_path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK) {
+        sqlite3_busy_timeout(db, 5000);
+        return db;
+    }
+    snprintf(err, errn, "cannot open the usage ledger %s: %s", o->db_path, sqlite3_errmsg(db));
+    sqlite3_close(db);
+    return NULL;
+}
+
+static void read_failed(const lx_usage_store_opts *o, sqlite3 *db, char *err, size_t errn)
+{
+    snprintf(err, errn, "cannot read the usage ledger %s: %s", o->db_path, sqlite3_errmsg(db));
+}
+
 static int sq_report(const lx_usage_store_opts *o, const lx_usage_query *q, lx_usage_line_fn fn, void *ud, char *err,
                      size_t errn)
 {
     sqlite3 *db = NULL;
     sqlite3_stmt *st = NULL;
     int rc = -1;
-    if (sqlite3_open_v2(o->db_path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
-        snprintf(err, errn, "cannot open the usage ledger %s: %s", o->db_path, sqlite3_errmsg(db));
-        goto done;
-    }
-    sqlite3_busy_timeout(db, 5000);
+    if ((db = open_read(o, err, errn)) == NULL) goto done;
     /* a version 1 file (not migrated yet, read-only here) has no gateway_id: its rows are all its own */
     const char *gw = user_version(db) == 1 ? "''" : "gateway_id";
     const char *keys[] = {"user", "model", "substr(time, 1, 10)", gw};
@@ -334,7 +348,7 @@ static int sq_report(const lx_usage_store_opts *o, const lx_usage_query *q, lx_u
              " GROUP BY k ORDER BY %s",
              keys[q->by], gw, q->by == LX_USAGE_BY_DAY ? "k" : "COUNT(*) DESC, k");
     if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
-        snprintf(err, errn, "cannot read the usage ledger %s: %s", o->db_path, sqlite3_errmsg(db));
+        read_failed(o, db, err, errn);
         goto done;
     }
     if (q->since) sqlite3_bind_text(st, 1, q->since, -1, SQLITE_STATIC);
@@ -351,7 +365,7 @@ static int sq_report(const lx_usage_store_opts *o, const lx_usage_query *q, lx_u
         fn(ud, &l);
     }
     if (step != SQLITE_DONE) {
-        snprintf(err, errn, "cannot read the usage ledger %s: %s", o->db_path, sqlite3_errmsg(db));
+        read_failed(o, db, err, errn);
         goto done;
     }
     rc = 0;
@@ -456,16 +470,12 @@ static int sq_experiment_rows(const lx_usage_store_opts *o, const char *experime
     sqlite3 *db = NULL;
     sqlite3_stmt *st = NULL;
     int rc = -1;
-    if (sqlite3_open_v2(o->db_path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
-        snprintf(err, errn, "cannot open the usage ledger %s: %s", o->db_path, sqlite3_errmsg(db));
-        goto done;
-    }
-    sqlite3_busy_timeout(db, 5000);
+    if ((db = open_read(o, err, errn)) == NULL) goto done;
     rc = 0;
     if (user_version(db) < 3) goto done; /* written before experiments: none of its rows is in one */
     rc = -1;
     if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
-        snprintf(err, errn, "cannot read the usage ledger %s: %s", o->db_path, sqlite3_errmsg(db));
+        read_failed(o, db, err, errn);
         goto done;
     }
     sqlite3_bind_text(st, 1, experiment, -1, SQLITE_STATIC);
@@ -483,7 +493,7 @@ static int sq_experiment_rows(const lx_usage_store_opts *o, const char *experime
         fn(ud, &r);
     }
     if (step != SQLITE_DONE) {
-        snprintf(err, errn, "cannot read the usage ledger %s: %s", o->db_path, sqlite3_errmsg(db));
+        read_failed(o, db, err, errn);
         goto done;
     }
     rc = 0;
