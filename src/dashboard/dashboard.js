@@ -26,7 +26,7 @@
       rateLimited: '429s', tokens: 'Tokens', recent: 'Recent requests', model: 'Model', all: 'all', ok: '2xx',
       anyError: 'errors', time: 'Time', route: 'Route', variant: 'Variant', backend: 'Backend',
       latencyCol: 'Latency (ms)', overheadCol: 'Lexora overhead (ms)', uptime: 'up', drain: 'Drain', undrain: 'Undrain', load: 'Load', unload: 'Unload',
-      draining: 'draining', up: 'up', down: 'down', unknown: 'unknown', closed: 'closed', open: 'open',
+      draining: 'draining', drained: 'drained', up: 'up', down: 'down', unknown: 'unknown', closed: 'closed', open: 'open',
       half_open: 'half open', alias: 'alias', model_: 'model', high: 'high', normal: 'normal', low: 'low',
       total: 'total', unlimited: 'unlimited', noClasses: 'No request was routed automatically yet.',
       noGpu: 'No GPU memory read.', gpu: 'GPU', memory: 'Memory', prompt: 'prompt', completion: 'completion',
@@ -52,7 +52,7 @@
       tpm: 'トークン / 分', rateLimited: '429', tokens: 'トークン', recent: '最近のリクエスト', model: 'モデル',
       all: 'すべて', ok: '2xx', anyError: 'エラー', time: '時刻', route: 'ルート', variant: 'バリアント',
       backend: 'バックエンド', latencyCol: 'レイテンシ（ms）', overheadCol: 'Lexora のオーバーヘッド（ms）', uptime: '稼働時間', drain: 'ドレイン', undrain: 'ドレイン解除',
-      load: 'ロード', unload: 'アンロード', draining: 'ドレイン中', up: '稼働', down: '停止', unknown: '不明',
+      load: 'ロード', unload: 'アンロード', draining: 'ドレイン中', drained: 'ドレイン済み', up: '稼働', down: '停止', unknown: '不明',
       closed: '閉', open: '開', half_open: '半開', alias: 'エイリアス', model_: 'モデル', high: '高',
       normal: '通常', low: '低', total: '合計', unlimited: '無制限',
       noClasses: '自動ルーティングされたリクエストはまだありません。', noGpu: 'GPU メモリは読み取れていません。',
@@ -160,14 +160,15 @@
     $('admin-models').hidden = false;
   }
 
-  // /health says which backends are draining (once Lexora reports it); the stream says the rest.
-  const draining = new Set();
+  // /health says which backends are drained (drain_state: draining while requests still run on it, then
+  // drained); the stream says the rest.
+  const drainState = new Map();
   async function pollHealth() {
     try {
       const r = await fetch('/health', { headers: authHeaders(), cache: 'no-store' });
       const h = await r.json();
-      draining.clear();
-      for (const b of h.backends || []) if (b.draining || b.status === 'draining') draining.add(b.name);
+      drainState.clear();
+      for (const b of h.backends || []) if (b.drained) drainState.set(b.name, b.drain_state || 'drained');
     } catch { /* the stream's status shows trouble */ }
   }
 
@@ -309,7 +310,7 @@
 
   function drawBackends(state) {
     const rows = state.backends.map((b) => {
-      const status = draining.has(b.name) ? 'draining' : b.status;
+      const status = drainState.get(b.name) || b.status;
       return el('tr', { 'data-backend': b.name },
         el('th', {}, b.name),
         el('td', {}, b.kind),

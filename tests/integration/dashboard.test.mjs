@@ -226,13 +226,15 @@ describe('dashboard in a real browser', { skip: needs(CHROMIUM && puppeteer, 'ch
       // the token never went into a URL
       assert.ok(!page.url().includes(TOKEN));
       assert.ok(!lx.logs().includes(TOKEN));
-      // drain: done where Lexora has the endpoint, a plain "not offered" where it has not; never a crash
+      // drain from the page: the backend shows drained (then draining or drained in /health), undrain brings it back
       await page.click('#backends-table tr[data-backend="small"] td.actions button');
-      await page.waitForFunction(() => ['ok', 'error'].includes(document.getElementById('action-result').dataset.kind) &&
-        !/reload/i.test(document.getElementById('action-result').textContent));
-      const said = await text(page, '#action-result');
-      assert.match(said, /not offer this action yet|Done: Drain small/, said);
-      if (/Done/.test(said)) await page.click('#backends-table tr[data-backend="small"] td.actions button:nth-of-type(2)');
+      await page.waitForFunction(() => document.getElementById('action-result').dataset.kind === 'ok' &&
+        /Drain small/.test(document.getElementById('action-result').textContent));
+      assert.equal((await (await fetch(`${lx.url}/health`)).json()).backends.find((b) => b.name === 'small').drained, true);
+      await page.waitForSelector('#backends-table tr[data-backend="small"] [data-status^="drain"]', { timeout: 10000 });
+      await page.click('#backends-table tr[data-backend="small"] td.actions button:nth-of-type(2)');
+      await page.waitForSelector('#backends-table tr[data-backend="small"] [data-status="up"]', { timeout: 10000 });
+      assert.equal((await (await fetch(`${lx.url}/health`)).json()).backends.find((b) => b.name === 'small').drained, false);
     } finally {
       await page.close();
     }
