@@ -133,34 +133,35 @@ static bool read_body(lx_http_req *req, lx_usage_feedback *f)
     return bad == NULL;
 }
 
-/* Who gives it: the admin token, else the caller's user (lx_auth_identify; false after answering 401). */
+/* Who gives it: the admin token, else the caller's user: auth on, its client key's (lx_access_check answers 401
+ * without one); off, X-User-Id, else anonymous (lx_auth_identify). False after answering. */
 static bool read_caller(lx_api_ctx *ctx, lx_http_req *req, lx_usage_feedback *f)
 {
     lx_access who;
-    lx_access_who(ctx, req, &who);
+    if (!lx_access_check(ctx, req, LX_ACCESS_CLIENT, &who)) return false;
     f->admin = who.admin;
     lx_auth_request ar = {0};
-    ar.has_authorization = lx_http_req_header(req, "authorization", &ar.authorization);
     ar.has_header_user = lx_http_req_header(req, "x-user-id", &ar.header_user);
-    lx_slice user;
-    lx_auth_status st = lx_auth_identify(ctx->config(ctx->ud), &ar, &user);
-    if (st != LX_AUTH_OK && !f->admin) {
-        lx_respond_error(req, LX_ERR_INVALID_API_KEY, lx_auth_message(st), NULL, NULL);
-        return false;
-    }
-    snprintf(f->user, sizeof f->user, "%.*s", st == LX_AUTH_OK ? (int)user.len : 1, st == LX_AUTH_OK ? user.p : "-");
+    ar.has_authorization = lx_http_req_header(req, "authorization", &ar.authorization);
+    lx_slice user = LX_SLICE_LIT("-");
+    if (who.user)
+        user = lx_slice_of(who.user);
+    else if (!ctx->config(ctx->ud)->auth.enabled && lx_auth_identify(ctx->config(ctx->ud), &ar, &user) != LX_AUTH_OK)
+        user = LX_SLICE_LIT("-");
+    snprintf(f->user, sizeof f->user, "%.*s", (int)user.len, user.p);
     return true;
 }
 
 void lx_feedback_post(lx_api_ctx *ctx, lx_http_req *req)
 {
+    lx_usage_feedback f = {0};
+    if (!read_caller(ctx, req, &f)) return;
     if (ctx->ledger == NULL) {
         lx_respond_error(req, LX_ERR_LEDGER_UNAVAILABLE,
                          "Feedback is stored in the usage ledger, which is off (usage.enabled: false).", NULL, NULL);
         return;
     }
-    lx_usage_feedback f = {0};
-    if (!read_body(req, &f) || !read_caller(ctx, req, &f)) return;
+    if (!read_body(req, &f)) return;
     call *c = lx_xcalloc(1, sizeof *c);
     c->req = req;
     c->experiments = ctx->experiments;

@@ -9,7 +9,9 @@
  *    names its field at the start of its message;
  *  - answer: a translation is a JSON message ("type":"message"); a refusal leaves out empty;
  *  - stream: the events are the same however the input is cut (whole, at input-derived points, byte by byte),
- *    and every event is "event: T\ndata: {JSON whose type is T}\n\n".
+ *    and every event is "event: T\ndata: {JSON whose type is T}\n\n";
+ *  - pass-through (messages_native.c): a Messages stream read whole and byte by byte gives the same usage and
+ *    end; a whole answer's usage reader never fails on any input.
  */
 #include <cjson/cJSON.h>
 #include <string.h>
@@ -113,15 +115,44 @@ static void check_stream(const char *in, size_t n, unsigned cut)
     lx_buf_free(&bytes);
 }
 
+/* The pass-through readers: the same verdict however the stream is cut. */
+static void native_read(const char *in, size_t n, size_t step, lx_messages_native *m)
+{
+    lx_messages_native_init(m, 1 << 16);
+    for (size_t at = 0; at < n;) {
+        size_t k = step ? LX_MIN(step, n - at) : n;
+        if (lx_messages_native_feed(m, in + at, k) != 0) break;
+        at += k;
+    }
+}
+
+static void check_native(const char *in, size_t n)
+{
+    lx_messages_native whole, bytes;
+    native_read(in, n, 0, &whole);
+    native_read(in, n, 1, &bytes);
+    if (whole.pending.len <= whole.max_event && bytes.pending.len <= bytes.max_event) {
+        LX_FUZZ_CHECK(whole.prompt_tokens == bytes.prompt_tokens && whole.completion_tokens == bytes.completion_tokens);
+        LX_FUZZ_CHECK(whole.saw_stop == bytes.saw_stop && whole.saw_error == bytes.saw_error);
+    }
+    LX_FUZZ_CHECK(whole.prompt_tokens >= -1 && whole.completion_tokens >= -1);
+    lx_messages_native_free(&whole);
+    lx_messages_native_free(&bytes);
+    long pt = -1, ct = -1;
+    lx_messages_usage(in, n, &pt, &ct);
+    LX_FUZZ_CHECK(pt >= -1 && ct >= -1);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1) return 0;
     const char *in = (const char *)data + 1;
     size_t n = size - 1;
-    switch (data[0] % 3) {
+    switch (data[0] % 4) {
     case 0: check_request(in, n); break;
     case 1: check_answer(in, n); break;
-    default: check_stream(in, n, data[0] / 3u); break;
+    case 2: check_native(in, n); break;
+    default: check_stream(in, n, data[0] / 4u); break;
     }
     return 0;
 }

@@ -33,7 +33,10 @@ const ON = [
   ['GET', '/stats?user=alice', 401, 200, 200, 401, 401],
   ['GET', '/stats?user=bob', 401, 403, 200, 401, 401],
   ['GET', '/stats/stream', 401, 403, 200, 401, 401],
+  ['GET', '/dashboard', 200, 200, 200, 200, 200],
   ['POST', '/v1/messages', 401, 200, 401, 401, 401],
+  ['POST', '/v1/messages/count_tokens', 401, 200, 401, 401, 401],
+  ['POST', '/v1/feedback', 401, 404, 404, 401, 401],
   ['GET', '/metrics', 401, 401, 200, 200, 401],
   ['POST', '/admin/reload', 401, 401, 200, 401, 401],
   ['POST', '/admin/backends/vllm/undrain', 401, 401, 200, 401, 401],
@@ -52,7 +55,10 @@ const ON_NO_ADMIN = [
   ['GET', '/stats?user=alice', 401, 200, 401, 401, 200],
   ['GET', '/stats?user=bob', 401, 403, 401, 401, 200],
   ['GET', '/stats/stream', 401, 403, 401, 401, 200],
+  ['GET', '/dashboard', 200, 200, 200, 200, 200],
   ['POST', '/v1/messages', 401, 200, 401, 401, 401],
+  ['POST', '/v1/messages/count_tokens', 401, 200, 401, 401, 401],
+  ['POST', '/v1/feedback', 401, 404, 401, 401, 404],
   ['GET', '/metrics', 200, 200, 200, 200, 200],
   ['POST', '/admin/reload', 403, 403, 403, 403, 200],
   ['POST', '/admin/backends/vllm/undrain', 403, 403, 403, 403, 200],
@@ -70,7 +76,10 @@ const OFF_TOKEN = [
   ['GET', '/stats?user=alice', 200, 200, 200, 200, 200],
   ['GET', '/stats?user=bob', 200, 200, 200, 200, 200],
   ['GET', '/stats/stream', 200, 200, 200, 200, 200],
+  ['GET', '/dashboard', 200, 200, 200, 200, 200],
   ['POST', '/v1/messages', 200, 200, 200, 200, 200],
+  ['POST', '/v1/messages/count_tokens', 200, 200, 200, 200, 200],
+  ['POST', '/v1/feedback', 404, 404, 404, 404, 404],
   ['GET', '/metrics', 200, 200, 200, 200, 200],
   ['POST', '/admin/reload', 401, 401, 200, 401, 401],
   ['POST', '/admin/backends/vllm/undrain', 401, 401, 200, 401, 401],
@@ -88,7 +97,10 @@ const OFF = [
   ['GET', '/stats?user=alice', 200, 200, 200, 200, 200],
   ['GET', '/stats?user=bob', 200, 200, 200, 200, 200],
   ['GET', '/stats/stream', 200, 200, 200, 200, 200],
+  ['GET', '/dashboard', 200, 200, 200, 200, 200],
   ['POST', '/v1/messages', 200, 200, 200, 200, 200],
+  ['POST', '/v1/messages/count_tokens', 200, 200, 200, 200, 200],
+  ['POST', '/v1/feedback', 404, 404, 404, 404, 404],
   ['GET', '/metrics', 200, 200, 200, 200, 200],
   ['POST', '/admin/reload', 403, 403, 403, 403, 200],
   ['POST', '/admin/backends/vllm/undrain', 403, 403, 403, 403, 200],
@@ -106,7 +118,8 @@ async function call(port, host, method, path, bearer) {
   let body;
   if (method === 'POST' && path.startsWith('/v1/')) {
     headers['content-type'] = 'application/json';
-    body = JSON.stringify(chatBody(path === '/v1/messages' ? { max_tokens: 2 } : {}));
+    body = JSON.stringify(path === '/v1/feedback' ? { request_id: 'req_no_such_request', score: 1 }
+      : chatBody(path.startsWith('/v1/messages') ? { max_tokens: 2 } : {}));
   }
   const ac = new AbortController();
   const res = await fetch(`http://${host}:${port}${path}`, { method, headers, body, signal: ac.signal });
@@ -134,7 +147,7 @@ function tableTests(name, rows, ctx) {
         assert.equal(r.status, Number(status), `${caller}: ${method} ${path} → ${r.status} ${r.text.slice(0, 200)}`);
         if (r.status >= 400) {
           const err = JSON.parse(r.text).error;
-          if (path === '/v1/messages') // the Anthropic front answers in Anthropic's shape
+          if (path.startsWith('/v1/messages')) // the Anthropic front answers in Anthropic's shape
             assert.ok(err && err.message && err.type === 'authentication_error', `${caller}: Anthropic's error: ${r.text}`);
           else
             assert.ok(err && err.message && err.code, `${caller}: OpenAI's error envelope: ${r.text}`);
