@@ -274,9 +274,9 @@ static const lx_keylist_desc variants_list = {
 };
 
 static const char *const sticky_names[] = {[LX_STICKY_USER] = "user", [LX_STICKY_REQUEST] = "request", NULL};
-static const char *const metric_names[] = {
+const char *const lx_exp_metric_names[] = {
     [LX_METRIC_FEEDBACK] = "feedback", [LX_METRIC_LATENCY] = "latency", [LX_METRIC_ERRORS] = "errors", NULL};
-static const char *const exp_mode_names[] = {[LX_EXP_STATIC] = "static", [LX_EXP_ADAPTIVE] = "adaptive", NULL};
+const char *const lx_exp_mode_names[] = {[LX_EXP_STATIC] = "static", [LX_EXP_ADAPTIVE] = "adaptive", NULL};
 _Static_assert(sizeof(lx_sticky) == sizeof(int) && sizeof(lx_exp_metric) == sizeof(int) &&
                    sizeof(lx_exp_mode) == sizeof(int),
                "LX_K_ENUM stores an int");
@@ -285,8 +285,8 @@ static const lx_keydef experiment_keys[] = {
     K_STR(lx_experiment, "model", model, NULL),
     K_LIST("variants", read_variants, variants_list),
     K_ENUM(lx_experiment, "sticky", sticky, LX_STICKY_USER, sticky_names),
-    K_ENUM(lx_experiment, "metric", metric, LX_METRIC_FEEDBACK, metric_names),
-    K_ENUM(lx_experiment, "mode", mode, LX_EXP_STATIC, exp_mode_names),
+    K_ENUM(lx_experiment, "metric", metric, LX_METRIC_FEEDBACK, lx_exp_metric_names),
+    K_ENUM(lx_experiment, "mode", mode, LX_EXP_STATIC, lx_exp_mode_names),
     K_NUM(lx_experiment, "min_weight", min_weight, 5, 0, 50, 0),
     K_BOOL(lx_experiment, "enabled", enabled, 1),
     K_END,

@@ -128,6 +128,9 @@ struct lx_cls_model;
 typedef enum { LX_STICKY_USER = 0, LX_STICKY_REQUEST } lx_sticky;
 typedef enum { LX_METRIC_FEEDBACK = 0, LX_METRIC_LATENCY, LX_METRIC_ERRORS } lx_exp_metric;
 typedef enum { LX_EXP_STATIC = 0, LX_EXP_ADAPTIVE } lx_exp_mode;
+/* Their names as the config writes them, by value; NULL-terminated. */
+extern const char *const lx_exp_metric_names[];
+extern const char *const lx_exp_mode_names[];
 
 typedef struct {
     char *name;    /* a model or an alias */

@@ -139,10 +139,8 @@ static void experiments_help(FILE *out)
 
 static int metric_parse(const char *v, lx_exp_metric *out)
 {
-    static const char *const names[] = {
-        [LX_METRIC_FEEDBACK] = "feedback", [LX_METRIC_LATENCY] = "latency", [LX_METRIC_ERRORS] = "errors"};
-    for (size_t i = 0; i < 3; i++)
-        if (strcmp(v, names[i]) == 0) {
+    for (size_t i = 0; lx_exp_metric_names[i]; i++)
+        if (strcmp(v, lx_exp_metric_names[i]) == 0) {
             *out = (lx_exp_metric)i;
             return 0;
         }

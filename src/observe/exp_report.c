@@ -167,8 +167,6 @@ static metric_value value_on(lx_exp_metric metric, const lx_exp_variant_data *v)
     return (metric_value){0};
 }
 
-static const char *const metric_names[] = {"feedback", "latency", "errors"};
-
 static void verdict(lx_buf *out, lx_exp_metric metric, const lx_exp_variant_data *a, const lx_exp_variant_data *b)
 {
     metric_value va = value_on(metric, a), vb = value_on(metric, b);
@@ -176,7 +174,7 @@ static void verdict(lx_buf *out, lx_exp_metric metric, const lx_exp_variant_data
     const char *unit = metric == LX_METRIC_ERRORS ? " points" : metric == LX_METRIC_LATENCY ? " ms" : "";
     if (va.n < 2 || vb.n < 2) {
         lx_buf_printf(out, "%s vs %s: not enough data yet (%zu and %zu requests with a %s value)\n", b->name, a->name,
-                      vb.n, va.n, metric_names[metric]);
+                      vb.n, va.n, lx_exp_metric_names[metric]);
         return;
     }
     double d = vb.m - va.m, half = Z * sqrt(va.var / (double)va.n + vb.var / (double)vb.n);
@@ -184,13 +182,13 @@ static void verdict(lx_buf *out, lx_exp_metric metric, const lx_exp_variant_data
         bool higher_better = metric == LX_METRIC_FEEDBACK;
         bool better = higher_better ? d > 0 : d < 0;
         lx_buf_printf(out, "%s is %s than %s on %s by %.*f ± %.*f%s\n", b->name, better ? "better" : "worse", a->name,
-                      metric_names[metric], metric == LX_METRIC_FEEDBACK ? 3 : 2, fabs(d) * scale,
+                      lx_exp_metric_names[metric], metric == LX_METRIC_FEEDBACK ? 3 : 2, fabs(d) * scale,
                       metric == LX_METRIC_FEEDBACK ? 3 : 2, half * scale, unit);
         return;
     }
     if (d == 0) {
         lx_buf_printf(out, "%s vs %s: no significant difference yet (no difference on %s observed)\n", b->name, a->name,
-                      metric_names[metric]);
+                      lx_exp_metric_names[metric]);
         return;
     }
     double need = (Z + Z_POWER) * (Z + Z_POWER) * (va.var + vb.var) / (d * d);
@@ -200,7 +198,7 @@ static void verdict(lx_buf *out, lx_exp_metric metric, const lx_exp_variant_data
                   "%s vs %s: no significant difference yet (%+.*f ± %.*f%s on %s): about %.0f more requests per "
                   "variant needed\n",
                   b->name, a->name, metric == LX_METRIC_FEEDBACK ? 3 : 2, d * scale,
-                  metric == LX_METRIC_FEEDBACK ? 3 : 2, half * scale, unit, metric_names[metric], more);
+                  metric == LX_METRIC_FEEDBACK ? 3 : 2, half * scale, unit, lx_exp_metric_names[metric], more);
 }
 
 void lx_exp_report(const lx_exp_data *d, lx_buf *out)
@@ -211,7 +209,8 @@ void lx_exp_report(const lx_exp_data *d, lx_buf *out)
         lx_buf_append_str(out, "\nfewer than two variants have requests: nothing to compare\n");
         return;
     }
-    lx_buf_printf(out, "\non %s (95 %% intervals; the first variant is the baseline):\n", metric_names[d->metric]);
+    lx_buf_printf(out, "\non %s (95 %% intervals; the first variant is the baseline):\n",
+                  lx_exp_metric_names[d->metric]);
     for (size_t i = 1; i < d->n; i++)
         verdict(out, d->metric, &d->v[0], &d->v[i]);
 }

@@ -380,9 +380,6 @@ void lx_experiments_feedback(lx_experiments *x, const char *experiment, const ch
 
 /* ---------- rendering ---------- */
 
-static const char *const mode_names[] = {"static", "adaptive"};
-static const char *const metric_names[] = {"feedback", "latency", "errors"};
-
 static void json_ms(lx_buf *out, const char *key, const lx_lhist *h, double q)
 {
     double v = lx_lhist_quantile(h, q);
@@ -420,8 +417,8 @@ void lx_experiments_render_json(lx_experiments *x, lx_buf *out)
         lx_buf_json_escape(out, s->name, strlen(s->name));
         lx_buf_append_str(out, "\":{\"model\":\"");
         lx_buf_json_escape(out, s->model, strlen(s->model));
-        lx_buf_printf(out, "\",\"mode\":\"%s\",\"metric\":\"%s\",\"variants\":{", mode_names[s->mode],
-                      metric_names[s->metric]);
+        lx_buf_printf(out, "\",\"mode\":\"%s\",\"metric\":\"%s\",\"variants\":{", lx_exp_mode_names[s->mode],
+                      lx_exp_metric_names[s->metric]);
         for (size_t k = 0; k < s->n; k++) {
             if (k) lx_buf_append_str(out, ",");
             json_variant(out, &s->v[k]);
