@@ -136,6 +136,7 @@ void lx_observe_stats(lx_api_ctx *ctx, lx_http_req *req)
 void lx_observe_render_stats(lx_api_ctx *ctx, lx_buf *out)
 {
     lx_stats_render_opts o = render_opts(ctx);
+    o.max_users = LX_STREAM_MAX_USERS;
     lx_stats_render_json(ctx->stats, out, NULL, &o);
 }
 

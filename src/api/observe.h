@@ -17,7 +17,11 @@ bool lx_observe_query_param(lx_slice q, const char *name, char *out, size_t cap)
 
 /* GET /stats[?user=NAME] */
 void lx_observe_stats(lx_api_ctx *ctx, lx_http_req *req);
-/* The full GET /stats object (what GET /stats answers), appended to out; for GET /stats/stream. */
+/* Users GET /stats/stream shows each second: the busiest of the last minute (its event stays small with
+ * thousands of users; GET /stats has them all). */
+#define LX_STREAM_MAX_USERS 100
+/* The GET /stats object for GET /stats/stream: per_user cut to LX_STREAM_MAX_USERS ("per_user_omitted" says how
+ * many were left out), the rest as GET /stats answers. */
 void lx_observe_render_stats(lx_api_ctx *ctx, lx_buf *out);
 /* GET /metrics */
 void lx_observe_metrics(lx_api_ctx *ctx, lx_http_req *req);

@@ -175,6 +175,8 @@ typedef struct {
     long connections;         /* client connections open now; -1 when unknown */
     bool per_user;            /* metrics.per_user: per-user series in /metrics */
     const struct lx_gpu *gpu; /* the GPUs' lexora_gpu_* series in /metrics (observe/gpu.h); NULL: none */
+    size_t max_users;         /* /stats: per_user shows at most this many, the most requests in the last 60 s first, and
+                                 "per_user_omitted" says how many it left out; 0: every user, in order of first sight */
 } lx_stats_render_opts;
 
 /* GET /stats: the JSON object (user non-NULL narrows it to that user). Returns 0 or -1 (out's cap). */

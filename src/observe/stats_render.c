@@ -14,6 +14,7 @@
  */
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -600,23 +601,56 @@ static void counts_merge(lx_stats_counts *into, const lx_stats_counts *c)
 }
 
 /* per user (with their own keys), per alias or per class (counts only), in order of first sight */
+static void json_named_one(lx_buf *b, ctx *c, lx_stats_named *e, bool users, bool *first)
+{
+    c->c = &e->c;
+    json_open(b, first, e->name);
+    bool in = true;
+    json_keys(b, c, KEYS(count_keys), &in);
+    if (users) {
+        c->u = LX_CONTAINER_OF(e, lx_stats_user, n);
+        json_keys(b, c, KEYS(user_keys), &in);
+    }
+    lx_buf_append_str(b, "}");
+}
+
+typedef struct {
+    lx_stats_named *e;
+    uint64_t rpm;
+} ranked;
+
+static int by_rpm(const void *a, const void *b)
+{
+    const ranked *x = a, *y = b;
+    return x->rpm < y->rpm ? 1 : x->rpm > y->rpm ? -1 : 0;
+}
+
+/* per_user with at most max users, the busiest of the last 60 s first; returns how many were left out. */
+static size_t json_top_users(lx_buf *b, ctx *c, size_t max)
+{
+    size_t n = 0, k = 0;
+    lx_list *it, *tmp;
+    LX_LIST_EACH(&c->s->user_list, it, tmp) n++;
+    ranked *r = lx_xcalloc(n ? n : 1, sizeof *r);
+    LX_LIST_EACH(&c->s->user_list, it, tmp)
+    {
+        lx_stats_named *e = LX_LIST_ENTRY(it, lx_stats_named, link);
+        r[k++] = (ranked){e, lx_stats_ring_sum(&LX_CONTAINER_OF(e, lx_stats_user, n)->req_s, c->sec)};
+    }
+    qsort(r, n, sizeof *r, by_rpm);
+    bool first = true;
+    for (size_t i = 0; i < n && i < max; i++)
+        json_named_one(b, c, r[i].e, true, &first);
+    free(r);
+    return n > max ? n - max : 0;
+}
+
 static void json_named(lx_buf *b, ctx *c, lx_list *list, bool users)
 {
     bool first = true;
     lx_list *n, *tmp;
     LX_LIST_EACH(list, n, tmp)
-    {
-        lx_stats_named *e = LX_LIST_ENTRY(n, lx_stats_named, link);
-        c->c = &e->c;
-        json_open(b, &first, e->name);
-        bool in = true;
-        json_keys(b, c, KEYS(count_keys), &in);
-        if (users) {
-            c->u = LX_CONTAINER_OF(e, lx_stats_user, n);
-            json_keys(b, c, KEYS(user_keys), &in);
-        }
-        lx_buf_append_str(b, "}");
-    }
+    json_named_one(b, c, LX_LIST_ENTRY(n, lx_stats_named, link), users, &first);
 }
 
 /* per model: sums over its routes, in order of first sight */
@@ -706,8 +740,13 @@ int lx_stats_render_json(lx_stats *s, lx_buf *out, const char *user, const lx_st
     json_keys(out, &c, KEYS(seed_keys), &first);
     json_keys(out, &c, KEYS(top_keys), &first);
     json_open(out, &first, "per_user");
-    json_named(out, &c, &s->user_list, true);
+    size_t omitted = 0;
+    if (o && o->max_users)
+        omitted = json_top_users(out, &c, o->max_users);
+    else
+        json_named(out, &c, &s->user_list, true);
     lx_buf_append_str(out, "}");
+    if (o && o->max_users) lx_buf_printf(out, ",\"per_user_omitted\":%zu", omitted);
     json_open(out, &first, "per_model");
     json_models(out, &c);
     lx_buf_append_str(out, "}");

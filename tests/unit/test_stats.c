@@ -383,6 +383,38 @@ static void test_user_cap_and_other(void **state)
     lx_stats_free(s);
 }
 
+/* max_users (GET /stats/stream): the busiest of the last 60 s first, the rest counted as omitted. */
+static void test_max_users(void **state)
+{
+    (void)state;
+    lx_stats *s = new_stats(0, 0);
+    const char *users[] = {"quiet", "busy", "busy", "busy", "mid", "mid", "old"};
+    lx_access_rec r = ok_rec("old", "m", 1, 1, 1);
+    for (int i = 0; i < 5; i++)
+        lx_stats_record(s, &r); /* "old" was the busiest, but more than a minute ago */
+    fake_ns += 120 * SEC;
+    for (size_t i = 0; i < LX_ARRAY_LEN(users); i++) {
+        r = ok_rec(users[i], "m", 1, 1, 1);
+        lx_stats_record(s, &r);
+    }
+    lx_buf b;
+    lx_buf_init(&b, 0);
+    assert_int_equal(lx_stats_render_json(s, &b, NULL, &(lx_stats_render_opts){.max_users = 2}), 0);
+    cJSON *j = cJSON_Parse(b.p);
+    const cJSON *pu = cJSON_GetObjectItem(j, "per_user");
+    assert_int_equal(cJSON_GetArraySize(pu), 2);
+    assert_string_equal(pu->child->string, "busy");
+    assert_string_equal(pu->child->next->string, "mid");
+    assert_int_equal(num(j, "per_user_omitted"), 2);
+    cJSON_Delete(j);
+    lx_buf_free(&b);
+    j = render_json(s, NULL); /* GET /stats: everyone, no per_user_omitted */
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(j, "per_user")), 4);
+    assert_null(cJSON_GetObjectItem(j, "per_user_omitted"));
+    cJSON_Delete(j);
+    lx_stats_free(s);
+}
+
 /* ---------- the other services' counters ---------- */
 
 static void probe_q(void *ud, lx_stats_queue_view *v)
@@ -693,6 +725,7 @@ int main(void)
         cmocka_unit_test(test_stats_percentiles),
         cmocka_unit_test(test_stream_tokens_per_second),
         cmocka_unit_test(test_user_cap_and_other),
+        cmocka_unit_test(test_max_users),
         cmocka_unit_test(test_service_counters),
         cmocka_unit_test(test_prometheus_format),
         cmocka_unit_test(test_null_is_noop),
