@@ -902,7 +902,8 @@ static bool read_model(lx_cfg_parser *p, yaml_node_t *item, const char *path, lx
         return true;
     }
     if (item->type != YAML_MAPPING_NODE) {
-        err_shape(p, line, path, "a model name or a mapping {name, upstream_name, path, gpu_memory_utilization, lora_path}", item);
+        err_shape(p, line, path,
+                  "a model name or a mapping {name, upstream_name, path, gpu_memory_utilization, lora_path}", item);
         return false;
     }
     int lines[MAX_KEYS];
@@ -1379,6 +1380,13 @@ const char *lx_backend_conf_upstream(const lx_backend_conf *b, const char *model
         if (strcmp(b->models[j].name, model) == 0)
             return b->models[j].upstream_name ? b->models[j].upstream_name : model;
     return model;
+}
+
+const char *lx_backend_conf_lora(const lx_backend_conf *b, const char *model)
+{
+    for (size_t j = 0; j < b->n_models; j++)
+        if (strcmp(b->models[j].name, model) == 0) return b->models[j].lora_path;
+    return NULL;
 }
 
 const lx_backend_conf *lx_config_backend(const lx_config *c, const char *name)

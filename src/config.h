@@ -345,6 +345,8 @@ void lx_config_unref(lx_config *c);
 bool lx_backend_conf_serves(const lx_backend_conf *b, const char *model, size_t len);
 /* The name b's backend knows the model by: its upstream_name, else the model itself. */
 const char *lx_backend_conf_upstream(const lx_backend_conf *b, const char *model);
+/* The model's lora_path (a vLLM LoRA adapter), or NULL. */
+const char *lx_backend_conf_lora(const lx_backend_conf *b, const char *model);
 /* The enabled backend called name, or NULL. */
 const lx_backend_conf *lx_config_backend(const lx_config *c, const char *name);
 /* The alias called name (len bytes), or NULL. */

@@ -97,6 +97,19 @@ static int llamacpp_end(void *state, const lx_kind_ctx *ctx, lx_buf *out)
     return flush_held(state, out);
 }
 
+/* Router mode (llama-server without -m): POST /models/load and /models/unload {"model"}. */
+static int llamacpp_load(const lx_kind_ctx *ctx, const char *model, lx_kind_request *out)
+{
+    return lx_kind_control(ctx, out, "/models/load", "model", lx_backend_conf_upstream(ctx->backend, model), NULL, NULL,
+                           NULL);
+}
+
+static int llamacpp_unload(const lx_kind_ctx *ctx, const char *model, lx_kind_request *out)
+{
+    return lx_kind_control(ctx, out, "/models/unload", "model", lx_backend_conf_upstream(ctx->backend, model), NULL,
+                           NULL, NULL);
+}
+
 const lx_kind lx_kind_llamacpp = {
     .name = "llamacpp",
     .request = lx_openai_request,
@@ -108,4 +121,6 @@ const lx_kind lx_kind_llamacpp = {
     .health_path = "/health",
     .models_path = "/v1/models",
     .parse_models = lx_openai_parse_models,
+    .load = llamacpp_load,
+    .unload = llamacpp_unload,
 };
