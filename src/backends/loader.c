@@ -134,6 +134,7 @@ static void on_done(lx_upstream *u, lx_up_result r, const char *detail, void *ud
             m->load_s += took;
             m->error[0] = '\0';
             set_state(m, LX_LOAD_LOADED);
+            m->asked = false;
             m->loaded_ns = m->used_ns = m->since_ns;
             LX_INFO(NULL, "backend %s: model %s loaded in %.3f s", m->lb->name, m->name, took);
         } else {
@@ -224,15 +225,17 @@ static bool resident_long_enough(const lx_backend_conf *bc, const lmodel *m, uin
     return now - m->loaded_ns >= (uint64_t)(bc->load.min_resident_s * 1e9);
 }
 
-/* The least recently used loaded model that may go (resident long enough), idle ones only when idle_only. */
+/* The least recently used loaded model that may go (resident long enough); with idle_only, only one that
+ * nobody used or waited for in the last switch_after_seconds (so alternating traffic is not a swap per request). */
 static lmodel *victim(lx_loader *l, lbackend *lb, const lx_backend_conf *bc, bool idle_only, uint64_t now)
 {
     lmodel *best = NULL;
+    uint64_t quiet = (uint64_t)(bc->load.switch_after_s * 1e9);
     for (size_t i = 0; i < lb->n; i++) {
         lmodel *m = lb->m[i];
         uint64_t t;
         if (m->state != LX_LOAD_LOADED || !resident_long_enough(bc, m, now)) continue;
-        if (idle_only && (m->in_flight > 0 || waiting(l, m, &t) > 0)) continue;
+        if (idle_only && (m->in_flight > 0 || waiting(l, m, &t) > 0 || now - m->used_ns < quiet)) continue;
         if (best == NULL || m->used_ns < best->used_ns) best = m;
     }
     return best;
@@ -427,8 +430,9 @@ lx_loader_answer lx_loader_want(lx_loader *l, const lx_backend *b, const char *m
     if (m->state != LX_LOAD_LOADING && m->state != LX_LOAD_UNLOADING && bc && !bc->load.on_demand)
         return LX_LOADER_REFUSED;
     if (m->state == LX_LOAD_FAILED) set_state(m, LX_LOAD_UNLOADED); /* the next request tries again */
-    m->asked = true;
-    decide(l, m->lb); /* the request is queued after this returns: asked stands in for it */
+    if (m->state == LX_LOAD_LOADING) return LX_LOADER_WAIT;
+    m->asked = true; /* the request is queued after this returns: asked stands in for it until then */
+    decide(l, m->lb);
     return LX_LOADER_WAIT;
 }
 

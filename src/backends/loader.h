@@ -16,10 +16,10 @@
  *  - a request for a model that is not loaded waits in the model's line (queue/admission.c); with on_demand
  *    its load starts once, however many wait; without, it is refused (503 model_not_loaded);
  *  - max_loaded: when loaded and loading models fill it, the model with the oldest waiter is loaded after
- *    the least recently used loaded model that nobody uses or waits for is unloaded; when every loaded model
- *    is in use, a switch waits until the oldest waiter has waited switch_after_seconds, then the least
- *    recently used loaded model takes no new request, and is unloaded once its requests in flight finish —
- *    never a swap per request;
+ *    the least recently used loaded model that nobody used or waited for in the last switch_after_seconds is
+ *    unloaded; else, once the oldest waiter has waited switch_after_seconds, the least recently used loaded
+ *    model takes no new request and is unloaded when its requests in flight finish. So switches are bounded
+ *    by time (one per switch_after_seconds at most), never a swap per request;
  *  - no model loaded less than min_resident_seconds ago is unloaded; one nobody used for
  *    idle_unload_seconds is (0: never);
  *  - a load that fails or takes longer than load_timeout_seconds is failed: its waiters are refused
