@@ -312,6 +312,8 @@ void sim_router_unload(sim *s, lx_http_req *r);
 int sim_http_start(sim *s);
 /* Runs an inference request (failure injection, then the answer); sim_load.c calls it once a load ended. */
 void sim_http_infer(sim *s, lx_http_req *r, sim_kind kind);
+/* One entry of vLLM's /v1/models "permission" list. */
+struct cJSON *sim_model_permission(sim *s, int64_t now);
 /* Ollama's made-up digest of a model name (64 hex digits and a NUL). */
 void sim_ollama_digest(const char *name, char out[65]);
 void sim_http_stop(sim *s);

@@ -342,7 +342,7 @@ static void h_version(sim *s, lx_http_req *r)
     sim_reply_json(r, 200, o);
 }
 
-static cJSON *model_permission(sim *s, int64_t now)
+cJSON *sim_model_permission(sim *s, int64_t now)
 {
     char hex[33], id[48];
     sim_hex_id(&s->id_rng, hex);
@@ -380,7 +380,7 @@ static void h_models(sim *s, lx_http_req *r)
         cJSON_AddStringToObject(m, "root", root);
         cJSON_AddNullToObject(m, "parent");
         cJSON_AddNumberToObject(m, "max_model_len", (double)s->cfg.max_model_len);
-        cJSON_AddItemToArray(cJSON_AddArrayToObject(m, "permission"), model_permission(s, now));
+        cJSON_AddItemToArray(cJSON_AddArrayToObject(m, "permission"), sim_model_permission(s, now));
         cJSON_AddItemToArray(data, m);
     }
     sim_load_vllm_models(s, data, now);

@@ -12,8 +12,9 @@
  *   requests asked for it; they wait in its waiters list and are answered when it ends.
  * - A waiter's request is in exactly one waiters list until it is answered, resumed or its client leaves
  *   (sim_load_abort); its lx_http_req_data stays NULL, so on_abort tells it from a running sim_req.
- * - Memory used = the sizes of the models LOADING, LOADED or UNLOADING; a load that does not fit fails (Ollama first
- *   unloads idle models, least recently used first; the llama.cpp router first unloads beyond --models-max).
+ * - Memory used = the sizes of the models LOADING, LOADED or UNLOADING (vLLM: of its LoRA adapters); a load that does
+ * not fit fails (Ollama first unloads idle models, least recently used first; the llama.cpp router first unloads beyond
+ * --models-max).
  * - Nothing polls: timers only, stopped when their model's state moves on; all closed by sim_load_stop.
  */
 #include <cjson/cJSON.h>
@@ -78,8 +79,11 @@ static sim_model *find(sim *s, const char *name, bool lora_too)
 static double memory_used(const sim *s)
 {
     double used = 0;
-    for (size_t i = 0; i < SIM_LOAD_SLOTS; i++)
-        if (s->load.m[i].used && s->load.m[i].state != SIM_M_UNLOADED) used += s->load.m[i].size_mb;
+    for (size_t i = 0; i < SIM_LOAD_SLOTS; i++) {
+        const sim_model *m = &s->load.m[i];
+        /* vLLM's budget is its LoRA adapters' (the engine holds its own memory, asleep or not) */
+        if (m->used && m->state != SIM_M_UNLOADED && (m->lora || s->cfg.api != SIM_API_VLLM)) used += m->size_mb;
+    }
     return used;
 }
 
@@ -774,7 +778,7 @@ void sim_load_vllm_models(sim *s, cJSON *data, int64_t now)
         cJSON_AddStringToObject(e, "root", m->path);
         cJSON_AddStringToObject(e, "parent", s->cfg.models[0]);
         cJSON_AddNullToObject(e, "max_model_len");
-        cJSON_AddArrayToObject(e, "permission");
+        cJSON_AddItemToArray(cJSON_AddArrayToObject(e, "permission"), sim_model_permission(s, now));
         cJSON_AddItemToArray(data, e);
     }
 }
