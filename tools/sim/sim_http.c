@@ -3,7 +3,10 @@
  * (--api vllm: /health, /ping, /version, /v1/models, /metrics; ollama: /, /api/version, /api/tags,
  * /v1/models; llamacpp: /health, /v1/models; anthropic: /v1/models, with /v1/messages, in sim_anthropic.c) and the
  * simulator's own (/sim/requests, /sim/stats, /sim/control), decides failure injection, and keeps the log of recent
- * /v1/ requests. See sim.h.
+ * /v1/ requests. The load and unload endpoints (Ollama's /api/generate and /api/ps, vLLM's /sleep, /wake_up,
+ * /is_sleeping and LoRA endpoints, llama.cpp's /models...) are routed here and answered by sim_load.c; vLLM's and
+ * llama.cpp's only with the flags that enable them (404 otherwise). Every inference request passes sim_load_gate
+ * first (it may wait there for its model's load). See sim.h.
  *
  * Each --api has its own route table and error shapes, as the real server answers: vLLM's envelope;
  * Ollama's OpenAI layer's {"error":{"message","type","param":null,"code":null}} on /v1 (type from the

@@ -553,27 +553,36 @@ static void ollama_generate(sim *s, lx_http_req *r, const cJSON *root)
     char err[320];
     double ka;
     const char *bad = request_keep_alive(s, cJSON_GetObjectItemCaseSensitive(root, "keep_alive"), &ka, err, sizeof err);
-    if (bad) return sim_reply_ollama_native(r, 400, bad);
-    if (!cJSON_IsString(model) || model->valuestring[0] == '\0')
-        return sim_reply_ollama_native(r, 400, "model is required");
+    if (bad) {
+        sim_reply_ollama_native(r, 400, bad);
+        return;
+    }
+    if (!cJSON_IsString(model) || model->valuestring[0] == '\0') {
+        sim_reply_ollama_native(r, 400, "model is required");
+        return;
+    }
     sim_model *m = find(s, model->valuestring, false);
     if (m == NULL) {
         snprintf(err, sizeof err, "model '%s' not found", model->valuestring);
-        return sim_reply_ollama_native(r, 404, err);
+        sim_reply_ollama_native(r, 404, err);
+        return;
     }
-    if (cJSON_IsString(prompt) && prompt->valuestring[0] != '\0')
-        return sim_reply_ollama_native(r, 400,
-                                       "lexora-sim: /api/generate with a prompt is not emulated; use /v1/completions");
+    if (cJSON_IsString(prompt) && prompt->valuestring[0] != '\0') {
+        sim_reply_ollama_native(r, 400, "lexora-sim: /api/generate with a prompt is not emulated; use /v1/completions");
+        return;
+    }
     if (ka == 0) { /* unload (answered at once; the memory is free once --unload-ms passed) */
         if (m->state == SIM_M_LOADED) start_unload(m);
         if (m->state == SIM_M_LOADING) m->keep_alive_ms = 0;
-        return ollama_generate_done(r, model->valuestring, "unload");
+        ollama_generate_done(r, model->valuestring, "unload");
+        return;
     }
     m->load_requests++;
     if (m->state == SIM_M_LOADED) {
         m->last_used_ns = lx_now_ns();
         set_expiry(m, ka);
-        return ollama_generate_done(r, model->valuestring, "load");
+        ollama_generate_done(r, model->valuestring, "load");
+        return;
     }
     m->keep_alive_ms = ka;
     park(m, r, W_OLLAMA_LOAD)->name = lx_xstrdup(model->valuestring);
@@ -583,7 +592,10 @@ static void ollama_generate(sim *s, lx_http_req *r, const cJSON *root)
 void sim_ollama_generate(sim *s, lx_http_req *r)
 {
     lx_slice body = lx_http_req_body(r);
-    if (body.len == 0) return sim_reply_ollama_native(r, 400, "missing request body");
+    if (body.len == 0) {
+        sim_reply_ollama_native(r, 400, "missing request body");
+        return;
+    }
     cJSON *root = cJSON_ParseWithLength(body.p, body.len);
     if (!cJSON_IsObject(root))
         sim_reply_ollama_native(r, 400, "invalid character in request body (lexora-sim: not a JSON object)");
@@ -645,12 +657,20 @@ void sim_vllm_sleep(sim *s, lx_http_req *r)
     int level = 1;
     if (q.len == 7 && memcmp(q.p, "level=2", 7) == 0)
         level = 2;
-    else if (q.len && !(q.len == 7 && memcmp(q.p, "level=1", 7) == 0))
-        return sim_reply_error(s, r, 400, "BadRequestError", "lexora-sim: level must be 1 or 2");
+    else if (q.len && !(q.len == 7 && memcmp(q.p, "level=1", 7) == 0)) {
+        sim_reply_error(s, r, 400, "BadRequestError", "lexora-sim: level must be 1 or 2");
+        return;
+    }
     sim_model *m = &s->load.m[0];
     s->load.sleep_level = level;
-    if (m->state == SIM_M_UNLOADED) return reply_empty(r); /* asleep already */
-    if (m->state == SIM_M_LOADING) return sim_reply_error(s, r, 409, "Conflict", "lexora-sim: waking up");
+    if (m->state == SIM_M_UNLOADED) {
+        reply_empty(r);
+        return;
+    } /* asleep already */
+    if (m->state == SIM_M_LOADING) {
+        sim_reply_error(s, r, 409, "Conflict", "lexora-sim: waking up");
+        return;
+    }
     park(m, r, W_SLEEP);
     if (m->state == SIM_M_LOADED) start_unload(m);
 }
@@ -658,8 +678,14 @@ void sim_vllm_sleep(sim *s, lx_http_req *r)
 void sim_vllm_wake_up(sim *s, lx_http_req *r)
 {
     sim_model *m = &s->load.m[0];
-    if (m->state == SIM_M_LOADED) return reply_empty(r);
-    if (m->state == SIM_M_UNLOADING) return sim_reply_error(s, r, 409, "Conflict", "lexora-sim: falling asleep");
+    if (m->state == SIM_M_LOADED) {
+        reply_empty(r);
+        return;
+    }
+    if (m->state == SIM_M_UNLOADING) {
+        sim_reply_error(s, r, 409, "Conflict", "lexora-sim: falling asleep");
+        return;
+    }
     park(m, r, W_WAKE);
     want_loaded(m);
 }
@@ -708,14 +734,20 @@ static void lora_load(sim *s, lx_http_req *r, const cJSON *root)
 {
     const char *name = json_str(root, "lora_name"), *path = json_str(root, "lora_path");
     char msg[400];
-    if (name == NULL || path == NULL || !*name || !*path)
-        return sim_reply_error(s, r, 400, "InvalidUserInput", "Both 'lora_name' and 'lora_path' must be provided.");
+    if (name == NULL || path == NULL || !*name || !*path) {
+        sim_reply_error(s, r, 400, "InvalidUserInput", "Both 'lora_name' and 'lora_path' must be provided.");
+        return;
+    }
     sim_model *m = lora_slot(s, name);
     if (m && m->state == SIM_M_LOADED) {
         snprintf(msg, sizeof msg, "The lora adapter '%s' has already been loaded.", name);
-        return sim_reply_error(s, r, 400, "InvalidUserInput", msg);
+        sim_reply_error(s, r, 400, "InvalidUserInput", msg);
+        return;
     }
-    if (m == NULL) return sim_reply_error(s, r, 400, "BadRequestError", "lexora-sim: too many LoRA adapters");
+    if (m == NULL) {
+        sim_reply_error(s, r, 400, "BadRequestError", "lexora-sim: too many LoRA adapters");
+        return;
+    }
     snprintf(m->path, sizeof m->path, "%s", path);
     m->load_requests++;
     if (m->state == SIM_M_UNLOADED && !fits(s, m)) {
@@ -724,7 +756,8 @@ static void lora_load(sim *s, lx_http_req *r, const cJSON *root)
         snprintf(msg, sizeof msg,
                  "CUDA out of memory. Tried to allocate %.0f MiB (lexora-sim: --memory-mb %g, %g MB in use)",
                  m->size_mb, s->cfg.memory_mb, memory_used(s));
-        return sim_reply_error(s, r, 400, "BadRequestError", msg);
+        sim_reply_error(s, r, 400, "BadRequestError", msg);
+        return;
     }
     park(m, r, W_LORA_LOAD);
     if (m->state == SIM_M_UNLOADED) start_load(m);
@@ -846,8 +879,10 @@ void sim_router_load(sim *s, lx_http_req *r)
     sim_model *m = router_target(s, r, 404);
     if (m == NULL) return;
     m->load_requests++;
-    if (m->state != SIM_M_UNLOADED)
-        return sim_reply_llamacpp_error(r, 400, "invalid_request_error", "model is already running");
+    if (m->state != SIM_M_UNLOADED) {
+        sim_reply_llamacpp_error(r, 400, "invalid_request_error", "model is already running");
+        return;
+    }
     start_load(m);
     reply_router_ok(r);
 }
@@ -856,8 +891,10 @@ void sim_router_unload(sim *s, lx_http_req *r)
 {
     sim_model *m = router_target(s, r, 400);
     if (m == NULL) return;
-    if (m->state == SIM_M_UNLOADED || m->state == SIM_M_UNLOADING)
-        return sim_reply_llamacpp_error(r, 400, "invalid_request_error", "model is not running");
+    if (m->state == SIM_M_UNLOADED || m->state == SIM_M_UNLOADING) {
+        sim_reply_llamacpp_error(r, 400, "invalid_request_error", "model is not running");
+        return;
+    }
     if (m->state == SIM_M_LOADING) { /* the router kills a child that is still loading */
         uv_timer_stop(&m->timer);
         m->fail_msg = NULL;
