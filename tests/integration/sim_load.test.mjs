@@ -60,6 +60,7 @@ describe('--api ollama', () => {
     const st = await model(sim, 'a:latest');
     assert.equal(st.state, 'loaded');
     assert.equal(st.loads, 1);
+    assert.equal(st.keep_alive_ms, 600000);
     assert.ok(st.loaded_at_ms >= t0);
     // loaded already: answered at once, no second load
     const again = await timed(json(`${sim.url}/api/generate`, { model: 'a:latest' }));
@@ -165,9 +166,11 @@ describe('--api ollama defaults: every model loaded at start, kept until a reque
   after(async () => { await sim?.stop(); });
 
   test('loaded at start; a /v1 request applies --keep-alive', async () => {
-    assert.equal((await model(sim, 'a:latest')).state, 'loaded');
+    const start = await model(sim, 'a:latest');
+    assert.deepEqual([start.state, start.keep_alive_ms, start.expires_at_ms], ['loaded', -1, null]);
     assert.equal((await (await fetch(`${sim.url}/api/ps`)).json()).models.length, 1);
     assert.equal((await chat(sim.url, 'a')).status, 200);
+    assert.equal((await model(sim, 'a:latest')).keep_alive_ms, 300);
     await waitFor(async () => (await model(sim, 'a:latest')).state === 'unloaded', 'a unloads after --keep-alive');
     assert.equal((await chat(sim.url, 'a')).status, 200); // loads again (--load-ms 0)
     assert.equal((await model(sim, 'a:latest')).loads, 1);

@@ -100,6 +100,7 @@ static void slot_init(sim *s, sim_model *m, const char *name, bool lora)
     snprintf(m->name, sizeof m->name, "%s", name);
     m->size_mb = sim_model_mb(&s->cfg, name);
     m->expires_ms = -1;
+    m->keep_alive_ms = -1; /* loaded at start: kept until a request says otherwise */
     m->since_ms = wall_ms();
 }
 
@@ -364,8 +365,12 @@ static void on_loaded(uv_timer_t *t)
         m->loaded_ms = m->since_ms;
         m->last_used_ns = lx_now_ns();
     }
+    double ka = m->keep_alive_ms; /* what the load was asked with (the requests run below may change it) */
     settle_all(m, false, msg);
-    if (msg == NULL && m->state == SIM_M_LOADED) set_expiry(m, m->keep_alive_ms);
+    if (msg == NULL && m->state == SIM_M_LOADED) {
+        m->keep_alive_ms = ka;
+        set_expiry(m, ka);
+    }
 }
 
 /* The least recently used loaded model other than m, or NULL. */
@@ -495,7 +500,8 @@ static bool ollama_gate(sim *s, lx_http_req *r, sim_kind kind)
     if (m == NULL) return false; /* sim_openai.c answers what is wrong */
     if (m->state == SIM_M_LOADED) {
         m->last_used_ns = lx_now_ns();
-        keep_for(m, default_keep_alive(s));
+        m->keep_alive_ms = default_keep_alive(s);
+        keep_for(m, m->keep_alive_ms);
         return false;
     }
     m->keep_alive_ms = default_keep_alive(s);
@@ -573,11 +579,12 @@ static void ollama_generate(sim *s, lx_http_req *r, const cJSON *root)
     }
     if (ka == 0) { /* unload (answered at once; the memory is free once --unload-ms passed) */
         if (m->state == SIM_M_LOADED) start_unload(m);
-        if (m->state == SIM_M_LOADING) m->keep_alive_ms = 0;
+        m->keep_alive_ms = 0; /* a load under way ends in an unload */
         ollama_generate_done(r, model->valuestring, "unload");
         return;
     }
     m->load_requests++;
+    m->keep_alive_ms = ka;
     if (m->state == SIM_M_LOADED) {
         m->last_used_ns = lx_now_ns();
         set_expiry(m, ka);
@@ -944,6 +951,7 @@ void sim_load_stats(const sim *s, cJSON *o)
         add_ms(e, "since_ms", m->since_ms);
         add_ms(e, "loaded_at_ms", m->loaded_ms);
         if (s->cfg.api == SIM_API_OLLAMA) {
+            cJSON_AddNumberToObject(e, "keep_alive_ms", m->keep_alive_ms); /* of the last request; -1: forever */
             if (m->state == SIM_M_LOADED && m->expires_ms >= 0)
                 cJSON_AddNumberToObject(e, "expires_at_ms", (double)m->expires_ms);
             else
