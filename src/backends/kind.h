@@ -121,6 +121,10 @@ typedef struct lx_kind {
 
     int (*load)(const lx_kind_ctx *ctx, const char *model, lx_kind_request *out);
     int (*unload)(const lx_kind_ctx *ctx, const char *model, lx_kind_request *out);
+    /* A backend whose load answers before the model is ready (llama.cpp's router): GET load_status_path until
+     * load_status says, of the model by its upstream name: 1 loaded, 0 still loading, -1 failed. */
+    const char *load_status_path;
+    int (*load_status)(const char *body, size_t len, const char *model);
 
     /* Adds the backend's probe header lines to out (see probe_headers above). */
     void (*probe_headers)(const lx_backend_conf *b, lx_kind_request *out);

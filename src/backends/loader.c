@@ -28,11 +28,13 @@ struct lmodel {
     lx_load_state state;
     uint64_t since_ns, loaded_ns, used_ns;
     int in_flight;
-    bool asked;      /* its load was asked for by a waiting request or the admin (not the tick's own) */
+    bool asked; /* its load was asked for by a waiting request or the admin (not the tick's own) */
     uint64_t loads, failures;
-    double load_s;   /* total seconds its loads took */
-    char error[240]; /* why its last load failed */
-    lx_upstream *up; /* its load or unload request out */
+    double load_s;    /* total seconds its loads took */
+    char error[240];  /* why its last load failed */
+    lx_upstream *up;  /* its load or unload request out, or the poll of its load's status */
+    bool polling;     /* up is a GET of the kind's load_status_path */
+    uv_timer_t *poll; /* the pause between two polls; closed with the model */
     lx_kind_request kreq;
     lx_buf url, reply;
 };
@@ -116,8 +118,58 @@ static bool on_body(lx_upstream *u, const char *data, size_t len, void *ud)
     return true;
 }
 
-/* "already" loaded or unloaded, as a backend may say in a 4xx: the state wanted holds. */
-static bool already(const lx_buf *reply) { return reply->p && strstr(reply->p, "already") != NULL; }
+/* A 4xx saying the state wanted holds already: "already" loaded; for an unload, not there ("not running",
+ * "cannot be found", "not loaded"). */
+static bool already(const lx_buf *reply, bool unload)
+{
+    if (reply->p == NULL) return false;
+    if (strstr(reply->p, "already")) return true;
+    return unload && (strstr(reply->p, "not running") || strstr(reply->p, "cannot be found") ||
+                      strstr(reply->p, "not loaded") || strstr(reply->p, "not found"));
+}
+
+static void poll_status(lx_loader *l, lmodel *m);
+
+static void load_done(lx_loader *l, lmodel *m, double took)
+{
+    m->loads++;
+    m->load_s += took;
+    m->error[0] = '\0';
+    set_state(m, LX_LOAD_LOADED);
+    m->asked = false;
+    m->loaded_ns = m->used_ns = m->since_ns;
+    LX_INFO(NULL, "backend %s: model %s loaded in %.3f s", m->lb->name, m->name, took);
+    (void)l;
+}
+
+static void load_failed(lx_loader *l, lmodel *m)
+{
+    m->failures++;
+    set_state(m, LX_LOAD_FAILED);
+    LX_WARN(NULL, "%s", m->error);
+    if (l->cbs.failed) l->cbs.failed(l->cbs.ud, m->name, m->error);
+}
+
+/* The answer to a poll of the load's status: loaded, failed, or poll again in LOAD_POLL_MS. */
+static void polled(lx_loader *l, lmodel *m, bool ok, int status)
+{
+    const lx_backend_conf *bc = conf_of(l, m->lb->name);
+    const lx_kind *k = bc ? lx_kind_get(bc->kind) : NULL;
+    int st = ok && status == 200 && k && k->load_status && m->reply.p
+                 ? k->load_status(strchr(m->reply.p, ' ') + 1,
+                                  m->reply.len - (size_t)(strchr(m->reply.p, ' ') + 1 - m->reply.p),
+                                  lx_backend_conf_upstream(bc, m->name))
+                 : 0;
+    if (st == 1) {
+        load_done(l, m, (double)(lx_now_ns() - m->since_ns) / 1e9);
+    } else if (st < 0) {
+        snprintf(m->error, sizeof m->error, "backend %s could not load %s: its status says it failed", m->lb->name,
+                 m->name);
+        load_failed(l, m);
+    } else {
+        poll_status(l, m);
+    }
+}
 
 static void on_done(lx_upstream *u, lx_up_result r, const char *detail, void *ud)
 {
@@ -126,28 +178,28 @@ static void on_done(lx_upstream *u, lx_up_result r, const char *detail, void *ud
     lx_loader *l = m->l;
     m->up = NULL;
     int status = m->reply.p ? atoi(m->reply.p) : 0;
-    bool ok = r == LX_UP_OK && ((status >= 200 && status < 300) || (status >= 400 && status < 500 && already(&m->reply)));
+    bool unload = m->state == LX_LOAD_UNLOADING;
+    bool ok = r == LX_UP_OK &&
+              ((status >= 200 && status < 300) || (status >= 400 && status < 500 && already(&m->reply, unload)));
     double took = (double)(lx_now_ns() - m->since_ns) / 1e9;
-    if (m->state == LX_LOAD_LOADING) {
-        if (ok) {
-            m->loads++;
-            m->load_s += took;
-            m->error[0] = '\0';
-            set_state(m, LX_LOAD_LOADED);
-            m->asked = false;
-            m->loaded_ns = m->used_ns = m->since_ns;
-            LX_INFO(NULL, "backend %s: model %s loaded in %.3f s", m->lb->name, m->name, took);
+    const lx_backend_conf *kc = conf_of(l, m->lb->name);
+    const lx_kind *kind = kc ? lx_kind_get(kc->kind) : NULL;
+    if (m->state == LX_LOAD_LOADING && m->polling) {
+        m->polling = false;
+        polled(l, m, r == LX_UP_OK, status);
+    } else if (m->state == LX_LOAD_LOADING) {
+        if (ok && kind && kind->load_status_path) {
+            poll_status(l, m); /* the backend loads after it answered: wait until its status says loaded */
+        } else if (ok) {
+            load_done(l, m, took);
         } else {
-            m->failures++;
             if (r != LX_UP_OK)
                 snprintf(m->error, sizeof m->error, "backend %s could not load %s: %s (%s)", m->lb->name, m->name,
                          lx_up_result_name(r), detail);
             else
                 snprintf(m->error, sizeof m->error, "backend %s could not load %s: HTTP %.200s", m->lb->name, m->name,
                          m->reply.p ? m->reply.p : "");
-            set_state(m, LX_LOAD_FAILED);
-            LX_WARN(NULL, "%s", m->error);
-            if (l->cbs.failed) l->cbs.failed(l->cbs.ud, m->name, m->error);
+            load_failed(l, m);
         }
     } else if (m->state == LX_LOAD_UNLOADING) {
         const lx_backend_conf *bc = conf_of(l, m->lb->name);
@@ -159,7 +211,9 @@ static void on_done(lx_upstream *u, lx_up_result r, const char *detail, void *ud
             set_state(m, LX_LOAD_LOADED); /* it is most likely still there */
             m->loaded_ns = m->since_ns;
             LX_WARN(NULL, "backend %s could not unload %s: %s", m->lb->name, m->name,
-                    r != LX_UP_OK ? lx_up_result_name(r) : m->reply.p ? m->reply.p : "");
+                    r != LX_UP_OK ? lx_up_result_name(r)
+                    : m->reply.p  ? m->reply.p
+                                  : "");
         }
     }
     lx_buf_reset(&m->reply);
@@ -169,6 +223,41 @@ static void on_done(lx_upstream *u, lx_up_result r, const char *detail, void *ud
 }
 
 static const lx_upstream_cbs up_cbs = {on_head, on_body, on_done};
+
+#define LOAD_POLL_MS 200
+
+static void on_poll_timer(uv_timer_t *t)
+{
+    lmodel *m = t->data;
+    const lx_backend_conf *bc = conf_of(m->l, m->lb->name);
+    const lx_kind *k = bc ? lx_kind_get(bc->kind) : NULL;
+    if (m->state != LX_LOAD_LOADING || k == NULL || k->load_status_path == NULL) return;
+    lx_kind_request_reset(&m->kreq);
+    lx_kind_ctx ctx = {.ep = LX_EP_CHAT, .backend = bc};
+    lx_kind_control(&ctx, &m->kreq, k->load_status_path, NULL, NULL, NULL, NULL, NULL); /* its auth header */
+    lx_buf_reset(&m->url);
+    lx_buf_printf(&m->url, "%s%s", bc->url, k->load_status_path);
+    lx_buf_reset(&m->reply);
+    lx_upstream_req ur = {.method = "GET",
+                          .url = m->url.p,
+                          .headers = m->kreq.headers,
+                          .timeout_ms = 10000,
+                          .ca_file = bc->ca_file,
+                          .tls_insecure = !bc->tls_verify};
+    m->polling = true;
+    m->up = lx_upstream_start(m->l->client, &ur, &up_cbs, m);
+}
+
+/* Asks the backend for the load's status in LOAD_POLL_MS (the tick fails it past load_timeout_seconds). */
+static void poll_status(lx_loader *l, lmodel *m)
+{
+    if (m->poll == NULL) {
+        m->poll = lx_xmalloc(sizeof *m->poll);
+        uv_timer_init(l->loop, m->poll);
+        m->poll->data = m;
+    }
+    uv_timer_start(m->poll, on_poll_timer, LOAD_POLL_MS, 0);
+}
 
 /* Sends m's load (load) or unload request through its backend's kind; false when the kind cannot. */
 static bool send_request(lx_loader *l, lmodel *m, bool load)
@@ -336,9 +425,12 @@ lx_loader *lx_loader_new(uv_loop_t *loop, lx_http_client *client, const lx_loade
     return l;
 }
 
+static void free_handle(uv_handle_t *h) { free(h); }
+
 static void model_free(lmodel *m)
 {
     if (m->up) lx_upstream_cancel(m->up);
+    if (m->poll) uv_close((uv_handle_t *)m->poll, free_handle);
     lx_kind_request_reset(&m->kreq);
     lx_buf_free(&m->url);
     lx_buf_free(&m->reply);
@@ -532,8 +624,9 @@ void lx_loader_render(lx_loader *l, lx_buf *out)
             put_str(out, l->b[i].name);
             lx_buf_append_str(out, ",\"model\":");
             put_str(out, m->name);
-            lx_buf_printf(out, ",\"state\":\"%s\",\"since\":\"%s\",\"last_used\":%s%s%s,\"in_flight\":%d,\"waiting\":%zu,"
-                               "\"loads\":%llu,\"load_failures\":%llu,\"error\":",
+            lx_buf_printf(out,
+                          ",\"state\":\"%s\",\"since\":\"%s\",\"last_used\":%s%s%s,\"in_flight\":%d,\"waiting\":%zu,"
+                          "\"loads\":%llu,\"load_failures\":%llu,\"error\":",
                           lx_load_state_name(m->state), since, m->used_ns ? "\"" : "", m->used_ns ? used : "null",
                           m->used_ns ? "\"" : "", m->in_flight, waiting(l, m, &oldest), (unsigned long long)m->loads,
                           (unsigned long long)m->failures);
@@ -576,7 +669,10 @@ void lx_loader_render_prometheus(lx_loader *l, lx_buf *out)
         for (size_t i = 0; i < l->n; i++)
             for (size_t k = 0; k < l->b[i].n; k++) {
                 const lmodel *m = l->b[i].m[k];
-                double v = f == 0 ? (m->state == LX_LOAD_LOADED) : f == 1 ? (double)m->loads : f == 2 ? (double)m->failures : m->load_s;
+                double v = f == 0   ? (m->state == LX_LOAD_LOADED)
+                           : f == 1 ? (double)m->loads
+                           : f == 2 ? (double)m->failures
+                                    : m->load_s;
                 lx_buf_printf(out, "%s{backend=\"", fam[f].name);
                 lx_stats_prom_label(out, l->b[i].name);
                 lx_buf_append_str(out, "\",model=\"");
