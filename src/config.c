@@ -313,6 +313,19 @@ static const lx_keydef model_keys[] = {
     K_STR(lx_model_conf, "upstream_name", upstream_name, NULL),
     K_STR(lx_model_conf, "path", path, NULL),
     K_NUM(lx_model_conf, "gpu_memory_utilization", gpu_memory_utilization, 0, 0, 1, LX_KF_MIN_OPEN),
+    K_STR(lx_model_conf, "lora_path", lora_path, NULL),
+    K_END,
+};
+
+static const lx_keydef load_keys[] = {
+    K_BOOL(lx_backend_conf, "on_demand", load.on_demand, 1),
+    K_NUM(lx_backend_conf, "idle_unload_seconds", load.idle_unload_s, 0, 0, 0, LX_KF_NO_MAX),
+    K_INT(lx_backend_conf, "max_loaded", load.max_loaded, 0, 0, 1000),
+    K_NUM(lx_backend_conf, "min_resident_seconds", load.min_resident_s, 60, 0, 0, LX_KF_NO_MAX),
+    K_NUM(lx_backend_conf, "switch_after_seconds", load.switch_after_s, 5, 0, 0, LX_KF_NO_MAX),
+    K_NUM(lx_backend_conf, "load_timeout_seconds", load.load_timeout_s, 300, 0, 86400, LX_KF_MIN_OPEN),
+    /* the section is given */
+    {.name = "enabled", .type = LX_K_BOOL, AT(lx_backend_conf, load.enabled), .flags = LX_KF_DERIVED},
     K_END,
 };
 
@@ -361,6 +374,8 @@ const lx_keydef lx_cfg_backend_keys[] = {
     K_STR(lx_backend_conf, "ca_file", ca_file, NULL),
     K_BOOL(lx_backend_conf, "tls_verify", tls_verify, 1),
     K_LIST("gpus", read_gpus, gpus_list),
+    K_BOOL(lx_backend_conf, "sleep_mode", sleep_mode, 0),
+    K_SECTION("load", load_keys, lx_cfg_check_load),
     K_END,
 };
 static const lx_keylist_desc backends_list = {
@@ -887,7 +902,8 @@ static bool read_model(lx_cfg_parser *p, yaml_node_t *item, const char *path, lx
         return true;
     }
     if (item->type != YAML_MAPPING_NODE) {
-        err_shape(p, line, path, "a model name or a mapping {name, upstream_name, path, gpu_memory_utilization}", item);
+        err_shape(p, line, path,
+                  "a model name or a mapping {name, upstream_name, path, gpu_memory_utilization, lora_path}", item);
         return false;
     }
     int lines[MAX_KEYS];
@@ -897,7 +913,8 @@ static bool read_model(lx_cfg_parser *p, yaml_node_t *item, const char *path, lx
     if (!lines[MD_NAME]) lx_cfg_err(p, line, path, "has no name: add \"name: <model>\"");
     free(m->path);
     free(m->upstream_name);
-    m->path = m->upstream_name = NULL;
+    free(m->lora_path);
+    m->path = m->upstream_name = m->lora_path = NULL;
     return false;
 }
 
@@ -1244,6 +1261,7 @@ static void free_backend(lx_backend_conf *b)
         free(b->models[j].name);
         free(b->models[j].upstream_name);
         free(b->models[j].path);
+        free(b->models[j].lora_path);
     }
     free(b->models);
     free(b->gpus);
@@ -1362,6 +1380,13 @@ const char *lx_backend_conf_upstream(const lx_backend_conf *b, const char *model
         if (strcmp(b->models[j].name, model) == 0)
             return b->models[j].upstream_name ? b->models[j].upstream_name : model;
     return model;
+}
+
+const char *lx_backend_conf_lora(const lx_backend_conf *b, const char *model)
+{
+    for (size_t j = 0; j < b->n_models; j++)
+        if (strcmp(b->models[j].name, model) == 0) return b->models[j].lora_path;
+    return NULL;
 }
 
 const lx_backend_conf *lx_config_backend(const lx_config *c, const char *name)

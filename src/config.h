@@ -75,7 +75,19 @@ typedef struct {
     char *upstream_name;           /* what the backend calls it (sent as the body's model); NULL: name */
     char *path;                    /* seed: where the weights live (informational), may be NULL */
     double gpu_memory_utilization; /* seed: informational, 0 when not given */
+    char *lora_path;               /* vLLM: a LoRA adapter, loaded at run time (/v1/load_lora_adapter); NULL: none */
 } lx_model_conf;
+
+/* backends.NAME.load: loading and unloading models on demand (backends/loader.h). */
+typedef struct {
+    bool enabled;         /* the section is given */
+    bool on_demand;       /* a request for a model not loaded loads it (it waits in the line meanwhile) */
+    double idle_unload_s; /* unload (or sleep) a model nobody used for this long; 0: never */
+    int max_loaded;       /* at most this many loaded at once; 0: no bound */
+    double min_resident_s;
+    double switch_after_s; /* with max_loaded reached: how long others' requests wait before a switch */
+    double load_timeout_s;
+} lx_load_conf;
 
 /* routing.balance: how the router chooses among equally good backends (routing/balance.h). */
 typedef enum {
@@ -175,6 +187,8 @@ typedef struct {
     bool tls_verify;
     int *gpus; /* informational: the GPUs (NVML indexes) it runs on, as listed, for /health */
     size_t n_gpus;
+    bool sleep_mode;   /* vLLM started with --enable-sleep-mode: unloading its model puts it to sleep */
+    lx_load_conf load; /* loading and unloading models on demand */
 } lx_backend_conf;
 
 typedef struct {
@@ -331,6 +345,8 @@ void lx_config_unref(lx_config *c);
 bool lx_backend_conf_serves(const lx_backend_conf *b, const char *model, size_t len);
 /* The name b's backend knows the model by: its upstream_name, else the model itself. */
 const char *lx_backend_conf_upstream(const lx_backend_conf *b, const char *model);
+/* The model's lora_path (a vLLM LoRA adapter), or NULL. */
+const char *lx_backend_conf_lora(const lx_backend_conf *b, const char *model);
 /* The enabled backend called name, or NULL. */
 const lx_backend_conf *lx_config_backend(const lx_config *c, const char *name);
 /* The alias called name (len bytes), or NULL. */

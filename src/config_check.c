@@ -118,6 +118,17 @@ void lx_cfg_check_metrics(lx_cfg_parser *p, yaml_node_t *v, int line, const char
                 &c->metrics.token);
 }
 
+/* backends.NAME.load: given, so loading is managed for this backend. */
+void lx_cfg_check_load(lx_cfg_parser *p, yaml_node_t *v, int line, const char *path, void *base)
+{
+    (void)v;
+    (void)line;
+    (void)path;
+    (void)p;
+    lx_backend_conf *b = base;
+    b->load.enabled = true;
+}
+
 /* usage: the store's keys together ("" gateway_id: the ledger takes the host name). password_file is only
  * checked here (a readable regular file): the ledger reads it at each connect, so it may be rotated. */
 void lx_cfg_check_usage(lx_cfg_parser *p, yaml_node_t *v, int line, const char *path, void *base)
@@ -309,6 +320,25 @@ static void resolve_tls(lx_cfg_parser *p, const lx_backend_conf *b, const lx_cfg
         close(fd);
 }
 
+/* What can be loaded and unloaded: LoRA adapters and sleep mode are vLLM's; load: needs a kind that can load. */
+static void resolve_loading(lx_cfg_parser *p, lx_backend_conf *b, const lx_cfg_backend_info *bi, const char *path)
+{
+    bool vllm = b->kind == LX_BACKEND_VLLM, lora = false;
+    for (size_t i = 0; i < b->n_models; i++)
+        lora |= b->models[i].lora_path != NULL;
+    if (lora && !vllm)
+        lx_cfg_err(p, bi->line, path, "lora_path is for vLLM backends (runtime LoRA adapters), not type %s",
+                   lx_backend_kind_name(b->kind));
+    if (b->sleep_mode && !vllm)
+        lx_cfg_err(p, bi->line, path, "sleep_mode is for vLLM backends (--enable-sleep-mode), not type %s",
+                   lx_backend_kind_name(b->kind));
+    bool can_load = b->kind == LX_BACKEND_OLLAMA || b->kind == LX_BACKEND_LLAMACPP || (vllm && (b->sleep_mode || lora));
+    if (b->load.enabled && !can_load)
+        lx_cfg_err(p, bi->line, path,
+                   "load: needs a backend that can load models: type ollama, llamacpp (router mode), or vllm with "
+                   "sleep_mode: true or LoRA models (lora_path)");
+}
+
 static void resolve_backend(lx_cfg_parser *p, lx_backend_conf *b, const lx_cfg_backend_info *bi)
 {
     char path[PATH_LEN];
@@ -318,6 +348,7 @@ static void resolve_backend(lx_cfg_parser *p, lx_backend_conf *b, const lx_cfg_b
     resolve_tls(p, b, bi, path);
     if (!bi->lines[BK_TIMEOUT]) b->timeout_s = p->cfg->vllm.timeout_s;
     resolve_url(p, b, bi, path);
+    resolve_loading(p, b, bi, path);
     if (b->enabled && b->n_models == 0 && !b->models_auto && !bi->bad)
         lx_cfg_err(p, bi->line, path, "lists no models: add \"models: [<model name>]\" or \"models: auto\"");
 }

@@ -87,6 +87,7 @@ bool lx_cfg_parse_redis_url(const char *s, lx_redis_parts *r);
 void lx_cfg_check_priorities(lx_cfg_parser *p, yaml_node_t *v, int line, const char *path, void *base);
 void lx_cfg_check_auth(lx_cfg_parser *p, yaml_node_t *v, int line, const char *path, void *base);
 void lx_cfg_check_admin(lx_cfg_parser *p, yaml_node_t *v, int line, const char *path, void *base);
+void lx_cfg_check_load(lx_cfg_parser *p, yaml_node_t *v, int line, const char *path, void *base);
 void lx_cfg_check_usage(lx_cfg_parser *p, yaml_node_t *v, int line, const char *path, void *base);
 void lx_cfg_check_metrics(lx_cfg_parser *p, yaml_node_t *v, int line, const char *path, void *base);
 void lx_cfg_check_auto(lx_cfg_parser *p, yaml_node_t *v, int line, const char *path, void *base);

@@ -76,6 +76,7 @@
 #include "api/routes.h"
 #include "api/sse.h"
 #include "backends/kind.h"
+#include "backends/loader.h"
 #include "queue/admission.h"
 #include "routing/analyzer.h"
 #include "routing/experiment.h"
@@ -110,6 +111,7 @@ typedef struct {
     lx_slice model_name;       /* what routing looks up: the body's model, or default_model */
     bool is_alias;             /* the name the client asked for is an alias */
     bool no_fallback;          /* the client or its user's config refuses routing.fallbacks */
+    double load_wait_ms;       /* waited for its model to load (backends/loader.h); 0: it did not */
     char experiment[128];      /* the experiment it takes part in ("": none) */
     char variant[256];         /* and its variant: the name routed */
     const char *fallback_from; /* the name it fell back from (p->cfg's routing.fallbacks entry); NULL: none */
@@ -198,6 +200,7 @@ static void access_log(const proxy_req *p, int status)
         .route = p->auto_routed ? p->route.class_name : NULL,
         .route_reason = p->auto_routed ? p->route.reason : NULL,
         .fallback_from = p->fallback_from,
+        .load_wait_ms = p->load_wait_ms,
         .experiment = p->experiment[0] ? p->experiment : NULL,
         .variant = p->experiment[0] ? p->variant : NULL,
         .backend = p->backend ? p->backend->name : NULL,
@@ -337,10 +340,11 @@ static void fail(proxy_req *p, lx_err e, const char *message, const char *param)
 /* ---------- answering ---------- */
 
 typedef struct {
-    lx_http_header h[14 + LX_RATELIMIT_MAX_HEADERS];
+    lx_http_header h[15 + LX_RATELIMIT_MAX_HEADERS];
     size_t n;
     char overhead[32];
     char queue_wait[32];
+    char load_wait[32];
     lx_ratelimit_headers rate;
 } answer_headers;
 
@@ -356,6 +360,10 @@ static void answer_headers_init(answer_headers *a, const proxy_req *p, const cha
     if (p->backend) a->h[a->n++] = (lx_http_header){"X-Lexora-Backend", p->backend->name};
     if (p->model_used) a->h[a->n++] = (lx_http_header){"X-Lexora-Model", lx_model_name(p->model_used)};
     if (p->fallback_from) a->h[a->n++] = (lx_http_header){"X-Lexora-Fallback", p->fallback_from};
+    if (p->load_wait_ms > 0) {
+        snprintf(a->load_wait, sizeof a->load_wait, "%.3f", p->load_wait_ms);
+        a->h[a->n++] = (lx_http_header){"X-Lexora-Load-Wait-Ms", a->load_wait};
+    }
     if (p->experiment[0]) {
         a->h[a->n++] = (lx_http_header){"X-Lexora-Experiment", p->experiment};
         a->h[a->n++] = (lx_http_header){"X-Lexora-Variant", p->variant};
@@ -903,6 +911,7 @@ static void on_dispatch(lx_admit_ticket *t)
 {
     proxy_req *p = of_ticket(t);
     stop_timer(p);
+    if (t->load_wait) p->load_wait_ms = (double)t->waited_ns / 1e6;
     LX_DEBUG(p->request_id, "dispatched to %s after %.3f ms in the queue", lx_backend_name(t->backend),
              (double)t->waited_ns / 1e6);
     forward(p);
@@ -938,6 +947,13 @@ static void on_reject(lx_admit_ticket *t, lx_admit_reject why)
         leave_ticket(p);
         route_and_submit(p, NULL);
         return;
+    case LX_ADMIT_LOAD_FAILED: {
+        const char *model = p->model_used ? lx_model_name(p->model_used) : p->model;
+        snprintf(msg, sizeof msg, "The model %s could not be loaded: %s; the request was not sent", model,
+                 lx_loader_error(lx_admission_loader(p->gw->admission), model));
+        fail(p, LX_ERR_MODEL_LOAD_FAILED, msg, NULL);
+        return;
+    }
     }
 }
 
@@ -962,6 +978,13 @@ static void submit(proxy_req *p, lx_model *m, lx_backend *b)
         return;
     case LX_ADMIT_CLOSED:
         fail(p, LX_ERR_SHUTTING_DOWN, "The gateway is shutting down; the request was not sent", NULL);
+        return;
+    case LX_ADMIT_NOT_LOADED:
+        snprintf(msg, sizeof msg,
+                 "The model %s is not loaded on backend %s, which loads models only when asked "
+                 "(POST /admin/models/load; backends.NAME.load.on_demand is false)",
+                 lx_model_name(m), lx_backend_name(b));
+        fail(p, LX_ERR_MODEL_NOT_LOADED, msg, "model");
         return;
     }
 }

@@ -70,6 +70,9 @@ static const err_row table[] = {
     [LX_ERR_FEEDBACK_EXISTS] = {{409, BAD_REQ, "feedback_exists"}, "That request has its feedback already."},
     [LX_ERR_LEDGER_UNAVAILABLE] = {{503, SERVER, "ledger_unavailable"},
                                    "The usage ledger cannot be read or written now; try again later."},
+    [LX_ERR_MODEL_NOT_LOADED] = {{503, SERVER, "model_not_loaded"}, "The model is not loaded."},
+    [LX_ERR_MODEL_LOAD_FAILED] = {{503, SERVER, "model_load_failed"}, "The model could not be loaded."},
+    [LX_ERR_LOAD_CONFLICT] = {{409, BAD_REQ, "load_conflict"}, "The model is loading, unloading or in use."},
 };
 
 _Static_assert(LX_ARRAY_LEN(table) == LX_ERR_COUNT, "one row per lx_err");

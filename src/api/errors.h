@@ -46,6 +46,9 @@ typedef enum {
     LX_ERR_REQUEST_NOT_FOUND,     /* 404 request_not_found: feedback for a request the ledger does not have */
     LX_ERR_FEEDBACK_EXISTS,       /* 409 feedback_exists: that request has its feedback already */
     LX_ERR_LEDGER_UNAVAILABLE,    /* 503 ledger_unavailable: the usage ledger is off or cannot be used now */
+    LX_ERR_MODEL_NOT_LOADED,      /* 503 model_not_loaded: not loaded, and its backend loads only when asked */
+    LX_ERR_MODEL_LOAD_FAILED,     /* 503 model_load_failed: loading the model failed or timed out */
+    LX_ERR_LOAD_CONFLICT,         /* 409 load_conflict: the model is busy loading, unloading or serving */
     LX_ERR_COUNT
 } lx_err;
 

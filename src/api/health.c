@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include "backends/backend.h"
+#include "backends/loader.h"
 #include "queue/admission.h"
 #include "observe/gpu.h"
 #include "observe/health.h"
@@ -91,6 +92,7 @@ static void backend_json(lx_buf *out, lx_api_ctx *ctx, const lx_backend_conf *bc
         json_str(out, lx_health_name(b ? info.health : LX_HEALTH_UNKNOWN));
     lx_buf_printf(out, ",\"drained\":%s,\"drain_state\":", info.drained ? "true" : "false");
     json_str(out, lx_backend_drain_state(&info));
+    if (ctx->admission) lx_loader_render_backend(lx_admission_loader(ctx->admission), bc->name, out);
     lx_buf_append_str(out, ",\"circuit\":");
     json_str(out, lx_circuit_name(info.circuit));
     lx_buf_printf(out, ",\"request_failures\":%ld,\"last_request_error\":", info.request_failures);

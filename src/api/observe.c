@@ -11,6 +11,7 @@
 
 #include "api/routes.h"
 #include "backends/backend.h"
+#include "backends/loader.h"
 #include "queue/admission.h"
 #include "observe/stats.h"
 #include "utils/buf.h"
@@ -126,6 +127,10 @@ void lx_observe_stats(lx_api_ctx *ctx, lx_http_req *req)
         out.len--;
         lx_buf_append_str(&out, ",\"drained_backends\":");
         drained_json(ctx, &out);
+        if (ctx->admission) {
+            lx_buf_append_str(&out, ",\"models_loading\":");
+            lx_loader_render(lx_admission_loader(ctx->admission), &out);
+        }
         lx_buf_append(&out, "}", 1);
     }
     static const lx_http_header h[] = {{"Content-Type", "application/json"}, {"Cache-Control", "no-store"}};
@@ -147,6 +152,7 @@ void lx_observe_metrics(lx_api_ctx *ctx, lx_http_req *req)
     lx_buf_init(&out, 0);
     lx_stats_render_prometheus(ctx->stats, &out, &o);
     drained_prometheus(ctx, &out);
+    if (ctx->admission) lx_loader_render_prometheus(lx_admission_loader(ctx->admission), &out);
     static const lx_http_header h[] = {{"Content-Type", LX_STATS_CONTENT_TYPE_PROMETHEUS}};
     lx_http_respond(req, 200, h, 1, out.p, out.len);
     lx_buf_free(&out);

@@ -10,6 +10,7 @@
  */
 #include "api/routes.h"
 
+#include <cjson/cJSON.h>
 #include <stdio.h>
 #include <strings.h>
 
@@ -25,6 +26,7 @@
 #include "limits/rate_limiter.h"
 #include "limits/usage_today.h"
 #include "observe/stats.h"
+#include "backends/loader.h"
 #include "queue/admission.h"
 #include "reload.h"
 #include "utils/buf.h"
@@ -47,6 +49,9 @@ static void count_tokens(lx_api_ctx *ctx, lx_http_req *req) { ctx->proxy(ctx->ud
 static void models_list(lx_api_ctx *ctx, lx_http_req *req);
 static void usage(lx_api_ctx *ctx, lx_http_req *req);
 static void admin_reload(lx_api_ctx *ctx, lx_http_req *req);
+static void admin_models(lx_api_ctx *ctx, lx_http_req *req);
+static void admin_models_load(lx_api_ctx *ctx, lx_http_req *req);
+static void admin_models_unload(lx_api_ctx *ctx, lx_http_req *req);
 static void method_not_allowed(lx_http_req *req, const char *allowed);
 
 /* The proxy endpoints are OPEN here: the pipeline identifies the caller (limits/auth.h). */
@@ -57,6 +62,9 @@ static const route routes[] = {
     {"/v1/models", "GET", models_list, LX_ACCESS_CLIENT},
     {"/v1/usage", "GET", usage, LX_ACCESS_CLIENT},
     {"/admin/reload", "POST", admin_reload, LX_ACCESS_ADMIN},
+    {"/admin/models", "GET", admin_models, LX_ACCESS_ADMIN},
+    {"/admin/models/load", "POST", admin_models_load, LX_ACCESS_ADMIN},
+    {"/admin/models/unload", "POST", admin_models_unload, LX_ACCESS_ADMIN},
     {"/stats", "GET", lx_observe_stats, LX_ACCESS_STATS},
     {"/metrics", "GET", lx_observe_metrics, LX_ACCESS_METRICS},
     {"/health", "GET", lx_health_full, LX_ACCESS_OPEN},
@@ -496,6 +504,47 @@ static void admin_drain(lx_api_ctx *ctx, lx_http_req *req, lx_slice name, bool o
     respond_json(req, 200, &out);
     lx_buf_free(&out);
 }
+
+/* ---------- /admin/models: loading and unloading (backends/loader.h) ---------- */
+
+/* GET /admin/models: every managed model's state on its backend. */
+static void admin_models(lx_api_ctx *ctx, lx_http_req *req)
+{
+    lx_buf out;
+    lx_buf_init(&out, 0);
+    lx_loader_render(lx_admission_loader(ctx->admission), &out);
+    respond_json(req, 200, &out);
+    lx_buf_free(&out);
+}
+
+/* POST /admin/models/load|unload {"model": M, "backend": B?}: 202 with the state, 404, 409, 400. */
+static void admin_model_command(lx_api_ctx *ctx, lx_http_req *req, bool load)
+{
+    lx_slice body = lx_http_req_body(req);
+    cJSON *root = cJSON_ParseWithLength(body.p, body.len);
+    const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
+    const cJSON *backend = cJSON_GetObjectItemCaseSensitive(root, "backend");
+    if (!cJSON_IsString(model) || (backend && !cJSON_IsNull(backend) && !cJSON_IsString(backend))) {
+        lx_respond_error(req, LX_ERR_INVALID_FIELD, "The body must be {\"model\": M, \"backend\": B (optional)}",
+                         cJSON_IsString(model) ? "backend" : "model", NULL);
+        cJSON_Delete(root);
+        return;
+    }
+    lx_buf out;
+    lx_buf_init(&out, 0);
+    int status =
+        lx_loader_command(lx_admission_loader(ctx->admission), cJSON_IsString(backend) ? backend->valuestring : NULL,
+                          model->valuestring, load, &out);
+    if (status == 202)
+        respond_json(req, 202, &out);
+    else
+        lx_respond_error(req, status == 404 ? LX_ERR_NOT_FOUND : LX_ERR_LOAD_CONFLICT, out.p, "model", NULL);
+    lx_buf_free(&out);
+    cJSON_Delete(root);
+}
+
+static void admin_models_load(lx_api_ctx *ctx, lx_http_req *req) { admin_model_command(ctx, req, true); }
+static void admin_models_unload(lx_api_ctx *ctx, lx_http_req *req) { admin_model_command(ctx, req, false); }
 
 /* POST /admin/backends/NAME/drain or /undrain. True when path is one of them (answered). */
 static bool admin_backends(lx_api_ctx *ctx, lx_http_req *req, lx_slice path)

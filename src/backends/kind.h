@@ -121,6 +121,10 @@ typedef struct lx_kind {
 
     int (*load)(const lx_kind_ctx *ctx, const char *model, lx_kind_request *out);
     int (*unload)(const lx_kind_ctx *ctx, const char *model, lx_kind_request *out);
+    /* A backend whose load answers before the model is ready (llama.cpp's router): GET load_status_path until
+     * load_status says, of the model by its upstream name: 1 loaded, 0 still loading, -1 failed. */
+    const char *load_status_path;
+    int (*load_status)(const char *body, size_t len, const char *model);
 
     /* Adds the backend's probe header lines to out (see probe_headers above). */
     void (*probe_headers)(const lx_backend_conf *b, lx_kind_request *out);
@@ -167,6 +171,10 @@ void lx_kind_stream_free(lx_kind_stream *s);
 int lx_openai_request(const lx_kind_ctx *ctx, lx_kind_request *out, lx_kind_error *err);
 /* Error answers brought to OpenAI's envelope (vLLM's flat errors, bodies that are not JSON); 2xx untouched. */
 int lx_openai_answer(const lx_kind_ctx *ctx, int status, lx_slice body, lx_buf *out);
+/* A load or unload request (backends/loader.h): POST path with the body {"k1":"v1","k2":"v2",raw} (NULL keys
+ * and raw left out; the values JSON-escaped) and the backend's api_key as a bearer token. 0, or -1. */
+int lx_kind_control(const lx_kind_ctx *ctx, lx_kind_request *out, const char *path, const char *k1, const char *v1,
+                    const char *k2, const char *v2, const char *raw);
 /* GET /v1/models: {"data":[{"id":...}, ...]}. */
 int lx_openai_parse_models(const char *body, size_t len, lx_buf *out);
 /* The string member `key` of every object in the array member `list` of a JSON object, one per line (what

@@ -18,6 +18,8 @@
  */
 #include <string.h>
 
+#include <cjson/cJSON.h>
+
 #include "backends/kinds.h"
 
 #define HELD_MAX 2048 /* a finish chunk longer than this is relayed at once (and the timings dropped with usage) */
@@ -97,6 +99,38 @@ static int llamacpp_end(void *state, const lx_kind_ctx *ctx, lx_buf *out)
     return flush_held(state, out);
 }
 
+/* Router mode (llama-server without -m): POST /models/load and /models/unload {"model"}. */
+static int llamacpp_load(const lx_kind_ctx *ctx, const char *model, lx_kind_request *out)
+{
+    return lx_kind_control(ctx, out, "/models/load", "model", lx_backend_conf_upstream(ctx->backend, model), NULL, NULL,
+                           NULL);
+}
+
+static int llamacpp_unload(const lx_kind_ctx *ctx, const char *model, lx_kind_request *out)
+{
+    return lx_kind_control(ctx, out, "/models/unload", "model", lx_backend_conf_upstream(ctx->backend, model), NULL,
+                           NULL, NULL);
+}
+
+/* GET /models: {"data":[{"id":M,"status":{"value":"unloaded|loading|loaded","failed":bool}}]}. */
+static int llamacpp_load_status(const char *body, size_t len, const char *model)
+{
+    cJSON *root = cJSON_ParseWithLength(body, len);
+    const cJSON *data = cJSON_GetObjectItemCaseSensitive(root, "data"), *m;
+    int st = -1;
+    cJSON_ArrayForEach(m, data)
+    {
+        const cJSON *id = cJSON_GetObjectItemCaseSensitive(m, "id");
+        if (!cJSON_IsString(id) || strcmp(id->valuestring, model) != 0) continue;
+        const cJSON *status = cJSON_GetObjectItemCaseSensitive(m, "status");
+        const cJSON *value = cJSON_GetObjectItemCaseSensitive(status, "value");
+        const char *v = cJSON_IsString(value) ? value->valuestring : "";
+        st = strcmp(v, "loaded") == 0 ? 1 : strcmp(v, "loading") == 0 ? 0 : -1;
+    }
+    cJSON_Delete(root);
+    return st;
+}
+
 const lx_kind lx_kind_llamacpp = {
     .name = "llamacpp",
     .request = lx_openai_request,
@@ -108,4 +142,8 @@ const lx_kind lx_kind_llamacpp = {
     .health_path = "/health",
     .models_path = "/v1/models",
     .parse_models = lx_openai_parse_models,
+    .load = llamacpp_load,
+    .unload = llamacpp_unload,
+    .load_status_path = "/models",
+    .load_status = llamacpp_load_status,
 };

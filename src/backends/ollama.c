@@ -55,6 +55,19 @@ static int ollama_event(void *state, const lx_kind_ctx *ctx, lx_slice ev, lx_buf
     return lx_buf_append(out, "\n\n", 2);
 }
 
+/* POST /api/generate with no prompt loads a model; keep_alive -1 keeps it until Lexora unloads it (0). */
+static int ollama_load(const lx_kind_ctx *ctx, const char *model, lx_kind_request *out)
+{
+    const char *up = lx_backend_conf_upstream(ctx->backend, model);
+    return lx_kind_control(ctx, out, "/api/generate", "model", up, NULL, NULL, "\"keep_alive\":-1");
+}
+
+static int ollama_unload(const lx_kind_ctx *ctx, const char *model, lx_kind_request *out)
+{
+    const char *up = lx_backend_conf_upstream(ctx->backend, model);
+    return lx_kind_control(ctx, out, "/api/generate", "model", up, NULL, NULL, "\"keep_alive\":0");
+}
+
 const lx_kind lx_kind_ollama = {
     .name = "ollama",
     .request = lx_openai_request,
@@ -64,4 +77,6 @@ const lx_kind lx_kind_ollama = {
     .health_path = "/api/version",
     .models_path = "/api/tags",
     .parse_models = parse_tags,
+    .load = ollama_load,
+    .unload = ollama_unload,
 };

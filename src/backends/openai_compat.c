@@ -210,3 +210,27 @@ int lx_sse_put_event(lx_buf *out, lx_slice event)
     rc |= lx_buf_append(out, "\n\n", 2);
     return rc ? -1 : 0;
 }
+
+/* ---------- loading and unloading (backends/loader.h) ---------- */
+
+int lx_kind_control(const lx_kind_ctx *ctx, lx_kind_request *out, const char *path, const char *k1, const char *v1,
+                    const char *k2, const char *v2, const char *raw)
+{
+    out->path = path;
+    if (ctx->backend->api_key) lx_kind_request_headerf(out, "Authorization: Bearer %s", ctx->backend->api_key);
+    lx_buf_init(&out->body_buf, 0);
+    lx_buf_append_str(&out->body_buf, "{");
+    const char *keys[] = {k1, k2}, *vals[] = {v1, v2};
+    bool first = true;
+    for (size_t i = 0; i < 2; i++) {
+        if (keys[i] == NULL) continue;
+        lx_buf_printf(&out->body_buf, "%s\"%s\":\"", first ? "" : ",", keys[i]);
+        lx_buf_json_escape(&out->body_buf, vals[i], strlen(vals[i]));
+        lx_buf_append_str(&out->body_buf, "\"");
+        first = false;
+    }
+    if (raw) lx_buf_printf(&out->body_buf, "%s%s", first ? "" : ",", raw);
+    int rc = lx_buf_append_str(&out->body_buf, "}");
+    out->body = (lx_slice){out->body_buf.p, out->body_buf.len};
+    return rc;
+}

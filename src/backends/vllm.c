@@ -6,6 +6,24 @@
  */
 #include "backends/kinds.h"
 
+/* A LoRA model (lora_path) is an adapter loaded at run time (VLLM_ALLOW_RUNTIME_LORA_UPDATING); the base
+ * model of a server started with --enable-sleep-mode wakes up and goes to sleep (level 1: weights offloaded). */
+static int vllm_load(const lx_kind_ctx *ctx, const char *model, lx_kind_request *out)
+{
+    const char *lora = lx_backend_conf_lora(ctx->backend, model);
+    if (lora == NULL) return lx_kind_control(ctx, out, "/wake_up", NULL, NULL, NULL, NULL, NULL);
+    return lx_kind_control(ctx, out, "/v1/load_lora_adapter", "lora_name",
+                           lx_backend_conf_upstream(ctx->backend, model), "lora_path", lora, NULL);
+}
+
+static int vllm_unload(const lx_kind_ctx *ctx, const char *model, lx_kind_request *out)
+{
+    if (lx_backend_conf_lora(ctx->backend, model) == NULL)
+        return lx_kind_control(ctx, out, "/sleep?level=1", NULL, NULL, NULL, NULL, NULL);
+    return lx_kind_control(ctx, out, "/v1/unload_lora_adapter", "lora_name",
+                           lx_backend_conf_upstream(ctx->backend, model), NULL, NULL, NULL);
+}
+
 const lx_kind lx_kind_vllm = {
     .name = "vllm",
     .request = lx_openai_request,
@@ -13,4 +31,6 @@ const lx_kind lx_kind_vllm = {
     .health_path = "/health",
     .models_path = "/v1/models",
     .parse_models = lx_openai_parse_models,
+    .load = vllm_load,
+    .unload = vllm_unload,
 };

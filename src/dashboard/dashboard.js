@@ -110,10 +110,11 @@
     p.hidden = false;
   }
 
-  async function adminPost(path) {
+  async function adminPost(path, json) {
     let r;
     try {
-      r = await fetch(path, { method: 'POST', headers: authHeaders(), cache: 'no-store' });
+      const headers = json ? { ...authHeaders(), 'Content-Type': 'application/json' } : authHeaders();
+      r = await fetch(path, { method: 'POST', headers, cache: 'no-store', body: json ? JSON.stringify(json) : undefined });
     } catch (e) {
       say(`${t('failed')}: ${e.message}`, 'error');
       return null;
@@ -149,13 +150,18 @@
     if (!r.ok) return;
     let body;
     try { body = await r.json(); } catch { return; }
-    const list = Array.isArray(body.data) ? body.data : Array.isArray(body.models) ? body.models : [];
-    const rows = list.map((m) => {
-      const name = typeof m === 'string' ? m : m.id ?? m.name;
-      return el('tr', {}, el('td', {}, name), el('td', {},
-        el('button', { type: 'button', onclick: () => adminPost(`/admin/models/${encodeURIComponent(name)}/load`) }, t('load')),
-        el('button', { type: 'button', onclick: () => adminPost(`/admin/models/${encodeURIComponent(name)}/unload`) }, t('unload'))));
-    });
+    const list = Array.isArray(body.data) ? body.data : [];
+    const act = async (verb, m) => {
+      const done = await adminPost(`/admin/models/${verb}`, { model: m.model, backend: m.backend });
+      if (done) say(`${t('done')}: ${t(verb)} ${m.model} (${done.state})`, 'ok');
+      probeAdminModels();
+    };
+    const rows = list.map((m) => el('tr', { 'data-model': m.model },
+      el('td', {}, `${m.model} @ ${m.backend}`),
+      el('td', {}, el('span', { class: `badge load-${m.state}`, 'data-state': m.state }, m.state)),
+      el('td', {},
+        el('button', { type: 'button', onclick: () => act('load', m) }, t('load')),
+        el('button', { type: 'button', onclick: () => act('unload', m) }, t('unload')))));
     fillBody($('admin-models-table'), rows);
     $('admin-models').hidden = false;
   }

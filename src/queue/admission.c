@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backends/loader.h"
 #include "utils/common.h"
 #include "utils/log.h"
 
@@ -37,7 +38,8 @@ struct lx_admission {
     lx_queue *queue;
     lx_backends *backends;
     lx_served *served;
-    lx_config *cfg; /* the current one: what is served is rebuilt from it */
+    lx_config *cfg;    /* the current one: what is served is rebuilt from it */
+    lx_loader *loader; /* models loaded on demand (backends/loader.h): a backend takes a model's requests once loaded */
     uv_timer_t kick, deadline;
     uint64_t armed_ns; /* the deadline the timer is set for; UINT64_MAX: not set */
     bool kick_pending, closed, freeing;
@@ -88,6 +90,12 @@ static bool may_serve(const lx_model *m, const lx_backend *b)
         if (lx_backend_priority(x) < lx_backend_priority(b) && lx_backend_routable(x)) return false;
     }
     return true;
+}
+
+/* b may take m's requests as far as loading goes: m is loaded on b, or b's loading is not managed. */
+static bool loaded(const lx_admission *a, const lx_model *m, const lx_backend *b)
+{
+    return lx_loader_ready(a->loader, b, lx_model_name(m));
 }
 
 /* Some backend serving m may yet take its waiting requests. */
@@ -173,7 +181,7 @@ static lx_queue_line *next_line(lx_admission *a, const lx_backend *b, uint64_t n
     lx_queue_entry *best_head = NULL;
     for (size_t i = 0; i < n; i++) {
         lx_queue_line *l = line_of(models[i]);
-        if (l == NULL || lx_queue_line_len(l) == 0 || !may_serve(models[i], b)) continue;
+        if (l == NULL || lx_queue_line_len(l) == 0 || !may_serve(models[i], b) || !loaded(a, models[i], b)) continue;
         lx_queue_entry *head = lx_queue_peek(a->queue, l, now);
         if (best_head == NULL || lx_queue_before(head, best_head)) {
             best = l;
@@ -197,6 +205,7 @@ static void dispatch_backend(lx_admission *a, lx_backend *b)
         t->waited_ns = now - t->submitted_ns;
         t->priority_value = lx_queue_entry_number(a->queue, e);
         lx_backend_acquire(b);
+        lx_loader_begin(a->loader, b, lx_model_name(t->model));
         note_wait(a, (double)t->waited_ns / 1e9);
         t->cbs->on_dispatch(t);
     }
@@ -225,10 +234,12 @@ static uint64_t deadline_of(uint64_t now, double timeout_s)
 }
 
 /* Could a backend take a request of m at the next kick? */
-static bool any_free(const lx_model *m)
+static bool any_free(const lx_admission *a, const lx_model *m)
 {
-    for (size_t i = 0; i < lx_model_servers(m); i++)
-        if (lx_backend_can_accept(lx_model_server(m, i)) && may_serve(m, lx_model_server(m, i))) return true;
+    for (size_t i = 0; i < lx_model_servers(m); i++) {
+        const lx_backend *b = lx_model_server(m, i);
+        if (lx_backend_can_accept(b) && may_serve(m, b) && loaded(a, m, b)) return true;
+    }
     return false;
 }
 
@@ -239,6 +250,7 @@ static void hold(lx_admission *a, lx_admit_ticket *t, lx_backend *b)
     t->backend = b;
     t->priority_value = lx_queue_class_number(a->queue, t->cls);
     lx_backend_acquire(b);
+    lx_loader_begin(a->loader, b, lx_model_name(t->model));
     lx_queue_note_direct(a->queue, t->cls);
 }
 
@@ -251,7 +263,10 @@ lx_admit_result lx_admission_submit(lx_admission *a, lx_admit_ticket *t, const l
     t->priority_value = lx_queue_class_number(a->queue, cls);
     lx_queue_line *line = line_of(m);
     LX_ASSERT(line != NULL);
-    if (lx_queue_line_len(line) == 0 && lx_backend_can_accept(b)) {
+    lx_loader_answer la = lx_loader_want(a->loader, b, lx_model_name(m));
+    if (la == LX_LOADER_REFUSED) return LX_ADMIT_NOT_LOADED;
+    t->load_wait = la == LX_LOADER_WAIT;
+    if (la == LX_LOADER_READY && lx_queue_line_len(line) == 0 && lx_backend_can_accept(b)) {
         hold(a, t, b);
         return LX_ADMIT_NOW;
     }
@@ -261,7 +276,7 @@ lx_admit_result lx_admission_submit(lx_admission *a, lx_admit_ticket *t, const l
     if (lx_queue_push(a->queue, line, &t->qe, user, cls, now, deadline, &victim) != LX_QUEUE_OK) return LX_ADMIT_FULL;
     t->state = LX_TICKET_WAITING;
     if (victim) pend_append(a, TICKET(victim), LX_ADMIT_DISPLACED, now);
-    if (any_free(m)) kick(a);
+    if (any_free(a, m)) kick(a);
     arm_deadline(a, deadline);
     return LX_ADMIT_QUEUED;
 }
@@ -278,6 +293,7 @@ void lx_admission_leave(lx_admission *a, lx_admit_ticket *t)
     case LX_TICKET_HOLDING:
         LX_ASSERT(t->backend != NULL && !t->qe.waiting);
         t->state = LX_TICKET_IDLE; /* before release: its ready callback may look at tickets */
+        lx_loader_end(a->loader, t->backend, lx_model_name(t->model));
         lx_backend_release(t->backend);
         break;
     case LX_TICKET_IDLE: LX_ASSERT(!t->qe.waiting && !lx_list_linked(&t->pend)); break;
@@ -336,6 +352,39 @@ static void on_models(lx_backend *b, void *ud)
     rebuild(ud);
 }
 
+/* ---------- the loader's questions ---------- */
+
+static size_t loader_waiting(void *ud, const char *model, uint64_t *oldest_ns)
+{
+    lx_admission *a = ud;
+    lx_model *m = lx_served_find(a->served, model, strlen(model));
+    lx_queue_line *line = m ? line_of(m) : NULL;
+    if (line == NULL || lx_queue_line_len(line) == 0) return 0;
+    lx_queue_entry *head = lx_queue_peek(a->queue, line, lx_now_ns());
+    if (head) *oldest_ns = TICKET(head)->submitted_ns;
+    return lx_queue_line_len(line);
+}
+
+static void loader_changed(void *ud) { kick(ud); }
+
+/* A load of model failed: its waiters are refused, unless another backend serving it has it loaded. */
+static void loader_failed(void *ud, const char *model, const char *why)
+{
+    (void)why;
+    lx_admission *a = ud;
+    lx_model *m = lx_served_find(a->served, model, strlen(model));
+    lx_queue_line *line = m ? line_of(m) : NULL;
+    if (line == NULL) return;
+    for (size_t i = 0; i < lx_model_servers(m); i++)
+        if (lx_backend_routable(lx_model_server(m, i)) && loaded(a, m, lx_model_server(m, i))) return;
+    uint64_t now = lx_now_ns();
+    lx_queue_entry *e;
+    while ((e = lx_queue_peek(a->queue, line, now)) != NULL) {
+        lx_queue_drop(a->queue, e);
+        pend_append(a, TICKET(e), LX_ADMIT_LOAD_FAILED, now);
+    }
+}
+
 lx_admission *lx_admission_new(uv_loop_t *loop, lx_http_client *client, lx_config *c)
 {
     lx_admission *a = lx_xcalloc(1, sizeof *a);
@@ -355,6 +404,10 @@ lx_admission *lx_admission_new(uv_loop_t *loop, lx_http_client *client, lx_confi
     lx_backends_configure(a->backends, c);
     lx_served_build(a->served, c, a->backends);
     attach_lines(a);
+    a->loader = lx_loader_new(
+        loop, client,
+        &(lx_loader_cbs){.waiting = loader_waiting, .changed = loader_changed, .failed = loader_failed, .ud = a});
+    lx_loader_configure(a->loader, c);
     return a;
 }
 
@@ -366,6 +419,7 @@ void lx_admission_reconfigure(lx_admission *a, lx_config *c)
     lx_config_unref(a->cfg);
     a->cfg = c;
     lx_backends_configure(a->backends, c);
+    lx_loader_configure(a->loader, c);
     rebuild(a);
 }
 
@@ -394,6 +448,7 @@ void lx_admission_free(lx_admission *a)
     if (lx_queue_len(a->queue) || !lx_list_empty(&a->pending))
         LX_WARN(NULL, "queue: %zu request(s) still waiting at teardown", lx_queue_len(a->queue));
     a->freeing = true;
+    lx_loader_free(a->loader);
     lx_served_free(a->served, a->backends);
     lx_config_unref(a->cfg);
     lx_backends_free(a->backends);
@@ -408,6 +463,8 @@ const lx_queue *lx_admission_queue(const lx_admission *a) { return a->queue; }
 lx_backends *lx_admission_backends(const lx_admission *a) { return a->backends; }
 
 lx_served *lx_admission_served(const lx_admission *a) { return a->served; }
+
+lx_loader *lx_admission_loader(const lx_admission *a) { return a->loader; }
 
 size_t lx_admission_waiting_for(const lx_admission *a, const lx_model *m)
 {

@@ -50,6 +50,7 @@ typedef enum {
     LX_ADMIT_DISPLACED,    /* pushed out of a full queue by a more important arrival → 503 queue_full */
     LX_ADMIT_SHUTDOWN,     /* the gateway is stopping → 503 shutting_down */
     LX_ADMIT_BACKEND_DOWN, /* its backend went down while it waited (never sent): route it again */
+    LX_ADMIT_LOAD_FAILED,  /* the load of its model failed (backends/loader.h) → 503 model_load_failed */
 } lx_admit_reject;
 
 typedef struct {
@@ -79,13 +80,15 @@ struct lx_admit_ticket {
     long priority_value; /* queue.priorities number at dispatch (after aging): what forward_priority sends */
     lx_priority cls;
     lx_admit_state state;
+    bool load_wait; /* its model was not loaded when it came: it waited (also) for a load */
 };
 
 typedef enum {
-    LX_ADMIT_NOW = 0, /* a slot is held: send the request now (no callback follows) */
-    LX_ADMIT_QUEUED,  /* waiting: on_dispatch or on_reject follows */
-    LX_ADMIT_FULL,    /* refused: the queue is full (answer 503 queue_full) */
-    LX_ADMIT_CLOSED,  /* refused: shutting down and no slot is free (answer 503 shutting_down) */
+    LX_ADMIT_NOW = 0,    /* a slot is held: send the request now (no callback follows) */
+    LX_ADMIT_QUEUED,     /* waiting: on_dispatch or on_reject follows */
+    LX_ADMIT_FULL,       /* refused: the queue is full (answer 503 queue_full) */
+    LX_ADMIT_CLOSED,     /* refused: shutting down and no slot is free (answer 503 shutting_down) */
+    LX_ADMIT_NOT_LOADED, /* refused: its model is not loaded on the backend and load.on_demand is false (503) */
 } lx_admit_result;
 
 /* The admission for config c (queue limits, backends); uses client for the adaptive /metrics reads. */
@@ -122,6 +125,8 @@ const lx_queue *lx_admission_queue(const lx_admission *a);
 lx_backends *lx_admission_backends(const lx_admission *a);
 /* What is served now (the router resolves names in it). */
 lx_served *lx_admission_served(const lx_admission *a);
+/* Models loaded on demand (backends/loader.h). */
+struct lx_loader *lx_admission_loader(const lx_admission *a);
 /* Requests waiting for model m. */
 size_t lx_admission_waiting_for(const lx_admission *a, const lx_model *m);
 

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backends/loader.h"
 #include "utils/id.h"
 #include "utils/map.h"
 
@@ -187,6 +188,17 @@ static lx_backend *choose(lx_router *r, const lx_config *c, const lx_route_ask *
     return live[lx_balance_get(c->routing.balance)(&r->state, live, n)].b;
 }
 
+/* Models loaded on demand (backends/loader.h): the candidates that have m loaded, when some have; else all
+ * (one of them will load it). Returns how many are left at the front of live. */
+static size_t keep_loaded(lx_router *r, const lx_model *m, lx_candidate *live, size_t n)
+{
+    const lx_loader *l = lx_admission_loader(r->admission);
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (lx_loader_ready(l, live[i].b, lx_model_name(m))) live[k++] = live[i];
+    return k ? k : n;
+}
+
 /* The backend for model m now, or NULL (*soonest lowered to when one may be back). */
 static lx_backend *pick_server(lx_router *r, const lx_config *c, const lx_model *m, const lx_route_ask *ask,
                                lx_route *out, lx_backend **fallback, unsigned *soonest)
@@ -209,6 +221,7 @@ static lx_backend *pick_server(lx_router *r, const lx_config *c, const lx_model 
             live[n_live++] = candidate(b);
         }
     }
+    n_live = keep_loaded(r, m, live, n_live);
     if (n_live) return choose(r, c, ask, live, n_live, out);
     if (*fallback == NULL) *fallback = avoided ? avoided : best_trial(trials, n_trials);
     return avoided;

@@ -198,6 +198,10 @@ static void access_json(lx_buf *b, const lx_access_rec *r, const char *ts)
     put_ms(b, r->overhead_ms);
     json_key(b, "queue_wait_ms");
     put_ms(b, r->queue_wait_ms);
+    if (r->load_wait_ms > 0) {
+        json_key(b, "load_wait_ms");
+        put_ms(b, r->load_wait_ms);
+    }
     lx_buf_append_str(b, r->stream ? ",\"stream\":true" : ",\"stream\":false");
     if (r->attempts > 1) {
         json_key(b, "attempts");
@@ -226,6 +230,7 @@ static void access_text(lx_buf *b, const lx_access_rec *r, const char *ts)
                   or_dash(r->priority), r->status, r->error_code ? " error=" : "", r->error_code ? r->error_code : "",
                   r->latency_ms, r->overhead_ms, r->queue_wait_ms, r->stream);
     if (r->attempts > 1) lx_buf_printf(b, " attempts=%d", r->attempts);
+    if (r->load_wait_ms > 0) lx_buf_printf(b, " load_wait_ms=%.3f", r->load_wait_ms);
     if (r->ttft_ms >= 0) lx_buf_printf(b, " ttft_ms=%.3f", r->ttft_ms);
     if (r->prompt_tokens >= 0)
         lx_buf_printf(b, " tokens_in=%ld tokens_out=%ld", r->prompt_tokens, r->completion_tokens);

@@ -58,6 +58,7 @@ typedef struct {
     const char *route_reason;  /* and why (UTF-8) */
     const char *experiment;    /* experiments: the one the request took part in; NULL when none */
     const char *variant;       /* and the variant it was given (a model or alias) */
+    double load_wait_ms;       /* waited for its model to load (backends/loader.h); 0: it did not */
     const char *fallback_from; /* routing.fallbacks: the name the request fell back from; NULL when it did not */
     const char *backend;
     int status;

@@ -40,6 +40,8 @@ const ON = [
   ['GET', '/metrics', 401, 401, 200, 200, 401],
   ['POST', '/admin/reload', 401, 401, 200, 401, 401],
   ['POST', '/admin/backends/vllm/undrain', 401, 401, 200, 401, 401],
+  ['GET', '/admin/models', 401, 401, 200, 401, 401],
+  ['POST', '/admin/models/load', 401, 401, 400, 401, 401],
 ];
 
 // auth on but no admin token: loopback clients are the admin (a bearer that is no key is nobody)
@@ -62,6 +64,8 @@ const ON_NO_ADMIN = [
   ['GET', '/metrics', 200, 200, 200, 200, 200],
   ['POST', '/admin/reload', 403, 403, 403, 403, 200],
   ['POST', '/admin/backends/vllm/undrain', 403, 403, 403, 403, 200],
+  ['GET', '/admin/models', 403, 403, 403, 403, 200],
+  ['POST', '/admin/models/load', 403, 403, 403, 403, 400],
 ];
 
 const OFF_TOKEN = [
@@ -83,6 +87,8 @@ const OFF_TOKEN = [
   ['GET', '/metrics', 200, 200, 200, 200, 200],
   ['POST', '/admin/reload', 401, 401, 200, 401, 401],
   ['POST', '/admin/backends/vllm/undrain', 401, 401, 200, 401, 401],
+  ['GET', '/admin/models', 401, 401, 200, 401, 401],
+  ['POST', '/admin/models/load', 401, 401, 400, 401, 401],
 ];
 
 const OFF = [
@@ -104,6 +110,8 @@ const OFF = [
   ['GET', '/metrics', 200, 200, 200, 200, 200],
   ['POST', '/admin/reload', 403, 403, 403, 403, 200],
   ['POST', '/admin/backends/vllm/undrain', 403, 403, 403, 403, 200],
+  ['GET', '/admin/models', 403, 403, 403, 403, 200],
+  ['POST', '/admin/models/load', 403, 403, 403, 403, 400],
 ];
 
 /** A non-loopback IPv4 address of this machine, or null. */

@@ -430,11 +430,11 @@ static void test_unknown_keys(void **state)
     expect_errors("backends:\n  vllm:\n    modles: [m]\n",
                   "cfg.yaml:3: backends.vllm.modles: unknown key (valid keys: type, enabled, url, timeout, models, "
                   "weight, max_concurrency, adaptive, kv_cache_threshold, forward_priority, priority, api_key, "
-                  "api_key_file, api_key_env, default_max_tokens, ca_file, tls_verify, gpus)",
+                  "api_key_file, api_key_env, default_max_tokens, ca_file, tls_verify, gpus, sleep_mode, load)",
                   NULL);
     expect_errors("backends:\n  vllm:\n    models:\n      - nmae: m\n",
                   "cfg.yaml:4: backends.vllm.models[0].nmae: unknown key (valid keys: name, upstream_name, path, "
-                  "gpu_memory_utilization)",
+                  "gpu_memory_utilization, lora_path)",
                   NULL);
     expect_errors("default_model: m\nrate_limits:\n  users:\n    bob:\n      rpm: 5\n",
                   "cfg.yaml:5: rate_limits.users.bob.rpm: unknown key (valid keys: requests_per_minute, "
@@ -738,7 +738,7 @@ static void test_several_errors(void **state)
     assert_null(parse("default_model: m\nbackends:\n  vllm: {models: [{nam: m}]}\n", &errs));
     assert_string_equal(errs.p,
                         "cfg.yaml:3: backends.vllm.models[0].nam: unknown key (valid keys: name, upstream_name, path, "
-                        "gpu_memory_utilization)\n"
+                        "gpu_memory_utilization, lora_path)\n"
                         "cfg.yaml:3: backends.vllm.models[0]: has no name: add \"name: <model>\"\n");
     lx_buf_free(&errs);
 }

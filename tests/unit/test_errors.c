@@ -45,6 +45,9 @@ static const struct {
     {LX_ERR_REQUEST_NOT_FOUND, 404, "invalid_request_error", "request_not_found"},
     {LX_ERR_FEEDBACK_EXISTS, 409, "invalid_request_error", "feedback_exists"},
     {LX_ERR_LEDGER_UNAVAILABLE, 503, "server_error", "ledger_unavailable"},
+    {LX_ERR_MODEL_NOT_LOADED, 503, "server_error", "model_not_loaded"},
+    {LX_ERR_MODEL_LOAD_FAILED, 503, "server_error", "model_load_failed"},
+    {LX_ERR_LOAD_CONFLICT, 409, "invalid_request_error", "load_conflict"},
 };
 
 /* Parses an envelope and returns its "error" object (root in *root, to delete). */

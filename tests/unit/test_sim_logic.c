@@ -1,7 +1,7 @@
 /*
- * Unit tests for lexora-sim's pure logic: the option table (tools/sim/sim_options.c), the
- * deterministic pieces (tools/sim/sim_text.c) and the prefix cache (tools/sim/sim_prefix.c). The simulator is not part
- * of lexora_core, so its two pure files are compiled into this test directly.
+ * Unit tests for lexora-sim's pure logic: the option table and Ollama's keep_alive parser (tools/sim/sim_options.c),
+ * the deterministic pieces (tools/sim/sim_text.c) and the prefix cache (tools/sim/sim_prefix.c). The simulator is not
+ * part of lexora_core, so its two pure files are compiled into this test directly.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -156,6 +156,74 @@ static void test_api_and_prefix_options(void **state)
     assert_int_equal(c.prefix_cache_entries, 0);
 }
 
+/* keep_alive as Go's time.ParseDuration reads it (Ollama's api.Duration for a string). */
+static void test_keep_alive_parse(void **state)
+{
+    (void)state;
+    char err[128];
+    double ms = 0;
+    static const struct {
+        const char *in;
+        double ms;
+    } ok[] = {{"5m", 300000}, {"0", 0},        {"30s", 30000}, {"1h30m", 5400000}, {"1.5s", 1500}, {"250ms", 250},
+              {".5s", 500},   {"+2m", 120000}, {"-1m", -1},    {"-0s", 0},         {"100us", 0.1}, {"2h", 7200000}};
+    for (size_t i = 0; i < LX_ARRAY_LEN(ok); i++) {
+        assert_int_equal(sim_keep_alive_parse(ok[i].in, &ms, err, sizeof err), 0);
+        assert_true(fabs(ms - ok[i].ms) < 1e-9);
+    }
+    assert_int_equal(sim_keep_alive_parse("300", &ms, err, sizeof err), -1);
+    assert_string_equal(err, "time: missing unit in duration \"300\"");
+    assert_int_equal(sim_keep_alive_parse("5x", &ms, err, sizeof err), -1);
+    assert_string_equal(err, "time: unknown unit \"x\" in duration \"5x\"");
+    assert_int_equal(sim_keep_alive_parse("", &ms, err, sizeof err), -1);
+    assert_string_equal(err, "time: invalid duration \"\"");
+    assert_int_equal(sim_keep_alive_parse("m", &ms, err, sizeof err), -1);
+    assert_string_equal(err, "time: invalid duration \"m\"");
+    assert_int_equal(sim_keep_alive_parse("-", &ms, err, sizeof err), -1);
+    /* OLLAMA_KEEP_ALIVE (--keep-alive) also takes whole seconds */
+    assert_int_equal(sim_keep_alive_env("300", &ms), 0);
+    assert_true(ms == 300000);
+    assert_int_equal(sim_keep_alive_env("-1", &ms), 0);
+    assert_true(ms == -1);
+    assert_int_equal(sim_keep_alive_env("10m", &ms), 0);
+    assert_true(ms == 600000);
+    assert_int_equal(sim_keep_alive_env("ten", &ms), -1);
+}
+
+static void test_load_options(void **state)
+{
+    (void)state;
+    sim_config c;
+    char err[256];
+    assert_int_equal(parse(&c, err, NULL, NULL, NULL), 0);
+    assert_true(c.default_model_mb == 1024 && c.memory_mb == 0 && c.unload_ms == 0);
+    assert_string_equal(c.keep_alive, "5m");
+    assert_int_equal(c.models_max, 4);
+    assert_false(c.router || c.sleep_mode || c.runtime_lora || c.start_unloaded);
+    assert_int_equal(parse(&c, err, "--model-mb", "a=2000", "--model-mb=b=1.5"), 0);
+    assert_true(sim_model_mb(&c, "a") == 2000);
+    assert_true(sim_model_mb(&c, "b") == 1.5);
+    assert_true(sim_model_mb(&c, "c") == 1024);
+    assert_int_equal(parse(&c, err, "--model-mb", "x=1", "--model-mb=x=2"), 0);
+    assert_true(sim_model_mb(&c, "x") == 2); /* the last one given wins */
+    assert_int_equal(parse(&c, err, "--model-mb", "=5", NULL), -1);
+    assert_non_null(strstr(err, "NAME=MB"));
+    assert_int_equal(parse(&c, err, "--model-mb", "a=", NULL), -1);
+    assert_int_equal(parse(&c, err, "--model-mb", "a=-1", NULL), -1);
+    assert_int_equal(parse(&c, err, "--model-mb", "a", NULL), -1);
+    assert_int_equal(parse(&c, err, "--keep-alive", "90", NULL), 0);
+    assert_int_equal(parse(&c, err, "--keep-alive", "soon", NULL), -1);
+    assert_int_equal(parse(&c, err, "--model", "a", "--loaded=a"), 0);
+    assert_int_equal(c.n_loaded, 1);
+    assert_int_equal(parse(&c, err, "--model", "a", "--loaded=b"), -1);
+    assert_non_null(strstr(err, "--loaded b"));
+    assert_int_equal(parse(&c, err, "--router", "--sleep-mode", "--runtime-lora"), 0);
+    assert_true(c.router && c.sleep_mode && c.runtime_lora);
+    assert_int_equal(parse(&c, err, "--models-max", "0", NULL), -1);
+    assert_int_equal(parse(&c, err, "--memory-mb", "512", "--start-unloaded"), 0);
+    assert_true(c.memory_mb == 512 && c.start_unloaded);
+}
+
 static void test_prefix_keys(void **state)
 {
     (void)state;
@@ -218,6 +286,8 @@ int main(void)
         cmocka_unit_test(test_rng_and_ids),
         cmocka_unit_test(test_embedding_and_base64),
         cmocka_unit_test(test_api_and_prefix_options),
+        cmocka_unit_test(test_keep_alive_parse),
+        cmocka_unit_test(test_load_options),
         cmocka_unit_test(test_prefix_keys),
         cmocka_unit_test(test_prefix_cache_lru),
     };

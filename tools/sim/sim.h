@@ -11,6 +11,8 @@
  *   sim_anthropic.c --api anthropic: /v1/messages (answers, event streams, tool use), /v1/models, errors
  *   sim_engine.c   the batch: slots, the FIFO wait queue, timers for TTFT and inter-token latency
  *   sim_prefix.c   the per-instance prefix cache (an LRU of prompt-prefix keys) behind a shorter TTFT
+ *   sim_load.c     loading and unloading models: Ollama's keep_alive and /api/ps, vLLM's sleep mode and runtime
+ *                  LoRA adapters, llama.cpp's router mode (/models); the memory budget; requests waiting on a load
  *   sim_text.c     deterministic pure pieces: hashing, token counts, words, PRNG, ids, base64
  *
  * Invariants:
@@ -85,6 +87,21 @@ typedef struct {
     long prefix_cache_entries; /* 0: no prefix cache */
     double prefix_hit_ttft_ms; /* TTFT when the whole prefix window is cached */
     const char *api_key;       /* --api anthropic: the x-api-key every /v1/ request must carry; NULL: any */
+    /* loading and unloading (sim_load.c) */
+    const char *loaded[SIM_MAX_MODELS]; /* --loaded: the models loaded at start (none given: see sim_load.c) */
+    size_t n_loaded;
+    bool start_unloaded;
+    double unload_ms;
+    double memory_mb;                         /* 0: no budget */
+    double default_model_mb;                  /* a model's (or LoRA adapter's) size unless --model-mb names it */
+    const char *model_mb[2 * SIM_MAX_MODELS]; /* "NAME=MB", checked by the parser */
+    size_t n_model_mb;
+    const char *keep_alive; /* Ollama's default keep_alive (OLLAMA_KEEP_ALIVE) */
+    bool sleep_mode;        /* vLLM: /sleep, /wake_up, /is_sleeping */
+    bool runtime_lora;      /* vLLM: /v1/load_lora_adapter, /v1/unload_lora_adapter */
+    bool router;            /* llama.cpp: router mode (/models, load on demand) */
+    bool no_autoload;       /* llama.cpp router: --no-models-autoload */
+    long models_max;        /* llama.cpp router: --models-max */
 } sim_config;
 
 /* --- sim_options.c --- */
@@ -95,6 +112,13 @@ void sim_options_usage(FILE *out);
 const char *sim_api_name(sim_api a);
 const char *sim_fail_mode_name(sim_fail_mode m);
 int sim_fail_mode_parse(const char *s); /* -1 when unknown */
+/* Ollama's keep_alive string, as Go's time.ParseDuration reads it: *ms gets the duration, -1 for a negative one
+ * (forever). Returns 0, or -1 with Go's message (e.g. time: missing unit in duration "300") in err. */
+int sim_keep_alive_parse(const char *s, double *ms, char *err, size_t err_len);
+/* --keep-alive as OLLAMA_KEEP_ALIVE reads it: a duration, else whole seconds. Returns 0 or -1. */
+int sim_keep_alive_env(const char *v, double *ms);
+/* The size in MB of model `name`: its --model-mb, else --default-model-mb. */
+double sim_model_mb(const sim_config *c, const char *name);
 
 /* --- the simulator's state --- */
 typedef struct sim_req sim_req;
@@ -139,6 +163,39 @@ size_t sim_prefix_match(sim_prefix_cache *c, const sim_prefix_keyset *ks);
 /* Remembers every key of ks, evicting the least recently used when full. */
 void sim_prefix_insert(sim_prefix_cache *c, const sim_prefix_keyset *ks);
 
+/* --- sim_load.c: the state of each model that can be loaded --- */
+#define SIM_LOAD_SLOTS (2 * SIM_MAX_MODELS) /* the --model names, then LoRA adapters */
+typedef enum { SIM_M_UNLOADED = 0, SIM_M_LOADING, SIM_M_LOADED, SIM_M_UNLOADING } sim_mstate;
+
+typedef struct sim_model {
+    struct sim *sim;
+    char name[256];
+    char path[512]; /* LoRA: its lora_path */
+    bool used, lora;
+    double size_mb;
+    sim_mstate state;
+    uv_timer_t timer;     /* the end of a load or an unload */
+    uv_timer_t expire;    /* Ollama: keep_alive */
+    double keep_alive_ms; /* Ollama: applied when the load ends; -1: forever */
+    int64_t expires_ms;   /* Ollama: wall ms at which it unloads itself; -1: never */
+    int64_t since_ms;     /* wall ms of the last state change */
+    int64_t loaded_ms;    /* wall ms the current load ended; 0: not loaded */
+    uint64_t last_used_ns;
+    const char *fail_msg; /* this load fails with that message (budget, injected); NULL: it succeeds */
+    int exit_code;        /* llama.cpp router: the last load's "exit code" (1: it failed) */
+    uint64_t loads, unloads, load_requests, load_failures;
+    lx_list waiters; /* sim_waiter by link */
+} sim_model;
+
+typedef struct {
+    sim_model m[SIM_LOAD_SLOTS];
+    size_t n_base;            /* m[0..n_base) are the --model names */
+    long fail_next;           /* /sim/control fail_next_load */
+    uint64_t asleep_rejected; /* vLLM: inference answered 500 while asleep */
+    int sleep_level;
+    bool timers; /* the timers are initialised (closed on stop) */
+} sim_load;
+
 typedef struct sim {
     sim_config cfg;
     uv_loop_t *loop;
@@ -154,6 +211,7 @@ typedef struct sim {
     lx_buf scratch;    /* reused for SSE chunks and /metrics */
     sim_prefix_cache *prefix;
     uint64_t ready_ns; /* --load-ms: llama.cpp answers 503 until then */
+    sim_load load;
 } sim;
 
 typedef enum { SIM_CHAT = 0, SIM_COMPLETION, SIM_EMBEDDING, SIM_MESSAGES } sim_kind;
@@ -227,8 +285,37 @@ void sim_anthropic_error(lx_http_req *r, int status, const char *message, const 
 /* False (and answered 401 authentication_error) when --api-key is set and the request's x-api-key differs. */
 bool sim_anthropic_authorized(const sim *s, lx_http_req *r);
 
+/* --- sim_load.c --- */
+struct cJSON;
+void sim_load_init(sim *s); /* after the config is parsed, before the first request */
+void sim_load_stop(sim *s); /* closes the timers, answers nobody (the server is closed first) */
+/* Before an inference request runs: true when it took r (answered it, or parked it until its model is loaded,
+ * then sim_http_infer runs it again). */
+bool sim_load_gate(sim *s, lx_http_req *r, sim_kind kind);
+/* The client of r went away while r waited for a load: forget it. False when r was not waiting. */
+bool sim_load_abort(sim *s, lx_http_req *r);
+bool sim_load_lora_served(const sim *s, const char *name);          /* vLLM: a loaded LoRA adapter of that name */
+void sim_load_vllm_models(sim *s, struct cJSON *data, int64_t now); /* adds the loaded LoRA adapters */
+void sim_load_stats(const sim *s, struct cJSON *o);
+void sim_ollama_generate(sim *s, lx_http_req *r);
+void sim_ollama_ps(sim *s, lx_http_req *r);
+void sim_vllm_sleep(sim *s, lx_http_req *r);
+void sim_vllm_wake_up(sim *s, lx_http_req *r);
+void sim_vllm_is_sleeping(sim *s, lx_http_req *r);
+void sim_vllm_load_lora(sim *s, lx_http_req *r);
+void sim_vllm_unload_lora(sim *s, lx_http_req *r);
+void sim_router_models(sim *s, lx_http_req *r);
+void sim_router_load(sim *s, lx_http_req *r);
+void sim_router_unload(sim *s, lx_http_req *r);
+
 /* --- sim_http.c --- */
 int sim_http_start(sim *s);
+/* Runs an inference request (failure injection, then the answer); sim_load.c calls it once a load ended. */
+void sim_http_infer(sim *s, lx_http_req *r, sim_kind kind);
+/* One entry of vLLM's /v1/models "permission" list. */
+struct cJSON *sim_model_permission(sim *s, int64_t now);
+/* Ollama's made-up digest of a model name (64 hex digits and a NUL). */
+void sim_ollama_digest(const char *name, char out[65]);
 void sim_http_stop(sim *s);
 /* The error envelope of the --api's server with that status: vLLM's (nested, or flat with --flat-errors),
  * Ollama's OpenAI layer's ({"error":{message,type,param,code:null}}, type from the status), llama.cpp's

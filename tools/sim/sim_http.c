@@ -3,7 +3,10 @@
  * (--api vllm: /health, /ping, /version, /v1/models, /metrics; ollama: /, /api/version, /api/tags,
  * /v1/models; llamacpp: /health, /v1/models; anthropic: /v1/models, with /v1/messages, in sim_anthropic.c) and the
  * simulator's own (/sim/requests, /sim/stats, /sim/control), decides failure injection, and keeps the log of recent
- * /v1/ requests. See sim.h.
+ * /v1/ requests. The load and unload endpoints (Ollama's /api/generate and /api/ps, vLLM's /sleep, /wake_up,
+ * /is_sleeping and LoRA endpoints, llama.cpp's /models...) are routed here and answered by sim_load.c; vLLM's and
+ * llama.cpp's only with the flags that enable them (404 otherwise). Every inference request passes sim_load_gate
+ * first (it may wait there for its model's load). See sim.h.
  *
  * Each --api has its own route table and error shapes, as the real server answers: vLLM's envelope;
  * Ollama's OpenAI layer's {"error":{"message","type","param":null,"code":null}} on /v1 (type from the
@@ -308,8 +311,9 @@ static void inject(sim *s, lx_http_req *r)
     }
 }
 
-static void infer(sim *s, lx_http_req *r, sim_kind kind)
+void sim_http_infer(sim *s, lx_http_req *r, sim_kind kind)
 {
+    if (sim_load_gate(s, r, kind)) return; /* answered, or waits for its model's load */
     bool fail = should_fail(s);
     if (fail && s->cfg.fail_mode != SIM_FAIL_MIDSTREAM) {
         inject(s, r);
@@ -321,10 +325,10 @@ static void infer(sim *s, lx_http_req *r, sim_kind kind)
         sim_openai_handle(s, r, kind, fail);
 }
 
-static void h_chat(sim *s, lx_http_req *r) { infer(s, r, SIM_CHAT); }
-static void h_messages(sim *s, lx_http_req *r) { infer(s, r, SIM_MESSAGES); }
-static void h_completions(sim *s, lx_http_req *r) { infer(s, r, SIM_COMPLETION); }
-static void h_embeddings(sim *s, lx_http_req *r) { infer(s, r, SIM_EMBEDDING); }
+static void h_chat(sim *s, lx_http_req *r) { sim_http_infer(s, r, SIM_CHAT); }
+static void h_messages(sim *s, lx_http_req *r) { sim_http_infer(s, r, SIM_MESSAGES); }
+static void h_completions(sim *s, lx_http_req *r) { sim_http_infer(s, r, SIM_COMPLETION); }
+static void h_embeddings(sim *s, lx_http_req *r) { sim_http_infer(s, r, SIM_EMBEDDING); }
 
 /* --- vLLM's small endpoints --- */
 
@@ -341,7 +345,7 @@ static void h_version(sim *s, lx_http_req *r)
     sim_reply_json(r, 200, o);
 }
 
-static cJSON *model_permission(sim *s, int64_t now)
+cJSON *sim_model_permission(sim *s, int64_t now)
 {
     char hex[33], id[48];
     sim_hex_id(&s->id_rng, hex);
@@ -379,9 +383,10 @@ static void h_models(sim *s, lx_http_req *r)
         cJSON_AddStringToObject(m, "root", root);
         cJSON_AddNullToObject(m, "parent");
         cJSON_AddNumberToObject(m, "max_model_len", (double)s->cfg.max_model_len);
-        cJSON_AddItemToArray(cJSON_AddArrayToObject(m, "permission"), model_permission(s, now));
+        cJSON_AddItemToArray(cJSON_AddArrayToObject(m, "permission"), sim_model_permission(s, now));
         cJSON_AddItemToArray(data, m);
     }
+    sim_load_vllm_models(s, data, now);
     sim_reply_json(r, 200, o);
 }
 
@@ -401,6 +406,13 @@ static void h_ollama_version(sim *s, lx_http_req *r)
     sim_reply_json(r, 200, o);
 }
 
+void sim_ollama_digest(const char *name, char out[65])
+{
+    uint64_t h = sim_hash(SIM_HASH_INIT, name, strlen(name));
+    for (int k = 0; k < 4; k++)
+        snprintf(out + 16 * k, 17, "%016" PRIx64, sim_mix(h + (uint64_t)k));
+}
+
 /* GET /api/tags: every local model, with its file's details (made up, but in Ollama's shape). */
 static void h_ollama_tags(sim *s, lx_http_req *r)
 {
@@ -408,9 +420,7 @@ static void h_ollama_tags(sim *s, lx_http_req *r)
     for (size_t i = 0; i < s->cfg.n_models; i++) {
         const char *name = s->cfg.models[i];
         char digest[65];
-        uint64_t h = sim_hash(SIM_HASH_INIT, name, strlen(name));
-        for (int k = 0; k < 4; k++)
-            snprintf(digest + 16 * k, 17, "%016" PRIx64, sim_mix(h + (uint64_t)k));
+        sim_ollama_digest(name, digest);
         cJSON *m = cJSON_CreateObject();
         cJSON_AddStringToObject(m, "name", name);
         cJSON_AddStringToObject(m, "model", name);
@@ -433,6 +443,10 @@ static void h_ollama_tags(sim *s, lx_http_req *r)
  * llama.cpp ("owned_by":"llamacpp"). */
 static void h_models_other(sim *s, lx_http_req *r)
 {
+    if (s->cfg.api == SIM_API_LLAMACPP && s->cfg.router) { /* the router lists GET /models there too */
+        sim_router_models(s, r);
+        return;
+    }
     bool ollama = s->cfg.api == SIM_API_OLLAMA;
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "object", "list");
@@ -559,6 +573,7 @@ static void h_sim_stats(sim *s, lx_http_req *r)
     cJSON_AddNumberToObject(o, "prefix_misses", (double)st->prefix_misses);
     cJSON_AddNumberToObject(o, "prefix_cache_entries", (double)sim_prefix_count(s->prefix));
     cJSON_AddStringToObject(o, "api", sim_api_name(s->cfg.api));
+    sim_load_stats(s, o);
     sim_reply_json(r, 200, o);
 }
 
@@ -570,6 +585,10 @@ static cJSON *control_settings(const sim *s)
     cJSON_AddStringToObject(o, "fail_mode", sim_fail_mode_name(s->cfg.fail_mode));
     cJSON_AddNumberToObject(o, "ttft_ms", s->cfg.ttft_ms);
     cJSON_AddNumberToObject(o, "tokens_per_sec", s->cfg.tokens_per_sec);
+    cJSON_AddNumberToObject(o, "memory_mb", s->cfg.memory_mb);
+    cJSON_AddNumberToObject(o, "fail_next_load", (double)s->load.fail_next);
+    cJSON_AddNumberToObject(o, "load_ms", s->cfg.load_ms);
+    cJSON_AddNumberToObject(o, "unload_ms", s->cfg.unload_ms);
     return o;
 }
 
@@ -579,8 +598,31 @@ static bool number_in(const cJSON *v, double lo, double hi, bool integer)
            (!integer || v->valuedouble == floor(v->valuedouble));
 }
 
-/* One setting of /sim/control into cfg / fail_first. Returns NULL, or what was expected. */
-static const char *control_one(const cJSON *v, sim_config *cfg, long *fail_first)
+/* The settings of loading and unloading (sim_load.c). Returns NULL, or what was expected. */
+static const char *control_load(const cJSON *v, sim_config *cfg, long *fail_next_load)
+{
+    const char *k = v->string;
+    if (strcmp(k, "memory_mb") == 0) {
+        if (!number_in(v, 0, 1e9, false)) return "memory_mb: a number from 0 to 1e9 (0: no budget)";
+        cfg->memory_mb = v->valuedouble;
+    } else if (strcmp(k, "fail_next_load") == 0) {
+        if (!cJSON_IsBool(v) && !number_in(v, 0, 1e9, true)) return "fail_next_load: true, false or a count";
+        *fail_next_load = cJSON_IsBool(v) ? cJSON_IsTrue(v) : (long)v->valuedouble;
+    } else if (strcmp(k, "load_ms") == 0) {
+        if (!number_in(v, 0, 3.6e6, false)) return "load_ms: a number from 0 to 3600000";
+        cfg->load_ms = v->valuedouble;
+    } else if (strcmp(k, "unload_ms") == 0) {
+        if (!number_in(v, 0, 3.6e6, false)) return "unload_ms: a number from 0 to 3600000";
+        cfg->unload_ms = v->valuedouble;
+    } else {
+        return "only fail_rate, fail_first, fail_mode, ttft_ms, tokens_per_sec, memory_mb, fail_next_load, load_ms, "
+               "unload_ms";
+    }
+    return NULL;
+}
+
+/* One setting of /sim/control into cfg / fail_first / fail_next_load. Returns NULL, or what was expected. */
+static const char *control_one(const cJSON *v, sim_config *cfg, long *fail_first, long *fail_next_load)
 {
     const char *k = v->string;
     if (strcmp(k, "fail_rate") == 0) {
@@ -606,7 +648,7 @@ static const char *control_one(const cJSON *v, sim_config *cfg, long *fail_first
         if (!number_in(v, 0, 1e6, false)) return "tokens_per_sec: a number from 0 to 1000000 (0: no delay)";
         cfg->tokens_per_sec = v->valuedouble;
     } else {
-        return "only fail_rate, fail_first, fail_mode, ttft_ms, tokens_per_sec";
+        return control_load(v, cfg, fail_next_load);
     }
     return NULL;
 }
@@ -617,10 +659,10 @@ static void h_sim_control(sim *s, lx_http_req *r)
     lx_slice body = lx_http_req_body(r);
     cJSON *root = cJSON_ParseWithLength(body.p, body.len);
     sim_config cfg = s->cfg;
-    long fail_first = s->fail_first_left;
+    long fail_first = s->fail_first_left, fail_next_load = s->load.fail_next;
     const char *bad = cJSON_IsObject(root) ? NULL : "a JSON object";
     const cJSON *v;
-    if (bad == NULL) cJSON_ArrayForEach(v, root) if ((bad = control_one(v, &cfg, &fail_first))) break;
+    if (bad == NULL) cJSON_ArrayForEach(v, root) if ((bad = control_one(v, &cfg, &fail_first, &fail_next_load))) break;
     cJSON_Delete(root);
     if (bad) {
         char msg[160];
@@ -630,7 +672,74 @@ static void h_sim_control(sim *s, lx_http_req *r)
     }
     s->cfg = cfg;
     s->fail_first_left = fail_first;
+    s->load.fail_next = fail_next_load;
     sim_reply_json(r, 200, control_settings(s));
+}
+
+/* --- loading and unloading (sim_load.c), behind the flags that enable them --- */
+
+static void h_sleep(sim *s, lx_http_req *r)
+{
+    if (s->cfg.sleep_mode)
+        sim_vllm_sleep(s, r);
+    else
+        reply_http_error(s, r, 404, NULL);
+}
+
+static void h_wake_up(sim *s, lx_http_req *r)
+{
+    if (s->cfg.sleep_mode)
+        sim_vllm_wake_up(s, r);
+    else
+        reply_http_error(s, r, 404, NULL);
+}
+
+static void h_is_sleeping(sim *s, lx_http_req *r)
+{
+    if (s->cfg.sleep_mode)
+        sim_vllm_is_sleeping(s, r);
+    else
+        reply_http_error(s, r, 404, NULL);
+}
+
+static void h_load_lora(sim *s, lx_http_req *r)
+{
+    if (s->cfg.runtime_lora)
+        sim_vllm_load_lora(s, r);
+    else
+        reply_http_error(s, r, 404, NULL);
+}
+
+static void h_unload_lora(sim *s, lx_http_req *r)
+{
+    if (s->cfg.runtime_lora)
+        sim_vllm_unload_lora(s, r);
+    else
+        reply_http_error(s, r, 404, NULL);
+}
+
+static void h_router_models(sim *s, lx_http_req *r)
+{
+    if (s->cfg.router)
+        sim_router_models(s, r);
+    else
+        reply_http_error(s, r, 404, NULL);
+}
+
+static void h_router_load(sim *s, lx_http_req *r)
+{
+    if (s->cfg.router)
+        sim_router_load(s, r);
+    else
+        reply_http_error(s, r, 404, NULL);
+}
+
+static void h_router_unload(sim *s, lx_http_req *r)
+{
+    if (s->cfg.router)
+        sim_router_unload(s, r);
+    else
+        reply_http_error(s, r, 404, NULL);
 }
 
 /* --- routing --- */
@@ -644,6 +753,11 @@ static const route vllm_routes[] = {
     {"/ping", "GET, POST", h_health},
     {"/version", "GET", h_version},
     {"/metrics", "GET", h_metrics},
+    {"/sleep", "POST", h_sleep},
+    {"/wake_up", "POST", h_wake_up},
+    {"/is_sleeping", "GET", h_is_sleeping},
+    {"/v1/load_lora_adapter", "POST", h_load_lora},
+    {"/v1/unload_lora_adapter", "POST", h_unload_lora},
     {"/sim/requests", "GET, DELETE", h_sim_requests},
     {"/sim/stats", "GET", h_sim_stats},
     {"/sim/control", "POST", h_sim_control},
@@ -658,6 +772,8 @@ static const route ollama_routes[] = {
     {"/", "GET, HEAD", h_ollama_root},
     {"/api/version", "GET, HEAD", h_ollama_version},
     {"/api/tags", "GET, HEAD", h_ollama_tags},
+    {"/api/generate", "POST", sim_ollama_generate},
+    {"/api/ps", "GET, HEAD", sim_ollama_ps},
     {"/sim/requests", "GET, DELETE", h_sim_requests},
     {"/sim/stats", "GET", h_sim_stats},
     {"/sim/control", "POST", h_sim_control},
@@ -670,6 +786,9 @@ static const route llamacpp_routes[] = {
     {"/v1/embeddings", "POST", h_embeddings},
     {"/v1/models", "GET", h_models_other},
     {"/health", "GET", h_llamacpp_health},
+    {"/models", "GET", h_router_models},
+    {"/models/load", "POST", h_router_load},
+    {"/models/unload", "POST", h_router_unload},
     {"/sim/requests", "GET, DELETE", h_sim_requests},
     {"/sim/stats", "GET", h_sim_stats},
     {"/sim/control", "POST", h_sim_control},
@@ -737,9 +856,11 @@ static void on_request(lx_http_req *r, void *ud)
 
 static void on_abort(lx_http_req *r, void *ud)
 {
-    (void)ud;
     sim_req *q = lx_http_req_data(r);
-    if (q) sim_engine_cancel(q);
+    if (q)
+        sim_engine_cancel(q);
+    else
+        sim_load_abort(ud, r); /* it was waiting for a load */
 }
 
 int sim_http_start(sim *s)
@@ -751,7 +872,8 @@ int sim_http_start(sim *s)
     s->fail_first_left = s->cfg.fail_first;
     s->id_rng = lx_now_ns() ^ (uint64_t)(uintptr_t)s;
     s->prefix = sim_prefix_new((size_t)s->cfg.prefix_cache_entries);
-    if (s->cfg.load_ms > 0) s->ready_ns = s->start_ns + (uint64_t)(s->cfg.load_ms * 1e6);
+    sim_load_init(s);
+    if (s->cfg.load_ms > 0 && !s->cfg.router) s->ready_ns = s->start_ns + (uint64_t)(s->cfg.load_ms * 1e6);
     lx_http_server_opts o = {
         .host = s->cfg.host,
         .port = (int)s->cfg.port,
@@ -773,6 +895,7 @@ void sim_http_stop(sim *s)
     if (s->server) lx_http_server_close(s->server);
     s->server = NULL;
     sim_engine_cancel_all(s);
+    sim_load_stop(s);
     if (s->log) log_clear(s->log);
     free(s->log);
     s->log = NULL;

@@ -355,7 +355,7 @@ static bool model_served(const sim *s, const char *name)
         if (strcmp(m, name) == 0) return true;
         if (s->cfg.api == SIM_API_OLLAMA && strncmp(m, name, n) == 0 && strcmp(m + n, ":latest") == 0) return true;
     }
-    return false;
+    return s->cfg.api == SIM_API_VLLM && sim_load_lora_served(s, name); /* a LoRA adapter loaded at run time */
 }
 
 static bool ends_with(const char *s, const char *tail)
@@ -583,6 +583,8 @@ static sim_req *make_req(sim *s, lx_http_req *r, const parsed *p, bool midstream
     q->created = lx_wall_s();
     q->model_out = s->cfg.models[0];
     if (s->cfg.api != SIM_API_VLLM && p->model && p->model[0]) /* they answer with the name asked for */
+        q->model_out = q->model_copy = lx_xstrdup(p->model);
+    else if (p->model && sim_load_lora_served(s, p->model)) /* vLLM answers with the LoRA adapter's name */
         q->model_out = q->model_copy = lx_xstrdup(p->model);
     if (p->kind != SIM_EMBEDDING) sim_prefix_keys(p->rendered, p->rendered_len, &q->keys);
     q->id = make_id(s, r, id_prefix[p->kind]);

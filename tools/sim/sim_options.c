@@ -14,7 +14,19 @@
 
 #include "sim.h"
 
-typedef enum { OPT_STR, OPT_LONG, OPT_DOUBLE, OPT_FLAG, OPT_MODEL, OPT_FAIL_MODE, OPT_U64, OPT_API } opt_type;
+typedef enum {
+    OPT_STR,
+    OPT_LONG,
+    OPT_DOUBLE,
+    OPT_FLAG,
+    OPT_MODEL,
+    OPT_FAIL_MODE,
+    OPT_U64,
+    OPT_API,
+    OPT_LOADED,
+    OPT_MODEL_MB,
+    OPT_KEEP_ALIVE,
+} opt_type;
 
 typedef struct {
     const char *name; /* without the leading "--" */
@@ -59,7 +71,29 @@ static const opt_row rows[] = {
     {"ollama-version", OPT_STR, 0, 0, AT(ollama_version), "V",
      "--api ollama: what GET /api/version reports (default 0.12.6)"},
     {"load-ms", OPT_DOUBLE, 0, 3.6e6, AT(load_ms), "MS",
-     "--api llamacpp: answer 503 \"Loading model\" for the first MS ms (default 0)"},
+     "time a model load (or vLLM wake_up) takes; --api llamacpp without --router: answer 503 \"Loading model\" "
+     "for the first MS ms (default 0)"},
+    {"unload-ms", OPT_DOUBLE, 0, 3.6e6, AT(unload_ms), "MS", "time an unload (or vLLM sleep) takes (default 0)"},
+    {"loaded", OPT_LOADED, 0, 0, AT(loaded), "NAME",
+     "a model loaded at start; repeat for more (default: Ollama all, llama.cpp --router none)"},
+    {"start-unloaded", OPT_FLAG, 0, 0, AT(start_unloaded), NULL, "no model loaded at start (Ollama, --router)"},
+    {"memory-mb", OPT_DOUBLE, 0, 1e9, AT(memory_mb), "MB",
+     "memory budget of the loaded models (LoRA adapters for vLLM); 0 for none (default 0)"},
+    {"model-mb", OPT_MODEL_MB, 0, 0, AT(model_mb), "NAME=MB", "the size of one model or LoRA adapter; repeatable"},
+    {"default-model-mb", OPT_DOUBLE, 0, 1e9, AT(default_model_mb), "MB",
+     "the size of a model --model-mb does not name (default 1024)"},
+    {"keep-alive", OPT_KEEP_ALIVE, 0, 0, AT(keep_alive), "DUR",
+     "--api ollama: keep_alive of requests that set none, as OLLAMA_KEEP_ALIVE (default 5m)"},
+    {"sleep-mode", OPT_FLAG, 0, 0, AT(sleep_mode), NULL,
+     "vLLM: POST /sleep, POST /wake_up, GET /is_sleeping (--enable-sleep-mode, VLLM_SERVER_DEV_MODE=1)"},
+    {"runtime-lora", OPT_FLAG, 0, 0, AT(runtime_lora), NULL,
+     "vLLM: POST /v1/load_lora_adapter, /v1/unload_lora_adapter (VLLM_ALLOW_RUNTIME_LORA_UPDATING=True)"},
+    {"router", OPT_FLAG, 0, 0, AT(router), NULL,
+     "--api llamacpp: router mode (no -m): every --model available, GET /models, POST /models/load, /models/unload"},
+    {"no-models-autoload", OPT_FLAG, 0, 0, AT(no_autoload), NULL,
+     "--router: a request for a model not loaded is refused instead of loading it"},
+    {"models-max", OPT_LONG, 1, SIM_MAX_MODELS, AT(models_max), "N",
+     "--router: models loaded at once; a load beyond unloads the least recently used (default 4)"},
     {"prefix-cache-entries", OPT_LONG, 0, 1e7, AT(prefix_cache_entries), "N",
      "prefix blocks the cache remembers (LRU), 0 for no prefix cache (default 4096)"},
     {"prefix-hit-ttft-ms", OPT_DOUBLE, 0, 3.6e6, AT(prefix_hit_ttft_ms), "MS",
@@ -110,6 +144,9 @@ void sim_config_defaults(sim_config *c)
         .ollama_version = "0.12.6",
         .prefix_cache_entries = 4096,
         .prefix_hit_ttft_ms = 10,
+        .default_model_mb = 1024,
+        .keep_alive = "5m",
+        .models_max = 4,
     };
 }
 
@@ -140,6 +177,100 @@ static int parse_u64(const char *v, uint64_t *out)
     unsigned long long n = strtoull(v, &end, 10);
     if (errno || *end != '\0') return -1;
     *out = n;
+    return 0;
+}
+
+/* The MB of "NAME=MB" (NAME non-empty, MB a number from 0 to 1e9); -1 when malformed. */
+static double model_mb_value(const char *v)
+{
+    const char *eq = strrchr(v, '=');
+    if (eq == NULL || eq == v || eq[1] == '\0') return -1;
+    errno = 0;
+    char *end;
+    double d = strtod(eq + 1, &end);
+    if (errno || *end != '\0' || !isfinite(d) || d < 0 || d > 1e9) return -1;
+    return d;
+}
+
+double sim_model_mb(const sim_config *c, const char *name)
+{
+    size_t n = strlen(name);
+    for (size_t i = c->n_model_mb; i-- > 0;) { /* the last one given wins */
+        const char *v = c->model_mb[i], *eq = strrchr(v, '=');
+        if ((size_t)(eq - v) == n && memcmp(v, name, n) == 0) return model_mb_value(v);
+    }
+    return c->default_model_mb;
+}
+
+/* --- Go's time.ParseDuration, as Ollama reads a keep_alive string --- */
+
+static const struct {
+    const char *unit;
+    double ms;
+} go_units[] = {{"ns", 1e-6}, {"us", 1e-3}, {"\xc2\xb5s", 1e-3}, {"\xce\xbcs", 1e-3},
+                {"ms", 1},    {"s", 1e3},   {"m", 6e4},          {"h", 3.6e6}};
+
+static bool is_digit(char ch) { return ch >= '0' && ch <= '9'; }
+
+/* One "<number><unit>" at *p (advanced past it). Returns 0, -1 malformed, -2 no unit, -3 unknown unit. */
+static int go_term(const char **p, double *ms, const char **unit, size_t *unit_len)
+{
+    const char *q = *p;
+    double v = 0, scale = 1;
+    bool digits = false;
+    for (; is_digit(*q); q++, digits = true)
+        v = v * 10 + (*q - '0');
+    if (*q == '.')
+        for (q++; is_digit(*q); q++, digits = true)
+            v += (*q - '0') * (scale /= 10);
+    if (!digits) return -1;
+    const char *u = q;
+    while (*q && *q != '.' && !is_digit(*q))
+        q++;
+    *unit = u;
+    *unit_len = (size_t)(q - u);
+    if (q == u) return -2;
+    for (size_t i = 0; i < LX_ARRAY_LEN(go_units); i++)
+        if (strlen(go_units[i].unit) == *unit_len && memcmp(go_units[i].unit, u, *unit_len) == 0) {
+            *ms += v * go_units[i].ms;
+            *p = q;
+            return 0;
+        }
+    return -3;
+}
+
+int sim_keep_alive_parse(const char *s, double *ms, char *err, size_t err_len)
+{
+    const char *p = s;
+    bool neg = *p == '-';
+    if (*p == '-' || *p == '+') p++;
+    double total = 0;
+    if (strcmp(p, "0") == 0) {
+        *ms = 0;
+        return 0;
+    }
+    int rc = *p ? 0 : -1;
+    const char *unit = NULL;
+    size_t unit_len = 0;
+    while (rc == 0 && *p)
+        rc = go_term(&p, &total, &unit, &unit_len);
+    if (rc == -2) snprintf(err, err_len, "time: missing unit in duration \"%s\"", s);
+    if (rc == -3) snprintf(err, err_len, "time: unknown unit \"%.*s\" in duration \"%s\"", (int)unit_len, unit, s);
+    if (rc == -1) snprintf(err, err_len, "time: invalid duration \"%s\"", s);
+    if (rc) return -1;
+    *ms = neg && total > 0 ? -1 : total;
+    return 0;
+}
+
+int sim_keep_alive_env(const char *v, double *ms)
+{
+    char err[128];
+    if (sim_keep_alive_parse(v, ms, err, sizeof err) == 0) return 0;
+    errno = 0;
+    char *end;
+    long long n = strtoll(v, &end, 10); /* OLLAMA_KEEP_ALIVE also takes whole seconds */
+    if (errno || end == v || *end != '\0') return -1;
+    *ms = n < 0 ? -1 : (double)n * 1e3;
     return 0;
 }
 
@@ -174,6 +305,18 @@ static int set_value(sim_config *c, const opt_row *o, const char *v)
         if ((m = api_parse(v)) < 0) return -1;
         c->api = (sim_api)m;
         return 0;
+    case OPT_LOADED:
+        if (*v == '\0' || c->n_loaded == SIM_MAX_MODELS) return -1;
+        c->loaded[c->n_loaded++] = v;
+        return 0;
+    case OPT_MODEL_MB:
+        if (model_mb_value(v) < 0 || c->n_model_mb == LX_ARRAY_LEN(c->model_mb)) return -1;
+        c->model_mb[c->n_model_mb++] = v;
+        return 0;
+    case OPT_KEEP_ALIVE:
+        if (sim_keep_alive_env(v, &d)) return -1;
+        c->keep_alive = v;
+        return 0;
     case OPT_FLAG: break;
     }
     return -1;
@@ -188,6 +331,9 @@ static const char *expected(const opt_row *o)
     case OPT_FAIL_MODE: return "one of 503, 500, 429, 529, 400, drop, midstream, hang";
     case OPT_API: return "one of vllm, ollama, llamacpp, anthropic";
     case OPT_MODEL: return "a non-empty name (at most 32 of them)";
+    case OPT_LOADED: return "a non-empty name (at most 32 of them)";
+    case OPT_MODEL_MB: return "NAME=MB, MB a number from 0 to 1e9 (at most 64 of them)";
+    case OPT_KEEP_ALIVE: return "a Go duration such as 5m, 30s, 1h30m, 0 or -1";
     default: return "a non-empty value";
     }
 }
@@ -245,6 +391,15 @@ int sim_options_parse(sim_config *c, int argc, char **argv, char *err, size_t er
         c->models[c->n_models++] = c->api == SIM_API_OLLAMA      ? "llama3.2:latest"
                                    : c->api == SIM_API_ANTHROPIC ? "claude-sonnet-4-5"
                                                                  : "qwen3-32b";
+    for (size_t i = 0; i < c->n_loaded; i++) {
+        bool known = false;
+        for (size_t k = 0; k < c->n_models; k++)
+            known = known || strcmp(c->loaded[i], c->models[k]) == 0;
+        if (!known) {
+            snprintf(err, err_len, "--loaded %s: not one of the --model names", c->loaded[i]);
+            return -1;
+        }
+    }
     return 0;
 }
 
