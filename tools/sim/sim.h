@@ -328,6 +328,8 @@ void sim_reply_ollama_native(lx_http_req *r, int status, const char *message);
 /* Answers r with body as JSON (consumes body). */
 struct cJSON;
 void sim_reply_json(lx_http_req *r, int status, struct cJSON *body);
+/* The "details" member of a model in Ollama's /api/tags and /api/ps (a Llama 3.2 3B in GGUF, Q4_K_M). */
+void sim_ollama_details(struct cJSON *model);
 
 /* --- sim_text.c --- */
 #define SIM_HASH_INIT 0xcbf29ce484222325ull

@@ -40,11 +40,26 @@ struct sim_reqlog {
 
 typedef void (*handler_fn)(sim *s, lx_http_req *r);
 
+/* What a route needs switched on; without it the route is 404, as on a server started without that flag. */
+typedef enum { NEED_NONE = 0, NEED_SLEEP, NEED_LORA, NEED_ROUTER } route_need;
+
 typedef struct {
     const char *path;
     const char *methods; /* as the Allow header lists them */
     handler_fn fn;
+    route_need need;
 } route;
+
+static bool route_on(const sim *s, route_need need)
+{
+    switch (need) {
+    case NEED_SLEEP: return s->cfg.sleep_mode;
+    case NEED_LORA: return s->cfg.runtime_lora;
+    case NEED_ROUTER: return s->cfg.router;
+    case NEED_NONE: break;
+    }
+    return true;
+}
 
 static const lx_http_header json_ct[] = {{"content-type", "application/json"}};
 
@@ -325,6 +340,17 @@ void sim_http_infer(sim *s, lx_http_req *r, sim_kind kind)
         sim_openai_handle(s, r, kind, fail);
 }
 
+void sim_ollama_details(cJSON *model)
+{
+    cJSON *d = cJSON_AddObjectToObject(model, "details");
+    cJSON_AddStringToObject(d, "parent_model", "");
+    cJSON_AddStringToObject(d, "format", "gguf");
+    cJSON_AddStringToObject(d, "family", "llama");
+    cJSON_AddItemToArray(cJSON_AddArrayToObject(d, "families"), cJSON_CreateString("llama"));
+    cJSON_AddStringToObject(d, "parameter_size", "3.2B");
+    cJSON_AddStringToObject(d, "quantization_level", "Q4_K_M");
+}
+
 static void h_chat(sim *s, lx_http_req *r) { sim_http_infer(s, r, SIM_CHAT); }
 static void h_messages(sim *s, lx_http_req *r) { sim_http_infer(s, r, SIM_MESSAGES); }
 static void h_completions(sim *s, lx_http_req *r) { sim_http_infer(s, r, SIM_COMPLETION); }
@@ -427,13 +453,7 @@ static void h_ollama_tags(sim *s, lx_http_req *r)
         cJSON_AddStringToObject(m, "modified_at", "2025-06-01T12:00:00.000000000Z");
         cJSON_AddNumberToObject(m, "size", 2019393189);
         cJSON_AddStringToObject(m, "digest", digest);
-        cJSON *d = cJSON_AddObjectToObject(m, "details");
-        cJSON_AddStringToObject(d, "parent_model", "");
-        cJSON_AddStringToObject(d, "format", "gguf");
-        cJSON_AddStringToObject(d, "family", "llama");
-        cJSON_AddItemToArray(cJSON_AddArrayToObject(d, "families"), cJSON_CreateString("llama"));
-        cJSON_AddStringToObject(d, "parameter_size", "3.2B");
-        cJSON_AddStringToObject(d, "quantization_level", "Q4_K_M");
+        sim_ollama_details(m);
         cJSON_AddItemToArray(list, m);
     }
     sim_reply_json(r, 200, o);
@@ -678,130 +698,66 @@ static void h_sim_control(sim *s, lx_http_req *r)
 
 /* --- loading and unloading (sim_load.c), behind the flags that enable them --- */
 
-static void h_sleep(sim *s, lx_http_req *r)
-{
-    if (s->cfg.sleep_mode)
-        sim_vllm_sleep(s, r);
-    else
-        reply_http_error(s, r, 404, NULL);
-}
-
-static void h_wake_up(sim *s, lx_http_req *r)
-{
-    if (s->cfg.sleep_mode)
-        sim_vllm_wake_up(s, r);
-    else
-        reply_http_error(s, r, 404, NULL);
-}
-
-static void h_is_sleeping(sim *s, lx_http_req *r)
-{
-    if (s->cfg.sleep_mode)
-        sim_vllm_is_sleeping(s, r);
-    else
-        reply_http_error(s, r, 404, NULL);
-}
-
-static void h_load_lora(sim *s, lx_http_req *r)
-{
-    if (s->cfg.runtime_lora)
-        sim_vllm_load_lora(s, r);
-    else
-        reply_http_error(s, r, 404, NULL);
-}
-
-static void h_unload_lora(sim *s, lx_http_req *r)
-{
-    if (s->cfg.runtime_lora)
-        sim_vllm_unload_lora(s, r);
-    else
-        reply_http_error(s, r, 404, NULL);
-}
-
-static void h_router_models(sim *s, lx_http_req *r)
-{
-    if (s->cfg.router)
-        sim_router_models(s, r);
-    else
-        reply_http_error(s, r, 404, NULL);
-}
-
-static void h_router_load(sim *s, lx_http_req *r)
-{
-    if (s->cfg.router)
-        sim_router_load(s, r);
-    else
-        reply_http_error(s, r, 404, NULL);
-}
-
-static void h_router_unload(sim *s, lx_http_req *r)
-{
-    if (s->cfg.router)
-        sim_router_unload(s, r);
-    else
-        reply_http_error(s, r, 404, NULL);
-}
-
 /* --- routing --- */
 
 static const route vllm_routes[] = {
-    {"/v1/chat/completions", "POST", h_chat},
-    {"/v1/completions", "POST", h_completions},
-    {"/v1/embeddings", "POST", h_embeddings},
-    {"/v1/models", "GET", h_models},
-    {"/health", "GET", h_health},
-    {"/ping", "GET, POST", h_health},
-    {"/version", "GET", h_version},
-    {"/metrics", "GET", h_metrics},
-    {"/sleep", "POST", h_sleep},
-    {"/wake_up", "POST", h_wake_up},
-    {"/is_sleeping", "GET", h_is_sleeping},
-    {"/v1/load_lora_adapter", "POST", h_load_lora},
-    {"/v1/unload_lora_adapter", "POST", h_unload_lora},
-    {"/sim/requests", "GET, DELETE", h_sim_requests},
-    {"/sim/stats", "GET", h_sim_stats},
-    {"/sim/control", "POST", h_sim_control},
-    {NULL, NULL, NULL},
+    {"/v1/chat/completions", "POST", h_chat, NEED_NONE},
+    {"/v1/completions", "POST", h_completions, NEED_NONE},
+    {"/v1/embeddings", "POST", h_embeddings, NEED_NONE},
+    {"/v1/models", "GET", h_models, NEED_NONE},
+    {"/health", "GET", h_health, NEED_NONE},
+    {"/ping", "GET, POST", h_health, NEED_NONE},
+    {"/version", "GET", h_version, NEED_NONE},
+    {"/metrics", "GET", h_metrics, NEED_NONE},
+    {"/sleep", "POST", sim_vllm_sleep, NEED_SLEEP},
+    {"/wake_up", "POST", sim_vllm_wake_up, NEED_SLEEP},
+    {"/is_sleeping", "GET", sim_vllm_is_sleeping, NEED_SLEEP},
+    {"/v1/load_lora_adapter", "POST", sim_vllm_load_lora, NEED_LORA},
+    {"/v1/unload_lora_adapter", "POST", sim_vllm_unload_lora, NEED_LORA},
+    {"/sim/requests", "GET, DELETE", h_sim_requests, NEED_NONE},
+    {"/sim/stats", "GET", h_sim_stats, NEED_NONE},
+    {"/sim/control", "POST", h_sim_control, NEED_NONE},
+    {NULL, NULL, NULL, NEED_NONE},
 };
 
 static const route ollama_routes[] = {
-    {"/v1/chat/completions", "POST", h_chat},
-    {"/v1/completions", "POST", h_completions},
-    {"/v1/embeddings", "POST", h_embeddings},
-    {"/v1/models", "GET", h_models_other},
-    {"/", "GET, HEAD", h_ollama_root},
-    {"/api/version", "GET, HEAD", h_ollama_version},
-    {"/api/tags", "GET, HEAD", h_ollama_tags},
-    {"/api/generate", "POST", sim_ollama_generate},
-    {"/api/ps", "GET, HEAD", sim_ollama_ps},
-    {"/sim/requests", "GET, DELETE", h_sim_requests},
-    {"/sim/stats", "GET", h_sim_stats},
-    {"/sim/control", "POST", h_sim_control},
-    {NULL, NULL, NULL},
+    {"/v1/chat/completions", "POST", h_chat, NEED_NONE},
+    {"/v1/completions", "POST", h_completions, NEED_NONE},
+    {"/v1/embeddings", "POST", h_embeddings, NEED_NONE},
+    {"/v1/models", "GET", h_models_other, NEED_NONE},
+    {"/", "GET, HEAD", h_ollama_root, NEED_NONE},
+    {"/api/version", "GET, HEAD", h_ollama_version, NEED_NONE},
+    {"/api/tags", "GET, HEAD", h_ollama_tags, NEED_NONE},
+    {"/api/generate", "POST", sim_ollama_generate, NEED_NONE},
+    {"/api/ps", "GET, HEAD", sim_ollama_ps, NEED_NONE},
+    {"/sim/requests", "GET, DELETE", h_sim_requests, NEED_NONE},
+    {"/sim/stats", "GET", h_sim_stats, NEED_NONE},
+    {"/sim/control", "POST", h_sim_control, NEED_NONE},
+    {NULL, NULL, NULL, NEED_NONE},
 };
 
 static const route llamacpp_routes[] = {
-    {"/v1/chat/completions", "POST", h_chat},
-    {"/v1/completions", "POST", h_completions},
-    {"/v1/embeddings", "POST", h_embeddings},
-    {"/v1/models", "GET", h_models_other},
-    {"/health", "GET", h_llamacpp_health},
-    {"/models", "GET", h_router_models},
-    {"/models/load", "POST", h_router_load},
-    {"/models/unload", "POST", h_router_unload},
-    {"/sim/requests", "GET, DELETE", h_sim_requests},
-    {"/sim/stats", "GET", h_sim_stats},
-    {"/sim/control", "POST", h_sim_control},
-    {NULL, NULL, NULL},
+    {"/v1/chat/completions", "POST", h_chat, NEED_NONE},
+    {"/v1/completions", "POST", h_completions, NEED_NONE},
+    {"/v1/embeddings", "POST", h_embeddings, NEED_NONE},
+    {"/v1/models", "GET", h_models_other, NEED_NONE},
+    {"/health", "GET", h_llamacpp_health, NEED_NONE},
+    {"/models", "GET", sim_router_models, NEED_ROUTER},
+    {"/models/load", "POST", sim_router_load, NEED_ROUTER},
+    {"/models/unload", "POST", sim_router_unload, NEED_ROUTER},
+    {"/sim/requests", "GET, DELETE", h_sim_requests, NEED_NONE},
+    {"/sim/stats", "GET", h_sim_stats, NEED_NONE},
+    {"/sim/control", "POST", h_sim_control, NEED_NONE},
+    {NULL, NULL, NULL, NEED_NONE},
 };
 
 static const route anthropic_routes[] = {
-    {"/v1/messages", "POST", h_messages},
-    {"/v1/models", "GET", sim_anthropic_models},
-    {"/sim/requests", "GET, DELETE", h_sim_requests},
-    {"/sim/stats", "GET", h_sim_stats},
-    {"/sim/control", "POST", h_sim_control},
-    {NULL, NULL, NULL},
+    {"/v1/messages", "POST", h_messages, NEED_NONE},
+    {"/v1/models", "GET", sim_anthropic_models, NEED_NONE},
+    {"/sim/requests", "GET, DELETE", h_sim_requests, NEED_NONE},
+    {"/sim/stats", "GET", h_sim_stats, NEED_NONE},
+    {"/sim/control", "POST", h_sim_control, NEED_NONE},
+    {NULL, NULL, NULL, NEED_NONE},
 };
 
 static const route *const route_tables[] = {vllm_routes, ollama_routes, llamacpp_routes, anthropic_routes};
@@ -845,7 +801,9 @@ static void on_request(lx_http_req *r, void *ud)
     if (under_v1(path) && !sim_anthropic_authorized(s, r)) return;
     for (const route *rt = route_tables[s->cfg.api]; rt->path; rt++) {
         if (!lx_slice_eq(path, rt->path)) continue;
-        if (method_allowed(rt, lx_http_req_method(r)))
+        if (!route_on(s, rt->need))
+            reply_http_error(s, r, 404, NULL);
+        else if (method_allowed(rt, lx_http_req_method(r)))
             rt->fn(s, r);
         else
             reply_http_error(s, r, 405, rt->methods);

@@ -623,13 +623,7 @@ static cJSON *ps_entry(const sim *s, const sim_model *m)
     cJSON_AddStringToObject(e, "model", m->name);
     cJSON_AddNumberToObject(e, "size", bytes);
     cJSON_AddStringToObject(e, "digest", digest);
-    cJSON *d = cJSON_AddObjectToObject(e, "details");
-    cJSON_AddStringToObject(d, "parent_model", "");
-    cJSON_AddStringToObject(d, "format", "gguf");
-    cJSON_AddStringToObject(d, "family", "llama");
-    cJSON_AddItemToArray(cJSON_AddArrayToObject(d, "families"), cJSON_CreateString("llama"));
-    cJSON_AddStringToObject(d, "parameter_size", "3.2B");
-    cJSON_AddStringToObject(d, "quantization_level", "Q4_K_M");
+    sim_ollama_details(e);
     cJSON_AddStringToObject(e, "expires_at", at);
     cJSON_AddNumberToObject(e, "size_vram", bytes);
     cJSON_AddNumberToObject(e, "context_length", (double)s->cfg.max_model_len);
