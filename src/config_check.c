@@ -337,6 +337,8 @@ static void resolve_loading(lx_cfg_parser *p, lx_backend_conf *b, const lx_cfg_b
         lx_cfg_err(p, bi->line, path,
                    "load: needs a backend that can load models: type ollama, llamacpp (router mode), or vllm with "
                    "sleep_mode: true or LoRA models (lora_path)");
+    else if (b->load.enabled && b->models_auto)
+        lx_cfg_err(p, bi->line, path, "load: needs the models it loads listed (models: [...]), not models: auto");
 }
 
 static void resolve_backend(lx_cfg_parser *p, lx_backend_conf *b, const lx_cfg_backend_info *bi)

@@ -30,7 +30,7 @@ const send = (lx, id, body = {}, headers = {}) =>
   post(`${lx.url}/v1/chat/completions`, chatBody({ max_tokens: 2, ...body }), { 'x-request-id': id, ...headers });
 
 describe('dashboard in a real browser', { skip: needs(CHROMIUM && puppeteer, 'chromium and puppeteer-core', 'make deps; cd tests && npm ci') }, () => {
-  let slow, small, lx, browser;
+  let slow, small, laptop, lx, browser;
   let traffic = true;
   let trafficDone;
 
@@ -38,11 +38,14 @@ describe('dashboard in a real browser', { skip: needs(CHROMIUM && puppeteer, 'ch
     // vllm: slow, one slot (requests queue behind it); small: fast, and stopped later by a test
     slow = await startSim(['--model', MODEL, '--ttft-ms', '20', '--tokens-per-sec', '20']);
     small = await startSim(['--model', SMALL, '--ttft-ms', '5', '--tokens-per-sec', '500']);
+    // an Ollama whose model Lexora loads and unloads (the page's load / unload buttons)
+    laptop = await startSim(['--api', 'ollama', '--model', 'tiny', '--start-unloaded', '--load-ms', '100']);
     lx = await startLexora(configFor(slow.url, {
       extra: {
         backends: {
           vllm: { url: slow.url, models: [MODEL], max_concurrency: 1, gpus: [0, 1] },
           small: { type: 'vllm', url: small.url, models: [SMALL], max_concurrency: 4, gpus: [3] },
+          laptop: { type: 'ollama', url: laptop.url, models: ['tiny'], load: { min_resident_seconds: 0 } },
         },
         routing: { aliases: { fast: [SMALL] } },
         // requests for `fast` take part (all to SMALL): the experiments panel has figures to show
@@ -74,6 +77,7 @@ describe('dashboard in a real browser', { skip: needs(CHROMIUM && puppeteer, 'ch
     await lx?.stop();
     await small?.stop();
     await slow?.stop();
+    await laptop?.stop();
   });
 
   /** A new page at `size`, in `language`, with its console errors and page errors collected. */
@@ -235,6 +239,25 @@ describe('dashboard in a real browser', { skip: needs(CHROMIUM && puppeteer, 'ch
       await page.click('#backends-table tr[data-backend="small"] td.actions button:nth-of-type(2)');
       await page.waitForSelector('#backends-table tr[data-backend="small"] [data-status="up"]', { timeout: 10000 });
       assert.equal((await (await fetch(`${lx.url}/health`)).json()).backends.find((b) => b.name === 'small').drained, false);
+    } finally {
+      await page.close();
+    }
+  });
+
+  test('load and unload a model from the page (the admin token)', async () => {
+    const { page, errors } = await openPage({ token: TOKEN });
+    try {
+      const state = () => page.$eval('#admin-models-table tr[data-model="tiny"] [data-state]', (e) => e.dataset.state);
+      await page.waitForSelector('#admin-models-table tr[data-model="tiny"]', { visible: true, timeout: 10000 });
+      assert.equal(await state(), 'unloaded');
+      await page.click('#admin-models-table tr[data-model="tiny"] button');
+      await waitFor(async () => (await laptop.stats()).models.tiny.state === 'loaded', 'loaded by the page');
+      await page.waitForFunction(() => /Load tiny/.test(document.getElementById('action-result').textContent));
+      await page.click('#admin-models-table tr[data-model="tiny"] button:nth-of-type(2)');
+      await waitFor(async () => (await laptop.stats()).models.tiny.state === 'unloaded', 'unloaded by the page');
+      await page.waitForFunction(() => document.querySelector('#admin-models-table tr[data-model="tiny"] [data-state]')
+        ?.dataset.state === 'unloaded', { timeout: 10000 });
+      assert.deepEqual(errors, []);
     } finally {
       await page.close();
     }

@@ -1331,6 +1331,38 @@ static void test_gpus(void **state)
                   NULL);
 }
 
+/* backends.NAME.load, sleep_mode and lora_path: read, and refused where the kind cannot load. */
+static void test_loading(void **state)
+{
+    (void)state;
+    lx_config *c = lx_test_config("backends:\n"
+                                  "  gpu1:\n"
+                                  "    type: vllm\n"
+                                  "    url: 'http://127.0.0.1:8000'\n"
+                                  "    models: [qwen3-32b, {name: legal, lora_path: /models/lora/legal}]\n"
+                                  "    sleep_mode: true\n"
+                                  "    load: {idle_unload_seconds: 900, max_loaded: 1, switch_after_seconds: 2}\n"
+                                  "  plain: {type: vllm, url: 'http://127.0.0.1:8001', models: [m]}\n");
+    const lx_backend_conf *b = backend(c, "gpu1");
+    assert_true(b->load.enabled && b->load.on_demand && b->sleep_mode);
+    assert_true(b->load.idle_unload_s == 900 && b->load.max_loaded == 1 && b->load.switch_after_s == 2);
+    assert_true(b->load.min_resident_s == 60 && b->load.load_timeout_s == 300);
+    assert_string_equal(lx_backend_conf_lora(b, "legal"), "/models/lora/legal");
+    assert_null(lx_backend_conf_lora(b, "qwen3-32b"));
+    assert_false(backend(c, "plain")->load.enabled);
+    lx_config_unref(c);
+    expect_errors("backends:\n  vllm: {url: 'http://127.0.0.1:8000', models: [m], load: {}}\n",
+                  "backends.vllm: load: needs a backend that can load models", NULL);
+    expect_errors("backends:\n  o: {type: ollama, url: 'http://127.0.0.1:1', models: auto, load: {}}\n",
+                  "backends.o: load: needs the models it loads listed", NULL);
+    expect_errors("backends:\n  o: {type: ollama, url: 'http://127.0.0.1:1', models: [{name: m, lora_path: x}], "
+                  "sleep_mode: true}\n",
+                  "backends.o: lora_path is for vLLM backends", "backends.o: sleep_mode is for vLLM backends", NULL);
+    expect_errors("backends:\n  o: {type: ollama, url: 'http://127.0.0.1:1', models: [m], load: {max_loaded: -1, "
+                  "load_timeout_seconds: 0}}\n",
+                  "backends.o.load.max_loaded: must be", "backends.o.load.load_timeout_seconds: must be", NULL);
+}
+
 /* routing.fallbacks: a name to a model or a list; fallback_after_queue_seconds; users' fallback: false. */
 static void test_fallbacks(void **state)
 {
@@ -1439,6 +1471,7 @@ int main(void)
         cmocka_unit_test(test_routing),
         cmocka_unit_test(test_alias_errors),
         cmocka_unit_test(test_fallbacks),
+        cmocka_unit_test(test_loading),
         cmocka_unit_test(test_gpus),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
