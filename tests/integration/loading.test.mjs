@@ -136,6 +136,19 @@ describe('loading models on demand (Ollama)', () => {
     });
   });
 
+  test('a model over the backend\'s memory budget: 503 model_load_failed naming the backend\'s reason', async () => {
+    await withSim([...OLLAMA, '--model', 'small', '--model', 'big', '--memory-mb', '2000', '--model-mb', 'big=4000'],
+      async (sim) => {
+        await withLexora(config(sim, 'ollama', ['small', 'big'], {}), async (lx) => {
+          const r = await chat(lx, ask('big'));
+          assert.equal(r.status, 503, r.text);
+          assert.equal(r.json.error.code, 'model_load_failed');
+          assert.match(r.json.error.message, /requires more system memory/);
+          assert.equal((await chat(lx, ask('small'))).status, 200, 'another model still loads');
+        });
+      });
+  });
+
   test('on_demand false: 503 model_not_loaded until the admin loads it; the admin API\'s answers', async () => {
     await withSim([...OLLAMA, '--model', 'a', '--load-ms', '500'], async (sim) => {
       await withLexora(config(sim, 'ollama', ['a'], { on_demand: false, min_resident_seconds: 0 }), async (lx) => {
