@@ -519,8 +519,7 @@ lx_loader_answer lx_loader_want(lx_loader *l, const lx_backend *b, const char *m
     lmodel *m = l ? managed(l, b, model) : NULL;
     if (m == NULL || m->state == LX_LOAD_LOADED) return LX_LOADER_READY;
     const lx_backend_conf *bc = conf_of(l, m->lb->name);
-    if (m->state != LX_LOAD_LOADING && m->state != LX_LOAD_UNLOADING && bc && !bc->load.on_demand)
-        return LX_LOADER_REFUSED;
+    if (m->state != LX_LOAD_LOADING && bc && !bc->load.on_demand) return LX_LOADER_REFUSED;
     if (m->state == LX_LOAD_FAILED) set_state(m, LX_LOAD_UNLOADED); /* the next request tries again */
     if (m->state == LX_LOAD_LOADING) return LX_LOADER_WAIT;
     m->asked = true; /* the request is queued after this returns: asked stands in for it until then */
