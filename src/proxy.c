@@ -705,12 +705,12 @@ static bool set_priority(proxy_req *p)
     return true;
 }
 
-/* May the request go to a fallback? Not with x_fallback: false, X-Lexora-Fallback: off (or false, 0), nor for
- * a user with rate_limits.users.USER.fallback: false. False for a header that says neither on nor off. */
+/* May the request go to a fallback? Not with x_fallback: false or X-Lexora-Fallback: off (or false, 0); a user's
+ * rate_limits.users.USER.fallback: false is read by fallback_entry. False for a header neither on nor off. */
 static bool set_fallback_policy(proxy_req *p)
 {
     lx_slice v;
-    p->no_fallback = p->f.no_fallback || !lx_config_user_fallback(p->cfg, p->user);
+    p->no_fallback = p->f.no_fallback; /* the user's config is read only when a fallback is about to be used */
     if (!lx_http_req_header(p->req, "x-lexora-fallback", &v)) return true;
     static const char *const off[] = {"off", "false", "0"}, *const on[] = {"on", "true", "1"};
     for (size_t i = 0; i < LX_ARRAY_LEN(off); i++) {
@@ -1027,7 +1027,7 @@ static void fail_no_backend(proxy_req *p, unsigned retry_after_s)
  * the model it resolved to's; NULL when there is none or the request may not fall back. */
 static const lx_fallback *fallback_entry(const proxy_req *p)
 {
-    if (p->no_fallback) return NULL;
+    if (p->no_fallback || p->cfg->routing.n_fallbacks == 0 || !lx_config_user_fallback(p->cfg, p->user)) return NULL;
     if (p->fallback_from) return lx_config_fallback(p->cfg, p->fallback_from, strlen(p->fallback_from));
     const lx_fallback *f = lx_config_fallback(p->cfg, p->model_name.p, p->model_name.len);
     if (f == NULL && p->model_used) {
