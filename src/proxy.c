@@ -350,8 +350,8 @@ typedef struct {
 
 static void answer_headers_init(answer_headers *a, const proxy_req *p, const char *content_type)
 {
-    snprintf(a->overhead, sizeof a->overhead, "%.3f", overhead_ms(p, lx_now_ns()));
-    snprintf(a->queue_wait, sizeof a->queue_wait, "%.3f", queue_wait_ms(p));
+    lx_fmt_ms(a->overhead, overhead_ms(p, lx_now_ns()));
+    lx_fmt_ms(a->queue_wait, queue_wait_ms(p));
     a->n = 0;
     a->h[a->n++] = (lx_http_header){"Content-Type", content_type};
     a->h[a->n++] = (lx_http_header){"X-Request-Id", p->request_id};
@@ -361,7 +361,7 @@ static void answer_headers_init(answer_headers *a, const proxy_req *p, const cha
     if (p->model_used) a->h[a->n++] = (lx_http_header){"X-Lexora-Model", lx_model_name(p->model_used)};
     if (p->fallback_from) a->h[a->n++] = (lx_http_header){"X-Lexora-Fallback", p->fallback_from};
     if (p->load_wait_ms > 0) {
-        snprintf(a->load_wait, sizeof a->load_wait, "%.3f", p->load_wait_ms);
+        lx_fmt_ms(a->load_wait, p->load_wait_ms);
         a->h[a->n++] = (lx_http_header){"X-Lexora-Load-Wait-Ms", a->load_wait};
     }
     if (p->experiment[0]) {
@@ -617,13 +617,18 @@ static void on_up_done(lx_upstream *u, lx_up_result r, const char *detail, void 
         finish_stream(p, r, detail);
         return;
     }
+    lx_outcome oc = outcome_of(p, r);
+    const lx_outcome_info *o = lx_outcome_get(oc);
+    if (o->verdict == LX_ATTEMPT_OK && !o->retryable && o->answered) { /* the common case: nothing to explain */
+        end_attempt(p, o->verdict, NULL);
+        respond_buffered(p);
+        return;
+    }
     char msg[256];
     if (r == LX_UP_OK)
         snprintf(msg, sizeof msg, "backend %s answered HTTP %d", p->backend->name, p->up_status);
     else
         upstream_failure_message(p, r, detail, msg, sizeof msg);
-    lx_outcome oc = outcome_of(p, r);
-    const lx_outcome_info *o = lx_outcome_get(oc);
     end_attempt(p, o->verdict, msg);
     if (o->retryable && (retry_later(p, msg) || fall_back(p, msg))) return;
     if (o->answered) {
@@ -863,8 +868,10 @@ static void forward(proxy_req *p)
         return;
     }
     lx_buf_reset(&p->url);
-    lx_buf_printf(&p->url, "%s%s", p->backend->url, p->kreq.path);
-    snprintf(p->hdr_request_id, sizeof p->hdr_request_id, "X-Request-Id: %s", p->request_id);
+    lx_buf_append_str(&p->url, p->backend->url);
+    lx_buf_append_str(&p->url, p->kreq.path);
+    memcpy(p->hdr_request_id, "X-Request-Id: ", 14); /* fits: hdr_request_id has 16 bytes more than an id */
+    memcpy(p->hdr_request_id + 14, p->request_id, strlen(p->request_id) + 1);
     lx_kind_request_header(&p->kreq, p->hdr_request_id);
     lx_upstream_req ur = {
         .method = "POST",

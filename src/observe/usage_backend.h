@@ -93,7 +93,8 @@ extern const lx_usage_backend lx_usage_postgres;
 
 /* "YYYY-MM-DDTHH:MM:SS.mmmZ" of a wall-clock time in ms. */
 void lx_usage_iso_ms(char out[32], int64_t ms);
-/* A row's key in the ledger: the writer's run id (random, 16 hex digits) and the row's sequence number. */
+/* A row's key in the ledger: the writer's run id (random, 16 hex digits) and the row's sequence number (12
+ * digits at least, zero-padded, so a run's keys sort in order and the unique index grows at its end). */
 void lx_usage_row_key(char out[40], const lx_usage_row *r);
 static inline bool lx_usage_row_is_error(const lx_usage_row *r) { return r->status >= 400 || r->error_code[0]; }
 

@@ -3,7 +3,8 @@
  * usage_store.h. An older file (version 1: before gateway_id; 2: before model_used, experiment, variant and
  * the feedback table) is migrated in the transaction that opens it.
  *
- * Invariants: the handle and its statements belong to the thread that calls connect/write (the writer);
+ * Invariants: the handle and its statements belong to the thread that calls connect/write (the writer; never two
+ * threads at once, so the handle is opened without SQLite's own mutexes, SQLITE_OPEN_NOMUTEX);
  * any failure closes the handle, so the next batch opens the file afresh (it may have been fixed or
  * replaced); a failed write is never retried here (LX_USAGE_WRITE_DROP): what made it fail (a
  * read-only file, a full disk) would most likely make the retry fail too.
@@ -178,7 +179,7 @@ static int sq_connect(void *db, lx_usage_totals *totals, char *err, size_t errn)
 {
     sq *s = db;
     if (s->db) return LX_USAGE_WRITE_OK;
-    int rc = sqlite3_open_v2(s->path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
+    int rc = sqlite3_open_v2(s->path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) {
         snprintf(err, errn, "cannot open: %s", s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
         goto fail;

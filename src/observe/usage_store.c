@@ -82,7 +82,7 @@ void lx_usage_iso_ms(char out[32], int64_t ms)
 
 void lx_usage_row_key(char out[40], const lx_usage_row *r)
 {
-    snprintf(out, 40, "%016" PRIx64 "-%" PRIu64, r->run_id, r->seq);
+    snprintf(out, 40, "%016" PRIx64 "-%012" PRIu64, r->run_id, r->seq); /* fixed width: keys sort in order */
 }
 
 void lx_usage_default_gateway_id(char out[LX_USAGE_GATEWAY_ID_MAX])

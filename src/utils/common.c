@@ -3,6 +3,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <strings.h>
 #include <time.h>
 
@@ -48,4 +49,25 @@ void lx_assert_fail(const char *cond, const char *file, int line)
 {
     fprintf(stderr, "lexora: invariant broken at %s:%d: %s\n", file, line, cond);
     abort();
+}
+
+size_t lx_fmt_ms(char out[32], double ms)
+{
+    if (!(ms >= 0 && ms < 9e15)) {
+        int n = snprintf(out, 32, "%.3f", ms);
+        return n > 0 && n < 32 ? (size_t)n : 0;
+    }
+    unsigned long long us = (unsigned long long)(ms * 1000.0 + 0.5), whole = us / 1000;
+    char t[24], *p = t + sizeof t;
+    do
+        *--p = (char)('0' + whole % 10);
+    while (whole /= 10);
+    size_t n = (size_t)(t + sizeof t - p);
+    memcpy(out, p, n);
+    out[n++] = '.';
+    out[n++] = (char)('0' + us / 100 % 10);
+    out[n++] = (char)('0' + us / 10 % 10);
+    out[n++] = (char)('0' + us % 10);
+    out[n] = '\0';
+    return n;
 }

@@ -3,6 +3,7 @@
 
 #include <stdint.h>
 #include <sys/random.h>
+#include <time.h>
 
 static uint64_t state[2];
 
@@ -25,12 +26,14 @@ static uint64_t next(void)
 void lx_request_id_new(char out[LX_REQUEST_ID_MAX])
 {
     static const char hex[] = "0123456789abcdef";
-    uint64_t a = next(), b = next();
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000, r = next();
     memcpy(out, "req_", 4);
-    for (int i = 0; i < 16; i++)
-        out[4 + i] = hex[(a >> (i * 4)) & 15];
-    for (int i = 0; i < 8; i++)
-        out[20 + i] = hex[(b >> (i * 4)) & 15];
+    for (int i = 0; i < 12; i++) /* the time first, most significant digit first: ids sort by time */
+        out[4 + i] = hex[(ms >> ((11 - i) * 4)) & 15];
+    for (int i = 0; i < 12; i++)
+        out[16 + i] = hex[(r >> (i * 4)) & 15];
     out[28] = '\0';
 }
 

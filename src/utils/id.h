@@ -1,6 +1,7 @@
 /*
- * Request ids: "req_" + 24 lowercase hex digits from a PRNG seeded once from the OS; the same PRNG gives
- * the retry handler its jitter.
+ * Request ids: "req_" + 24 lowercase hex digits: 12 of the wall-clock time in milliseconds, then 12 from a PRNG
+ * seeded once from the OS (the same PRNG gives the retry handler its jitter). Ids made later sort after those made
+ * earlier, so the usage ledger's index on them grows at its end instead of at random places.
  * A client's own X-Request-Id is kept when it is sane (1..128 printable ASCII, no spaces or quotes).
  * Loop thread only (the PRNG state is not shared).
  */

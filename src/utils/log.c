@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "utils/buf.h"
+#include "utils/common.h"
 
 lx_log_level lx_log_min_level = LX_LOG_INFO;
 static bool log_json = false;
@@ -124,14 +125,8 @@ static void put_long(lx_buf *b, long v)
 /* Milliseconds with 3 decimals, rounded to the nearest thousandth, without printf. */
 static void put_ms(lx_buf *b, double ms)
 {
-    if (!(ms >= 0 && ms < 9e15)) {
-        lx_buf_printf(b, "%.3f", ms);
-        return;
-    }
-    long long us = (long long)(ms * 1000.0 + 0.5);
-    put_long(b, (long)(us / 1000));
-    char frac[4] = {'.', (char)('0' + us / 100 % 10), (char)('0' + us / 10 % 10), (char)('0' + us % 10)};
-    lx_buf_append(b, frac, sizeof frac);
+    char t[32];
+    lx_buf_append(b, t, lx_fmt_ms(t, ms));
 }
 
 /* ,"key":<number> */

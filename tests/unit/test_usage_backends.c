@@ -76,7 +76,7 @@ static void test_batch_params(void **state)
     lx_usage_pg_batch_params(rows, 2, "gw-a", text, v);
     assert_string_equal(v[0], "gw-a");
     const char **a = &v[1], **e = &v[1 + LX_USAGE_PG_COLS];
-    assert_string_equal(a[0], "abcdef0123456789-7");
+    assert_string_equal(a[0], "abcdef0123456789-000000000007");
     assert_string_equal(a[1], "2026-01-01T00:00:00.123Z");
     assert_string_equal(a[2], "req-1");
     assert_string_equal(a[3], "alice");
@@ -95,7 +95,7 @@ static void test_batch_params(void **state)
     assert_string_equal(a[16], "coder");
     assert_string_equal(a[17], "qwen-coder");
     /* an error: NULL backend, tokens and ttft; its own key */
-    assert_string_equal(e[0], "abcdef0123456789-8");
+    assert_string_equal(e[0], "abcdef0123456789-000000000008");
     assert_string_equal(e[2], "req-2");
     assert_null(e[5]);
     assert_string_equal(e[7], "404");
