@@ -769,6 +769,7 @@ static bool route_auto(proxy_req *p)
  * variant the experiment does not have. */
 static bool set_experiment(proxy_req *p)
 {
+    if (p->cfg->n_experiments == 0) return true; /* the common case: no header to look for */
     lx_slice forced = p->f.x_variant;
     if (!p->f.has_x_variant && !lx_http_req_header(p->req, "x-lexora-variant", &forced)) forced = (lx_slice){NULL, 0};
     lx_exp_choice ch;

@@ -121,6 +121,9 @@ typedef struct lx_kind {
 
     int (*load)(const lx_kind_ctx *ctx, const char *model, lx_kind_request *out);
     int (*unload)(const lx_kind_ctx *ctx, const char *model, lx_kind_request *out);
+    /* Does a load (unload) answer of this status and body mean the model is loaded (unloaded) now? NULL: a 2xx
+     * does. (A backend that says the model was loaded, or gone, already.) */
+    bool (*control_done)(int status, lx_slice body, bool unload);
     /* A backend whose load answers before the model is ready (llama.cpp's router): GET load_status_path until
      * load_status says, of the model by its upstream name: 1 loaded, 0 still loading, -1 failed. */
     const char *load_status_path;

@@ -131,6 +131,14 @@ static int llamacpp_load_status(const char *body, size_t len, const char *model)
     return st;
 }
 
+/* 400 "model is already running" for a load, "model is not running" for an unload: the state wanted holds. */
+static bool llamacpp_control_done(int status, lx_slice body, bool unload)
+{
+    if (status >= 200 && status < 300) return true;
+    const char *says = unload ? "not running" : "already running";
+    return status == 400 && memmem(body.p, body.len, says, strlen(says)) != NULL;
+}
+
 const lx_kind lx_kind_llamacpp = {
     .name = "llamacpp",
     .request = lx_openai_request,
@@ -144,6 +152,7 @@ const lx_kind lx_kind_llamacpp = {
     .parse_models = lx_openai_parse_models,
     .load = llamacpp_load,
     .unload = llamacpp_unload,
+    .control_done = llamacpp_control_done,
     .load_status_path = "/models",
     .load_status = llamacpp_load_status,
 };

@@ -36,7 +36,8 @@ struct lmodel {
     bool polling;     /* up is a GET of the kind's load_status_path */
     uv_timer_t *poll; /* the pause between two polls; closed with the model */
     lx_kind_request kreq;
-    lx_buf url, reply;
+    lx_buf url, reply; /* reply: the answer's body (its first 4 KiB) */
+    int status;        /* the answer's HTTP status */
 };
 
 struct lbackend {
@@ -107,7 +108,7 @@ static void on_head(lx_upstream *u, const lx_up_head *h, void *ud)
 {
     (void)u;
     lmodel *m = ud;
-    lx_buf_printf(&m->reply, "%d ", h->status); /* read back at the end, with the body after it */
+    m->status = h->status;
 }
 
 static bool on_body(lx_upstream *u, const char *data, size_t len, void *ud)
@@ -116,16 +117,6 @@ static bool on_body(lx_upstream *u, const char *data, size_t len, void *ud)
     lmodel *m = ud;
     if (m->reply.len < 4096) lx_buf_append(&m->reply, data, LX_MIN(len, 4096 - m->reply.len));
     return true;
-}
-
-/* A 4xx saying the state wanted holds already: "already" loaded; for an unload, not there ("not running",
- * "cannot be found", "not loaded"). */
-static bool already(const lx_buf *reply, bool unload)
-{
-    if (reply->p == NULL) return false;
-    if (strstr(reply->p, "already")) return true;
-    return unload && (strstr(reply->p, "not running") || strstr(reply->p, "cannot be found") ||
-                      strstr(reply->p, "not loaded") || strstr(reply->p, "not found"));
 }
 
 static void poll_status(lx_loader *l, lmodel *m);
@@ -156,9 +147,7 @@ static void polled(lx_loader *l, lmodel *m, bool ok, int status)
     const lx_backend_conf *bc = conf_of(l, m->lb->name);
     const lx_kind *k = bc ? lx_kind_get(bc->kind) : NULL;
     int st = ok && status == 200 && k && k->load_status && m->reply.p
-                 ? k->load_status(strchr(m->reply.p, ' ') + 1,
-                                  m->reply.len - (size_t)(strchr(m->reply.p, ' ') + 1 - m->reply.p),
-                                  lx_backend_conf_upstream(bc, m->name))
+                 ? k->load_status(m->reply.p, m->reply.len, lx_backend_conf_upstream(bc, m->name))
                  : 0;
     if (st == 1) {
         load_done(l, m, (double)(lx_now_ns() - m->since_ns) / 1e9);
@@ -177,13 +166,14 @@ static void on_done(lx_upstream *u, lx_up_result r, const char *detail, void *ud
     lmodel *m = ud;
     lx_loader *l = m->l;
     m->up = NULL;
-    int status = m->reply.p ? atoi(m->reply.p) : 0;
-    bool unload = m->state == LX_LOAD_UNLOADING;
-    bool ok = r == LX_UP_OK &&
-              ((status >= 200 && status < 300) || (status >= 400 && status < 500 && already(&m->reply, unload)));
-    double took = (double)(lx_now_ns() - m->since_ns) / 1e9;
+    int status = r == LX_UP_OK ? m->status : 0;
     const lx_backend_conf *kc = conf_of(l, m->lb->name);
     const lx_kind *kind = kc ? lx_kind_get(kc->kind) : NULL;
+    lx_slice body = {m->reply.p ? m->reply.p : "", m->reply.len};
+    bool unload = m->state == LX_LOAD_UNLOADING;
+    bool ok = r == LX_UP_OK &&
+              (kind && kind->control_done ? kind->control_done(status, body, unload) : status >= 200 && status < 300);
+    double took = (double)(lx_now_ns() - m->since_ns) / 1e9;
     if (m->state == LX_LOAD_LOADING && m->polling) {
         m->polling = false;
         polled(l, m, r == LX_UP_OK, status);
@@ -197,23 +187,20 @@ static void on_done(lx_upstream *u, lx_up_result r, const char *detail, void *ud
                 snprintf(m->error, sizeof m->error, "backend %s could not load %s: %s (%s)", m->lb->name, m->name,
                          lx_up_result_name(r), detail);
             else
-                snprintf(m->error, sizeof m->error, "backend %s could not load %s: HTTP %.200s", m->lb->name, m->name,
-                         m->reply.p ? m->reply.p : "");
+                snprintf(m->error, sizeof m->error, "backend %s could not load %s: HTTP %d %.180s", m->lb->name,
+                         m->name, status, body.p);
             load_failed(l, m);
         }
     } else if (m->state == LX_LOAD_UNLOADING) {
-        const lx_backend_conf *bc = conf_of(l, m->lb->name);
-        bool sleeps = bc && bc->sleep_mode && lx_backend_conf_lora(bc, m->name) == NULL;
+        bool sleeps = kc && kc->sleep_mode && lx_backend_conf_lora(kc, m->name) == NULL;
         if (ok) {
             set_state(m, sleeps ? LX_LOAD_SLEEPING : LX_LOAD_UNLOADED);
             LX_INFO(NULL, "backend %s: model %s %s", m->lb->name, m->name, sleeps ? "asleep" : "unloaded");
         } else {
             set_state(m, LX_LOAD_LOADED); /* it is most likely still there */
             m->loaded_ns = m->since_ns;
-            LX_WARN(NULL, "backend %s could not unload %s: %s", m->lb->name, m->name,
-                    r != LX_UP_OK ? lx_up_result_name(r)
-                    : m->reply.p  ? m->reply.p
-                                  : "");
+            LX_WARN(NULL, "backend %s could not unload %s: %s %.180s", m->lb->name, m->name,
+                    r != LX_UP_OK ? lx_up_result_name(r) : "HTTP", body.p);
         }
     }
     lx_buf_reset(&m->reply);

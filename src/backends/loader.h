@@ -10,7 +10,8 @@
  * /v1/unload_lora_adapter, its base model with sleep_mode by /wake_up and /sleep?level=1; llama.cpp in router
  * mode POST /models/load and /models/unload {"model"}. A backend's models start unloaded (a vLLM base model
  * with sleep_mode: loaded, as vLLM starts awake); loading one that is loaded already costs the backend
- * nothing, so the first request after a start may send a load that finds it there.
+ * nothing, so the first request after a start may send a load that finds it there (a kind's control_done
+ * reads a backend's "already loaded" or "not loaded" answer as done).
  *
  * The policy, re-decided at every change and once a second (the tick):
  *  - a request for a model that is not loaded waits in the model's line (queue/admission.c); with on_demand

@@ -24,6 +24,15 @@ static int vllm_unload(const lx_kind_ctx *ctx, const char *model, lx_kind_reques
                            lx_backend_conf_upstream(ctx->backend, model), NULL, NULL, NULL);
 }
 
+/* 400 "The lora adapter 'N' has already been loaded." for a load, 404 "... cannot be found." for an unload: the
+ * state wanted holds already. */
+static bool vllm_control_done(int status, lx_slice body, bool unload)
+{
+    if (status >= 200 && status < 300) return true;
+    if (unload) return status == 404;
+    return status == 400 && memmem(body.p, body.len, "already been loaded", 19) != NULL;
+}
+
 const lx_kind lx_kind_vllm = {
     .name = "vllm",
     .request = lx_openai_request,
@@ -33,4 +42,5 @@ const lx_kind lx_kind_vllm = {
     .parse_models = lx_openai_parse_models,
     .load = vllm_load,
     .unload = vllm_unload,
+    .control_done = vllm_control_done,
 };

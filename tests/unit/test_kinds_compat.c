@@ -196,6 +196,25 @@ static void test_kind_answers(void **state)
     assert_non_null(strstr(answer(lc, 500, "oops"), "upstream_error")); /* not JSON: the shared rules */
 }
 
+/* A load or unload answer that says the state wanted holds already counts as done; other refusals do not. */
+static void test_control_done(void **state)
+{
+    (void)state;
+    const lx_kind *v = lx_kind_get((lx_backend_kind)lx_kind_find("vllm"));
+    const lx_kind *l = lx_kind_get((lx_backend_kind)lx_kind_find("llamacpp"));
+    assert_true(v->control_done(200, LX_SLICE_LIT(""), false));
+    assert_true(
+        v->control_done(400, LX_SLICE_LIT("{\"message\":\"The lora adapter 'x' has already been loaded.\"}"), false));
+    assert_false(v->control_done(400, LX_SLICE_LIT("{\"message\":\"CUDA out of memory\"}"), false));
+    assert_true(v->control_done(404, LX_SLICE_LIT("cannot be found"), true));
+    assert_false(v->control_done(404, LX_SLICE_LIT("not found"), false));
+    assert_true(l->control_done(400, LX_SLICE_LIT("{\"error\":{\"message\":\"model is already running\"}}"), false));
+    assert_true(l->control_done(400, LX_SLICE_LIT("{\"error\":{\"message\":\"model is not running\"}}"), true));
+    assert_false(l->control_done(400, LX_SLICE_LIT("{\"error\":{\"message\":\"model is not running\"}}"), false));
+    assert_false(l->control_done(404, LX_SLICE_LIT("model is not found"), false));
+    assert_null(lx_kind_get((lx_backend_kind)lx_kind_find("ollama"))->control_done); /* a 2xx, always */
+}
+
 int main(void)
 {
     lx_buf_init(&got, 0);
@@ -206,6 +225,7 @@ int main(void)
         cmocka_unit_test(test_llamacpp_stream_timings),
         cmocka_unit_test(test_ollama_stream_usage),
         cmocka_unit_test(test_kind_answers),
+        cmocka_unit_test(test_control_done),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     lx_buf_free(&got);
