@@ -714,26 +714,15 @@ static const route vllm_routes[] = {
     {"/is_sleeping", "GET", sim_vllm_is_sleeping, NEED_SLEEP},
     {"/v1/load_lora_adapter", "POST", sim_vllm_load_lora, NEED_LORA},
     {"/v1/unload_lora_adapter", "POST", sim_vllm_unload_lora, NEED_LORA},
-    {"/sim/requests", "GET, DELETE", h_sim_requests, NEED_NONE},
-    {"/sim/stats", "GET", h_sim_stats, NEED_NONE},
-    {"/sim/control", "POST", h_sim_control, NEED_NONE},
     {NULL, NULL, NULL, NEED_NONE},
 };
 
 static const route ollama_routes[] = {
-    {"/v1/chat/completions", "POST", h_chat, NEED_NONE},
-    {"/v1/completions", "POST", h_completions, NEED_NONE},
-    {"/v1/embeddings", "POST", h_embeddings, NEED_NONE},
-    {"/v1/models", "GET", h_models_other, NEED_NONE},
-    {"/", "GET, HEAD", h_ollama_root, NEED_NONE},
-    {"/api/version", "GET, HEAD", h_ollama_version, NEED_NONE},
-    {"/api/tags", "GET, HEAD", h_ollama_tags, NEED_NONE},
-    {"/api/generate", "POST", sim_ollama_generate, NEED_NONE},
-    {"/api/ps", "GET, HEAD", sim_ollama_ps, NEED_NONE},
-    {"/sim/requests", "GET, DELETE", h_sim_requests, NEED_NONE},
-    {"/sim/stats", "GET", h_sim_stats, NEED_NONE},
-    {"/sim/control", "POST", h_sim_control, NEED_NONE},
-    {NULL, NULL, NULL, NEED_NONE},
+    {"/v1/chat/completions", "POST", h_chat, NEED_NONE},  {"/v1/completions", "POST", h_completions, NEED_NONE},
+    {"/v1/embeddings", "POST", h_embeddings, NEED_NONE},  {"/v1/models", "GET", h_models_other, NEED_NONE},
+    {"/", "GET, HEAD", h_ollama_root, NEED_NONE},         {"/api/version", "GET, HEAD", h_ollama_version, NEED_NONE},
+    {"/api/tags", "GET, HEAD", h_ollama_tags, NEED_NONE}, {"/api/generate", "POST", sim_ollama_generate, NEED_NONE},
+    {"/api/ps", "GET, HEAD", sim_ollama_ps, NEED_NONE},   {NULL, NULL, NULL, NEED_NONE},
 };
 
 static const route llamacpp_routes[] = {
@@ -745,22 +734,31 @@ static const route llamacpp_routes[] = {
     {"/models", "GET", sim_router_models, NEED_ROUTER},
     {"/models/load", "POST", sim_router_load, NEED_ROUTER},
     {"/models/unload", "POST", sim_router_unload, NEED_ROUTER},
-    {"/sim/requests", "GET, DELETE", h_sim_requests, NEED_NONE},
-    {"/sim/stats", "GET", h_sim_stats, NEED_NONE},
-    {"/sim/control", "POST", h_sim_control, NEED_NONE},
     {NULL, NULL, NULL, NEED_NONE},
 };
 
 static const route anthropic_routes[] = {
     {"/v1/messages", "POST", h_messages, NEED_NONE},
     {"/v1/models", "GET", sim_anthropic_models, NEED_NONE},
+    {NULL, NULL, NULL, NEED_NONE},
+};
+
+static const route *const route_tables[] = {vllm_routes, ollama_routes, llamacpp_routes, anthropic_routes};
+
+/* The simulator's own endpoints, whatever API it speaks. */
+static const route sim_routes[] = {
     {"/sim/requests", "GET, DELETE", h_sim_requests, NEED_NONE},
     {"/sim/stats", "GET", h_sim_stats, NEED_NONE},
     {"/sim/control", "POST", h_sim_control, NEED_NONE},
     {NULL, NULL, NULL, NEED_NONE},
 };
 
-static const route *const route_tables[] = {vllm_routes, ollama_routes, llamacpp_routes, anthropic_routes};
+static const route *find_route(const route *table, lx_slice path)
+{
+    for (const route *rt = table; rt->path; rt++)
+        if (lx_slice_eq(path, rt->path)) return rt;
+    return NULL;
+}
 
 /* llama.cpp listens before its model is loaded and answers 503 on every path meanwhile. */
 static bool still_loading(sim *s, lx_slice path)
@@ -799,17 +797,14 @@ static void on_request(lx_http_req *r, void *ud)
         return;
     }
     if (under_v1(path) && !sim_anthropic_authorized(s, r)) return;
-    for (const route *rt = route_tables[s->cfg.api]; rt->path; rt++) {
-        if (!lx_slice_eq(path, rt->path)) continue;
-        if (!route_on(s, rt->need))
-            reply_http_error(s, r, 404, NULL);
-        else if (method_allowed(rt, lx_http_req_method(r)))
-            rt->fn(s, r);
-        else
-            reply_http_error(s, r, 405, rt->methods);
-        return;
-    }
-    reply_http_error(s, r, 404, NULL);
+    const route *rt = find_route(route_tables[s->cfg.api], path);
+    if (rt == NULL) rt = find_route(sim_routes, path);
+    if (rt == NULL || !route_on(s, rt->need))
+        reply_http_error(s, r, 404, NULL);
+    else if (method_allowed(rt, lx_http_req_method(r)))
+        rt->fn(s, r);
+    else
+        reply_http_error(s, r, 405, rt->methods);
 }
 
 static void on_abort(lx_http_req *r, void *ud)
