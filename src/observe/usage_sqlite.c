@@ -331,13 +331,51 @@ static void read_failed(const lx_usage_store_opts *o, sqlite3 *db, char *err, si
     snprintf(err, errn, "cannot read the usage ledger %s: %s", o->db_path, sqlite3_errmsg(db));
 }
 
+/* Runs sql on db (a report's read-only handle, closed here), ?1 and ?2 bound to p1 and p2 (NULL: NULL), calling
+ * row once per result row. 0, or -1 with err set. */
+static int read_query(const lx_usage_store_opts *o, sqlite3 *db, const char *sql, const char *p1, const char *p2,
+                      void (*row)(sqlite3_stmt *st, void *ud), void *ud, char *err, size_t errn)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = -1, step = SQLITE_ERROR;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK) {
+        if (p1) sqlite3_bind_text(st, 1, p1, -1, SQLITE_STATIC);
+        if (p2) sqlite3_bind_text(st, 2, p2, -1, SQLITE_STATIC);
+        while ((step = sqlite3_step(st)) == SQLITE_ROW)
+            row(st, ud);
+    }
+    if (step == SQLITE_DONE)
+        rc = 0;
+    else
+        read_failed(o, db, err, errn);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return rc;
+}
+
+typedef struct {
+    lx_usage_line_fn fn;
+    void *ud;
+} line_sink;
+
+static void report_row(sqlite3_stmt *st, void *ud)
+{
+    const line_sink *k = ud;
+    const unsigned char *key = sqlite3_column_text(st, 0);
+    lx_usage_line l = {.key = key ? (const char *)key : "-",
+                       .requests = sqlite3_column_int64(st, 1),
+                       .prompt_tokens = sqlite3_column_int64(st, 2),
+                       .completion_tokens = sqlite3_column_int64(st, 3),
+                       .errors = sqlite3_column_int64(st, 4),
+                       .latency_ms_sum = sqlite3_column_double(st, 5)};
+    k->fn(k->ud, &l);
+}
+
 static int sq_report(const lx_usage_store_opts *o, const lx_usage_query *q, lx_usage_line_fn fn, void *ud, char *err,
                      size_t errn)
 {
-    sqlite3 *db = NULL;
-    sqlite3_stmt *st = NULL;
-    int rc = -1;
-    if ((db = open_read(o, err, errn)) == NULL) goto done;
+    sqlite3 *db = open_read(o, err, errn);
+    if (db == NULL) return -1;
     /* a version 1 file (not migrated yet, read-only here) has no gateway_id: its rows are all its own */
     const char *gw = user_version(db) == 1 ? "''" : "gateway_id";
     const char *keys[] = {"user", "model", "substr(time, 1, 10)", gw};
@@ -348,32 +386,8 @@ static int sq_report(const lx_usage_store_opts *o, const lx_usage_query *q, lx_u
              " FROM usage WHERE (?1 IS NULL OR time >= ?1) AND (?2 IS NULL OR %s = ?2)"
              " GROUP BY k ORDER BY %s",
              keys[q->by], gw, q->by == LX_USAGE_BY_DAY ? "k" : "COUNT(*) DESC, k");
-    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
-        read_failed(o, db, err, errn);
-        goto done;
-    }
-    if (q->since) sqlite3_bind_text(st, 1, q->since, -1, SQLITE_STATIC);
-    if (q->gateway) sqlite3_bind_text(st, 2, q->gateway, -1, SQLITE_STATIC);
-    int step;
-    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
-        const unsigned char *k = sqlite3_column_text(st, 0);
-        lx_usage_line l = {.key = k ? (const char *)k : "-",
-                           .requests = sqlite3_column_int64(st, 1),
-                           .prompt_tokens = sqlite3_column_int64(st, 2),
-                           .completion_tokens = sqlite3_column_int64(st, 3),
-                           .errors = sqlite3_column_int64(st, 4),
-                           .latency_ms_sum = sqlite3_column_double(st, 5)};
-        fn(ud, &l);
-    }
-    if (step != SQLITE_DONE) {
-        read_failed(o, db, err, errn);
-        goto done;
-    }
-    rc = 0;
-done:
-    sqlite3_finalize(st);
-    sqlite3_close(db);
-    return rc;
+    line_sink k = {fn, ud};
+    return read_query(o, db, sql, q->since, q->gateway, report_row, &k, err, errn);
 }
 
 /* ---------- feedback ---------- */
@@ -459,6 +473,25 @@ static int sq_feedback(void *db, const lx_usage_feedback *f, lx_usage_feedback_r
 
 /* ---------- `lexora experiments report` ---------- */
 
+typedef struct {
+    lx_usage_exp_fn fn;
+    void *ud;
+} exp_sink;
+
+static void experiment_row(sqlite3_stmt *st, void *ud)
+{
+    const exp_sink *k = ud;
+    lx_exp_row r = {.variant = (const char *)sqlite3_column_text(st, 0),
+                    .status = sqlite3_column_int(st, 1),
+                    .error = sqlite3_column_int(st, 2) != 0,
+                    .latency_ms = sqlite3_column_double(st, 3),
+                    .ttft_ms = sqlite3_column_double(st, 4),
+                    .tokens = (long)sqlite3_column_int64(st, 5),
+                    .has_feedback = sqlite3_column_type(st, 6) != SQLITE_NULL,
+                    .score = sqlite3_column_double(st, 6)};
+    k->fn(k->ud, &r);
+}
+
 static int sq_experiment_rows(const lx_usage_store_opts *o, const char *experiment, const char *since,
                               lx_usage_exp_fn fn, void *ud, char *err, size_t errn)
 {
@@ -468,40 +501,14 @@ static int sq_experiment_rows(const lx_usage_store_opts *o, const char *experime
         " ELSE u.prompt_tokens + COALESCE(u.completion_tokens, 0) END, f.score"
         " FROM usage u LEFT JOIN feedback f ON f.request_id = u.request_id"
         " WHERE u.experiment = ?1 AND u.variant IS NOT NULL AND (?2 IS NULL OR u.time >= ?2) ORDER BY u.id";
-    sqlite3 *db = NULL;
-    sqlite3_stmt *st = NULL;
-    int rc = -1;
-    if ((db = open_read(o, err, errn)) == NULL) goto done;
-    rc = 0;
-    if (user_version(db) < 3) goto done; /* written before experiments: none of its rows is in one */
-    rc = -1;
-    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
-        read_failed(o, db, err, errn);
-        goto done;
+    sqlite3 *db = open_read(o, err, errn);
+    if (db == NULL) return -1;
+    if (user_version(db) < 3) { /* written before experiments: none of its rows is in one */
+        sqlite3_close(db);
+        return 0;
     }
-    sqlite3_bind_text(st, 1, experiment, -1, SQLITE_STATIC);
-    if (since) sqlite3_bind_text(st, 2, since, -1, SQLITE_STATIC);
-    int step;
-    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
-        lx_exp_row r = {.variant = (const char *)sqlite3_column_text(st, 0),
-                        .status = sqlite3_column_int(st, 1),
-                        .error = sqlite3_column_int(st, 2) != 0,
-                        .latency_ms = sqlite3_column_double(st, 3),
-                        .ttft_ms = sqlite3_column_double(st, 4),
-                        .tokens = (long)sqlite3_column_int64(st, 5),
-                        .has_feedback = sqlite3_column_type(st, 6) != SQLITE_NULL,
-                        .score = sqlite3_column_double(st, 6)};
-        fn(ud, &r);
-    }
-    if (step != SQLITE_DONE) {
-        read_failed(o, db, err, errn);
-        goto done;
-    }
-    rc = 0;
-done:
-    sqlite3_finalize(st);
-    sqlite3_close(db);
-    return rc;
+    exp_sink k = {fn, ud};
+    return read_query(o, db, sql, experiment, since, experiment_row, &k, err, errn);
 }
 
 const lx_usage_backend lx_usage_sqlite = {
