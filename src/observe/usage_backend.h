@@ -63,15 +63,17 @@ typedef void (*lx_usage_line_fn)(void *ud, const lx_usage_line *l);
 typedef void (*lx_usage_exp_fn)(void *ud, const lx_exp_row *r);
 
 typedef struct {
-    const char *name;       /* "sqlite", "postgres" */
-    bool connect_in_writer; /* false: connected at start, on the loop thread (a local file: quick) */
-    size_t queue_rows;      /* rows that may wait (twice this while a batch is held for a retry) */
+    const char *name; /* "sqlite", "postgres" */
+    /* true: a network store, connected to and written by a writer thread so the loop never waits for it;
+     * false: a local file, connected to at start and written on the loop thread (writes that never wait) */
+    bool writer_thread;
+    size_t queue_rows; /* rows that may wait (twice this while a batch is held for a retry) */
     void *(*create)(const lx_usage_store_opts *o);
     /* Connects (if not connected) and creates or migrates the schema. Fills totals (this gateway's) when
      * it can read them. Returns LX_USAGE_WRITE_OK or a failure class, with err set. */
     int (*connect)(void *db, lx_usage_totals *totals, char *err, size_t errn);
-    /* Writes rows in one transaction with this gateway's totals, which it fills after the write; a row
-     * whose key is already in the ledger is not written again (nor counted). *written: rows new to it. */
+    /* Writes rows in one transaction with this gateway's totals, which it fills after the write. PostgreSQL:
+     * a row whose key is already in the ledger is not written again (nor counted). *written: rows new to it. */
     int (*write)(void *db, const lx_usage_row *rows, size_t n, lx_usage_totals *totals, size_t *written, char *err,
                  size_t errn);
     void (*disconnect)(void *db);

@@ -610,7 +610,7 @@ static int pg_experiment_rows(const lx_usage_store_opts *o, const char *experime
 
 const lx_usage_backend lx_usage_postgres = {
     .name = "postgres",
-    .connect_in_writer = true,
+    .writer_thread = true,
     .queue_rows = LX_USAGE_PG_QUEUE_ROWS,
     .create = pg_create,
     .connect = pg_connect,

@@ -1,31 +1,58 @@
 /*
  * The usage ledger's SQLite store (usage_backend.h): one file per gateway, WAL mode, the schema in
  * usage_store.h. An older file (version 1: before gateway_id; 2: before model_used, experiment, variant and
- * the feedback table) is migrated in the transaction that opens it.
+ * the feedback table; 3: with a unique index on the row key) is migrated in the transaction that opens it.
  *
- * Invariants: the handle and its statements belong to the thread that calls connect/write (the writer; never two
- * threads at once, so the handle is opened without SQLite's own mutexes, SQLITE_OPEN_NOMUTEX);
- * any failure closes the handle, so the next batch opens the file afresh (it may have been fixed or
- * replaced); a failed write is never retried here (LX_USAGE_WRITE_DROP): what made it fail (a
- * read-only file, a full disk) would most likely make the retry fail too.
+ * Written on the loop thread (usage_store.c), so nothing here waits: rows go in as multi-row INSERTs
+ * (MULTI_ROWS a statement, one step for all of them), the busy timeout is 0 (a file another writer holds
+ * is LX_USAGE_WRITE_RETRY: the rows are kept and tried again after a pause), and automatic checkpoints are
+ * off: the commit hook wakes the checkpointer, a thread with its own connection, once the WAL passes
+ * CKPT_PAGES, and it copies the WAL into the file (with the fsyncs) while the loop goes on committing.
+ *
+ * Invariants: the writer's handle and its statements belong to the thread that calls connect/write (never
+ * two threads at once, so the handle is opened without SQLite's own mutexes, SQLITE_OPEN_NOMUTEX); the
+ * checkpointer's handle is its own; any failure but a lock closes the handle (and stops the checkpointer),
+ * so the next batch opens the file afresh (it may have been fixed or replaced); a failed write is dropped
+ * (LX_USAGE_WRITE_DROP): what made it fail (a read-only file, a full disk) would most likely make the
+ * retry fail too. A commit SQLite reports has happened, and one it does not is rolled back, so no batch is
+ * ever written twice and the file needs no unique key.
  */
 #include <inttypes.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <uv.h>
 
 #include "observe/usage_backend.h"
+#include "utils/buf.h"
 #include "utils/common.h"
+
+#define ROW_PARAMS 19 /* the columns insert_cols names */
+#define MULTI_ROWS 32 /* rows per multi-row INSERT: one statement step for many rows */
+
+typedef struct {
+    char time[32], key[40];
+} row_text; /* a row's formatted values, alive until its statement has run */
+
+#define CKPT_PAGES 4096 /* WAL pages (4 KB) after which the checkpointer copies the WAL into the file */
 
 typedef struct {
     char *path;
     char gateway_id[LX_USAGE_GATEWAY_ID_MAX];
+    /* the checkpointer: a thread with its own connection, woken when the WAL has grown by CKPT_PAGES */
+    uv_thread_t ckpt_thread;
+    uv_mutex_t ckpt_mu;
+    uv_cond_t ckpt_cv;
+    bool ckpt_started, ckpt_wanted, ckpt_stop; /* under ckpt_mu */
     sqlite3 *db;
-    sqlite3_stmt *ins, *upd, *tot;
+    sqlite3_stmt *ins1, *insn, *upd, *tot; /* insert one row, MULTI_ROWS rows; totals */
+    row_text text[MULTI_ROWS];
+    int64_t time_sec; /* time_head holds this second, formatted */
+    char time_head[24];
 } sq;
 
-#define SCHEMA_VERSION 3
+#define SCHEMA_VERSION 4
 
 static const char create_sql[] = "CREATE TABLE usage ("
                                  " id INTEGER PRIMARY KEY,"
@@ -50,6 +77,10 @@ static const char create_sql[] = "CREATE TABLE usage ("
                                  " variant TEXT);"
                                  "CREATE INDEX usage_time ON usage(time);";
 
+/* version 3 → 4: no unique index on (gateway_id, row_key). SQLite never sends a batch twice (a failed write
+ * is dropped, never retried), so the index only cost every insert a fourth B-tree. */
+static const char migrate_v3_sql[] = "DROP INDEX IF EXISTS usage_key;";
+
 /* version 2 → 3: what answered, the experiment and its variant; feedback. */
 static const char migrate_v2_sql[] = "ALTER TABLE usage ADD COLUMN model_used TEXT;"
                                      "ALTER TABLE usage ADD COLUMN experiment TEXT;"
@@ -60,7 +91,6 @@ static const char migrate_v1_sql[] = "ALTER TABLE usage ADD COLUMN gateway_id TE
                                      "ALTER TABLE usage ADD COLUMN row_key TEXT;";
 
 static const char common_sql[] =
-    "CREATE UNIQUE INDEX IF NOT EXISTS usage_key ON usage(gateway_id, row_key);"
     "CREATE TABLE IF NOT EXISTS ledger_totals ("
     " id INTEGER PRIMARY KEY CHECK (id = 1),"
     " began TEXT NOT NULL,"
@@ -80,13 +110,12 @@ static const char common_sql[] =
     " score REAL NOT NULL,"
     " comment TEXT,"
     " gateway_id TEXT NOT NULL);"
-    "PRAGMA user_version = 3;";
+    "PRAGMA user_version = 4;";
 
-static const char insert_sql[] =
+static const char insert_cols[] =
     "INSERT INTO usage (time, request_id, user, model, backend, priority, status, error_code, prompt_tokens,"
     " completion_tokens, queue_wait_ms, ttft_ms, latency_ms, stream, gateway_id, row_key, model_used, experiment,"
-    " variant) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"
-    " ON CONFLICT (gateway_id, row_key) DO NOTHING";
+    " variant) VALUES ";
 
 static const char update_sql[] =
     "UPDATE ledger_totals SET requests = requests + ?1, prompt_tokens = prompt_tokens + ?2,"
@@ -100,17 +129,75 @@ static void *sq_create(const lx_usage_store_opts *o)
     sq *s = lx_xcalloc(1, sizeof *s);
     s->path = lx_xstrdup(o->db_path);
     snprintf(s->gateway_id, sizeof s->gateway_id, "%s", o->gateway_id);
+    uv_mutex_init(&s->ckpt_mu);
+    uv_cond_init(&s->ckpt_cv);
     return s;
+}
+
+/* ---------- the checkpointer ---------- */
+
+/* Copies what the WAL holds into the database file and fsyncs both (a PASSIVE checkpoint: it never waits for
+ * the writer, which goes on committing; the writer starts the WAL over once a checkpoint has caught up). */
+static void ckpt_main(void *arg)
+{
+    sq *s = arg;
+    sqlite3 *db = NULL;
+    /* a connection sees the WAL once it has read the file: the pragma (a no-op here) makes it */
+    if (sqlite3_open_v2(s->path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK ||
+        sqlite3_exec(db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL) != SQLITE_OK) {
+        sqlite3_close(db);
+        db = NULL; /* the writer's next failure reopens everything */
+    }
+    uv_mutex_lock(&s->ckpt_mu);
+    for (;;) {
+        while (!s->ckpt_wanted && !s->ckpt_stop)
+            uv_cond_wait(&s->ckpt_cv, &s->ckpt_mu);
+        if (s->ckpt_stop) break;
+        s->ckpt_wanted = false;
+        uv_mutex_unlock(&s->ckpt_mu);
+        if (db) sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        uv_mutex_lock(&s->ckpt_mu);
+    }
+    uv_mutex_unlock(&s->ckpt_mu);
+    sqlite3_close(db);
+}
+
+/* The writer's commit hook: the WAL holds `pages` pages. */
+static int on_commit(void *arg, sqlite3 *db, const char *name, int pages)
+{
+    (void)db;
+    (void)name;
+    sq *s = arg;
+    if (pages < CKPT_PAGES) return SQLITE_OK;
+    uv_mutex_lock(&s->ckpt_mu);
+    if (!s->ckpt_started) s->ckpt_started = uv_thread_create(&s->ckpt_thread, ckpt_main, s) == 0;
+    s->ckpt_wanted = true;
+    uv_cond_signal(&s->ckpt_cv);
+    uv_mutex_unlock(&s->ckpt_mu);
+    return SQLITE_OK;
+}
+
+static void ckpt_stop(sq *s)
+{
+    uv_mutex_lock(&s->ckpt_mu);
+    bool started = s->ckpt_started;
+    s->ckpt_stop = true;
+    uv_cond_signal(&s->ckpt_cv);
+    uv_mutex_unlock(&s->ckpt_mu);
+    if (started) uv_thread_join(&s->ckpt_thread);
+    s->ckpt_started = s->ckpt_wanted = s->ckpt_stop = false;
 }
 
 static void sq_disconnect(void *db)
 {
     sq *s = db;
-    sqlite3_finalize(s->ins);
+    ckpt_stop(s); /* then closing the last connection checkpoints what is left */
+    sqlite3_finalize(s->ins1);
+    sqlite3_finalize(s->insn);
     sqlite3_finalize(s->upd);
     sqlite3_finalize(s->tot);
     sqlite3_close(s->db);
-    s->ins = s->upd = s->tot = NULL;
+    s->ins1 = s->insn = s->upd = s->tot = NULL;
     s->db = NULL;
 }
 
@@ -118,14 +205,19 @@ static void sq_destroy(void *db)
 {
     sq *s = db;
     sq_disconnect(s);
+    uv_mutex_destroy(&s->ckpt_mu);
+    uv_cond_destroy(&s->ckpt_cv);
     free(s->path);
     free(s);
 }
 
+/* Sets err; the file locked by another writer (a second gateway, a `sqlite3` shell) is worth a retry, after a
+ * pause: the loop never waits for a lock (busy timeout 0). Anything else drops the batch. */
 static int fail(sq *s, char *err, size_t errn, const char *what, const char *msg)
 {
     snprintf(err, errn, "%s: %s", what, msg ? msg : (s->db ? sqlite3_errmsg(s->db) : "out of memory"));
-    return LX_USAGE_WRITE_DROP;
+    int code = s->db ? sqlite3_errcode(s->db) & 0xff : SQLITE_OK;
+    return code == SQLITE_BUSY || code == SQLITE_LOCKED ? LX_USAGE_WRITE_RETRY : LX_USAGE_WRITE_DROP;
 }
 
 static int read_totals(sq *s, lx_usage_totals *t)
@@ -172,7 +264,21 @@ static int migrate(sq *s, char **msg)
         if (rc != SQLITE_OK) return -1;
     }
     if ((v == 1 || v == 2) && sqlite3_exec(s->db, migrate_v2_sql, NULL, NULL, msg) != SQLITE_OK) return -1;
+    if (v >= 1 && v <= 3 && sqlite3_exec(s->db, migrate_v3_sql, NULL, NULL, msg) != SQLITE_OK) return -1;
     return sqlite3_exec(s->db, common_sql, NULL, NULL, msg) == SQLITE_OK ? 0 : -1;
+}
+
+/* INSERT of `rows` rows, each ROW_PARAMS anonymous parameters (numbered in order). */
+static int prepare_insert(sqlite3 *db, int rows, sqlite3_stmt **out)
+{
+    static const char one[] = "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?),";
+    lx_buf sql = {0};
+    lx_buf_append_str(&sql, insert_cols);
+    for (int i = 0; i < rows; i++)
+        lx_buf_append(&sql, one, sizeof one - (i == rows - 1 ? 2 : 1)); /* the last without its comma */
+    int rc = sqlite3_prepare_v2(db, sql.p, (int)sql.len, out, NULL);
+    lx_buf_free(&sql);
+    return rc;
 }
 
 static int sq_connect(void *db, lx_usage_totals *totals, char *err, size_t errn)
@@ -182,79 +288,118 @@ static int sq_connect(void *db, lx_usage_totals *totals, char *err, size_t errn)
     int rc = sqlite3_open_v2(s->path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) {
         snprintf(err, errn, "cannot open: %s", s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
+        rc = LX_USAGE_WRITE_DROP;
         goto fail;
     }
-    sqlite3_busy_timeout(s->db, 5000);
     char *msg = NULL;
-    /* journal_mode=WAL may be refused (a read-only file): the schema step then reports the real error */
-    sqlite3_exec(s->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", NULL, NULL, NULL);
+    /* journal_mode=WAL may be refused (a read-only file): the schema step then reports the real error.
+     * Checkpoints (which fsync) are the checkpointer thread's, not the loop's. */
+    sqlite3_exec(s->db,
+                 "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA wal_autocheckpoint=0;"
+                 " PRAGMA journal_size_limit=67108864;",
+                 NULL, NULL, NULL);
     if (sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, &msg) != SQLITE_OK || migrate(s, &msg) != 0 ||
         sqlite3_exec(s->db, "COMMIT", NULL, NULL, &msg) != SQLITE_OK) {
-        fail(s, err, errn, "cannot write", msg);
+        rc = fail(s, err, errn, "cannot write", msg);
         sqlite3_free(msg);
         sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
         read_totals(s, totals); /* an existing ledger we cannot write: its totals are still worth showing */
         goto fail;
     }
-    if (sqlite3_prepare_v2(s->db, insert_sql, -1, &s->ins, NULL) != SQLITE_OK ||
+    if (prepare_insert(s->db, 1, &s->ins1) != SQLITE_OK || prepare_insert(s->db, MULTI_ROWS, &s->insn) != SQLITE_OK ||
         sqlite3_prepare_v2(s->db, update_sql, -1, &s->upd, NULL) != SQLITE_OK) {
-        fail(s, err, errn, "cannot prepare", NULL);
+        rc = fail(s, err, errn, "cannot prepare", NULL);
         goto fail;
     }
     read_totals(s, totals);
+    sqlite3_wal_hook(s->db, on_commit, s);
     return LX_USAGE_WRITE_OK;
 fail:
     sq_disconnect(s);
-    return LX_USAGE_WRITE_DROP;
+    return rc;
 }
 
-static void bind_text_or_null(sqlite3_stmt *q, int i, const char *v)
+/* The row's time as ISO 8601 with milliseconds; the seconds are formatted once per second (rows come in
+ * time order). */
+static void format_time(sq *s, char out[32], int64_t ms)
 {
-    if (v[0])
+    int64_t sec = ms / 1000;
+    if (sec != s->time_sec || s->time_head[0] == '\0') {
+        char full[32];
+        lx_usage_iso_ms(full, sec * 1000);
+        memcpy(s->time_head, full, 19); /* 2025-06-01T09:30:12 */
+        s->time_head[19] = '\0';
+        s->time_sec = sec;
+    }
+    int m = (int)(ms % 1000);
+    memcpy(out, s->time_head, 19);
+    out[19] = '.';
+    out[20] = (char)('0' + m / 100);
+    out[21] = (char)('0' + m / 10 % 10);
+    out[22] = (char)('0' + m % 10);
+    out[23] = 'Z';
+    out[24] = '\0';
+}
+
+static void bind_text(sqlite3_stmt *q, int i, const char *v, bool null_if_empty)
+{
+    if (v[0] || !null_if_empty)
         sqlite3_bind_text(q, i, v, -1, SQLITE_STATIC);
     else
         sqlite3_bind_null(q, i);
 }
 
-static int insert_row(sq *s, const lx_usage_row *r, bool *added)
+static void bind_count(sqlite3_stmt *q, int i, int64_t v)
 {
-    char ts[32], key[40];
-    lx_usage_iso_ms(ts, r->time_ms);
-    lx_usage_row_key(key, r);
-    sqlite3_stmt *q = s->ins;
-    sqlite3_bind_text(q, 1, ts, -1, SQLITE_STATIC);
-    sqlite3_bind_text(q, 2, r->request_id, -1, SQLITE_STATIC);
-    sqlite3_bind_text(q, 3, r->user, -1, SQLITE_STATIC);
-    sqlite3_bind_text(q, 4, r->model, -1, SQLITE_STATIC);
-    bind_text_or_null(q, 5, r->backend);
-    bind_text_or_null(q, 6, r->priority);
-    sqlite3_bind_int(q, 7, r->status);
-    bind_text_or_null(q, 8, r->error_code);
-    if (r->prompt_tokens >= 0)
-        sqlite3_bind_int64(q, 9, r->prompt_tokens);
+    if (v >= 0)
+        sqlite3_bind_int64(q, i, v);
     else
-        sqlite3_bind_null(q, 9);
-    if (r->completion_tokens >= 0)
-        sqlite3_bind_int64(q, 10, r->completion_tokens);
-    else
-        sqlite3_bind_null(q, 10);
-    sqlite3_bind_double(q, 11, r->queue_wait_ms);
+        sqlite3_bind_null(q, i);
+}
+
+/* Binds row r to the parameters after `base`; its formatted values go to t, which must outlive the step. */
+static void bind_row(sq *s, sqlite3_stmt *q, int base, const lx_usage_row *r, row_text *t)
+{
+    format_time(s, t->time, r->time_ms);
+    lx_usage_row_key(t->key, r);
+    bind_text(q, base + 1, t->time, false);
+    bind_text(q, base + 2, r->request_id, false);
+    bind_text(q, base + 3, r->user, false);
+    bind_text(q, base + 4, r->model, false);
+    bind_text(q, base + 5, r->backend, true);
+    bind_text(q, base + 6, r->priority, true);
+    sqlite3_bind_int(q, base + 7, r->status);
+    bind_text(q, base + 8, r->error_code, true);
+    bind_count(q, base + 9, r->prompt_tokens);
+    bind_count(q, base + 10, r->completion_tokens);
+    sqlite3_bind_double(q, base + 11, r->queue_wait_ms);
     if (r->ttft_ms >= 0)
-        sqlite3_bind_double(q, 12, r->ttft_ms);
+        sqlite3_bind_double(q, base + 12, r->ttft_ms);
     else
-        sqlite3_bind_null(q, 12);
-    sqlite3_bind_double(q, 13, r->latency_ms);
-    sqlite3_bind_int(q, 14, r->stream);
-    sqlite3_bind_text(q, 15, s->gateway_id, -1, SQLITE_STATIC);
-    sqlite3_bind_text(q, 16, key, -1, SQLITE_STATIC);
-    bind_text_or_null(q, 17, r->model_used);
-    bind_text_or_null(q, 18, r->experiment);
-    bind_text_or_null(q, 19, r->variant);
-    int rc = sqlite3_step(q);
-    *added = rc == SQLITE_DONE && sqlite3_changes(s->db) == 1;
-    sqlite3_reset(q);
-    sqlite3_clear_bindings(q);
-    return rc == SQLITE_DONE ? 0 : -1;
+        sqlite3_bind_null(q, base + 12);
+    sqlite3_bind_double(q, base + 13, r->latency_ms);
+    sqlite3_bind_int(q, base + 14, r->stream);
+    bind_text(q, base + 15, s->gateway_id, false);
+    bind_text(q, base + 16, t->key, false);
+    bind_text(q, base + 17, r->model_used, true);
+    bind_text(q, base + 18, r->experiment, true);
+    bind_text(q, base + 19, r->variant, true);
+}
+
+/* Inserts the n rows, MULTI_ROWS to a statement while that many are left, then one at a time. */
+static int insert_rows(sq *s, const lx_usage_row *rows, size_t n)
+{
+    for (size_t i = 0; i < n;) {
+        size_t k = n - i >= MULTI_ROWS ? MULTI_ROWS : 1;
+        sqlite3_stmt *q = k > 1 ? s->insn : s->ins1;
+        for (size_t j = 0; j < k; j++)
+            bind_row(s, q, (int)j * ROW_PARAMS, &rows[i + j], &s->text[j]);
+        int rc = sqlite3_step(q);
+        sqlite3_reset(q);
+        if (rc != SQLITE_DONE) return -1;
+        i += k;
+    }
+    return 0;
 }
 
 static int sq_write(void *db, const lx_usage_row *rows, size_t n, lx_usage_totals *totals, size_t *written, char *err,
@@ -265,20 +410,18 @@ static int sq_write(void *db, const lx_usage_row *rows, size_t n, lx_usage_total
     if (rc != LX_USAGE_WRITE_OK) return rc;
     char *msg = NULL;
     if (sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, &msg) != SQLITE_OK) {
-        fail(s, err, errn, "cannot begin", msg);
+        rc = fail(s, err, errn, "cannot begin", msg);
         sqlite3_free(msg);
+        if (rc == LX_USAGE_WRITE_RETRY) return rc; /* locked by another writer: the handle stays open */
         goto fail;
     }
-    int64_t added = 0, pt = 0, ct = 0, errors = 0;
+    if (insert_rows(s, rows, n) != 0) {
+        rc = fail(s, err, errn, "cannot insert", NULL);
+        goto rollback;
+    }
+    int64_t added = (int64_t)n, pt = 0, ct = 0, errors = 0;
     for (size_t i = 0; i < n; i++) {
         const lx_usage_row *r = &rows[i];
-        bool is_new;
-        if (insert_row(s, r, &is_new) != 0) {
-            fail(s, err, errn, "cannot insert", NULL);
-            goto rollback;
-        }
-        if (!is_new) continue;
-        added++;
         pt += r->prompt_tokens > 0 ? r->prompt_tokens : 0;
         ct += r->completion_tokens > 0 ? r->completion_tokens : 0;
         errors += lx_usage_row_is_error(r);
@@ -290,15 +433,15 @@ static int sq_write(void *db, const lx_usage_row *rows, size_t n, lx_usage_total
     int step = sqlite3_step(s->upd);
     sqlite3_reset(s->upd);
     if (step != SQLITE_DONE) {
-        fail(s, err, errn, "cannot update totals", NULL);
+        rc = fail(s, err, errn, "cannot update totals", NULL);
         goto rollback;
     }
     if (read_totals(s, totals) != 0) {
-        fail(s, err, errn, "cannot read totals", NULL);
+        rc = fail(s, err, errn, "cannot read totals", NULL);
         goto rollback;
     }
     if (sqlite3_exec(s->db, "COMMIT", NULL, NULL, &msg) != SQLITE_OK) {
-        fail(s, err, errn, "cannot commit", msg);
+        rc = fail(s, err, errn, "cannot commit", msg);
         sqlite3_free(msg);
         goto rollback;
     }
@@ -308,7 +451,7 @@ rollback:
     sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
 fail:
     sq_disconnect(s); /* open afresh next time: the file may have been fixed or replaced */
-    return LX_USAGE_WRITE_DROP;
+    return rc;
 }
 
 /* ---------- `lexora usage` ---------- */
@@ -450,25 +593,25 @@ static int sq_feedback(void *db, const lx_usage_feedback *f, lx_usage_feedback_r
     if (rc != LX_USAGE_WRITE_OK) return rc;
     char *msg = NULL;
     if (sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, &msg) != SQLITE_OK) {
-        fail(s, err, errn, "cannot begin", msg);
+        rc = fail(s, err, errn, "cannot begin", msg);
         sqlite3_free(msg);
-        sq_disconnect(s);
-        return LX_USAGE_WRITE_DROP;
+        if (rc != LX_USAGE_WRITE_RETRY) sq_disconnect(s);
+        return rc;
     }
     if (store_feedback(s, f, out) != 0) {
-        fail(s, err, errn, "cannot store feedback", NULL);
-        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
-        sq_disconnect(s);
-        return LX_USAGE_WRITE_DROP;
+        rc = fail(s, err, errn, "cannot store feedback", NULL);
+        goto rollback;
     }
     if (sqlite3_exec(s->db, "COMMIT", NULL, NULL, &msg) != SQLITE_OK) {
-        fail(s, err, errn, "cannot commit", msg);
+        rc = fail(s, err, errn, "cannot commit", msg);
         sqlite3_free(msg);
-        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
-        sq_disconnect(s);
-        return LX_USAGE_WRITE_DROP;
+        goto rollback;
     }
     return LX_USAGE_WRITE_OK;
+rollback:
+    sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+    sq_disconnect(s);
+    return rc;
 }
 
 /* ---------- `lexora experiments report` ---------- */
@@ -513,6 +656,7 @@ static int sq_experiment_rows(const lx_usage_store_opts *o, const char *experime
 
 const lx_usage_backend lx_usage_sqlite = {
     .name = "sqlite",
+    .writer_thread = false,
     .queue_rows = LX_USAGE_QUEUE_ROWS,
     .create = sq_create,
     .connect = sq_connect,

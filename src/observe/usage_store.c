@@ -1,6 +1,12 @@
 /*
  * The usage ledger (see usage_store.h for what it promises; usage_backend.h for the stores).
  *
+ * A store written on the loop (SQLite: backend writer_thread false): `active` is written by loop_write when
+ * LOOP_FLUSH_ROWS wait or when the tick (LX_USAGE_BATCH_MS after the batch's first row) fires; rows the store
+ * could not take for now stay in `active` and the tick tries again after a growing pause. Feedback runs on
+ * the loop from the uv_async_t, after the rows waiting are written. The rest of this comment is about a
+ * store with a writer thread (PostgreSQL).
+ *
  * Two row arrays of the store's queue_rows: the loop thread fills `active` under the mutex; the writer
  * swaps it with `spare` (also under the mutex) and writes the taken rows without holding it, so the
  * loop never waits for a store. A batch the store could not take for now (LX_USAGE_WRITE_RETRY) stays
@@ -30,7 +36,8 @@
 #include "utils/id.h"
 
 #define FLUSH_ROWS        (LX_USAGE_QUEUE_ROWS / 4) /* this many waiting: written without waiting for the interval */
-#define QUEUE_FULL_LOG_NS (60 * 1000000000ull)      /* "rows lost, queue full" at most once a minute */
+#define LOOP_FLUSH_ROWS   256 /* written on the loop: this many at a time keeps each write short (~0.5 ms) */
+#define QUEUE_FULL_LOG_NS (60 * 1000000000ull) /* "rows lost, queue full" at most once a minute */
 
 typedef struct usage_job {
     lx_usage_feedback f;
@@ -44,6 +51,7 @@ struct lx_usage_store {
     char *path; /* what the logs and /stats call it: the file, or the URL without its password */
     uv_loop_t *loop;
     uv_async_t async;
+    uv_timer_t tick; /* a store written on the loop: the batch interval, and the pause before a retry */
     uv_thread_t thread;
     bool thread_started;
     uv_mutex_t mu;
@@ -66,6 +74,7 @@ struct lx_usage_store {
     usage_job *jobs, *done; /* feedback waiting for the writer; feedback run, waiting for the loop */
 
     /* loop thread only */
+    uint64_t pause_ms; /* a store written on the loop: the pause before the next retry */
     bool logged_failing;
     uint64_t queue_full_logged_ns; /* 0: not logged yet */
     uint64_t lost_at_failure;
@@ -213,7 +222,7 @@ static void writer_main(void *arg)
     lx_usage_store *st = arg;
     char err[256];
     uint64_t pause_ms = LX_USAGE_RETRY_MIN_MS, retry_at = 0;
-    if (st->be->connect_in_writer) first_connect(st);
+    if (st->be->writer_thread) first_connect(st);
     uv_mutex_lock(&st->mu);
     for (;;) {
         size_t n, written = 0;
@@ -243,6 +252,39 @@ static void writer_main(void *arg)
     uv_mutex_unlock(&st->mu);
     st->be->disconnect(st->db);
 }
+
+/* ---------- a store written on the loop thread ---------- */
+
+static void on_tick(uv_timer_t *t);
+
+/* Writes the rows waiting, if any. Rows the store could not take for now stay and are tried again after a
+ * pause (the tick), new rows queuing behind them. */
+static void loop_write(lx_usage_store *st)
+{
+    uv_mutex_lock(&st->mu);
+    size_t n = st->n_active;
+    uv_mutex_unlock(&st->mu);
+    if (n == 0) return;
+    char err[256] = "";
+    size_t written = 0;
+    lx_usage_totals t = {0};
+    int rc = st->be->write(st->db, st->active, n, &t, &written, err, sizeof err);
+    uv_mutex_lock(&st->mu);
+    account(st, rc, n, &t);
+    bool keep = rc == LX_USAGE_WRITE_RETRY && !st->stop;
+    if (!keep) st->n_active = 0; /* nothing was added meanwhile: this is the thread that adds */
+    uv_mutex_unlock(&st->mu);
+    set_state(st, rc, err);
+    uv_timer_stop(&st->tick);
+    if (keep) {
+        uv_timer_start(&st->tick, on_tick, st->pause_ms, 0);
+        st->pause_ms = LX_MIN(st->pause_ms * 2, (uint64_t)LX_USAGE_RETRY_MAX_MS);
+    } else {
+        st->pause_ms = LX_USAGE_RETRY_MIN_MS;
+    }
+}
+
+static void on_tick(uv_timer_t *t) { loop_write(t->data); }
 
 /* ---------- loop side ---------- */
 
@@ -297,8 +339,15 @@ static void deliver(lx_usage_store *st)
 
 static void on_async(uv_async_t *h)
 {
-    report(h->data);
-    deliver(h->data);
+    lx_usage_store *st = h->data;
+    if (!st->be->writer_thread && st->jobs) { /* feedback: the rows before it first, so its request is found */
+        loop_write(st);
+        uv_mutex_lock(&st->mu);
+        run_jobs(st);
+        uv_mutex_unlock(&st->mu);
+    }
+    report(st);
+    deliver(st);
 }
 
 void lx_usage_store_feedback(lx_usage_store *st, const lx_usage_feedback *f, lx_usage_feedback_cb cb, void *ud)
@@ -312,6 +361,7 @@ void lx_usage_store_feedback(lx_usage_store *st, const lx_usage_feedback *f, lx_
     st->jobs = j;
     uv_cond_signal(&st->cv);
     uv_mutex_unlock(&st->mu);
+    if (!st->be->writer_thread) uv_async_send(&st->async); /* run on the loop, not inside the caller */
 }
 
 static uint64_t draw_run_id(void)
@@ -343,20 +393,25 @@ lx_usage_store *lx_usage_store_start(uv_loop_t *loop, const lx_usage_store_opts 
     uv_async_init(loop, &st->async, on_async);
     st->async.data = st;
     uv_unref((uv_handle_t *)&st->async);
+    uv_timer_init(loop, &st->tick);
+    st->tick.data = st;
+    uv_unref((uv_handle_t *)&st->tick);
+    st->pause_ms = LX_USAGE_RETRY_MIN_MS;
     st->db = st->be->create(&opts);
 
     char err[256] = "";
-    int rc = st->be->connect_in_writer ? LX_USAGE_WRITE_OK : st->be->connect(st->db, &st->totals, err, sizeof err);
-    st->writable = rc == LX_USAGE_WRITE_OK && !st->be->connect_in_writer; /* not before it is connected */
+    int rc = st->be->writer_thread ? LX_USAGE_WRITE_OK : st->be->connect(st->db, &st->totals, err, sizeof err);
+    st->writable = rc == LX_USAGE_WRITE_OK && !st->be->writer_thread; /* not before it is connected */
     st->failing = rc != LX_USAGE_WRITE_OK;
     st->waiting = rc == LX_USAGE_WRITE_RETRY;
     if (rc != LX_USAGE_WRITE_OK) snprintf(st->last_error, sizeof st->last_error, "%s", err);
     report(st);
-    if (rc == LX_USAGE_WRITE_OK && !st->be->connect_in_writer)
+    if (rc == LX_USAGE_WRITE_OK && !st->be->writer_thread)
         LX_INFO(NULL, "usage ledger %s: %" PRIu64 " requests since %s", st->path, st->totals.requests,
                 st->totals.began);
-    else if (st->be->connect_in_writer)
+    else if (st->be->writer_thread)
         LX_INFO(NULL, "usage ledger %s (%s): gateway %s", st->path, st->be->name, opts.gateway_id);
+    if (!st->be->writer_thread) return st;
     if (uv_thread_create(&st->thread, writer_main, st) != 0) {
         LX_ERROR(NULL, "usage ledger %s: cannot start its writer thread", st->path);
         lx_usage_store_close(st);
@@ -394,7 +449,13 @@ void lx_usage_store_close(lx_usage_store *st)
         uv_thread_join(&st->thread); /* the writer writes what is waiting, and runs the feedback, first */
         report(st);
         deliver(st);
+    } else if (!st->be->writer_thread) {
+        st->stop = true;
+        loop_write(st);
+        on_async(&st->async); /* the feedback run and answered */
+        st->be->disconnect(st->db);
     }
+    uv_close((uv_handle_t *)&st->tick, NULL);
     uv_close((uv_handle_t *)&st->async, on_closed);
 }
 
@@ -450,6 +511,15 @@ void lx_usage_store_add(lx_usage_store *st, const lx_access_rec *rec)
     r->ttft_ms = rec->ttft_ms;
     r->latency_ms = rec->latency_ms;
     r->stream = rec->stream;
+    if (!st->be->writer_thread) {
+        bool first = st->n_active++ == 0, write_now = st->n_active >= LOOP_FLUSH_ROWS && !(st->failing && st->waiting);
+        uv_mutex_unlock(&st->mu);
+        if (write_now)
+            loop_write(st);
+        else if (first && !uv_is_active((uv_handle_t *)&st->tick))
+            uv_timer_start(&st->tick, on_tick, LX_USAGE_BATCH_MS, 0);
+        return;
+    }
     if (st->n_active++ == 0) {
         st->first_row_ns = lx_now_ns();
         uv_cond_signal(&st->cv);

@@ -4,9 +4,16 @@
  * one database that several gateways share). The stores are two implementations of usage_backend.h;
  * this module owns what they share: the queue, the writer thread, the counters and the logging.
  *
- * The loop thread copies each row (fixed-size, no allocation) into a bounded in-memory batch under a
- * mutex; a writer thread takes the whole batch (a pointer swap) every LX_USAGE_BATCH_MS and writes it
- * in one transaction, together with the gateway's running totals. A request never waits for a store.
+ * The loop thread copies each row (fixed-size, no allocation) into a bounded in-memory batch. Each batch is
+ * written in one transaction, together with the gateway's running totals, LX_USAGE_BATCH_MS after its first
+ * row or sooner when many wait. A request never waits for a store.
+ *
+ * SQLite is written on the loop thread itself (256 rows at most per write, ~0.4 ms): the writes go to the
+ * OS's page cache and never wait, neither for a disk (no fsync: the SQLite store's own checkpointer thread
+ * does those) nor for a lock (busy timeout 0: a file another writer holds is tried again after a pause).
+ * A second busy thread would cost more than the writing: on a machine with few cores it takes the loop
+ * thread's core from time to time (bench/README.md). PostgreSQL, reached over a network, is written by a
+ * writer thread, which takes the whole batch (a pointer swap under the mutex the loop adds rows under).
  *
  * SQLite: WAL mode with synchronous=NORMAL: a committed transaction is in the WAL file (the OS's page
  * cache) at once, so it survives the process being killed (kill -9); only an OS crash or power loss
@@ -15,10 +22,10 @@
  *
  * Failure never reaches the requests. A batch the store refuses (a read-only or corrupt SQLite file,
  * a disk full, a statement PostgreSQL rejects) is dropped and its rows counted as lost
- * ("write_failed"). A batch PostgreSQL could not take because it is away (down, restarting, the
- * connection lost or timed out) is kept and sent again, with a growing pause (LX_USAGE_RETRY_MIN_MS ..
- * LX_USAGE_RETRY_MAX_MS), until it is written; meanwhile new rows wait in the queue. Rows that find the
- * queue full (LX_USAGE_QUEUE_ROWS waiting, LX_USAGE_PG_QUEUE_ROWS for PostgreSQL) are lost as
+ * ("write_failed"). A batch the store could not take for now (PostgreSQL away: down, restarting, the
+ * connection lost or timed out; the SQLite file locked by another writer) is kept and sent again, with a growing pause
+ * (LX_USAGE_RETRY_MIN_MS .. LX_USAGE_RETRY_MAX_MS), until it is written; meanwhile new rows wait in the queue. Rows
+ * that find the queue full (LX_USAGE_QUEUE_ROWS waiting, LX_USAGE_PG_QUEUE_ROWS for PostgreSQL) are lost as
  * "queue_full" (LX_USAGE_QUEUE_ROWS / 4 waiting are written at once, without waiting for the interval,
  * so that takes a store far slower than the traffic). So at most twice the queue waits in memory (a row
  * is under 800 bytes: 6 MB for SQLite, 25 MB for PostgreSQL, pages touched only as rows wait). At stop,
@@ -26,27 +33,28 @@
  * the recovery (WARNING), from the loop thread; a full queue is logged at most once a minute.
  *
  * Exactly once: every row carries a key of its writer (a random run id drawn at start and a sequence
- * number), unique per gateway in the store (UNIQUE (gateway_id, row_key), ON CONFLICT DO NOTHING in
- * PostgreSQL); a batch sent again after an ambiguous failure (the commit reached the server, its
- * answer did not reach us) is therefore not counted twice, and the totals count only the rows that
- * were new. Request ids are not the key: a client's X-Request-Id may repeat.
+ * number). In PostgreSQL it is unique per gateway (UNIQUE (gateway_id, row_key), ON CONFLICT DO NOTHING):
+ * a batch sent again after an ambiguous failure (the commit reached the server, its answer did not reach
+ * us) is therefore not counted twice, and the totals count only the rows that were new. SQLite's answer is
+ * never ambiguous (a failed commit is rolled back), so its file has no such index. Request ids are not the
+ * key: a client's X-Request-Id may repeat.
  *
- * SQLite schema (PRAGMA user_version = 2; a version 1 file is migrated at open: gateway_id and row_key
- * are added, its rows get this gateway's id):
+ * SQLite schema (PRAGMA user_version = 4; an older file is migrated at open; see README.md for the columns
+ * added since version 1):
  *   usage(id INTEGER PRIMARY KEY, time TEXT -- ISO 8601 UTC with milliseconds, when the answer ended,
  *         request_id TEXT, user TEXT, model TEXT, backend TEXT NULL, priority TEXT NULL,
  *         status INTEGER, error_code TEXT NULL, prompt_tokens INTEGER NULL, completion_tokens INTEGER NULL,
  *         queue_wait_ms REAL, ttft_ms REAL NULL, latency_ms REAL, stream INTEGER,
  *         gateway_id TEXT, row_key TEXT NULL)
- *   index usage_time on usage(time); unique index usage_key on usage(gateway_id, row_key)
+ *   index usage_time on usage(time); index usage_request on usage(request_id)
  *   ledger_totals(id = 1, began TEXT, requests, prompt_tokens, completion_tokens, errors)
  *     -- totals since the ledger began, updated in the same transaction as the rows (so deleting old
  *        rows does not change them); read once at start.
  * PostgreSQL schema: see usage_pg.c (the same columns, time a timestamptz; ledger_totals has one row
  * per gateway; versions in lexora_migrations).
  *
- * Threads: lx_usage_store_open / start / add / snapshot / close on the loop thread; the writer is
- * internal.
+ * Threads: lx_usage_store_open / start / add / snapshot / close on the loop thread; the PostgreSQL writer
+ * and the SQLite checkpointer are internal.
  */
 #ifndef LX_USAGE_STORE_H
 #define LX_USAGE_STORE_H

@@ -1,6 +1,6 @@
 /* Unit tests for the usage ledger's stores: the PostgreSQL store's pure parts (the batch statement and
- * its parameters, the URL check and its redaction, gateway ids) and the SQLite store's schema
- * migration and its exactly-once write (a batch written again adds nothing). The PostgreSQL store's
+ * its parameters, the URL check and its redaction, gateway ids) and the SQLite store's rows, its
+ * answer to a file locked by another writer, and its schema migrations. The PostgreSQL store's
  * write runs against a real server only when LEXORA_TEST_PG_URL is set (the PostgreSQL integration
  * test runs this binary so); otherwise that one test is skipped. */
 #include <setjmp.h>
@@ -202,36 +202,111 @@ static int64_t query_int(const char *path, const char *sql)
     return v;
 }
 
-static void test_sqlite_written_once(void **state)
+/* Rows through the multi-row statement and the one-row statement (37 = 32 + 5), each value where it belongs;
+ * SQLite writes every row it is given (it never gets a batch twice: a failed write is dropped, never sent again,
+ * so it needs no key index); two gateways in one file. */
+static void test_sqlite_rows(void **state)
 {
     (void)state;
     char path[300], err[256];
-    snprintf(path, sizeof path, "%s/once.db", dir);
+    snprintf(path, sizeof path, "%s/rows.db", dir);
     lx_usage_store_opts o = {.store = LX_USAGE_STORE_SQLITE, .db_path = path, .gateway_id = "gw-a"};
     void *db = lx_usage_sqlite.create(&o);
     lx_usage_totals t = {0};
     assert_int_equal(lx_usage_sqlite.connect(db, &t, err, sizeof err), LX_USAGE_WRITE_OK);
-    lx_usage_row rows[3] = {row(1, "r1", 200, 10, 5), row(2, "r2", 404, -1, -1), row(3, "r1", 200, 1, 1)};
+    enum { N = 37 };
+    lx_usage_row rows[N];
+    for (int i = 0; i < N; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "r%d", i);
+        rows[i] = row((uint64_t)i, id, i % 10 == 9 ? 404 : 200, i % 10 == 9 ? -1 : i, i % 10 == 9 ? -1 : 2 * i);
+        rows[i].time_ms += (int64_t)i * 1500; /* crosses seconds: the time's cached head is redone */
+    }
     size_t written = 0;
-    assert_int_equal(lx_usage_sqlite.write(db, rows, 3, &t, &written, err, sizeof err), LX_USAGE_WRITE_OK);
-    assert_int_equal(written, 3); /* r1 twice: a client's X-Request-Id may repeat; the row keys differ */
-    assert_int_equal(t.requests, 3);
-    /* the same batch again (as after an ambiguous failure): nothing new, totals unchanged */
-    assert_int_equal(lx_usage_sqlite.write(db, rows, 3, &t, &written, err, sizeof err), LX_USAGE_WRITE_OK);
-    assert_int_equal(written, 0);
-    assert_int_equal(t.requests, 3);
-    assert_int_equal(t.prompt_tokens, 11);
-    assert_int_equal(t.errors, 1);
+    assert_int_equal(lx_usage_sqlite.write(db, rows, N, &t, &written, err, sizeof err), LX_USAGE_WRITE_OK);
+    assert_int_equal(written, N);
+    assert_int_equal(t.requests, N);
+    assert_int_equal(t.errors, 3);
     lx_usage_sqlite.destroy(db);
-    assert_int_equal(query_int(path, "SELECT COUNT(*) FROM usage WHERE gateway_id = 'gw-a'"), 3);
-    assert_int_equal(query_int(path, "SELECT requests FROM ledger_totals"), 3);
-    /* another gateway's keys are its own */
+    assert_int_equal(query_int(path, "SELECT COUNT(*) FROM usage WHERE gateway_id = 'gw-a'"), N);
+    /* each row's values, in the columns they belong to */
+    assert_int_equal(query_int(path, "SELECT COUNT(*) FROM usage WHERE request_id = 'r' || (id - 1)"
+                                     " AND row_key = printf('abcdef0123456789-%012d', id - 1)"
+                                     " AND (status = 404) = ((id - 1) % 10 = 9)"
+                                     " AND (prompt_tokens IS NULL OR (prompt_tokens = id - 1 AND"
+                                     " completion_tokens = 2 * (id - 1)))"
+                                     " AND stream = (id - 1) % 2 AND user = 'alice' AND priority = 'high'"),
+                     N);
+    assert_int_equal(query_int(path, "SELECT COUNT(*) FROM usage WHERE id = 32 AND"
+                                     " time = '2026-01-01T00:00:46.623Z' AND model_used = 'qwen3-32b-awq' AND"
+                                     " experiment = 'coder' AND variant = 'qwen-coder' AND ttft_ms = 20.25 AND"
+                                     " queue_wait_ms = 1.5 AND latency_ms = 100 AND backend = 'vllm'"),
+                     1);
+    assert_int_equal(query_int(path, "SELECT COUNT(*) FROM usage WHERE id = 10 AND time = '2026-01-01T00:00:13.623Z'"
+                                     " AND backend IS NULL AND error_code = 'model_not_found' AND ttft_ms IS NULL"
+                                     " AND model_used IS NULL AND experiment IS NULL AND variant IS NULL"),
+                     1);
+    assert_int_equal(query_int(path, "SELECT requests FROM ledger_totals"), N);
+    /* another gateway writes to the same file */
     o.gateway_id = "gw-b";
     db = lx_usage_sqlite.create(&o);
     assert_int_equal(lx_usage_sqlite.write(db, rows, 1, &t, &written, err, sizeof err), LX_USAGE_WRITE_OK);
     assert_int_equal(written, 1);
     lx_usage_sqlite.destroy(db);
-    assert_int_equal(query_int(path, "SELECT COUNT(*) FROM usage"), 4);
+    assert_int_equal(query_int(path, "SELECT COUNT(*) FROM usage"), N + 1);
+    assert_int_equal(query_int(path, "SELECT COUNT(*) FROM usage WHERE gateway_id = 'gw-b'"), 1);
+}
+
+/* The file locked by another writer: the write is to be tried again (the rows kept), and goes through after. */
+static void test_sqlite_locked(void **state)
+{
+    (void)state;
+    char path[300], err[256];
+    snprintf(path, sizeof path, "%s/locked.db", dir);
+    lx_usage_store_opts o = {.store = LX_USAGE_STORE_SQLITE, .db_path = path, .gateway_id = "gw-a"};
+    void *db = lx_usage_sqlite.create(&o);
+    lx_usage_totals t = {0};
+    assert_int_equal(lx_usage_sqlite.connect(db, &t, err, sizeof err), LX_USAGE_WRITE_OK);
+    sqlite3 *other;
+    assert_int_equal(sqlite3_open(path, &other), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    lx_usage_row r = row(1, "r1", 200, 1, 1);
+    size_t written = 0;
+    assert_int_equal(lx_usage_sqlite.write(db, &r, 1, &t, &written, err, sizeof err), LX_USAGE_WRITE_RETRY);
+    assert_non_null(strstr(err, "locked"));
+    assert_int_equal(sqlite3_exec(other, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(other);
+    assert_int_equal(lx_usage_sqlite.write(db, &r, 1, &t, &written, err, sizeof err), LX_USAGE_WRITE_OK);
+    assert_int_equal(written, 1);
+    lx_usage_sqlite.destroy(db);
+    assert_int_equal(query_int(path, "SELECT COUNT(*) FROM usage"), 1);
+}
+
+/* Version 3 had a unique index on (gateway_id, row_key): version 4 drops it. */
+static void test_sqlite_migrates_v3(void **state)
+{
+    (void)state;
+    char path[300], err[256];
+    snprintf(path, sizeof path, "%s/v3.db", dir);
+    lx_usage_store_opts o = {.store = LX_USAGE_STORE_SQLITE, .db_path = path, .gateway_id = "gw-a"};
+    void *db = lx_usage_sqlite.create(&o);
+    lx_usage_totals t = {0};
+    assert_int_equal(lx_usage_sqlite.connect(db, &t, err, sizeof err), LX_USAGE_WRITE_OK);
+    lx_usage_sqlite.destroy(db);
+    sqlite3 *s;
+    assert_int_equal(sqlite3_open(path, &s), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(s,
+                                  "CREATE UNIQUE INDEX usage_key ON usage(gateway_id, row_key);"
+                                  " PRAGMA user_version = 3;",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(s);
+    db = lx_usage_sqlite.create(&o);
+    assert_int_equal(lx_usage_sqlite.connect(db, &t, err, sizeof err), LX_USAGE_WRITE_OK);
+    lx_usage_sqlite.destroy(db);
+    assert_int_equal(query_int(path, "PRAGMA user_version"), 4);
+    assert_int_equal(query_int(path, "SELECT COUNT(*) FROM sqlite_master WHERE name = 'usage_key'"), 0);
+    assert_int_equal(query_int(path, "SELECT COUNT(*) FROM sqlite_master WHERE name = 'usage_request'"), 1);
 }
 
 /* A ledger of the version before gateway ids: migrated at open, its rows named after this gateway. */
@@ -279,7 +354,7 @@ static void test_sqlite_migrates_v1(void **state)
     size_t written;
     assert_int_equal(lx_usage_sqlite.write(db, &r, 1, &t, &written, err, sizeof err), LX_USAGE_WRITE_OK);
     lx_usage_sqlite.destroy(db);
-    assert_int_equal(query_int(path, "PRAGMA user_version"), 3);
+    assert_int_equal(query_int(path, "PRAGMA user_version"), 4);
     assert_int_equal(query_int(path, "SELECT COUNT(*) FROM usage WHERE gateway_id = 'old-gw'"), 3);
     assert_int_equal(query_int(path, "SELECT COUNT(*) FROM usage WHERE experiment = 'coder'"), 1); /* the new row */
     assert_int_equal(query_int(path, "SELECT COUNT(*) FROM usage WHERE row_key IS NULL"), 2);
@@ -467,8 +542,9 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_batch_sql),          cmocka_unit_test(test_batch_params),
         cmocka_unit_test(test_url_check),          cmocka_unit_test(test_url_redacted),
-        cmocka_unit_test(test_gateway_ids),        cmocka_unit_test(test_sqlite_written_once),
-        cmocka_unit_test(test_sqlite_migrates_v1), cmocka_unit_test(test_pg_written_once),
+        cmocka_unit_test(test_gateway_ids),        cmocka_unit_test(test_sqlite_rows),
+        cmocka_unit_test(test_sqlite_locked),      cmocka_unit_test(test_sqlite_migrates_v1),
+        cmocka_unit_test(test_sqlite_migrates_v3), cmocka_unit_test(test_pg_written_once),
         cmocka_unit_test(test_sqlite_feedback),    cmocka_unit_test(test_pg_feedback),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

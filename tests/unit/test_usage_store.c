@@ -1,5 +1,6 @@
-/* Unit tests for observe/usage_store.c: rows and totals written off the loop, a ledger that cannot be
- * written, --since parsing, the path rule, and the report table. */
+/* Unit tests for observe/usage_store.c: rows and totals written (on the loop, for SQLite), many rows and the
+ * checkpointer, a ledger that cannot be written, one locked by another writer, --since parsing, the path rule,
+ * and the report table. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -62,6 +63,19 @@ static int64_t query_int(const char *path, const char *sql)
     return v;
 }
 
+static void on_pump(uv_timer_t *t) { (void)t; }
+
+/* Runs the loop for 10 ms: the ledger's own timers are unreferenced, so a referenced one keeps it running. */
+static void pump(uv_loop_t *loop)
+{
+    uv_timer_t t;
+    uv_timer_init(loop, &t);
+    uv_timer_start(&t, on_pump, 10, 0);
+    uv_run(loop, UV_RUN_DEFAULT);
+    uv_close((uv_handle_t *)&t, NULL);
+    uv_run(loop, UV_RUN_DEFAULT);
+}
+
 static void close_store(uv_loop_t *loop, lx_usage_store *st)
 {
     lx_usage_store_close(st);
@@ -88,7 +102,7 @@ static void test_rows_and_totals(void **state)
     for (int i = 0; i < 200; i++) {
         lx_usage_store_snapshot(st, &s);
         if (s.rows_written == 3) break;
-        usleep(10000);
+        pump(&loop);
     }
     assert_int_equal(s.rows_written, 3);
     assert_true(s.writable);
@@ -156,7 +170,7 @@ static void test_unwritable_ledger_counts_lost_rows(void **state)
     for (int i = 0; i < 200; i++) {
         lx_usage_store_snapshot(st, &s);
         if (s.lost_write_failed == 2) break;
-        usleep(10000);
+        pump(&loop);
     }
     assert_int_equal(s.lost_write_failed, 2);
     assert_int_equal(s.rows_written, 0);
@@ -168,11 +182,86 @@ static void test_unwritable_ledger_counts_lost_rows(void **state)
     for (int i = 0; i < 200; i++) {
         lx_usage_store_snapshot(st, &s);
         if (s.rows_written == 1) break;
-        usleep(10000);
+        pump(&loop);
     }
     assert_int_equal(s.rows_written, 1);
     assert_true(s.writable);
     assert_int_equal(s.lost_write_failed, 2);
+    close_store(&loop, st);
+    uv_loop_close(&loop);
+}
+
+/* Waits (running the loop: the SQLite ledger is written on it) until cond holds, up to 5 s. */
+#define WAIT_FOR(loop, cond)                                                                                           \
+    for (int i_ = 0; i_ < 500 && !(cond); i_++)                                                                        \
+        pump(loop);
+
+static off_t file_size(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0 ? sb.st_size : -1;
+}
+
+/* Many rows: written on the loop in batches; the WAL they fill is copied into the file by the checkpointer
+ * thread while the gateway runs (not only when it closes). */
+static void test_many_rows_and_checkpoints(void **state)
+{
+    (void)state;
+    char path[300], wal[320];
+    snprintf(path, sizeof path, "%s/many.db", dir);
+    snprintf(wal, sizeof wal, "%s-wal", path);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    lx_usage_store *st = lx_usage_store_open(&loop, path);
+    assert_non_null(st);
+    enum { N = 60000 }; /* ~24 MB of WAL: past the checkpointer's 16 MB */
+    lx_usage_snapshot s;
+    for (int i = 0; i < N; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "req_%08d_padding_padding", i);
+        lx_access_rec a = rec(id, "alice", "qwen3-32b", 200, 10, 5);
+        lx_usage_store_add(st, &a);
+        if (i % 5000 == 0) pump(&loop);
+    }
+    WAIT_FOR(&loop, (lx_usage_store_snapshot(st, &s), s.rows_written == N));
+    assert_int_equal(s.rows_written, N);
+    assert_int_equal(s.lost_queue_full + s.lost_write_failed, 0);
+    WAIT_FOR(&loop, file_size(path) > 8 * 1024 * 1024);
+    assert_true(file_size(path) > 8 * 1024 * 1024); /* checkpointed while open */
+    assert_int_equal(query_int(path, "SELECT COUNT(*) FROM usage"), N);
+    close_store(&loop, st);
+    assert_int_equal(query_int(path, "SELECT requests FROM ledger_totals"), N);
+    assert_true(file_size(wal) <= 0); /* the last connection's close checkpoints and removes the WAL */
+    uv_loop_close(&loop);
+}
+
+/* Another writer holds the file: the rows wait (none lost) and are written once it lets go. */
+static void test_locked_ledger_keeps_rows(void **state)
+{
+    (void)state;
+    char path[300];
+    snprintf(path, sizeof path, "%s/locked.db", dir);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    lx_usage_store *st = lx_usage_store_open(&loop, path);
+    assert_non_null(st);
+    sqlite3 *other;
+    assert_int_equal(sqlite3_open(path, &other), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    lx_access_rec a = rec("r1", "alice", "m", 200, 1, 1);
+    for (int i = 0; i < 300; i++) /* past a batch: a write is tried at once */
+        lx_usage_store_add(st, &a);
+    lx_usage_snapshot s;
+    lx_usage_store_snapshot(st, &s);
+    assert_false(s.writable);
+    assert_int_equal(s.pending, 300);
+    assert_int_equal(s.rows_written + s.lost_write_failed + s.lost_queue_full, 0);
+    assert_int_equal(sqlite3_exec(other, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(other);
+    WAIT_FOR(&loop, (lx_usage_store_snapshot(st, &s), s.rows_written == 300));
+    assert_int_equal(s.rows_written, 300);
+    assert_true(s.writable);
+    assert_int_equal(s.pending, 0);
     close_store(&loop, st);
     uv_loop_close(&loop);
 }
@@ -281,9 +370,13 @@ static void test_report(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_rows_and_totals), cmocka_unit_test(test_unwritable_ledger_counts_lost_rows),
-        cmocka_unit_test(test_parse_since),     cmocka_unit_test(test_db_path),
+        cmocka_unit_test(test_rows_and_totals),
+        cmocka_unit_test(test_unwritable_ledger_counts_lost_rows),
+        cmocka_unit_test(test_parse_since),
+        cmocka_unit_test(test_db_path),
         cmocka_unit_test(test_report),
+        cmocka_unit_test(test_many_rows_and_checkpoints),
+        cmocka_unit_test(test_locked_ledger_keeps_rows),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
