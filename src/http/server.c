@@ -232,14 +232,23 @@ static int conn_write(lx_conn *c, uv_buf_t *bufs, unsigned n)
     return 0;
 }
 
-/* Status line and headers, without the final blank line. Returns -1 if h's cap was reached. */
+static int put_header(lx_buf *h, const char *name, const char *value)
+{
+    return lx_buf_append_str(h, name) | lx_buf_append(h, ": ", 2) | lx_buf_append_str(h, value) |
+           lx_buf_append(h, "\r\n", 2);
+}
+
+/* Status line and headers, without the final blank line (no printf: this runs for every answer). Returns -1 if
+ * h's cap was reached. */
 static int head_begin(lx_conn *c, lx_buf *h, int status, const lx_http_header *hdrs, size_t n)
 {
     lx_http_server *s = c->srv;
-    int rc = lx_buf_printf(h, "HTTP/1.1 %d %s\r\nDate: %s\r\n", status, lx_http_reason(status), http_date(s));
-    if (s->opts.server_name) rc |= lx_buf_printf(h, "Server: %s\r\n", s->opts.server_name);
+    int rc = lx_buf_append_str(h, "HTTP/1.1 ") | lx_buf_append_uint(h, (unsigned)status, 10) |
+             lx_buf_append(h, " ", 1) | lx_buf_append_str(h, lx_http_reason(status)) | lx_buf_append(h, "\r\n", 2) |
+             put_header(h, "Date", http_date(s));
+    if (s->opts.server_name) rc |= put_header(h, "Server", s->opts.server_name);
     for (size_t i = 0; i < n; i++)
-        rc |= lx_buf_printf(h, "%s: %s\r\n", hdrs[i].name, hdrs[i].value);
+        rc |= put_header(h, hdrs[i].name, hdrs[i].value);
     if (!s->accepting) c->keep_alive = false; /* shutting down: this answer is the connection's last */
     rc |= lx_buf_append_str(h, c->keep_alive ? "Connection: keep-alive\r\n" : "Connection: close\r\n");
     return rc;
@@ -256,6 +265,11 @@ static void req_finish(lx_conn *c, bool write_failed)
     if (c->write_pending == 0) conn_request_done(c);
 }
 
+static int content_length(lx_buf *h, size_t len)
+{
+    return lx_buf_append_str(h, "Content-Length: ") | lx_buf_append_uint(h, len, 10) | lx_buf_append(h, "\r\n\r\n", 4);
+}
+
 void lx_http_respond(lx_http_req *r, int status, const lx_http_header *headers, size_t n_headers, const char *body,
                      size_t len)
 {
@@ -265,10 +279,10 @@ void lx_http_respond(lx_http_req *r, int status, const lx_http_header *headers, 
     lx_buf heap;
     lx_buf_init(&heap, 0);
     lx_buf *hb = &stack;
-    if (head_begin(c, hb, status, headers, n_headers) || lx_buf_printf(hb, "Content-Length: %zu\r\n\r\n", len)) {
+    if (head_begin(c, hb, status, headers, n_headers) || content_length(hb, len)) {
         hb = &heap;
         head_begin(c, hb, status, headers, n_headers);
-        lx_buf_printf(hb, "Content-Length: %zu\r\n\r\n", len);
+        content_length(hb, len);
     }
     uv_buf_t bufs[2] = {uv_buf_init(hb->p, (unsigned)hb->len), uv_buf_init((char *)body, (unsigned)len)};
     bool failed = conn_write(c, bufs, len ? 2 : 1) < 0;
@@ -293,9 +307,11 @@ size_t lx_http_stream_write(lx_http_req *r, const char *data, size_t len)
 {
     lx_conn *c = r->conn;
     if (len == 0) return c->write_pending;
-    char size_line[24];
-    int n = snprintf(size_line, sizeof size_line, "%zx\r\n", len);
-    uv_buf_t bufs[3] = {uv_buf_init(size_line, (unsigned)n), uv_buf_init((char *)data, (unsigned)len),
+    char mem[24];
+    lx_buf size_line = {mem, 0, sizeof mem, sizeof mem - 1}; /* on the stack: never reallocated */
+    lx_buf_append_uint(&size_line, len, 16);
+    lx_buf_append(&size_line, "\r\n", 2);
+    uv_buf_t bufs[3] = {uv_buf_init(mem, (unsigned)size_line.len), uv_buf_init((char *)data, (unsigned)len),
                         uv_buf_init("\r\n", 2)};
     if (conn_write(c, bufs, 3) < 0) conn_close_soon(c);
     if (c->write_pending > LX_HTTP_WRITE_HIGH_WATER) r->want_drain = true;

@@ -34,6 +34,15 @@ int lx_buf_append(lx_buf *b, const void *data, size_t n)
 
 int lx_buf_append_str(lx_buf *b, const char *s) { return lx_buf_append(b, s, strlen(s)); }
 
+int lx_buf_append_uint(lx_buf *b, unsigned long long v, unsigned base)
+{
+    char t[24], *p = t + sizeof t;
+    do
+        *--p = "0123456789abcdef"[v % base];
+    while (v /= base);
+    return lx_buf_append(b, p, (size_t)(t + sizeof t - p));
+}
+
 int lx_buf_vprintf(lx_buf *b, const char *fmt, va_list ap)
 {
     va_list ap2;

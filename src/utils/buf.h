@@ -23,6 +23,8 @@ static inline void lx_buf_init(lx_buf *b, size_t max) { *b = (lx_buf){NULL, 0, 0
 
 int lx_buf_append(lx_buf *b, const void *data, size_t n);
 int lx_buf_append_str(lx_buf *b, const char *s);
+/* Appends v in decimal (base 10) or lowercase hexadecimal (base 16), without printf. */
+int lx_buf_append_uint(lx_buf *b, unsigned long long v, unsigned base);
 int lx_buf_printf(lx_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int lx_buf_vprintf(lx_buf *b, const char *fmt, va_list ap);
 /* Appends s as the inside of a JSON string (quotes not included), escaping as JSON requires; a byte

@@ -113,13 +113,8 @@ static void json_field(lx_buf *b, const char *key, const char *val)
 /* An integer, without printf. */
 static void put_long(lx_buf *b, long v)
 {
-    char t[24], *p = t + sizeof t;
-    unsigned long u = v < 0 ? 0UL - (unsigned long)v : (unsigned long)v;
-    do
-        *--p = (char)('0' + u % 10);
-    while (u /= 10);
-    if (v < 0) *--p = '-';
-    lx_buf_append(b, p, (size_t)(t + sizeof t - p));
+    if (v < 0) lx_buf_append(b, "-", 1);
+    lx_buf_append_uint(b, v < 0 ? 0UL - (unsigned long)v : (unsigned long)v, 10);
 }
 
 /* Milliseconds with 3 decimals, rounded to the nearest thousandth, without printf. */

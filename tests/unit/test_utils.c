@@ -1,4 +1,5 @@
-/* The shared building blocks: the intrusive list, the hash map and its hash (utils/list.h, utils/map.h). */
+/* The shared building blocks: the intrusive list, the hash map and its hash (utils/list.h, utils/map.h), numbers
+ * into a capped buffer (utils/buf.h). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -6,6 +7,9 @@
 #include <stdlib.h>
 #include <cmocka.h>
 
+#include <string.h>
+
+#include "utils/buf.h"
 #include "utils/list.h"
 #include "utils/map.h"
 
@@ -128,12 +132,39 @@ static void test_map_add_find_remove_grow_shrink(void **state)
     free(it);
 }
 
+static void test_buf_append_uint(void **state)
+{
+    (void)state;
+    lx_buf b;
+    lx_buf_init(&b, 0);
+    lx_buf_append_uint(&b, 0, 10);
+    lx_buf_append(&b, " ", 1);
+    lx_buf_append_uint(&b, 200, 10);
+    lx_buf_append(&b, " ", 1);
+    lx_buf_append_uint(&b, 18446744073709551615ull, 10);
+    lx_buf_append(&b, " ", 1);
+    lx_buf_append_uint(&b, 0, 16);
+    lx_buf_append(&b, " ", 1);
+    lx_buf_append_uint(&b, 0x1a2f, 16);
+    lx_buf_append(&b, " ", 1);
+    lx_buf_append_uint(&b, 18446744073709551615ull, 16);
+    assert_string_equal(b.p, "0 200 18446744073709551615 0 1a2f ffffffffffffffff");
+    lx_buf_free(&b);
+    char mem[8];
+    lx_buf capped = {mem, 0, sizeof mem, sizeof mem - 1};
+    assert_int_equal(lx_buf_append_uint(&capped, 1234567, 10), 0);
+    assert_int_equal(lx_buf_append_uint(&capped, 1, 10), -1); /* past the cap: refused, the buffer as it was */
+    assert_int_equal(capped.len, 7);
+    assert_int_equal(memcmp(mem, "1234567", 7), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_list_order_and_remove),
         cmocka_unit_test(test_hash_is_stable_and_spreads),
         cmocka_unit_test(test_map_add_find_remove_grow_shrink),
+        cmocka_unit_test(test_buf_append_uint),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
