@@ -144,6 +144,8 @@ echo "6. Usage ledger (PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $
 printf '   writer, rows/s sustained (none lost): postgres %s (goal >= 20000: %s), sqlite %s\n' \
     "$(field "$PG_LINE" rows_per_s)" "$(awk -v r="$(field "$PG_LINE" rows_per_s)" 'BEGIN { print (r >= 20000 ? "PASS" : "FAIL") }')" \
     "$(field "$SQ_LINE" rows_per_s)"
+printf '   CPU per row (the whole process, every thread): postgres %s us, sqlite %s us\n' \
+    "$(field "$PG_LINE" cpu_us_per_row)" "$(field "$SQ_LINE" cpu_us_per_row)"
 printf '   request latency, wrk -t1 -c%s, %ss x %s rounds interleaved, medians (lexora -> lexora-sim):\n' "$CONNS" "$DURATION" "$ROUNDS"
 printf '   %-9s %10s %9s %9s\n' store "req/s" "p50 ms" "p99 ms"
 for store in sqlite postgres; do
