@@ -2,7 +2,8 @@
  * The usage ledger (see usage_store.h for what it promises; usage_backend.h for the stores).
  *
  * A store written on the loop (SQLite: backend writer_thread false): `active` is written by loop_write when
- * LOOP_FLUSH_ROWS wait or when the tick (LX_USAGE_BATCH_MS after the batch's first row) fires; rows the store
+ * LOOP_FLUSH_ROWS wait (from a uv_check_t: after the loop iteration's I/O callbacks, so the answers being
+ * finished go out first) or when the tick (LX_USAGE_BATCH_MS after the batch's first row) fires; rows the store
  * could not take for now stay in `active` and the tick tries again after a growing pause. Feedback runs on
  * the loop from the uv_async_t, after the rows waiting are written. The rest of this comment is about a
  * store with a writer thread (PostgreSQL).
@@ -52,6 +53,7 @@ struct lx_usage_store {
     uv_loop_t *loop;
     uv_async_t async;
     uv_timer_t tick; /* a store written on the loop: the batch interval, and the pause before a retry */
+    uv_check_t due;  /* ... and a full batch, written after this loop iteration's I/O (its answers sent) */
     uv_thread_t thread;
     bool thread_started;
     uv_mutex_t mu;
@@ -286,6 +288,12 @@ static void loop_write(lx_usage_store *st)
 
 static void on_tick(uv_timer_t *t) { loop_write(t->data); }
 
+static void on_due(uv_check_t *c)
+{
+    uv_check_stop(c);
+    loop_write(c->data);
+}
+
 /* ---------- loop side ---------- */
 
 static void report(lx_usage_store *st)
@@ -396,6 +404,9 @@ lx_usage_store *lx_usage_store_start(uv_loop_t *loop, const lx_usage_store_opts 
     uv_timer_init(loop, &st->tick);
     st->tick.data = st;
     uv_unref((uv_handle_t *)&st->tick);
+    uv_check_init(loop, &st->due);
+    st->due.data = st;
+    uv_unref((uv_handle_t *)&st->due);
     st->pause_ms = LX_USAGE_RETRY_MIN_MS;
     st->db = st->be->create(&opts);
 
@@ -456,6 +467,7 @@ void lx_usage_store_close(lx_usage_store *st)
         st->be->disconnect(st->db);
     }
     uv_close((uv_handle_t *)&st->tick, NULL);
+    uv_close((uv_handle_t *)&st->due, NULL);
     uv_close((uv_handle_t *)&st->async, on_closed);
 }
 
@@ -515,7 +527,7 @@ void lx_usage_store_add(lx_usage_store *st, const lx_access_rec *rec)
         bool first = st->n_active++ == 0, write_now = st->n_active >= LOOP_FLUSH_ROWS && !(st->failing && st->waiting);
         uv_mutex_unlock(&st->mu);
         if (write_now)
-            loop_write(st);
+            uv_check_start(&st->due, on_due); /* not while this request's answer waits */
         else if (first && !uv_is_active((uv_handle_t *)&st->tick))
             uv_timer_start(&st->tick, on_tick, LX_USAGE_BATCH_MS, 0);
         return;
