@@ -8,7 +8,7 @@
  * written in one transaction, together with the gateway's running totals, LX_USAGE_BATCH_MS after its first
  * row or sooner when many wait. A request never waits for a store.
  *
- * SQLite is written on the loop thread itself (256 rows at most per write, ~0.4 ms): the writes go to the
+ * SQLite is written on the loop thread itself (about 256 rows per write, ~0.5 ms): the writes go to the
  * OS's page cache and never wait, neither for a disk (no fsync: the SQLite store's own checkpointer thread
  * does those) nor for a lock (busy timeout 0: a file another writer holds is tried again after a pause).
  * A second busy thread would cost more than the writing: on a machine with few cores it takes the loop
