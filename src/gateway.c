@@ -230,6 +230,7 @@ void lx_gateway_stop(lx_gateway *gw)
     uv_close((uv_handle_t *)&gw->shutdown_timer, NULL);
     lx_config_unref(gw->config);
     gw->config = NULL;
+    lx_proxy_free_spares(gw);
 }
 
 /* ---------- reload ---------- */

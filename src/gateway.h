@@ -43,6 +43,8 @@ typedef struct lx_gateway {
     lx_http_server *metrics_server; /* GET /metrics on metrics.port, NULL when not enabled */
     struct lx_gpu *gpu;             /* GPU memory for GET /health (observe/gpu.h) */
     lx_api_ctx api;                 /* what the handlers in api/ see of this gateway: the servers' ud */
+    struct proxy_req *spare;        /* finished requests' state kept for the next ones (proxy.c), a list */
+    unsigned n_spare;
 } lx_gateway;
 
 /*

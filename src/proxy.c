@@ -93,9 +93,21 @@
 #include "utils/map.h"
 
 #define MAX_SSE_EVENT  (1 << 20)
-#define LX_API_KEY_MAX 512 /* the longest x-api-key read */
+#define LX_API_KEY_MAX 512         /* the longest x-api-key read */
+#define SPARE_MAX      256         /* finished requests' state kept for reuse, per gateway */
+#define SPARE_BODY_MAX (16 * 1024) /* an answer buffer larger than this is not kept (at most 4 MB kept) */
 
-typedef struct {
+#ifdef __SANITIZE_ADDRESS__ /* a kept request state is out of bounds until reused, as if freed */
+#include <sanitizer/asan_interface.h>
+#define SPARE_POISON(p, n)   ASAN_POISON_MEMORY_REGION(p, n)
+#define SPARE_UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION(p, n)
+#else
+#define SPARE_POISON(p, n)   ((void)(p), (void)(n))
+#define SPARE_UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+
+typedef struct proxy_req {
+    struct proxy_req *next_spare; /* while on gw->spare */
     lx_gateway *gw;
     lx_config *cfg;
     lx_http_req *req;
@@ -260,6 +272,64 @@ static void end_attempt(proxy_req *p, lx_attempt_verdict v, const char *why)
 
 static void free_timer(uv_handle_t *h) { free(h); }
 
+/* ---------- request state: kept for the next request rather than freed (no allocation per request) ---------- */
+
+/* Keeps p, with its URL and answer buffers' memory (the answer's when small), for lx_proxy_handle. */
+static void spare_put(proxy_req *p)
+{
+    lx_gateway *gw = p->gw;
+    if (gw->n_spare >= SPARE_MAX || gw->server == NULL) { /* full, or the gateway stopped */
+        lx_buf_free(&p->url);
+        lx_buf_free(&p->up_body);
+        free(p);
+        return;
+    }
+    if (p->up_body.cap > SPARE_BODY_MAX) lx_buf_free(&p->up_body);
+    p->next_spare = gw->spare;
+    gw->spare = p;
+    gw->n_spare++;
+    if (p->url.p) SPARE_POISON(p->url.p, p->url.cap);
+    if (p->up_body.p) SPARE_POISON(p->up_body.p, p->up_body.cap);
+    SPARE_POISON(&p->gw, sizeof *p - offsetof(proxy_req, gw)); /* next_spare stays readable */
+}
+
+static void spare_unpoison(proxy_req *p)
+{
+    SPARE_UNPOISON(&p->gw, sizeof *p - offsetof(proxy_req, gw));
+    if (p->url.p) SPARE_UNPOISON(p->url.p, p->url.cap);
+    if (p->up_body.p) SPARE_UNPOISON(p->up_body.p, p->up_body.cap);
+}
+
+/* A zeroed request state; its URL and answer buffers may already have memory (empty, no cap yet). */
+static proxy_req *spare_get(lx_gateway *gw)
+{
+    proxy_req *p = gw->spare;
+    if (p == NULL) return lx_xcalloc(1, sizeof *p);
+    gw->spare = p->next_spare;
+    gw->n_spare--;
+    spare_unpoison(p);
+    lx_buf url = p->url, up_body = p->up_body;
+    memset(p, 0, sizeof *p);
+    p->url = url;
+    p->up_body = up_body;
+    lx_buf_reset(&p->url);
+    lx_buf_reset(&p->up_body);
+    return p;
+}
+
+void lx_proxy_free_spares(lx_gateway *gw)
+{
+    while (gw->spare) {
+        proxy_req *p = gw->spare;
+        gw->spare = p->next_spare;
+        spare_unpoison(p);
+        lx_buf_free(&p->url);
+        lx_buf_free(&p->up_body);
+        free(p);
+    }
+    gw->n_spare = 0;
+}
+
 static void proxy_free(proxy_req *p)
 {
     rate_end(p);
@@ -269,9 +339,7 @@ static void proxy_free(proxy_req *p)
     lx_kind_request_reset(&p->kreq);
     if (p->kstream) lx_kind_stream_free(p->kstream);
     free(p->kstream);
-    lx_buf_free(&p->url);
-    lx_buf_free(&p->up_body);
-    lx_sse_free(&p->sse);
+    lx_sse_free(&p->sse); /* url and up_body: kept with p (spare_put) */
     if (p->astream) lx_messages_stream_free(p->astream);
     free(p->astream);
     if (p->native_stream) lx_messages_native_free(p->native_stream);
@@ -280,7 +348,7 @@ static void proxy_free(proxy_req *p)
     lx_buf_free(&p->aout);
     lx_config_unref(p->bcfg);
     lx_config_unref(p->cfg);
-    free(p);
+    spare_put(p);
 }
 
 /*
@@ -885,7 +953,8 @@ static void forward(proxy_req *p)
         .ca_file = p->backend->ca_file,
         .tls_insecure = !p->backend->tls_verify,
     };
-    lx_buf_init(&p->up_body, p->cfg->server.max_response_bytes);
+    lx_buf_reset(&p->up_body); /* its memory, if any, is kept from an earlier request */
+    p->up_body.max = p->cfg->server.max_response_bytes;
     p->up_start_ns = lx_now_ns();
     p->sent = true;
     p->up = lx_upstream_start(p->gw->client, &ur, &upstream_cbs, p);
@@ -1287,7 +1356,7 @@ static void count_tokens(proxy_req *p)
 
 void lx_proxy_handle(lx_gateway *gw, lx_http_req *req, lx_endpoint ep)
 {
-    proxy_req *p = lx_xcalloc(1, sizeof *p);
+    proxy_req *p = spare_get(gw);
     p->gw = gw;
     p->cfg = lx_config_ref(gw->config);
     p->req = req;

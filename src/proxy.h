@@ -14,6 +14,8 @@
 
 /* Takes charge of req until it is answered or aborted. */
 void lx_proxy_handle(lx_gateway *gw, lx_http_req *req, lx_endpoint ep);
+/* Frees the request state the gateway keeps for reuse (at stop). */
+void lx_proxy_free_spares(lx_gateway *gw);
 /* The client left: cancel upstream at once. */
 void lx_proxy_abort(lx_http_req *req);
 /* The client caught up with a paused stream. */
