@@ -146,6 +146,7 @@ static void experiments_prom(void *ud, lx_buf *out) { lx_experiments_render_prom
 int lx_gateway_start(lx_gateway *gw, uv_loop_t *loop, lx_config *config)
 {
     *gw = (lx_gateway){.loop = loop, .config = config};
+    lx_list_init(&gw->spare);
     gw->started_wall_s = lx_wall_s();
     gw->started_ns = lx_now_ns();
     api_init(gw);

@@ -18,6 +18,7 @@
 #include "http/client.h"
 #include "http/server.h"
 #include "reload.h"
+#include "utils/list.h"
 
 typedef struct lx_gateway {
     uv_loop_t *loop;
@@ -43,7 +44,7 @@ typedef struct lx_gateway {
     lx_http_server *metrics_server; /* GET /metrics on metrics.port, NULL when not enabled */
     struct lx_gpu *gpu;             /* GPU memory for GET /health (observe/gpu.h) */
     lx_api_ctx api;                 /* what the handlers in api/ see of this gateway: the servers' ud */
-    struct proxy_req *spare;        /* finished requests' state kept for the next ones (proxy.c), a list */
+    lx_list spare;                  /* finished requests' state kept for the next ones (proxy.c) */
     unsigned n_spare;
 } lx_gateway;
 

@@ -89,6 +89,7 @@
 #include "limits/usage_today.h"
 #include "utils/buf.h"
 #include "utils/id.h"
+#include "utils/list.h"
 #include "utils/log.h"
 #include "utils/map.h"
 
@@ -107,7 +108,10 @@
 #endif
 
 typedef struct proxy_req {
-    struct proxy_req *next_spare; /* while on gw->spare */
+    /* Kept while the struct waits on the gateway's free list; spare_get clears what follows them. */
+    lx_list spare_link; /* on gw->spare while unused */
+    lx_buf url;         /* this attempt's: the backend's url and the kind's path */
+    lx_buf up_body;     /* a buffered answer */
     lx_gateway *gw;
     lx_config *cfg;
     lx_http_req *req;
@@ -133,7 +137,6 @@ typedef struct proxy_req {
     bool auto_routed;          /* the client asked for routing.auto.name: route is the analyzer's verdict */
     lx_auto_verdict route;
     char route_header[LX_AUTO_REASON_MAX * 2]; /* route.reason fit for a header (lx_auto_header_text) */
-    lx_buf url;                                /* this attempt's: the backend's url and the kind's path */
     char hdr_request_id[LX_REQUEST_ID_MAX + 16];
     lx_body_fields f;
     const lx_kind *kind;     /* this attempt's backend's kind */
@@ -145,7 +148,6 @@ typedef struct proxy_req {
     char up_content_type[128];
     bool relaying;     /* an SSE answer has begun */
     bool relay_failed; /* a translated event could not be relayed (too large): the transfer ends */
-    lx_buf up_body;
     lx_sse sse;
     lx_usage usage;
     uint64_t up_start_ns, up_wait_ns, first_byte_ns;
@@ -181,6 +183,8 @@ typedef struct proxy_req {
     bool native; /* this attempt's backend speaks the Messages API: its answer goes back as it is */
     lx_messages_native *native_stream; /* then its stream, read for usage and its end */
 } proxy_req;
+
+#define REQ_RESET_FROM offsetof(proxy_req, gw) /* what a reused request state starts without */
 
 /* ---------- finishing ---------- */
 
@@ -274,44 +278,53 @@ static void free_timer(uv_handle_t *h) { free(h); }
 
 /* ---------- request state: kept for the next request rather than freed (no allocation per request) ---------- */
 
+static void spare_free(proxy_req *p)
+{
+    lx_buf_free(&p->url);
+    lx_buf_free(&p->up_body);
+    free(p);
+}
+
 /* Keeps p, with its URL and answer buffers' memory (the answer's when small), for lx_proxy_handle. */
 static void spare_put(proxy_req *p)
 {
     lx_gateway *gw = p->gw;
     if (gw->n_spare >= SPARE_MAX || gw->server == NULL) { /* full, or the gateway stopped */
-        lx_buf_free(&p->url);
-        lx_buf_free(&p->up_body);
-        free(p);
+        spare_free(p);
         return;
     }
     if (p->up_body.cap > SPARE_BODY_MAX) lx_buf_free(&p->up_body);
-    p->next_spare = gw->spare;
-    gw->spare = p;
+    lx_list_prepend(&gw->spare, &p->spare_link);
     gw->n_spare++;
     if (p->url.p) SPARE_POISON(p->url.p, p->url.cap);
     if (p->up_body.p) SPARE_POISON(p->up_body.p, p->up_body.cap);
-    SPARE_POISON(&p->gw, sizeof *p - offsetof(proxy_req, gw)); /* next_spare stays readable */
+    SPARE_POISON((char *)p + REQ_RESET_FROM, sizeof *p - REQ_RESET_FROM);
 }
 
-static void spare_unpoison(proxy_req *p)
+/* The first kept request state taken off the list, unpoisoned, or NULL. */
+static proxy_req *spare_take(lx_gateway *gw)
 {
-    SPARE_UNPOISON(&p->gw, sizeof *p - offsetof(proxy_req, gw));
+    lx_list *n = lx_list_first(&gw->spare);
+    if (n == NULL) return NULL;
+    lx_list_remove(n);
+    gw->n_spare--;
+    proxy_req *p = LX_CONTAINER_OF(n, proxy_req, spare_link);
+    SPARE_UNPOISON((char *)p + REQ_RESET_FROM, sizeof *p - REQ_RESET_FROM);
     if (p->url.p) SPARE_UNPOISON(p->url.p, p->url.cap);
     if (p->up_body.p) SPARE_UNPOISON(p->up_body.p, p->up_body.cap);
+    return p;
 }
 
-/* A zeroed request state; its URL and answer buffers may already have memory (empty, no cap yet). */
+/* A cleared request state; its URL and answer buffers are empty but may keep their memory. */
 static proxy_req *spare_get(lx_gateway *gw)
 {
-    proxy_req *p = gw->spare;
-    if (p == NULL) return lx_xcalloc(1, sizeof *p);
-    gw->spare = p->next_spare;
-    gw->n_spare--;
-    spare_unpoison(p);
-    lx_buf url = p->url, up_body = p->up_body;
-    memset(p, 0, sizeof *p);
-    p->url = url;
-    p->up_body = up_body;
+    proxy_req *p = spare_take(gw);
+    if (p == NULL) {
+        p = lx_xcalloc(1, sizeof *p);
+        lx_list_init(&p->spare_link);
+        return p;
+    }
+    memset((char *)p + REQ_RESET_FROM, 0, sizeof *p - REQ_RESET_FROM);
     lx_buf_reset(&p->url);
     lx_buf_reset(&p->up_body);
     return p;
@@ -319,15 +332,9 @@ static proxy_req *spare_get(lx_gateway *gw)
 
 void lx_proxy_free_spares(lx_gateway *gw)
 {
-    while (gw->spare) {
-        proxy_req *p = gw->spare;
-        gw->spare = p->next_spare;
-        spare_unpoison(p);
-        lx_buf_free(&p->url);
-        lx_buf_free(&p->up_body);
-        free(p);
-    }
-    gw->n_spare = 0;
+    proxy_req *p;
+    while ((p = spare_take(gw)) != NULL)
+        spare_free(p);
 }
 
 static void proxy_free(proxy_req *p)
