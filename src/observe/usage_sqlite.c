@@ -15,7 +15,8 @@
  * so the next batch opens the file afresh (it may have been fixed or replaced); a failed write is dropped
  * (LX_USAGE_WRITE_DROP): what made it fail (a read-only file, a full disk) would most likely make the
  * retry fail too. A commit SQLite reports has happened, and one it does not is rolled back, so no batch is
- * ever written twice and the file needs no unique key.
+ * ever written twice and the file needs no unique key: the row_key column (PostgreSQL's, which does) is left
+ * NULL.
  */
 #include <inttypes.h>
 #include <sqlite3.h>
@@ -28,11 +29,11 @@
 #include "utils/buf.h"
 #include "utils/common.h"
 
-#define ROW_PARAMS 19 /* the columns insert_cols names */
+#define ROW_PARAMS 18 /* the columns insert_cols names */
 #define MULTI_ROWS 32 /* rows per multi-row INSERT: one statement step for many rows */
 
 typedef struct {
-    char time[32], key[40];
+    char time[32];
 } row_text; /* a row's formatted values, alive until its statement has run */
 
 #define CKPT_PAGES 4096 /* WAL pages (4 KB) after which the checkpointer copies the WAL into the file */
@@ -114,8 +115,8 @@ static const char common_sql[] =
 
 static const char insert_cols[] =
     "INSERT INTO usage (time, request_id, user, model, backend, priority, status, error_code, prompt_tokens,"
-    " completion_tokens, queue_wait_ms, ttft_ms, latency_ms, stream, gateway_id, row_key, model_used, experiment,"
-    " variant) VALUES ";
+    " completion_tokens, queue_wait_ms, ttft_ms, latency_ms, stream, gateway_id, model_used, experiment, variant)"
+    " VALUES ";
 
 static const char update_sql[] =
     "UPDATE ledger_totals SET requests = requests + ?1, prompt_tokens = prompt_tokens + ?2,"
@@ -124,8 +125,14 @@ static const char update_sql[] =
 static const char totals_sql[] =
     "SELECT began, requests, prompt_tokens, completion_tokens, errors FROM ledger_totals WHERE id = 1";
 
+/* SQLite counts every allocation in process-wide statistics, taking a global mutex each time; nothing here reads
+ * them. Possible only before SQLite initializes (the first open); later it fails, harmlessly. */
+static void sqlite_stats_off(void) { sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0); }
+
 static void *sq_create(const lx_usage_store_opts *o)
 {
+    static uv_once_t once = UV_ONCE_INIT;
+    uv_once(&once, sqlite_stats_off);
     sq *s = lx_xcalloc(1, sizeof *s);
     s->path = lx_xstrdup(o->db_path);
     snprintf(s->gateway_id, sizeof s->gateway_id, "%s", o->gateway_id);
@@ -271,7 +278,7 @@ static int migrate(sq *s, char **msg)
 /* INSERT of `rows` rows, each ROW_PARAMS anonymous parameters (numbered in order). */
 static int prepare_insert(sqlite3 *db, int rows, sqlite3_stmt **out)
 {
-    static const char one[] = "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?),";
+    static const char one[] = "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?),";
     lx_buf sql = {0};
     lx_buf_append_str(&sql, insert_cols);
     for (int i = 0; i < rows; i++)
@@ -361,7 +368,6 @@ static void bind_count(sqlite3_stmt *q, int i, int64_t v)
 static void bind_row(sq *s, sqlite3_stmt *q, int base, const lx_usage_row *r, row_text *t)
 {
     format_time(s, t->time, r->time_ms);
-    lx_usage_row_key(t->key, r);
     bind_text(q, base + 1, t->time, false);
     bind_text(q, base + 2, r->request_id, false);
     bind_text(q, base + 3, r->user, false);
@@ -380,10 +386,9 @@ static void bind_row(sq *s, sqlite3_stmt *q, int base, const lx_usage_row *r, ro
     sqlite3_bind_double(q, base + 13, r->latency_ms);
     sqlite3_bind_int(q, base + 14, r->stream);
     bind_text(q, base + 15, s->gateway_id, false);
-    bind_text(q, base + 16, t->key, false);
-    bind_text(q, base + 17, r->model_used, true);
-    bind_text(q, base + 18, r->experiment, true);
-    bind_text(q, base + 19, r->variant, true);
+    bind_text(q, base + 16, r->model_used, true);
+    bind_text(q, base + 17, r->experiment, true);
+    bind_text(q, base + 18, r->variant, true);
 }
 
 /* Inserts the n rows, MULTI_ROWS to a statement while that many are left, then one at a time. */

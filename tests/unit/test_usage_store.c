@@ -214,7 +214,7 @@ static void test_many_rows_and_checkpoints(void **state)
     uv_loop_init(&loop);
     lx_usage_store *st = lx_usage_store_open(&loop, path);
     assert_non_null(st);
-    enum { N = 60000 }; /* ~24 MB of WAL: past the checkpointer's 16 MB */
+    enum { N = 80000 }; /* ~20 MB of WAL: past the checkpointer's 16 MB */
     lx_usage_snapshot s;
     for (int i = 0; i < N; i++) {
         char id[32];
