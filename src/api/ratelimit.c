@@ -9,40 +9,58 @@
 #include "api/ratelimit.h"
 
 #include <stdio.h>
+#include <string.h>
+
+#include "utils/common.h"
 
 lx_err lx_ratelimit_err(const lx_rate_req *q)
 {
     return q->result.kind == LX_RATE_TOKENS ? LX_ERR_RATE_LIMIT_TOKENS : LX_ERR_RATE_LIMIT_REQUESTS;
 }
 
+/* Numbers are written without printf (lx_fmt_uint): the headers below go on every answer. */
+static char *put_dec(char *p, unsigned long long v) { return p + lx_fmt_uint(p, v); }
+
+/* Copies the n bytes at t into out as a string of at most cap - 1 bytes (cut, as snprintf would). */
+static void put_out(char *out, size_t cap, const char *t, size_t n)
+{
+    if (cap == 0) return;
+    n = n < cap - 1 ? n : cap - 1;
+    memcpy(out, t, n);
+    out[n] = '\0';
+}
+
 void lx_ratelimit_duration(int64_t ms, char *out, size_t cap)
 {
+    char t[48], *p = t;
     if (ms <= 0) {
-        snprintf(out, cap, "0s");
-        return;
-    }
-    if (ms < 1000) {
-        snprintf(out, cap, "%lldms", (long long)ms);
-        return;
-    }
-    long long h = ms / 3600000, m = ms / 60000 % 60, s = ms / 1000 % 60, frac = ms % 1000;
-    char secs[16];
-    if (frac == 0) {
-        snprintf(secs, sizeof secs, "%llds", s);
+        *p++ = '0';
+    } else if (ms < 1000) {
+        p = put_dec(p, (unsigned long long)ms);
+        *p++ = 'm';
     } else {
-        int digits = 3;
-        while (frac % 10 == 0) {
-            frac /= 10;
-            digits--;
+        unsigned long long h = (unsigned long long)ms / 3600000, m = (unsigned long long)ms / 60000 % 60,
+                           sec = (unsigned long long)ms / 1000 % 60, frac = (unsigned long long)ms % 1000;
+        if (h > 0) {
+            p = put_dec(p, h);
+            *p++ = 'h';
         }
-        snprintf(secs, sizeof secs, "%lld.%0*llds", s, digits, frac);
+        if (ms >= 60000) {
+            p = put_dec(p, m);
+            *p++ = 'm';
+        }
+        p = put_dec(p, sec);
+        if (frac) { /* three digits, trailing zeros dropped: 1.5s, 2.52s, 59.929s */
+            *p++ = '.';
+            *p++ = (char)('0' + frac / 100);
+            *p++ = (char)('0' + frac / 10 % 10);
+            *p++ = (char)('0' + frac % 10);
+            while (p[-1] == '0')
+                p--;
+        }
     }
-    if (h > 0)
-        snprintf(out, cap, "%lldh%lldm%s", h, m, secs);
-    else if (ms >= 60000)
-        snprintf(out, cap, "%lldm%s", m, secs);
-    else
-        snprintf(out, cap, "%s", secs);
+    *p++ = 's';
+    put_out(out, cap, t, (size_t)(p - t));
 }
 
 void lx_ratelimit_message(const lx_rate_req *q, char *msg, size_t cap)
@@ -74,11 +92,14 @@ int lx_ratelimit_body(const lx_rate_req *q, lx_buf *out)
     return lx_err_body(out, lx_ratelimit_err(q), msg, NULL);
 }
 
-static void add_header(lx_ratelimit_headers *h, const char *name, const char *fmt, long long v)
+static void add_header(lx_ratelimit_headers *h, const char *name, long long v)
 {
     if (h->n >= LX_RATELIMIT_MAX_HEADERS) return;
+    char t[24], *p = t;
+    if (v < 0) *p++ = '-';
+    p = put_dec(p, v < 0 ? 0 - (unsigned long long)v : (unsigned long long)v);
     h->name[h->n] = name;
-    snprintf(h->value[h->n], sizeof h->value[h->n], fmt, v);
+    put_out(h->value[h->n], sizeof h->value[h->n], t, (size_t)(p - t));
     h->n++;
 }
 
@@ -86,8 +107,8 @@ static void add_window(lx_ratelimit_headers *h, const lx_rate_window *w, const c
                        const char *reset)
 {
     if (w->limit <= 0) return;
-    add_header(h, limit, "%lld", w->limit);
-    add_header(h, remaining, "%lld", w->remaining);
+    add_header(h, limit, w->limit);
+    add_header(h, remaining, w->remaining);
     if (h->n >= LX_RATELIMIT_MAX_HEADERS) return;
     h->name[h->n] = reset;
     lx_ratelimit_duration(w->reset_ms, h->value[h->n], sizeof h->value[h->n]);
@@ -101,11 +122,11 @@ void lx_ratelimit_headers_fill(const lx_rate_result *r, lx_ratelimit_headers *h)
                "x-ratelimit-reset-requests");
     add_window(h, &r->tokens, "x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens");
     if (r->verdict == LX_RATE_LIMITED) {
-        add_header(h, "retry-after", "%lld", (r->retry_after_ms + 999) / 1000);
-        add_header(h, "retry-after-ms", "%lld", r->retry_after_ms);
+        add_header(h, "retry-after", (r->retry_after_ms + 999) / 1000);
+        add_header(h, "retry-after-ms", r->retry_after_ms);
     } else if (r->verdict == LX_RATE_TOO_LARGE) {
         h->name[h->n] = "x-should-retry";
-        snprintf(h->value[h->n], sizeof h->value[h->n], "false");
+        put_out(h->value[h->n], sizeof h->value[h->n], "false", 5);
         h->n++;
     }
 }

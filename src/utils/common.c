@@ -51,19 +51,25 @@ void lx_assert_fail(const char *cond, const char *file, int line)
     abort();
 }
 
+size_t lx_fmt_uint(char *out, unsigned long long v)
+{
+    char t[20], *p = t + sizeof t;
+    do
+        *--p = (char)('0' + v % 10);
+    while (v /= 10);
+    size_t n = (size_t)(t + sizeof t - p);
+    memcpy(out, p, n);
+    return n;
+}
+
 size_t lx_fmt_ms(char out[32], double ms)
 {
     if (!(ms >= 0 && ms < 9e15)) {
         int n = snprintf(out, 32, "%.3f", ms);
         return n > 0 && n < 32 ? (size_t)n : 0;
     }
-    unsigned long long us = (unsigned long long)(ms * 1000.0 + 0.5), whole = us / 1000;
-    char t[24], *p = t + sizeof t;
-    do
-        *--p = (char)('0' + whole % 10);
-    while (whole /= 10);
-    size_t n = (size_t)(t + sizeof t - p);
-    memcpy(out, p, n);
+    unsigned long long us = (unsigned long long)(ms * 1000.0 + 0.5);
+    size_t n = lx_fmt_uint(out, us / 1000);
     out[n++] = '.';
     out[n++] = (char)('0' + us / 100 % 10);
     out[n++] = (char)('0' + us / 10 % 10);

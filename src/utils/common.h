@@ -57,10 +57,12 @@ void *lx_xrealloc(void *p, size_t n);
 char *lx_xstrdup(const char *s);
 char *lx_xstrndup(const char *s, size_t n);
 
-/* Monotonic time since an arbitrary origin. */
+/* v in decimal at out (up to 20 digits, no NUL), without printf; returns the number of digits. */
+size_t lx_fmt_uint(char *out, unsigned long long v);
 /* ms as "%.3f" would write it (a number of milliseconds with 3 decimals), without printf: the NUL-terminated
  * text in out (32 bytes), its length returned. Negative, huge or not-a-number values go through snprintf. */
 size_t lx_fmt_ms(char out[32], double ms);
+/* Monotonic time since an arbitrary origin. */
 uint64_t lx_now_ns(void);
 static inline double lx_now_ms(void) { return (double)lx_now_ns() / 1e6; }
 
