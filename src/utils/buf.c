@@ -32,8 +32,6 @@ int lx_buf_append(lx_buf *b, const void *data, size_t n)
     return 0;
 }
 
-int lx_buf_append_str(lx_buf *b, const char *s) { return lx_buf_append(b, s, strlen(s)); }
-
 int lx_buf_append_uint(lx_buf *b, unsigned long long v, unsigned base)
 {
     char t[24], *p = t + sizeof t;

@@ -11,6 +11,7 @@
 
 #include <stdarg.h>
 #include <stddef.h>
+#include <string.h>
 
 typedef struct {
     char *p;
@@ -22,7 +23,8 @@ typedef struct {
 static inline void lx_buf_init(lx_buf *b, size_t max) { *b = (lx_buf){NULL, 0, 0, max}; }
 
 int lx_buf_append(lx_buf *b, const void *data, size_t n);
-int lx_buf_append_str(lx_buf *b, const char *s);
+/* Inline, so the length of a string literal is known when compiling (no strlen call on every request). */
+static inline int lx_buf_append_str(lx_buf *b, const char *s) { return lx_buf_append(b, s, strlen(s)); }
 /* Appends v in decimal (base 10) or lowercase hexadecimal (base 16), without printf. */
 int lx_buf_append_uint(lx_buf *b, unsigned long long v, unsigned base);
 int lx_buf_printf(lx_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

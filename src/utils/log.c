@@ -101,14 +101,14 @@ static void emit(lx_log_level level, lx_buf *line)
     if (level >= LX_LOG_WARN || !log_buffered) fflush(stderr);
 }
 
-static void json_field(lx_buf *b, const char *key, const char *val)
+/* ,"key":"val" with val escaped. json_field's key is a string literal: the head is joined when compiling. */
+static void json_field_head(lx_buf *b, const char *head, size_t n, const char *val)
 {
-    lx_buf_append_str(b, ",\"");
-    lx_buf_append_str(b, key);
-    lx_buf_append_str(b, "\":\"");
+    lx_buf_append(b, head, n);
     lx_buf_json_escape(b, val, strlen(val));
     lx_buf_append(b, "\"", 1);
 }
+#define json_field(b, key, val) json_field_head((b), ",\"" key "\":\"", sizeof(",\"" key "\":\"") - 1, (val))
 
 /* An integer, without printf. */
 static void put_long(lx_buf *b, long v)
@@ -124,13 +124,8 @@ static void put_ms(lx_buf *b, double ms)
     lx_buf_append(b, t, lx_fmt_ms(t, ms));
 }
 
-/* ,"key":<number> */
-static void json_key(lx_buf *b, const char *key)
-{
-    lx_buf_append_str(b, ",\"");
-    lx_buf_append_str(b, key);
-    lx_buf_append_str(b, "\":");
-}
+/* ,"key": before a number; key a string literal. */
+#define json_key(b, key) lx_buf_append((b), ",\"" key "\":", sizeof(",\"" key "\":") - 1)
 
 void lx_log_write(lx_log_level level, const char *reqid, const char *fmt, ...)
 {
