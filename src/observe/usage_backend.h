@@ -13,29 +13,55 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "observe/exp_report.h"
 #include "observe/usage_store.h"
 #include "utils/id.h"
 
-/* One row of the ledger: fixed size, copied by value from the loop thread to the writer. */
+/* A row's texts (lx_usage_row_set, lx_usage_row_text). "" stands for NULL where the column allows it. */
+typedef enum {
+    LX_ROW_REQUEST_ID, /* at most LX_REQUEST_ID_MAX - 1 bytes */
+    LX_ROW_USER,       /* 127 */
+    LX_ROW_MODEL,      /* 255 */
+    LX_ROW_MODEL_USED, /* 255; "" = NULL: what answered (after aliases, experiments, fallbacks) */
+    LX_ROW_EXPERIMENT, /* 127; "" = NULL */
+    LX_ROW_VARIANT,    /* 255; "" = NULL */
+    LX_ROW_BACKEND,    /* 127; "" = NULL */
+    LX_ROW_PRIORITY,   /* 7; "" = NULL */
+    LX_ROW_ERROR_CODE, /* 47; "" = NULL */
+    LX_ROW_TEXTS
+} lx_usage_row_field;
+
+/* Room for every text at its longest, each with its NUL (1,337 bytes), and the "" at 0; rounded up. */
+#define LX_ROW_TEXT_MAX 1344
+
+/* One row of the ledger: fixed size, copied by value from the loop thread to the writer. Its texts lie back
+ * to back at the start of text, so a row touches a few cache lines, and their lengths are known. */
 typedef struct {
     int64_t time_ms;      /* wall clock, when the answer ended */
     uint64_t run_id, seq; /* the row's key (lx_usage_row_key): unique per gateway */
-    char request_id[LX_REQUEST_ID_MAX];
-    char user[128];
-    char model[256];
-    char model_used[256]; /* "" = NULL: what answered (after aliases, experiments, fallbacks) */
-    char experiment[128]; /* "" = NULL */
-    char variant[256];    /* "" = NULL */
-    char backend[128];    /* "" = NULL */
-    char priority[8];     /* "" = NULL */
-    char error_code[48];
     int status;
     long prompt_tokens, completion_tokens; /* -1 = NULL */
     double queue_wait_ms, ttft_ms, latency_ms;
     bool stream;
+    uint16_t used;              /* bytes of text taken (0 or 1: none yet; text[0] is the "" of unset texts) */
+    uint16_t off[LX_ROW_TEXTS]; /* where each text starts */
+    uint8_t len[LX_ROW_TEXTS];  /* and its length */
+    char text[LX_ROW_TEXT_MAX];
 } lx_usage_row;
+
+/* Sets text k of r to s (NULL: ""), cut at k's longest. Each text is set at most once; a zeroed row has every
+ * text "". To reuse a row, zero used, off and len first (lx_usage_row_clear_texts). */
+void lx_usage_row_set(lx_usage_row *r, lx_usage_row_field k, const char *s);
+static inline void lx_usage_row_clear_texts(lx_usage_row *r)
+{
+    r->used = 0;
+    memset(r->off, 0, sizeof r->off);
+    memset(r->len, 0, sizeof r->len);
+    r->text[0] = '\0';
+}
+static inline const char *lx_usage_row_text(const lx_usage_row *r, lx_usage_row_field k) { return r->text + r->off[k]; }
 
 /* The running totals of one gateway in the ledger. */
 typedef struct {
@@ -98,6 +124,9 @@ void lx_usage_iso_ms(char out[32], int64_t ms);
 /* A row's key in the ledger: the writer's run id (random, 16 hex digits) and the row's sequence number (12
  * digits at least, zero-padded, so a run's keys sort in order and the unique index grows at its end). */
 void lx_usage_row_key(char out[40], const lx_usage_row *r);
-static inline bool lx_usage_row_is_error(const lx_usage_row *r) { return r->status >= 400 || r->error_code[0]; }
+static inline bool lx_usage_row_is_error(const lx_usage_row *r)
+{
+    return r->status >= 400 || r->len[LX_ROW_ERROR_CODE] > 0;
+}
 
 #endif

@@ -163,22 +163,22 @@ void lx_usage_pg_batch_params(const lx_usage_row *rows, size_t n, const char *ga
         snprintf(t->latency, sizeof t->latency, "%.3f", r->latency_ms);
         v[0] = t->key;
         v[1] = t->time;
-        v[2] = r->request_id;
-        v[3] = r->user;
-        v[4] = r->model;
-        v[5] = opt_str(r->backend);
-        v[6] = opt_str(r->priority);
+        v[2] = lx_usage_row_text(r, LX_ROW_REQUEST_ID);
+        v[3] = lx_usage_row_text(r, LX_ROW_USER);
+        v[4] = lx_usage_row_text(r, LX_ROW_MODEL);
+        v[5] = opt_str(lx_usage_row_text(r, LX_ROW_BACKEND));
+        v[6] = opt_str(lx_usage_row_text(r, LX_ROW_PRIORITY));
         v[7] = t->status;
-        v[8] = opt_str(r->error_code);
+        v[8] = opt_str(lx_usage_row_text(r, LX_ROW_ERROR_CODE));
         v[9] = opt_num(t->prompt, sizeof t->prompt, r->prompt_tokens);
         v[10] = opt_num(t->completion, sizeof t->completion, r->completion_tokens);
         v[11] = t->queue_wait;
         v[12] = opt_ms(t->ttft, sizeof t->ttft, r->ttft_ms);
         v[13] = t->latency;
         v[14] = r->stream ? "t" : "f";
-        v[15] = opt_str(r->model_used);
-        v[16] = opt_str(r->experiment);
-        v[17] = opt_str(r->variant);
+        v[15] = opt_str(lx_usage_row_text(r, LX_ROW_MODEL_USED));
+        v[16] = opt_str(lx_usage_row_text(r, LX_ROW_EXPERIMENT));
+        v[17] = opt_str(lx_usage_row_text(r, LX_ROW_VARIANT));
     }
 }
 

@@ -41,6 +41,7 @@ typedef struct {
 typedef struct {
     char *path;
     char gateway_id[LX_USAGE_GATEWAY_ID_MAX];
+    int gateway_id_len;
     /* the checkpointer: a thread with its own connection, woken when the WAL has grown by CKPT_PAGES */
     uv_thread_t ckpt_thread;
     uv_mutex_t ckpt_mu;
@@ -136,6 +137,7 @@ static void *sq_create(const lx_usage_store_opts *o)
     sq *s = lx_xcalloc(1, sizeof *s);
     s->path = lx_xstrdup(o->db_path);
     snprintf(s->gateway_id, sizeof s->gateway_id, "%s", o->gateway_id);
+    s->gateway_id_len = (int)strlen(s->gateway_id);
     uv_mutex_init(&s->ckpt_mu);
     uv_cond_init(&s->ckpt_cv);
     return s;
@@ -326,6 +328,8 @@ fail:
     return rc;
 }
 
+#define TIME_LEN 24 /* what format_time writes: 2025-06-01T09:30:12.345Z */
+
 /* The row's time as ISO 8601 with milliseconds; the seconds are formatted once per second (rows come in
  * time order). */
 static void format_time(sq *s, char out[32], int64_t ms)
@@ -345,15 +349,21 @@ static void format_time(sq *s, char out[32], int64_t ms)
     out[21] = (char)('0' + m / 10 % 10);
     out[22] = (char)('0' + m % 10);
     out[23] = 'Z';
-    out[24] = '\0';
+    out[TIME_LEN] = '\0';
 }
 
-static void bind_text(sqlite3_stmt *q, int i, const char *v, bool null_if_empty)
+static void bind_text(sqlite3_stmt *q, int i, const char *v, int len, bool null_if_empty)
 {
-    if (v[0] || !null_if_empty)
-        sqlite3_bind_text(q, i, v, -1, SQLITE_STATIC);
+    if (len > 0 || !null_if_empty)
+        sqlite3_bind_text(q, i, v, len, SQLITE_STATIC);
     else
         sqlite3_bind_null(q, i);
+}
+
+/* Text k of r, its length known (no strlen per column and row). */
+static void bind_field(sqlite3_stmt *q, int i, const lx_usage_row *r, lx_usage_row_field k, bool null_if_empty)
+{
+    bind_text(q, i, lx_usage_row_text(r, k), r->len[k], null_if_empty);
 }
 
 static void bind_count(sqlite3_stmt *q, int i, int64_t v)
@@ -368,14 +378,14 @@ static void bind_count(sqlite3_stmt *q, int i, int64_t v)
 static void bind_row(sq *s, sqlite3_stmt *q, int base, const lx_usage_row *r, row_text *t)
 {
     format_time(s, t->time, r->time_ms);
-    bind_text(q, base + 1, t->time, false);
-    bind_text(q, base + 2, r->request_id, false);
-    bind_text(q, base + 3, r->user, false);
-    bind_text(q, base + 4, r->model, false);
-    bind_text(q, base + 5, r->backend, true);
-    bind_text(q, base + 6, r->priority, true);
+    bind_text(q, base + 1, t->time, TIME_LEN, false);
+    bind_field(q, base + 2, r, LX_ROW_REQUEST_ID, false);
+    bind_field(q, base + 3, r, LX_ROW_USER, false);
+    bind_field(q, base + 4, r, LX_ROW_MODEL, false);
+    bind_field(q, base + 5, r, LX_ROW_BACKEND, true);
+    bind_field(q, base + 6, r, LX_ROW_PRIORITY, true);
     sqlite3_bind_int(q, base + 7, r->status);
-    bind_text(q, base + 8, r->error_code, true);
+    bind_field(q, base + 8, r, LX_ROW_ERROR_CODE, true);
     bind_count(q, base + 9, r->prompt_tokens);
     bind_count(q, base + 10, r->completion_tokens);
     sqlite3_bind_double(q, base + 11, r->queue_wait_ms);
@@ -385,10 +395,10 @@ static void bind_row(sq *s, sqlite3_stmt *q, int base, const lx_usage_row *r, ro
         sqlite3_bind_null(q, base + 12);
     sqlite3_bind_double(q, base + 13, r->latency_ms);
     sqlite3_bind_int(q, base + 14, r->stream);
-    bind_text(q, base + 15, s->gateway_id, false);
-    bind_text(q, base + 16, r->model_used, true);
-    bind_text(q, base + 17, r->experiment, true);
-    bind_text(q, base + 18, r->variant, true);
+    bind_text(q, base + 15, s->gateway_id, s->gateway_id_len, false);
+    bind_field(q, base + 16, r, LX_ROW_MODEL_USED, true);
+    bind_field(q, base + 17, r, LX_ROW_EXPERIMENT, true);
+    bind_field(q, base + 18, r, LX_ROW_VARIANT, true);
 }
 
 /* Inserts the n rows, MULTI_ROWS to a statement while that many are left, then one at a time. */

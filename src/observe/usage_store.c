@@ -96,6 +96,32 @@ void lx_usage_row_key(char out[40], const lx_usage_row *r)
     snprintf(out, 40, "%016" PRIx64 "-%012" PRIu64, r->run_id, r->seq); /* fixed width: keys sort in order */
 }
 
+/* The longest of each text of a row, in bytes (as the columns were when each had its own array). */
+static const uint16_t text_cap[LX_ROW_TEXTS] = {
+    [LX_ROW_REQUEST_ID] = LX_REQUEST_ID_MAX - 1,
+    [LX_ROW_USER] = 127,
+    [LX_ROW_MODEL] = 255,
+    [LX_ROW_MODEL_USED] = 255,
+    [LX_ROW_EXPERIMENT] = 127,
+    [LX_ROW_VARIANT] = 255,
+    [LX_ROW_BACKEND] = 127,
+    [LX_ROW_PRIORITY] = 7,
+    [LX_ROW_ERROR_CODE] = 47,
+};
+
+void lx_usage_row_set(lx_usage_row *r, lx_usage_row_field k, const char *s)
+{
+    if (r->used == 0) r->used = 1; /* text[0] stays the "" of the texts not set */
+    size_t n = s ? strnlen(s, text_cap[k]) : 0, left = LX_ROW_TEXT_MAX - (size_t)r->used; /* NUL included */
+    if (n >= left) n = left ? left - 1 : 0; /* never: the caps add up to less than the room */
+    r->off[k] = n ? r->used : 0;
+    r->len[k] = (uint8_t)n;
+    if (n == 0) return;
+    memcpy(r->text + r->used, s, n);
+    r->text[r->used + n] = '\0';
+    r->used = (uint16_t)(r->used + n + 1);
+}
+
 void lx_usage_default_gateway_id(char out[LX_USAGE_GATEWAY_ID_MAX])
 {
     char host[256];
@@ -471,14 +497,6 @@ void lx_usage_store_close(lx_usage_store *st)
     uv_close((uv_handle_t *)&st->async, on_closed);
 }
 
-static void copy_str(char *dst, size_t cap, const char *src)
-{
-    if (src == NULL) src = "";
-    size_t n = strnlen(src, cap - 1);
-    memcpy(dst, src, n);
-    dst[n] = '\0';
-}
-
 static int64_t wall_ms(void)
 {
     struct timeval tv;
@@ -507,15 +525,16 @@ void lx_usage_store_add(lx_usage_store *st, const lx_access_rec *rec)
     r->time_ms = now;
     r->run_id = st->run_id;
     r->seq = st->next_seq++;
-    copy_str(r->request_id, sizeof r->request_id, rec->request_id);
-    copy_str(r->user, sizeof r->user, rec->user && rec->user[0] ? rec->user : "-");
-    copy_str(r->model, sizeof r->model, rec->model && rec->model[0] ? rec->model : "-");
-    copy_str(r->model_used, sizeof r->model_used, rec->model_used);
-    copy_str(r->experiment, sizeof r->experiment, rec->experiment);
-    copy_str(r->variant, sizeof r->variant, rec->experiment ? rec->variant : NULL);
-    copy_str(r->backend, sizeof r->backend, rec->backend);
-    copy_str(r->priority, sizeof r->priority, rec->priority);
-    copy_str(r->error_code, sizeof r->error_code, rec->error_code);
+    lx_usage_row_clear_texts(r);
+    lx_usage_row_set(r, LX_ROW_REQUEST_ID, rec->request_id);
+    lx_usage_row_set(r, LX_ROW_USER, rec->user && rec->user[0] ? rec->user : "-");
+    lx_usage_row_set(r, LX_ROW_MODEL, rec->model && rec->model[0] ? rec->model : "-");
+    lx_usage_row_set(r, LX_ROW_MODEL_USED, rec->model_used);
+    lx_usage_row_set(r, LX_ROW_EXPERIMENT, rec->experiment);
+    lx_usage_row_set(r, LX_ROW_VARIANT, rec->experiment ? rec->variant : NULL);
+    lx_usage_row_set(r, LX_ROW_BACKEND, rec->backend);
+    lx_usage_row_set(r, LX_ROW_PRIORITY, rec->priority);
+    lx_usage_row_set(r, LX_ROW_ERROR_CODE, rec->error_code);
     r->status = rec->status;
     r->prompt_tokens = rec->prompt_tokens;
     r->completion_tokens = rec->prompt_tokens >= 0 ? rec->completion_tokens : -1;

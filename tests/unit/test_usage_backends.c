@@ -32,15 +32,15 @@ static lx_usage_row row(uint64_t seq, const char *id, int status, long pt, long 
                       .ttft_ms = status < 400 ? 20.25 : -1,
                       .latency_ms = 100,
                       .stream = seq % 2 == 1};
-    snprintf(r.request_id, sizeof r.request_id, "%s", id);
-    snprintf(r.user, sizeof r.user, "alice");
-    snprintf(r.model, sizeof r.model, "qwen3-32b");
-    if (status < 400) snprintf(r.backend, sizeof r.backend, "vllm");
-    snprintf(r.priority, sizeof r.priority, "high");
-    if (status >= 400) snprintf(r.error_code, sizeof r.error_code, "model_not_found");
-    if (status < 400) snprintf(r.model_used, sizeof r.model_used, "qwen3-32b-awq");
-    if (status < 400) snprintf(r.experiment, sizeof r.experiment, "coder");
-    if (status < 400) snprintf(r.variant, sizeof r.variant, "qwen-coder");
+    lx_usage_row_set(&r, LX_ROW_REQUEST_ID, id);
+    lx_usage_row_set(&r, LX_ROW_USER, "alice");
+    lx_usage_row_set(&r, LX_ROW_MODEL, "qwen3-32b");
+    if (status < 400) lx_usage_row_set(&r, LX_ROW_BACKEND, "vllm");
+    lx_usage_row_set(&r, LX_ROW_PRIORITY, "high");
+    if (status >= 400) lx_usage_row_set(&r, LX_ROW_ERROR_CODE, "model_not_found");
+    if (status < 400) lx_usage_row_set(&r, LX_ROW_MODEL_USED, "qwen3-32b-awq");
+    if (status < 400) lx_usage_row_set(&r, LX_ROW_EXPERIMENT, "coder");
+    if (status < 400) lx_usage_row_set(&r, LX_ROW_VARIANT, "qwen-coder");
     return r;
 }
 
@@ -200,6 +200,42 @@ static int64_t query_int(const char *path, const char *sql)
     sqlite3_finalize(q);
     sqlite3_close(db);
     return v;
+}
+
+/* A row's texts: each at its own offset with its length, NULL and unset ones "", each cut at its column's
+ * longest (every one at its longest still fits), and a reused row cleared first. */
+static void test_row_texts(void **state)
+{
+    (void)state;
+    lx_usage_row r = {0};
+    assert_string_equal(lx_usage_row_text(&r, LX_ROW_MODEL), "");
+    lx_usage_row_set(&r, LX_ROW_USER, "alice");
+    lx_usage_row_set(&r, LX_ROW_BACKEND, NULL);
+    assert_string_equal(lx_usage_row_text(&r, LX_ROW_USER), "alice");
+    assert_int_equal(r.len[LX_ROW_USER], 5);
+    assert_string_equal(lx_usage_row_text(&r, LX_ROW_BACKEND), "");
+    assert_string_equal(lx_usage_row_text(&r, LX_ROW_VARIANT), ""); /* never set */
+    assert_false(lx_usage_row_is_error(&(lx_usage_row){.status = 200}));
+
+    char big[600];
+    memset(big, 'x', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    static const size_t longest[LX_ROW_TEXTS] = {LX_REQUEST_ID_MAX - 1, 127, 255, 255, 127, 255, 127, 7, 47};
+    lx_usage_row_clear_texts(&r);
+    for (int k = 0; k < LX_ROW_TEXTS; k++)
+        lx_usage_row_set(&r, (lx_usage_row_field)k, big);
+    for (int k = 0; k < LX_ROW_TEXTS; k++) {
+        assert_int_equal(r.len[k], longest[k]);
+        assert_int_equal(strlen(lx_usage_row_text(&r, (lx_usage_row_field)k)), longest[k]);
+    }
+    assert_true(r.used <= LX_ROW_TEXT_MAX);
+    assert_true(lx_usage_row_is_error(&r)); /* an error code is set */
+
+    lx_usage_row_clear_texts(&r); /* as the store reuses a row */
+    lx_usage_row_set(&r, LX_ROW_REQUEST_ID, "req_1");
+    assert_string_equal(lx_usage_row_text(&r, LX_ROW_REQUEST_ID), "req_1");
+    assert_string_equal(lx_usage_row_text(&r, LX_ROW_ERROR_CODE), "");
+    assert_int_equal(r.len[LX_ROW_ERROR_CODE], 0);
 }
 
 /* Rows through the multi-row statement and the one-row statement (37 = 32 + 5), each value where it belongs;
@@ -412,8 +448,8 @@ static void test_pg_written_once(void **state)
     size_t n = 2500, written = 0;
     lx_usage_row *rows = calloc(n, sizeof *rows);
     for (size_t i = 0; i < n; i++)
-        rows[i] = row(i, i == 2 ? "pg-0" : "pg-x", i % 10 == 0 ? 404 : 200, i % 10 == 0 ? -1 : 3, i % 10 == 0 ? -1 : 2);
-    snprintf(rows[0].request_id, sizeof rows[0].request_id, "pg-0");
+        rows[i] = row(i, i == 0 || i == 2 ? "pg-0" : "pg-x", i % 10 == 0 ? 404 : 200, i % 10 == 0 ? -1 : 3,
+                      i % 10 == 0 ? -1 : 2);
     int rc = lx_usage_postgres.write(db, rows, n, &t, &written, err, sizeof err);
     if (rc != LX_USAGE_WRITE_OK) fail_msg("%s", err);
     assert_int_equal(written, n);
@@ -542,10 +578,11 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_batch_sql),          cmocka_unit_test(test_batch_params),
         cmocka_unit_test(test_url_check),          cmocka_unit_test(test_url_redacted),
-        cmocka_unit_test(test_gateway_ids),        cmocka_unit_test(test_sqlite_rows),
-        cmocka_unit_test(test_sqlite_locked),      cmocka_unit_test(test_sqlite_migrates_v1),
-        cmocka_unit_test(test_sqlite_migrates_v3), cmocka_unit_test(test_pg_written_once),
-        cmocka_unit_test(test_sqlite_feedback),    cmocka_unit_test(test_pg_feedback),
+        cmocka_unit_test(test_gateway_ids),        cmocka_unit_test(test_row_texts),
+        cmocka_unit_test(test_sqlite_rows),        cmocka_unit_test(test_sqlite_locked),
+        cmocka_unit_test(test_sqlite_migrates_v1), cmocka_unit_test(test_sqlite_migrates_v3),
+        cmocka_unit_test(test_pg_written_once),    cmocka_unit_test(test_sqlite_feedback),
+        cmocka_unit_test(test_pg_feedback),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
