@@ -19,17 +19,18 @@
 #include "observe/usage_store.h"
 #include "utils/id.h"
 
-/* A row's texts (lx_usage_row_set, lx_usage_row_text). "" stands for NULL where the column allows it. */
+/* A row's texts (lx_usage_row_set, lx_usage_row_text), each cut at its column's longest (text_cap in
+ * usage_store.c). "" stands for NULL where the column allows it. */
 typedef enum {
-    LX_ROW_REQUEST_ID, /* at most LX_REQUEST_ID_MAX - 1 bytes */
-    LX_ROW_USER,       /* 127 */
-    LX_ROW_MODEL,      /* 255 */
-    LX_ROW_MODEL_USED, /* 255; "" = NULL: what answered (after aliases, experiments, fallbacks) */
-    LX_ROW_EXPERIMENT, /* 127; "" = NULL */
-    LX_ROW_VARIANT,    /* 255; "" = NULL */
-    LX_ROW_BACKEND,    /* 127; "" = NULL */
-    LX_ROW_PRIORITY,   /* 7; "" = NULL */
-    LX_ROW_ERROR_CODE, /* 47; "" = NULL */
+    LX_ROW_REQUEST_ID,
+    LX_ROW_USER,
+    LX_ROW_MODEL,
+    LX_ROW_MODEL_USED, /* "" = NULL: what answered (after aliases, experiments, fallbacks) */
+    LX_ROW_EXPERIMENT, /* "" = NULL */
+    LX_ROW_VARIANT,    /* "" = NULL */
+    LX_ROW_BACKEND,    /* "" = NULL */
+    LX_ROW_PRIORITY,   /* "" = NULL */
+    LX_ROW_ERROR_CODE, /* "" = NULL */
     LX_ROW_TEXTS
 } lx_usage_row_field;
 
