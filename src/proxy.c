@@ -859,8 +859,8 @@ static bool set_experiment(proxy_req *p)
     }
     case LX_EXP_IN: break;
     }
-    snprintf(p->experiment, sizeof p->experiment, "%s", ch.experiment);
-    snprintf(p->variant, sizeof p->variant, "%s", ch.variant);
+    lx_strcpy_cut(p->experiment, sizeof p->experiment, ch.experiment);
+    lx_strcpy_cut(p->variant, sizeof p->variant, ch.variant);
     p->model_name = lx_slice_of(p->variant);
     return true;
 }

@@ -1,5 +1,6 @@
 /*
  * Request bodies: one strict pass over the top-level object, then one spliced copy. See body.h.
+ * A backend's answer is not checked, only read: lx_json_find_member walks it backwards (see there).
  *
  * The scanner is a small hand-written RFC 8259 checker, not jsmn. jsmn 1.1 (the first plan) walks
  * back over its tokens at every closing bracket, which is quadratic: a 40 KB body of "[[[...]]]"
@@ -19,8 +20,8 @@
  *   repeated key the last one wins, as in Python's json that vLLM uses.
  * - The rewrite copies every kept member's bytes unchanged; only whitespace and commas between
  *   members may change. The x_* members are the top-level ones only.
- * - Strings are scanned 8 bytes at a time (SWAR) on little-endian hosts; that is the hot path,
- *   as a big request is mostly message text.
+ * - Strings are scanned 8 bytes at a time (lx_json_plain_end, utils/buf.h); that is the hot path, as a
+ *   big request is mostly message text.
  * - The scan is also the token estimate's only pass (limits/tokens.h): scan_string adds each
  *   string's characters (a run of plain bytes is that many ASCII characters, a validated UTF-8
  *   sequence one code point, two past U+FFFF, an escape one), skip_value counts objects. Each byte of
@@ -69,45 +70,6 @@ static bool is_digit(char c) { return c >= '0' && c <= '9'; }
 
 static bool is_hex(char c) { return is_digit(c) || ((c | 0x20) >= 'a' && (c | 0x20) <= 'f'); }
 
-/* Bytes that end a run of plain string bytes: the quote, an escape, a control byte, non-ASCII. */
-static bool str_special(unsigned char c) { return c == '"' || c == '\\' || c < 0x20 || c >= 0x80; }
-
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-#define ONES  0x0101010101010101ULL
-#define HIGHS 0x8080808080808080ULL
-
-/* A high bit set on '"', '\\', bytes < 0x20 and bytes >= 0x80. The lowest flagged byte is always a
- * real one (the borrow of the subtraction only spreads upwards), which is all that is used. */
-static uint64_t special_mask(uint64_t v)
-{
-    uint64_t q = v ^ (ONES * '"');
-    uint64_t b = v ^ (ONES * '\\');
-    uint64_t m = ((q - ONES) & ~q) | ((b - ONES) & ~b) | ((v - ONES * 0x20) & ~v) | v;
-    return m & HIGHS;
-}
-
-/* The first '"', '\\', control or non-ASCII byte at or after i, or len. */
-static size_t skip_plain(const char *s, size_t len, size_t i)
-{
-    for (; i + 8 <= len; i += 8) {
-        uint64_t v;
-        memcpy(&v, s + i, 8);
-        uint64_t m = special_mask(v);
-        if (m) return i + ((size_t)__builtin_ctzll(m) >> 3);
-    }
-    while (i < len && !str_special((unsigned char)s[i]))
-        i++;
-    return i;
-}
-#else
-static size_t skip_plain(const char *s, size_t len, size_t i)
-{
-    while (i < len && !str_special((unsigned char)s[i]))
-        i++;
-    return i;
-}
-#endif
-
 static size_t hex4(const char *p)
 {
     size_t v = 0;
@@ -124,7 +86,7 @@ static size_t scan_string(const char *s, size_t len, size_t i, bool *esc, lx_tok
 {
     for (i++;;) {
         size_t run = i;
-        i = skip_plain(s, len, i);
+        i = lx_json_plain_end(s, len, i);
         tc->ascii_chars += i - run;
         if (i < len && (unsigned char)s[i] >= 0x80) {
             size_t n = lx_utf8_seq(s, len, i);
@@ -738,20 +700,97 @@ int lx_body_rewrite(const char *body, size_t len, const lx_body_fields *f, const
 
 /* ---- small readers for upstream answers -------------------------------------------------- */
 
+/* ---- finding one member of a backend's answer ----------------------------------------------
+ *
+ * Walked backwards from the closing brace, without validating: a backend's answer is passed on as it came,
+ * the members read from it (usage, error) come last, and for a repeated key the last one counts. What lies
+ * before the member found (the answer's text, mostly) is not read at all. A quote is a string's end or start
+ * unless an odd run of backslashes precedes it, whichever way the string is read. */
+
+/* Backwards from e, past whitespace, not below lo. */
+static size_t ws_before(const char *s, size_t lo, size_t e)
+{
+    while (e > lo && (s[e - 1] == ' ' || s[e - 1] == '\n' || s[e - 1] == '\r' || s[e - 1] == '\t'))
+        e--;
+    return e;
+}
+
+/* The quote that opens the string whose closing quote is at k: the nearest quote above lo before k that is
+ * not escaped. BAD if there is none. */
+static size_t string_start(const char *s, size_t lo, size_t k)
+{
+    for (;;) {
+        const char *q = k > lo + 1 ? memrchr(s + lo + 1, '"', k - lo - 1) : NULL;
+        if (q == NULL) return BAD;
+        size_t j = (size_t)(q - s), run = 0;
+        while (j - run > lo + 1 && s[j - 1 - run] == '\\')
+            run++;
+        if (run % 2 == 0) return j;
+        k = j;
+    }
+}
+
+/* What the walk stops at: quotes, brackets, and (ending a value at its start) ':', ',' and whitespace. */
+enum { L_PLAIN, L_QUOTE, L_OPEN, L_CLOSE, L_SEP };
+static const unsigned char walk_class[256] = {
+    ['"'] = L_QUOTE, ['{'] = L_OPEN, ['['] = L_OPEN, ['}'] = L_CLOSE, [']'] = L_CLOSE, [':'] = L_SEP,
+    [','] = L_SEP,   [' '] = L_SEP,  ['\n'] = L_SEP, ['\r'] = L_SEP,  ['\t'] = L_SEP};
+
+/* Where the value that ends at e starts (all above lo): a string at its opening quote, a container at its
+ * opening bracket (strings inside stepped over), anything else after the ':' or whitespace before it. BAD if a
+ * string or container does not start. */
+static size_t value_start(const char *s, size_t lo, size_t e)
+{
+    size_t depth = 0, i = e;
+    while (i > lo + 1) {
+        switch (walk_class[(unsigned char)s[i - 1]]) {
+        case L_PLAIN: i--; continue;
+        case L_SEP:
+            if (depth == 0) return i;
+            i--;
+            continue;
+        case L_CLOSE:
+            depth++;
+            i--;
+            continue;
+        case L_QUOTE:
+            if ((i = string_start(s, lo, i - 1)) == BAD) return BAD;
+            break;
+        case L_OPEN:
+            if (depth == 0) return i;
+            depth--;
+            i--;
+            break;
+        }
+        if (depth == 0) return i; /* a string or a container started */
+    }
+    return depth == 0 ? i : BAD;
+}
+
 bool lx_json_find_member(const char *body, size_t len, const char *key, lx_slice *value)
 {
-    obj_iter it;
-    member m;
-    lx_token_counts unused = {0};
-    int r;
-    bool found = false;
-    if (!obj_open(&it, body, len, 0, &unused)) return false;
-    while ((r = obj_next(&it, &m)) == 1) {
-        if (!key_is(body, &m, key)) continue;
-        *value = (lx_slice){body + m.val, m.end - m.val};
-        found = true;
+    size_t lo = skip_ws(body, len, 0), e = ws_before(body, lo, len);
+    if (lo >= len || body[lo] != '{' || e < lo + 2 || body[e - 1] != '}') return false;
+    for (e = ws_before(body, lo, e - 1); e > lo + 1;) { /* e: the end of the last member not yet read */
+        member m = {.end = e};
+        if ((m.val = value_start(body, lo, e)) == BAD || m.val == e) return false;
+        size_t colon = ws_before(body, lo, m.val);
+        if (colon <= lo + 1 || body[colon - 1] != ':') return false;
+        m.key_end = ws_before(body, lo, colon - 1);
+        if (m.key_end <= lo + 1 || body[m.key_end - 1] != '"') return false;
+        if ((m.key = string_start(body, lo, m.key_end - 1)) == BAD) return false;
+        lx_token_counts unused = {0};
+        m.key_esc = memchr(body + m.key, '\\', m.key_end - m.key) != NULL;
+        if (m.key_esc && scan_string(body, len, m.key, &m.key_esc, &unused) != m.key_end) return false; /* key_text */
+        if (key_is(body, &m, key)) {
+            *value = (lx_slice){body + m.val, m.end - m.val};
+            return true;
+        }
+        size_t before = ws_before(body, lo, m.key);
+        if (before == lo + 1 || body[before - 1] != ',') return false; /* the first member, or not a member */
+        e = ws_before(body, lo, before - 1);
     }
-    return r == 0 && skip_ws(body, len, it.i) == len && found;
+    return false;
 }
 
 bool lx_usage_parse(const char *json, size_t len, lx_usage *out)

@@ -97,8 +97,9 @@ int lx_body_rewrite(const char *body, size_t len, const lx_body_fields *f, const
 
 /*
  * Finds a top-level member of a JSON object by key and returns its value's bytes (for a string,
- * including the quotes). Returns false if body is not an object or has no such member.
- * Used on upstream answers (e.g. "usage") without building a DOM of the whole body.
+ * including the quotes); for a repeated key, the last. Returns false if body is not an object or has no
+ * such member. Used on upstream answers (e.g. "usage"), which are passed on as they came: the object is
+ * walked from its end without being validated, and what lies before the member found is not read.
  */
 bool lx_json_find_member(const char *body, size_t len, const char *key, lx_slice *value);
 

@@ -21,15 +21,6 @@ lx_err lx_ratelimit_err(const lx_rate_req *q)
 /* Numbers are written without printf (lx_fmt_uint): the headers below go on every answer. */
 static char *put_dec(char *p, unsigned long long v) { return p + lx_fmt_uint(p, v); }
 
-/* Copies the n bytes at t into out as a string of at most cap - 1 bytes (cut, as snprintf would). */
-static void put_out(char *out, size_t cap, const char *t, size_t n)
-{
-    if (cap == 0) return;
-    n = n < cap - 1 ? n : cap - 1;
-    memcpy(out, t, n);
-    out[n] = '\0';
-}
-
 void lx_ratelimit_duration(int64_t ms, char *out, size_t cap)
 {
     char t[48], *p = t;
@@ -60,7 +51,7 @@ void lx_ratelimit_duration(int64_t ms, char *out, size_t cap)
         }
     }
     *p++ = 's';
-    put_out(out, cap, t, (size_t)(p - t));
+    lx_copy_cut(out, cap, t, (size_t)(p - t));
 }
 
 void lx_ratelimit_message(const lx_rate_req *q, char *msg, size_t cap)
@@ -99,7 +90,7 @@ static void add_header(lx_ratelimit_headers *h, const char *name, long long v)
     if (v < 0) *p++ = '-';
     p = put_dec(p, v < 0 ? 0 - (unsigned long long)v : (unsigned long long)v);
     h->name[h->n] = name;
-    put_out(h->value[h->n], sizeof h->value[h->n], t, (size_t)(p - t));
+    lx_copy_cut(h->value[h->n], sizeof h->value[h->n], t, (size_t)(p - t));
     h->n++;
 }
 
@@ -126,7 +117,7 @@ void lx_ratelimit_headers_fill(const lx_rate_result *r, lx_ratelimit_headers *h)
         add_header(h, "retry-after-ms", r->retry_after_ms);
     } else if (r->verdict == LX_RATE_TOO_LARGE) {
         h->name[h->n] = "x-should-retry";
-        put_out(h->value[h->n], sizeof h->value[h->n], "false", 5);
+        lx_copy_cut(h->value[h->n], sizeof h->value[h->n], "false", 5);
         h->n++;
     }
 }

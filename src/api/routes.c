@@ -345,7 +345,7 @@ static bool usage_user(lx_api_ctx *ctx, lx_http_req *req, char *out, size_t cap)
         lx_slice h;
         if (lx_http_req_header(req, "x-user-id", &h)) u = h;
     }
-    snprintf(out, cap, "%.*s", (int)LX_MIN(u.len, cap - 1), u.p);
+    lx_copy_cut(out, cap, u.p, u.len);
     return true;
 }
 

@@ -429,7 +429,7 @@ void lx_rate_check(lx_rate_limiter *rl, lx_rate_req *q, const lx_rate_ask *ask, 
     q->priv.rl = rl;
     q->priv.cb = cb;
     q->priv.ud = ud;
-    snprintf(q->priv.user, sizeof q->priv.user, "%s", ask->user ? ask->user : "");
+    lx_strcpy_cut(q->priv.user, sizeof q->priv.user, ask->user ? ask->user : "");
     limits_of(rl, q->priv.user, &q->priv.rpm, &q->priv.tpm);
     q->priv.tokens = (long)clamp(ask->tokens, 0, LX_RATE_MAX_LIMIT + 1);
     q->priv.prompt = (long)clamp(ask->prompt_tokens, 0, q->priv.tokens);

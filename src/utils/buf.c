@@ -22,7 +22,7 @@ char *lx_buf_reserve(lx_buf *b, size_t n)
     return b->p + b->len;
 }
 
-int lx_buf_append(lx_buf *b, const void *data, size_t n)
+int lx_buf_append_grow(lx_buf *b, const void *data, size_t n)
 {
     char *w = lx_buf_reserve(b, n);
     if (w == NULL) return -1;
@@ -104,7 +104,7 @@ int lx_buf_json_escape(lx_buf *b, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
     size_t start = 0;
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; (i = lx_json_plain_end(s, n, i)) < n; i++) {
         unsigned char c = (unsigned char)s[i];
         if (c >= 0x80) {
             size_t k = lx_utf8_seq(s, n, i);
@@ -116,7 +116,6 @@ int lx_buf_json_escape(lx_buf *b, const char *s, size_t n)
             start = i + 1;
             continue;
         }
-        if (c >= 0x20 && c != '"' && c != '\\') continue;
         if (lx_buf_append(b, s + start, i - start)) return -1;
         char esc[7] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15], 0};
         const char *e = esc;

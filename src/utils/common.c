@@ -51,6 +51,14 @@ void lx_assert_fail(const char *cond, const char *file, int line)
     abort();
 }
 
+void lx_copy_cut(char *out, size_t cap, const char *s, size_t n)
+{
+    if (cap == 0) return;
+    n = n < cap - 1 ? n : cap - 1;
+    memcpy(out, s, n);
+    out[n] = '\0';
+}
+
 size_t lx_fmt_uint(char *out, unsigned long long v)
 {
     char t[20], *p = t + sizeof t;

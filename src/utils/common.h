@@ -57,6 +57,11 @@ void *lx_xrealloc(void *p, size_t n);
 char *lx_xstrdup(const char *s);
 char *lx_xstrndup(const char *s, size_t n);
 
+/* The n bytes at s as a string in out, cut to cap - 1 bytes (as snprintf's "%.*s" would), without printf. */
+void lx_copy_cut(char *out, size_t cap, const char *s, size_t n);
+/* The string s in out, cut to cap - 1 bytes. */
+static inline void lx_strcpy_cut(char *out, size_t cap, const char *s) { lx_copy_cut(out, cap, s, strnlen(s, cap)); }
+
 /* v in decimal at out (up to 20 digits, no NUL), without printf; returns the number of digits. */
 size_t lx_fmt_uint(char *out, unsigned long long v);
 /* ms as "%.3f" would write it (a number of milliseconds with 3 decimals), without printf: the NUL-terminated

@@ -675,6 +675,30 @@ static void test_find_member(void **state)
     assert_true(slice_is(v, "2"));
 }
 
+/* The walk steps over what strings hold (brackets, quotes, backslashes) and reads escaped keys as the strict
+ * scan does; text it cannot walk (a string or bracket left open, a bad escape in a key) finds nothing. */
+#define FIND(json, key, v) lx_json_find_member(json, sizeof json - 1, key, v)
+static void test_find_member_walk(void **state)
+{
+    (void)state;
+    lx_slice v;
+    assert_true(FIND("{\"a\":\"}]\\\\\",\"b\":[\"\\\"{\",{\"usage\":[]}],\"usage\":7}", "usage", &v));
+    assert_true(slice_is(v, "7"));
+    assert_true(FIND("{\"a\":\"}]\\\\\",\"b\":[\"\\\"{\",{\"usage\":[]}],\"usage\":7}", "b", &v));
+    assert_true(slice_is(v, "[\"\\\"{\",{\"usage\":[]}]"));
+    assert_true(FIND(" {\n \"us\\u0061ge\" : { \"x\" : 1 } ,\"t\":true }\n", "usage", &v));
+    assert_true(slice_is(v, "{ \"x\" : 1 }"));
+    assert_true(FIND("{\"t\":true,\"n\":-1.5e3}", "n", &v));
+    assert_true(slice_is(v, "-1.5e3"));
+    assert_false(FIND("{\"usage\":\"open}", "usage", &v));
+    assert_false(FIND("{\"usage\":[1,2}", "usage", &v));
+    assert_false(FIND("{\"us\\qage\":1}", "usage", &v));
+    assert_false(FIND("{\"us\\u00\":1}", "usage", &v));
+    assert_false(FIND("{\"usage\":}", "usage", &v));
+    assert_false(FIND("{\"usage\" 1}", "usage", &v));
+    assert_false(FIND("{\"usage\":1} x", "usage", &v));
+}
+
 static void test_usage_parse(void **state)
 {
     (void)state;
@@ -724,6 +748,7 @@ int main(void)
         cmocka_unit_test(test_rewrite_cap),
         cmocka_unit_test(test_rewrite_semantics),
         cmocka_unit_test(test_find_member),
+        cmocka_unit_test(test_find_member_walk),
         cmocka_unit_test(test_usage_parse),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "utils/buf.h"
+#include "utils/common.h"
 #include "utils/list.h"
 #include "utils/map.h"
 
@@ -158,6 +159,78 @@ static void test_buf_append_uint(void **state)
     assert_int_equal(memcmp(mem, "1234567", 7), 0);
 }
 
+static void test_buf_cap_lowered_after_growth(void **state)
+{
+    (void)state;
+    lx_buf b;
+    lx_buf_init(&b, 0);
+    for (int i = 0; i < 100; i++)
+        lx_buf_append(&b, "0123456789", 10); /* grown well past 64 bytes */
+    lx_buf_reset(&b);
+    b.max = 16; /* a reused buffer given a lower cap (as a config reload does): the room it has is not enough */
+    assert_int_equal(lx_buf_append(&b, "0123456789", 10), 0);
+    assert_int_equal(lx_buf_append(&b, "0123456789", 10), -1);
+    assert_int_equal(lx_buf_append(&b, "012345", 6), 0);
+    assert_int_equal(lx_buf_append(&b, "x", 1), -1);
+    assert_int_equal(b.len, 16);
+    assert_string_equal(b.p, "0123456789012345");
+    lx_buf_free(&b);
+}
+
+/* The escape of s, and the expected text. */
+static void assert_escaped(const char *s, size_t n, const char *want)
+{
+    lx_buf b;
+    lx_buf_init(&b, 0);
+    assert_int_equal(lx_buf_json_escape(&b, s, n), 0);
+    assert_string_equal(b.p, want);
+    lx_buf_free(&b);
+}
+
+#define ESCAPED(lit, want) assert_escaped(lit, sizeof lit - 1, want)
+
+static void test_json_escape(void **state)
+{
+    (void)state;
+    ESCAPED("", "");
+    ESCAPED("plain", "plain");
+    /* specials before, at and after the 8-byte steps */
+    ESCAPED("\"abcdefgh\\ijklmno\npq\x01rstuvwxyz\t", "\\\"abcdefgh\\\\ijklmno\\npq\\u0001rstuvwxyz\\t");
+    ESCAPED("abcdefg\r", "abcdefg\\r");
+    ESCAPED("abcdefgh\x1f", "abcdefgh\\u001f");
+    /* UTF-8 is kept; a byte that is not part of it becomes U+FFFD */
+    ESCAPED("\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e text", "\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e text");
+    ESCAPED("abcdefgh\xff\xe6\x97", "abcdefgh\\ufffd\\ufffd\\ufffd");
+    ESCAPED("a\0b", "a\\u0000b");
+}
+
+static void test_json_plain_end(void **state)
+{
+    (void)state;
+    const char *s = "0123456789abcdef\"";
+    for (size_t i = 0; i <= 17; i++)
+        assert_int_equal(lx_json_plain_end(s, 17, i), i <= 16 ? 16 : 17);
+    assert_int_equal(lx_json_plain_end(s, 16, 0), 16); /* none: len */
+    assert_int_equal(lx_json_plain_end("ab\x80", 3, 0), 2);
+    assert_int_equal(lx_json_plain_end("abcdefghij\x7f\x1f", 12, 0), 11); /* DEL is plain, a control byte is not */
+}
+
+static void test_copy_cut(void **state)
+{
+    (void)state;
+    char out[6];
+    lx_copy_cut(out, sizeof out, "abc", 3);
+    assert_string_equal(out, "abc");
+    lx_copy_cut(out, sizeof out, "abcdefgh", 8);
+    assert_string_equal(out, "abcde");
+    lx_strcpy_cut(out, sizeof out, "xyz");
+    assert_string_equal(out, "xyz");
+    lx_strcpy_cut(out, sizeof out, "123456789");
+    assert_string_equal(out, "12345");
+    lx_strcpy_cut(out, 1, "q");
+    assert_string_equal(out, "");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -165,6 +238,10 @@ int main(void)
         cmocka_unit_test(test_hash_is_stable_and_spreads),
         cmocka_unit_test(test_map_add_find_remove_grow_shrink),
         cmocka_unit_test(test_buf_append_uint),
+        cmocka_unit_test(test_buf_cap_lowered_after_growth),
+        cmocka_unit_test(test_json_escape),
+        cmocka_unit_test(test_json_plain_end),
+        cmocka_unit_test(test_copy_cut),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
