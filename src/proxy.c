@@ -151,6 +151,7 @@ typedef struct proxy_req {
     lx_sse sse;
     lx_usage usage;
     uint64_t up_start_ns, up_wait_ns, first_byte_ns;
+    uint64_t answered_ns; /* when a buffered answer's headers were made: its overhead, its log and statistics */
     const char *priority;
     lx_priority prio;
     double queue_timeout_s;  /* x_timeout, X-Timeout, else queue.default_timeout */
@@ -202,7 +203,7 @@ static double queue_wait_ms(const proxy_req *p) { return (double)(p->earlier_que
 
 static void access_log(const proxy_req *p, int status)
 {
-    uint64_t now = lx_now_ns();
+    uint64_t now = p->answered_ns ? p->answered_ns : lx_now_ns();
     lx_access_rec rec = {
         .request_id = p->request_id,
         .user = p->user,
@@ -231,6 +232,7 @@ static void access_log(const proxy_req *p, int status)
         .completion_tokens = p->usage.completion_tokens,
         .stream = p->f.stream,
         .attempts = p->attempt,
+        .end_ns = now,
     };
     lx_log_access(&rec);
     if (!p->count_only) lx_stats_record(p->gw->stats, &rec);
@@ -423,9 +425,9 @@ typedef struct {
     lx_ratelimit_headers rate;
 } answer_headers;
 
-static void answer_headers_init(answer_headers *a, const proxy_req *p, const char *content_type)
+static void answer_headers_init(answer_headers *a, const proxy_req *p, const char *content_type, uint64_t now)
 {
-    lx_fmt_ms(a->overhead, overhead_ms(p, lx_now_ns()));
+    lx_fmt_ms(a->overhead, overhead_ms(p, now));
     lx_fmt_ms(a->queue_wait, queue_wait_ms(p));
     a->n = 0;
     a->h[a->n++] = (lx_http_header){"Content-Type", content_type};
@@ -497,7 +499,8 @@ static void respond_buffered(proxy_req *p)
         ct = "application/json";
     }
     answer_headers a;
-    answer_headers_init(&a, p, ct);
+    p->answered_ns = lx_now_ns();
+    answer_headers_init(&a, p, ct, p->answered_ns);
     if (p->up_retry_after[0]) a.h[a.n++] = (lx_http_header){"Retry-After", p->up_retry_after};
     detach(p, p->up_status);
     lx_http_respond(p->req, p->up_status, a.h, a.n, body, len);
@@ -558,7 +561,8 @@ static void on_up_headers(lx_upstream *u, const lx_up_head *h, void *ud)
     (void)u;
     proxy_req *p = ud;
     p->up_status = h->status;
-    if (p->last_backend) lx_backend_note_latency(p->last_backend, (double)(lx_now_ns() - p->up_start_ns) / 1e9);
+    uint64_t now = lx_now_ns();
+    if (p->last_backend) lx_backend_note_latency(p->last_backend, (double)(now - p->up_start_ns) / 1e9);
     size_t n = LX_MIN(h->content_type.len, sizeof p->up_content_type - 1);
     memcpy(p->up_content_type, h->content_type.p, n);
     p->up_content_type[n] = '\0';
@@ -569,9 +573,9 @@ static void on_up_headers(lx_upstream *u, const lx_up_head *h, void *ud)
     }
     if (!wants_sse(p, h)) return;
     p->relaying = true;
-    p->up_wait_ns = lx_now_ns() - p->up_start_ns;
+    p->up_wait_ns = now - p->up_start_ns;
     answer_headers a;
-    answer_headers_init(&a, p, "text/event-stream; charset=utf-8");
+    answer_headers_init(&a, p, "text/event-stream; charset=utf-8", now);
     a.h[a.n++] = (lx_http_header){"Cache-Control", "no-cache"};
     a.h[a.n++] = (lx_http_header){"X-Accel-Buffering", "no"};
     lx_http_stream_begin(p->req, 200, a.h, a.n);
@@ -962,7 +966,7 @@ static void forward(proxy_req *p)
     };
     lx_buf_reset(&p->up_body); /* its memory, if any, is kept from an earlier request */
     p->up_body.max = p->cfg->server.max_response_bytes;
-    p->up_start_ns = lx_now_ns();
+    p->up_start_ns = p->ticket.submitted_ns + p->ticket.waited_ns; /* when the slot was given: no clock read */
     p->sent = true;
     p->up = lx_upstream_start(p->gw->client, &ur, &upstream_cbs, p);
 }

@@ -5,6 +5,10 @@
  *   IDLE ──first byte──▶ READING ──message complete──▶ HANDLING ──last answer byte queued──▶ IDLE
  * (or CLOSING from anywhere). One timer per connection: the idle timeout in IDLE, the header
  * timeout (from the request's first byte until it is complete) in READING, none in HANDLING.
+ * These two are deadlines the connection keeps (deadline_set); the timer is moved only when it is not
+ * already armed for an earlier time, and a timer that fires before its deadline is armed again for the
+ * rest. So a request on a kept-alive connection sets two numbers rather than taking and giving back a
+ * place in libuv's timer heap three times. Lingering uses the timer directly, the deadline cleared.
  *
  * While HANDLING, the parser is paused and bytes that arrive (a pipelined request) are kept
  * unparsed in conn->pipelined (capped; past the cap, reading stops until the answer is done).
@@ -70,7 +74,10 @@ struct lx_conn {
     bool reading;
     bool header_is_value; /* the last header callback was for a value */
     bool saw_te, saw_cl;
-    lx_buf head; /* url, then header names and values, each contiguous */
+    uint64_t read_ns;               /* when the last bytes were read: the start and end of the requests in them */
+    uint64_t deadline_ms, armed_ms; /* loop time: the idle or header timeout's, and the timer's (0: none) */
+    uv_timer_cb on_deadline;        /* what happens at deadline_ms */
+    lx_buf head;                    /* url, then header names and values, each contiguous */
     lx_buf body;
     lx_buf pipelined;
     size_t write_pending;
@@ -149,12 +156,40 @@ static const char *http_date(lx_http_server *s)
 
 static lx_conn *conn_of_parser(http_parser *p) { return p->data; }
 
-static void timer_set(lx_conn *c, uint64_t ms, uv_timer_cb cb)
+static void deadline_fired(uv_timer_t *t)
 {
-    if (ms == 0)
-        uv_timer_stop(&c->timer);
-    else
-        uv_timer_start(&c->timer, cb, ms, 0);
+    lx_conn *c = t->data;
+    c->armed_ms = 0;
+    if (c->deadline_ms == 0) return; /* none now: the timer stays off until the next deadline_set */
+    uint64_t now = uv_now(t->loop);
+    if (now < c->deadline_ms) { /* the deadline moved on since the timer was armed */
+        c->armed_ms = c->deadline_ms;
+        uv_timer_start(t, deadline_fired, c->deadline_ms - now, 0);
+        return;
+    }
+    c->deadline_ms = 0;
+    c->on_deadline(t);
+}
+
+/* The connection's timeout: cb in ms (loop time); ms 0: none. */
+static void deadline_set(lx_conn *c, uint64_t ms, uv_timer_cb cb)
+{
+    if (ms == 0) {
+        c->deadline_ms = 0;
+        return;
+    }
+    c->deadline_ms = uv_now(c->timer.loop) + ms;
+    c->on_deadline = cb;
+    if (c->armed_ms != 0 && c->armed_ms <= c->deadline_ms) return;
+    c->armed_ms = c->deadline_ms;
+    uv_timer_start(&c->timer, deadline_fired, ms, 0);
+}
+
+/* The timer to cb in ms, the deadline cleared (lingering, closing soon). */
+static void timer_take(lx_conn *c, uint64_t ms, uv_timer_cb cb)
+{
+    c->deadline_ms = c->armed_ms = 0;
+    uv_timer_start(&c->timer, cb, ms, 0);
 }
 
 /* ---------- writing ---------- */
@@ -406,7 +441,7 @@ static void conn_close_soon(lx_conn *c)
     if (c->state == CONN_CLOSING) return;
     c->state = CONN_CLOSING;
     uv_read_stop((uv_stream_t *)&c->tcp);
-    uv_timer_start(&c->timer, on_linger_timeout, 0, 0);
+    timer_take(c, 0, on_linger_timeout);
 }
 
 static void on_shutdown(uv_shutdown_t *sr, int status)
@@ -425,7 +460,7 @@ static void conn_linger(lx_conn *c)
         conn_close(c);
         return;
     }
-    uv_timer_start(&c->timer, on_linger_timeout, LINGER_MS, 0);
+    timer_take(c, LINGER_MS, on_linger_timeout);
     if (!c->reading) { /* refused at accept, or stopped by a full pipeline: the client's EOF must be seen */
         c->reading = true;
         uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
@@ -461,9 +496,9 @@ static int on_message_begin(http_parser *p)
 {
     lx_conn *c = conn_of_parser(p);
     req_reset(c);
-    c->req.start_ns = lx_now_ns();
+    c->req.start_ns = c->read_ns;
     c->state = CONN_READING;
-    timer_set(c, c->srv->opts.header_timeout_ms, on_header_timeout);
+    deadline_set(c, c->srv->opts.header_timeout_ms, on_header_timeout);
     return 0;
 }
 
@@ -602,8 +637,8 @@ static int on_message_complete(http_parser *p)
     c->keep_alive = http_should_keep_alive(p) && c->srv->accepting;
     c->state = CONN_HANDLING;
     c->req.state = REQ_ACTIVE;
-    c->req.ready_ns = lx_now_ns();
-    uv_timer_stop(&c->timer);
+    c->req.ready_ns = c->read_ns;
+    c->deadline_ms = 0;
     http_parser_pause(p, 1);
     return 0;
 }
@@ -676,7 +711,7 @@ static void conn_request_done(lx_conn *c)
     }
     c->state = CONN_IDLE;
     http_parser_pause(&c->parser, 0);
-    timer_set(c, c->srv->opts.idle_timeout_ms, on_idle_timeout);
+    deadline_set(c, c->srv->opts.idle_timeout_ms, on_idle_timeout);
     if (!c->reading) {
         c->reading = true;
         uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
@@ -707,6 +742,7 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     }
     if (nread == 0) return;
     if (c->state == CONN_CLOSING) return; /* lingering: discard */
+    c->read_ns = lx_now_ns();
     if (c->state == CONN_HANDLING) {
         if (lx_buf_append(&c->pipelined, buf->base, (size_t)nread) < 0) {
             uv_read_stop(st); /* too much ahead of us: wait for the answer to finish */
@@ -765,7 +801,7 @@ static void conn_start(lx_conn *c)
     c->state = CONN_IDLE;
     c->reading = true;
     uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
-    timer_set(c, s->opts.idle_timeout_ms, on_idle_timeout);
+    deadline_set(c, s->opts.idle_timeout_ms, on_idle_timeout);
 }
 
 static void on_connection(uv_stream_t *listener, int status)

@@ -111,7 +111,8 @@ char *lx_http_req_body_mut(lx_http_req *r);
 /* The peer's address as text ("127.0.0.1"), and whether it is a loopback address. */
 const char *lx_http_req_peer(const lx_http_req *r);
 bool lx_http_req_peer_is_loopback(const lx_http_req *r);
-/* Monotonic ns when the request's first byte arrived, and when it was complete. */
+/* Monotonic ns when the request's first bytes were read, and its last (a pipelined request's: the read that
+ * brought the bytes the server held). */
 uint64_t lx_http_req_start_ns(const lx_http_req *r);
 uint64_t lx_http_req_ready_ns(const lx_http_req *r);
 void lx_http_req_set_data(lx_http_req *r, void *data);

@@ -165,11 +165,9 @@ struct lx_rate_limiter {
     lx_rate_stats st;
 };
 
-static int64_t default_clock(void *ud)
-{
-    (void)ud;
-    return (int64_t)(lx_now_ns() / 1000000u);
-}
+/* The loop's time, read once per loop iteration: the buckets count milliseconds, and the wait timer runs on
+ * the same clock. A request is checked and finished from loop callbacks, never between iterations. */
+static int64_t default_clock(void *ud) { return (int64_t)uv_now(ud); }
 
 static int64_t now_ms(const lx_rate_limiter *rl) { return rl->clock(rl->clock_ud); }
 
@@ -544,6 +542,7 @@ lx_rate_limiter *lx_rate_limiter_new(uv_loop_t *loop, lx_config *c)
     rl->loop = loop;
     rl->cfg = lx_config_ref(c);
     rl->clock = default_clock;
+    rl->clock_ud = loop;
     mem_init(&rl->mem);
     lx_list_init(&rl->waiters);
     uv_timer_init(loop, &rl->wait_timer);
@@ -594,7 +593,7 @@ void lx_rate_limiter_close(lx_rate_limiter *rl)
 void lx_rate_limiter_set_clock(lx_rate_limiter *rl, int64_t (*clock)(void *ud), void *ud)
 {
     rl->clock = clock ? clock : default_clock;
-    rl->clock_ud = clock ? ud : NULL;
+    rl->clock_ud = clock ? ud : rl->loop;
 }
 
 void lx_rate_limiter_stats(const lx_rate_limiter *rl, lx_rate_stats *out)

@@ -177,7 +177,7 @@ void lx_rate_limiter_reconfigure(lx_rate_limiter *rl, lx_config *c);
 /* Frees the limiter once its handles are closed (run the loop). Every req must have ended. */
 void lx_rate_limiter_close(lx_rate_limiter *rl);
 
-/* For tests and benchmarks: the clock the memory store and wait mode use (default: monotonic ms). */
+/* For tests and benchmarks: the clock the memory store and wait mode use (default: the loop's time, uv_now). */
 void lx_rate_limiter_set_clock(lx_rate_limiter *rl, int64_t (*now_ms)(void *ud), void *ud);
 
 /* Wait mode: checks again every waiting request whose time has come (by the limiter's clock). The

@@ -409,7 +409,7 @@ static void route_code(lx_stats_route *r, const char *code)
 void lx_stats_record(lx_stats *s, const lx_access_rec *rec)
 {
     if (s == NULL) return;
-    uint64_t now = s->clock();
+    uint64_t now = rec->end_ns ? rec->end_ns : s->clock();
     uint64_t sec = now / 1000000000u, min = sec / 60;
     bool err = rec->status >= 400 || rec->error_code != NULL;
     uint64_t pt = rec->prompt_tokens > 0 ? (uint64_t)rec->prompt_tokens : 0;

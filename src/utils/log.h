@@ -11,6 +11,7 @@
 #define LX_LOG_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 
 typedef enum { LX_LOG_DEBUG = 0, LX_LOG_INFO, LX_LOG_WARN, LX_LOG_ERROR } lx_log_level;
@@ -71,7 +72,8 @@ typedef struct {
     long prompt_tokens;     /* -1 when unknown */
     long completion_tokens;
     bool stream;
-    int attempts; /* tries sent to backends (retries and failovers included); 0 when none was */
+    int attempts;    /* tries sent to backends (retries and failovers included); 0 when none was */
+    uint64_t end_ns; /* when it ended (lx_now_ns); 0: lx_stats_record reads its own clock */
 } lx_access_rec;
 
 /* The access-log line of rec (loop thread only: it reuses one buffer). */

@@ -45,4 +45,14 @@ describe('http front', () => {
     assert.ok(r.closed);
     assert.ok(Date.now() - t0 >= 1900);
   });
+
+  test('a second request moves the idle deadline on', async () => {
+    // idle_timeout 2 s: the timer armed after the first answer fires at 2 s, finds the deadline the second
+    // request (at 1.5 s) set, and waits on until about 3.5 s
+    const t0 = Date.now();
+    const r = await rawExchange(lx.port, [request(), request()], { ms: 8000, gapMs: 1500 });
+    assert.deepEqual(statuses(r.data), [200, 200]);
+    assert.ok(r.closed);
+    assert.ok(Date.now() - t0 >= 3400, `closed after ${Date.now() - t0} ms`);
+  });
 });
