@@ -269,8 +269,16 @@ static int conn_write(lx_conn *c, uv_buf_t *bufs, unsigned n)
 
 static int put_header(lx_buf *h, const char *name, const char *value)
 {
-    return lx_buf_append_str(h, name) | lx_buf_append(h, ": ", 2) | lx_buf_append_str(h, value) |
-           lx_buf_append(h, "\r\n", 2);
+    size_t n = strlen(name), v = strlen(value);
+    char *w = lx_buf_reserve(h, n + v + 4);
+    if (w == NULL) return -1;
+    memcpy(w, name, n);
+    memcpy(w + n, ": ", 2);
+    memcpy(w + n + 2, value, v);
+    memcpy(w + n + 2 + v, "\r\n", 2);
+    h->len += n + v + 4;
+    h->p[h->len] = '\0';
+    return 0;
 }
 
 /* Status line and headers, without the final blank line (no printf: this runs for every answer). Returns -1 if
