@@ -11,7 +11,9 @@
 #      workload over 3 lexora-sim replicas per balancing strategy, with and without prefix affinity
 #      (bench/multiturn.mjs);
 #   6. the usage ledger in PostgreSQL (bench/ledger.sh): rows/s its writer sustains, and request latency
-#      with usage.store sqlite vs postgres under the same wrk load against lexora-sim.
+#      with usage.store sqlite vs postgres under the same wrk load against lexora-sim;
+#   7. user-space instructions per request, nginx proxy_pass and Lexora each under valgrind's callgrind in
+#      front of part 1's upstream: a count that other work on the machine does not move.
 # Results go to bench/results/ (git-ignored); a summary table is printed at the end.
 #
 # Every process it starts is stopped on success, failure or Ctrl-C. Only 127.0.0.1 is used.
@@ -19,8 +21,8 @@
 # BENCH_CONNS ("32 128"), BENCH_ROUNDS (3), BENCH_WARMUP (s, 2), BENCH_SSE_STREAMS (2000),
 # BENCH_SSE_MAX_TOKENS (40), BENCH_SSE_TOKENS_PER_SEC (2), BENCH_PORT_BASE (18100),
 # BENCH_RELAY_STREAMS (1000), BENCH_RELAY_TOKENS_PER_SEC (20), BENCH_RELAY_TOKENS (100: max_tokens, so
-# 5 s per stream), BENCH_ONLY ("http sse body relay route ledger": which parts to run), BENCH_KEEP (1: keep the temp dir
-# and its logs).
+# 5 s per stream), BENCH_ICOUNT_SECS (5: the measured wrk run of part 7), BENCH_ONLY ("http sse body relay route
+# ledger icount": which parts to run), BENCH_KEEP (1: keep the temp dir and its logs).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -39,7 +41,8 @@ PORT_BASE=${BENCH_PORT_BASE:-18100}
 RELAY_STREAMS=${BENCH_RELAY_STREAMS:-1000}
 RELAY_TPS=${BENCH_RELAY_TOKENS_PER_SEC:-20}
 RELAY_TOKENS=${BENCH_RELAY_TOKENS:-100}
-ONLY=${BENCH_ONLY:-"http sse body relay route ledger"}
+ICOUNT_SECS=${BENCH_ICOUNT_SECS:-5}
+ONLY=${BENCH_ONLY:-"http sse body relay route ledger icount"}
 KEEP=${BENCH_KEEP:-0}
 
 RSS_TARGET_MIB=64
@@ -580,6 +583,65 @@ if wants ledger; then
     grep -v '^\[ledger ' "$LEDGER_OUT" >&2 || true
 fi
 
+# ---------- 7. instructions per request ----------
+
+ICOUNT_NOTE=""
+ICOUNT_CSV=$RESULTS/icount.csv
+# icount_one NAME PORT OUTFILE CMD...: CMD under callgrind; counts from a warm-up's end to the end of one wrk run.
+icount_one() {
+    local name=$1 port=$2 out=$3 raw=$RESULTS/icount-wrk-$1.txt requests ir i
+    shift 3
+    start_bg "$name under callgrind" "$RESULTS/icount-$name.log" \
+        valgrind --tool=callgrind --callgrind-out-file="$out" "$@"
+    local pid=$BG_PID
+    for ((i = 0; i < 100; i++)); do # 30 s at most: valgrind starts slowly
+        [[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "http://127.0.0.1:$port/v1/models") != 000 ]] && break
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.3
+    done
+    run_fg "$RESULTS/icount-warmup-$name.txt" 60 wrk -t1 -c8 -d2s -s "$ROOT/bench/chat.lua" "http://127.0.0.1:$port" &&
+        callgrind_control -z "$pid" >/dev/null 2>&1 &&
+        run_fg "$raw" $((ICOUNT_SECS + 60)) wrk -t1 -c8 -d"${ICOUNT_SECS}s" -s "$ROOT/bench/chat.lua" \
+            "http://127.0.0.1:$port" &&
+        callgrind_control -d "$pid" >/dev/null 2>&1 || ICOUNT_NOTE="$name: the callgrind run failed (see $RESULTS)"
+    stop_pid "$pid"
+    forget_pid "$pid"
+    requests=$(grep -o 'requests=[0-9]*' "$raw" 2>/dev/null | cut -d= -f2)
+    ir=$(awk '/^(summary|totals):/ { print $2; exit }' "$out.1" 2>/dev/null)
+    [[ -n $requests && -n $ir ]] || return 0
+    echo "$name,$requests,$ir" >>"$ICOUNT_CSV"
+    callgrind_annotate --inclusive=yes "$out.1" >"$RESULTS/icount-$name-inclusive.txt" 2>/dev/null || true
+}
+
+if wants icount; then
+    if ! command -v valgrind >/dev/null || ! command -v callgrind_control >/dev/null; then
+        ICOUNT_NOTE="skipped: valgrind is not installed (scripts/install-deps.sh)"
+    elif [[ ! -x $LEXORA ]]; then
+        ICOUNT_NOTE="skipped: $LEXORA not built"
+    else
+        echo "target,requests,instructions" >"$ICOUNT_CSV"
+        alloc_port IC_UP_PORT
+        alloc_port IC_PROXY_PORT
+        alloc_port IC_LX_PORT
+        alloc_port IC_LX_METRICS_PORT
+        say "part 7: instructions per request under callgrind (wrk -t1 -c8, ${ICOUNT_SECS}s after a 2 s warm-up)"
+        start_nginx icount-upstream "$ROOT/bench/nginx/upstream.conf.in" "$IC_UP_PORT"
+        IC_UP_NGX=$NGX_PID
+        IC_PX_DIR=$WORK/icount-proxy
+        mkdir -p "$IC_PX_DIR/tmp"
+        sed -e "s/@PORT@/$IC_PROXY_PORT/g" -e "s/@UPSTREAM_PORT@/$IC_UP_PORT/g" "$ROOT/bench/nginx/proxy.conf.in" \
+            >"$IC_PX_DIR/nginx.conf"
+        icount_one nginx "$IC_PROXY_PORT" "$RESULTS/callgrind-nginx.out" nginx -e "$IC_PX_DIR/error.log" \
+            -p "$IC_PX_DIR" -c "$IC_PX_DIR/nginx.conf" -g 'daemon off; master_process off;'
+        IC_LX_DIR=$WORK/icount-lexora
+        mkdir -p "$IC_LX_DIR"
+        gen_lexora_config "$IC_LX_DIR/lexora.yaml" "$IC_LX_PORT" "$IC_LX_METRICS_PORT" "http://127.0.0.1:$IC_UP_PORT" 8192
+        icount_one lexora "$IC_LX_PORT" "$RESULTS/callgrind-lexora.out" "$LEXORA" --config "$IC_LX_DIR/lexora.yaml"
+        stop_pid "$IC_UP_NGX"
+        forget_pid "$IC_UP_NGX"
+    fi
+fi
+
 # ---------- summary ----------
 
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print ""; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
@@ -732,6 +794,17 @@ col() { # CONNS TARGET COLUMN-NAME → the values over the rounds, one a line
         grep -v '^\[ledger ' "$LEDGER_OUT"
     else
         echo "6. Usage ledger in PostgreSQL: ${LEDGER_NOTE:-not run}"
+    fi
+    echo
+    if [[ -s $ICOUNT_CSV ]] && (($(wc -l <"$ICOUNT_CSV") > 1)); then
+        echo "7. User-space instructions per request (valgrind --tool=callgrind, every thread of the proxy; wrk -t1 -c8," \
+            "${ICOUNT_SECS} s): not moved by other work on the machine; the kernel's share is not in them"
+        awk -F, 'NR > 1 { n[$1] = $3 / $2; printf "   %-7s %8.0f instructions per request (%s requests)\n", $1, $3 / $2, $2 }
+            END { if (n["nginx"] > 0 && n["lexora"] > 0) printf "   lexora/nginx: %.2fx\n", n["lexora"] / n["nginx"] }' "$ICOUNT_CSV"
+        echo "   per function (inclusive): $RESULTS/icount-*-inclusive.txt"
+        [[ -z $ICOUNT_NOTE ]] || echo "   NOTE: $ICOUNT_NOTE"
+    else
+        echo "7. Instructions per request: ${ICOUNT_NOTE:-not run}"
     fi
     echo
     echo "Raw results: $RESULTS"

@@ -15,6 +15,7 @@ packages=(
   "${build_packages[@]}" clang libclang-rt-14-dev libcmocka-dev
   clang-format # CI checks that every C file is formatted as .clang-format says (make format-check)
   curl nginx wrk
+  valgrind # bench part 7 counts instructions per request with callgrind
   redis-server # the Redis rate-limit store's tests and benchmark start their own on loopback
   systemd # systemd-analyze verify checks deploy/systemd's units; installs without starting anything
   prometheus # promtool checks /metrics; the metrics test starts its own server on loopback (none left running)
