@@ -700,12 +700,10 @@ int lx_body_rewrite(const char *body, size_t len, const lx_body_fields *f, const
 
 /* ---- small readers for upstream answers -------------------------------------------------- */
 
-/* ---- finding one member of a backend's answer ----------------------------------------------
- *
- * Walked backwards from the closing brace, without validating: a backend's answer is passed on as it came,
- * the members read from it (usage, error) come last, and for a repeated key the last one counts. What lies
- * before the member found (the answer's text, mostly) is not read at all. A quote is a string's end or start
- * unless an odd run of backslashes precedes it, whichever way the string is read. */
+/* Finding one member: the object is walked backwards from its closing brace, without validating. A backend's
+ * answer is passed on as it came, the members read from it (usage, error) come last, and for a repeated key
+ * the last one counts. What lies before the member found (the answer's text, mostly) is not read at all. A
+ * quote is a string's end or start unless an odd run of backslashes precedes it, whichever way it is read. */
 
 /* Backwards from e, past whitespace, not below lo. */
 static size_t ws_before(const char *s, size_t lo, size_t e)
