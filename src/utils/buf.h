@@ -30,7 +30,7 @@ int lx_buf_append_grow(lx_buf *b, const void *data, size_t n);
 static inline int lx_buf_append(lx_buf *b, const void *data, size_t n)
 {
     if (n >= b->cap - b->len || (b->max && b->len + n > b->max)) return lx_buf_append_grow(b, data, n);
-    memcpy(b->p + b->len, data, n);
+    if (n) memcpy(b->p + b->len, data, n); /* data may be NULL when n is 0 */
     b->len += n;
     b->p[b->len] = '\0';
     return 0;
