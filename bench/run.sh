@@ -139,10 +139,11 @@ alloc_port() { # VAR: the next free port from NEXT_PORT on
     NEXT_PORT=$((NEXT_PORT + 1))
 }
 
-# wait_http NAME PID URL LOG: until URL answers anything over HTTP (10 s at most) while PID lives.
+# wait_http NAME PID URL LOG [SECONDS]: until URL answers anything over HTTP (10 s at most by default) while
+# PID lives.
 wait_http() {
-    local name=$1 pid=$2 url=$3 log=$4 i code
-    for ((i = 0; i < 100; i++)); do
+    local name=$1 pid=$2 url=$3 log=$4 secs=${5:-10} i code
+    for ((i = 0; i < secs * 10; i++)); do
         if ! kill -0 "$pid" 2>/dev/null; then
             say "$name exited while starting; last lines of $log:"
             tail -n 20 "$log" >&2 || true
@@ -152,7 +153,7 @@ wait_http() {
         [[ $code != 000 && -n $code ]] && return 0
         sleep 0.1
     done
-    say "$name did not answer on $url within 10 s; last lines of $log:"
+    say "$name did not answer on $url within $secs s; last lines of $log:"
     tail -n 20 "$log" >&2 || true
     return 1
 }
@@ -251,11 +252,17 @@ metrics:
 EOF
 }
 
+# nginx_conf NAME TEMPLATE PORT [UPSTREAM_PORT]: $WORK/NAME with its nginx.conf filled in from TEMPLATE.
+nginx_conf() {
+    local dir=$WORK/$1
+    mkdir -p "$dir/tmp"
+    sed -e "s/@PORT@/$3/g" -e "s/@UPSTREAM_PORT@/${4:-0}/g" "$2" >"$dir/nginx.conf"
+}
+
 # start_nginx NAME TEMPLATE PORT [UPSTREAM_PORT]: sets NGX_PID (the master) and NGX_WORKER.
 start_nginx() {
-    local name=$1 tpl=$2 port=$3 up=${4:-0} dir=$WORK/$1 i
-    mkdir -p "$dir/tmp"
-    sed -e "s/@PORT@/$port/g" -e "s/@UPSTREAM_PORT@/$up/g" "$tpl" >"$dir/nginx.conf"
+    local name=$1 port=$3 dir=$WORK/$1 i
+    nginx_conf "$@"
     nginx -t -q -e "$dir/error.log" -p "$dir" -c "$dir/nginx.conf" -g 'daemon off;' ||
         die "$name: nginx -t failed (see $dir/error.log)"
     start_bg "$name" "$dir/stdout.log" nginx -e "$dir/error.log" -p "$dir" -c "$dir/nginx.conf" -g 'daemon off;'
@@ -589,17 +596,12 @@ ICOUNT_NOTE=""
 ICOUNT_CSV=$RESULTS/icount.csv
 # icount_one NAME PORT OUTFILE CMD...: CMD under callgrind; counts from a warm-up's end to the end of one wrk run.
 icount_one() {
-    local name=$1 port=$2 out=$3 raw=$RESULTS/icount-wrk-$1.txt requests ir i
+    local name=$1 port=$2 out=$3 raw=$RESULTS/icount-wrk-$1.txt log=$RESULTS/icount-$1.log requests ir
     shift 3
-    start_bg "$name under callgrind" "$RESULTS/icount-$name.log" \
-        valgrind --tool=callgrind --callgrind-out-file="$out" "$@"
+    start_bg "$name under callgrind" "$log" valgrind --tool=callgrind --callgrind-out-file="$out" "$@"
     local pid=$BG_PID
-    for ((i = 0; i < 100; i++)); do # 30 s at most: valgrind starts slowly
-        [[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "http://127.0.0.1:$port/v1/models") != 000 ]] && break
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.3
-    done
-    run_fg "$RESULTS/icount-warmup-$name.txt" 60 wrk -t1 -c8 -d2s -s "$ROOT/bench/chat.lua" "http://127.0.0.1:$port" &&
+    wait_http "$name under callgrind" "$pid" "http://127.0.0.1:$port/v1/models" "$log" 30 && # valgrind starts slowly
+        run_fg "$RESULTS/icount-warmup-$name.txt" 60 wrk -t1 -c8 -d2s -s "$ROOT/bench/chat.lua" "http://127.0.0.1:$port" &&
         callgrind_control -z "$pid" >/dev/null 2>&1 &&
         run_fg "$raw" $((ICOUNT_SECS + 60)) wrk -t1 -c8 -d"${ICOUNT_SECS}s" -s "$ROOT/bench/chat.lua" \
             "http://127.0.0.1:$port" &&
@@ -627,10 +629,8 @@ if wants icount; then
         say "part 7: instructions per request under callgrind (wrk -t1 -c8, ${ICOUNT_SECS}s after a 2 s warm-up)"
         start_nginx icount-upstream "$ROOT/bench/nginx/upstream.conf.in" "$IC_UP_PORT"
         IC_UP_NGX=$NGX_PID
+        nginx_conf icount-proxy "$ROOT/bench/nginx/proxy.conf.in" "$IC_PROXY_PORT" "$IC_UP_PORT"
         IC_PX_DIR=$WORK/icount-proxy
-        mkdir -p "$IC_PX_DIR/tmp"
-        sed -e "s/@PORT@/$IC_PROXY_PORT/g" -e "s/@UPSTREAM_PORT@/$IC_UP_PORT/g" "$ROOT/bench/nginx/proxy.conf.in" \
-            >"$IC_PX_DIR/nginx.conf"
         icount_one nginx "$IC_PROXY_PORT" "$RESULTS/callgrind-nginx.out" nginx -e "$IC_PX_DIR/error.log" \
             -p "$IC_PX_DIR" -c "$IC_PX_DIR/nginx.conf" -g 'daemon off; master_process off;'
         IC_LX_DIR=$WORK/icount-lexora
