@@ -34,11 +34,8 @@ int lx_buf_append_grow(lx_buf *b, const void *data, size_t n)
 
 int lx_buf_append_uint(lx_buf *b, unsigned long long v, unsigned base)
 {
-    char t[24], *p = t + sizeof t;
-    do
-        *--p = "0123456789abcdef"[v % base];
-    while (v /= base);
-    return lx_buf_append(b, p, (size_t)(t + sizeof t - p));
+    char t[64];
+    return lx_buf_append(b, t, lx_fmt_uint_base(t, v, base));
 }
 
 int lx_buf_vprintf(lx_buf *b, const char *fmt, va_list ap)

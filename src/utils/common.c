@@ -59,17 +59,6 @@ void lx_copy_cut(char *out, size_t cap, const char *s, size_t n)
     out[n] = '\0';
 }
 
-size_t lx_fmt_uint(char *out, unsigned long long v)
-{
-    char t[20], *p = t + sizeof t;
-    do
-        *--p = (char)('0' + v % 10);
-    while (v /= 10);
-    size_t n = (size_t)(t + sizeof t - p);
-    memcpy(out, p, n);
-    return n;
-}
-
 size_t lx_fmt_ms(char out[32], double ms)
 {
     if (!(ms >= 0 && ms < 9e15)) {

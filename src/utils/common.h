@@ -62,8 +62,20 @@ void lx_copy_cut(char *out, size_t cap, const char *s, size_t n);
 /* The string s in out, cut to cap - 1 bytes. */
 static inline void lx_strcpy_cut(char *out, size_t cap, const char *s) { lx_copy_cut(out, cap, s, strnlen(s, cap)); }
 
-/* v in decimal at out (up to 20 digits, no NUL), without printf; returns the number of digits. */
-size_t lx_fmt_uint(char *out, unsigned long long v);
+/* v in base (2..16, lowercase) at out (up to 64 digits, no NUL), without printf; returns the number of digits.
+ * Inline, so a constant base divides by a constant. */
+static inline size_t lx_fmt_uint_base(char *out, unsigned long long v, unsigned base)
+{
+    char t[64], *p = t + sizeof t;
+    do
+        *--p = "0123456789abcdef"[v % base];
+    while (v /= base);
+    size_t n = (size_t)(t + sizeof t - p);
+    memcpy(out, p, n);
+    return n;
+}
+/* v in decimal at out (up to 20 digits, no NUL); returns the number of digits. */
+static inline size_t lx_fmt_uint(char *out, unsigned long long v) { return lx_fmt_uint_base(out, v, 10); }
 /* ms as "%.3f" would write it (a number of milliseconds with 3 decimals), without printf: the NUL-terminated
  * text in out (32 bytes), its length returned. Negative, huge or not-a-number values go through snprintf. */
 size_t lx_fmt_ms(char out[32], double ms);
