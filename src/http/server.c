@@ -7,7 +7,8 @@
  * timeout (from the request's first byte until it is complete) in READING, none in HANDLING.
  * These two are deadlines the connection keeps (deadline_set); the timer is moved only when it is not
  * already armed for an earlier time, and a timer that fires before its deadline is armed again for the
- * rest. So a request on a kept-alive connection sets two numbers rather than taking and giving back a
+ * rest (libuv says when it is due: uv_timer_get_due_in). So a request on a kept-alive connection sets a
+ * deadline rather than taking and giving back a
  * place in libuv's timer heap three times. Lingering uses the timer directly, the deadline cleared.
  *
  * While HANDLING, the parser is paused and bytes that arrive (a pipelined request) are kept
@@ -74,10 +75,10 @@ struct lx_conn {
     bool reading;
     bool header_is_value; /* the last header callback was for a value */
     bool saw_te, saw_cl;
-    uint64_t read_ns;               /* when the last bytes were read: the start and end of the requests in them */
-    uint64_t deadline_ms, armed_ms; /* loop time: the idle or header timeout's, and the timer's (0: none) */
-    uv_timer_cb on_deadline;        /* what happens at deadline_ms */
-    lx_buf head;                    /* url, then header names and values, each contiguous */
+    uint64_t read_ns;        /* when the last bytes were read: the start and end of the requests in them */
+    uint64_t deadline_ms;    /* loop time: the idle or header timeout's (0: none) */
+    uv_timer_cb on_deadline; /* what happens at deadline_ms */
+    lx_buf head;             /* url, then header names and values, each contiguous */
     lx_buf body;
     lx_buf pipelined;
     size_t write_pending;
@@ -159,11 +160,9 @@ static lx_conn *conn_of_parser(http_parser *p) { return p->data; }
 static void deadline_fired(uv_timer_t *t)
 {
     lx_conn *c = t->data;
-    c->armed_ms = 0;
     if (c->deadline_ms == 0) return; /* none now: the timer stays off until the next deadline_set */
     uint64_t now = uv_now(t->loop);
     if (now < c->deadline_ms) { /* the deadline moved on since the timer was armed */
-        c->armed_ms = c->deadline_ms;
         uv_timer_start(t, deadline_fired, c->deadline_ms - now, 0);
         return;
     }
@@ -180,15 +179,14 @@ static void deadline_set(lx_conn *c, uint64_t ms, uv_timer_cb cb)
     }
     c->deadline_ms = uv_now(c->timer.loop) + ms;
     c->on_deadline = cb;
-    if (c->armed_ms != 0 && c->armed_ms <= c->deadline_ms) return;
-    c->armed_ms = c->deadline_ms;
+    if (uv_is_active((uv_handle_t *)&c->timer) && uv_timer_get_due_in(&c->timer) <= ms) return; /* armed earlier */
     uv_timer_start(&c->timer, deadline_fired, ms, 0);
 }
 
 /* The timer to cb in ms, the deadline cleared (lingering, closing soon). */
 static void timer_take(lx_conn *c, uint64_t ms, uv_timer_cb cb)
 {
-    c->deadline_ms = c->armed_ms = 0;
+    c->deadline_ms = 0;
     uv_timer_start(&c->timer, cb, ms, 0);
 }
 
