@@ -8,8 +8,8 @@
  * These two are deadlines the connection keeps (deadline_set); the timer is moved only when it is not
  * already armed for an earlier time, and a timer that fires before its deadline is armed again for the
  * rest (libuv says when it is due: uv_timer_get_due_in). So a request on a kept-alive connection sets a
- * deadline rather than taking and giving back a
- * place in libuv's timer heap three times. Lingering uses the timer directly, the deadline cleared.
+ * deadline rather than taking and giving back a place in libuv's timer heap three times. Lingering uses the
+ * timer directly, the deadline cleared.
  *
  * While HANDLING, the parser is paused and bytes that arrive (a pipelined request) are kept
  * unparsed in conn->pipelined (capped; past the cap, reading stops until the answer is done).
