@@ -926,9 +926,10 @@ lx_slice lx_http_req_query(const lx_http_req *r) { return (lx_slice){r->conn->he
 bool lx_http_req_header(const lx_http_req *r, const char *name, lx_slice *value)
 {
     const lx_conn *c = r->conn;
+    size_t n = strlen(name); /* once: most headers differ in length, and are passed over without a compare */
     for (int i = 0; i < r->n_headers; i++) {
         const header_pos *h = &r->headers[i];
-        if (!header_is(c, h, name)) continue;
+        if (h->name_len != n || strncasecmp(c->head.p + h->name_off, name, n) != 0) continue;
         *value = (lx_slice){c->head.p + h->value_off, h->value_len};
         return true;
     }

@@ -4,7 +4,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <time.h>
 
 static void *check(void *p, size_t n)
@@ -28,12 +27,6 @@ char *lx_xstrndup(const char *s, size_t n)
     memcpy(d, s, n);
     d[n] = '\0';
     return d;
-}
-
-bool lx_slice_eq_nocase(lx_slice a, const char *lit)
-{
-    size_t n = strlen(lit);
-    return a.len == n && strncasecmp(a.p, lit, n) == 0;
 }
 
 uint64_t lx_now_ns(void)

@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <strings.h>
 
 #define LX_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 #define LX_MIN(a, b)    ((a) < (b) ? (a) : (b))
@@ -49,7 +50,12 @@ static inline bool lx_slice_eq(lx_slice a, const char *lit)
     return a.len == n && memcmp(a.p, lit, n) == 0;
 }
 
-bool lx_slice_eq_nocase(lx_slice a, const char *lit);
+/* Inline, so a literal's length is known where it is called: most calls end at the length compare. */
+static inline bool lx_slice_eq_nocase(lx_slice a, const char *lit)
+{
+    size_t n = strlen(lit);
+    return a.len == n && strncasecmp(a.p, lit, n) == 0;
+}
 
 void *lx_xmalloc(size_t n);
 void *lx_xcalloc(size_t count, size_t n);

@@ -30,6 +30,13 @@ describe('http front', () => {
     assert.deepEqual(statuses(r.data), [200, 200, 200]);
   });
 
+  test('header names are matched whatever their case, and only in full', async () => {
+    // A name of the same length that differs in its last letter comes first: it must not be taken.
+    const r = await rawExchange(lx.port, [request(body, 'X-REQUEST-IX: wrong-1\r\nx-ReQuEsT-iD: case-1\r\n')], { ms: 1500 });
+    assert.deepEqual(statuses(r.data), [200]);
+    assert.match(r.data, /\r\nX-Request-Id: case-1\r\n/);
+  });
+
   test('a chunked request body', async () => {
     const half = Math.floor(body.length / 2);
     const chunked = 'POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n'

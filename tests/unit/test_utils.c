@@ -231,6 +231,17 @@ static void test_copy_cut(void **state)
     assert_string_equal(out, "");
 }
 
+static void test_slice_eq_nocase(void **state)
+{
+    (void)state;
+    assert_true(lx_slice_eq_nocase(LX_SLICE_LIT("Content-LENGTH"), "content-length"));
+    assert_false(lx_slice_eq_nocase(LX_SLICE_LIT("content-lengths"), "content-length")); /* longer */
+    assert_false(lx_slice_eq_nocase(LX_SLICE_LIT("content-lengt"), "content-length"));   /* a prefix */
+    assert_false(lx_slice_eq_nocase(LX_SLICE_LIT("content-lenGTX"), "content-length"));  /* same length */
+    assert_true(lx_slice_eq_nocase((lx_slice){"", 0}, ""));
+    assert_false(lx_slice_eq_nocase((lx_slice){"a", 1}, ""));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -242,6 +253,7 @@ int main(void)
         cmocka_unit_test(test_json_escape),
         cmocka_unit_test(test_json_plain_end),
         cmocka_unit_test(test_copy_cut),
+        cmocka_unit_test(test_slice_eq_nocase),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
