@@ -280,20 +280,25 @@ start_nginx() {
 # ---------- 1. non-streaming ----------
 
 CSV=$RESULTS/runs.csv
-echo "conns,round,target,rps,p50_us,p90_us,p99_us,p999_us,max_us,requests,errors,cpu_us_per_req" >"$CSV"
+echo "conns,round,target,rps,p50_us,p90_us,p99_us,p999_us,max_us,requests,errors,cpu_us_per_req,busy_pct,idle_pct" >"$CSV"
 HTTP_DONE=0
 WRK_FAILURES=0
 LEXORA_HTTP_OK=0
 LEXORA_HTTP_NOTE=""
 
+# machine_ticks: the machine's clock ticks so far, all and idle (idle + iowait), from /proc/stat.
+machine_ticks() { awk '/^cpu / { t = 0; for (i = 2; i <= NF; i++) t += $i; print t, $5 + $6 }' /proc/stat; }
+
 # bench_one TARGET PORT CONNS ROUND SECONDS CPU_PIDS...: one wrk run; appends to the CSV unless ROUND is 0 (warm-up).
 bench_one() {
     local target=$1 port=$2 conns=$3 round=$4 secs=$5
     shift 5
-    local raw=$RESULTS/wrk-c$conns-$target-r$round.txt t0 t1 line rc=0
+    local raw=$RESULTS/wrk-c$conns-$target-r$round.txt t0 t1 m0 m1 line rc=0
     t0=$(cpu_ticks "$@")
+    m0=$(machine_ticks)
     run_fg "$raw" $((secs + 30)) wrk -t1 -c"$conns" -d"${secs}s" --timeout 5s --latency \
         -s "$ROOT/bench/chat.lua" "http://127.0.0.1:$port" || rc=$?
+    m1=$(machine_ticks)
     t1=$(cpu_ticks "$@")
     line=$(grep '^BENCH ' "$raw" | tail -n 1) || true
     if [[ $rc != 0 || -z $line ]]; then
@@ -301,14 +306,19 @@ bench_one() {
         return 1
     fi
     ((round > 0)) || return 0
-    # shellcheck disable=SC2034 # set by the eval below; duration_us is unused
+    # shellcheck disable=SC2034 # set by the eval below
     local rps p50_us p90_us p99_us p999_us max_us requests duration_us err_connect err_read err_write \
         err_status err_timeout cpu_us
     eval "$(echo "${line#BENCH }" | tr ' ' '\n' | grep -E '^[a-z0-9_]+=[0-9.]+$')"
     local errors=$((err_connect + err_read + err_write + err_status + err_timeout))
     cpu_us=$(awk -v d=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$requests" \
         'BEGIN { printf "%.1f", (n > 0 ? d / hz * 1e6 / n : 0) }')
-    echo "$conns,$round,$target,$rps,$p50_us,$p90_us,$p99_us,$p999_us,$max_us,$requests,$errors,$cpu_us" >>"$CSV"
+    # busy: the process's CPU over the run's wall time (100 = one core); idle: the machine's idle share
+    local busy idle
+    busy=$(awk -v d=$((t1 - t0)) -v hz="$CLK_TCK" -v us="$duration_us" 'BEGIN { printf "%.0f", (us > 0 ? d / hz * 1e8 / us : 0) }')
+    idle=$(awk -v a="$m0" -v b="$m1" 'BEGIN { split(a, x, " "); split(b, y, " "); t = y[1] - x[1]
+        printf "%.0f", (t > 0 ? (y[2] - x[2]) * 100 / t : 0) }')
+    echo "$conns,$round,$target,$rps,$p50_us,$p90_us,$p99_us,$p999_us,$max_us,$requests,$errors,$cpu_us,$busy,$idle" >>"$CSV"
     say "$(printf '%-6s c=%-4s round %s: %9.0f req/s  p50 %6.2f ms  p99 %6.2f ms  errors %s' "$target" "$conns" \
         "$round" "$rps" "$(awk -v v="$p50_us" 'BEGIN{print v/1000}')" "$(awk -v v="$p99_us" 'BEGIN{print v/1000}')" \
         "$errors")"
@@ -658,7 +668,8 @@ col() { # CONNS TARGET COLUMN-NAME → the values over the rounds, one a line
     if ((HTTP_DONE)); then
         echo "1. Non-streaming POST /v1/chat/completions (~210 B request, ~650 B answer), wrk -t1, ${DURATION} s x $ROUNDS rounds interleaved, medians"
         echo "   direct = nginx upstream alone; nginx = nginx proxy_pass (keepalive 64, access_log on); lexora = Lexora (JSON access log on)"
-        printf '   %-5s %-7s %10s %19s %9s %9s %9s %8s %12s\n' conns target "req/s" "(min..max)" "p50 ms" "p99 ms" "max ms" errors "CPU us/req"
+        printf '   %-5s %-7s %10s %19s %9s %9s %9s %8s %12s %7s %7s\n' conns target "req/s" "(min..max)" "p50 ms" "p99 ms" "max ms" errors \
+            "CPU us/req" "busy %" "idle %"
         for c in $CONNS; do
             for t in "${TARGETS[@]}"; do
                 rps=$(col "$c" "$t" rps | median)
@@ -670,9 +681,12 @@ col() { # CONNS TARGET COLUMN-NAME → the values over the rounds, one a line
                 mx=$(col "$c" "$t" max_us | sort -g | tail -n 1)
                 errs=$(col "$c" "$t" errors | awk '{ s += $1 } END { print s + 0 }')
                 cpu=$(col "$c" "$t" cpu_us_per_req | median)
-                printf '   %-5s %-7s %10.0f %19s %9.2f %9.2f %9.2f %8s %12s\n' "$c" "$t" "$rps" \
+                busy=$(col "$c" "$t" busy_pct | median)
+                idle=$(col "$c" "$t" idle_pct | median)
+                printf '   %-5s %-7s %10.0f %19s %9.2f %9.2f %9.2f %8s %12s %7s %7s\n' "$c" "$t" "$rps" \
                     "($(printf '%.0f..%.0f' "$lo" "$hi"))" "$(awk -v v="$p50" 'BEGIN{print v/1000}')" \
-                    "$(awk -v v="$p99" 'BEGIN{print v/1000}')" "$(awk -v v="$mx" 'BEGIN{print v/1000}')" "$errs" "$cpu"
+                    "$(awk -v v="$p99" 'BEGIN{print v/1000}')" "$(awk -v v="$mx" 'BEGIN{print v/1000}')" "$errs" "$cpu" \
+                    "$busy" "$idle"
             done
             if ((LEXORA_HTTP_OK)); then
                 nr=$(col "$c" nginx rps | median)
@@ -691,6 +705,8 @@ col() { # CONNS TARGET COLUMN-NAME → the values over the rounds, one a line
         done
         echo "   CPU us/req: CPU time of the process under test (direct: the upstream worker; nginx: the proxy's worker;"
         echo "   lexora: the lexora process) per request; the upstream's own CPU is not in the proxied rows."
+        echo "   busy %: that process's CPU time over the run's wall time (100 = one core); idle %: the machine's idle"
+        echo "   share during the run. A proxy near 100 % busy while the machine is idle is limited by its own one thread."
         [[ -z $LEXORA_HTTP_NOTE ]] || echo "   NOTE: $LEXORA_HTTP_NOTE"
         ((WRK_FAILURES == 0)) || echo "   NOTE: $WRK_FAILURES wrk runs failed (see the wrk-*.txt files)"
         if ((LEXORA_HTTP_OK)); then
