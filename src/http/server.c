@@ -565,9 +565,14 @@ static void split_url(lx_conn *c)
     }
 }
 
-static bool header_is(const lx_conn *c, const header_pos *h, const char *name)
+/* Whether header h is named name (n bytes), whatever the case: a name of another length costs no compare. */
+static bool header_named(const lx_conn *c, const header_pos *h, const char *name, size_t n)
 {
-    return lx_slice_eq_nocase((lx_slice){c->head.p + h->name_off, h->name_len}, name);
+    return h->name_len == n && strncasecmp(c->head.p + h->name_off, name, n) == 0;
+}
+static bool header_is(const lx_conn *c, const header_pos *h, const char *lit)
+{
+    return header_named(c, h, lit, strlen(lit));
 }
 
 /* RFC 9110 5.6.2 tchar. http-parser (built without HTTP_PARSER_STRICT) lets a space into a header
@@ -926,10 +931,10 @@ lx_slice lx_http_req_query(const lx_http_req *r) { return (lx_slice){r->conn->he
 bool lx_http_req_header(const lx_http_req *r, const char *name, lx_slice *value)
 {
     const lx_conn *c = r->conn;
-    size_t n = strlen(name); /* once: most headers differ in length, and are passed over without a compare */
+    size_t n = strlen(name); /* once, not once per header */
     for (int i = 0; i < r->n_headers; i++) {
         const header_pos *h = &r->headers[i];
-        if (h->name_len != n || strncasecmp(c->head.p + h->name_off, name, n) != 0) continue;
+        if (!header_named(c, h, name, n)) continue;
         *value = (lx_slice){c->head.p + h->value_off, h->value_len};
         return true;
     }
